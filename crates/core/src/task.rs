@@ -1,0 +1,318 @@
+//! Tasks and attempts: the units of work orch plans, runs, judges and merges.
+
+use crate::ids::TaskId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a task is in its life.
+///
+/// ```text
+/// pending → running → verifying → judging → passed → merging → merged
+///    ↑         │           │          │                  │
+///    └─────────┴───────────┴──────────┴──── retry ───────┘   (until max_attempts → failed)
+/// running → needs_human → (orch answer) → pending
+/// any open state → cancelled
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Verifying,
+    Judging,
+    NeedsHuman,
+    Passed,
+    Merging,
+    Merged,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 10] = [
+        TaskStatus::Pending,
+        TaskStatus::Running,
+        TaskStatus::Verifying,
+        TaskStatus::Judging,
+        TaskStatus::NeedsHuman,
+        TaskStatus::Passed,
+        TaskStatus::Merging,
+        TaskStatus::Merged,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Verifying => "verifying",
+            TaskStatus::Judging => "judging",
+            TaskStatus::NeedsHuman => "needs_human",
+            TaskStatus::Passed => "passed",
+            TaskStatus::Merging => "merging",
+            TaskStatus::Merged => "merged",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// States a worker process owns while it runs; after a crash they are
+    /// reset so the task is retried.
+    pub fn is_in_flight(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Running | TaskStatus::Verifying | TaskStatus::Judging | TaskStatus::Merging
+        )
+    }
+
+    /// No further work will happen without a person.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Merged | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .iter()
+            .copied()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown task status `{s}`; expected one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// What kind of change a task asks for; selects the worker prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskType {
+    #[default]
+    Code,
+    Test,
+    Fix,
+    Review,
+}
+
+impl TaskType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskType::Code => "code",
+            TaskType::Test => "test",
+            TaskType::Fix => "fix",
+            TaskType::Review => "review",
+        }
+    }
+}
+
+impl fmt::Display for TaskType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "code" => Ok(TaskType::Code),
+            "test" => Ok(TaskType::Test),
+            "fix" => Ok(TaskType::Fix),
+            "review" => Ok(TaskType::Review),
+            other => Err(format!("unknown task type `{other}`; expected one of: code, test, fix, review")),
+        }
+    }
+}
+
+/// Who created a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSource {
+    #[default]
+    Manual,
+    Planner,
+}
+
+impl TaskSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSource::Manual => "manual",
+            TaskSource::Planner => "planner",
+        }
+    }
+}
+
+impl FromStr for TaskSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manual" => Ok(TaskSource::Manual),
+            "planner" => Ok(TaskSource::Planner),
+            other => Err(format!("unknown task source `{other}`")),
+        }
+    }
+}
+
+/// Input for creating a task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewTask {
+    pub project: String,
+    pub title: String,
+    pub description: String,
+    pub task_type: TaskType,
+    /// Higher runs first. Default 0.
+    pub priority: i64,
+    /// Glob patterns (relative to the repository root) the worker may write.
+    /// Empty means any file inside the worktree.
+    pub allowed_files: Vec<String>,
+    pub source: TaskSource,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub project: String,
+    pub title: String,
+    pub description: String,
+    pub task_type: TaskType,
+    pub priority: i64,
+    pub allowed_files: Vec<String>,
+    pub source: TaskSource,
+    pub status: TaskStatus,
+    /// Attempts that counted against max_attempts (interrupted ones do not).
+    pub attempts: u32,
+    /// Feedback for the next attempt: failing output, judge issues, merge conflicts.
+    pub feedback: Option<String>,
+    /// The question the worker asked while in needs_human.
+    pub question: Option<String>,
+    /// A person's answer, given to the next attempt.
+    pub answer: Option<String>,
+    /// Why the task failed, when it did.
+    pub failure_reason: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Task {
+    pub fn branch(&self) -> String {
+        self.id.branch()
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    Running,
+    Passed,
+    Failed,
+    NeedsHuman,
+    /// The process died mid-attempt; the task is retried and this attempt
+    /// does not count against max_attempts.
+    Interrupted,
+    /// orch itself failed (provider unreachable, git error); counts as failed.
+    Error,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Running => "running",
+            AttemptStatus::Passed => "passed",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::NeedsHuman => "needs_human",
+            AttemptStatus::Interrupted => "interrupted",
+            AttemptStatus::Error => "error",
+        }
+    }
+}
+
+impl FromStr for AttemptStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "running" => AttemptStatus::Running,
+            "passed" => AttemptStatus::Passed,
+            "failed" => AttemptStatus::Failed,
+            "needs_human" => AttemptStatus::NeedsHuman,
+            "interrupted" => AttemptStatus::Interrupted,
+            "error" => AttemptStatus::Error,
+            other => return Err(format!("unknown attempt status `{other}`")),
+        })
+    }
+}
+
+/// One try at a task. Rows are appended, never overwritten: a finished
+/// attempt only gains its end fields once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: i64,
+    pub task_id: TaskId,
+    /// 1-based sequence number within the task, interrupted attempts included.
+    pub number: u32,
+    pub status: AttemptStatus,
+    pub base_commit: Option<String>,
+    pub head_commit: Option<String>,
+    pub summary: Option<String>,
+    pub diff_stat: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub turns: u32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    /// Verification report, as JSON.
+    pub verification: Option<serde_json::Value>,
+    /// Verdict, as JSON.
+    pub verdict: Option<serde_json::Value>,
+    /// Path of the attempt's markdown file in the audit trail.
+    pub audit_path: Option<String>,
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_strings() {
+        for st in TaskStatus::ALL {
+            assert_eq!(st.as_str().parse::<TaskStatus>(), Ok(st));
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        let err = "nope".parse::<TaskStatus>().unwrap_err();
+        assert!(err.contains("needs_human"), "{err}");
+    }
+
+    #[test]
+    fn in_flight_and_terminal_are_disjoint() {
+        for st in TaskStatus::ALL {
+            assert!(!(st.is_in_flight() && st.is_terminal()), "{st}");
+        }
+        assert!(TaskStatus::Merging.is_in_flight());
+        assert!(TaskStatus::Merged.is_terminal());
+    }
+
+    #[test]
+    fn task_type_parse_error_lists_choices() {
+        assert_eq!("fix".parse::<TaskType>(), Ok(TaskType::Fix));
+        assert!("x".parse::<TaskType>().unwrap_err().contains("code, test, fix, review"));
+    }
+}

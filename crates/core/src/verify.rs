@@ -1,0 +1,69 @@
+//! What verification found: one result per step (setup, format, lint, test),
+//! test counts parsed from the runner's output, and the failures that are new
+//! compared with the base commit.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Setup,
+    Format,
+    Lint,
+    Test,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Setup => "setup",
+            StepKind::Format => "format",
+            StepKind::Lint => "lint",
+            StepKind::Test => "test",
+        }
+    }
+}
+
+/// Pass/fail counts parsed from a test runner's output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    /// Which parser understood the output: pytest, cargo, go, jest.
+    pub runner: String,
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+    /// Names of failing tests, as the runner prints them.
+    pub failed_tests: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub kind: StepKind,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// The last part of combined stdout/stderr.
+    pub output_tail: String,
+    pub counts: Option<TestCounts>,
+}
+
+impl StepResult {
+    pub fn succeeded(&self) -> bool {
+        !self.timed_out && self.exit_code == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationReport {
+    pub passed: bool,
+    pub steps: Vec<StepResult>,
+    /// Failing tests that also fail on the base commit.
+    pub preexisting_failures: Vec<String>,
+    /// Failing tests that pass (or do not exist) on the base commit.
+    pub new_failures: Vec<String>,
+    /// True when the attempt changed no files.
+    pub empty_diff: bool,
+    /// One-paragraph explanation for humans and for the next attempt's prompt.
+    pub summary: String,
+}

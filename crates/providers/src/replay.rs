@@ -1,0 +1,1 @@
+//! The `replay` provider: plays scripted responses from a file.
