@@ -1,1 +1,116 @@
-fn main() {}
+//! `orch`: the command line. Parses arguments, loads the config, and hands
+//! off to one module per command. Exit codes: 0 success, 1 when tasks
+//! failed (or the run could not proceed), 2 for usage and config errors.
+
+mod commands;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "orch", version, about = "Self-hosted orchestrator for AI coding agents")]
+pub struct Cli {
+    /// Config file (orch.toml, .yaml or .json). Default: $ORCH_CONFIG, else ./orch.toml.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Add a git repository as a project (creates the config if needed).
+    Init(commands::init::InitArgs),
+    /// Add a task to a project's queue.
+    AddTask(commands::tasks::AddTaskArgs),
+    /// Run cycles: plan, work, verify, judge, merge.
+    Run(commands::run::RunArgs),
+    /// List a project's tasks.
+    Tasks(commands::tasks::TasksArgs),
+    /// Every project's state at a glance.
+    Status(commands::status::StatusArgs),
+    /// One task in detail: attempts, verdicts, tokens, cost.
+    Show(commands::show::ShowArgs),
+    /// Stop starting new work on a project.
+    Pause(commands::status::ProjectArg),
+    /// Start work on a paused project again.
+    Resume(commands::status::ProjectArg),
+    /// Answer a task that asked a person a question; it goes back to the queue.
+    Answer(commands::tasks::AnswerArgs),
+    /// Cancel a task that has not finished.
+    Cancel(commands::tasks::CancelArgs),
+    /// The event log (what happened, in order).
+    Events(commands::status::EventsArgs),
+    /// Run one full cycle on a sample repository with scripted model responses.
+    Demo(commands::demo::DemoArgs),
+}
+
+/// An error with the exit code it deserves.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError { code: 2, message: message.into() }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError { code: 1, message: message.into() }
+    }
+}
+
+impl From<orch_config::ConfigError> for CliError {
+    fn from(e: orch_config::ConfigError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+impl From<orch_state::StateError> for CliError {
+    fn from(e: orch_state::StateError) -> Self {
+        match e {
+            orch_state::StateError::NotFound { .. } | orch_state::StateError::Ambiguous { .. } | orch_state::StateError::InvalidTransition { .. } => {
+                CliError::usage(e.to_string())
+            }
+            other => CliError::failed(other.to_string()),
+        }
+    }
+}
+
+impl From<orch_engine::EngineError> for CliError {
+    fn from(e: orch_engine::EngineError) -> Self {
+        match e {
+            orch_engine::EngineError::Config(m) => CliError::usage(m),
+            other => CliError::failed(other.to_string()),
+        }
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

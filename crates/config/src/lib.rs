@@ -5,8 +5,17 @@
 //! key, what was expected and what was found, so the user can fix it without
 //! reading source.
 
+mod dotenv;
+mod interpolate;
 mod load;
 mod model;
+mod validate;
 
-pub use load::{load, load_str, ConfigError, ConfigFormat};
-pub use model::{Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind, SandboxKind};
+pub use load::{
+    load, load_str, load_str_with_env, resolve_config_path, ConfigError, ConfigFormat,
+    NOT_FOUND_HINT,
+};
+pub use model::{
+    Config, DotEnv, ModelRef, ProjectConfig, ProviderConfig, ProviderKind, SandboxKind,
+};
+pub use validate::{MAX_OUTPUT_LIMIT, MIN_OUTPUT_LIMIT};

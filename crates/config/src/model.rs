@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,56 @@ pub struct Config {
     /// Path of the config file (set by the loader).
     #[serde(skip)]
     pub source: PathBuf,
+    /// Values read from the `.env` file beside the config (set by the
+    /// loader). Debug output shows only the names, never the values.
+    #[serde(skip)]
+    pub dotenv: DotEnv,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            providers: BTreeMap::new(),
+            projects: Vec::new(),
+            base_dir: PathBuf::new(),
+            source: PathBuf::new(),
+            dotenv: DotEnv::default(),
+        }
+    }
+}
+
+/// `KEY=VALUE` pairs from a `.env` file. Cheap to clone (shared), and its
+/// `Debug` output redacts the values because they are usually secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DotEnv(Arc<BTreeMap<String, String>>);
+
+impl DotEnv {
+    pub fn new(values: BTreeMap<String, String>) -> Self {
+        DotEnv(Arc::new(values))
+    }
+}
+
+impl std::ops::Deref for DotEnv {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for DotEnv {
+    fn from(values: BTreeMap<String, String>) -> Self {
+        DotEnv::new(values)
+    }
+}
+
+impl std::fmt::Debug for DotEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names are useful when debugging; values are secrets.
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -30,6 +81,22 @@ fn default_data_dir() -> PathBuf {
 impl Config {
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
+    }
+    /// A path from the file, resolved against the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+    /// The project's repository, resolved against the config file's directory.
+    pub fn project_path(&self, p: &ProjectConfig) -> PathBuf {
+        self.resolve_path(&p.path)
+    }
+    /// A replay provider's script, resolved against the config file's directory.
+    pub fn provider_script_path(&self, p: &ProviderConfig) -> Option<PathBuf> {
+        p.script.as_deref().map(|s| self.resolve_path(s))
     }
     /// data_dir resolved against the config file's directory.
     pub fn data_dir_abs(&self) -> PathBuf {
@@ -67,10 +134,42 @@ pub struct ProviderConfig {
     /// Per-request timeout in seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// The `.env` values loaded beside the config, so [`Self::api_key`] can
+    /// fall back to them (set by the loader; redacted in Debug output).
+    #[serde(skip)]
+    pub dotenv: DotEnv,
 }
 
 fn default_request_timeout() -> u64 {
     300
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: None,
+            api_key_env: None,
+            script: None,
+            request_timeout_seconds: default_request_timeout(),
+            dotenv: DotEnv::default(),
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The API key: the variable named by `api_key_env`, from the process
+    /// environment, else from the `.env` file beside the config. The process
+    /// environment wins when both have it. `None` when no variable is
+    /// configured or it is unset or empty.
+    pub fn api_key(&self) -> Option<String> {
+        let name = self.api_key_env.as_deref()?;
+        let value = match std::env::var_os(name) {
+            Some(v) => v.to_string_lossy().into_owned(),
+            None => self.dotenv.get(name)?.clone(),
+        };
+        (!value.is_empty()).then_some(value)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,6 +187,22 @@ pub enum SandboxKind {
 pub struct ModelRef {
     pub provider: String,
     pub model: String,
+}
+
+impl ModelRef {
+    pub fn new(provider: impl Into<String>, model: impl Into<String>) -> Self {
+        ModelRef {
+            provider: provider.into(),
+            model: model.into(),
+        }
+    }
+}
+
+impl std::str::FromStr for ModelRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelRef::try_from(s.to_string())
+    }
 }
 
 impl TryFrom<String> for ModelRef {
@@ -167,6 +282,36 @@ pub struct ProjectConfig {
     /// Minimum judge score (0–10) for a pass.
     #[serde(default = "default_pass_score")]
     pub judge_min_score: f64,
+}
+
+impl ProjectConfig {
+    /// A project with every optional setting at its default (what a new
+    /// user gets from `orch init`).
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, worker_model: ModelRef) -> Self {
+        ProjectConfig {
+            name: name.into(),
+            path: path.into(),
+            main_branch: String::new(),
+            setup_command: String::new(),
+            format_command: String::new(),
+            lint_command: String::new(),
+            test_command: String::new(),
+            worker_model,
+            planner_model: None,
+            judge_model: None,
+            max_workers: default_max_workers(),
+            max_attempts: default_max_attempts(),
+            max_turns: default_max_turns(),
+            worker_timeout_seconds: default_worker_timeout(),
+            command_timeout_seconds: default_command_timeout(),
+            output_limit_bytes: default_output_limit(),
+            sandbox: SandboxKind::default(),
+            network: false,
+            pass_env: Vec::new(),
+            auto_plan: true,
+            judge_min_score: default_pass_score(),
+        }
+    }
 }
 
 fn default_max_workers() -> u32 {

@@ -1,1 +1,51 @@
-//! placeholder
+//! The orchestration engine: one cycle of plan → claim → work → verify →
+//! judge → merge for a project, crash recovery, and the audit trail.
+//!
+//! Everything here is glue over the focused crates: state (SQLite), git
+//! (worktrees and landing), sandbox (where code runs), agent (the tool loop),
+//! verify, judge and planner. The engine owns the order of operations and the
+//! hard limits; models only advise.
+
+mod attempt;
+mod audit;
+mod cycle;
+mod lock;
+mod merge;
+mod paths;
+mod prompts;
+mod recorder;
+mod recovery;
+mod registry;
+
+pub use cycle::{CycleSummary, Engine, RunOptions};
+pub use lock::{LockError, ProjectLock};
+pub use paths::DataPaths;
+pub use recorder::Recorder;
+pub use registry::{build_provider, ProviderRegistry};
+
+/// Errors that stop a run (as opposed to task failures, which are recorded
+/// and reported but do not stop orch).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    State(#[from] orch_state::StateError),
+    #[error(transparent)]
+    Git(#[from] orch_git::GitError),
+    #[error(transparent)]
+    Sandbox(#[from] orch_sandbox::SandboxError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Provider(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let context = context.into();
+    move |source| EngineError::Io { context, source }
+}

@@ -4,8 +4,12 @@
 //! output it keeps (with a visible marker), and kills the group if the caller
 //! stops waiting.
 
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +30,11 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     pub fn new(program: impl Into<String>) -> Self {
-        ProcessSpec { program: program.into(), output_limit: 1024 * 1024, ..Default::default() }
+        ProcessSpec {
+            program: program.into(),
+            output_limit: 1024 * 1024,
+            ..Default::default()
+        }
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
@@ -79,26 +87,421 @@ impl ProcessOutput {
     }
     /// stdout followed by stderr, for humans and models.
     pub fn combined(&self) -> String {
-        todo!()
+        if self.stderr.is_empty() {
+            return self.stdout.clone();
+        }
+        if self.stdout.is_empty() {
+            return self.stderr.clone();
+        }
+        let mut s = String::with_capacity(self.stdout.len() + self.stderr.len() + 16);
+        s.push_str(&self.stdout);
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("--- stderr ---\n");
+        s.push_str(&self.stderr);
+        s
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("cannot start `{program}`: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     #[error("io error while running `{program}`: {source}")]
-    Io { program: String, source: std::io::Error },
+    Io {
+        program: String,
+        source: std::io::Error,
+    },
+}
+
+/// How long pipes are still read after the child exited and its group was
+/// killed. Only a process that escaped the group (setsid) can hold them open
+/// longer, and we do not wait for it.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Read size for the output pipes.
+const CHUNK: usize = 64 * 1024;
+
+/// Kills the child's process group when dropped while armed, so a cancelled
+/// `run` (its future dropped) leaves nothing running.
+struct GroupGuard {
+    pgid: Option<libc::pid_t>,
+    armed: bool,
+}
+
+impl GroupGuard {
+    fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            // SAFETY: kill(2) has no memory-safety preconditions; a negative
+            // pid addresses the process group we created with process_group(0).
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kill();
+        }
+    }
+}
+
+/// Keeps at most `limit` bytes of a stream: the first half as it comes and a
+/// rolling window of the last half, counting everything in between.
+struct CappedBuf {
+    head: Vec<u8>,
+    head_cap: usize,
+    tail: VecDeque<u8>,
+    tail_cap: usize,
+    total: u64,
+}
+
+impl CappedBuf {
+    fn new(limit: usize) -> Self {
+        let head_cap = limit / 2;
+        let tail_cap = limit - head_cap;
+        CappedBuf {
+            // Grow as needed: most commands print far less than the limit.
+            head: Vec::new(),
+            head_cap,
+            tail: VecDeque::new(),
+            tail_cap,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        let room = self.head_cap - self.head.len();
+        if room > 0 {
+            let n = room.min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        if data.is_empty() || self.tail_cap == 0 {
+            return;
+        }
+        if data.len() >= self.tail_cap {
+            self.tail.clear();
+            self.tail.extend(&data[data.len() - self.tail_cap..]);
+        } else {
+            let overflow = (self.tail.len() + data.len()).saturating_sub(self.tail_cap);
+            self.tail.drain(..overflow);
+            self.tail.extend(data);
+        }
+    }
+
+    /// The kept text (lossy UTF-8) and whether anything was cut.
+    fn finish(mut self) -> (String, bool) {
+        let kept = (self.head.len() + self.tail.len()) as u64;
+        let mut cut = self.total - kept;
+        let tail = self.tail.make_contiguous();
+        if cut == 0 {
+            let mut all = self.head;
+            all.extend_from_slice(tail);
+            return (String::from_utf8_lossy(&all).into_owned(), false);
+        }
+        // Cut on character boundaries so the edges do not turn into U+FFFD.
+        let head_trim = incomplete_utf8_suffix(&self.head);
+        let head = &self.head[..self.head.len() - head_trim];
+        let tail_trim = tail
+            .iter()
+            .take(3)
+            .take_while(|b| is_continuation(**b))
+            .count();
+        let tail = &tail[tail_trim..];
+        cut += (head_trim + tail_trim) as u64;
+        let mut s = String::from_utf8_lossy(head).into_owned();
+        s.push_str(&cut_marker(cut));
+        s.push_str(&String::from_utf8_lossy(tail));
+        (s, true)
+    }
+}
+
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
+/// Number of trailing bytes of `b` that start a UTF-8 character without
+/// finishing it.
+fn incomplete_utf8_suffix(b: &[u8]) -> usize {
+    let n = b.len();
+    for back in 1..=n.min(4) {
+        let byte = b[n - back];
+        if is_continuation(byte) {
+            continue;
+        }
+        let need = match byte {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
+fn cut_marker(cut: u64) -> String {
+    format!("\n[… orch cut {cut} bytes of output …]\n")
+}
+
+async fn pump<R: AsyncRead + Unpin>(mut reader: R, buf: &mut CappedBuf) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => buf.push(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs a process to completion (or timeout). See the module docs.
 pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
-    let _ = spec;
-    todo!()
+    let ProcessSpec {
+        program,
+        args,
+        cwd,
+        env_clear,
+        env,
+        stdin,
+        timeout,
+        output_limit,
+    } = spec;
+    let io_err = |source| ProcessError::Io {
+        program: program.clone(),
+        source,
+    };
+
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&args);
+    if let Some(dir) = &cwd {
+        cmd.current_dir(dir);
+    }
+    if env_clear {
+        cmd.env_clear();
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped());
+    cmd.stderr(Stdio::piped());
+    cmd.process_group(0);
+    cmd.kill_on_drop(true);
+
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let pgid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
+    let mut guard = GroupGuard { pgid, armed: true };
+
+    let child_stdin = child.stdin.take();
+    let child_stdout = child.stdout.take();
+    let child_stderr = child.stderr.take();
+    let mut out_buf = CappedBuf::new(output_limit);
+    let mut err_buf = CappedBuf::new(output_limit);
+    let mut timed_out = false;
+    let mut io_result: Option<std::io::Result<()>> = None;
+
+    let status = {
+        let io = async {
+            let feed = async {
+                if let (Some(mut w), Some(data)) = (child_stdin, stdin) {
+                    // A child that exits without reading its stdin gives
+                    // EPIPE; that is its business, not an error of ours.
+                    let _ = w.write_all(&data).await;
+                    let _ = w.shutdown().await;
+                }
+            };
+            let out = async {
+                match child_stdout {
+                    Some(r) => pump(r, &mut out_buf).await,
+                    None => Ok(()),
+                }
+            };
+            let err = async {
+                match child_stderr {
+                    Some(r) => pump(r, &mut err_buf).await,
+                    None => Ok(()),
+                }
+            };
+            let ((), o, e) = tokio::join!(feed, out, err);
+            o.and(e)
+        };
+        tokio::pin!(io);
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(sleep);
+
+        let status = loop {
+            tokio::select! {
+                r = &mut io, if io_result.is_none() => io_result = Some(r),
+                s = child.wait() => break s.map_err(io_err)?,
+                () = &mut sleep, if !timed_out => {
+                    timed_out = true;
+                    guard.kill();
+                }
+            }
+        };
+        // The child is gone; take its background children with it so
+        // nothing outlives the run.
+        guard.kill();
+        guard.armed = false;
+        if io_result.is_none() {
+            match tokio::time::timeout(DRAIN_GRACE, &mut io).await {
+                Ok(r) => io_result = Some(r),
+                Err(_) => tracing::debug!(
+                    program = %program,
+                    "output pipes still held open by a process outside the group; stopped reading"
+                ),
+            }
+        }
+        status
+    };
+    if let Some(Err(e)) = io_result {
+        return Err(io_err(e));
+    }
+
+    let (stdout, cut_out) = out_buf.finish();
+    let (stderr, cut_err) = err_buf.finish();
+    Ok(ProcessOutput {
+        exit_code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        stdout,
+        stderr,
+        truncated: cut_out || cut_err,
+        duration: started.elapsed(),
+    })
 }
 
 /// Keeps the first and last `limit/2` bytes of `s`, with a marker between.
 pub fn cap_output(s: &str, limit: usize) -> (String, bool) {
-    let _ = (s, limit);
-    todo!()
+    if s.len() <= limit {
+        return (s.to_string(), false);
+    }
+    let mut head_end = limit / 2;
+    while !s.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = s.len() - (limit - limit / 2);
+    while !s.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let cut = (tail_start - head_end) as u64;
+    let mut out = String::with_capacity(head_end + (s.len() - tail_start) + 48);
+    out.push_str(&s[..head_end]);
+    out.push_str(&cut_marker(cut));
+    out.push_str(&s[tail_start..]);
+    (out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_output_keeps_short_strings() {
+        assert_eq!(cap_output("hello", 5), ("hello".to_string(), false));
+        assert_eq!(cap_output("", 0), (String::new(), false));
+    }
+
+    #[test]
+    fn cap_output_keeps_head_and_tail() {
+        let s = format!("{}{}{}", "a".repeat(10), "b".repeat(100), "c".repeat(10));
+        let (out, cut) = cap_output(&s, 20);
+        assert!(cut);
+        assert_eq!(
+            out,
+            format!(
+                "{}\n[… orch cut 100 bytes of output …]\n{}",
+                "a".repeat(10),
+                "c".repeat(10)
+            )
+        );
+    }
+
+    #[test]
+    fn cap_output_respects_char_boundaries() {
+        // 'é' is two bytes: every cut point must land between characters.
+        let s = "é".repeat(50);
+        for limit in 0..40 {
+            let (out, cut) = cap_output(&s, limit);
+            assert!(cut);
+            assert!(!out.contains('\u{FFFD}'));
+            let kept: usize = out
+                .split('\n')
+                .filter(|p| !p.contains("orch cut"))
+                .map(str::len)
+                .sum();
+            assert!(kept <= limit, "limit {limit}: kept {kept}");
+        }
+    }
+
+    #[test]
+    fn capped_buf_without_overflow_is_exact() {
+        let mut b = CappedBuf::new(10);
+        b.push(b"hello");
+        b.push(b"world");
+        assert_eq!(b.finish(), ("helloworld".to_string(), false));
+    }
+
+    #[test]
+    fn capped_buf_rolls_the_tail() {
+        let mut b = CappedBuf::new(6);
+        for chunk in [&b"abc"[..], b"defgh", b"ij", b"k", b"lmnopqrstuvwxyz"] {
+            b.push(chunk);
+        }
+        let (s, cut) = b.finish();
+        assert!(cut);
+        assert_eq!(s, "abc\n[… orch cut 20 bytes of output …]\nxyz");
+    }
+
+    #[test]
+    fn capped_buf_trims_split_characters() {
+        let mut b = CappedBuf::new(5);
+        // "€" is three bytes: the head keeps 2 bytes (half of one €) and the
+        // tail 3 bytes starting mid-character.
+        b.push("x€€€€y".as_bytes());
+        let (s, cut) = b.finish();
+        assert!(cut);
+        assert!(!s.contains('\u{FFFD}'), "{s:?}");
+        assert!(s.starts_with('x') && s.ends_with('y'), "{s:?}");
+    }
+
+    #[test]
+    fn combined_separates_only_when_both_present() {
+        let mut o = ProcessOutput {
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            stdout: "out".into(),
+            stderr: String::new(),
+            truncated: false,
+            duration: Duration::ZERO,
+        };
+        assert_eq!(o.combined(), "out");
+        o.stderr = "err".into();
+        assert_eq!(o.combined(), "out\n--- stderr ---\nerr");
+        o.stdout.clear();
+        assert_eq!(o.combined(), "err");
+    }
 }

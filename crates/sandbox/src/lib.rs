@@ -8,8 +8,12 @@ pub mod bwrap;
 pub mod none;
 
 use async_trait::async_trait;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use bwrap::BwrapSandbox;
+pub use none::NoSandbox;
 
 pub use orch_process::ProcessOutput;
 
@@ -23,6 +27,9 @@ pub struct ExecRequest {
     pub workdir: PathBuf,
     /// Environment given to the command (on top of a minimal PATH/HOME/LANG).
     pub env: Vec<(String, String)>,
+    /// Extra host paths made visible read-only at the same location (for
+    /// example the repository's git directory, which a worktree points to).
+    pub extra_ro: Vec<PathBuf>,
     pub timeout: Duration,
     pub output_limit: usize,
 }
@@ -52,4 +59,105 @@ pub trait Sandbox: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct SandboxOptions {
     pub network: bool,
+}
+
+/// Builds the backend named in a project's configuration: `"bwrap"` or
+/// `"none"`.
+pub fn from_kind(kind: &str, opts: SandboxOptions) -> Result<Arc<dyn Sandbox>, SandboxError> {
+    match kind {
+        "bwrap" => Ok(Arc::new(BwrapSandbox::new(opts))),
+        "none" => Ok(Arc::new(NoSandbox::new())),
+        other => Err(SandboxError::Unavailable(format!(
+            "unknown sandbox `{other}`: set sandbox = \"bwrap\" (isolated, needs bubblewrap) \
+             or sandbox = \"none\" (no isolation)"
+        ))),
+    }
+}
+
+/// Directories always on the sandboxed PATH.
+const STANDARD_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// The PATH given to sandboxed commands: the host's absolute, existing PATH
+/// directories (so pyenv shims, cargo, node version managers keep working)
+/// followed by the standard system directories.
+pub(crate) fn sandbox_path() -> String {
+    let host = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let candidates = std::env::split_paths(&host).chain(STANDARD_PATH.iter().map(PathBuf::from));
+    for dir in candidates {
+        if dir.is_absolute() && dir.is_dir() && !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    // Keep the standard directories even if absent: harmless, and PATH must
+    // never come out empty.
+    if dirs.is_empty() {
+        return STANDARD_PATH.join(":");
+    }
+    dirs.iter()
+        .map(|d| d.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Finds an executable by name on the host PATH (or checks an explicit path).
+pub(crate) fn find_executable(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_exec(&p).then_some(p);
+    }
+    let host = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&host)
+        .chain(STANDARD_PATH.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_path_keeps_standard_dirs() {
+        let path = sandbox_path();
+        assert!(path.split(':').any(|d| d == "/usr/bin"), "{path}");
+        assert!(path.split(':').all(|d| d.starts_with('/')), "{path}");
+    }
+
+    #[test]
+    fn from_kind_knows_the_backends() {
+        let bwrap = from_kind("bwrap", SandboxOptions::default()).unwrap();
+        assert_eq!(bwrap.name(), "bwrap");
+        assert!(bwrap.isolates());
+        let none = from_kind("none", SandboxOptions::default()).unwrap();
+        assert_eq!(none.name(), "none");
+        assert!(!none.isolates());
+        let err = from_kind("docker", SandboxOptions::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("unknown sandbox `docker`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn find_executable_finds_sh() {
+        assert!(find_executable("sh").is_some());
+        assert!(find_executable("orch-definitely-not-a-program").is_none());
+        assert!(find_executable("/nonexistent/bwrap").is_none());
+    }
 }

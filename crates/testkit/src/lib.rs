@@ -1,1 +1,11 @@
-//! placeholder
+//! Test helpers shared by orch's crates.
+//!
+//! [`FakeOpenAi`] is a real OpenAI-compatible HTTP server on loopback that
+//! answers from a replay [`Script`], so the `openai` provider, the engine and
+//! the CLI can be tested end to end over real HTTP without a model.
+
+pub mod fake_openai;
+pub mod wire;
+
+pub use fake_openai::FakeOpenAi;
+pub use orch_providers::replay::{Script, ScriptedResponse, ScriptedToolCall, ScriptedUsage};

@@ -1,0 +1,65 @@
+//! One module per command, plus what they share: loading the config and
+//! opening the store.
+
+pub mod demo;
+pub mod init;
+pub mod run;
+pub mod show;
+pub mod status;
+pub mod tasks;
+
+use crate::{Cli, CliError, CliResult, Command};
+use orch_config::Config;
+use orch_state::Store;
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn dispatch(cli: Cli) -> CliResult {
+    let config_flag = cli.config.as_deref();
+    match cli.command {
+        Command::Init(a) => init::run(config_flag, a).await,
+        Command::AddTask(a) => tasks::add(config_flag, a),
+        Command::Run(a) => run::run(config_flag, a).await,
+        Command::Tasks(a) => tasks::list(config_flag, a),
+        Command::Status(a) => status::status(config_flag, a),
+        Command::Show(a) => show::show(config_flag, a),
+        Command::Pause(a) => status::pause(config_flag, a, true),
+        Command::Resume(a) => status::pause(config_flag, a, false),
+        Command::Answer(a) => tasks::answer(config_flag, a),
+        Command::Cancel(a) => tasks::cancel(config_flag, a),
+        Command::Events(a) => status::events(config_flag, a),
+        Command::Demo(a) => demo::run(a).await,
+    }
+}
+
+pub fn load_config(flag: Option<&Path>) -> Result<Config, CliError> {
+    let path = orch_config::resolve_config_path(flag);
+    Ok(orch_config::load(&path)?)
+}
+
+/// Opens the state database in the config's data_dir.
+pub fn open_store(config: &Config) -> Result<Arc<Store>, CliError> {
+    let paths = orch_engine::DataPaths::new(config.data_dir_abs());
+    paths
+        .ensure()
+        .map_err(|e| CliError::failed(format!("cannot create data_dir {}: {e}", paths.root.display())))?;
+    Ok(Arc::new(Store::open(&paths.db())?))
+}
+
+/// Checks `--project` names a configured project.
+pub fn require_project<'a>(config: &'a Config, name: &str) -> Result<&'a orch_config::ProjectConfig, CliError> {
+    config.project(name).ok_or_else(|| {
+        let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
+        CliError::usage(format!(
+            "no project named `{name}` in {}; configured projects: {}",
+            config.source.display(),
+            if names.is_empty() { "(none; add one with `orch init PATH`)".to_string() } else { names.join(", ") }
+        ))
+    })
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `orch run`: cycles of plan → work → verify → judge → merge for a project.
+
+use super::{load_config, open_store, print_json, require_project};
+use crate::progress::Progress;
+use crate::{CliError, CliResult};
+use clap::Args;
+use orch_config::Config;
+use orch_core::TaskStatus;
+use orch_engine::{CycleSummary, Engine, ProviderRegistry, RunOptions};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub project: String,
+    /// How many cycles to run.
+    #[arg(long, default_value_t = 1)]
+    pub cycles: u32,
+    /// Stop early once no task is pending or waiting to merge.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Print the run summary as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No live progress.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
+    let config = load_config(config_flag)?;
+    require_project(&config, &a.project)?;
+    let store = open_store(&config)?;
+    let summary = run_project(&config, store, &a.project, RunOptions { cycles: a.cycles, until_idle: a.until_idle }, a.json, a.quiet).await?;
+    if a.json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary);
+    }
+    Ok(exit_code(&summary))
+}
+
+/// Builds the engine for one project and runs it with live progress.
+pub async fn run_project(config: &Config, store: Arc<orch_state::Store>, project: &str, opts: RunOptions, progress_to_stderr: bool, quiet: bool) -> Result<CycleSummary, CliError> {
+    let pc = require_project(config, project)?;
+    let providers = ProviderRegistry::from_config(config)?;
+    let sandbox = orch_sandbox::from_kind(sandbox_name(pc.sandbox), orch_sandbox::SandboxOptions { network: pc.network })
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;
+    let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
+    let result = engine.run(opts).await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    Ok(result?)
+}
+
+fn sandbox_name(kind: orch_config::SandboxKind) -> &'static str {
+    match kind {
+        orch_config::SandboxKind::Bwrap => "bwrap",
+        orch_config::SandboxKind::None => "none",
+    }
+}
+
+pub fn print_summary(s: &CycleSummary) {
+    println!();
+    for n in &s.notices {
+        println!("note: {n}");
+    }
+    if let Some(p) = &s.paused {
+        println!("project is paused: {p}");
+    }
+    println!(
+        "{} cycle(s): {} planned, {} claimed; {} merged, {} passed (waiting to merge), {} need a person, {} failed",
+        s.cycles,
+        s.planned,
+        s.claimed,
+        s.count(TaskStatus::Merged),
+        s.count(TaskStatus::Passed),
+        s.count(TaskStatus::NeedsHuman),
+        s.count(TaskStatus::Failed)
+    );
+    for t in &s.tasks {
+        println!("  {:<12}  {:<11}  attempts {}  {}", t.id, t.status, t.attempts, t.title);
+    }
+    if s.count(TaskStatus::NeedsHuman) > 0 {
+        println!("answer with: orch answer TASK \"your answer\"");
+    }
+}
+
+pub fn exit_code(s: &CycleSummary) -> ExitCode {
+    if s.count(TaskStatus::Failed) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,138 @@
+//! `orch status`, `orch pause`, `orch resume`, `orch events`.
+
+use super::{load_config, open_store, print_json, require_project};
+use crate::CliResult;
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProjectArg {
+    #[arg(long)]
+    pub project: String,
+    /// Why (shown by `orch status`).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ProjectStatus {
+    name: String,
+    path: String,
+    paused: bool,
+    pause_reason: Option<String>,
+    tasks: BTreeMap<String, u64>,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+}
+
+pub fn status(config_flag: Option<&Path>, a: StatusArgs) -> CliResult {
+    let config = load_config(config_flag)?;
+    let store = open_store(&config)?;
+    let mut out = Vec::new();
+    for p in &config.projects {
+        let path = config.project_path(p).display().to_string();
+        store.ensure_project(&p.name, &path)?;
+        let row = store.project(&p.name)?;
+        let usage = store.usage_totals(Some(&p.name))?;
+        out.push(ProjectStatus {
+            name: p.name.clone(),
+            path,
+            paused: row.paused,
+            pause_reason: row.pause_reason,
+            tasks: store.count_by_status(&p.name)?,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+        });
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "projects": out }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if out.is_empty() {
+        println!("no projects in {}; add one with `orch init PATH`", config.source.display());
+    }
+    for p in out {
+        let counts: Vec<String> = p.tasks.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
+        println!(
+            "{}{}  {}\n  tasks: {}\n  tokens: {} in / {} out   cost: ${:.4}",
+            p.name,
+            if p.paused { " [PAUSED]" } else { "" },
+            p.path,
+            if counts.is_empty() { "none".to_string() } else { counts.join(", ") },
+            p.input_tokens,
+            p.output_tokens,
+            p.cost_usd
+        );
+        if let Some(r) = p.pause_reason.filter(|_| p.paused) {
+            println!("  paused: {r}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pause(config_flag: Option<&Path>, a: ProjectArg, paused: bool) -> CliResult {
+    let config = load_config(config_flag)?;
+    let project = require_project(&config, &a.project)?;
+    let store = open_store(&config)?;
+    store.ensure_project(&project.name, &config.project_path(project).display().to_string())?;
+    store.set_paused(&project.name, paused, a.reason.as_deref())?;
+    if paused {
+        println!("paused {}: running attempts finish, no new work starts until `orch resume --project {}`", project.name, project.name);
+    } else {
+        store.reset_consecutive_failures(&project.name)?;
+        println!("resumed {}", project.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Show only the last N events.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn events(config_flag: Option<&Path>, a: EventsArgs) -> CliResult {
+    let config = load_config(config_flag)?;
+    let store = open_store(&config)?;
+    let task_id = match &a.task {
+        Some(t) => Some(store.task(t)?.id.0),
+        None => None,
+    };
+    let mut events = store.events(&orch_state::EventFilter { project: a.project.clone(), task_id, after_id: None, limit: None })?;
+    if events.len() > a.limit {
+        events.drain(..events.len() - a.limit);
+    }
+    if a.json {
+        print_json(&events)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in events {
+        println!(
+            "{}  {:<8} {:<12} {:<20} {}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.project,
+            e.task_id.as_deref().unwrap_or("-"),
+            e.kind.as_str(),
+            e.message
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

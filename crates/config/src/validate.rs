@@ -1,0 +1,305 @@
+//! Checks serde cannot express: ranges, names, references between sections
+//! and paths on disk. The first problem found is reported, naming the key,
+//! what was expected and what was found.
+
+use crate::dotenv::is_env_name;
+use crate::load::ConfigError;
+use crate::model::{Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind};
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::Path;
+
+/// Largest `output_limit_bytes`: 64 MiB.
+pub const MAX_OUTPUT_LIMIT: usize = 64 * 1024 * 1024;
+/// Smallest `output_limit_bytes`: 1 KiB.
+pub const MIN_OUTPUT_LIMIT: usize = 1024;
+
+pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    let invalid = |key: String, expected: &str, found: String| ConfigError::Invalid {
+        path: cfg.source.clone(),
+        key,
+        expected: expected.to_string(),
+        found,
+    };
+    for (name, provider) in &cfg.providers {
+        validate_provider(cfg, name, provider, &invalid)?;
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, project) in cfg.projects.iter().enumerate() {
+        let key = |field: &str| format!("projects[{i}].{field}");
+        if !is_simple_name(&project.name) {
+            return Err(invalid(key("name"), NAME_RULE, describe_name(&project.name)));
+        }
+        if let Some(first) = seen.insert(&project.name, i) {
+            return Err(invalid(
+                key("name"),
+                "a name no other project uses",
+                format!("`{}`, already used by projects[{first}]", project.name),
+            ));
+        }
+        validate_project(cfg, project, &key, &invalid)?;
+    }
+    Ok(())
+}
+
+type Invalid<'a> = dyn Fn(String, &str, String) -> ConfigError + 'a;
+
+const NAME_RULE: &str = "a non-empty name of letters, digits, `_`, `.` and `-`";
+
+fn validate_provider(
+    cfg: &Config,
+    name: &str,
+    p: &ProviderConfig,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("providers.{name}.{field}");
+    if !is_simple_name(name) {
+        return Err(invalid(
+            format!("providers.{name}"),
+            "a non-empty provider name of letters, digits, `_`, `.` and `-`",
+            describe_name(name),
+        ));
+    }
+    match p.kind {
+        ProviderKind::Openai => match p.base_url.as_deref() {
+            None => {
+                return Err(invalid(
+                    key("base_url"),
+                    "an http:// or https:// URL (required when kind = \"openai\"), e.g. `http://127.0.0.1:8080/v1`",
+                    "nothing".to_string(),
+                ))
+            }
+            Some(url) if !is_http_url(url) => {
+                return Err(invalid(
+                    key("base_url"),
+                    "an http:// or https:// URL, e.g. `http://127.0.0.1:8080/v1`",
+                    format!("`{url}`"),
+                ))
+            }
+            Some(_) => {}
+        },
+        ProviderKind::Replay => {
+            const EXPECTED: &str =
+                "a path to an existing replay script file (required when kind = \"replay\"; relative paths are relative to the config file)";
+            match cfg.provider_script_path(p) {
+                None => return Err(invalid(key("script"), EXPECTED, "nothing".to_string())),
+                Some(script) => {
+                    if let Some(problem) = path_problem(&script, false) {
+                        return Err(invalid(
+                            key("script"),
+                            EXPECTED,
+                            format!("{} ({problem})", script.display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(var) = p.api_key_env.as_deref() {
+        if !is_env_name(var) {
+            return Err(invalid(
+                key("api_key_env"),
+                "the name of the environment variable that holds the key (letters, digits and `_`, not starting with a digit), e.g. `OPENAI_API_KEY`",
+                describe_possible_secret(var),
+            ));
+        }
+    }
+    check_range(
+        &key("request_timeout_seconds"),
+        p.request_timeout_seconds,
+        1,
+        86_400,
+        invalid,
+    )?;
+    Ok(())
+}
+
+fn validate_project(
+    cfg: &Config,
+    p: &ProjectConfig,
+    key: &dyn Fn(&str) -> String,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
+    let repo = cfg.project_path(p);
+    if let Some(problem) = path_problem(&repo, true) {
+        return Err(invalid(
+            key("path"),
+            "an existing git repository directory",
+            format!("{} ({problem})", repo.display()),
+        ));
+    }
+    let models = [
+        ("worker_model", Some(&p.worker_model)),
+        ("planner_model", p.planner_model.as_ref()),
+        ("judge_model", p.judge_model.as_ref()),
+    ];
+    for (field, model) in models {
+        if let Some(m) = model {
+            check_model(cfg, &key(field), m, invalid)?;
+        }
+    }
+    check_range(&key("max_workers"), p.max_workers, 1, 64, invalid)?;
+    check_range(&key("max_attempts"), p.max_attempts, 1, 100, invalid)?;
+    check_range(&key("max_turns"), p.max_turns, 1, 10_000, invalid)?;
+    check_range(
+        &key("worker_timeout_seconds"),
+        p.worker_timeout_seconds,
+        1,
+        86_400,
+        invalid,
+    )?;
+    check_range(
+        &key("command_timeout_seconds"),
+        p.command_timeout_seconds,
+        1,
+        86_400,
+        invalid,
+    )?;
+    if !(MIN_OUTPUT_LIMIT..=MAX_OUTPUT_LIMIT).contains(&p.output_limit_bytes) {
+        return Err(invalid(
+            key("output_limit_bytes"),
+            &format!("an integer from {MIN_OUTPUT_LIMIT} (1 KiB) to {MAX_OUTPUT_LIMIT} (64 MiB)"),
+            p.output_limit_bytes.to_string(),
+        ));
+    }
+    if !(0.0..=10.0).contains(&p.judge_min_score) {
+        return Err(invalid(
+            key("judge_min_score"),
+            "a number from 0 to 10",
+            p.judge_min_score.to_string(),
+        ));
+    }
+    for (j, var) in p.pass_env.iter().enumerate() {
+        if !is_env_name(var) {
+            return Err(invalid(
+                key(&format!("pass_env[{j}]")),
+                "an environment variable name (letters, digits and `_`, not starting with a digit); values are read from orch's environment",
+                describe_possible_secret(var),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_model(cfg: &Config, key: &str, m: &ModelRef, invalid: &Invalid) -> Result<(), ConfigError> {
+    if cfg.providers.contains_key(&m.provider) {
+        return Ok(());
+    }
+    let expected = if cfg.providers.is_empty() {
+        "`provider:model` with a provider declared in [providers] (none are declared: add a [providers.NAME] section)".to_string()
+    } else {
+        let names: Vec<String> = cfg.providers.keys().map(|n| format!("`{n}`")).collect();
+        format!(
+            "`provider:model` with a provider declared in [providers] (declared: {})",
+            names.join(", ")
+        )
+    };
+    Err(invalid(
+        key.to_string(),
+        &expected,
+        format!("`{m}` (no provider `{}`)", m.provider),
+    ))
+}
+
+fn check_range<T: PartialOrd + Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key.to_string(),
+            &format!("an integer from {min} to {max}"),
+            value.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Why `path` is unusable, or `None` when it exists and is of the right kind.
+fn path_problem(path: &Path, want_dir: bool) -> Option<&'static str> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist"),
+        Err(_) => Some("cannot be read"),
+        Ok(m) if want_dir && !m.is_dir() => Some("not a directory"),
+        Ok(m) if !want_dir && !m.is_file() => Some("not a file"),
+        Ok(_) => None,
+    }
+}
+
+/// `[A-Za-z0-9_.-]+`.
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn describe_name(s: &str) -> String {
+    if s.is_empty() {
+        return "an empty name".to_string();
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(bad) => format!("`{s}` (contains {bad:?})"),
+        None => format!("`{s}`"),
+    }
+}
+
+/// A bad variable name may be the secret itself pasted in; never echo that.
+fn describe_possible_secret(s: &str) -> String {
+    let looks_secret =
+        s.starts_with("sk-") || s.starts_with("sk_") || (s.len() >= 20 && !s.contains(' '));
+    if looks_secret {
+        "a value that looks like a secret itself (not shown): put the secret in the environment or the .env file and write that variable's name here".to_string()
+    } else {
+        format!("`{s}`")
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !url.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(is_http_url("http://127.0.0.1:8080/v1"));
+        assert!(is_http_url("https://api.example.com"));
+        assert!(!is_http_url("ftp://x"));
+        assert!(!is_http_url("http://"));
+        assert!(!is_http_url("http:// x"));
+        assert!(!is_http_url("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_simple_name("demo-1.x_y"));
+        assert!(!is_simple_name(""));
+        assert!(!is_simple_name("a b"));
+        assert_eq!(describe_name("a b"), "`a b` (contains ' ')");
+        assert_eq!(describe_name(""), "an empty name");
+    }
+
+    #[test]
+    fn secrets_are_not_echoed() {
+        assert!(!describe_possible_secret("sk-abc").contains("abc"));
+        assert!(!describe_possible_secret("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345").contains("ABCDEF"));
+        assert_eq!(describe_possible_secret("MY-KEY"), "`MY-KEY`");
+    }
+}

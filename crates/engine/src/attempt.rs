@@ -1,0 +1,392 @@
+//! Working one task: attempts in a loop until one passes, a person is
+//! needed, or max_attempts trips. Each attempt gets a fresh worktree on
+//! `orch/<task-id>` from the current main, runs the agent in the sandbox,
+//! commits, verifies, judges, and records everything.
+
+use crate::audit::{attempt_markdown, report_markdown, AttemptRecord};
+use crate::cycle::Engine;
+use crate::paths::write_atomic;
+use crate::{io_err, Result};
+use orch_agent::{AgentEvent, AgentObserver, WorkerEnd, WorkerSpec};
+use orch_core::{Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Usage, Verdict, VerificationReport};
+use orch_state::AttemptFinish;
+use orch_verify::{VerifyCommands, VerifyOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest diff shown to the judge.
+const JUDGE_DIFF_BYTES: usize = 60_000;
+/// Largest file a worker may write.
+const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
+
+enum AttemptEnd {
+    Passed,
+    NeedsHuman,
+    /// Failed; `attempts` is the task's counted attempts so far.
+    Failed { attempts: u32 },
+}
+
+/// Records the agent's tool and model calls as events.
+struct EventObserver {
+    rec: crate::Recorder,
+    task: String,
+}
+
+impl AgentObserver for EventObserver {
+    fn on_event(&self, event: &AgentEvent) {
+        match event {
+            AgentEvent::ModelCall { turn, usage } => self.rec.note(
+                Some(&self.task),
+                EventKind::ModelCall,
+                format!("turn {turn}: model answered ({} in / {} out tokens)", usage.input_tokens, usage.output_tokens),
+                serde_json::json!({"turn": turn, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd}),
+            ),
+            AgentEvent::ToolCall(t) => {
+                let (kind, msg) = match &t.refused {
+                    Some(reason) => (EventKind::ToolRefused, format!("refused {}: {reason}", t.tool)),
+                    None => (EventKind::ToolCall, format!("{} {}", t.tool, if t.ok { "ok" } else { "error" })),
+                };
+                self.rec.note(
+                    Some(&self.task),
+                    kind,
+                    msg,
+                    serde_json::json!({"turn": t.turn, "tool": t.tool, "arguments": t.arguments, "ok": t.ok, "refused": t.refused, "output": t.output_preview}),
+                );
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn verify_commands(&self) -> VerifyCommands {
+        VerifyCommands {
+            setup: self.project.setup_command.clone(),
+            format: self.project.format_command.clone(),
+            lint: self.project.lint_command.clone(),
+            test: self.project.test_command.clone(),
+        }
+    }
+
+    pub(crate) fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            timeout: Duration::from_secs(self.project.command_timeout_seconds),
+            output_limit: self.project.output_limit_bytes,
+            env: self.sandbox_env(),
+            extra_ro: self.extra_ro.clone(),
+            tail_bytes: 4000,
+        }
+    }
+
+    /// Only the variables the project lists in pass_env reach the sandbox.
+    fn sandbox_env(&self) -> Vec<(String, String)> {
+        self.project
+            .pass_env
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    /// Works a claimed (running) task until it passes, needs a person, or
+    /// fails for good.
+    pub(crate) async fn work_task(self: Arc<Self>, task: Task) -> Result<()> {
+        let mut task = task;
+        loop {
+            let end = match self.attempt(&task).await {
+                Ok(end) => end,
+                Err(e) => {
+                    // orch itself failed mid-attempt (git, sandbox, disk). The
+                    // attempt is recorded as an error and counts, so a
+                    // persistent fault cannot loop forever.
+                    let attempts = self.record_attempt_error(&task, &e.to_string()).await?;
+                    AttemptEnd::Failed { attempts }
+                }
+            };
+            match end {
+                AttemptEnd::Passed | AttemptEnd::NeedsHuman => return Ok(()),
+                AttemptEnd::Failed { attempts } => {
+                    if attempts >= self.project.max_attempts {
+                        let reason = format!(
+                            "gave up after {attempts} attempt(s) (max_attempts = {}); last feedback is in `orch show {}`",
+                            self.project.max_attempts, task.id
+                        );
+                        self.store.fail_task(&task.id, &reason)?;
+                        let n = self.store.bump_consecutive_failures(&self.project.name)?;
+                        if n >= 5 {
+                            self.store.set_paused(
+                                &self.project.name,
+                                true,
+                                Some(&format!("paused after {n} tasks failed in a row; look at `orch tasks --project {} --status failed`, then `orch resume --project {}`", self.project.name, self.project.name)),
+                            )?;
+                        }
+                        return Ok(());
+                    }
+                    if self.store.is_paused(&self.project.name)? {
+                        self.store.transition(&task.id, &[TaskStatus::Running, TaskStatus::Verifying, TaskStatus::Judging], TaskStatus::Pending, "project paused; retry later")?;
+                        return Ok(());
+                    }
+                    self.store.transition(&task.id, &[TaskStatus::Verifying, TaskStatus::Judging], TaskStatus::Running, "retrying with feedback")?;
+                    task = self.store.task(task.id.as_str())?;
+                }
+            }
+        }
+    }
+
+    async fn record_attempt_error(&self, task: &Task, message: &str) -> Result<u32> {
+        let running: Vec<Attempt> = self.store.attempts(&task.id)?.into_iter().filter(|a| a.status == AttemptStatus::Running).collect();
+        let mut attempts = task.attempts;
+        for a in running {
+            attempts = self.store.finish_attempt(a.id, &AttemptFinish {
+                status: AttemptStatus::Error,
+                head_commit: None,
+                summary: None,
+                diff_stat: None,
+                usage: Usage::default(),
+                turns: 0,
+                verification: None,
+                verdict: None,
+                audit_path: None,
+                error: Some(message.to_string()),
+            })?;
+        }
+        self.store.set_feedback(&task.id, Some(&format!("orch could not complete the previous attempt: {message}")))?;
+        let _ = self.git.worktree_remove(&self.paths.worktree(&self.project.name, task.id.as_str())).await;
+        self.rec.note(Some(task.id.as_str()), EventKind::Warning, format!("attempt failed inside orch: {message}"), serde_json::Value::Null);
+        Ok(attempts)
+    }
+
+    async fn attempt(&self, task: &Task) -> Result<AttemptEnd> {
+        let name = self.project.name.clone();
+        let tid = task.id.as_str().to_string();
+        let base = self.git.rev_parse(&self.main_branch).await?;
+        let attempt = self.store.start_attempt(&task.id, &base)?;
+        let started = Instant::now();
+        let worktree = self.paths.worktree(&name, &tid);
+        self.git.worktree_add(&worktree, &task.branch(), &base).await?;
+
+        let system_prompt = crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
+        let task_prompt = crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
+        let (provider, model) = self.providers.resolve(&self.project.worker_model)?;
+        self.rec.note(Some(&tid), EventKind::StageStarted, format!("attempt {}: worker {} started", attempt.number, self.project.worker_model), serde_json::json!({"stage": "work", "attempt": attempt.number}));
+        let spec = WorkerSpec {
+            provider,
+            model,
+            sandbox: self.sandbox.clone(),
+            worktree: worktree.clone(),
+            extra_ro: self.extra_ro.clone(),
+            sandbox_env: self.sandbox_env(),
+            system_prompt: system_prompt.clone(),
+            task_prompt: task_prompt.clone(),
+            allowed_files: task.allowed_files.clone(),
+            max_turns: self.project.max_turns,
+            deadline: Duration::from_secs(self.project.worker_timeout_seconds),
+            output_limit: self.project.output_limit_bytes,
+            max_run_timeout: Duration::from_secs(self.project.command_timeout_seconds),
+            max_file_bytes: MAX_FILE_BYTES,
+        };
+        let observer = EventObserver { rec: self.rec.clone(), task: tid.clone() };
+        let outcome = orch_agent::run_worker(spec, &observer).await;
+        self.store.add_task_usage(&task.id, &outcome.usage)?;
+
+        let audit_base = self.paths.attempts(&name).join(format!("{tid}-{}", attempt.number));
+        let transcript_json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
+        write_atomic(&audit_base.with_extension("json"), &transcript_json).map_err(io_err("writing the attempt transcript"))?;
+        let audit_md = audit_base.with_extension("md");
+
+        let write_audit = |outcome_name: &str, diff_stat: &str, report: Option<&VerificationReport>, feedback: Option<&str>| -> Result<()> {
+            let md = attempt_markdown(&AttemptRecord {
+                task,
+                attempt: &attempt,
+                outcome: outcome_name,
+                system_prompt: &system_prompt,
+                task_prompt: &task_prompt,
+                transcript: &outcome.transcript,
+                diff_stat,
+                usage: outcome.usage,
+                turns: outcome.turns,
+                duration_ms: started.elapsed().as_millis() as u64,
+                report,
+                feedback,
+            });
+            write_atomic(&audit_md, &md).map_err(io_err(format!("writing {}", audit_md.display())))
+        };
+        let finish = |status: AttemptStatus, head: Option<String>, summary: Option<String>, diff_stat: Option<String>, report: Option<&VerificationReport>, verdict: Option<&Verdict>, error: Option<String>| {
+            AttemptFinish {
+                status,
+                head_commit: head,
+                summary,
+                diff_stat,
+                usage: outcome.usage,
+                turns: outcome.turns,
+                verification: report.and_then(|r| serde_json::to_value(r).ok()),
+                verdict: verdict.and_then(|v| serde_json::to_value(v).ok()),
+                audit_path: Some(audit_md.display().to_string()),
+                error,
+            }
+        };
+
+        let summary = match &outcome.end {
+            WorkerEnd::Finished { summary } => summary.clone(),
+            WorkerEnd::AskedHuman { question } => {
+                write_audit("needs a person", "", None, None)?;
+                self.store.finish_attempt(attempt.id, &finish(AttemptStatus::NeedsHuman, None, None, None, None, None, None))?;
+                self.store.ask_human(&task.id, question)?;
+                self.git.worktree_remove(&worktree).await?;
+                return Ok(AttemptEnd::NeedsHuman);
+            }
+            other => {
+                let why = match other {
+                    WorkerEnd::TurnLimit => format!("The worker used all {} turns (max_turns) without calling finish. Work in fewer, larger steps.", self.project.max_turns),
+                    WorkerEnd::TimedOut => format!("The worker ran out of time ({} s, worker_timeout_seconds) before calling finish.", self.project.worker_timeout_seconds),
+                    WorkerEnd::Stuck { detail } => format!("The worker repeated itself and was stopped: {detail}"),
+                    WorkerEnd::ModelError { message } => format!("The model call failed: {message}"),
+                    _ => String::new(),
+                };
+                write_audit("failed", "", None, Some(&why))?;
+                let status = if matches!(other, WorkerEnd::ModelError { .. }) { AttemptStatus::Error } else { AttemptStatus::Failed };
+                let attempts = self.store.finish_attempt(attempt.id, &finish(status, None, None, None, None, None, Some(why.clone())))?;
+                self.store.set_feedback(&task.id, Some(&why))?;
+                self.git.worktree_remove(&worktree).await?;
+                return Ok(AttemptEnd::Failed { attempts });
+            }
+        };
+
+        // Commit what the worker did on the task branch.
+        let message = format!("orch: {}\n\nTask: {}\nAttempt: {}\n\n{}", task.title, tid, attempt.number, summary);
+        let head = self.git.commit_all(&worktree, &message).await?;
+        let head_sha = match &head {
+            Some(h) => h.clone(),
+            None => base.clone(),
+        };
+        let diff_stat = self.git.diff_stat(&base, &head_sha).await?;
+
+        // Verify.
+        self.store.transition(&task.id, &[TaskStatus::Running], TaskStatus::Verifying, "worker finished")?;
+        let steps = orch_verify::run_steps(self.sandbox.as_ref(), &worktree, &self.verify_commands(), &self.verify_options()).await?;
+        let baseline = self.baseline_if_needed(&base, &steps).await?;
+        let report = orch_verify::assess(steps, baseline.as_ref(), head.is_none());
+        self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "preexisting_failures": report.preexisting_failures}));
+
+        // Judge.
+        self.store.transition(&task.id, &[TaskStatus::Verifying], TaskStatus::Judging, "verification finished")?;
+        let diff = self.git.diff(&base, &head_sha, JUDGE_DIFF_BYTES).await?;
+        let judge_provider = match &self.project.judge_model {
+            Some(m) => Some(self.providers.resolve(m)?),
+            None => None,
+        };
+        let input = orch_judge::JudgeInput { task, diff: &diff, diff_stat: &diff_stat, report: &report };
+        let judged = orch_judge::judge(judge_provider.as_ref().map(|(p, m)| (p.as_ref(), m.as_str())), &input, self.project.judge_min_score).await;
+        let (verdict, judge_usage) = match judged {
+            Ok(v) => v,
+            Err(e) => (
+                Verdict {
+                    passed: false,
+                    score: None,
+                    reasoning: format!("the judge could not be consulted: {e}"),
+                    issues: vec![format!("judge error: {e}")],
+                    gates: orch_judge::gates(&report),
+                },
+                Usage::default(),
+            ),
+        };
+        self.store.add_task_usage(&task.id, &judge_usage)?;
+        let verdict_path = self.paths.verdicts(&name).join(format!("{tid}-{}.md", attempt.number));
+        let mut verdict_md = orch_judge::render_markdown(&input, &verdict);
+        verdict_md.push_str("\n## Verification output\n\n");
+        verdict_md.push_str(&report_markdown(&report));
+        write_atomic(&verdict_path, &verdict_md).map_err(io_err(format!("writing {}", verdict_path.display())))?;
+        self.rec.note(
+            Some(&tid),
+            EventKind::VerdictRecorded,
+            format!("verdict: {}{}", if verdict.passed { "passed" } else { "failed" }, verdict.score.map(|s| format!(" (score {s:.1})")).unwrap_or_default()),
+            serde_json::json!({"passed": verdict.passed, "score": verdict.score, "issues": verdict.issues, "file": verdict_path.display().to_string()}),
+        );
+
+        self.git.worktree_remove(&worktree).await?;
+        if verdict.passed {
+            write_audit("passed", &diff_stat, Some(&report), None)?;
+            self.store.finish_attempt(attempt.id, &finish(AttemptStatus::Passed, Some(head_sha), Some(summary), Some(diff_stat), Some(&report), Some(&verdict), None))?;
+            self.store.set_feedback(&task.id, None)?;
+            self.store.transition(&task.id, &[TaskStatus::Judging], TaskStatus::Passed, "verdict passed")?;
+            self.store.reset_consecutive_failures(&name)?;
+            self.rec.note(Some(&tid), EventKind::MergeQueued, "queued for merge", serde_json::json!({"branch": task.branch()}));
+            Ok(AttemptEnd::Passed)
+        } else {
+            let feedback = feedback_text(&report, &verdict);
+            write_audit("failed", &diff_stat, Some(&report), Some(&feedback))?;
+            let attempts = self.store.finish_attempt(attempt.id, &finish(AttemptStatus::Failed, Some(head_sha), Some(summary), Some(diff_stat), Some(&report), Some(&verdict), None))?;
+            self.store.set_feedback(&task.id, Some(&feedback))?;
+            Ok(AttemptEnd::Failed { attempts })
+        }
+    }
+
+    /// The test step's result on the base commit, only when the attempt's own
+    /// test step failed (otherwise nothing needs telling apart). Cached in
+    /// SQLite per (project, commit, command), computed once per base even
+    /// when workers run in parallel.
+    pub(crate) async fn baseline_if_needed(&self, base: &str, steps: &[StepResult]) -> Result<Option<StepResult>> {
+        let failed_test = steps.iter().any(|s| s.kind == StepKind::Test && !s.succeeded());
+        if !failed_test || self.project.test_command.is_empty() {
+            return Ok(None);
+        }
+        let name = &self.project.name;
+        let command = &self.project.test_command;
+        let lock = {
+            let mut locks = self.baseline_locks.lock().map_err(|_| crate::EngineError::Config("baseline lock poisoned".into()))?;
+            locks.entry(base.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if let Some(v) = self.store.baseline(name, base, command)? {
+            if let Ok(step) = serde_json::from_value::<StepResult>(v) {
+                return Ok(Some(step));
+            }
+        }
+        let short = &base[..base.len().min(12)];
+        self.rec.note(None, EventKind::StageStarted, format!("running the test command on base {short} to tell old failures from new"), serde_json::json!({"stage": "baseline", "commit": base}));
+        let dir = self.paths.worktree(name, &format!("base-{short}"));
+        self.git.worktree_add_detached(&dir, base).await?;
+        let step = orch_verify::run_step(self.sandbox.as_ref(), &dir, StepKind::Test, command, &self.verify_options()).await;
+        self.git.worktree_remove(&dir).await?;
+        let step = step?;
+        self.store.put_baseline(name, base, command, &serde_json::to_value(&step).unwrap_or_default())?;
+        self.rec.note(None, EventKind::BaselineComputed, format!("base {short}: {} failing test(s)", step.counts.as_ref().map(|c| c.failed).unwrap_or(0)), serde_json::json!({"commit": base}));
+        Ok(Some(step))
+    }
+}
+
+/// What the next attempt is told.
+pub(crate) fn feedback_text(report: &VerificationReport, verdict: &Verdict) -> String {
+    let mut f = String::new();
+    if !report.passed {
+        f.push_str("Verification failed.\n\n");
+        f.push_str(&report.summary);
+        f.push('\n');
+        if let Some(test) = report.steps.iter().find(|s| !s.succeeded()) {
+            f.push_str(&format!("\nOutput of `{}` (last part):\n\n```\n{}\n```\n", test.command, tail(&test.output_tail, 3000)));
+        }
+    }
+    if !verdict.issues.is_empty() {
+        f.push_str("\nThe judge's issues:\n");
+        for i in &verdict.issues {
+            f.push_str(&format!("- {i}\n"));
+        }
+    }
+    if report.passed && !verdict.reasoning.is_empty() {
+        f.push_str(&format!("\nThe judge's reasoning: {}\n", verdict.reasoning));
+    }
+    f
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut start = s.len() - n;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}

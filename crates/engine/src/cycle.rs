@@ -1,0 +1,261 @@
+//! The engine and its cycle: plan when the queue runs low, claim up to
+//! max_workers tasks, work them in parallel, then land passing work through
+//! the merge queue.
+
+use crate::lock::ProjectLock;
+use crate::paths::{write_atomic, DataPaths};
+use crate::recorder::Recorder;
+use crate::registry::ProviderRegistry;
+use crate::{io_err, EngineError, Result};
+use orch_config::{Config, ProjectConfig};
+use orch_core::{EventKind, NewTask, TaskId, TaskSource, TaskStatus};
+use orch_git::Git;
+use orch_sandbox::Sandbox;
+use orch_state::Store;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// How long `orch run` goes on.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Number of cycles to run.
+    pub cycles: u32,
+    /// Keep cycling (up to `cycles`) only while there is work left.
+    pub until_idle: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { cycles: 1, until_idle: false }
+    }
+}
+
+/// What a run did, for the CLI's summary and exit code.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CycleSummary {
+    pub cycles: u32,
+    pub planned: usize,
+    pub claimed: usize,
+    /// Every task this run touched, with its status at the end.
+    pub tasks: Vec<TaskLine>,
+    /// Set when the run stopped because the project is paused.
+    pub paused: Option<String>,
+    /// Messages a person should act on (deferred merges, sandbox warnings).
+    pub notices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskLine {
+    pub id: String,
+    pub title: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+}
+
+impl CycleSummary {
+    pub fn count(&self, status: TaskStatus) -> usize {
+        self.tasks.iter().filter(|t| t.status == status).count()
+    }
+}
+
+pub struct Engine {
+    pub(crate) config: Config,
+    pub(crate) project: ProjectConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) sandbox: Arc<dyn Sandbox>,
+    pub(crate) git: Git,
+    pub(crate) paths: DataPaths,
+    pub(crate) rec: Recorder,
+    pub(crate) main_branch: String,
+    /// Paths the sandbox exposes read-only besides the worktree (the git dir
+    /// a worktree points into).
+    pub(crate) extra_ro: Vec<PathBuf>,
+    /// One lock per base commit so parallel workers compute a baseline once.
+    pub(crate) baseline_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Engine {
+    pub async fn new(
+        config: &Config,
+        project_name: &str,
+        store: Arc<Store>,
+        providers: ProviderRegistry,
+        sandbox: Arc<dyn Sandbox>,
+    ) -> Result<Arc<Engine>> {
+        let project = config.project(project_name).cloned().ok_or_else(|| {
+            let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
+            EngineError::Config(format!(
+                "no project named `{project_name}` in {}; configured projects: {}",
+                config.source.display(),
+                if names.is_empty() { "(none; add one with `orch init PATH`)".to_string() } else { names.join(", ") }
+            ))
+        })?;
+        let repo_path = config.project_path(&project);
+        let git = Git::open(&repo_path).await?;
+        let main_branch = if project.main_branch.is_empty() {
+            git.default_branch().await?
+        } else {
+            project.main_branch.clone()
+        };
+        let extra_ro = vec![git.git_common_dir().await?];
+        let paths = DataPaths::new(config.data_dir_abs());
+        paths.ensure().map_err(io_err(format!("creating data_dir {}", paths.root.display())))?;
+        store.ensure_project(&project.name, &repo_path.display().to_string())?;
+        let rec = Recorder::new(store.clone(), &project.name);
+        Ok(Arc::new(Engine {
+            config: config.clone(),
+            project,
+            store,
+            providers,
+            sandbox,
+            git,
+            paths,
+            rec,
+            main_branch,
+            extra_ro,
+            baseline_locks: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn project(&self) -> &ProjectConfig {
+        &self.project
+    }
+
+    pub fn main_branch(&self) -> &str {
+        &self.main_branch
+    }
+
+    /// Runs cycles under the project lock, after recovering from any crash.
+    pub async fn run(self: &Arc<Self>, opts: RunOptions) -> Result<CycleSummary> {
+        let lock = ProjectLock::acquire(&self.paths.lock(&self.project.name), &self.project.name)?;
+        if let Some(pid) = &lock.took_over_from {
+            self.rec.note(None, EventKind::Recovered, format!("took over the lock left by process {pid}, which is no longer running"), serde_json::json!({"pid": pid}));
+        }
+        let mut summary = CycleSummary::default();
+        self.recover().await?;
+        if !self.sandbox.isolates() {
+            let msg = format!(
+                "sandbox = \"{}\": model-written code runs with your own permissions, with nothing isolating it",
+                self.sandbox.name()
+            );
+            self.rec.note(None, EventKind::Warning, msg.clone(), serde_json::Value::Null);
+            summary.notices.push(msg);
+        } else {
+            self.sandbox.check().await?;
+        }
+        let mut touched: BTreeSet<TaskId> = BTreeSet::new();
+        for n in 0..opts.cycles.max(1) {
+            if self.store.is_paused(&self.project.name)? {
+                let row = self.store.project(&self.project.name)?;
+                summary.paused = Some(row.pause_reason.unwrap_or_else(|| "paused by `orch pause`".into()));
+                break;
+            }
+            if opts.until_idle && n > 0 && !self.has_work()? {
+                break;
+            }
+            summary.cycles += 1;
+            self.cycle(&mut summary, &mut touched).await?;
+        }
+        for id in touched {
+            let t = self.store.task(id.as_str())?;
+            summary.tasks.push(TaskLine { id: t.id.0.clone(), title: t.title.clone(), status: t.status, attempts: t.attempts });
+        }
+        drop(lock);
+        Ok(summary)
+    }
+
+    fn has_work(&self) -> Result<bool> {
+        let counts = self.store.count_by_status(&self.project.name)?;
+        let n = |s: TaskStatus| counts.get(s.as_str()).copied().unwrap_or(0);
+        Ok(n(TaskStatus::Pending) > 0 || n(TaskStatus::Passed) > 0)
+    }
+
+    async fn cycle(self: &Arc<Self>, summary: &mut CycleSummary, touched: &mut BTreeSet<TaskId>) -> Result<()> {
+        let name = self.project.name.clone();
+        self.rec.note(None, EventKind::CycleStarted, format!("cycle {} of project {name}", summary.cycles), serde_json::Value::Null);
+        summary.planned += self.plan_if_needed().await?;
+
+        let claimed = self.store.claim_pending(&name, self.project.max_workers as usize)?;
+        summary.claimed += claimed.len();
+        let mut workers = tokio::task::JoinSet::new();
+        for task in claimed {
+            touched.insert(task.id.clone());
+            let engine = Arc::clone(self);
+            workers.spawn(async move { engine.work_task(task).await });
+        }
+        while let Some(joined) = workers.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.rec.note(None, EventKind::Warning, format!("worker stopped: {e}"), serde_json::Value::Null),
+                Err(e) => self.rec.note(None, EventKind::Warning, format!("worker task panicked: {e}"), serde_json::Value::Null),
+            }
+        }
+        let merged = self.merge_queue(summary).await?;
+        touched.extend(merged);
+        self.rec.note(None, EventKind::CycleFinished, format!("cycle {} finished", summary.cycles), serde_json::Value::Null);
+        Ok(())
+    }
+
+    /// Asks the planner for tasks when fewer than max_workers are pending.
+    /// A planner failure is recorded and the cycle goes on with the tasks
+    /// that exist.
+    async fn plan_if_needed(&self) -> Result<usize> {
+        let Some(model) = self.project.planner_model.clone() else { return Ok(0) };
+        if !self.project.auto_plan {
+            return Ok(0);
+        }
+        let name = &self.project.name;
+        let pending = self.store.tasks(Some(name), Some(TaskStatus::Pending))?.len();
+        let want = (self.project.max_workers as usize).saturating_sub(pending);
+        if want == 0 {
+            return Ok(0);
+        }
+        self.rec.note(None, EventKind::StageStarted, format!("planning: asking {model} for up to {want} task(s)"), serde_json::json!({"stage": "plan"}));
+        let (provider, model_name) = self.providers.resolve(&model)?;
+        let repo = self.config.project_path(&self.project);
+        let context = orch_planner::gather_context(&repo, 400, 20_000);
+        let open: Vec<_> = self.store.tasks(Some(name), None)?.into_iter().filter(|t| !t.status.is_terminal()).collect();
+        let mut failures = self.store.tasks(Some(name), Some(TaskStatus::Failed))?;
+        failures.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        failures.truncate(10);
+        let input = orch_planner::PlanInput { project: name, context: &context, open_tasks: &open, recent_failures: &failures, want };
+        let (plan, usage) = match orch_planner::plan(provider.as_ref(), &model_name, &input).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.rec.note(None, EventKind::Warning, format!("planner failed, continuing with existing tasks: {e}"), serde_json::json!({"stage": "plan"}));
+                return Ok(0);
+            }
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let plan_path = self.paths.plans(name).join(format!("plan_{stamp}.md"));
+        write_atomic(&plan_path, &orch_planner::render_markdown(name, &plan, &context))
+            .map_err(io_err(format!("writing {}", plan_path.display())))?;
+        let mut created = 0;
+        for t in &plan.tasks {
+            self.store.add_task(&NewTask {
+                project: name.clone(),
+                title: t.title.clone(),
+                description: t.description.clone(),
+                task_type: t.task_type,
+                priority: t.priority,
+                allowed_files: t.allowed_files.clone(),
+                source: TaskSource::Planner,
+            })?;
+            created += 1;
+        }
+        self.rec.note(
+            None,
+            EventKind::PlanCreated,
+            format!("planner proposed {created} task(s), dropped {}", plan.dropped.len()),
+            serde_json::json!({
+                "stage": "plan", "created": created, "dropped": plan.dropped, "notes": plan.notes,
+                "file": plan_path.display().to_string(),
+                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd,
+            }),
+        );
+        Ok(created)
+    }
+}

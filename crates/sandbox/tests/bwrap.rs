@@ -1,0 +1,301 @@
+//! The bubblewrap backend against the real bwrap: what the sandbox lets
+//! through and what it does not.
+
+use orch_sandbox::{BwrapSandbox, ExecRequest, Sandbox, SandboxOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn sandbox() -> BwrapSandbox {
+    BwrapSandbox::new(SandboxOptions::default())
+}
+
+fn request(workdir: &Path, command: &str) -> ExecRequest {
+    ExecRequest {
+        command: command.to_string(),
+        workdir: workdir.to_path_buf(),
+        env: Vec::new(),
+        extra_ro: Vec::new(),
+        timeout: Duration::from_secs(60),
+        output_limit: 64 * 1024,
+    }
+}
+
+/// A directory outside /tmp (so not hidden by the sandbox's private /tmp).
+fn dir_outside_tmp() -> std::io::Result<tempfile::TempDir> {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn unique_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{}{:09}", std::process::id(), nanos)
+}
+
+/// Live (non-zombie) processes whose command line contains `needle`.
+fn processes_matching(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        if matches!(state, Some("Z") | Some("X") | None) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline: Vec<u8> = cmdline
+            .iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn check_passes_on_this_machine() {
+    sandbox().check().await.unwrap();
+}
+
+#[tokio::test]
+async fn check_explains_a_missing_bwrap() {
+    let err = sandbox()
+        .with_binary("/nonexistent/bwrap")
+        .check()
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("apt-get install bubblewrap"), "{msg}");
+    assert!(msg.contains("sandbox = \"none\""), "{msg}");
+}
+
+#[tokio::test]
+async fn runs_in_the_workdir_and_writes_persist() {
+    let wt = tempfile::tempdir().unwrap(); // under /tmp: must survive the private /tmp
+    let out = sandbox()
+        .exec(&request(
+            wt.path(),
+            "pwd; echo made > result.txt; mkdir -p sub && echo x > sub/y",
+        ))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout.trim(), wt.path().to_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(wt.path().join("result.txt")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wt.path().join("sub/y")).unwrap(),
+        "x\n"
+    );
+}
+
+#[tokio::test]
+async fn writes_outside_the_workdir_fail() {
+    let wt = dir_outside_tmp().unwrap();
+    let outside = dir_outside_tmp().unwrap();
+    let home = PathBuf::from(std::env::var("HOME").unwrap());
+    let marker = unique_marker();
+    let in_outside = outside.path().join("escaped.txt");
+    let in_home = home.join(format!("orch-sandbox-escape-{marker}"));
+
+    for target in [&in_outside, &in_home] {
+        let out = sandbox()
+            .exec(&request(
+                wt.path(),
+                &format!("echo escaped > '{}'", target.display()),
+            ))
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(target);
+        assert!(!out.success(), "writing {} succeeded", target.display());
+        assert!(
+            out.stderr.contains("Read-only file system"),
+            "{}",
+            out.stderr
+        );
+        assert!(!target.exists());
+    }
+
+    // Existing host files stay untouched too.
+    std::fs::write(outside.path().join("keep.txt"), "original").unwrap();
+    let out = sandbox()
+        .exec(&request(
+            wt.path(),
+            &format!(
+                "echo changed > '{}/keep.txt'; rm -f '{}/keep.txt'",
+                outside.path().display(),
+                outside.path().display()
+            ),
+        ))
+        .await
+        .unwrap();
+    assert!(!out.success());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("keep.txt")).unwrap(),
+        "original"
+    );
+}
+
+#[tokio::test]
+async fn extra_ro_paths_are_readable_not_writable() {
+    let wt = tempfile::tempdir().unwrap();
+    let ro = tempfile::tempdir().unwrap(); // under /tmp: hidden unless bound
+    std::fs::write(ro.path().join("data.txt"), "shared").unwrap();
+    let cmd = format!(
+        "cat '{0}/data.txt'; echo more >> '{0}/data.txt'",
+        ro.path().display()
+    );
+
+    let mut req = request(wt.path(), &cmd);
+    let hidden = sandbox().exec(&req).await.unwrap();
+    assert!(
+        !hidden.stdout.contains("shared"),
+        "host /tmp leaked: {}",
+        hidden.stdout
+    );
+
+    req.extra_ro = vec![ro.path().to_path_buf()];
+    let out = sandbox().exec(&req).await.unwrap();
+    assert_eq!(out.stdout, "shared");
+    assert!(!out.success());
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("data.txt")).unwrap(),
+        "shared"
+    );
+}
+
+#[tokio::test]
+async fn tmp_is_private() {
+    let wt = dir_outside_tmp().unwrap();
+    let name = format!("orch-private-{}", unique_marker());
+    let host_file = Path::new("/tmp").join(&name);
+    std::fs::write(host_file.with_extension("host"), "host").unwrap();
+    let cmd = format!(
+        "echo inside > /tmp/{name} && cat /tmp/{name} && test ! -e /tmp/{name}.host && echo host-hidden"
+    );
+    let out = sandbox().exec(&request(wt.path(), &cmd)).await.unwrap();
+    let _ = std::fs::remove_file(host_file.with_extension("host"));
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout, "inside\nhost-hidden\n");
+    assert!(!host_file.exists(), "sandbox /tmp write reached the host");
+}
+
+#[tokio::test]
+async fn network_is_off_unless_allowed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let wt = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')\""
+    );
+
+    let off = sandbox().exec(&request(wt.path(), &cmd)).await.unwrap();
+    assert!(
+        !off.success(),
+        "connected with network off: {}",
+        off.combined()
+    );
+    assert!(!off.stdout.contains("connected"));
+
+    let on = BwrapSandbox::new(SandboxOptions { network: true })
+        .exec(&request(wt.path(), &cmd))
+        .await
+        .unwrap();
+    assert!(on.success(), "network on: {}", on.combined());
+    assert_eq!(on.stdout, "connected\n");
+}
+
+#[tokio::test]
+async fn environment_is_only_what_is_passed() {
+    std::env::set_var("ORCH_SANDBOX_TEST_SECRET", "leaked");
+    let wt = tempfile::tempdir().unwrap();
+    let mut req = request(
+        wt.path(),
+        "echo \"[$ORCH_SANDBOX_TEST_SECRET][$GIVEN][$HOME][$LANG]\"",
+    );
+    req.env = vec![("GIVEN".to_string(), "yes".to_string())];
+    let out = sandbox().exec(&req).await.unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout, "[][yes][/tmp][C.UTF-8]\n");
+}
+
+#[tokio::test]
+async fn timeout_kills_everything_inside() {
+    let wt = tempfile::tempdir().unwrap();
+    let marker = format!("1000.{}", unique_marker());
+    let mut req = request(wt.path(), &format!("sleep {marker} & sleep {marker}"));
+    req.timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let out = sandbox().exec(&req).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(out.timed_out);
+    assert!(!out.success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = processes_matching(&marker);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = processes_matching(&marker);
+    }
+    assert!(left.is_empty(), "survivors: {left:?}");
+}
+
+#[tokio::test]
+async fn output_is_capped() {
+    let wt = tempfile::tempdir().unwrap();
+    let mut req = request(wt.path(), "yes | head -c 1000000");
+    req.output_limit = 1000;
+    let out = sandbox().exec(&req).await.unwrap();
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.truncated);
+    assert!(
+        out.stdout.contains("[… orch cut 999000 bytes of output …]"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn pytest_runs_inside() {
+    let wt = tempfile::tempdir().unwrap();
+    std::fs::write(
+        wt.path().join("test_tiny.py"),
+        "def add(a, b):\n    return a + b\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+    )
+    .unwrap();
+    let out = sandbox()
+        .exec(&request(
+            wt.path(),
+            "python3 -m pytest -q -p no:cacheprovider",
+        ))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert!(out.stdout.contains("1 passed"), "{}", out.stdout);
+    // PYTHONDONTWRITEBYTECODE keeps the worktree free of bytecode caches.
+    assert!(!wt.path().join("__pycache__").exists());
+}

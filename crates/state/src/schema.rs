@@ -1,0 +1,156 @@
+//! Connection settings and schema migrations.
+//!
+//! The schema version lives in `PRAGMA user_version`. `MIGRATIONS[i]` takes
+//! the database from version `i` to `i + 1`; each runs in its own IMMEDIATE
+//! transaction that re-reads the version first, so two processes opening a
+//! fresh database at the same time apply every migration exactly once.
+//! Migrations are only ever appended to this list, never edited.
+
+use crate::error::{Result, StateError};
+use rusqlite::{Connection, TransactionBehavior};
+use std::time::Duration;
+
+/// How long a writer waits for another writer before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+const V1: &str = r#"
+CREATE TABLE projects (
+    name                 TEXT PRIMARY KEY NOT NULL,
+    path                 TEXT NOT NULL,
+    paused               INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+    pause_reason         TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+    created_at           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL
+);
+
+CREATE TABLE tasks (
+    id             TEXT PRIMARY KEY NOT NULL,
+    project        TEXT NOT NULL REFERENCES projects(name),
+    title          TEXT NOT NULL,
+    description    TEXT NOT NULL,
+    task_type      TEXT NOT NULL,
+    priority       INTEGER NOT NULL DEFAULT 0,
+    allowed_files  TEXT NOT NULL DEFAULT '[]',
+    source         TEXT NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'running', 'verifying', 'judging',
+                       'needs_human', 'passed', 'merging', 'merged', 'failed', 'cancelled')),
+    attempts       INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    feedback       TEXT,
+    question       TEXT,
+    answer         TEXT,
+    failure_reason TEXT,
+    input_tokens   INTEGER NOT NULL DEFAULT 0,
+    output_tokens  INTEGER NOT NULL DEFAULT 0,
+    cached_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd       REAL NOT NULL DEFAULT 0,
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX tasks_by_project_status ON tasks(project, status, priority DESC, created_at);
+
+CREATE TABLE attempts (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id       TEXT NOT NULL REFERENCES tasks(id),
+    number        INTEGER NOT NULL CHECK (number >= 1),
+    status        TEXT NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'needs_human',
+                      'interrupted', 'error')),
+    base_commit   TEXT,
+    head_commit   TEXT,
+    summary       TEXT,
+    diff_stat     TEXT,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    turns         INTEGER NOT NULL DEFAULT 0,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    duration_ms   INTEGER,
+    verification  TEXT,
+    verdict       TEXT,
+    audit_path    TEXT,
+    error         TEXT,
+    UNIQUE (task_id, number)
+);
+-- One row per attempt, never overwritten: the database itself refuses to
+-- rewrite a finished attempt or to delete any.
+CREATE TRIGGER attempts_finished_are_immutable BEFORE UPDATE ON attempts
+    WHEN OLD.status <> 'running'
+    BEGIN SELECT RAISE(ABORT, 'attempts are append-only: a finished attempt is never rewritten'); END;
+CREATE TRIGGER attempts_no_delete BEFORE DELETE ON attempts
+    BEGIN SELECT RAISE(ABORT, 'attempts are append-only: rows are never deleted'); END;
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    project TEXT NOT NULL,
+    task_id TEXT,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data    TEXT NOT NULL DEFAULT 'null'
+);
+CREATE INDEX events_by_project ON events(project, id);
+CREATE INDEX events_by_task ON events(task_id, id);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only: rows are never updated'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only: rows are never deleted'); END;
+
+CREATE TABLE baselines (
+    project     TEXT NOT NULL,
+    commit_sha  TEXT NOT NULL,
+    command     TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    computed_at TEXT NOT NULL,
+    PRIMARY KEY (project, commit_sha, command)
+);
+"#;
+
+/// Ordered migrations; index i upgrades user_version i to i + 1.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// Sets the per-connection pragmas. The busy timeout comes first so that
+/// switching to WAL waits for a concurrent opener instead of failing.
+pub fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if file_backed {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some filesystems (network mounts) cannot do WAL; SQLite then
+            // keeps its rollback journal, which is slower but correct.
+            tracing::warn!(journal_mode = %mode, "state database is not in WAL mode; concurrent readers will block writers");
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+pub fn user_version(conn: &Connection) -> Result<usize> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    usize::try_from(v).map_err(|_| StateError::Corrupt(format!("negative schema version {v}")))
+}
+
+/// Applies every migration the database has not seen yet.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = user_version(&tx)?;
+        if version > MIGRATIONS.len() {
+            return Err(StateError::Corrupt(format!(
+                "schema version {version} is newer than this orch understands (latest {})",
+                MIGRATIONS.len()
+            )));
+        }
+        let Some(sql) = MIGRATIONS.get(version) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        // PRAGMA takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))?;
+        tx.commit()?;
+        tracing::debug!(version = version + 1, "applied state database migration");
+    }
+}

@@ -1,0 +1,782 @@
+//! Tasks: creation, lookup by id prefix, claiming and status changes.
+//!
+//! Every status change is a compare-and-set (`UPDATE … WHERE status = …`)
+//! inside an IMMEDIATE transaction and records `StatusChanged` (plus any
+//! more specific event) in that same transaction.
+
+use crate::codec::{insert_event, now, task_from_row, TASK_COLUMNS};
+use crate::error::{Result, StateError};
+use crate::projects::load_project;
+use crate::Store;
+use orch_core::{Event, EventKind, NewTask, Task, TaskId, TaskStatus, Usage};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+
+/// Shortest id prefix accepted, so a stray keystroke does not pick a task.
+pub const MIN_PREFIX_LEN: usize = 4;
+
+/// How many candidate ids an Ambiguous error lists.
+const MAX_LISTED_MATCHES: usize = 10;
+
+pub(crate) fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+            [id],
+            task_from_row,
+        )
+        .optional()?)
+}
+
+fn task_not_found(id: &str) -> StateError {
+    StateError::NotFound {
+        what: format!("no task has id `{id}`; list task ids with `orch tasks --project <project>`"),
+    }
+}
+
+pub(crate) fn require_task(conn: &Connection, id: &str) -> Result<Task> {
+    load_task(conn, id)?.ok_or_else(|| task_not_found(id))
+}
+
+/// Exact id, else a unique prefix of at least `MIN_PREFIX_LEN` characters.
+pub(crate) fn resolve_task(conn: &Connection, id_or_prefix: &str) -> Result<Task> {
+    let needle = id_or_prefix.trim();
+    if let Some(task) = load_task(conn, needle)? {
+        return Ok(task);
+    }
+    if needle.chars().count() < MIN_PREFIX_LEN {
+        return Err(StateError::NotFound {
+            what: format!(
+                "no task has id `{needle}`, and an id prefix needs at least {MIN_PREFIX_LEN} characters; \
+                 list task ids with `orch tasks --project <project>`"
+            ),
+        });
+    }
+    // substr() rather than LIKE, so `%` or `_` typed by a user match literally.
+    let mut st = conn.prepare(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let mut found = st
+        .query_map(
+            params![needle, MAX_LISTED_MATCHES as i64 + 1],
+            task_from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    match found.len() {
+        0 => Err(task_not_found(needle)),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let mut matches: Vec<String> = found
+                .into_iter()
+                .take(MAX_LISTED_MATCHES)
+                .map(|t| t.id.0)
+                .collect();
+            if matches.len() == MAX_LISTED_MATCHES {
+                matches.push("…".into());
+            }
+            Err(StateError::Ambiguous {
+                prefix: needle.to_string(),
+                matches,
+            })
+        }
+    }
+}
+
+/// Compare-and-set of one task's status plus its `StatusChanged` event.
+/// Returns false (and records nothing) when the task was not in `from`.
+pub(crate) fn cas_status(
+    conn: &Connection,
+    task: &Task,
+    from: TaskStatus,
+    to: TaskStatus,
+    note: &str,
+) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE tasks SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status = ?4",
+        params![to.as_str(), now(), task.id.as_str(), from.as_str()],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    record_status_changed(conn, task, from, to, note)?;
+    Ok(true)
+}
+
+fn record_status_changed(
+    conn: &Connection,
+    task: &Task,
+    from: TaskStatus,
+    to: TaskStatus,
+    note: &str,
+) -> Result<()> {
+    let message = if note.is_empty() {
+        format!("{from} → {to}")
+    } else {
+        format!("{from} → {to}: {note}")
+    };
+    let ev = Event::new(&task.project, EventKind::StatusChanged, message)
+        .task(task.id.as_str())
+        .data(serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "note": note }));
+    insert_event(conn, &ev)?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a pending task in a registered project.
+    pub fn add_task(&self, new: &NewTask) -> Result<Task> {
+        if new.title.trim().is_empty() {
+            return Err(StateError::Invalid(
+                "task title is empty; give the task a title".into(),
+            ));
+        }
+        let allowed = serde_json::to_string(&new.allowed_files)
+            .map_err(|e| StateError::Invalid(format!("allowed_files are not serialisable: {e}")))?;
+        self.write(|tx| {
+            load_project(tx, &new.project)?;
+            let id = TaskId::new();
+            let at = now();
+            tx.execute(
+                "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
+                                    source, status, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
+                params![
+                    id.as_str(),
+                    new.project,
+                    new.title,
+                    new.description,
+                    new.task_type.as_str(),
+                    new.priority,
+                    allowed,
+                    new.source.as_str(),
+                    at
+                ],
+            )?;
+            let ev = Event::new(&new.project, EventKind::TaskCreated, format!("created task {id}: {}", new.title))
+                .task(id.as_str())
+                .data(serde_json::json!({
+                    "title": new.title,
+                    "type": new.task_type.as_str(),
+                    "priority": new.priority,
+                    "source": new.source.as_str(),
+                }));
+            insert_event(tx, &ev)?;
+            require_task(tx, id.as_str())
+        })
+    }
+
+    /// Looks a task up by exact id or by a unique prefix of at least four
+    /// characters.
+    pub fn task(&self, id_or_prefix: &str) -> Result<Task> {
+        self.read(|tx| resolve_task(tx, id_or_prefix))
+    }
+
+    /// Tasks, highest priority first, then oldest first.
+    pub fn tasks(&self, project: Option<&str>, status: Option<TaskStatus>) -> Result<Vec<Task>> {
+        self.read(|tx| {
+            let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(p) = project {
+                args.push(Value::Text(p.to_string()));
+                sql.push_str(&format!(" AND project = ?{}", args.len()));
+            }
+            if let Some(s) = status {
+                args.push(Value::Text(s.as_str().to_string()));
+                sql.push_str(&format!(" AND status = ?{}", args.len()));
+            }
+            sql.push_str(" ORDER BY priority DESC, created_at ASC, rowid ASC");
+            let mut st = tx.prepare(&sql)?;
+            let rows = st
+                .query_map(params_from_iter(args), task_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Number of tasks per status name, with every status present (zeros
+    /// included).
+    pub fn count_by_status(&self, project: &str) -> Result<BTreeMap<String, u64>> {
+        self.read(|tx| {
+            let mut counts: BTreeMap<String, u64> = TaskStatus::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), 0))
+                .collect();
+            let mut st = tx
+                .prepare("SELECT status, COUNT(*) FROM tasks WHERE project = ?1 GROUP BY status")?;
+            let rows = st.query_map([project], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+            })?;
+            for row in rows {
+                let (status, n) = row?;
+                counts.insert(status, n);
+            }
+            Ok(counts)
+        })
+    }
+
+    /// Atomically moves up to `limit` pending tasks of `project` to running,
+    /// highest priority and oldest first, and returns them. Concurrent
+    /// claimers (threads or processes) never receive the same task.
+    pub fn claim_pending(&self, project: &str, limit: usize) -> Result<Vec<Task>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            let ids: Vec<String> = {
+                let mut st = tx.prepare(
+                    "SELECT id FROM tasks WHERE project = ?1 AND status = 'pending'
+                     ORDER BY priority DESC, created_at ASC, rowid ASC LIMIT ?2",
+                )?;
+                let ids = st
+                    .query_map(params![project, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                ids
+            };
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let task = require_task(tx, &id)?;
+                if !cas_status(
+                    tx,
+                    &task,
+                    TaskStatus::Pending,
+                    TaskStatus::Running,
+                    "claimed",
+                )? {
+                    continue;
+                }
+                let ev = Event::new(
+                    project,
+                    EventKind::TaskClaimed,
+                    format!("claimed task {id}: {}", task.title),
+                )
+                .task(id.as_str());
+                insert_event(tx, &ev)?;
+                claimed.push(require_task(tx, &id)?);
+            }
+            Ok(claimed)
+        })
+    }
+
+    /// Compare-and-set: moves the task to `to` only if its status is one of
+    /// `from`. Returns false (recording nothing) if it was not.
+    pub fn transition(
+        &self,
+        id: &TaskId,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        note: &str,
+    ) -> Result<bool> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        self.write(|tx| {
+            let task = require_task(tx, id.as_str())?;
+            let placeholders: Vec<String> =
+                (0..from.len()).map(|i| format!("?{}", i + 4)).collect();
+            let sql = format!(
+                "UPDATE tasks SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status IN ({})",
+                placeholders.join(", ")
+            );
+            let mut args: Vec<Value> = vec![
+                Value::Text(to.as_str().to_string()),
+                Value::Text(now()),
+                Value::Text(id.0.clone()),
+            ];
+            args.extend(from.iter().map(|s| Value::Text(s.as_str().to_string())));
+            if tx.execute(&sql, params_from_iter(args))? == 0 {
+                return Ok(false);
+            }
+            // The IMMEDIATE transaction held the write lock since the read,
+            // so `task.status` is the status the update replaced.
+            record_status_changed(tx, &task, task.status, to, note)?;
+            Ok(true)
+        })
+    }
+
+    /// Sets or clears the feedback given to the task's next attempt.
+    pub fn set_feedback(&self, id: &TaskId, feedback: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE tasks SET feedback = ?1, updated_at = ?2 WHERE id = ?3",
+                params![feedback, now(), id.as_str()],
+            )?;
+            if n == 0 {
+                return Err(task_not_found(id.as_str()));
+            }
+            Ok(())
+        })
+    }
+
+    /// A worker asked a question: the task waits in needs_human.
+    pub fn ask_human(&self, id: &TaskId, question: &str) -> Result<()> {
+        self.write(|tx| {
+            let task = require_task(tx, id.as_str())?;
+            if !task.status.is_in_flight() {
+                return Err(StateError::InvalidTransition {
+                    task: id.0.clone(),
+                    from: task.status,
+                    wanted: "ask a human (only running, verifying, judging or merging tasks can)"
+                        .into(),
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET question = ?1, answer = NULL WHERE id = ?2",
+                params![question, id.as_str()],
+            )?;
+            let ev = Event::new(
+                &task.project,
+                EventKind::HumanAsked,
+                format!("task {id} asks: {question}"),
+            )
+            .task(id.as_str())
+            .data(serde_json::json!({ "question": question }));
+            insert_event(tx, &ev)?;
+            cas_status(
+                tx,
+                &task,
+                task.status,
+                TaskStatus::NeedsHuman,
+                "asked a human",
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A person answered: the task returns to pending with the answer for
+    /// its next attempt.
+    pub fn answer(&self, id_or_prefix: &str, answer: &str) -> Result<Task> {
+        self.write(|tx| {
+            let task = resolve_task(tx, id_or_prefix)?;
+            if task.status != TaskStatus::NeedsHuman {
+                return Err(StateError::InvalidTransition {
+                    task: task.id.0.clone(),
+                    from: task.status,
+                    wanted: "take an answer (only needs_human tasks wait for one)".into(),
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET answer = ?1 WHERE id = ?2",
+                params![answer, task.id.as_str()],
+            )?;
+            let ev = Event::new(
+                &task.project,
+                EventKind::HumanAnswered,
+                format!("task {} answered", task.id),
+            )
+            .task(task.id.as_str())
+            .data(serde_json::json!({ "question": task.question, "answer": answer }));
+            insert_event(tx, &ev)?;
+            cas_status(
+                tx,
+                &task,
+                TaskStatus::NeedsHuman,
+                TaskStatus::Pending,
+                "answered",
+            )?;
+            require_task(tx, task.id.as_str())
+        })
+    }
+
+    /// Marks a non-terminal task failed, with the reason.
+    pub fn fail_task(&self, id: &TaskId, reason: &str) -> Result<()> {
+        self.write(|tx| {
+            let task = require_task(tx, id.as_str())?;
+            if task.status.is_terminal() {
+                return Err(StateError::InvalidTransition {
+                    task: id.0.clone(),
+                    from: task.status,
+                    wanted: "be marked failed (it has already finished)".into(),
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET failure_reason = ?1 WHERE id = ?2",
+                params![reason, id.as_str()],
+            )?;
+            cas_status(tx, &task, task.status, TaskStatus::Failed, reason)?;
+            Ok(())
+        })
+    }
+
+    /// Cancels a non-terminal task. A worker still running it notices when
+    /// its next compare-and-set transition fails.
+    pub fn cancel_task(&self, id_or_prefix: &str) -> Result<Task> {
+        self.write(|tx| {
+            let task = resolve_task(tx, id_or_prefix)?;
+            if task.status.is_terminal() {
+                return Err(StateError::InvalidTransition {
+                    task: task.id.0.clone(),
+                    from: task.status,
+                    wanted: "be cancelled (it has already finished)".into(),
+                });
+            }
+            cas_status(tx, &task, task.status, TaskStatus::Cancelled, "cancelled")?;
+            require_task(tx, task.id.as_str())
+        })
+    }
+
+    /// Adds model usage to the task's totals, by SQL arithmetic.
+    pub fn add_task_usage(&self, id: &TaskId, usage: &Usage) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE tasks SET input_tokens = input_tokens + ?1, output_tokens = output_tokens + ?2,
+                                  cached_tokens = cached_tokens + ?3, cost_usd = cost_usd + ?4, updated_at = ?5
+                 WHERE id = ?6",
+                params![
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cached_tokens,
+                    usage.cost_usd,
+                    now(),
+                    id.as_str()
+                ],
+            )?;
+            if n == 0 {
+                return Err(task_not_found(id.as_str()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Usage summed over tasks, of one project or of all.
+    pub fn usage_totals(&self, project: Option<&str>) -> Result<Usage> {
+        self.read(|tx| {
+            if let Some(p) = project {
+                // Distinguish "no usage yet" from a misspelt project.
+                load_project(tx, p)?;
+            }
+            Ok(tx.query_row(
+                "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+                        COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
+                 FROM tasks WHERE ?1 IS NULL OR project = ?1",
+                [project],
+                |r| {
+                    Ok(Usage {
+                        input_tokens: r.get(0)?,
+                        output_tokens: r.get(1)?,
+                        cached_tokens: r.get(2)?,
+                        cost_usd: r.get(3)?,
+                    })
+                },
+            )?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventFilter;
+    use orch_core::{TaskSource, TaskType};
+
+    fn store() -> Store {
+        let s = Store::open_in_memory().unwrap();
+        s.ensure_project("p", "/repo").unwrap();
+        s
+    }
+
+    fn new_task(title: &str, priority: i64) -> NewTask {
+        NewTask {
+            project: "p".into(),
+            title: title.into(),
+            description: format!("do {title}"),
+            task_type: TaskType::Fix,
+            priority,
+            allowed_files: vec!["src/**".into(), "README.md".into()],
+            source: TaskSource::Planner,
+        }
+    }
+
+    fn task_events(s: &Store, id: &TaskId) -> Vec<orch_core::Event> {
+        s.events(&EventFilter {
+            task_id: Some(id.0.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn add_task_stores_everything_and_records_creation() {
+        let s = store();
+        let t = s.add_task(&new_task("one", 3)).unwrap();
+        assert_eq!(t.status, TaskStatus::Pending);
+        assert_eq!(t.attempts, 0);
+        assert_eq!(
+            t.allowed_files,
+            vec!["src/**".to_string(), "README.md".to_string()]
+        );
+        assert_eq!(t.task_type, TaskType::Fix);
+        assert_eq!(t.source, TaskSource::Planner);
+        assert_eq!(s.task(t.id.as_str()).unwrap(), t);
+        let evs = task_events(&s, &t.id);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].kind, EventKind::TaskCreated);
+        assert_eq!(evs[0].data["title"], "one");
+        assert_eq!(evs[0].data["type"], "fix");
+        assert_eq!(evs[0].data["priority"], 3);
+        assert_eq!(evs[0].data["source"], "planner");
+    }
+
+    #[test]
+    fn add_task_needs_registered_project_and_title() {
+        let s = store();
+        let mut n = new_task("x", 0);
+        n.project = "other".into();
+        let err = s.add_task(&n).unwrap_err();
+        assert!(matches!(err, StateError::NotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("registered projects: p"), "{err}");
+        assert!(matches!(
+            s.add_task(&new_task("  ", 0)),
+            Err(StateError::Invalid(_))
+        ));
+    }
+
+    /// Inserts a task with a chosen id, for prefix tests.
+    fn insert_with_id(s: &Store, id: &str) {
+        let conn = s.lock().unwrap();
+        conn.execute(
+            "INSERT INTO tasks (id, project, title, description, task_type, source, status, created_at, updated_at)
+             VALUES (?1, 'p', 't', '', 'code', 'manual', 'pending', ?2, ?2)",
+            params![id, now()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn prefix_lookup_exact_unique_ambiguous_and_short() {
+        let s = store();
+        insert_with_id(&s, "abcd1111");
+        insert_with_id(&s, "abcd2222");
+        insert_with_id(&s, "abc");
+        assert_eq!(s.task("abcd1").unwrap().id.0, "abcd1111");
+        assert_eq!(s.task("abcd2222").unwrap().id.0, "abcd2222");
+        // An exact id wins even when shorter than the minimum prefix.
+        assert_eq!(s.task("abc").unwrap().id.0, "abc");
+        match s.task("abcd").unwrap_err() {
+            StateError::Ambiguous { prefix, matches } => {
+                assert_eq!(prefix, "abcd");
+                assert_eq!(
+                    matches,
+                    vec!["abcd1111".to_string(), "abcd2222".to_string()]
+                );
+            }
+            other => panic!("expected Ambiguous, got {other:?}"),
+        }
+        let err = s.task("ab").unwrap_err();
+        assert!(err.to_string().contains("at least 4 characters"), "{err}");
+        let err = s.task("ffff").unwrap_err();
+        assert!(matches!(err, StateError::NotFound { .. }));
+        assert!(err.to_string().contains("orch tasks"), "{err}");
+        // LIKE wildcards are not wildcards here.
+        assert!(matches!(s.task("abc%"), Err(StateError::NotFound { .. })));
+        assert!(matches!(s.task("abcd_"), Err(StateError::NotFound { .. })));
+    }
+
+    #[test]
+    fn tasks_are_ordered_and_filtered_and_counted() {
+        let s = store();
+        let low = s.add_task(&new_task("low", 0)).unwrap();
+        let high = s.add_task(&new_task("high", 5)).unwrap();
+        let low2 = s.add_task(&new_task("low2", 0)).unwrap();
+        let all = s.tasks(Some("p"), None).unwrap();
+        let ids: Vec<_> = all.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, vec![high.id.clone(), low.id.clone(), low2.id.clone()]);
+        assert_eq!(s.tasks(None, None).unwrap().len(), 3);
+        assert!(s.tasks(Some("nope"), None).unwrap().is_empty());
+
+        s.cancel_task(low.id.as_str()).unwrap();
+        let pending = s.tasks(Some("p"), Some(TaskStatus::Pending)).unwrap();
+        assert_eq!(pending.len(), 2);
+        let counts = s.count_by_status("p").unwrap();
+        assert_eq!(counts.len(), TaskStatus::ALL.len());
+        assert_eq!(counts["pending"], 2);
+        assert_eq!(counts["cancelled"], 1);
+        assert_eq!(counts["merged"], 0);
+    }
+
+    #[test]
+    fn claim_takes_priority_then_age_and_records_events() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let b = s.add_task(&new_task("b", 9)).unwrap();
+        let c = s.add_task(&new_task("c", 0)).unwrap();
+        assert!(s.claim_pending("p", 0).unwrap().is_empty());
+        let first = s.claim_pending("p", 2).unwrap();
+        let ids: Vec<_> = first.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, vec![b.id.clone(), a.id.clone()]);
+        assert!(first.iter().all(|t| t.status == TaskStatus::Running));
+        let rest = s.claim_pending("p", 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].id, c.id);
+        assert!(s.claim_pending("p", 10).unwrap().is_empty());
+
+        let kinds: Vec<_> = task_events(&s, &b.id).into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::TaskCreated,
+                EventKind::StatusChanged,
+                EventKind::TaskClaimed
+            ]
+        );
+    }
+
+    #[test]
+    fn transition_is_compare_and_set() {
+        let s = store();
+        let t = s.add_task(&new_task("t", 0)).unwrap();
+        // Wrong `from`: nothing changes, no event.
+        assert!(!s
+            .transition(&t.id, &[TaskStatus::Running], TaskStatus::Verifying, "x")
+            .unwrap());
+        assert!(!s
+            .transition(&t.id, &[], TaskStatus::Verifying, "x")
+            .unwrap());
+        assert_eq!(task_events(&s, &t.id).len(), 1);
+        assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Pending);
+
+        assert!(s
+            .transition(
+                &t.id,
+                &[TaskStatus::Running, TaskStatus::Pending],
+                TaskStatus::Running,
+                "go"
+            )
+            .unwrap());
+        assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Running);
+        let last = task_events(&s, &t.id).pop().unwrap();
+        assert_eq!(last.kind, EventKind::StatusChanged);
+        assert_eq!(
+            last.data,
+            serde_json::json!({"from": "pending", "to": "running", "note": "go"})
+        );
+        // The same CAS again fails: the status moved on.
+        assert!(!s
+            .transition(&t.id, &[TaskStatus::Pending], TaskStatus::Running, "again")
+            .unwrap());
+
+        let missing = TaskId("000000000000".into());
+        assert!(matches!(
+            s.transition(&missing, &[TaskStatus::Pending], TaskStatus::Running, ""),
+            Err(StateError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn ask_and_answer_flow() {
+        let s = store();
+        let t = s.add_task(&new_task("t", 0)).unwrap();
+        // Only in-flight tasks can ask.
+        let err = s.ask_human(&t.id, "which?").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::InvalidTransition {
+                    from: TaskStatus::Pending,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        s.claim_pending("p", 1).unwrap();
+        s.ask_human(&t.id, "Which database?").unwrap();
+        let asked = s.task(t.id.as_str()).unwrap();
+        assert_eq!(asked.status, TaskStatus::NeedsHuman);
+        assert_eq!(asked.question.as_deref(), Some("Which database?"));
+
+        let answered = s.answer(&t.id.0[..6], "Postgres").unwrap();
+        assert_eq!(answered.status, TaskStatus::Pending);
+        assert_eq!(answered.answer.as_deref(), Some("Postgres"));
+        assert_eq!(answered.question.as_deref(), Some("Which database?"));
+
+        // Answering again: the task is pending now, and the error says so.
+        let err = s.answer(t.id.as_str(), "again").unwrap_err();
+        match &err {
+            StateError::InvalidTransition { from, .. } => assert_eq!(*from, TaskStatus::Pending),
+            other => panic!("expected InvalidTransition, got {other:?}"),
+        }
+        assert!(err.to_string().contains("is pending"), "{err}");
+
+        let kinds: Vec<_> = task_events(&s, &t.id).into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::TaskCreated,
+                EventKind::StatusChanged,
+                EventKind::TaskClaimed,
+                EventKind::HumanAsked,
+                EventKind::StatusChanged,
+                EventKind::HumanAnswered,
+                EventKind::StatusChanged,
+            ]
+        );
+    }
+
+    #[test]
+    fn fail_and_cancel_only_open_tasks() {
+        let s = store();
+        let t = s.add_task(&new_task("t", 0)).unwrap();
+        s.claim_pending("p", 1).unwrap();
+        s.fail_task(&t.id, "3 attempts failed").unwrap();
+        let failed = s.task(t.id.as_str()).unwrap();
+        assert_eq!(failed.status, TaskStatus::Failed);
+        assert_eq!(failed.failure_reason.as_deref(), Some("3 attempts failed"));
+        assert!(matches!(
+            s.fail_task(&t.id, "again"),
+            Err(StateError::InvalidTransition { .. })
+        ));
+        let err = s.cancel_task(t.id.as_str()).unwrap_err();
+        assert!(err.to_string().contains("is failed"), "{err}");
+
+        let u = s.add_task(&new_task("u", 0)).unwrap();
+        let c = s.cancel_task(u.id.as_str()).unwrap();
+        assert_eq!(c.status, TaskStatus::Cancelled);
+        let last = task_events(&s, &u.id).pop().unwrap();
+        assert_eq!(last.data["from"], "pending");
+        assert_eq!(last.data["to"], "cancelled");
+    }
+
+    #[test]
+    fn feedback_and_usage() {
+        let s = store();
+        let t = s.add_task(&new_task("t", 0)).unwrap();
+        s.set_feedback(&t.id, Some("tests failed")).unwrap();
+        assert_eq!(
+            s.task(t.id.as_str()).unwrap().feedback.as_deref(),
+            Some("tests failed")
+        );
+        s.set_feedback(&t.id, None).unwrap();
+        assert_eq!(s.task(t.id.as_str()).unwrap().feedback, None);
+
+        let u = Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            cached_tokens: 7,
+            cost_usd: 0.25,
+        };
+        s.add_task_usage(&t.id, &u).unwrap();
+        s.add_task_usage(&t.id, &u).unwrap();
+        let got = s.task(t.id.as_str()).unwrap();
+        assert_eq!((got.input_tokens, got.output_tokens), (200, 40));
+        assert!((got.cost_usd - 0.5).abs() < 1e-9);
+        let total = s.usage_totals(Some("p")).unwrap();
+        assert_eq!(total.cached_tokens, 14);
+        assert_eq!(total.input_tokens, 200);
+        assert_eq!(s.usage_totals(None).unwrap().output_tokens, 40);
+        assert!(matches!(
+            s.usage_totals(Some("nope")),
+            Err(StateError::NotFound { .. })
+        ));
+
+        let missing = TaskId("000000000000".into());
+        assert!(matches!(
+            s.set_feedback(&missing, None),
+            Err(StateError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.add_task_usage(&missing, &u),
+            Err(StateError::NotFound { .. })
+        ));
+    }
+}

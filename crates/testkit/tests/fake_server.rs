@@ -1,0 +1,190 @@
+//! The fake server over plain blocking HTTP from a sync `#[test]`: routes,
+//! recording, script errors, auth and shutdown on drop.
+
+use orch_testkit::{FakeOpenAi, Script};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// One HTTP/1.1 exchange with `Connection: close`; returns (status, JSON body).
+fn http(
+    server: &FakeOpenAi,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        server.addr(),
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw[9..12].parse().unwrap();
+    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn script(v: Value) -> Script {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn serves_scripted_replies_in_openai_wire_format() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"model": "worker", "when": "add", "tool_calls": [
+            {"name": "write_file", "arguments": {"path": "calc.py"}}
+        ]},
+        {"model": "judge", "json": {"passed": true}, "usage": {"input_tokens": 9, "output_tokens": 4, "cached_tokens": 3}},
+    ]})));
+    assert!(server.base_url().starts_with("http://127.0.0.1:"));
+    assert!(server.base_url().ends_with("/v1"));
+
+    let body = json!({"model": "worker", "messages": [{"role": "user", "content": "fix add"}]});
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
+    assert_eq!(v["model"], "worker");
+    let msg = &v["choices"][0]["message"];
+    assert_eq!(msg["content"], Value::Null);
+    assert_eq!(msg["tool_calls"][0]["type"], "function");
+    assert_eq!(msg["tool_calls"][0]["id"], "call_1");
+    assert_eq!(
+        msg["tool_calls"][0]["function"]["arguments"],
+        "{\"path\":\"calc.py\"}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+
+    let body2 = json!({"model": "judge", "messages": [{"role": "user", "content": "judge"}]});
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &body2.to_string(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["choices"][0]["message"]["content"], "{\"passed\":true}");
+    assert_eq!(v["usage"]["prompt_tokens"], 9);
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    assert_eq!(v["usage"]["total_tokens"], 13);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+
+    // Recorded exactly as sent, in order.
+    assert_eq!(server.requests(), vec![body, body2]);
+    assert_eq!(server.remaining(), 0);
+
+    // Script used up: 500 with an OpenAI-style error naming the model.
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "judge", "messages": []}).to_string(),
+    );
+    assert_eq!(status, 500);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`judge`"),
+        "{v}"
+    );
+}
+
+#[test]
+fn models_bad_requests_unknown_paths_and_auth() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"model": "worker", "times": 0, "content": "ok"},
+        {"model": "judge", "content": "ok"},
+        {"model": "worker", "content": "again"},
+    ]})));
+    let (status, v) = http(&server, "GET", "/v1/models", &[], "");
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["worker", "judge"]);
+
+    let (status, v) = http(&server, "POST", "/v1/chat/completions", &[], "{not json");
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("JSON"));
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        "{\"messages\": []}",
+    );
+    assert_eq!(status, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("model"));
+
+    let (status, v) = http(&server, "POST", "/chat/completions", &[], "{}");
+    assert_eq!(status, 404);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+
+    server.set_api_key("sekrit");
+    let ok = json!({"model": "worker", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let (status, v) = http(&server, "POST", "/v1/chat/completions", &[], &ok);
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let (status, _) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &["Authorization: Bearer wrong"],
+        &ok,
+    );
+    assert_eq!(status, 401);
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &["Authorization: Bearer sekrit"],
+        &ok,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["choices"][0]["message"]["content"], "ok");
+}
+
+#[test]
+fn scripted_http_errors_and_shutdown_on_drop() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"http_status": 429, "error_message": "Rate limit reached for requests"},
+    ]})));
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let (status, v) = http(&server, "POST", "/v1/chat/completions", &[], &body);
+    assert_eq!(status, 429);
+    assert_eq!(v["error"]["message"], "Rate limit reached for requests");
+
+    let addr = server.addr();
+    drop(server);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "server still accepting after drop"
+    );
+}
