@@ -188,7 +188,11 @@ impl AgentObserver for NoopObserver {
 pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> WorkerOutcome {
     let started = Instant::now();
     let deadline_at = started.checked_add(spec.deadline);
-    let remaining = || deadline_at.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+    let remaining = || {
+        deadline_at.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    };
 
     let ctx = Arc::new(ToolContext {
         worktree: spec.worktree.clone(),
@@ -228,11 +232,18 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
         let turn = turns;
         let response = match tokio::time::timeout(left, spec.provider.chat(&request)).await {
             Err(_) => break WorkerEnd::TimedOut,
-            Ok(Err(e)) => break WorkerEnd::ModelError { message: e.to_string() },
+            Ok(Err(e)) => {
+                break WorkerEnd::ModelError {
+                    message: e.to_string(),
+                }
+            }
             Ok(Ok(response)) => response,
         };
         usage += response.usage;
-        observer.on_event(&AgentEvent::ModelCall { turn, usage: response.usage });
+        observer.on_event(&AgentEvent::ModelCall {
+            turn,
+            usage: response.usage,
+        });
 
         let mut reply = response.message;
         reply.role = Role::Assistant;
@@ -253,14 +264,25 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
         for (i, call) in calls.iter().enumerate() {
             let left = remaining();
             if left.is_zero() {
-                skip_rest(&mut request.messages, &calls[i..], "not executed: the worker ran out of time");
+                skip_rest(
+                    &mut request.messages,
+                    &calls[i..],
+                    "not executed: the worker ran out of time",
+                );
                 break 'turns WorkerEnd::TimedOut;
             }
             if streak.push(&call.name, &call.arguments) >= STUCK_REPEATS {
-                skip_rest(&mut request.messages, &calls[i..], "not executed: the same call was repeated too often");
+                skip_rest(
+                    &mut request.messages,
+                    &calls[i..],
+                    "not executed: the same call was repeated too often",
+                );
                 let args = orch_process::cap_output(&call.arguments, 200).0;
                 break 'turns WorkerEnd::Stuck {
-                    detail: format!("the same call `{} {args}` was made {STUCK_REPEATS} times in a row", call.name),
+                    detail: format!(
+                        "the same call `{} {args}` was made {STUCK_REPEATS} times in a row",
+                        call.name
+                    ),
                 };
             }
 
@@ -278,23 +300,39 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
             }
             observer.on_event(&AgentEvent::ToolCall(record.clone()));
             records.push(record);
-            request.messages.push(Message::tool_result(call.id.clone(), result.content));
+            request
+                .messages
+                .push(Message::tool_result(call.id.clone(), result.content));
 
             match result.control {
                 Control::Continue => {}
                 Control::Finish(summary) => {
-                    skip_rest(&mut request.messages, &calls[i + 1..], "not executed: finish ended the work");
+                    skip_rest(
+                        &mut request.messages,
+                        &calls[i + 1..],
+                        "not executed: finish ended the work",
+                    );
                     break 'turns WorkerEnd::Finished { summary };
                 }
                 Control::AskHuman(question) => {
-                    skip_rest(&mut request.messages, &calls[i + 1..], "not executed: ask_human ended the work");
+                    skip_rest(
+                        &mut request.messages,
+                        &calls[i + 1..],
+                        "not executed: ask_human ended the work",
+                    );
                     break 'turns WorkerEnd::AskedHuman { question };
                 }
             }
         }
     };
 
-    WorkerOutcome { end, transcript: request.messages, usage, turns, tools: records }
+    WorkerOutcome {
+        end,
+        transcript: request.messages,
+        usage,
+        turns,
+        tools: records,
+    }
 }
 
 /// Answers calls that will not run, so every call in the transcript has a
@@ -327,5 +365,588 @@ impl Streak {
             self.count = 1;
         }
         self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use orch_providers::{ChatResponse, ProviderError, ToolCall};
+    use orch_sandbox::none::NoSandbox;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    type Script = dyn Fn(usize) -> Result<ChatResponse, ProviderError> + Send + Sync;
+
+    /// A provider that answers from a script (call index → response),
+    /// optionally after a delay, and remembers every request.
+    struct Scripted {
+        script: Box<Script>,
+        delay: Duration,
+        requests: Mutex<Vec<ChatRequest>>,
+    }
+
+    impl Scripted {
+        fn new(
+            script: impl Fn(usize) -> Result<ChatResponse, ProviderError> + Send + Sync + 'static,
+        ) -> Arc<Self> {
+            Arc::new(Scripted {
+                script: Box::new(script),
+                delay: Duration::ZERO,
+                requests: Mutex::new(Vec::new()),
+            })
+        }
+        /// Replies in order; errors once the list runs out.
+        fn replies(replies: Vec<ChatResponse>) -> Arc<Self> {
+            Self::new(move |i| {
+                replies
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| ProviderError::Replay {
+                        script: "test".into(),
+                        detail: format!("no reply left for call {}", i + 1),
+                    })
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            let index = {
+                let mut requests = self.requests.lock().unwrap();
+                requests.push(request.clone());
+                requests.len() - 1
+            };
+            tokio::time::sleep(self.delay).await;
+            (self.script)(index)
+        }
+    }
+
+    fn usage(input: u64, output: u64) -> Usage {
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: 0,
+            cost_usd: 0.001,
+        }
+    }
+
+    fn calls(calls: &[(&str, serde_json::Value)]) -> ChatResponse {
+        let tool_calls = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| ToolCall {
+                id: format!("c{i}"),
+                name: name.to_string(),
+                arguments: args.to_string(),
+            })
+            .collect();
+        let message = Message {
+            role: Role::Assistant,
+            content: String::new(),
+            tool_calls,
+            tool_call_id: None,
+        };
+        ChatResponse {
+            message,
+            usage: usage(10, 5),
+            finish_reason: "tool_calls".into(),
+            model: "m".into(),
+        }
+    }
+
+    fn call(name: &str, args: serde_json::Value) -> ChatResponse {
+        calls(&[(name, args)])
+    }
+
+    fn text(content: &str) -> ChatResponse {
+        ChatResponse {
+            message: Message::assistant(content),
+            usage: usage(10, 5),
+            finish_reason: "stop".into(),
+            model: "m".into(),
+        }
+    }
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        wt: PathBuf,
+    }
+
+    fn env() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let wt = dir.path().join("wt");
+        std::fs::create_dir_all(wt.join("src")).unwrap();
+        std::fs::write(
+            wt.join("src/lib.rs"),
+            "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n",
+        )
+        .unwrap();
+        Env { _dir: dir, wt }
+    }
+
+    fn spec(env: &Env, provider: Arc<dyn Provider>) -> WorkerSpec {
+        WorkerSpec {
+            provider,
+            model: "test-model".into(),
+            sandbox: Arc::new(NoSandbox::new()),
+            worktree: env.wt.clone(),
+            extra_ro: Vec::new(),
+            sandbox_env: Vec::new(),
+            system_prompt: "You are a careful engineer.".into(),
+            task_prompt: "Fix add.".into(),
+            allowed_files: Vec::new(),
+            max_turns: 20,
+            deadline: Duration::from_secs(60),
+            output_limit: 16 * 1024,
+            max_run_timeout: Duration::from_secs(30),
+            max_file_bytes: 1024 * 1024,
+        }
+    }
+
+    /// Collects events for assertions.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<AgentEvent>>);
+
+    impl AgentObserver for Recorder {
+        fn on_event(&self, event: &AgentEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn edits_runs_and_finishes() {
+        let env = env();
+        let provider = Scripted::replies(vec![
+            call("read_file", json!({"path": "src/lib.rs"})),
+            calls(&[
+                (
+                    "edit_file",
+                    json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+                ),
+                ("run", json!({"command": "grep -c 'a + b' src/lib.rs"})),
+            ]),
+            call("finish", json!({"summary": "add now adds"})),
+        ]);
+        let recorder = Recorder::default();
+        let out = run_worker(spec(&env, provider.clone()), &recorder).await;
+
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "add now adds".into()
+            }
+        );
+        assert_eq!(out.turns, 3);
+        assert_eq!(out.usage.input_tokens, 30);
+        assert_eq!(out.usage.output_tokens, 15);
+        assert!(std::fs::read_to_string(env.wt.join("src/lib.rs"))
+            .unwrap()
+            .contains("a + b"));
+
+        let tools: Vec<_> = out
+            .tools
+            .iter()
+            .map(|t| (t.turn, t.tool.as_str(), t.ok))
+            .collect();
+        assert_eq!(
+            tools,
+            vec![
+                (1, "read_file", true),
+                (2, "edit_file", true),
+                (2, "run", true),
+                (3, "finish", true)
+            ]
+        );
+        assert!(
+            out.tools[2].output_preview.starts_with("exit code: 0\n1"),
+            "{}",
+            out.tools[2].output_preview
+        );
+
+        // system, task, then per turn the reply and its results.
+        let roles: Vec<_> = out.transcript.iter().map(|m| m.role).collect();
+        use Role::*;
+        assert_eq!(
+            roles,
+            vec![System, User, Assistant, Tool, Assistant, Tool, Tool, Assistant, Tool]
+        );
+        assert_eq!(out.transcript[6].tool_call_id.as_deref(), Some("c1"));
+
+        // The request carries the prompts, every tool and tool_choice auto.
+        let requests = provider.requests.lock().unwrap();
+        let first = &requests[0];
+        assert_eq!(first.model, "test-model");
+        assert_eq!(
+            first.messages[0],
+            Message::system("You are a careful engineer.")
+        );
+        assert_eq!(first.messages[1], Message::user("Fix add."));
+        assert_eq!(first.tools, tool_specs());
+        assert_eq!(first.tool_choice, Some(ToolChoice::Auto));
+        assert_eq!(
+            requests[2].messages.len(),
+            7,
+            "the third call sees the whole conversation so far"
+        );
+
+        let events = recorder.0.lock().unwrap();
+        let model_calls = events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::ModelCall { .. }))
+            .count();
+        let tool_calls = events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::ToolCall(_)))
+            .count();
+        assert_eq!((model_calls, tool_calls), (3, 4));
+        assert!(
+            matches!(events[0], AgentEvent::ModelCall { turn: 1, usage: u } if u.input_tokens == 10)
+        );
+    }
+
+    #[tokio::test]
+    async fn ask_human_ends_the_loop_and_skips_later_calls() {
+        let env = env();
+        let provider = Scripted::replies(vec![calls(&[
+            ("ask_human", json!({"question": "Should add saturate?"})),
+            ("write_file", json!({"path": "after.txt", "content": "x"})),
+        ])]);
+        let out = run_worker(spec(&env, provider), &NoopObserver).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::AskedHuman {
+                question: "Should add saturate?".into()
+            }
+        );
+        assert_eq!(out.turns, 1);
+        assert_eq!(out.tools.len(), 1);
+        assert!(
+            !env.wt.join("after.txt").exists(),
+            "calls after ask_human must not run"
+        );
+        // Every call still has an answer in the transcript.
+        let last = out.transcript.last().unwrap();
+        assert_eq!(last.tool_call_id.as_deref(), Some("c1"));
+        assert!(last.content.contains("not executed"));
+    }
+
+    #[tokio::test]
+    async fn max_turns_is_enforced_against_a_model_that_never_finishes() {
+        let env = env();
+        // Different arguments each time, so loop detection does not fire first.
+        let provider = Scripted::new(|i| {
+            Ok(call(
+                "read_file",
+                json!({"path": "src/lib.rs", "offset": 1 + i % 3, "limit": 1 + i}),
+            ))
+        });
+        let mut s = spec(&env, provider.clone());
+        s.max_turns = 4;
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(out.end, WorkerEnd::TurnLimit);
+        assert_eq!(out.turns, 4);
+        assert_eq!(provider.requests.lock().unwrap().len(), 4);
+        assert_eq!(out.tools.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn text_replies_get_a_nudge_and_count_as_turns() {
+        let env = env();
+        let provider = Scripted::replies(vec![
+            text("I think the bug is in add."),
+            call("finish", json!({"summary": "done"})),
+        ]);
+        let out = run_worker(spec(&env, provider.clone()), &NoopObserver).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "done".into()
+            }
+        );
+        assert_eq!(out.turns, 2);
+        assert_eq!(out.transcript[3], Message::user(NUDGE));
+        assert_eq!(
+            provider.requests.lock().unwrap()[1].messages.last(),
+            Some(&Message::user(NUDGE))
+        );
+
+        // A model that only talks runs into the turn limit.
+        let chatty = Scripted::new(|_| Ok(text("thinking...")));
+        let mut s = spec(&env, chatty);
+        s.max_turns = 3;
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(out.end, WorkerEnd::TurnLimit);
+        assert_eq!(
+            out.transcript.iter().filter(|m| m.content == NUDGE).count(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn deadline_is_enforced_against_a_slow_model() {
+        let env = env();
+        let provider = Arc::new(Scripted {
+            script: Box::new(|_| Ok(call("finish", json!({"summary": "too late"})))),
+            delay: Duration::from_secs(30),
+            requests: Mutex::new(Vec::new()),
+        });
+        let mut s = spec(&env, provider);
+        s.deadline = Duration::from_millis(300);
+        let started = Instant::now();
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(out.end, WorkerEnd::TimedOut);
+        assert_eq!(out.turns, 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn deadline_caps_commands_too() {
+        let env = env();
+        let provider = Scripted::new(|i| {
+            Ok(if i == 0 {
+                call("run", json!({"command": "sleep 30", "timeout_s": 600}))
+            } else {
+                call("finish", json!({"summary": "x"}))
+            })
+        });
+        let mut s = spec(&env, provider);
+        s.deadline = Duration::from_secs(1);
+        let started = Instant::now();
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(out.end, WorkerEnd::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(!out.tools[0].ok);
+        assert!(
+            out.tools[0].output_preview.contains("timed out"),
+            "{}",
+            out.tools[0].output_preview
+        );
+    }
+
+    #[tokio::test]
+    async fn repeating_the_same_call_is_stuck() {
+        let env = env();
+        // Whitespace differences do not hide a repeat.
+        let provider = Scripted::new(|i| {
+            let mut r = call("read_file", json!({"path": "src/lib.rs"}));
+            if i % 2 == 1 {
+                r.message.tool_calls[0].arguments = "{ \"path\" : \"src/lib.rs\" }".into();
+            }
+            Ok(r)
+        });
+        let out = run_worker(spec(&env, provider), &NoopObserver).await;
+        match &out.end {
+            WorkerEnd::Stuck { detail } => assert!(
+                detail.contains("read_file") && detail.contains("5 times"),
+                "{detail}"
+            ),
+            other => panic!("expected Stuck, got {other:?}"),
+        }
+        assert_eq!(out.turns, STUCK_REPEATS as u32);
+        assert_eq!(
+            out.tools.len(),
+            STUCK_REPEATS - 1,
+            "the fifth repeat is not executed"
+        );
+    }
+
+    #[tokio::test]
+    async fn different_calls_in_between_reset_the_streak() {
+        let env = env();
+        let provider = Scripted::new(|i| {
+            Ok(match i {
+                0..=3 | 5..=8 => call("read_file", json!({"path": "src/lib.rs"})),
+                4 => call("list_files", json!({})),
+                _ => call("finish", json!({"summary": "ok"})),
+            })
+        });
+        let out = run_worker(spec(&env, provider), &NoopObserver).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "ok".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_and_unknown_calls_are_answered_and_count_as_turns() {
+        let env = env();
+        let provider = Scripted::new(|i| {
+            Ok(match i {
+                0 => {
+                    let mut r = call("write_file", json!({}));
+                    r.message.tool_calls[0].arguments = "{\"path\": \"a.txt\", ".into();
+                    r
+                }
+                1 => call("write_file", json!({"path": "a.txt"})),
+                2 => call("shell", json!({"cmd": "ls"})),
+                _ => call("finish", json!({"summary": "gave up"})),
+            })
+        });
+        let out = run_worker(spec(&env, provider.clone()), &NoopObserver).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "gave up".into()
+            }
+        );
+        assert_eq!(out.turns, 4);
+        assert!(out.tools[..3].iter().all(|t| !t.ok && t.refused.is_none()));
+        let requests = provider.requests.lock().unwrap();
+        let seen = |i: usize| requests[i].messages.last().unwrap().content.clone();
+        assert!(seen(1).contains("not valid JSON"), "{}", seen(1));
+        assert!(seen(2).contains("missing field `content`"), "{}", seen(2));
+        assert!(
+            seen(3).contains("unknown tool `shell`") && seen(3).contains("read_file"),
+            "{}",
+            seen(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_recorded_and_the_loop_continues() {
+        let env = env();
+        let provider = Scripted::replies(vec![
+            call(
+                "write_file",
+                json!({"path": "../escaped.txt", "content": "x"}),
+            ),
+            call("write_file", json!({"path": "Cargo.toml", "content": "x"})),
+            call("write_file", json!({"path": "src/ok.rs", "content": "x"})),
+            call("finish", json!({"summary": "ok"})),
+        ]);
+        let mut s = spec(&env, provider);
+        s.allowed_files = vec!["src/*.rs".into()];
+        let recorder = Recorder::default();
+        let out = run_worker(s, &recorder).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "ok".into()
+            }
+        );
+        assert!(out.tools[0]
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("leaves the worktree"));
+        assert!(out.tools[1]
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("src/*.rs"));
+        assert!(out.tools[2].ok && out.tools[2].refused.is_none());
+        assert!(!env.wt.parent().unwrap().join("escaped.txt").exists());
+        assert!(!env.wt.join("Cargo.toml").exists());
+        assert!(env.wt.join("src/ok.rs").exists());
+        let refused_events = recorder
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::ToolCall(r) if r.refused.is_some()))
+            .count();
+        assert_eq!(refused_events, 2);
+    }
+
+    #[tokio::test]
+    async fn provider_errors_end_with_model_error() {
+        let env = env();
+        let provider = Scripted::replies(vec![call("list_files", json!({}))]);
+        let out = run_worker(spec(&env, provider), &NoopObserver).await;
+        match out.end {
+            WorkerEnd::ModelError { message } => {
+                assert!(message.contains("no reply left for call 2"), "{message}")
+            }
+            other => panic!("expected ModelError, got {other:?}"),
+        }
+        assert_eq!(out.turns, 2);
+        assert_eq!(
+            out.usage.input_tokens, 10,
+            "only successful calls have usage"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_cap_arguments_and_previews() {
+        let env = env();
+        let big = "y".repeat(50_000);
+        let provider = Scripted::replies(vec![
+            call("write_file", json!({"path": "big.txt", "content": big})),
+            call("read_file", json!({"path": "big.txt"})),
+            call("finish", json!({"summary": "ok"})),
+        ]);
+        let out = run_worker(spec(&env, provider), &NoopObserver).await;
+        assert!(out.tools[0].arguments.len() < RECORD_ARGS_LIMIT + 100);
+        assert!(out.tools[0].arguments.contains("orch cut"));
+        assert!(out.tools[1].output_preview.len() < RECORD_PREVIEW_LIMIT + 100);
+        // The model itself got up to output_limit bytes, with a marker.
+        let result = &out.transcript[5].content;
+        assert!(
+            result.len() < 16 * 1024 + 200 && result.contains("orch cut"),
+            "{}",
+            result.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_max_turns_makes_no_call() {
+        let env = env();
+        let provider = Scripted::replies(vec![]);
+        let mut s = spec(&env, provider.clone());
+        s.max_turns = 0;
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(out.end, WorkerEnd::TurnLimit);
+        assert_eq!(out.turns, 0);
+        assert!(provider.requests.lock().unwrap().is_empty());
+        assert_eq!(out.transcript.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unbounded_limits_do_not_overflow() {
+        let env = env();
+        let provider = Scripted::replies(vec![
+            call("run", json!({"command": "echo hi", "timeout_s": 1e300})),
+            call("finish", json!({"summary": "ok"})),
+        ]);
+        let mut s = spec(&env, provider);
+        s.deadline = Duration::MAX;
+        s.max_run_timeout = Duration::MAX;
+        let out = run_worker(s, &NoopObserver).await;
+        assert_eq!(
+            out.end,
+            WorkerEnd::Finished {
+                summary: "ok".into()
+            }
+        );
+        assert_eq!(out.tools[0].output_preview, "exit code: 0\nhi\n");
+    }
+
+    #[test]
+    fn worker_end_names_and_serde() {
+        let end = WorkerEnd::Stuck { detail: "d".into() };
+        assert_eq!(end.as_str(), "stuck");
+        let v = serde_json::to_value(&end).unwrap();
+        assert_eq!(v, json!({"end": "stuck", "detail": "d"}));
+        assert_eq!(serde_json::from_value::<WorkerEnd>(v).unwrap(), end);
+        assert_eq!(
+            WorkerEnd::TurnLimit.to_string(),
+            "stopped at the turn limit without finishing"
+        );
     }
 }

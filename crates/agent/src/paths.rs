@@ -27,7 +27,9 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// Why a path was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathRefusal {
-    #[error("`{0}` is an absolute path; use a path relative to the worktree root, e.g. `src/main.rs`")]
+    #[error(
+        "`{0}` is an absolute path; use a path relative to the worktree root, e.g. `src/main.rs`"
+    )]
     Absolute(String),
     #[error("`{0}` leaves the worktree; use a path inside the worktree root")]
     Escapes(String),
@@ -105,7 +107,11 @@ pub fn check(worktree: &Path, requested: &str) -> Result<Resolved, PathRefusal> 
     if touches_git(&inside) {
         return Err(PathRefusal::GitDir(shown));
     }
-    Ok(Resolved { abs, rel: inside, root })
+    Ok(Resolved {
+        abs,
+        rel: inside,
+        root,
+    })
 }
 
 /// True when any component is `.git` (any case: some filesystems fold it).
@@ -138,10 +144,17 @@ fn real_path(path: &Path, hops: usize) -> io::Result<PathBuf> {
                 }
                 Err(e) => return Err(e),
             },
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 // `file_name` is None for a trailing `..`: such a path cannot be
                 // placed without the directory existing, so give up.
-                let Some(name) = existing.file_name() else { return Err(e) };
+                let Some(name) = existing.file_name() else {
+                    return Err(e);
+                };
                 tail.push(name.to_os_string());
                 if !existing.pop() {
                     return Err(e);
@@ -175,12 +188,20 @@ impl AllowList {
     pub fn new(patterns: &[String]) -> Self {
         let cleaned: Vec<String> = patterns
             .iter()
-            .map(|p| p.trim().trim_start_matches("./").trim_start_matches('/').trim_end_matches('/'))
+            .map(|p| {
+                p.trim()
+                    .trim_start_matches("./")
+                    .trim_start_matches('/')
+                    .trim_end_matches('/')
+            })
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect();
         if cleaned.is_empty() {
-            return AllowList { patterns: Vec::new(), set: None };
+            return AllowList {
+                patterns: Vec::new(),
+                set: None,
+            };
         }
         let mut builder = GlobSetBuilder::new();
         for pattern in &cleaned {
@@ -197,10 +218,15 @@ impl AllowList {
         }
         // A set that fails to build allows nothing: fail closed.
         let set = builder.build().unwrap_or_else(|e| {
-            tracing::warn!("allowed_files patterns cannot be compiled ({e}); no file may be written");
+            tracing::warn!(
+                "allowed_files patterns cannot be compiled ({e}); no file may be written"
+            );
             GlobSet::empty()
         });
-        AllowList { patterns: cleaned, set: Some(set) }
+        AllowList {
+            patterns: cleaned,
+            set: Some(set),
+        }
     }
 
     /// True when every file may be written.
@@ -252,7 +278,11 @@ mod tests {
         fs::create_dir_all(&outside).unwrap();
         fs::write(wt.join("src/lib.rs"), "fn main() {}\n").unwrap();
         fs::write(outside.join("secret.txt"), "secret\n").unwrap();
-        Fixture { _dir: dir, wt, outside }
+        Fixture {
+            _dir: dir,
+            wt,
+            outside,
+        }
     }
 
     fn canon(p: &Path) -> PathBuf {
@@ -263,13 +293,25 @@ mod tests {
     fn plain_relative_paths_resolve_inside() {
         let f = fixture();
         let root = canon(&f.wt);
-        assert_eq!(resolve(&f.wt, "src/lib.rs").unwrap(), root.join("src/lib.rs"));
-        assert_eq!(resolve(&f.wt, "./src/./lib.rs").unwrap(), root.join("src/lib.rs"));
-        assert_eq!(resolve(&f.wt, "src/new/deep/file.rs").unwrap(), root.join("src/new/deep/file.rs"));
+        assert_eq!(
+            resolve(&f.wt, "src/lib.rs").unwrap(),
+            root.join("src/lib.rs")
+        );
+        assert_eq!(
+            resolve(&f.wt, "./src/./lib.rs").unwrap(),
+            root.join("src/lib.rs")
+        );
+        assert_eq!(
+            resolve(&f.wt, "src/new/deep/file.rs").unwrap(),
+            root.join("src/new/deep/file.rs")
+        );
         assert_eq!(resolve(&f.wt, "").unwrap(), root);
         assert_eq!(resolve(&f.wt, ".").unwrap(), root);
         // `..` that stays inside is fine.
-        assert_eq!(resolve(&f.wt, "src/../README.md").unwrap(), root.join("README.md"));
+        assert_eq!(
+            resolve(&f.wt, "src/../README.md").unwrap(),
+            root.join("README.md")
+        );
         let r = check(&f.wt, "src/x/../lib.rs").unwrap();
         assert_eq!(r.rel, PathBuf::from("src/lib.rs"));
         assert_eq!(r.root, root);
@@ -278,7 +320,10 @@ mod tests {
     #[test]
     fn absolute_paths_are_refused() {
         let f = fixture();
-        assert!(matches!(resolve(&f.wt, "/etc/passwd"), Err(PathRefusal::Absolute(_))));
+        assert!(matches!(
+            resolve(&f.wt, "/etc/passwd"),
+            Err(PathRefusal::Absolute(_))
+        ));
         let inside_abs = f.wt.join("src/lib.rs");
         assert!(matches!(
             resolve(&f.wt, inside_abs.to_str().unwrap()),
@@ -289,20 +334,42 @@ mod tests {
     #[test]
     fn dotdot_escapes_are_refused() {
         let f = fixture();
-        for p in ["..", "../outside/secret.txt", "a/../../x", "src/../../outside", "./../wt/src"] {
-            assert!(matches!(resolve(&f.wt, p), Err(PathRefusal::Escapes(_))), "{p} should be refused");
+        for p in [
+            "..",
+            "../outside/secret.txt",
+            "a/../../x",
+            "src/../../outside",
+            "./../wt/src",
+        ] {
+            assert!(
+                matches!(resolve(&f.wt, p), Err(PathRefusal::Escapes(_))),
+                "{p} should be refused"
+            );
         }
     }
 
     #[test]
     fn git_dir_is_refused() {
         let f = fixture();
-        for p in [".git", ".git/config", "./.git/hooks/pre-commit", "src/../.git/HEAD", ".GIT/config", "sub/.git/x"] {
-            assert!(matches!(resolve(&f.wt, p), Err(PathRefusal::GitDir(_))), "{p} should be refused");
+        for p in [
+            ".git",
+            ".git/config",
+            "./.git/hooks/pre-commit",
+            "src/../.git/HEAD",
+            ".GIT/config",
+            "sub/.git/x",
+        ] {
+            assert!(
+                matches!(resolve(&f.wt, p), Err(PathRefusal::GitDir(_))),
+                "{p} should be refused"
+            );
         }
         // A symlink that lands in .git is refused too.
         symlink(".git", f.wt.join("meta")).unwrap();
-        assert!(matches!(resolve(&f.wt, "meta/config"), Err(PathRefusal::GitDir(_))));
+        assert!(matches!(
+            resolve(&f.wt, "meta/config"),
+            Err(PathRefusal::GitDir(_))
+        ));
         // Names that merely contain .git are fine.
         assert!(resolve(&f.wt, ".gitignore").is_ok());
         assert!(resolve(&f.wt, "src/x.git").is_ok());
@@ -312,25 +379,50 @@ mod tests {
     fn symlinked_dir_pointing_out_is_refused() {
         let f = fixture();
         symlink(&f.outside, f.wt.join("escape")).unwrap();
-        assert!(matches!(resolve(&f.wt, "escape"), Err(PathRefusal::SymlinkOutside(_))));
-        assert!(matches!(resolve(&f.wt, "escape/secret.txt"), Err(PathRefusal::SymlinkOutside(_))));
-        assert!(matches!(resolve(&f.wt, "escape/new/file.txt"), Err(PathRefusal::SymlinkOutside(_))));
+        assert!(matches!(
+            resolve(&f.wt, "escape"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
+        assert!(matches!(
+            resolve(&f.wt, "escape/secret.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
+        assert!(matches!(
+            resolve(&f.wt, "escape/new/file.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
         // Relative links climbing out are caught the same way.
-        symlink("../outside", f.wt.join("src/up")).unwrap();
-        assert!(matches!(resolve(&f.wt, "src/up/secret.txt"), Err(PathRefusal::SymlinkOutside(_))));
+        symlink("../../outside", f.wt.join("src/up")).unwrap();
+        assert!(matches!(
+            resolve(&f.wt, "src/up/secret.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
     }
 
     #[test]
     fn symlinked_file_pointing_out_is_refused_even_when_dangling() {
         let f = fixture();
         symlink(f.outside.join("secret.txt"), f.wt.join("link.txt")).unwrap();
-        assert!(matches!(resolve(&f.wt, "link.txt"), Err(PathRefusal::SymlinkOutside(_))));
+        assert!(matches!(
+            resolve(&f.wt, "link.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
         // Dangling: writing through it would create the outside file.
         symlink(f.outside.join("created.txt"), f.wt.join("dangling.txt")).unwrap();
-        assert!(matches!(resolve(&f.wt, "dangling.txt"), Err(PathRefusal::SymlinkOutside(_))));
+        assert!(matches!(
+            resolve(&f.wt, "dangling.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
         // Dangling through a missing directory outside.
-        symlink(f.outside.join("nodir/created.txt"), f.wt.join("dangling2.txt")).unwrap();
-        assert!(matches!(resolve(&f.wt, "dangling2.txt"), Err(PathRefusal::SymlinkOutside(_))));
+        symlink(
+            f.outside.join("nodir/created.txt"),
+            f.wt.join("dangling2.txt"),
+        )
+        .unwrap();
+        assert!(matches!(
+            resolve(&f.wt, "dangling2.txt"),
+            Err(PathRefusal::SymlinkOutside(_))
+        ));
         assert!(!f.outside.join("created.txt").exists());
     }
 
@@ -339,9 +431,15 @@ mod tests {
         let f = fixture();
         let root = canon(&f.wt);
         symlink("src", f.wt.join("source")).unwrap();
-        assert_eq!(resolve(&f.wt, "source/lib.rs").unwrap(), root.join("src/lib.rs"));
+        assert_eq!(
+            resolve(&f.wt, "source/lib.rs").unwrap(),
+            root.join("src/lib.rs")
+        );
         symlink("src/new.rs", f.wt.join("dangling-inside")).unwrap();
-        assert_eq!(resolve(&f.wt, "dangling-inside").unwrap(), root.join("src/new.rs"));
+        assert_eq!(
+            resolve(&f.wt, "dangling-inside").unwrap(),
+            root.join("src/new.rs")
+        );
     }
 
     #[test]
@@ -359,7 +457,10 @@ mod tests {
         let f = fixture();
         let alias = f.outside.join("alias");
         symlink(&f.wt, &alias).unwrap();
-        assert_eq!(resolve(&alias, "src/lib.rs").unwrap(), canon(&f.wt).join("src/lib.rs"));
+        assert_eq!(
+            resolve(&alias, "src/lib.rs").unwrap(),
+            canon(&f.wt).join("src/lib.rs")
+        );
     }
 
     #[test]
@@ -371,13 +472,24 @@ mod tests {
 
     #[test]
     fn allow_list_matches_globs_and_directories() {
-        let allow = AllowList::new(&["src/*.rs".into(), "docs".into(), "./tests/**".into(), "[bad".into()]);
+        let allow = AllowList::new(&[
+            "src/*.rs".into(),
+            "docs".into(),
+            "./tests/**".into(),
+            "[bad".into(),
+        ]);
         assert!(!allow.is_unrestricted());
         assert!(allow.permits(Path::new("src/lib.rs")));
-        assert!(!allow.permits(Path::new("src/deep/mod.rs")), "* must not cross /");
+        assert!(
+            !allow.permits(Path::new("src/deep/mod.rs")),
+            "* must not cross /"
+        );
         assert!(allow.permits(Path::new("docs/guide/intro.md")));
         assert!(allow.permits(Path::new("tests/a/b.rs")));
-        assert!(allow.permits(Path::new("[bad")), "invalid patterns match literally");
+        assert!(
+            allow.permits(Path::new("[bad")),
+            "invalid patterns match literally"
+        );
         assert!(!allow.permits(Path::new("Cargo.toml")));
         assert!(!allow.permits(Path::new("")));
 

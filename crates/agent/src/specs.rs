@@ -16,11 +16,16 @@ pub const ASK_HUMAN: &str = "ask_human";
 pub const FINISH: &str = "finish";
 
 /// Every tool name, in the order they are offered.
-pub const TOOL_NAMES: [&str; 8] = [READ_FILE, WRITE_FILE, EDIT_FILE, LIST_FILES, SEARCH, RUN, ASK_HUMAN, FINISH];
+pub const TOOL_NAMES: [&str; 8] = [
+    READ_FILE, WRITE_FILE, EDIT_FILE, LIST_FILES, SEARCH, RUN, ASK_HUMAN, FINISH,
+];
 
 /// The JSON schemas of all tools, for `ChatRequest::tools`.
 pub fn tool_specs() -> Vec<ToolSpec> {
-    TOOL_NAMES.iter().filter_map(|name| tool_spec(name)).collect()
+    TOOL_NAMES
+        .iter()
+        .filter_map(|name| tool_spec(name))
+        .collect()
 }
 
 /// The spec of one tool, or None for an unknown name.
@@ -107,7 +112,11 @@ pub fn tool_spec(name: &str) -> Option<ToolSpec> {
         ),
         _ => return None,
     };
-    Some(ToolSpec { name: name.to_string(), description: description.to_string(), parameters })
+    Some(ToolSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        parameters,
+    })
 }
 
 fn object(properties: Value, required: &[&str]) -> Value {
@@ -172,17 +181,29 @@ pub(crate) struct FinishArgs {
 pub(crate) fn parse_args<T: for<'de> Deserialize<'de>>(tool: &str, raw: &str) -> Result<T, String> {
     // Some servers send an empty string for "no arguments".
     let text = if raw.trim().is_empty() { "{}" } else { raw };
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| format!("arguments for `{tool}` are not valid JSON ({e}). {}", expected(tool)))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "arguments for `{tool}` are not valid JSON ({e}). {}",
+            expected(tool)
+        )
+    })?;
     if !value.is_object() {
-        return Err(format!("arguments for `{tool}` must be a JSON object, got `{}`. {}", short(text), expected(tool)));
+        return Err(format!(
+            "arguments for `{tool}` must be a JSON object, got `{}`. {}",
+            short(text),
+            expected(tool)
+        ));
     }
-    serde_json::from_value(value).map_err(|e| format!("invalid arguments for `{tool}`: {e}. {}", expected(tool)))
+    serde_json::from_value(value)
+        .map_err(|e| format!("invalid arguments for `{tool}`: {e}. {}", expected(tool)))
 }
 
 fn expected(tool: &str) -> String {
     match tool_spec(tool) {
-        Some(spec) => format!("Expected arguments matching this JSON schema: {}", spec.parameters),
+        Some(spec) => format!(
+            "Expected arguments matching this JSON schema: {}",
+            spec.parameters
+        ),
         None => String::new(),
     }
 }
@@ -205,7 +226,11 @@ mod tests {
             assert!(!spec.description.is_empty());
             for req in spec.parameters["required"].as_array().unwrap() {
                 let field = req.as_str().unwrap();
-                assert!(spec.parameters["properties"].get(field).is_some(), "{}.{field}", spec.name);
+                assert!(
+                    spec.parameters["properties"].get(field).is_some(),
+                    "{}.{field}",
+                    spec.name
+                );
             }
         }
         let edit = tool_spec(EDIT_FILE).unwrap();
@@ -218,7 +243,8 @@ mod tests {
         let err = parse_args::<EditFileArgs>(EDIT_FILE, r#"{"path": "a"}"#).unwrap_err();
         assert!(err.contains("missing field `old`"), "{err}");
         assert!(err.contains("JSON schema"), "{err}");
-        let err = parse_args::<ReadFileArgs>(READ_FILE, r#"{"path": "a", "offset": "ten"}"#).unwrap_err();
+        let err =
+            parse_args::<ReadFileArgs>(READ_FILE, r#"{"path": "a", "offset": "ten"}"#).unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
         let err = parse_args::<ReadFileArgs>(READ_FILE, "{not json").unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");

@@ -54,14 +54,29 @@ pub(crate) struct ToolResult {
 
 impl ToolResult {
     fn ok(content: impl Into<String>) -> Self {
-        ToolResult { content: content.into(), ok: true, refused: None, control: Control::Continue }
+        ToolResult {
+            content: content.into(),
+            ok: true,
+            refused: None,
+            control: Control::Continue,
+        }
     }
     fn error(message: impl Into<String>) -> Self {
-        ToolResult { content: format!("error: {}", message.into()), ok: false, refused: None, control: Control::Continue }
+        ToolResult {
+            content: format!("error: {}", message.into()),
+            ok: false,
+            refused: None,
+            control: Control::Continue,
+        }
     }
     fn refused(reason: impl Into<String>) -> Self {
         let reason = reason.into();
-        ToolResult { content: format!("refused: {reason}"), ok: false, refused: Some(reason), control: Control::Continue }
+        ToolResult {
+            content: format!("refused: {reason}"),
+            ok: false,
+            refused: Some(reason),
+            control: Control::Continue,
+        }
     }
 }
 
@@ -106,7 +121,12 @@ pub(crate) struct ToolContext {
 }
 
 /// Executes one tool call. `remaining` is the worker's time left.
-pub(crate) async fn execute(ctx: &Arc<ToolContext>, name: &str, raw_args: &str, remaining: Duration) -> ToolResult {
+pub(crate) async fn execute(
+    ctx: &Arc<ToolContext>,
+    name: &str,
+    raw_args: &str,
+    remaining: Duration,
+) -> ToolResult {
     match name {
         READ_FILE => {
             let args: ReadFileArgs = match parse_args(name, raw_args) {
@@ -193,7 +213,9 @@ fn read_file(ctx: &ToolContext, args: &ReadFileArgs) -> FsResult {
     let shown = display(&r);
     let meta = fs::metadata(&r.abs).map_err(|e| io_error("read", &shown, &e))?;
     if meta.is_dir() {
-        return Err(Failure::Error(format!("`{shown}` is a directory; use list_files{{path}} to see its files")));
+        return Err(Failure::Error(format!(
+            "`{shown}` is a directory; use list_files{{path}} to see its files"
+        )));
     }
     if !meta.is_file() {
         return Err(Failure::Error(format!("`{shown}` is not a regular file")));
@@ -206,7 +228,10 @@ fn read_file(ctx: &ToolContext, args: &ReadFileArgs) -> FsResult {
     }
     let bytes = fs::read(&r.abs).map_err(|e| io_error("read", &shown, &e))?;
     if is_binary(&bytes) {
-        return Ok(format!("`{shown}` is a binary file ({} bytes); not shown", bytes.len()));
+        return Ok(format!(
+            "`{shown}` is a binary file ({} bytes); not shown",
+            bytes.len()
+        ));
     }
     if args.limit == Some(0) {
         return Err(Failure::Error("limit must be at least 1".into()));
@@ -219,9 +244,13 @@ fn read_file(ctx: &ToolContext, args: &ReadFileArgs) -> FsResult {
     }
     let start = usize::try_from(args.offset.unwrap_or(1).max(1)).unwrap_or(usize::MAX);
     if start > total {
-        return Err(Failure::Error(format!("offset {start} is past the end of `{shown}`, which has {total} lines")));
+        return Err(Failure::Error(format!(
+            "offset {start} is past the end of `{shown}`, which has {total} lines"
+        )));
     }
-    let wanted = args.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let wanted = args
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let end = start.saturating_add(wanted).saturating_sub(1).min(total);
 
     let mut out = String::new();
@@ -267,7 +296,9 @@ fn write_file(ctx: &ToolContext, args: &WriteFileArgs) -> FsResult {
     check_allowed(ctx, &r, &args.path)?;
     let shown = display(&r);
     if r.rel.as_os_str().is_empty() || r.abs.is_dir() {
-        return Err(Failure::Error(format!("`{shown}` is a directory; give a file path")));
+        return Err(Failure::Error(format!(
+            "`{shown}` is a directory; give a file path"
+        )));
     }
     let existed = r.abs.exists();
     if let Some(parent) = r.abs.parent() {
@@ -283,14 +314,21 @@ fn edit_file(ctx: &ToolContext, args: &EditFileArgs) -> FsResult {
     check_allowed(ctx, &r, &args.path)?;
     let shown = display(&r);
     if args.old.is_empty() {
-        return Err(Failure::Error("`old` must not be empty; to create or replace a whole file use write_file".into()));
+        return Err(Failure::Error(
+            "`old` must not be empty; to create or replace a whole file use write_file".into(),
+        ));
     }
     if r.abs.is_dir() {
-        return Err(Failure::Error(format!("`{shown}` is a directory; give a file path")));
+        return Err(Failure::Error(format!(
+            "`{shown}` is a directory; give a file path"
+        )));
     }
     let bytes = fs::read(&r.abs).map_err(|e| io_error("read", &shown, &e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Failure::Error(format!("`{shown}` is not UTF-8 text; use write_file to replace it")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Failure::Error(format!(
+            "`{shown}` is not UTF-8 text; use write_file to replace it"
+        ))
+    })?;
     let positions = occurrences(&text, &args.old);
     let at = match positions.as_slice() {
         [] => {
@@ -319,7 +357,9 @@ fn edit_file(ctx: &ToolContext, args: &EditFileArgs) -> FsResult {
     }
     fs::write(&r.abs, &updated).map_err(|e| io_error("write", &shown, &e))?;
     let line = text[..at].matches('\n').count() + 1;
-    Ok(format!("edited `{shown}`: replaced 1 occurrence at line {line}"))
+    Ok(format!(
+        "edited `{shown}`: replaced 1 occurrence at line {line}"
+    ))
 }
 
 /// Start offsets of every (possibly overlapping) occurrence of `needle`.
@@ -342,7 +382,12 @@ fn occurrences(haystack: &str, needle: &str) -> Vec<usize> {
 fn list_files(ctx: &ToolContext, args: &ListFilesArgs) -> FsResult {
     let r = paths::check(&ctx.worktree, args.path.as_deref().unwrap_or("."))?;
     let shown = display(&r);
-    let matcher = match args.pattern.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    let matcher = match args
+        .pattern
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         Some(p) => Some(
             globset::Glob::new(p.trim_start_matches("./"))
                 .map_err(|e| Failure::Error(format!("pattern `{p}` is not a valid glob: {e}")))?
@@ -357,7 +402,9 @@ fn list_files(ctx: &ToolContext, args: &ListFilesArgs) -> FsResult {
     let mut more = 0usize;
     let walk = walk(&r.abs);
     for (rel, _) in walk.files(&r.root) {
-        let name_matches = |m: &globset::GlobMatcher| m.is_match(&rel) || rel.file_name().is_some_and(|n| m.is_match(n));
+        let name_matches = |m: &globset::GlobMatcher| {
+            m.is_match(&rel) || rel.file_name().is_some_and(|n| m.is_match(n))
+        };
         if matcher.as_ref().is_some_and(|m| !name_matches(m)) {
             continue;
         }
@@ -375,10 +422,16 @@ fn list_files(ctx: &ToolContext, args: &ListFilesArgs) -> FsResult {
         };
     }
     if more > 0 {
-        let _ = write!(out, "\n[... {more} more files not shown; narrow with path or pattern]");
+        let _ = write!(
+            out,
+            "\n[... {more} more files not shown; narrow with path or pattern]"
+        );
     }
     if walk.stopped() {
-        let _ = write!(out, "\n[... stopped after {MAX_WALK_ENTRIES} entries; narrow with path]");
+        let _ = write!(
+            out,
+            "\n[... stopped after {MAX_WALK_ENTRIES} entries; narrow with path]"
+        );
     }
     Ok(orch_process::cap_output(&out, ctx.output_limit).0)
 }
@@ -399,7 +452,9 @@ fn search(ctx: &ToolContext, args: &SearchArgs) -> FsResult {
     let mut budget_hit = false;
     let walk = walk(&r.abs);
     for (rel, abs) in walk.files(&r.root) {
-        let Ok(meta) = fs::symlink_metadata(&abs) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&abs) else {
+            continue;
+        };
         // Symlinks are not followed: they could point outside the worktree.
         if !meta.is_file() || meta.len() > MAX_SEARCH_FILE_BYTES {
             continue;
@@ -429,24 +484,38 @@ fn search(ctx: &ToolContext, args: &SearchArgs) -> FsResult {
             }
         }
     }
-    let mut out = if hits.is_empty() { format!("no matches for `{}` under `{shown}`", args.pattern) } else { hits.join("\n") };
+    let mut out = if hits.is_empty() {
+        format!("no matches for `{}` under `{shown}`", args.pattern)
+    } else {
+        hits.join("\n")
+    };
     if more > 0 {
-        let _ = write!(out, "\n[... {more} more matches not shown; narrow the pattern or path]");
+        let _ = write!(
+            out,
+            "\n[... {more} more matches not shown; narrow the pattern or path]"
+        );
     }
     if budget_hit || walk.stopped() {
-        let _ = write!(out, "\n[... search stopped early: too much to scan; narrow the path]");
+        let _ = write!(
+            out,
+            "\n[... search stopped early: too much to scan; narrow the path]"
+        );
     }
     Ok(orch_process::cap_output(&out, ctx.output_limit).0)
 }
 
 async fn run(ctx: &ToolContext, args: &RunArgs, remaining: Duration) -> ToolResult {
     if args.command.trim().is_empty() {
-        return ToolResult::error("command is empty; give a shell command line such as `cargo test`");
+        return ToolResult::error(
+            "command is empty; give a shell command line such as `cargo test`",
+        );
     }
     let mut timeout = ctx.max_run_timeout;
     if let Some(t) = args.timeout_s {
         if !t.is_finite() || t <= 0.0 {
-            return ToolResult::error(format!("timeout_s must be a positive number of seconds, got {t}"));
+            return ToolResult::error(format!(
+                "timeout_s must be a positive number of seconds, got {t}"
+            ));
         }
         timeout = timeout.min(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
     }
@@ -467,14 +536,22 @@ async fn run(ctx: &ToolContext, args: &RunArgs, remaining: Duration) -> ToolResu
     };
     // A little grace over the command timeout so the sandbox reports the
     // timeout itself; dropping the future kills the process group anyway.
-    let grace = timeout + Duration::from_secs(5);
+    let grace = timeout.saturating_add(Duration::from_secs(5));
     let output = match tokio::time::timeout(grace, ctx.sandbox.exec(&request)).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => return ToolResult::error(format!("could not run the command: {e}")),
-        Err(_) => return ToolResult::error(format!("the command did not finish within {}s and was killed", grace.as_secs())),
+        Err(_) => {
+            return ToolResult::error(format!(
+                "the command did not finish within {}s and was killed",
+                grace.as_secs()
+            ))
+        }
     };
     let status = if output.timed_out {
-        format!("timed out after {:.0}s and was killed", timeout.as_secs_f64())
+        format!(
+            "timed out after {:.0}s and was killed",
+            timeout.as_secs_f64()
+        )
     } else {
         match (output.exit_code, output.signal) {
             (Some(code), _) => format!("exit code: {code}"),
@@ -484,8 +561,17 @@ async fn run(ctx: &ToolContext, args: &RunArgs, remaining: Duration) -> ToolResu
     };
     let combined = output.combined();
     let body = orch_process::cap_output(&combined, ctx.output_limit).0;
-    let content = if body.trim().is_empty() { format!("{status}\n(no output)") } else { format!("{status}\n{body}") };
-    ToolResult { content, ok: output.success(), refused: None, control: Control::Continue }
+    let content = if body.trim().is_empty() {
+        format!("{status}\n(no output)")
+    } else {
+        format!("{status}\n{body}")
+    };
+    ToolResult {
+        content,
+        ok: output.success(),
+        refused: None,
+        control: Control::Continue,
+    }
 }
 
 fn check_allowed(ctx: &ToolContext, r: &Resolved, requested: &str) -> Result<(), Failure> {
@@ -538,7 +624,10 @@ struct Walk {
 }
 
 fn walk(root: &Path) -> Walk {
-    Walk { root: root.to_path_buf(), stopped: std::cell::Cell::new(false) }
+    Walk {
+        root: root.to_path_buf(),
+        stopped: std::cell::Cell::new(false),
+    }
 }
 
 impl Walk {
@@ -604,8 +693,16 @@ mod tests {
         fs::create_dir_all(wt.join("src/nested")).unwrap();
         fs::create_dir_all(wt.join(".git")).unwrap();
         fs::create_dir_all(dir.path().join("outside")).unwrap();
-        fs::write(wt.join("src/lib.rs"), "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n").unwrap();
-        fs::write(wt.join("src/nested/util.rs"), "pub fn helper() {}\n// TODO: more\n").unwrap();
+        fs::write(
+            wt.join("src/lib.rs"),
+            "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n",
+        )
+        .unwrap();
+        fs::write(
+            wt.join("src/nested/util.rs"),
+            "pub fn helper() {}\n// TODO: more\n",
+        )
+        .unwrap();
         fs::write(wt.join("README.md"), "# demo\nTODO: write docs\n").unwrap();
         fs::write(wt.join(".git/config"), "[core]\n").unwrap();
         fs::write(dir.path().join("outside/secret.txt"), "secret\n").unwrap();
@@ -645,22 +742,47 @@ mod tests {
         let f = fixture();
         let r = f.call(READ_FILE, json!({"path": "src/lib.rs"})).await;
         assert!(r.ok, "{r:?}");
-        assert_eq!(r.content, "     1\tpub fn add(a: i32, b: i32) -> i32 {\n     2\t    a - b\n     3\t}\n");
+        assert_eq!(
+            r.content,
+            "     1\tpub fn add(a: i32, b: i32) -> i32 {\n     2\t    a - b\n     3\t}\n"
+        );
 
-        let r = f.call(READ_FILE, json!({"path": "src/lib.rs", "offset": 2, "limit": 1})).await;
+        let r = f
+            .call(
+                READ_FILE,
+                json!({"path": "src/lib.rs", "offset": 2, "limit": 1}),
+            )
+            .await;
         assert!(r.ok);
         assert_eq!(r.content, "     2\t    a - b\n[lines 2-2 of 3]\n");
 
-        let r = f.call(READ_FILE, json!({"path": "src/lib.rs", "offset": 9})).await;
+        let r = f
+            .call(READ_FILE, json!({"path": "src/lib.rs", "offset": 9}))
+            .await;
         assert!(!r.ok);
-        assert!(r.content.contains("past the end") && r.content.contains("3 lines"), "{}", r.content);
+        assert!(
+            r.content.contains("past the end") && r.content.contains("3 lines"),
+            "{}",
+            r.content
+        );
 
         let r = f.call(READ_FILE, json!({"path": "src"})).await;
-        assert!(!r.ok && r.content.contains("is a directory"), "{}", r.content);
+        assert!(
+            !r.ok && r.content.contains("is a directory"),
+            "{}",
+            r.content
+        );
 
         let r = f.call(READ_FILE, json!({"path": "missing.rs"})).await;
-        assert!(!r.ok && r.content.contains("does not exist"), "{}", r.content);
-        assert!(r.refused.is_none(), "a missing file is an error, not a refusal");
+        assert!(
+            !r.ok && r.content.contains("does not exist"),
+            "{}",
+            r.content
+        );
+        assert!(
+            r.refused.is_none(),
+            "a missing file is an error, not a refusal"
+        );
 
         fs::write(f.wt().join("blob.bin"), [0u8, 1, 2, 3]).unwrap();
         let r = f.call(READ_FILE, json!({"path": "blob.bin"})).await;
@@ -674,9 +796,17 @@ mod tests {
         fs::write(f.wt().join("long.txt"), body).unwrap();
         let r = f.call(READ_FILE, json!({"path": "long.txt"})).await;
         assert!(r.ok);
-        assert!(r.content.starts_with("     1\tline number 1\n"), "{}", r.content);
+        assert!(
+            r.content.starts_with("     1\tline number 1\n"),
+            "{}",
+            r.content
+        );
         assert!(r.content.contains("output cut after line"), "{}", r.content);
-        assert!(r.content.contains("call read_file with offset="), "{}", r.content);
+        assert!(
+            r.content.contains("call read_file with offset="),
+            "{}",
+            r.content
+        );
         assert!(!r.content.contains("line number 100"));
 
         // A single line longer than the budget is cut in the middle with a marker.
@@ -690,30 +820,67 @@ mod tests {
     #[tokio::test]
     async fn write_file_creates_parents_and_overwrites() {
         let f = fixture();
-        let r = f.call(WRITE_FILE, json!({"path": "new/deep/dir/file.txt", "content": "hello\n"})).await;
+        let r = f
+            .call(
+                WRITE_FILE,
+                json!({"path": "new/deep/dir/file.txt", "content": "hello\n"}),
+            )
+            .await;
         assert!(r.ok, "{r:?}");
         assert!(r.content.contains("created"), "{}", r.content);
         assert_eq!(f.read("new/deep/dir/file.txt"), "hello\n");
 
-        let r = f.call(WRITE_FILE, json!({"path": "README.md", "content": "replaced"})).await;
+        let r = f
+            .call(
+                WRITE_FILE,
+                json!({"path": "README.md", "content": "replaced"}),
+            )
+            .await;
         assert!(r.ok && r.content.contains("overwrote"), "{}", r.content);
         assert_eq!(f.read("README.md"), "replaced");
 
-        let r = f.call(WRITE_FILE, json!({"path": "src", "content": "x"})).await;
-        assert!(!r.ok && r.content.contains("is a directory"), "{}", r.content);
+        let r = f
+            .call(WRITE_FILE, json!({"path": "src", "content": "x"}))
+            .await;
+        assert!(
+            !r.ok && r.content.contains("is a directory"),
+            "{}",
+            r.content
+        );
     }
 
     #[tokio::test]
     async fn write_file_over_max_file_bytes_is_refused() {
         let f = fixture_with(&[], 16 * 1024, 10);
-        let r = f.call(WRITE_FILE, json!({"path": "big.txt", "content": "01234567890"})).await;
+        let r = f
+            .call(
+                WRITE_FILE,
+                json!({"path": "big.txt", "content": "01234567890"}),
+            )
+            .await;
         assert!(!r.ok);
-        assert!(r.refused.as_deref().unwrap().contains("over the limit of 10 bytes"), "{r:?}");
+        assert!(
+            r.refused
+                .as_deref()
+                .unwrap()
+                .contains("over the limit of 10 bytes"),
+            "{r:?}"
+        );
         assert!(!f.wt().join("big.txt").exists());
-        let r = f.call(WRITE_FILE, json!({"path": "ok.txt", "content": "0123456789"})).await;
+        let r = f
+            .call(
+                WRITE_FILE,
+                json!({"path": "ok.txt", "content": "0123456789"}),
+            )
+            .await;
         assert!(r.ok, "{r:?}");
         // An edit that grows a file past the limit is refused too.
-        let r = f.call(EDIT_FILE, json!({"path": "ok.txt", "old": "0", "new": "00"})).await;
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "ok.txt", "old": "0", "new": "00"}),
+            )
+            .await;
         assert!(r.refused.is_some(), "{r:?}");
         assert_eq!(f.read("ok.txt"), "0123456789");
     }
@@ -721,35 +888,76 @@ mod tests {
     #[tokio::test]
     async fn edit_file_replaces_exactly_one_occurrence() {
         let f = fixture();
-        let r = f.call(EDIT_FILE, json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})).await;
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+            )
+            .await;
         assert!(r.ok, "{r:?}");
         assert!(r.content.contains("line 2"), "{}", r.content);
-        assert_eq!(f.read("src/lib.rs"), "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n");
+        assert_eq!(
+            f.read("src/lib.rs"),
+            "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
+        );
     }
 
     #[tokio::test]
     async fn edit_file_reports_not_unique_and_not_found() {
         let f = fixture();
         fs::write(f.wt().join("dup.txt"), "foo\nbar\nfoo\nfoo\n").unwrap();
-        let r = f.call(EDIT_FILE, json!({"path": "dup.txt", "old": "foo", "new": "baz"})).await;
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "dup.txt", "old": "foo", "new": "baz"}),
+            )
+            .await;
         assert!(!r.ok);
         assert!(r.content.contains("occurs 3 times"), "{}", r.content);
         assert_eq!(f.read("dup.txt"), "foo\nbar\nfoo\nfoo\n");
 
         // Overlapping occurrences are ambiguous as well.
         fs::write(f.wt().join("aaa.txt"), "aaa").unwrap();
-        let r = f.call(EDIT_FILE, json!({"path": "aaa.txt", "old": "aa", "new": "b"})).await;
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "aaa.txt", "old": "aa", "new": "b"}),
+            )
+            .await;
         assert!(r.content.contains("occurs 2 times"), "{}", r.content);
 
-        let r = f.call(EDIT_FILE, json!({"path": "dup.txt", "old": "qux", "new": "baz"})).await;
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "dup.txt", "old": "qux", "new": "baz"}),
+            )
+            .await;
         assert!(!r.ok);
         assert!(r.content.contains("not found"), "{}", r.content);
 
-        let r = f.call(EDIT_FILE, json!({"path": "dup.txt", "old": "", "new": "baz"})).await;
-        assert!(!r.ok && r.content.contains("must not be empty"), "{}", r.content);
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "dup.txt", "old": "", "new": "baz"}),
+            )
+            .await;
+        assert!(
+            !r.ok && r.content.contains("must not be empty"),
+            "{}",
+            r.content
+        );
 
-        let r = f.call(EDIT_FILE, json!({"path": "nope.txt", "old": "a", "new": "b"})).await;
-        assert!(!r.ok && r.content.contains("does not exist"), "{}", r.content);
+        let r = f
+            .call(
+                EDIT_FILE,
+                json!({"path": "nope.txt", "old": "a", "new": "b"}),
+            )
+            .await;
+        assert!(
+            !r.ok && r.content.contains("does not exist"),
+            "{}",
+            r.content
+        );
     }
 
     #[tokio::test]
@@ -769,7 +977,11 @@ mod tests {
         let r = f.call(LIST_FILES, json!({"pattern": "*.py"})).await;
         assert!(r.content.contains("no files"), "{}", r.content);
         let r = f.call(LIST_FILES, json!({"pattern": "[oops"})).await;
-        assert!(!r.ok && r.content.contains("not a valid glob"), "{}", r.content);
+        assert!(
+            !r.ok && r.content.contains("not a valid glob"),
+            "{}",
+            r.content
+        );
     }
 
     #[tokio::test]
@@ -781,8 +993,15 @@ mod tests {
         }
         let r = f.call(LIST_FILES, json!({"path": "many"})).await;
         assert!(r.ok);
-        assert_eq!(r.content.lines().filter(|l| l.starts_with("many/")).count(), MAX_LIST_ENTRIES);
-        assert!(r.content.contains("20 more files not shown"), "{}", &r.content[r.content.len() - 100..]);
+        assert_eq!(
+            r.content.lines().filter(|l| l.starts_with("many/")).count(),
+            MAX_LIST_ENTRIES
+        );
+        assert!(
+            r.content.contains("20 more files not shown"),
+            "{}",
+            &r.content[r.content.len() - 100..]
+        );
     }
 
     #[tokio::test]
@@ -790,35 +1009,74 @@ mod tests {
         let f = fixture();
         let r = f.call(SEARCH, json!({"pattern": "TODO"})).await;
         assert!(r.ok, "{r:?}");
-        assert_eq!(r.content, "README.md:2: TODO: write docs\nsrc/nested/util.rs:2: // TODO: more");
+        assert_eq!(
+            r.content,
+            "README.md:2: TODO: write docs\nsrc/nested/util.rs:2: // TODO: more"
+        );
 
-        let r = f.call(SEARCH, json!({"pattern": "TODO", "path": "src"})).await;
+        let r = f
+            .call(SEARCH, json!({"pattern": "TODO", "path": "src"}))
+            .await;
         assert_eq!(r.content, "src/nested/util.rs:2: // TODO: more");
-        let r = f.call(SEARCH, json!({"pattern": r"fn\s+add", "path": "src/lib.rs"})).await;
-        assert_eq!(r.content, "src/lib.rs:1: pub fn add(a: i32, b: i32) -> i32 {");
-        let r = f.call(SEARCH, json!({"pattern": "nothing-matches-this"})).await;
+        let r = f
+            .call(
+                SEARCH,
+                json!({"pattern": r"fn\s+add", "path": "src/lib.rs"}),
+            )
+            .await;
+        assert_eq!(
+            r.content,
+            "src/lib.rs:1: pub fn add(a: i32, b: i32) -> i32 {"
+        );
+        let r = f
+            .call(SEARCH, json!({"pattern": "nothing-matches-this"}))
+            .await;
         assert!(r.ok && r.content.contains("no matches"), "{}", r.content);
         let r = f.call(SEARCH, json!({"pattern": "(unclosed"})).await;
-        assert!(!r.ok && r.content.contains("not a valid regular expression"), "{}", r.content);
+        assert!(
+            !r.ok && r.content.contains("not a valid regular expression"),
+            "{}",
+            r.content
+        );
         // .git is never searched.
         let r = f.call(SEARCH, json!({"pattern": "core"})).await;
         assert!(r.content.contains("no matches"), "{}", r.content);
 
-        let many: String = (0..(MAX_SEARCH_HITS + 7)).map(|i| format!("hit {i}\n")).collect();
+        let many: String = (0..(MAX_SEARCH_HITS + 7))
+            .map(|i| format!("hit {i}\n"))
+            .collect();
         fs::write(f.wt().join("hits.txt"), many).unwrap();
-        let r = f.call(SEARCH, json!({"pattern": "^hit", "path": "hits.txt"})).await;
-        assert_eq!(r.content.lines().filter(|l| l.starts_with("hits.txt:")).count(), MAX_SEARCH_HITS);
-        assert!(r.content.contains("7 more matches not shown"), "{}", r.content);
+        let r = f
+            .call(SEARCH, json!({"pattern": "^hit", "path": "hits.txt"}))
+            .await;
+        assert_eq!(
+            r.content
+                .lines()
+                .filter(|l| l.starts_with("hits.txt:"))
+                .count(),
+            MAX_SEARCH_HITS
+        );
+        assert!(
+            r.content.contains("7 more matches not shown"),
+            "{}",
+            r.content
+        );
     }
 
     #[tokio::test]
     async fn search_does_not_follow_symlinks_out() {
         let f = fixture();
         symlink(f.outside(), f.wt().join("escape")).unwrap();
-        symlink(f.outside().join("secret.txt"), f.wt().join("secret-link.txt")).unwrap();
+        symlink(
+            f.outside().join("secret.txt"),
+            f.wt().join("secret-link.txt"),
+        )
+        .unwrap();
         let r = f.call(SEARCH, json!({"pattern": "secret"})).await;
         assert!(r.content.contains("no matches"), "{}", r.content);
-        let r = f.call(SEARCH, json!({"pattern": "secret", "path": "escape"})).await;
+        let r = f
+            .call(SEARCH, json!({"pattern": "secret", "path": "escape"}))
+            .await;
         assert!(r.refused.is_some(), "{r:?}");
     }
 
@@ -826,75 +1084,204 @@ mod tests {
     async fn path_safety_matrix_refuses_and_writes_nothing_outside() {
         let f = fixture_with(&["src/**", "docs/*.md"], 16 * 1024, 1024 * 1024);
         symlink(f.outside(), f.wt().join("escape")).unwrap();
-        symlink(f.outside().join("secret.txt"), f.wt().join("src/secret-link.txt")).unwrap();
-        symlink(f.outside().join("planted.txt"), f.wt().join("src/dangling.txt")).unwrap();
+        symlink(
+            f.outside().join("secret.txt"),
+            f.wt().join("src/secret-link.txt"),
+        )
+        .unwrap();
+        symlink(
+            f.outside().join("planted.txt"),
+            f.wt().join("src/dangling.txt"),
+        )
+        .unwrap();
         let before_outside = snapshot(&f.outside());
         let before_git = snapshot(&f.wt().join(".git"));
         let abs = f.outside().join("abs.txt").to_string_lossy().into_owned();
 
         let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-            (WRITE_FILE, json!({"path": "../outside/x.txt", "content": "x"}), "leaves the worktree"),
-            (WRITE_FILE, json!({"path": "src/../../outside/x.txt", "content": "x"}), "leaves the worktree"),
-            (WRITE_FILE, json!({"path": "a/../../x", "content": "x"}), "leaves the worktree"),
-            (WRITE_FILE, json!({"path": abs, "content": "x"}), "absolute path"),
-            (WRITE_FILE, json!({"path": "escape/x.txt", "content": "x"}), "symlink"),
-            (WRITE_FILE, json!({"path": "src/secret-link.txt", "content": "x"}), "symlink"),
-            (WRITE_FILE, json!({"path": "src/dangling.txt", "content": "x"}), "symlink"),
-            (EDIT_FILE, json!({"path": "src/secret-link.txt", "old": "secret", "new": "x"}), "symlink"),
-            (WRITE_FILE, json!({"path": ".git/config", "content": "x"}), ".git"),
-            (EDIT_FILE, json!({"path": ".git/config", "old": "core", "new": "x"}), ".git"),
-            (WRITE_FILE, json!({"path": ".git/hooks/pre-commit", "content": "x"}), ".git"),
-            (READ_FILE, json!({"path": "../outside/secret.txt"}), "leaves the worktree"),
+            (
+                WRITE_FILE,
+                json!({"path": "../outside/x.txt", "content": "x"}),
+                "leaves the worktree",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "src/../../outside/x.txt", "content": "x"}),
+                "leaves the worktree",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "a/../../x", "content": "x"}),
+                "leaves the worktree",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": abs, "content": "x"}),
+                "absolute path",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "escape/x.txt", "content": "x"}),
+                "symlink",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "src/secret-link.txt", "content": "x"}),
+                "symlink",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "src/dangling.txt", "content": "x"}),
+                "symlink",
+            ),
+            (
+                EDIT_FILE,
+                json!({"path": "src/secret-link.txt", "old": "secret", "new": "x"}),
+                "symlink",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": ".git/config", "content": "x"}),
+                ".git",
+            ),
+            (
+                EDIT_FILE,
+                json!({"path": ".git/config", "old": "core", "new": "x"}),
+                ".git",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": ".git/hooks/pre-commit", "content": "x"}),
+                ".git",
+            ),
+            (
+                READ_FILE,
+                json!({"path": "../outside/secret.txt"}),
+                "leaves the worktree",
+            ),
             (READ_FILE, json!({"path": "escape/secret.txt"}), "symlink"),
             (READ_FILE, json!({"path": "src/secret-link.txt"}), "symlink"),
             (READ_FILE, json!({"path": "/etc/passwd"}), "absolute path"),
             (READ_FILE, json!({"path": ".git/config"}), ".git"),
             (LIST_FILES, json!({"path": "escape"}), "symlink"),
             (LIST_FILES, json!({"path": ".git"}), ".git"),
-            (SEARCH, json!({"pattern": "x", "path": ".."}), "leaves the worktree"),
-            (WRITE_FILE, json!({"path": "Cargo.toml", "content": "x"}), "outside the files this task may change"),
-            (WRITE_FILE, json!({"path": "docs/deep/a.md", "content": "x"}), "outside the files this task may change"),
-            (EDIT_FILE, json!({"path": "README.md", "old": "demo", "new": "x"}), "outside the files this task may change"),
+            (
+                SEARCH,
+                json!({"pattern": "x", "path": ".."}),
+                "leaves the worktree",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "Cargo.toml", "content": "x"}),
+                "outside the files this task may change",
+            ),
+            (
+                WRITE_FILE,
+                json!({"path": "docs/deep/a.md", "content": "x"}),
+                "outside the files this task may change",
+            ),
+            (
+                EDIT_FILE,
+                json!({"path": "README.md", "old": "demo", "new": "x"}),
+                "outside the files this task may change",
+            ),
         ];
         for (tool, args, why) in cases {
             let r = f.call(tool, args.clone()).await;
             assert!(!r.ok, "{tool} {args} should fail: {r:?}");
-            let reason = r.refused.as_deref().unwrap_or_else(|| panic!("{tool} {args} not recorded as refused: {r:?}"));
-            assert!(reason.contains(why), "{tool} {args}: `{reason}` should mention `{why}`");
+            let reason = r
+                .refused
+                .as_deref()
+                .unwrap_or_else(|| panic!("{tool} {args} not recorded as refused: {r:?}"));
+            assert!(
+                reason.contains(why),
+                "{tool} {args}: `{reason}` should mention `{why}`"
+            );
             assert!(r.content.starts_with("refused: "), "{}", r.content);
         }
-        assert_eq!(snapshot(&f.outside()), before_outside, "nothing may be written outside the worktree");
-        assert_eq!(snapshot(&f.wt().join(".git")), before_git, ".git must be untouched");
+        assert_eq!(
+            snapshot(&f.outside()),
+            before_outside,
+            "nothing may be written outside the worktree"
+        );
+        assert_eq!(
+            snapshot(&f.wt().join(".git")),
+            before_git,
+            ".git must be untouched"
+        );
         assert!(!f.dir.path().join("x").exists());
         assert_eq!(f.read("README.md"), "# demo\nTODO: write docs\n");
         assert!(!f.wt().join("Cargo.toml").exists());
 
         // Allowed writes still work, and reading outside allowed_files is fine.
-        assert!(f.call(WRITE_FILE, json!({"path": "src/new/mod.rs", "content": "x"})).await.ok);
-        assert!(f.call(WRITE_FILE, json!({"path": "docs/guide.md", "content": "x"})).await.ok);
+        assert!(
+            f.call(
+                WRITE_FILE,
+                json!({"path": "src/new/mod.rs", "content": "x"})
+            )
+            .await
+            .ok
+        );
+        assert!(
+            f.call(WRITE_FILE, json!({"path": "docs/guide.md", "content": "x"}))
+                .await
+                .ok
+        );
         assert!(f.call(READ_FILE, json!({"path": "README.md"})).await.ok);
     }
 
     #[tokio::test]
     async fn malformed_arguments_and_unknown_tools_are_errors() {
         let f = fixture();
-        let r = execute(&f.ctx, WRITE_FILE, r#"{"path": "a.txt""#, Duration::from_secs(5)).await;
-        assert!(!r.ok && r.content.contains("not valid JSON"), "{}", r.content);
+        let r = execute(
+            &f.ctx,
+            WRITE_FILE,
+            r#"{"path": "a.txt""#,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            !r.ok && r.content.contains("not valid JSON"),
+            "{}",
+            r.content
+        );
         let r = f.call(WRITE_FILE, json!({"path": "a.txt"})).await;
-        assert!(r.content.contains("missing field `content`"), "{}", r.content);
-        assert!(r.content.contains(r#""required":["path","content"]"#), "{}", r.content);
+        assert!(
+            r.content.contains("missing field `content`"),
+            "{}",
+            r.content
+        );
+        assert!(
+            r.content.contains(r#""required":["path","content"]"#),
+            "{}",
+            r.content
+        );
         let r = f.call(READ_FILE, json!({"path": 7})).await;
         assert!(r.content.contains("invalid type"), "{}", r.content);
-        let r = f.call(RUN, json!({"command": "true", "timeout_s": -1})).await;
-        assert!(r.content.contains("timeout_s must be a positive"), "{}", r.content);
+        let r = f
+            .call(RUN, json!({"command": "true", "timeout_s": -1}))
+            .await;
+        assert!(
+            r.content.contains("timeout_s must be a positive"),
+            "{}",
+            r.content
+        );
         let r = f.call(FINISH, json!({})).await;
         assert_eq!(r.control, Control::Continue);
-        assert!(r.content.contains("missing field `summary`"), "{}", r.content);
+        assert!(
+            r.content.contains("missing field `summary`"),
+            "{}",
+            r.content
+        );
         assert!(!f.wt().join("a.txt").exists());
 
         let r = f.call("delete_everything", json!({})).await;
         assert!(!r.ok);
-        assert!(r.content.contains("unknown tool `delete_everything`"), "{}", r.content);
+        assert!(
+            r.content.contains("unknown tool `delete_everything`"),
+            "{}",
+            r.content
+        );
         for name in TOOL_NAMES {
             assert!(r.content.contains(name), "{}", r.content);
         }
@@ -917,13 +1304,29 @@ mod tests {
         assert!(r.ok, "{r:?}");
         let root = fs::canonicalize(f.wt()).unwrap();
         assert!(r.content.starts_with("exit code: 0\n"), "{}", r.content);
-        assert!(r.content.contains(&root.to_string_lossy().into_owned()), "{}", r.content);
-        assert!(r.content.contains("# demo") && r.content.contains("from-env") && r.content.contains("oops"), "{}", r.content);
+        assert!(
+            r.content.contains(&root.to_string_lossy().into_owned()),
+            "{}",
+            r.content
+        );
+        assert!(
+            r.content.contains("# demo")
+                && r.content.contains("from-env")
+                && r.content.contains("oops"),
+            "{}",
+            r.content
+        );
         assert!(f.wt().join("made-by-run").exists());
 
-        let r = f.call(RUN, json!({"command": "echo failing; exit 3"})).await;
+        let r = f
+            .call(RUN, json!({"command": "echo failing; exit 3"}))
+            .await;
         assert!(!r.ok);
-        assert!(r.content.starts_with("exit code: 3\nfailing"), "{}", r.content);
+        assert!(
+            r.content.starts_with("exit code: 3\nfailing"),
+            "{}",
+            r.content
+        );
 
         let r = f.call(RUN, json!({"command": "true"})).await;
         assert_eq!(r.content, "exit code: 0\n(no output)");
@@ -934,12 +1337,24 @@ mod tests {
         let f = fixture_with(&[], 300, 1024 * 1024);
         let started = std::time::Instant::now();
         // Asks for an hour; the remaining worker time (1s) wins.
-        let r = execute(&f.ctx, RUN, &json!({"command": "sleep 20", "timeout_s": 3600}).to_string(), Duration::from_secs(1)).await;
+        let r = execute(
+            &f.ctx,
+            RUN,
+            &json!({"command": "sleep 20", "timeout_s": 3600}).to_string(),
+            Duration::from_secs(1),
+        )
+        .await;
         assert!(!r.ok);
         assert!(r.content.contains("timed out"), "{}", r.content);
-        assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
 
-        let r = f.call(RUN, json!({"command": "yes abcdefghij | head -c 100000"})).await;
+        let r = f
+            .call(RUN, json!({"command": "yes abcdefghij | head -c 100000"}))
+            .await;
         assert!(r.ok, "{r:?}");
         assert!(r.content.contains("orch cut"), "{}", r.content);
         assert!(r.content.len() < 1000, "{}", r.content.len());

@@ -176,7 +176,9 @@ mod tests {
         assert!(msg.contains("expected `KEY=VALUE`"), "{msg}");
 
         let e = parse("1BAD=x\n", Path::new("/x/.env")).unwrap_err();
-        assert!(e.to_string().contains("`1BAD` is not a valid variable name"));
+        assert!(e
+            .to_string()
+            .contains("`1BAD` is not a valid variable name"));
 
         let e = parse("A=\"open\n", Path::new("/x/.env")).unwrap_err();
         let msg = e.to_string();
@@ -184,12 +186,18 @@ mod tests {
         assert!(msg.contains("unterminated double quote"), "{msg}");
 
         let e = parse("A='x' junk\n", Path::new("/x/.env")).unwrap_err();
-        assert!(e.to_string().contains("unexpected text after the closing quote"));
+        assert!(e
+            .to_string()
+            .contains("unexpected text after the closing quote"));
     }
 
     #[test]
     fn a_pasted_secret_line_is_not_echoed() {
-        let e = parse("sk-0123456789abcdefghijklmnopqrstuvwxyz\n", Path::new(".env")).unwrap_err();
+        let e = parse(
+            "sk-0123456789abcdefghijklmnopqrstuvwxyz\n",
+            Path::new(".env"),
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("0123456789"), "{e}");
     }
 

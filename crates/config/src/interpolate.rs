@@ -23,7 +23,11 @@ pub(crate) struct Context<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
-pub(crate) fn expand(text: &str, format: ConfigFormat, cx: &Context) -> Result<String, ConfigError> {
+pub(crate) fn expand(
+    text: &str,
+    format: ConfigFormat,
+    cx: &Context,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     for (idx, line) in text.split_inclusive('\n').enumerate() {
         let is_comment = format != ConfigFormat::Json && line.trim_start().starts_with('#');
@@ -36,7 +40,12 @@ pub(crate) fn expand(text: &str, format: ConfigFormat, cx: &Context) -> Result<S
     Ok(out)
 }
 
-fn expand_line(line: &str, line_no: usize, cx: &Context, out: &mut String) -> Result<(), ConfigError> {
+fn expand_line(
+    line: &str,
+    line_no: usize,
+    cx: &Context,
+    out: &mut String,
+) -> Result<(), ConfigError> {
     let err = |var: &str, hint: String| ConfigError::Interpolation {
         path: cx.path.to_path_buf(),
         line: line_no,
@@ -102,8 +111,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn run(text: &str, format: ConfigFormat, vars: &[(&str, &str)]) -> Result<String, ConfigError> {
-        let vars: BTreeMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |k: &str| vars.get(k).cloned();
         let cx = Context {
             path: Path::new("orch.toml"),
@@ -171,8 +182,15 @@ mod tests {
         let e = run("y = \"${OPEN\"\n", ConfigFormat::Toml, &[]).unwrap_err();
         assert!(e.to_string().contains("unterminated `${`"), "{e}");
         let e = run("y = \"${1X}\"\n", ConfigFormat::Toml, &[]).unwrap_err();
-        assert!(e.to_string().contains("`${1X}` is not a variable reference"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`${1X}` is not a variable reference"),
+            "{e}"
+        );
         let e = run("y = \"${}\"\n", ConfigFormat::Toml, &[]).unwrap_err();
-        assert!(e.to_string().contains("`${}` is not a variable reference"), "{e}");
+        assert!(
+            e.to_string().contains("`${}` is not a variable reference"),
+            "{e}"
+        );
     }
 }

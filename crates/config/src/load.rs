@@ -138,9 +138,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Like [`load`] with the text given. `path` names the file in messages and
 /// locates `base_dir` and the `.env` file; it need not exist.
 pub fn load_str(text: &str, format: ConfigFormat, path: &Path) -> Result<Config, ConfigError> {
-    let process_env = |name: &str| {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    };
+    let process_env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
     load_str_with_env(text, format, path, &process_env)
 }
 
@@ -207,8 +205,8 @@ fn parse(text: &str, format: ConfigFormat, path: &Path) -> Result<Config, Config
         }
     };
     match format {
-        ConfigFormat::Toml => {
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        ConfigFormat::Toml => serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 let inner = e.into_inner();
                 let (line, column) = match inner.span() {
@@ -219,8 +217,7 @@ fn parse(text: &str, format: ConfigFormat, path: &Path) -> Result<Config, Config
                     None => (None, None),
                 };
                 err(key, line, column, inner.message())
-            })
-        }
+            }),
         ConfigFormat::Yaml => {
             // An empty (or all-comment) YAML document is an empty config, as
             // an empty TOML file is.
@@ -287,22 +284,38 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Drop a trailing ` at line N column M` (we report the position ourselves).
+/// Drop every ` at line N column M` (we report the position ourselves;
+/// YAML syntax errors carry one mid-message too).
 fn strip_location(message: &str) -> String {
-    if let Some(i) = message.rfind(" at line ") {
-        let tail = &message[i + " at line ".len()..];
-        let is_position = tail
-            .split_once(" column ")
-            .is_some_and(|(l, c)| is_digits(l) && is_digits(c));
-        if is_position {
-            return message[..i].to_string();
+    const AT: &str = " at line ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(AT) {
+        let tail = &rest[i + AT.len()..];
+        let line_len = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let after_line = &tail[line_len..];
+        let col = after_line.strip_prefix(" column ").filter(|_| line_len > 0);
+        match col {
+            Some(col) => {
+                let col_len = col.find(|c: char| !c.is_ascii_digit()).unwrap_or(col.len());
+                if col_len == 0 {
+                    out.push_str(&rest[..i + AT.len()]);
+                    rest = tail;
+                    continue;
+                }
+                out.push_str(&rest[..i]);
+                rest = &col[col_len..];
+            }
+            None => {
+                out.push_str(&rest[..i + AT.len()]);
+                rest = tail;
+            }
         }
     }
-    message.to_string()
-}
-
-fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
+    out.push_str(rest);
+    out
 }
 
 /// Rephrase serde's wording in the config's terms, prefixed by the key path.
@@ -314,10 +327,19 @@ fn friendly_message(key: &str, message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
+    // serde_path_to_error writes `?` for segments it could not name (YAML
+    // syntax errors); a path ending in them says nothing useful.
     let mut key = key;
+    while let Some(k) = key.strip_suffix('?') {
+        key = k.strip_suffix('.').unwrap_or(k);
+    }
     let message = if let Some(rest) = message.strip_prefix("unknown field `") {
         // The path ends with the unknown key itself; report its table.
-        if rest.split('`').next().is_some_and(|name| key == name || key.ends_with(&format!(".{name}"))) {
+        if rest
+            .split('`')
+            .next()
+            .is_some_and(|name| key == name || key.ends_with(&format!(".{name}")))
+        {
             key = parent_key(key);
         }
         unknown_key_message(rest)
@@ -358,7 +380,10 @@ fn unknown_key_message(rest: &str) -> String {
         .strip_prefix(", expected one of ")
         .or_else(|| tail.strip_prefix(", expected "));
     match valid {
-        Some(list) => format!("unknown key `{name}`; valid keys: {}", list.replace(" or ", ", ")),
+        Some(list) => format!(
+            "unknown key `{name}`; valid keys: {}",
+            list.replace(" or ", ", ")
+        ),
         None => format!("unknown key `{name}`"),
     }
 }
@@ -366,7 +391,10 @@ fn unknown_key_message(rest: &str) -> String {
 fn looks_like_secret_key(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n != "api_key_env"
-        && (n.contains("key") || n.contains("token") || n.contains("secret") || n.contains("password"))
+        && (n.contains("key")
+            || n.contains("token")
+            || n.contains("secret")
+            || n.contains("password"))
 }
 
 #[cfg(test)]
@@ -375,10 +403,22 @@ mod tests {
 
     #[test]
     fn format_from_extension() {
-        assert_eq!(ConfigFormat::from_path(Path::new("a/orch.toml")).unwrap(), ConfigFormat::Toml);
-        assert_eq!(ConfigFormat::from_path(Path::new("x.YAML")).unwrap(), ConfigFormat::Yaml);
-        assert_eq!(ConfigFormat::from_path(Path::new("x.yml")).unwrap(), ConfigFormat::Yaml);
-        assert_eq!(ConfigFormat::from_path(Path::new("x.json")).unwrap(), ConfigFormat::Json);
+        assert_eq!(
+            ConfigFormat::from_path(Path::new("a/orch.toml")).unwrap(),
+            ConfigFormat::Toml
+        );
+        assert_eq!(
+            ConfigFormat::from_path(Path::new("x.YAML")).unwrap(),
+            ConfigFormat::Yaml
+        );
+        assert_eq!(
+            ConfigFormat::from_path(Path::new("x.yml")).unwrap(),
+            ConfigFormat::Yaml
+        );
+        assert_eq!(
+            ConfigFormat::from_path(Path::new("x.json")).unwrap(),
+            ConfigFormat::Json
+        );
         let e = ConfigFormat::from_path(Path::new("orch.ini")).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -401,6 +441,11 @@ mod tests {
     fn strip_location_only_strips_positions() {
         assert_eq!(strip_location("bad at line 3 column 7"), "bad");
         assert_eq!(strip_location("look at line two"), "look at line two");
+        assert_eq!(strip_location("at line 3 column x"), "at line 3 column x");
+        assert_eq!(
+            strip_location("no key at line 4 column 4, while parsing a map at line 2 column 3"),
+            "no key, while parsing a map"
+        );
     }
 
     #[test]
@@ -413,15 +458,20 @@ mod tests {
     #[test]
     fn unknown_key_rewording() {
         assert_eq!(
-            friendly_message("projects[0].foo", "unknown field `foo`, expected one of `a`, `b`"),
+            friendly_message(
+                "projects[0].foo",
+                "unknown field `foo`, expected one of `a`, `b`"
+            ),
             "projects[0]: unknown key `foo`; valid keys: `a`, `b`"
         );
         assert_eq!(
             friendly_message("foo", "unknown field `foo`, expected `a` or `b`"),
             "unknown key `foo`; valid keys: `a`, `b`"
         );
-        assert!(friendly_message("providers.x", "unknown field `token`, expected `kind`")
-            .contains("api_key_env"));
+        assert!(
+            friendly_message("providers.x", "unknown field `token`, expected `kind`")
+                .contains("api_key_env")
+        );
         assert_eq!(
             friendly_message(".", "missing field `name`"),
             "missing required key `name`"

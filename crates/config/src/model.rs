@@ -90,6 +90,13 @@ impl Config {
             self.base_dir.join(p)
         }
     }
+    /// `provider`'s API key: its `api_key_env` variable from the process
+    /// environment, else from this config's `.env` values. Same as
+    /// [`ProviderConfig::api_key`], but also works for a `ProviderConfig`
+    /// built in code rather than loaded.
+    pub fn api_key(&self, provider: &ProviderConfig) -> Option<String> {
+        lookup_key(provider.api_key_env.as_deref()?, &self.dotenv).or_else(|| provider.api_key())
+    }
     /// The project's repository, resolved against the config file's directory.
     pub fn project_path(&self, p: &ProjectConfig) -> PathBuf {
         self.resolve_path(&p.path)
@@ -163,13 +170,17 @@ impl ProviderConfig {
     /// environment wins when both have it. `None` when no variable is
     /// configured or it is unset or empty.
     pub fn api_key(&self) -> Option<String> {
-        let name = self.api_key_env.as_deref()?;
-        let value = match std::env::var_os(name) {
-            Some(v) => v.to_string_lossy().into_owned(),
-            None => self.dotenv.get(name)?.clone(),
-        };
-        (!value.is_empty()).then_some(value)
+        lookup_key(self.api_key_env.as_deref()?, &self.dotenv)
     }
+}
+
+/// Process environment first (even when set but empty), then `.env`.
+fn lookup_key(name: &str, dotenv: &DotEnv) -> Option<String> {
+    let value = match std::env::var_os(name) {
+        Some(v) => v.to_string_lossy().into_owned(),
+        None => dotenv.get(name)?.clone(),
+    };
+    (!value.is_empty()).then_some(value)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -28,7 +28,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     for (i, project) in cfg.projects.iter().enumerate() {
         let key = |field: &str| format!("projects[{i}].{field}");
         if !is_simple_name(&project.name) {
-            return Err(invalid(key("name"), NAME_RULE, describe_name(&project.name)));
+            return Err(invalid(
+                key("name"),
+                NAME_RULE,
+                describe_name(&project.name),
+            ));
         }
         if let Some(first) = seen.insert(&project.name, i) {
             return Err(invalid(
@@ -181,7 +185,12 @@ fn validate_project(
     Ok(())
 }
 
-fn check_model(cfg: &Config, key: &str, m: &ModelRef, invalid: &Invalid) -> Result<(), ConfigError> {
+fn check_model(
+    cfg: &Config,
+    key: &str,
+    m: &ModelRef,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
     if cfg.providers.contains_key(&m.provider) {
         return Ok(());
     }

@@ -5,9 +5,11 @@
 //! `load_str_with_env` stands in for it. tests/process_env.rs covers the real
 //! environment in a process of its own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use orch_config::{
-    load, load_str, load_str_with_env, Config, ConfigError, ConfigFormat, ModelRef,
-    ProjectConfig, ProviderKind, SandboxKind,
+    load, load_str, load_str_with_env, Config, ConfigError, ConfigFormat, ModelRef, ProjectConfig,
+    ProviderKind, SandboxKind,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -180,10 +182,8 @@ fn defaults_are_applied() {
     let fx = Fixture::new();
     let cfg = fx
         .toml(
-            &format!(
-                "[providers.local]\nkind = \"openai\"\nbase_url = \"http://localhost:1/v1\"\n\
-                 [[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"local:m\"\n"
-            ),
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://localhost:1/v1\"\n\
+             [[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"local:m\"\n",
             &[],
         )
         .unwrap();
@@ -214,9 +214,16 @@ fn defaults_are_applied() {
 #[test]
 fn empty_config_is_valid_in_every_format() {
     let fx = Fixture::new();
-    for (name, text) in [("a.toml", ""), ("b.yaml", "# nothing yet\n"), ("c.json", "{}")] {
+    for (name, text) in [
+        ("a.toml", ""),
+        ("b.yaml", "# nothing yet\n"),
+        ("c.json", "{}"),
+    ] {
         let cfg = load(&fx.write(name, text)).unwrap();
-        assert!(cfg.projects.is_empty() && cfg.providers.is_empty(), "{name}");
+        assert!(
+            cfg.projects.is_empty() && cfg.providers.is_empty(),
+            "{name}"
+        );
         assert_eq!(cfg.data_dir, PathBuf::from(".orch"));
     }
 }
@@ -243,7 +250,9 @@ fn a_directory_is_an_io_error_naming_it() {
     std::fs::create_dir(&p).unwrap();
     let e = load(&p).unwrap_err();
     assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
-    assert!(e.to_string().starts_with(&format!("{}: cannot read", p.display())));
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{}: cannot read", p.display())));
 }
 
 #[test]
@@ -288,10 +297,16 @@ test_command = "echo $${NOT_A_VAR} costs $5"
         "from .env"
     );
     assert_eq!(p.path, fx.repo, "from the environment");
-    assert_eq!(p.worker_model.model, "from-env", "the environment wins over .env");
+    assert_eq!(
+        p.worker_model.model, "from-env",
+        "the environment wins over .env"
+    );
     assert_eq!(p.max_workers, 5, "a variable can fill a number");
     assert_eq!(p.max_turns, 77, "default when unset");
-    assert_eq!(p.test_command, "echo ${NOT_A_VAR} costs $5", "`$${{` escapes");
+    assert_eq!(
+        p.test_command, "echo ${NOT_A_VAR} costs $5",
+        "`$${{` escapes"
+    );
     // The .env values are kept, for api_key().
     assert_eq!(cfg.dotenv.get("WORKERS").map(String::as_str), Some("5"));
 }
@@ -300,7 +315,10 @@ test_command = "echo $${NOT_A_VAR} costs $5"
 fn undefined_variable_error_names_var_file_line_and_fix() {
     let fx = Fixture::new();
     let e = fx
-        .toml("data_dir = \".orch\"\n\n[providers.x]\nkind = \"openai\"\nbase_url = \"${LLM_URL}\"\n", &[])
+        .toml(
+            "data_dir = \".orch\"\n\n[providers.x]\nkind = \"openai\"\nbase_url = \"${LLM_URL}\"\n",
+            &[],
+        )
         .unwrap_err();
     match &e {
         ConfigError::Interpolation { line, var, .. } => {
@@ -323,7 +341,12 @@ fn undefined_variable_error_names_var_file_line_and_fix() {
 #[test]
 fn commented_out_lines_need_no_variables() {
     let fx = Fixture::new();
-    let cfg = fx.toml("# base_url = \"${UNSET_IN_COMMENT}\"\ndata_dir = \"d\"\n", &[]).unwrap();
+    let cfg = fx
+        .toml(
+            "# base_url = \"${UNSET_IN_COMMENT}\"\ndata_dir = \"d\"\n",
+            &[],
+        )
+        .unwrap();
     assert_eq!(cfg.data_dir, PathBuf::from("d"));
 }
 
@@ -332,7 +355,13 @@ fn malformed_dotenv_is_reported_with_its_own_path() {
     let fx = Fixture::new();
     let env = fx.write(".env", "GOOD=1\nthis line is wrong\n");
     let e = fx.toml("", &[]).unwrap_err();
-    assert_contains(&e.to_string(), &[&format!("{}:2: ", env.canonicalize().unwrap().display()), "expected `KEY=VALUE`"]);
+    assert_contains(
+        &e.to_string(),
+        &[
+            &format!("{}:2: ", env.canonicalize().unwrap().display()),
+            "expected `KEY=VALUE`",
+        ],
+    );
 }
 
 // ---- parse errors ----
@@ -340,7 +369,12 @@ fn malformed_dotenv_is_reported_with_its_own_path() {
 #[test]
 fn malformed_toml_reports_line_and_column() {
     let fx = Fixture::new();
-    let e = fx.toml("data_dir = \".orch\"\n\n[providers.local\nkind = \"openai\"\n", &[]).unwrap_err();
+    let e = fx
+        .toml(
+            "data_dir = \".orch\"\n\n[providers.local\nkind = \"openai\"\n",
+            &[],
+        )
+        .unwrap_err();
     match &e {
         ConfigError::Parse { line, column, .. } => {
             assert_eq!(*line, Some(3));
@@ -356,10 +390,16 @@ fn malformed_toml_reports_line_and_column() {
 #[test]
 fn type_errors_name_the_key_and_line() {
     let fx = Fixture::new();
-    let e = fx.err(&fx.example("").replace("max_workers = 3", "max_workers = \"three\""));
+    let e = fx.err(
+        &fx.example("")
+            .replace("max_workers = 3", "max_workers = \"three\""),
+    );
     assert_contains(
         &e,
-        &["orch.toml:14:", "projects[0].max_workers: invalid type: string \"three\", expected u32"],
+        &[
+            "orch.toml:14:",
+            "projects[0].max_workers: invalid type: string \"three\", expected u32",
+        ],
     );
 }
 
@@ -382,15 +422,43 @@ fn yaml_and_json_errors_carry_positions_and_key_paths() {
         }
         other => panic!("wrong error: {other:?}"),
     }
-    let j = fx.write("orch.json", "{\n  \"data_dir\": \"d\",\n  \"projects\": 5\n}\n");
+    let j = fx.write(
+        "orch.json",
+        "{\n  \"data_dir\": \"d\",\n  \"projects\": 5\n}\n",
+    );
     let e = load(&j).unwrap_err();
     let msg = e.to_string();
-    assert_contains(&msg, &[&format!("{}:3:", j.display()), "projects: invalid type: integer `5`, expected a sequence"]);
-    assert!(!msg.contains(" at line "), "position is not repeated: {msg}");
+    assert_contains(
+        &msg,
+        &[
+            &format!("{}:3:", j.display()),
+            "projects: invalid type: integer `5`, expected a sequence",
+        ],
+    );
+    assert!(
+        !msg.contains(" at line "),
+        "position is not repeated: {msg}"
+    );
+
+    let y = fx.write(
+        "bad.yaml",
+        "providers:\n  l:\n    kind: openai\n   bad: indent\n",
+    );
+    let e = load(&y).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:4:4: providers: did not find expected key, while parsing a block mapping",
+            y.display()
+        )
+    );
 
     let j = fx.write("trailing.json", "{} x");
     let e = load(&j).unwrap_err();
-    assert!(matches!(e, ConfigError::Parse { line: Some(1), .. }), "{e:?}");
+    assert!(
+        matches!(e, ConfigError::Parse { line: Some(1), .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -407,7 +475,10 @@ fn unknown_key_lists_valid_keys() {
         ],
     );
     let e = fx.err("colour = \"blue\"\n");
-    assert_contains(&e, &["unknown key `colour`; valid keys: `data_dir`, `providers`, `projects`"]);
+    assert_contains(
+        &e,
+        &["unknown key `colour`; valid keys: `data_dir`, `providers`, `projects`"],
+    );
 }
 
 #[test]
@@ -418,15 +489,26 @@ fn a_literal_api_key_is_rejected_without_echoing_it() {
     );
     assert_contains(
         &e,
-        &["orch.toml:4:", "providers.cloud: unknown key `api_key`", "environment variable", "api_key_env"],
+        &[
+            "orch.toml:4:",
+            "providers.cloud: unknown key `api_key`",
+            "environment variable",
+            "api_key_env",
+        ],
     );
-    assert!(!e.contains("0123456789abcdef"), "the secret leaked into: {e}");
+    assert!(
+        !e.contains("0123456789abcdef"),
+        "the secret leaked into: {e}"
+    );
 }
 
 #[test]
 fn bad_model_ref_is_a_parse_error_at_the_key() {
     let fx = Fixture::new();
-    let e = fx.err(&fx.example("").replace("worker_model = \"local:any-model\"", "worker_model = \"any-model\""));
+    let e = fx.err(&fx.example("").replace(
+        "worker_model = \"local:any-model\"",
+        "worker_model = \"any-model\"",
+    ));
     assert_contains(
         &e,
         &[
@@ -439,8 +521,14 @@ fn bad_model_ref_is_a_parse_error_at_the_key() {
 #[test]
 fn unknown_enum_value_lists_choices() {
     let fx = Fixture::new();
-    let e = fx.err(&fx.example("").replace("sandbox = \"bwrap\"", "sandbox = \"docker\""));
-    assert_contains(&e, &["projects[0].sandbox: unknown variant `docker`, expected `bwrap` or `none`"]);
+    let e = fx.err(
+        &fx.example("")
+            .replace("sandbox = \"bwrap\"", "sandbox = \"docker\""),
+    );
+    assert_contains(
+        &e,
+        &["projects[0].sandbox: unknown variant `docker`, expected `bwrap` or `none`"],
+    );
 }
 
 // ---- validation ----
@@ -468,10 +556,14 @@ fn each_range_error_names_key_expected_and_found() {
         let text = fx.example("");
         assert!(text.contains(from), "{from}");
         let e = fx.err(&text.replacen(from, to, 1));
-        assert!(e.starts_with(&format!("{file}: {want}")), "want `{want}`, got:\n{e}");
+        assert!(
+            e.starts_with(&format!("{file}: {want}")),
+            "want `{want}`, got:\n{e}"
+        );
     }
     // The boundaries themselves are accepted.
-    let ok = fx.example("output_limit_bytes = 1024\njudge_min_score = 0\ncommand_timeout_seconds = 86400")
+    let ok = fx
+        .example("output_limit_bytes = 1024\njudge_min_score = 0\ncommand_timeout_seconds = 86400")
         .replace("max_workers = 3", "max_workers = 64")
         .replace("max_attempts = 3", "max_attempts = 100")
         .replace("max_turns = 50", "max_turns = 10000")
@@ -490,7 +582,12 @@ fn the_example_message_from_the_spec_reads_exactly() {
         "orch.toml: projects[0].max_workers: expected an integer from 1 to 64, found 0"
     );
     match e {
-        ConfigError::Invalid { key, expected, found, path } => {
+        ConfigError::Invalid {
+            key,
+            expected,
+            found,
+            path,
+        } => {
             assert_eq!(path, PathBuf::from("orch.toml"));
             assert_eq!(key, "projects[0].max_workers");
             assert_eq!(expected, "an integer from 1 to 64");
@@ -513,7 +610,10 @@ fn project_names_must_be_unique_nonempty_and_simple() {
     let e = fx.err(&fx.example("").replace("name = \"demo\"", "name = \"\""));
     assert_contains(&e, &["projects[0].name: expected a non-empty name of letters, digits, `_`, `.` and `-`, found an empty name"]);
 
-    let e = fx.err(&fx.example("").replace("name = \"demo\"", "name = \"my demo\""));
+    let e = fx.err(
+        &fx.example("")
+            .replace("name = \"demo\"", "name = \"my demo\""),
+    );
     assert_contains(&e, &["projects[0].name: expected a non-empty name of letters, digits, `_`, `.` and `-`, found `my demo` (contains ' ')"]);
 }
 
@@ -521,7 +621,10 @@ fn project_names_must_be_unique_nonempty_and_simple() {
 fn project_path_must_be_an_existing_directory() {
     let fx = Fixture::new();
     let missing = fx.dir.path().join("nowhere");
-    let e = fx.err(&fx.example("").replace(&fx.repo.display().to_string(), &missing.display().to_string()));
+    let e = fx.err(&fx.example("").replace(
+        &fx.repo.display().to_string(),
+        &missing.display().to_string(),
+    ));
     assert_contains(
         &e,
         &[&format!(
@@ -530,21 +633,25 @@ fn project_path_must_be_an_existing_directory() {
         )],
     );
     let file = fx.write("file.txt", "x");
-    let e = fx.err(&fx.example("").replace(&fx.repo.display().to_string(), &file.display().to_string()));
+    let e = fx.err(
+        &fx.example("")
+            .replace(&fx.repo.display().to_string(), &file.display().to_string()),
+    );
     assert_contains(&e, &["(not a directory)"]);
 }
 
 #[test]
 fn model_provider_must_be_declared() {
     let fx = Fixture::new();
-    let e = fx.err(&fx.example("").replace("judge_model = \"local:any-model\"", "judge_model = \"replay:x\""));
+    let e = fx.err(&fx.example("").replace(
+        "judge_model = \"local:any-model\"",
+        "judge_model = \"replay:x\"",
+    ));
     assert_contains(
         &e,
         &["projects[0].judge_model: expected `provider:model` with a provider declared in [providers] (declared: `local`), found `replay:x` (no provider `replay`)"],
     );
-    let e = fx.err(&format!(
-        "[[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"local:m\"\n"
-    ));
+    let e = fx.err("[[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"local:m\"\n");
     assert_contains(&e, &["projects[0].worker_model: expected `provider:model` with a provider declared in [providers] (none are declared: add a [providers.NAME] section), found `local:m`"]);
 }
 
@@ -555,18 +662,44 @@ fn provider_rules() {
     assert_contains(&e, &["providers.local.base_url: expected an http:// or https:// URL (required when kind = \"openai\")", "found nothing"]);
 
     let e = fx.err("[providers.local]\nkind = \"openai\"\nbase_url = \"localhost:8080\"\n");
-    assert_contains(&e, &["providers.local.base_url: expected an http:// or https:// URL", "found `localhost:8080`"]);
+    assert_contains(
+        &e,
+        &[
+            "providers.local.base_url: expected an http:// or https:// URL",
+            "found `localhost:8080`",
+        ],
+    );
 
     let e = fx.err("[providers.r]\nkind = \"replay\"\n");
-    assert_contains(&e, &["providers.r.script: expected a path to an existing replay script file", "found nothing"]);
+    assert_contains(
+        &e,
+        &[
+            "providers.r.script: expected a path to an existing replay script file",
+            "found nothing",
+        ],
+    );
 
     let e = fx.err("[providers.r]\nkind = \"replay\"\nscript = \"missing.jsonl\"\n");
     let dir = fx.dir.path().canonicalize().unwrap();
-    assert_contains(&e, &[&format!("found {} (does not exist)", dir.join("missing.jsonl").display())]);
+    assert_contains(
+        &e,
+        &[&format!(
+            "found {} (does not exist)",
+            dir.join("missing.jsonl").display()
+        )],
+    );
 
     fx.write("script.jsonl", "[]");
-    let cfg = fx.toml("[providers.r]\nkind = \"replay\"\nscript = \"script.jsonl\"\n", &[]).unwrap();
-    assert_eq!(cfg.provider_script_path(&cfg.providers["r"]), Some(dir.join("script.jsonl")));
+    let cfg = fx
+        .toml(
+            "[providers.r]\nkind = \"replay\"\nscript = \"script.jsonl\"\n",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        cfg.provider_script_path(&cfg.providers["r"]),
+        Some(dir.join("script.jsonl"))
+    );
 
     let e = fx.err("[providers.local]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\napi_key_env = \"MY-KEY\"\n");
     assert_contains(&e, &["providers.local.api_key_env: expected the name of the environment variable that holds the key", "found `MY-KEY`"]);
@@ -577,10 +710,16 @@ fn provider_rules() {
     assert!(!e.contains("abcdef0123456789"), "{e}");
 
     let e = fx.err("[providers.\"my provider\"]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\n");
-    assert_contains(&e, &["providers.my provider: expected a non-empty provider name of letters, digits"]);
+    assert_contains(
+        &e,
+        &["providers.my provider: expected a non-empty provider name of letters, digits"],
+    );
 
     let e = fx.err("[providers.local]\nkind = \"anthropic\"\n");
-    assert_contains(&e, &["providers.local.kind: unknown variant `anthropic`, expected `openai` or `replay`"]);
+    assert_contains(
+        &e,
+        &["providers.local.kind: unknown variant `anthropic`, expected `openai` or `replay`"],
+    );
 }
 
 // ---- secrets ----
@@ -588,7 +727,10 @@ fn provider_rules() {
 #[test]
 fn api_key_falls_back_to_dotenv_and_debug_redacts_it() {
     let fx = Fixture::new();
-    fx.write(".env", "ORCH_TEST_KEY_ONLY_IN_DOTENV=sk-dotenv-secret-value\n");
+    fx.write(
+        ".env",
+        "ORCH_TEST_KEY_ONLY_IN_DOTENV=sk-dotenv-secret-value\n",
+    );
     let cfg = fx
         .toml(
             "[providers.local]\nkind = \"openai\"\nbase_url = \"http://h/v1\"\napi_key_env = \"ORCH_TEST_KEY_ONLY_IN_DOTENV\"\n\
@@ -601,14 +743,38 @@ fn api_key_falls_back_to_dotenv_and_debug_redacts_it() {
         cfg.providers["local"].api_key().as_deref(),
         Some("sk-dotenv-secret-value")
     );
+    assert_eq!(
+        cfg.api_key(&cfg.providers["local"]).as_deref(),
+        Some("sk-dotenv-secret-value")
+    );
+    // A provider built in code has no .env values of its own; the Config's
+    // copy still finds the key.
+    let built = orch_config::ProviderConfig {
+        api_key_env: Some("ORCH_TEST_KEY_ONLY_IN_DOTENV".to_string()),
+        ..Default::default()
+    };
+    assert_eq!(built.api_key(), None);
+    assert_eq!(
+        cfg.api_key(&built).as_deref(),
+        Some("sk-dotenv-secret-value")
+    );
     assert_eq!(cfg.providers["nokey"].api_key(), None);
     assert_eq!(cfg.providers["unset"].api_key(), None);
 
     let debug = format!("{cfg:?}");
-    assert!(debug.contains("ORCH_TEST_KEY_ONLY_IN_DOTENV"), "names are shown: {debug}");
-    assert!(!debug.contains("sk-dotenv-secret-value"), "value leaked: {debug}");
+    assert!(
+        debug.contains("ORCH_TEST_KEY_ONLY_IN_DOTENV"),
+        "names are shown: {debug}"
+    );
+    assert!(
+        !debug.contains("sk-dotenv-secret-value"),
+        "value leaked: {debug}"
+    );
     let debug = format!("{:?}", cfg.providers["local"]);
-    assert!(!debug.contains("sk-dotenv-secret-value"), "value leaked: {debug}");
+    assert!(
+        !debug.contains("sk-dotenv-secret-value"),
+        "value leaked: {debug}"
+    );
 }
 
 // ---- writing back ----
@@ -619,19 +785,31 @@ fn to_toml_round_trips() {
     fx.write("script.jsonl", "[]");
     let mut cfg = fx
         .toml(
-            &fx.example("pass_env = [\"HOME\"]\njudge_min_score = 7.5\nsetup_command = \"echo $${HOME}\"")
-                .replace("[[projects]]", "[providers.r]\nkind = \"replay\"\nscript = \"script.jsonl\"\n[[projects]]"),
+            &fx.example(
+                "pass_env = [\"HOME\"]\njudge_min_score = 7.5\nsetup_command = \"echo $${HOME}\"",
+            )
+            .replace(
+                "[[projects]]",
+                "[providers.r]\nkind = \"replay\"\nscript = \"script.jsonl\"\n[[projects]]",
+            ),
             &[],
         )
         .unwrap();
     assert_eq!(cfg.projects[0].setup_command, "echo ${HOME}");
     let text = cfg.to_toml().unwrap();
-    assert!(text.contains("$${HOME}"), "`${{` is escaped on the way out:\n{text}");
+    assert!(
+        text.contains("$${HOME}"),
+        "`${{` is escaped on the way out:\n{text}"
+    );
     let again = fx.toml(&text, &[]).unwrap();
     assert_eq!(again, cfg);
 
     // A config built in code (what `orch init` does) also round-trips.
-    cfg.projects.push(ProjectConfig::new("second", "repo", ModelRef::new("r", "m")));
+    cfg.projects.push(ProjectConfig::new(
+        "second",
+        "repo",
+        ModelRef::new("r", "m"),
+    ));
     let again = fx.toml(&cfg.to_toml().unwrap(), &[]).unwrap();
     assert_eq!(again.projects[1], cfg.projects[1]);
     assert_eq!(again.projects[1].planner_model, None);
@@ -642,9 +820,19 @@ fn load_str_uses_path_for_base_dir_and_messages() {
     let fx = Fixture::new();
     let path = fx.path("sub/orch.toml");
     // The file need not exist; its directory is still the base.
-    let e = load_str("[[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"x:y\"\n", ConfigFormat::Toml, &path)
-        .unwrap_err();
+    let e = load_str(
+        "[[projects]]\nname = \"p\"\npath = \"repo\"\nworker_model = \"x:y\"\n",
+        ConfigFormat::Toml,
+        &path,
+    )
+    .unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with(&path.display().to_string()), "{msg}");
-    assert_contains(&msg, &[&format!("{} (does not exist)", fx.path("sub/repo").display())]);
+    assert_contains(
+        &msg,
+        &[&format!(
+            "{} (does not exist)",
+            fx.path("sub/repo").display()
+        )],
+    );
 }

@@ -1,1 +1,875 @@
-//! placeholder
+//! The user's git repository, driven through the git CLI (never libgit2) via
+//! the one process runner: worktrees for tasks, commits of their work,
+//! merges, and `advance_branch`, which lands passing work on a branch
+//! without ever touching a checkout that holds the user's uncommitted work.
+
+use orch_process::{ProcessOutput, ProcessSpec};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Timeout for quick git commands.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeout for commands that write a whole checkout (worktree add, merge).
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Output kept from commands whose output we parse.
+const OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Identity for commits orch makes (the user's config may have none).
+const IDENTITY: [&str; 4] = ["-c", "user.name=orch", "-c", "user.email=orch@localhost"];
+
+/// Generated files that never belong in a task's commit.
+const EXCLUDED_FROM_COMMITS: [&str; 7] = [
+    ":(exclude,glob)**/__pycache__/**",
+    ":(exclude,glob)**/.pytest_cache/**",
+    ":(exclude,glob)**/node_modules/**",
+    ":(exclude,glob)**/target/**",
+    ":(exclude,glob)**/.mypy_cache/**",
+    ":(exclude,glob)**/.ruff_cache/**",
+    ":(exclude,glob)**/*.pyc",
+];
+
+/// Environment variables that would make git look at another repository
+/// than the one we name with `-C` (set, for instance, inside git hooks).
+const REPO_LOCATING_ENV: [&str; 7] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{}: {detail}", path.display())]
+    NotARepo { path: PathBuf, detail: String },
+    #[error("`{args}` failed{}: {stderr}", code.map(|c| format!(" with exit code {c}")).unwrap_or_default())]
+    Command {
+        args: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    #[error(transparent)]
+    Process(#[from] orch_process::ProcessError),
+    /// A filesystem operation orch does around git (creating or removing a
+    /// worktree directory) failed.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A revision or branch name that would be read as a command-line option.
+    #[error("invalid {what} `{name}`: it must not start with '-'")]
+    InvalidName { what: &'static str, name: String },
+    /// `advance_branch` was asked to move a branch to a commit that does not
+    /// contain its current tip, which would drop commits from it.
+    #[error(
+        "refusing to move `{branch}` from {old} to {new}: {new} does not contain {old}, so \
+         commits on `{branch}` would be lost; merge `{branch}` into the work first"
+    )]
+    NotFastForward {
+        branch: String,
+        old: String,
+        new: String,
+    },
+}
+
+/// Result of `merge_into_worktree`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Merged; `head` is the worktree's new HEAD.
+    Clean { head: String },
+    /// The merge conflicted and was aborted; the worktree is as before.
+    Conflict { files: Vec<String>, output: String },
+}
+
+/// Result of `advance_branch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvanceOutcome {
+    /// The branch now points at the new commit.
+    Advanced,
+    /// The branch is checked out at `checkout`, which could not be updated
+    /// without touching the user's work; nothing was changed.
+    Deferred { checkout: PathBuf, reason: String },
+    /// The branch is not at `expected_old` any more (someone else moved it);
+    /// nothing was changed.
+    Moved { current: String },
+}
+
+/// One entry of `git worktree list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreeInfo {
+    pub path: PathBuf,
+    /// Short branch name; None when detached (or bare).
+    pub branch: Option<String>,
+    /// Commit checked out; empty for a bare repository.
+    pub head: String,
+}
+
+/// The user's repository.
+#[derive(Debug, Clone)]
+pub struct Git {
+    repo: PathBuf,
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Rejects names git would parse as options.
+fn checked<'a>(what: &'static str, name: &'a str) -> Result<&'a str, GitError> {
+    if name.starts_with('-') || name.is_empty() {
+        return Err(GitError::InvalidName {
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(name)
+}
+
+/// Splits NUL-separated output, dropping empty entries.
+fn split_z(s: &str) -> Vec<String> {
+    s.split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Absolute, symlink-free form of `p` even when it (or its tail) does not
+/// exist yet, so it compares equal to the paths git prints.
+fn normalize(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    if let Ok(c) = abs.canonicalize() {
+        return c;
+    }
+    let mut tail = Vec::new();
+    let mut cur = abs.as_path();
+    while let Some(parent) = cur.parent() {
+        if let Some(name) = cur.file_name() {
+            tail.push(name.to_os_string());
+        }
+        if let Ok(mut c) = parent.canonicalize() {
+            for name in tail.iter().rev() {
+                c.push(name);
+            }
+            return c;
+        }
+        cur = parent;
+    }
+    abs
+}
+
+/// What a failed command said, for error messages.
+fn failure_text(out: &ProcessOutput) -> String {
+    let mut text = out.stderr.trim().to_string();
+    if text.is_empty() {
+        text = out.stdout.trim().to_string();
+    }
+    if out.timed_out {
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str("timed out and was killed");
+    }
+    if text.is_empty() {
+        text = "no output".to_string();
+    }
+    text
+}
+
+impl Git {
+    /// Opens the repository containing `path` (its top level). Fails with an
+    /// actionable message when `path` is not in a git work tree or the
+    /// repository has no commit yet.
+    pub async fn open(path: &Path) -> Result<Git, GitError> {
+        if !path.is_dir() {
+            return Err(GitError::NotARepo {
+                path: path.to_path_buf(),
+                detail: "no such directory: point orch at the directory of an existing git \
+                         repository"
+                    .to_string(),
+            });
+        }
+        let probe = Git {
+            repo: path.to_path_buf(),
+        };
+        let out = probe
+            .raw(
+                path,
+                &["rev-parse", "--show-toplevel"],
+                TIMEOUT,
+                OUTPUT_LIMIT,
+            )
+            .await?;
+        let top = out.stdout.trim();
+        if !out.success() || top.is_empty() {
+            return Err(GitError::NotARepo {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "not inside a git work tree ({}): run `git init` there and make a first \
+                     commit, or point orch at an existing repository",
+                    failure_text(&out)
+                ),
+            });
+        }
+        let git = Git {
+            repo: normalize(Path::new(top)),
+        };
+        let head = git
+            .raw(
+                &git.repo,
+                &["rev-parse", "--verify", "--quiet", "HEAD"],
+                TIMEOUT,
+                4096,
+            )
+            .await?;
+        if !head.success() {
+            return Err(GitError::NotARepo {
+                path: git.repo.clone(),
+                detail: "the repository has no commits yet: make a first commit (for example \
+                         `git add -A && git commit -m \"initial commit\"`) so orch has a base to \
+                         branch from"
+                    .to_string(),
+            });
+        }
+        Ok(git)
+    }
+
+    /// Top level of the repository's main work tree.
+    pub fn path(&self) -> &Path {
+        &self.repo
+    }
+
+    /// The branch checked out in the main work tree; when HEAD is detached,
+    /// "main" if that branch exists, else "master".
+    pub async fn default_branch(&self) -> Result<String, GitError> {
+        let out = self
+            .raw(
+                &self.repo,
+                &["symbolic-ref", "--short", "-q", "HEAD"],
+                TIMEOUT,
+                4096,
+            )
+            .await?;
+        let name = out.stdout.trim();
+        if out.success() && !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        if self.branch_exists("main").await? {
+            Ok("main".to_string())
+        } else {
+            Ok("master".to_string())
+        }
+    }
+
+    /// Absolute path of the repository's .git directory (shared by all
+    /// worktrees), to mount read-only into sandboxes.
+    pub async fn git_common_dir(&self) -> Result<PathBuf, GitError> {
+        let out = self
+            .ok(
+                &self.repo,
+                &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+            )
+            .await?;
+        let dir = PathBuf::from(out.trim());
+        Ok(normalize(&self.repo.join(dir)))
+    }
+
+    /// Full commit id of `rev`.
+    pub async fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
+        let rev = format!("{}^{{commit}}", checked("revision", rev)?);
+        let out = self
+            .ok(&self.repo, &["rev-parse", "--verify", &rev])
+            .await?;
+        Ok(out.trim().to_string())
+    }
+
+    /// Whether the local branch `name` exists.
+    pub async fn branch_exists(&self, name: &str) -> Result<bool, GitError> {
+        let refname = format!("refs/heads/{}", checked("branch", name)?);
+        let args = ["show-ref", "--verify", "--quiet", refname.as_str()];
+        let out = self.raw(&self.repo, &args, TIMEOUT, 4096).await?;
+        match out.exit_code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.command_error(&self.repo, &args, &out)),
+        }
+    }
+
+    /// Local branches whose name starts with `prefix` (e.g. "orch/").
+    pub async fn branches(&self, prefix: &str) -> Result<Vec<String>, GitError> {
+        let out = self
+            .ok(
+                &self.repo,
+                &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("refs/heads/"))
+            .filter(|b| b.starts_with(prefix))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Deletes a local branch (even unmerged); Ok if it does not exist.
+    pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
+        if !self.branch_exists(name).await? {
+            return Ok(());
+        }
+        self.ok(&self.repo, &["branch", "-D", name]).await?;
+        Ok(())
+    }
+
+    /// Creates (or resets) `branch` at `base` and checks it out in a new
+    /// worktree at `dir`, replacing a stale worktree left there.
+    pub async fn worktree_add(&self, dir: &Path, branch: &str, base: &str) -> Result<(), GitError> {
+        checked("branch", branch)?;
+        checked("revision", base)?;
+        let dir = self.prepare_worktree_dir(dir).await?;
+        let dir = path_arg(&dir);
+        let args = ["worktree", "add", "-B", branch, dir.as_str(), base];
+        self.ok_with(&self.repo, &args, CHECKOUT_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Checks out `commit` detached in a new worktree at `dir`.
+    pub async fn worktree_add_detached(&self, dir: &Path, commit: &str) -> Result<(), GitError> {
+        checked("revision", commit)?;
+        let dir = self.prepare_worktree_dir(dir).await?;
+        let dir = path_arg(&dir);
+        let args = ["worktree", "add", "--detach", dir.as_str(), commit];
+        self.ok_with(&self.repo, &args, CHECKOUT_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Removes the worktree at `dir` (discarding its changes) and its
+    /// directory; Ok if it is already gone.
+    pub async fn worktree_remove(&self, dir: &Path) -> Result<(), GitError> {
+        let dir = normalize(dir);
+        if dir == self.repo {
+            return Err(GitError::Command {
+                args: format!("worktree remove {}", dir.display()),
+                code: None,
+                stderr: "refusing to remove the repository's main work tree".to_string(),
+            });
+        }
+        let registered = self
+            .worktrees()
+            .await?
+            .iter()
+            .any(|w| normalize(&w.path) == dir);
+        if registered {
+            let d = path_arg(&dir);
+            // Twice --force: also removes locked worktrees. A failure is not
+            // final: the directory is deleted below and the record pruned.
+            let args = ["worktree", "remove", "--force", "--force", d.as_str()];
+            let out = self
+                .raw(&self.repo, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+                .await?;
+            if !out.success() {
+                tracing::debug!(dir = %dir.display(), "git worktree remove failed: {}", failure_text(&out));
+            }
+        }
+        if dir.exists() {
+            if dir.join(".git").is_dir() {
+                return Err(GitError::Command {
+                    args: format!("worktree remove {}", dir.display()),
+                    code: None,
+                    stderr: "the directory holds a separate repository (.git directory), not a \
+                             worktree; orch will not delete it: remove it yourself"
+                        .to_string(),
+                });
+            }
+            tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|source| GitError::Io {
+                    action: "cannot delete worktree directory",
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        self.worktree_prune().await
+    }
+
+    /// Forgets worktrees whose directories are gone.
+    pub async fn worktree_prune(&self) -> Result<(), GitError> {
+        self.ok(&self.repo, &["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    /// All worktrees, the main one first.
+    pub async fn worktrees(&self) -> Result<Vec<WorktreeInfo>, GitError> {
+        let out = self
+            .ok(&self.repo, &["worktree", "list", "--porcelain", "-z"])
+            .await?;
+        Ok(parse_worktrees(&out))
+    }
+
+    /// Stages everything in `worktree` except generated caches and commits
+    /// it as orch (hooks skipped). None when there is nothing to commit;
+    /// otherwise the new HEAD.
+    pub async fn commit_all(
+        &self,
+        worktree: &Path,
+        message: &str,
+    ) -> Result<Option<String>, GitError> {
+        let mut add = vec!["add", "-A", "--", "."];
+        add.extend(EXCLUDED_FROM_COMMITS);
+        self.ok(worktree, &add).await?;
+
+        let args = ["diff", "--cached", "--quiet"];
+        let staged = self.raw(worktree, &args, TIMEOUT, 4096).await?;
+        match staged.exit_code {
+            Some(0) => return Ok(None),
+            Some(1) => {}
+            _ => return Err(self.command_error(worktree, &args, &staged)),
+        }
+        let mut commit = IDENTITY.to_vec();
+        commit.extend([
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "--no-verify",
+            "-q",
+            "-m",
+            message,
+        ]);
+        self.ok(worktree, &commit).await?;
+        Ok(Some(self.head(worktree).await?))
+    }
+
+    /// Commit checked out in `worktree`.
+    pub async fn head(&self, worktree: &Path) -> Result<String, GitError> {
+        Ok(self
+            .ok(worktree, &["rev-parse", "--verify", "HEAD"])
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    /// `git diff --stat base head`.
+    pub async fn diff_stat(&self, base: &str, head: &str) -> Result<String, GitError> {
+        let args = [
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--stat",
+            base,
+            head,
+            "--",
+        ];
+        self.checked_revs(&[base, head])?;
+        self.ok(&self.repo, &args).await
+    }
+
+    /// `git diff base head`, keeping at most `max_bytes` (head and tail, with
+    /// the runner's cut marker in between).
+    pub async fn diff(&self, base: &str, head: &str, max_bytes: usize) -> Result<String, GitError> {
+        self.checked_revs(&[base, head])?;
+        let args = ["diff", "--no-color", "--no-ext-diff", base, head, "--"];
+        // Capped while streaming, so a huge diff never sits in memory whole;
+        // the cut is the same head/tail cut as `orch_process::cap_output`.
+        let out = self.raw(&self.repo, &args, TIMEOUT, max_bytes).await?;
+        if !out.success() {
+            return Err(self.command_error(&self.repo, &args, &out));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Paths that differ between `base` and `head`.
+    pub async fn changed_files(&self, base: &str, head: &str) -> Result<Vec<String>, GitError> {
+        self.checked_revs(&[base, head])?;
+        let args = [
+            "diff",
+            "--no-ext-diff",
+            "--name-only",
+            "-z",
+            base,
+            head,
+            "--",
+        ];
+        Ok(split_z(&self.ok(&self.repo, &args).await?))
+    }
+
+    /// Merges `rev` into the branch checked out in `worktree` (always a
+    /// merge commit). On conflict the merge is aborted and the conflicted
+    /// files are returned; the worktree is left as it was.
+    pub async fn merge_into_worktree(
+        &self,
+        worktree: &Path,
+        rev: &str,
+        message: &str,
+    ) -> Result<MergeOutcome, GitError> {
+        checked("revision", rev)?;
+        let mut args = IDENTITY.to_vec();
+        args.extend([
+            "-c",
+            "commit.gpgsign=false",
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "--no-verify",
+            "-m",
+            message,
+            rev,
+        ]);
+        let out = self
+            .raw(worktree, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+            .await?;
+        if out.success() {
+            return Ok(MergeOutcome::Clean {
+                head: self.head(worktree).await?,
+            });
+        }
+        let conflicted = self
+            .ok(
+                worktree,
+                &[
+                    "diff",
+                    "--no-ext-diff",
+                    "--name-only",
+                    "-z",
+                    "--diff-filter=U",
+                ],
+            )
+            .await?;
+        let files = split_z(&conflicted);
+        if files.is_empty() {
+            // Refused before starting (dirty tree, untracked file in the way…).
+            return Err(self.command_error(worktree, &args, &out));
+        }
+        self.ok(worktree, &["merge", "--abort"]).await?;
+        Ok(MergeOutcome::Conflict {
+            files,
+            output: out.combined(),
+        })
+    }
+
+    /// Whether `ancestor` is reachable from `descendant`.
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        self.checked_revs(&[ancestor, descendant])?;
+        let args = ["merge-base", "--is-ancestor", ancestor, descendant];
+        let out = self.raw(&self.repo, &args, TIMEOUT, 4096).await?;
+        match out.exit_code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.command_error(&self.repo, &args, &out)),
+        }
+    }
+
+    /// Whether `worktree` has changes to tracked files (staged or not).
+    /// Untracked files do not count.
+    pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
+        let out = self
+            .ok(worktree, &["status", "--porcelain", "--untracked-files=no"])
+            .await?;
+        Ok(!out.trim().is_empty())
+    }
+
+    /// Moves `branch` from `expected_old` to `new` (which must contain
+    /// `expected_old`) without ever losing the user's work:
+    /// - branch no longer at `expected_old` → `Moved`, nothing changed;
+    /// - not checked out anywhere → atomic compare-and-swap of the ref;
+    /// - checked out in a clean worktree → fast-forward merge there, so the
+    ///   files follow the branch;
+    /// - checked out with uncommitted tracked changes (or git refuses the
+    ///   fast-forward) → `Deferred`, nothing changed.
+    pub async fn advance_branch(
+        &self,
+        branch: &str,
+        new: &str,
+        expected_old: &str,
+    ) -> Result<AdvanceOutcome, GitError> {
+        checked("branch", branch)?;
+        let refname = format!("refs/heads/{branch}");
+        let current = self.rev_parse(&refname).await?;
+        let old = self.rev_parse(expected_old).await?;
+        if current != old {
+            return Ok(AdvanceOutcome::Moved { current });
+        }
+        let new = self.rev_parse(new).await?;
+        if new == old {
+            return Ok(AdvanceOutcome::Advanced);
+        }
+        if !self.is_ancestor(&old, &new).await? {
+            return Err(GitError::NotFastForward {
+                branch: branch.to_string(),
+                old,
+                new,
+            });
+        }
+
+        // Records of deleted worktrees would otherwise look like checkouts.
+        self.worktree_prune().await?;
+        let checkout = self
+            .worktrees()
+            .await?
+            .into_iter()
+            .find(|w| w.branch.as_deref() == Some(branch));
+
+        let Some(checkout) = checkout else {
+            let args = [
+                "update-ref",
+                "-m",
+                "orch: advance branch",
+                &refname,
+                &new,
+                &old,
+            ];
+            let out = self.raw(&self.repo, &args, TIMEOUT, OUTPUT_LIMIT).await?;
+            if out.success() {
+                return Ok(AdvanceOutcome::Advanced);
+            }
+            // Lost a race with someone moving the branch: report where it is.
+            let now = self.rev_parse(&refname).await?;
+            if now != old {
+                return Ok(AdvanceOutcome::Moved { current: now });
+            }
+            return Err(self.command_error(&self.repo, &args, &out));
+        };
+
+        let w = checkout.path;
+        if self.is_dirty(&w).await? {
+            return Ok(AdvanceOutcome::Deferred {
+                reason: format!(
+                    "`{branch}` is checked out at {} with uncommitted changes to tracked files; \
+                     orch left it untouched. Commit or stash them (or check out another \
+                     branch there) and the work will land on `{branch}` next time",
+                    w.display()
+                ),
+                checkout: w,
+            });
+        }
+        let args = ["merge", "--ff-only", "--no-edit", &new];
+        let out = self.raw(&w, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT).await?;
+        if !out.success() {
+            return Ok(AdvanceOutcome::Deferred {
+                reason: format!(
+                    "git refused to fast-forward the checkout of `{branch}` at {}: {}",
+                    w.display(),
+                    failure_text(&out)
+                ),
+                checkout: w,
+            });
+        }
+        Ok(AdvanceOutcome::Advanced)
+    }
+
+    fn checked_revs(&self, revs: &[&str]) -> Result<(), GitError> {
+        for rev in revs {
+            checked("revision", rev)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `dir` ready for `worktree add`: parents created, a stale
+    /// worktree (or leftover directory) at that place removed.
+    async fn prepare_worktree_dir(&self, dir: &Path) -> Result<PathBuf, GitError> {
+        let dir = normalize(dir);
+        if let Some(parent) = dir.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| GitError::Io {
+                    action: "cannot create the parent directory of worktree",
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let registered = self
+            .worktrees()
+            .await?
+            .iter()
+            .any(|w| normalize(&w.path) == dir);
+        if registered {
+            self.worktree_remove(&dir).await?;
+        } else if dir.exists() {
+            // Only a leftover worktree (its `.git` is a file) or an empty
+            // directory may go; anything else could be someone's files.
+            let leftover = dir.join(".git").is_file()
+                || std::fs::read_dir(&dir)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+            if !leftover {
+                return Err(GitError::Io {
+                    action: "cannot create a worktree: move away the existing directory",
+                    path: dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "it exists and is not a git worktree",
+                    ),
+                });
+            }
+            self.worktree_remove(&dir).await?;
+        } else {
+            self.worktree_prune().await?;
+        }
+        Ok(normalize(&dir))
+    }
+
+    /// Runs git in `dir`, returning its output whatever the exit status.
+    async fn raw(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        timeout: Duration,
+        output_limit: usize,
+    ) -> Result<ProcessOutput, GitError> {
+        let mut spec = ProcessSpec::new("git")
+            .arg("-C")
+            .arg(path_arg(dir))
+            .args(args.iter().copied())
+            .timeout(timeout)
+            .output_limit(output_limit);
+        // Inherit the environment minus whatever would redirect git to
+        // another repository; never prompt for credentials.
+        spec.env_clear = true;
+        spec.env = std::env::vars()
+            .filter(|(k, _)| !REPO_LOCATING_ENV.contains(&k.as_str()))
+            .collect();
+        spec.env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+        spec.env.push(("LC_ALL".into(), "C".into()));
+        // `status` must not rewrite the user's index as a side effect.
+        spec.env.push(("GIT_OPTIONAL_LOCKS".into(), "0".into()));
+        Ok(orch_process::run(spec).await?)
+    }
+
+    /// Runs git in `dir` and returns its stdout, or an error naming the
+    /// command and what git said.
+    async fn ok(&self, dir: &Path, args: &[&str]) -> Result<String, GitError> {
+        self.ok_with(dir, args, TIMEOUT).await
+    }
+
+    async fn ok_with(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, GitError> {
+        let out = self.raw(dir, args, timeout, OUTPUT_LIMIT).await?;
+        if !out.success() {
+            return Err(self.command_error(dir, args, &out));
+        }
+        Ok(out.stdout)
+    }
+
+    fn command_error(&self, dir: &Path, args: &[&str], out: &ProcessOutput) -> GitError {
+        GitError::Command {
+            args: format!("git -C {} {}", dir.display(), args.join(" ")),
+            code: out.exit_code,
+            stderr: failure_text(out),
+        }
+    }
+}
+
+/// Parses `git worktree list --porcelain -z`: attribute lines ended by NUL,
+/// records ended by an empty line.
+fn parse_worktrees(out: &str) -> Vec<WorktreeInfo> {
+    let mut list = Vec::new();
+    let mut cur: Option<WorktreeInfo> = None;
+    for line in out.split('\0') {
+        if line.is_empty() {
+            list.extend(cur.take());
+            continue;
+        }
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "worktree" => {
+                list.extend(cur.take());
+                cur = Some(WorktreeInfo {
+                    path: PathBuf::from(value),
+                    branch: None,
+                    head: String::new(),
+                });
+            }
+            "HEAD" => {
+                if let Some(w) = cur.as_mut() {
+                    w.head = value.to_string();
+                }
+            }
+            "branch" => {
+                if let Some(w) = cur.as_mut() {
+                    w.branch = Some(
+                        value
+                            .strip_prefix("refs/heads/")
+                            .unwrap_or(value)
+                            .to_string(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    list.extend(cur);
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_porcelain_worktree_list() {
+        let out = "worktree /repo\0HEAD aaaa\0branch refs/heads/main\0\0\
+                   worktree /wt/one\0HEAD bbbb\0detached\0\0\
+                   worktree /wt/two\0HEAD cccc\0branch refs/heads/orch/t-1\0locked\0prunable gitdir file points to non-existent location\0\0";
+        let list = parse_worktrees(out);
+        assert_eq!(
+            list,
+            vec![
+                WorktreeInfo {
+                    path: "/repo".into(),
+                    branch: Some("main".into()),
+                    head: "aaaa".into()
+                },
+                WorktreeInfo {
+                    path: "/wt/one".into(),
+                    branch: None,
+                    head: "bbbb".into()
+                },
+                WorktreeInfo {
+                    path: "/wt/two".into(),
+                    branch: Some("orch/t-1".into()),
+                    head: "cccc".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_option_like_names() {
+        assert!(matches!(
+            checked("revision", "--output=/etc/x"),
+            Err(GitError::InvalidName { .. })
+        ));
+        assert!(checked("revision", "HEAD~1").is_ok());
+    }
+
+    #[test]
+    fn normalize_handles_missing_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        assert_eq!(normalize(&dir.path().join("a/b")), real.join("a/b"));
+    }
+
+    #[test]
+    fn command_errors_name_the_command_and_git_output() {
+        let e = GitError::Command {
+            args: "git -C /r merge x".into(),
+            code: Some(128),
+            stderr: "fatal: bad".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "`git -C /r merge x` failed with exit code 128: fatal: bad"
+        );
+    }
+}

@@ -1,1 +1,579 @@
-//! placeholder
+//! The judge: decides whether an attempt's change should be merged.
+//!
+//! Deterministic gates come first (non-empty diff, setup/format/lint, no new
+//! test failures, verification passed). If any gate fails the model is not
+//! called at all, so a model can never overrule a failed gate. When every
+//! gate passes and a judge model is configured, the model scores the change
+//! against a rubric through structured output (`verdict` schema), with one
+//! repair round for an unreadable answer.
+
+mod answer;
+mod prompt;
+mod render;
+
+pub use answer::{parse_answer, ModelAnswer};
+pub use prompt::{system_prompt, user_message};
+pub use render::render_markdown;
+
+use orch_core::{GateResult, StepKind, StepResult, Task, Usage, Verdict, VerificationReport};
+use orch_providers::{ChatRequest, Message, Provider, ProviderError, ResponseFormat};
+use orch_verify::{classify_tests, counts_text, TestOutcome};
+use serde_json::json;
+
+/// Bytes of an unreadable judge answer kept in the verdict's issue.
+const RAW_ANSWER_CAP: usize = 2000;
+
+/// Everything the judge looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeInput<'a> {
+    pub task: &'a Task,
+    /// The attempt's diff against its base commit, already capped.
+    pub diff: &'a str,
+    pub diff_stat: &'a str,
+    pub report: &'a VerificationReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The judge model could not be asked at all.
+    #[error("judge model call failed: {0}")]
+    Provider(#[from] ProviderError),
+}
+
+/// The deterministic gates, in a fixed order: `non_empty_diff`, then
+/// `setup`/`format`/`lint` for the steps that ran, `tests`, `verification`.
+pub fn gates(report: &VerificationReport) -> Vec<GateResult> {
+    let mut gates = vec![if report.empty_diff {
+        gate("non_empty_diff", false, "the attempt changed no files")
+    } else {
+        gate("non_empty_diff", true, "the attempt changed files")
+    }];
+    for step in report.steps.iter().filter(|s| s.kind != StepKind::Test) {
+        let detail = if step.succeeded() {
+            format!("`{}` succeeded", step.command)
+        } else {
+            format!("`{}` {}", step.command, how_it_ended(step))
+        };
+        gates.push(gate(step.kind.as_str(), step.succeeded(), &detail));
+    }
+    gates.push(tests_gate(report));
+    gates.push(gate("verification", report.passed, &report.summary));
+    gates
+}
+
+fn tests_gate(report: &VerificationReport) -> GateResult {
+    let test = report.steps.iter().find(|s| s.kind == StepKind::Test);
+    let setup_failed = report
+        .steps
+        .iter()
+        .any(|s| s.kind == StepKind::Setup && !s.succeeded());
+    if test.is_none() && setup_failed {
+        return gate("tests", false, "not run because the setup step failed");
+    }
+    let outcome = classify_tests(test, Some(&report.preexisting_failures));
+    let detail = match (&outcome, test) {
+        (TestOutcome::NotConfigured, _) | (_, None) => "no test command configured".to_string(),
+        (TestOutcome::Passed, Some(t)) => match &t.counts {
+            Some(c) => format!("`{}` passed: {}", t.command, counts_text(c)),
+            None => format!("`{}` passed", t.command),
+        },
+        (TestOutcome::TimedOut, Some(t)) => format!("`{}` {}", t.command, how_it_ended(t)),
+        (TestOutcome::OnlyPreexisting { preexisting }, Some(_)) => format!(
+            "no new failures; only tests that already fail on the base commit: {}",
+            preexisting.join(", ")
+        ),
+        (TestOutcome::NewFailures { new, .. }, Some(_)) => {
+            format!("new failing tests: {}", new.join(", "))
+        }
+        (TestOutcome::Unattributable { reason }, Some(t)) => format!(
+            "`{}` {} and {reason}; the failures could not be told apart from pre-existing ones",
+            t.command,
+            how_it_ended(t)
+        ),
+    };
+    gate("tests", outcome.accepted(), &detail)
+}
+
+fn gate(name: &str, passed: bool, detail: &str) -> GateResult {
+    GateResult {
+        name: name.to_string(),
+        passed,
+        detail: detail.to_string(),
+    }
+}
+
+fn how_it_ended(step: &StepResult) -> String {
+    if step.timed_out {
+        format!("timed out after {}s", step.duration_ms.div_ceil(1000))
+    } else {
+        match step.exit_code {
+            Some(code) => format!("exited with code {code}"),
+            None => "was killed by a signal".to_string(),
+        }
+    }
+}
+
+/// JSON schema of the model's answer, used as the `verdict` response format.
+pub fn verdict_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "passed": {
+                "type": "boolean",
+                "description": "true only if the change should be merged as it is"
+            },
+            "score": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 10,
+                "description": "overall quality, 0 (wrong or harmful) to 10 (exactly what was asked, clean)"
+            },
+            "reasoning": {
+                "type": "string",
+                "description": "a short paragraph explaining the decision"
+            },
+            "issues": {
+                "type": "array",
+                "items": { "type": "string" },
+                "description": "concrete problems to fix; empty when there are none"
+            }
+        },
+        "required": ["passed", "score", "reasoning", "issues"],
+        "additionalProperties": false
+    })
+}
+
+/// Judges an attempt. Gates first; the model (when given) only when every
+/// gate passed. `passed` = model passed and score ≥ `min_score`. Usage is
+/// summed over the model calls (zero when the model was not called).
+pub async fn judge(
+    provider: Option<(&dyn Provider, &str)>,
+    input: &JudgeInput<'_>,
+    min_score: f64,
+) -> Result<(Verdict, Usage), JudgeError> {
+    let gates = gates(input.report);
+    let failed: Vec<&GateResult> = gates.iter().filter(|g| !g.passed).collect();
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|g| g.name.as_str()).collect();
+        let issues = failed
+            .iter()
+            .map(|g| format!("{}: {}", g.name, g.detail))
+            .collect();
+        let verdict = Verdict {
+            passed: false,
+            score: None,
+            reasoning: format!(
+                "deterministic gates failed ({}); the judge model was not consulted",
+                names.join(", ")
+            ),
+            issues,
+            gates,
+        };
+        return Ok((verdict, Usage::default()));
+    }
+    let Some((provider, model)) = provider else {
+        let verdict = Verdict {
+            passed: true,
+            score: None,
+            reasoning: "no judge model configured; deterministic gates only".to_string(),
+            issues: Vec::new(),
+            gates,
+        };
+        return Ok((verdict, Usage::default()));
+    };
+
+    let mut messages = vec![
+        Message::system(system_prompt()),
+        Message::user(user_message(input)),
+    ];
+    let mut usage = Usage::default();
+    let mut request = ChatRequest::new(model, messages.clone());
+    request.response_format = Some(ResponseFormat {
+        name: "verdict".to_string(),
+        schema: verdict_schema(),
+    });
+
+    let response = provider.chat(&request).await?;
+    usage += response.usage;
+    let first = response.message.content;
+    let answer = match parse_answer(&first) {
+        Ok(a) => Ok(a),
+        Err(error) => {
+            tracing::debug!(%error, "judge answer unreadable; asking once more");
+            messages.push(Message::assistant(first.clone()));
+            messages.push(Message::user(format!(
+                "your answer was not valid against the schema: {error}; answer again with only the JSON"
+            )));
+            request.messages = messages;
+            let response = provider.chat(&request).await?;
+            usage += response.usage;
+            let second = response.message.content;
+            parse_answer(&second).map_err(|e| (e, second))
+        }
+    };
+
+    let verdict = match answer {
+        Ok(a) => {
+            let mut issues = a.issues;
+            let passed = a.passed && a.score >= min_score;
+            if a.passed && a.score < min_score {
+                issues.push(format!(
+                    "the judge's score {:.1} is below the minimum of {min_score:.1}",
+                    a.score
+                ));
+            }
+            Verdict {
+                passed,
+                score: Some(a.score),
+                reasoning: a.reasoning,
+                issues,
+                gates,
+            }
+        }
+        Err((error, raw)) => Verdict {
+            passed: false,
+            score: None,
+            reasoning: "the judge model's answer could not be read, even after one repair round"
+                .to_string(),
+            issues: vec![format!(
+                "the judge's output was unreadable ({error}); raw output: {}",
+                cap(&raw, RAW_ANSWER_CAP)
+            )],
+            gates,
+        },
+    };
+    Ok((verdict, usage))
+}
+
+/// The first `max` bytes of `s` (at a char boundary), marked when cut.
+pub(crate) fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}[… {} more bytes]", &s[..end], s.len() - end)
+}
+
+/// Wraps text in a code fence longer than any backtick run inside it.
+pub(crate) fn fenced(info: &str, text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    let body = text.trim_end_matches('\n');
+    format!("{fence}{info}\n{body}\n{fence}")
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use orch_providers::Role;
+
+    #[test]
+    fn gates_cover_present_steps_in_order() {
+        let report = report_with(
+            vec![
+                step(StepKind::Setup, 0),
+                step(StepKind::Lint, 0),
+                test_step(0, "3 passed in 0.1s\n"),
+            ],
+            true,
+            "Verification passed.",
+        );
+        let names: Vec<_> = gates(&report).into_iter().map(|g| g.name).collect();
+        assert_eq!(
+            names,
+            vec!["non_empty_diff", "setup", "lint", "tests", "verification"]
+        );
+        assert!(gates(&report).iter().all(|g| g.passed));
+    }
+
+    #[test]
+    fn tests_gate_accepts_only_preexisting_failures() {
+        let out =
+            "=========================== short test summary info ============================\n\
+                   FAILED t.py::test_old - x\n1 failed, 2 passed in 0.1s\n";
+        let mut report = report_with(vec![test_step(1, out)], true, "Verification passed.");
+        report.preexisting_failures = vec!["t.py::test_old".into()];
+        let g = gates(&report)
+            .into_iter()
+            .find(|g| g.name == "tests")
+            .unwrap();
+        assert!(g.passed, "{}", g.detail);
+        assert!(g.detail.contains("t.py::test_old"), "{}", g.detail);
+
+        report.preexisting_failures.clear();
+        report.new_failures = vec!["t.py::test_old".into()];
+        let g = gates(&report)
+            .into_iter()
+            .find(|g| g.name == "tests")
+            .unwrap();
+        assert!(!g.passed);
+        assert_eq!(g.detail, "new failing tests: t.py::test_old");
+    }
+
+    #[test]
+    fn schema_is_strict() {
+        let s = verdict_schema();
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(
+            s["required"],
+            json!(["passed", "score", "reasoning", "issues"])
+        );
+        assert_eq!(s["properties"]["score"]["maximum"], 10);
+        assert_eq!(s["properties"]["issues"]["items"]["type"], "string");
+    }
+
+    #[tokio::test]
+    async fn failed_gate_never_calls_the_model() {
+        let task = task();
+        let report = report_with(
+            vec![step(StepKind::Lint, 2), test_step(0, "3 passed in 0.1s\n")],
+            false,
+            "Verification failed. The lint step (`lint`) exited with code 2.",
+        );
+        let input = JudgeInput {
+            task: &task,
+            diff: "diff",
+            diff_stat: "1 file",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![answer(
+            r#"{"passed":true,"score":10,"reasoning":"great","issues":[]}"#,
+        )]);
+        let (v, usage) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.score, None);
+        assert_eq!(provider.requests().len(), 0, "the model must not be asked");
+        assert_eq!(usage, Usage::default());
+        assert!(
+            v.issues
+                .iter()
+                .any(|i| i.starts_with("lint: `lint` exited with code 2")),
+            "{:?}",
+            v.issues
+        );
+        assert!(
+            v.issues.iter().any(|i| i.starts_with("verification: ")),
+            "{:?}",
+            v.issues
+        );
+        assert!(v.reasoning.contains("lint"), "{}", v.reasoning);
+    }
+
+    #[tokio::test]
+    async fn empty_diff_fails_the_first_gate() {
+        let task = task();
+        let mut report = report_with(vec![], false, "the attempt changed no files");
+        report.empty_diff = true;
+        let input = JudgeInput {
+            task: &task,
+            diff: "",
+            diff_stat: "",
+            report: &report,
+        };
+        let (v, _) = judge(None, &input, 5.0).await.unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.gates[0].name, "non_empty_diff");
+        assert!(!v.gates[0].passed);
+        assert!(v.issues[0].contains("changed no files"));
+    }
+
+    #[tokio::test]
+    async fn no_provider_means_gates_only() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let (v, usage) = judge(None, &input, 5.0).await.unwrap();
+        assert!(v.passed);
+        assert_eq!(v.score, None);
+        assert_eq!(
+            v.reasoning,
+            "no judge model configured; deterministic gates only"
+        );
+        assert_eq!(usage.total_tokens(), 0);
+    }
+
+    #[tokio::test]
+    async fn model_is_asked_with_schema_rubric_and_context() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "+fn add() {}",
+            diff_stat: " src/lib.rs | 1 +",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![answer("```json\n{\"passed\":true,\"score\":8.5,\"reasoning\":\"does it\",\"issues\":[\"nit: naming\"]}\n```")]);
+        let (v, usage) = judge(Some((&provider, "judge-model")), &input, 7.0)
+            .await
+            .unwrap();
+        assert!(v.passed);
+        assert_eq!(v.score, Some(8.5));
+        assert_eq!(v.reasoning, "does it");
+        assert_eq!(v.issues, vec!["nit: naming"]);
+        assert_eq!(usage.input_tokens, 100);
+
+        let reqs = provider.requests();
+        assert_eq!(reqs.len(), 1);
+        let req = &reqs[0];
+        assert_eq!(req.model, "judge-model");
+        let rf = req.response_format.as_ref().unwrap();
+        assert_eq!(rf.name, "verdict");
+        assert_eq!(rf.schema, verdict_schema());
+        assert_eq!(req.messages[0].role, Role::System);
+        let system = &req.messages[0].content;
+        assert!(system.contains("unrelated"), "{system}");
+        assert!(system.contains("hard-coded"), "{system}");
+        let user = &req.messages[1].content;
+        assert!(user.contains(&task.title), "{user}");
+        assert!(user.contains(&task.description), "{user}");
+        assert!(user.contains(" src/lib.rs | 1 +"), "{user}");
+        assert!(user.contains("+fn add() {}"), "{user}");
+        assert!(user.contains(&report.summary), "{user}");
+    }
+
+    #[tokio::test]
+    async fn low_score_fails_even_if_the_model_passes_it() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![answer(
+            r#"{"passed":true,"score":6,"reasoning":"meh","issues":[]}"#,
+        )]);
+        let (v, _) = judge(Some((&provider, "m")), &input, 7.0).await.unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.score, Some(6.0));
+        assert!(
+            v.issues[0].contains("below the minimum of 7.0"),
+            "{:?}",
+            v.issues
+        );
+    }
+
+    #[tokio::test]
+    async fn model_rejection_fails() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![answer(
+            r#"{"passed":false,"score":9,"reasoning":"disables a test","issues":["tests/x.py: test skipped"]}"#,
+        )]);
+        let (v, _) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.issues, vec!["tests/x.py: test skipped"]);
+    }
+
+    #[tokio::test]
+    async fn one_repair_round_then_success() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![
+            answer(r#"{"passed":true,"score":42,"reasoning":"x","issues":[]}"#),
+            answer(r#"{"passed":true,"score":9,"reasoning":"fixed","issues":[]}"#),
+        ]);
+        let (v, usage) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
+        assert!(v.passed);
+        assert_eq!(v.score, Some(9.0));
+        assert_eq!(usage.input_tokens, 200, "usage is summed over both calls");
+        let reqs = provider.requests();
+        assert_eq!(reqs.len(), 2);
+        let repair = reqs[1].messages.last().unwrap();
+        assert_eq!(repair.role, Role::User);
+        assert!(
+            repair
+                .content
+                .starts_with("your answer was not valid against the schema:"),
+            "{}",
+            repair.content
+        );
+        assert!(repair.content.contains("score"), "{}", repair.content);
+        assert!(repair.content.ends_with("answer again with only the JSON"));
+        assert_eq!(reqs[1].messages[2].role, Role::Assistant);
+        assert!(reqs[1].response_format.is_some());
+    }
+
+    #[tokio::test]
+    async fn unreadable_twice_gives_a_failed_verdict() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let long_garbage = format!("I think it is fine. {}", "blah ".repeat(1000));
+        let provider = Scripted::new(vec![answer("looks good to me"), answer(&long_garbage)]);
+        let (v, _) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
+        assert!(!v.passed);
+        assert_eq!(v.score, None);
+        assert_eq!(v.issues.len(), 1);
+        assert!(
+            v.issues[0].starts_with("the judge's output was unreadable"),
+            "{}",
+            v.issues[0]
+        );
+        assert!(
+            v.issues[0].contains("I think it is fine."),
+            "{}",
+            v.issues[0]
+        );
+        assert!(
+            v.issues[0].len() < 2300,
+            "raw output is capped: {}",
+            v.issues[0].len()
+        );
+        assert_eq!(provider.requests().len(), 2, "exactly one repair round");
+    }
+
+    #[tokio::test]
+    async fn provider_error_is_an_error() {
+        let task = task();
+        let report = green_report();
+        let input = JudgeInput {
+            task: &task,
+            diff: "d",
+            diff_stat: "s",
+            report: &report,
+        };
+        let provider = Scripted::new(vec![]);
+        let err = judge(Some((&provider, "m")), &input, 5.0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("judge model call failed"), "{err}");
+    }
+
+    #[test]
+    fn cap_and_fence() {
+        assert_eq!(cap("abcdef", 3), "abc[… 3 more bytes]");
+        assert_eq!(cap("abc", 3), "abc");
+        assert_eq!(fenced("diff", "a ```` b\n"), "`````diff\na ```` b\n`````");
+    }
+}

@@ -1,1 +1,353 @@
-//! placeholder
+//! The planner: asks a model for the next tasks of a project and keeps only
+//! the ones worth running.
+//!
+//! - [`gather_context`] collects what the model sees: the file tree and a
+//!   few documents (README, CLAUDE.md, AGENTS.md, BACKLOG.md).
+//! - [`plan`] sends one structured-output request (`task_plan` schema) with
+//!   that context, the open tasks and the recent failures; an unreadable
+//!   answer gets one repair round.
+//! - [`validate`] checks the answer field by field and drops duplicates,
+//!   unchanged repeats of failed tasks and tasks with unsafe `allowed_files`,
+//!   recording why.
+//! - [`render_markdown`] writes the plan into the audit trail.
+
+mod context;
+mod prompt;
+mod render;
+mod validate;
+
+pub use context::{gather_context, PlanContext};
+pub use prompt::{build_messages, system_prompt};
+pub use render::render_markdown;
+pub use validate::{normalize, validate, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
+
+use orch_core::{NewTask, Task, TaskSource, TaskType, Usage};
+use orch_providers::{ChatRequest, Message, Provider, ProviderError, ResponseFormat};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Bytes of an unreadable planner answer quoted in the error.
+const RAW_ANSWER_CAP: usize = 1000;
+
+/// A task the planner proposes (after validation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposedTask {
+    pub title: String,
+    pub description: String,
+    pub task_type: TaskType,
+    pub priority: i64,
+    pub allowed_files: Vec<String>,
+}
+
+impl ProposedTask {
+    /// The task to store, marked as coming from the planner.
+    pub fn to_new_task(&self, project: &str) -> NewTask {
+        NewTask {
+            project: project.to_string(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            task_type: self.task_type,
+            priority: self.priority,
+            allowed_files: self.allowed_files.clone(),
+            source: TaskSource::Planner,
+        }
+    }
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Tasks to create, highest priority first.
+    pub tasks: Vec<ProposedTask>,
+    /// The model's notes for humans.
+    pub notes: String,
+    /// Tasks the model proposed that were not kept: (title, reason).
+    pub dropped: Vec<(String, String)>,
+    /// The model's answer as it came.
+    pub raw: serde_json::Value,
+}
+
+/// Everything the planner is told.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub project: &'a str,
+    pub context: &'a PlanContext,
+    /// Tasks not yet finished (new tasks must not duplicate them).
+    pub open_tasks: &'a [Task],
+    /// Recently failed tasks, with their failure reasons.
+    pub recent_failures: &'a [Task],
+    /// How many tasks are wanted at most.
+    pub want: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("planner model call failed: {0}")]
+    Provider(#[from] ProviderError),
+    /// The answer does not match the `task_plan` schema.
+    #[error("invalid task plan: {0}")]
+    Invalid(String),
+    /// The model answered with an invalid plan twice.
+    #[error(
+        "the planner model's answer was not a valid task plan, even after one repair round: \
+         {error}. Its last answer began: {raw}. Try a more capable planner model, or add tasks by hand"
+    )]
+    Malformed { error: String, raw: String },
+}
+
+/// JSON schema of the planner's answer, used as the `task_plan` response
+/// format.
+pub fn task_plan_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "title": {
+                            "type": "string",
+                            "description": "short imperative sentence"
+                        },
+                        "description": {
+                            "type": "string",
+                            "description": "self-contained instructions with acceptance criteria"
+                        },
+                        "type": {
+                            "type": "string",
+                            "enum": ["code", "test", "fix", "review"]
+                        },
+                        "priority": {
+                            "type": "integer",
+                            "description": "higher runs first"
+                        },
+                        "allowed_files": {
+                            "type": "array",
+                            "items": { "type": "string" },
+                            "description": "relative paths or globs the worker may change; empty = any file"
+                        }
+                    },
+                    "required": ["title", "description", "type", "priority", "allowed_files"],
+                    "additionalProperties": false
+                }
+            },
+            "notes": {
+                "type": "string",
+                "description": "anything a human should know about this plan"
+            }
+        },
+        "required": ["tasks", "notes"],
+        "additionalProperties": false
+    })
+}
+
+/// Asks `model` for a plan and validates it. An answer that is not valid
+/// JSON or not a valid plan is sent back once with the error; a second
+/// failure is [`PlanError::Malformed`]. Usage is summed over the calls.
+pub async fn plan(
+    provider: &dyn Provider,
+    model: &str,
+    input: &PlanInput<'_>,
+) -> Result<(Plan, Usage), PlanError> {
+    let mut request = ChatRequest::new(model, build_messages(input));
+    request.response_format =
+        Some(ResponseFormat { name: "task_plan".to_string(), schema: task_plan_schema() });
+    let mut usage = Usage::default();
+
+    let response = provider.chat(&request).await?;
+    usage += response.usage;
+    let first = response.message.content;
+    let error = match read_plan(&first, input) {
+        Ok(plan) => return Ok((plan, usage)),
+        Err(error) => error,
+    };
+    tracing::debug!(%error, "planner answer invalid; asking once more");
+    request.messages.push(Message::assistant(first));
+    request.messages.push(Message::user(format!(
+        "your answer was not valid against the task_plan schema: {error}; answer again with only the JSON"
+    )));
+    let response = provider.chat(&request).await?;
+    usage += response.usage;
+    let second = response.message.content;
+    match read_plan(&second, input) {
+        Ok(plan) => Ok((plan, usage)),
+        Err(error) => Err(PlanError::Malformed { error, raw: cap(&second, RAW_ANSWER_CAP) }),
+    }
+}
+
+/// Parses and validates one answer; the error is a sentence for the model.
+fn read_plan(content: &str, input: &PlanInput<'_>) -> Result<Plan, String> {
+    let raw = extract_json(content)?;
+    validate(&raw, input).map_err(|e| match e {
+        PlanError::Invalid(detail) => detail,
+        other => other.to_string(),
+    })
+}
+
+/// Finds the JSON value in `content`: the whole text, the inside of a code
+/// fence, or the outermost `{…}`.
+fn extract_json(content: &str) -> Result<serde_json::Value, String> {
+    let text = content.trim();
+    if text.is_empty() {
+        return Err("the answer was empty; expected a JSON object".to_string());
+    }
+    let first_error = match serde_json::from_str(text) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let fenced = text.find("```").and_then(|open| {
+        let after = &text[open..];
+        let body = &after[after.find('\n')? + 1..];
+        Some(body[..body.rfind("```")?].trim())
+    });
+    if let Some(Ok(v)) = fenced.map(serde_json::from_str) {
+        return Ok(v);
+    }
+    if let (Some(start), Some(end)) = (text.find('{'), text.rfind('}')) {
+        if start < end {
+            if let Ok(v) = serde_json::from_str(&text[start..=end]) {
+                return Ok(v);
+            }
+        }
+    }
+    Err(format!("the answer is not valid JSON ({first_error})"))
+}
+
+/// The first `max` bytes of `s` (at a char boundary), marked when cut.
+pub(crate) fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}[… {} more bytes]", &s[..end], s.len() - end)
+}
+
+/// Wraps text in a code fence longer than any backtick run inside it.
+pub(crate) fn fenced(info: &str, text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}{info}\n{}\n{fence}", text.trim_end_matches('\n'))
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use orch_providers::Role;
+
+    fn good_plan() -> serde_json::Value {
+        json!({
+            "tasks": [
+                {"title": "Add tests for the parser", "description": "Cover empty input.", "type": "test", "priority": 2, "allowed_files": ["tests/test_parser.py"]},
+                {"title": "Fix crash on empty input", "description": "parse('') raises.", "type": "fix", "priority": 9, "allowed_files": ["src/parser.py", "tests/**"]}
+            ],
+            "notes": "parser first"
+        })
+    }
+
+    #[test]
+    fn schema_is_strict_and_complete() {
+        let s = task_plan_schema();
+        assert_eq!(s["required"], json!(["tasks", "notes"]));
+        assert_eq!(s["additionalProperties"], false);
+        let item = &s["properties"]["tasks"]["items"];
+        assert_eq!(item["additionalProperties"], false);
+        assert_eq!(item["required"], json!(["title", "description", "type", "priority", "allowed_files"]));
+        assert_eq!(item["properties"]["type"]["enum"], json!(["code", "test", "fix", "review"]));
+        assert_eq!(item["properties"]["priority"]["type"], "integer");
+    }
+
+    #[tokio::test]
+    async fn plan_sends_one_structured_request_and_validates() {
+        let ctx = context();
+        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let provider = Scripted::new(vec![answer(&good_plan().to_string())]);
+        let (plan, usage) = plan(&provider, "planner-model", &input).await.unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(plan.tasks[0].title, "Fix crash on empty input", "highest priority first");
+        assert_eq!(plan.tasks[0].task_type, TaskType::Fix);
+        assert_eq!(plan.notes, "parser first");
+        assert_eq!(plan.raw, good_plan());
+        assert_eq!(usage.input_tokens, 100);
+
+        let reqs = provider.requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].model, "planner-model");
+        let rf = reqs[0].response_format.as_ref().unwrap();
+        assert_eq!(rf.name, "task_plan");
+        assert_eq!(rf.schema, task_plan_schema());
+        assert_eq!(reqs[0].messages.len(), 2);
+        assert_eq!(reqs[0].messages[0].role, Role::System);
+    }
+
+    #[tokio::test]
+    async fn malformed_answer_gets_one_repair_round() {
+        let ctx = context();
+        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let bad = json!({"tasks": [{"title": "X", "description": "d", "type": "feature", "priority": 1, "allowed_files": []}], "notes": ""});
+        let provider = Scripted::new(vec![answer(&bad.to_string()), answer(&format!("```json\n{}\n```", good_plan()))]);
+        let (plan, usage) = plan(&provider, "m", &input).await.unwrap();
+        assert_eq!(plan.tasks.len(), 2);
+        assert_eq!(usage.input_tokens, 200);
+        let reqs = provider.requests();
+        assert_eq!(reqs.len(), 2);
+        let msgs = &reqs[1].messages;
+        assert_eq!(msgs[2].role, Role::Assistant);
+        assert_eq!(msgs[2].content, bad.to_string());
+        assert_eq!(msgs[3].role, Role::User);
+        assert!(msgs[3].content.contains("tasks[0].type"), "{}", msgs[3].content);
+        assert!(msgs[3].content.contains("feature"), "{}", msgs[3].content);
+        assert!(msgs[3].content.ends_with("answer again with only the JSON"));
+    }
+
+    #[tokio::test]
+    async fn second_malformed_answer_is_an_error_naming_the_problem() {
+        let ctx = context();
+        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let provider = Scripted::new(vec![answer("Sure! Here are some tasks: 1. fix it"), answer(r#"{"tasks": "none"}"#)]);
+        let err = plan(&provider, "m", &input).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PlanError::Malformed { .. }), "{msg}");
+        assert!(msg.contains("`tasks` must be an array, got a string"), "{msg}");
+        assert!(msg.contains(r#"{"tasks": "none"}"#), "{msg}");
+        assert_eq!(provider.requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn provider_failure_is_reported() {
+        let ctx = context();
+        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let err = plan(&Scripted::new(vec![]), "m", &input).await.unwrap_err();
+        assert!(matches!(err, PlanError::Provider(_)), "{err}");
+    }
+
+    #[test]
+    fn proposed_task_becomes_a_planner_task() {
+        let p = ProposedTask {
+            title: "t".into(),
+            description: "d".into(),
+            task_type: TaskType::Test,
+            priority: 3,
+            allowed_files: vec!["tests/**".into()],
+        };
+        let n = p.to_new_task("demo");
+        assert_eq!((n.project.as_str(), n.source, n.priority), ("demo", TaskSource::Planner, 3));
+        assert_eq!(n.allowed_files, vec!["tests/**"]);
+    }
+
+    #[test]
+    fn extract_json_tolerates_fences_and_prose() {
+        let v = json!({"a": 1});
+        assert_eq!(extract_json("{\"a\": 1}").unwrap(), v);
+        assert_eq!(extract_json("```json\n{\"a\": 1}\n```").unwrap(), v);
+        assert_eq!(extract_json("Plan:\n{\"a\": 1}\nDone").unwrap(), v);
+        assert!(extract_json("no json here").unwrap_err().starts_with("the answer is not valid JSON"));
+    }
+}

@@ -2,6 +2,9 @@
 //! fake OpenAI server for the wire format, and against tiny hand-written
 //! servers for the replies the fake never sends (malformed, hostile, slow).
 
+// Test helpers outside #[test] fns are not covered by allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;

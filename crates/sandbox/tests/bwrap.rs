@@ -299,3 +299,57 @@ async fn pytest_runs_inside() {
     // PYTHONDONTWRITEBYTECODE keeps the worktree free of bytecode caches.
     assert!(!wt.path().join("__pycache__").exists());
 }
+
+/// Runs git on the host for test setup.
+fn host_git(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("git {args:?}: {e}"))
+}
+
+#[tokio::test]
+async fn git_reads_a_worktree_whose_git_dir_is_mounted_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let wt = tmp.path().join("wt");
+    std::fs::create_dir(&repo).unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["commit", "-q", "--allow-empty", "-m", "first"],
+    ] {
+        assert!(host_git(&repo, args).status.success());
+    }
+    let add = host_git(
+        &repo,
+        &["worktree", "add", "-q", "-b", "task", wt.to_str().unwrap()],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    let mut req = request(
+        &wt,
+        "echo new > file.txt && git add file.txt; git status --porcelain; git log --format=%s",
+    );
+    req.extra_ro = vec![repo.join(".git")];
+    let out = sandbox().exec(&req).await.unwrap();
+    // The worktree's index lives in the read-only git dir: staging fails,
+    // reading works.
+    assert!(out.stdout.contains("?? file.txt"), "{}", out.combined());
+    assert!(out.stdout.contains("first"), "{}", out.combined());
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(wt.join("file.txt")).unwrap(),
+        "new\n"
+    );
+}

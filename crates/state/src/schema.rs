@@ -7,8 +7,8 @@
 //! Migrations are only ever appended to this list, never edited.
 
 use crate::error::{Result, StateError};
-use rusqlite::{Connection, TransactionBehavior};
-use std::time::Duration;
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use std::time::{Duration, Instant};
 
 /// How long a writer waits for another writer before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -115,8 +115,7 @@ pub const MIGRATIONS: &[&str] = &[V1];
 pub fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     if file_backed {
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let mode = enable_wal(conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             // Some filesystems (network mounts) cannot do WAL; SQLite then
             // keeps its rollback journal, which is slower but correct.
@@ -126,6 +125,33 @@ pub fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Switches to WAL. SQLite answers a concurrent journal-mode change with
+/// SQLITE_BUSY straight away instead of calling the busy handler (it would
+/// risk a deadlock), so two processes opening a fresh database at once need
+/// this retry loop, bounded by the same busy timeout.
+fn enable_wal(conn: &Connection) -> Result<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 pub fn user_version(conn: &Connection) -> Result<usize> {

@@ -67,6 +67,10 @@ fn concurrent_claimers_never_get_the_same_task() {
             }
             assert!(batch.iter().all(|t| t.status == TaskStatus::Running));
             mine.extend(batch.into_iter().map(|t| t.id));
+            // Stand-in for the work between claims; lets the other claimer
+            // in so the claims actually interleave (correctness does not
+            // depend on it).
+            thread::sleep(std::time::Duration::from_millis(1));
         }
         mine
     });
@@ -138,6 +142,8 @@ fn counters_incremented_concurrently_are_exact() {
                 cost_usd: 0.5,
             };
             store.add_task_usage(&id2, &usage).unwrap();
+            // Lets the other thread in between increments (see above).
+            thread::sleep(std::time::Duration::from_millis(1));
         }
     });
 
@@ -166,9 +172,11 @@ fn concurrent_attempts_get_unique_numbers_and_exact_attempt_count() {
         (0..N)
             .map(|_| {
                 let a = store.start_attempt(&id2, "base").unwrap();
-                store
+                let n = store
                     .finish_attempt(a.id, &AttemptFinish::new(AttemptStatus::Failed))
-                    .unwrap()
+                    .unwrap();
+                thread::sleep(std::time::Duration::from_millis(1));
+                n
             })
             .collect::<Vec<u32>>()
     });

@@ -1,6 +1,9 @@
 //! The fake server over plain blocking HTTP from a sync `#[test]`: routes,
 //! recording, script errors, auth and shutdown on drop.
 
+// Test helpers outside #[test] fns are not covered by allow-unwrap-in-tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use orch_testkit::{FakeOpenAi, Script};
 use serde_json::{json, Value};
 use std::io::{Read, Write};

@@ -1,0 +1,470 @@
+//! orch-git against real git repositories in temporary directories.
+
+// Setup helpers below panic on failure by design, like the tests using them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use orch_git::{AdvanceOutcome, Git, GitError, MergeOutcome};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs git synchronously for test setup; returns trimmed stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write(dir: &Path, name: &str, content: &str) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap()
+}
+
+/// A repository on `main` with one commit holding `a.txt`.
+struct Repo {
+    _tmp: tempfile::TempDir,
+    path: PathBuf,
+    /// Where test worktrees go (outside the repository).
+    wt_root: PathBuf,
+}
+
+fn repo() -> Repo {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("repo");
+    std::fs::create_dir(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    write(&path, "a.txt", "one\n");
+    git(&path, &["add", "a.txt"]);
+    git(&path, &["commit", "-q", "-m", "first"]);
+    let wt_root = tmp.path().join("worktrees");
+    Repo {
+        path: path.canonicalize().unwrap(),
+        wt_root,
+        _tmp: tmp,
+    }
+}
+
+/// Commits `name` = `content` on a new worktree branch; returns (worktree, sha).
+async fn commit_on_branch(
+    g: &Git,
+    r: &Repo,
+    branch: &str,
+    name: &str,
+    content: &str,
+) -> (PathBuf, String) {
+    let wt = r.wt_root.join(branch.replace('/', "-"));
+    g.worktree_add(&wt, branch, "main").await.unwrap();
+    write(&wt, name, content);
+    let sha = g
+        .commit_all(&wt, &format!("{branch}: {name}"))
+        .await
+        .unwrap()
+        .unwrap();
+    (wt, sha)
+}
+
+#[tokio::test]
+async fn open_rejects_a_non_repo_with_an_actionable_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Git::open(tmp.path()).await.unwrap_err();
+    assert!(matches!(err, GitError::NotARepo { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("git init"), "{msg}");
+    assert!(msg.contains("point orch at"), "{msg}");
+
+    let missing = Git::open(&tmp.path().join("nope")).await.unwrap_err();
+    assert!(matches!(missing, GitError::NotARepo { .. }), "{missing:?}");
+}
+
+#[tokio::test]
+async fn open_rejects_a_repo_without_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    git(tmp.path(), &["init", "-q"]);
+    let err = Git::open(tmp.path()).await.unwrap_err();
+    assert!(matches!(err, GitError::NotARepo { .. }), "{err:?}");
+    assert!(err.to_string().contains("make a first commit"), "{err}");
+}
+
+#[tokio::test]
+async fn open_finds_the_top_level_and_basic_queries_work() {
+    let r = repo();
+    write(&r.path, "sub/x.txt", "x");
+    let g = Git::open(&r.path.join("sub")).await.unwrap();
+    assert_eq!(g.path(), r.path);
+    assert_eq!(g.default_branch().await.unwrap(), "main");
+    assert_eq!(g.git_common_dir().await.unwrap(), r.path.join(".git"));
+    let head = g.rev_parse("main").await.unwrap();
+    assert_eq!(head, git(&r.path, &["rev-parse", "HEAD"]));
+    assert_eq!(head.len(), 40);
+    assert!(g.branch_exists("main").await.unwrap());
+    assert!(!g.branch_exists("nope").await.unwrap());
+    let err = g.rev_parse("no-such-rev").await.unwrap_err();
+    assert!(err.to_string().contains("rev-parse"), "{err}");
+    assert!(matches!(
+        g.rev_parse("--all").await,
+        Err(GitError::InvalidName { .. })
+    ));
+
+    // Detached HEAD: falls back to main.
+    git(&r.path, &["checkout", "-q", "--detach"]);
+    assert_eq!(g.default_branch().await.unwrap(), "main");
+}
+
+#[tokio::test]
+async fn worktrees_add_list_remove() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let base = g.rev_parse("main").await.unwrap();
+    let wt = r.wt_root.join("deep/t1");
+    g.worktree_add(&wt, "orch/t1", "main").await.unwrap();
+    assert_eq!(read(&wt, "a.txt"), "one\n");
+    assert_eq!(g.head(&wt).await.unwrap(), base);
+
+    let det = r.wt_root.join("det");
+    g.worktree_add_detached(&det, &base).await.unwrap();
+
+    let list = g.worktrees().await.unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert_eq!(list[0].path, r.path);
+    assert_eq!(list[0].branch.as_deref(), Some("main"));
+    let t1 = list
+        .iter()
+        .find(|w| w.path == wt.canonicalize().unwrap())
+        .unwrap();
+    assert_eq!(t1.branch.as_deref(), Some("orch/t1"));
+    assert_eq!(t1.head, base);
+    let d = list
+        .iter()
+        .find(|w| w.path == det.canonicalize().unwrap())
+        .unwrap();
+    assert_eq!(d.branch, None);
+    assert_eq!(
+        g.branches("orch/").await.unwrap(),
+        vec!["orch/t1".to_string()]
+    );
+
+    // Adding again over the same directory replaces the stale worktree,
+    // and -B resets the branch to the new base.
+    write(&wt, "scratch.txt", "dirty");
+    g.worktree_add(&wt, "orch/t1", "main").await.unwrap();
+    assert!(!wt.join("scratch.txt").exists());
+
+    g.worktree_remove(&wt).await.unwrap();
+    g.worktree_remove(&det).await.unwrap();
+    assert!(!wt.exists() && !det.exists());
+    assert_eq!(g.worktrees().await.unwrap().len(), 1);
+    // Removing again is fine, and the branch can be deleted (twice too).
+    g.worktree_remove(&wt).await.unwrap();
+    g.delete_branch("orch/t1").await.unwrap();
+    g.delete_branch("orch/t1").await.unwrap();
+    assert!(g.branches("orch/").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn worktree_add_refuses_to_delete_a_foreign_directory() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let dir = r.wt_root.join("precious");
+    write(&dir, "notes.txt", "mine");
+    let err = g.worktree_add(&dir, "orch/x", "main").await.unwrap_err();
+    assert!(err.to_string().contains("move away"), "{err}");
+    assert_eq!(read(&dir, "notes.txt"), "mine");
+}
+
+#[tokio::test]
+async fn worktree_remove_cleans_up_a_directory_deleted_behind_gits_back() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = r.wt_root.join("gone");
+    g.worktree_add(&wt, "orch/gone", "main").await.unwrap();
+    std::fs::remove_dir_all(&wt).unwrap();
+    g.worktree_remove(&wt).await.unwrap();
+    assert_eq!(g.worktrees().await.unwrap().len(), 1);
+    // The branch is free again for a new worktree.
+    g.worktree_add(&wt, "orch/gone", "main").await.unwrap();
+}
+
+#[tokio::test]
+async fn commit_all_skips_caches_and_reports_nothing_to_commit() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = r.wt_root.join("c");
+    g.worktree_add(&wt, "orch/c", "main").await.unwrap();
+    assert_eq!(g.commit_all(&wt, "nothing").await.unwrap(), None);
+
+    write(&wt, "src/mod.py", "x = 1\n");
+    write(&wt, "src/__pycache__/mod.cpython-312.pyc", "bytecode");
+    write(&wt, "__pycache__/top.pyc", "bytecode");
+    write(&wt, "loose.pyc", "bytecode");
+    write(&wt, ".pytest_cache/v/cache/lastfailed", "{}");
+    write(&wt, "web/node_modules/left-pad/index.js", "pad");
+    write(&wt, "target/debug/app", "binary");
+    write(&wt, ".mypy_cache/x.json", "{}");
+    write(&wt, ".ruff_cache/x", "r");
+    std::fs::remove_file(wt.join("a.txt")).unwrap();
+
+    let sha = g.commit_all(&wt, "task work").await.unwrap().unwrap();
+    assert_eq!(sha, g.head(&wt).await.unwrap());
+    let files = git(&wt, &["ls-tree", "-r", "--name-only", "HEAD"]);
+    assert_eq!(files, "src/mod.py");
+    assert_eq!(
+        git(&wt, &["log", "-1", "--format=%an <%ae> %s"]),
+        "orch <orch@localhost> task work"
+    );
+    assert_eq!(g.commit_all(&wt, "again").await.unwrap(), None);
+
+    let base = g.rev_parse("main").await.unwrap();
+    assert_eq!(
+        g.changed_files(&base, &sha).await.unwrap(),
+        vec!["a.txt", "src/mod.py"]
+    );
+    let stat = g.diff_stat(&base, &sha).await.unwrap();
+    assert!(
+        stat.contains("src/mod.py") && stat.contains("2 files changed"),
+        "{stat}"
+    );
+    let diff = g.diff(&base, &sha, 1 << 20).await.unwrap();
+    assert!(diff.contains("+x = 1") && diff.contains("-one"), "{diff}");
+    assert!(g.is_ancestor(&base, &sha).await.unwrap());
+    assert!(!g.is_ancestor(&sha, &base).await.unwrap());
+}
+
+#[tokio::test]
+async fn commit_all_skips_hooks() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    write(&r.path, ".git/hooks/pre-commit", "#!/bin/sh\nexit 1\n");
+    git(&r.path, &["config", "core.hooksPath", ".git/hooks"]);
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(r.path.join(".git/hooks/pre-commit"))
+        .status()
+        .unwrap();
+    write(&r.path, "b.txt", "b");
+    assert!(g
+        .commit_all(&r.path, "despite hook")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn diff_is_capped_with_a_marker() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let base = g.rev_parse("main").await.unwrap();
+    let big: String = (0..20000).map(|i| format!("line {i}\n")).collect();
+    write(&r.path, "big.txt", &big);
+    let head = g.commit_all(&r.path, "big").await.unwrap().unwrap();
+    let diff = g.diff(&base, &head, 2000).await.unwrap();
+    assert!(diff.contains("orch cut"), "{diff}");
+    assert!(diff.starts_with("diff --git"));
+    assert!(diff.ends_with("+line 19999\n"));
+    assert!(diff.len() < 2100);
+}
+
+#[tokio::test]
+async fn merge_clean_and_conflict() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let (_, left) = commit_on_branch(&g, &r, "orch/left", "a.txt", "left\n").await;
+    let (_, other) = commit_on_branch(&g, &r, "orch/other", "b.txt", "b\n").await;
+    let (right_wt, _) = commit_on_branch(&g, &r, "orch/right", "a.txt", "right\n").await;
+
+    // Clean: b.txt merges into the right branch.
+    let before = g.head(&right_wt).await.unwrap();
+    match g
+        .merge_into_worktree(&right_wt, &other, "merge other")
+        .await
+        .unwrap()
+    {
+        MergeOutcome::Clean { head } => {
+            assert_eq!(head, g.head(&right_wt).await.unwrap());
+            assert_ne!(head, before);
+            assert!(g.is_ancestor(&other, &head).await.unwrap());
+            assert_eq!(read(&right_wt, "b.txt"), "b\n");
+            assert_eq!(git(&right_wt, &["log", "-1", "--format=%s"]), "merge other");
+        }
+        c => panic!("expected clean merge, got {c:?}"),
+    }
+
+    // Conflict: both changed a.txt; aborted, files listed, worktree intact.
+    let before = g.head(&right_wt).await.unwrap();
+    match g
+        .merge_into_worktree(&right_wt, &left, "merge left")
+        .await
+        .unwrap()
+    {
+        MergeOutcome::Conflict { files, output } => {
+            assert_eq!(files, vec!["a.txt"]);
+            assert!(output.contains("CONFLICT"), "{output}");
+        }
+        c => panic!("expected conflict, got {c:?}"),
+    }
+    assert_eq!(g.head(&right_wt).await.unwrap(), before);
+    assert_eq!(read(&right_wt, "a.txt"), "right\n");
+    assert!(!g.is_dirty(&right_wt).await.unwrap());
+    assert!(!right_wt.join(".git").is_dir());
+    let merge_head = git(&right_wt, &["rev-parse", "--git-path", "MERGE_HEAD"]);
+    assert!(!right_wt.join(merge_head).exists());
+}
+
+#[tokio::test]
+async fn is_dirty_counts_tracked_changes_only() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    assert!(!g.is_dirty(&r.path).await.unwrap());
+    write(&r.path, "untracked.txt", "u");
+    assert!(!g.is_dirty(&r.path).await.unwrap());
+    write(&r.path, "a.txt", "changed\n");
+    assert!(g.is_dirty(&r.path).await.unwrap());
+}
+
+#[tokio::test]
+async fn advance_branch_not_checked_out_is_a_compare_and_swap() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    // Move the main checkout off `main` so it is not checked out anywhere.
+    git(&r.path, &["checkout", "-q", "--detach"]);
+    let old = g.rev_parse("main").await.unwrap();
+    let (wt, new) = commit_on_branch(&g, &r, "orch/t", "b.txt", "b\n").await;
+    g.worktree_remove(&wt).await.unwrap();
+
+    assert_eq!(
+        g.advance_branch("main", &new, &old).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    assert_eq!(g.rev_parse("main").await.unwrap(), new);
+
+    // A stale expectation changes nothing.
+    let (_, newer) = commit_on_branch(&g, &r, "orch/u", "c.txt", "c\n").await;
+    assert_eq!(
+        g.advance_branch("main", &newer, &old).await.unwrap(),
+        AdvanceOutcome::Moved {
+            current: new.clone()
+        }
+    );
+    assert_eq!(g.rev_parse("main").await.unwrap(), new);
+}
+
+#[tokio::test]
+async fn advance_branch_refuses_to_drop_commits() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    git(&r.path, &["checkout", "-q", "--detach"]);
+    let old = g.rev_parse("main").await.unwrap();
+    let (_, sibling) = commit_on_branch(&g, &r, "orch/s", "s.txt", "s\n").await;
+    // Give main a commit the sibling does not contain.
+    let (_, main_tip) = commit_on_branch(&g, &r, "orch/m", "m.txt", "m\n").await;
+    assert_eq!(
+        g.advance_branch("main", &main_tip, &old).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    let err = g
+        .advance_branch("main", &sibling, &main_tip)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::NotFastForward { .. }), "{err:?}");
+    assert_eq!(g.rev_parse("main").await.unwrap(), main_tip);
+}
+
+#[tokio::test]
+async fn advance_branch_fast_forwards_a_clean_checkout() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let old = g.rev_parse("main").await.unwrap();
+    let (_, new) = commit_on_branch(&g, &r, "orch/t", "b.txt", "b\n").await;
+    write(&r.path, "untracked-note.txt", "kept");
+
+    assert_eq!(
+        g.advance_branch("main", &new, &old).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    assert_eq!(g.rev_parse("main").await.unwrap(), new);
+    assert_eq!(g.head(&r.path).await.unwrap(), new);
+    assert_eq!(read(&r.path, "b.txt"), "b\n");
+    assert_eq!(read(&r.path, "untracked-note.txt"), "kept");
+    assert!(!g.is_dirty(&r.path).await.unwrap());
+}
+
+#[tokio::test]
+async fn advance_branch_defers_on_a_dirty_checkout_and_touches_nothing() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let old = g.rev_parse("main").await.unwrap();
+    let (_, new) = commit_on_branch(&g, &r, "orch/t", "a.txt", "from orch\n").await;
+    let users = "the user's unsaved work\n\u{1F600} bytes\r\n";
+    write(&r.path, "a.txt", users);
+    let index_before = std::fs::read(r.path.join(".git/index")).unwrap();
+
+    match g.advance_branch("main", &new, &old).await.unwrap() {
+        AdvanceOutcome::Deferred { checkout, reason } => {
+            assert_eq!(checkout, r.path);
+            assert!(reason.contains("uncommitted changes"), "{reason}");
+        }
+        o => panic!("expected Deferred, got {o:?}"),
+    }
+    assert_eq!(
+        std::fs::read(r.path.join("a.txt")).unwrap(),
+        users.as_bytes()
+    );
+    assert_eq!(g.rev_parse("main").await.unwrap(), old);
+    assert_eq!(g.head(&r.path).await.unwrap(), old);
+    assert_eq!(
+        std::fs::read(r.path.join(".git/index")).unwrap(),
+        index_before
+    );
+}
+
+#[tokio::test]
+async fn advance_branch_defers_when_an_untracked_file_is_in_the_way() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let old = g.rev_parse("main").await.unwrap();
+    let (_, new) = commit_on_branch(&g, &r, "orch/t", "new.txt", "from orch\n").await;
+    write(&r.path, "new.txt", "user's own untracked file\n");
+
+    match g.advance_branch("main", &new, &old).await.unwrap() {
+        AdvanceOutcome::Deferred { checkout, reason } => {
+            assert_eq!(checkout, r.path);
+            assert!(reason.contains("untracked"), "{reason}");
+        }
+        o => panic!("expected Deferred, got {o:?}"),
+    }
+    assert_eq!(read(&r.path, "new.txt"), "user's own untracked file\n");
+    assert_eq!(g.rev_parse("main").await.unwrap(), old);
+}
+
+#[tokio::test]
+async fn advance_branch_in_a_linked_worktree() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let (base_wt, old) = commit_on_branch(&g, &r, "orch/base", "x.txt", "x\n").await;
+    let next_wt = r.wt_root.join("next");
+    g.worktree_add(&next_wt, "orch/next", "orch/base")
+        .await
+        .unwrap();
+    write(&next_wt, "y.txt", "y\n");
+    let new = g.commit_all(&next_wt, "y").await.unwrap().unwrap();
+
+    assert_eq!(
+        g.advance_branch("orch/base", &new, &old).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    assert_eq!(g.head(&base_wt).await.unwrap(), new);
+    assert_eq!(read(&base_wt, "y.txt"), "y\n");
+}

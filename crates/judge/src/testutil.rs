@@ -1,0 +1,122 @@
+//! Test helpers: a scripted in-memory `Provider` and builders for tasks and
+//! verification reports.
+
+use async_trait::async_trait;
+use orch_core::{
+    StepKind, StepResult, Task, TaskId, TaskSource, TaskStatus, TaskType, Usage, VerificationReport,
+};
+use orch_providers::{ChatRequest, ChatResponse, Message, Provider, ProviderError};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// Answers requests from a queue and records every request it saw.
+pub struct Scripted {
+    replies: Mutex<VecDeque<ChatResponse>>,
+    seen: Mutex<Vec<ChatRequest>>,
+}
+
+impl Scripted {
+    pub fn new(replies: Vec<ChatResponse>) -> Self {
+        Scripted {
+            replies: Mutex::new(replies.into()),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.seen.lock().unwrap().push(request.clone());
+        self.replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .ok_or_else(|| ProviderError::Replay {
+                script: "in-test".into(),
+                detail: "no scripted reply left".into(),
+            })
+    }
+}
+
+/// A reply with `content` and 100 input / 10 output tokens.
+pub fn answer(content: &str) -> ChatResponse {
+    ChatResponse {
+        message: Message::assistant(content),
+        usage: Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            cached_tokens: 0,
+            cost_usd: 0.001,
+        },
+        finish_reason: "stop".into(),
+        model: "m".into(),
+    }
+}
+
+pub fn task() -> Task {
+    let now = chrono::Utc::now();
+    Task {
+        id: TaskId::from("abc123def456"),
+        project: "demo".into(),
+        title: "Add an add() function".into(),
+        description: "Implement add(a, b) in src/lib.rs and test it.".into(),
+        task_type: TaskType::Code,
+        priority: 1,
+        allowed_files: vec!["src/**".into()],
+        source: TaskSource::Manual,
+        status: TaskStatus::Judging,
+        attempts: 1,
+        feedback: None,
+        question: None,
+        answer: None,
+        failure_reason: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+pub fn step(kind: StepKind, exit: i32) -> StepResult {
+    StepResult {
+        kind,
+        command: kind.as_str().into(),
+        exit_code: Some(exit),
+        timed_out: false,
+        duration_ms: 5,
+        output_tail: String::new(),
+        counts: None,
+    }
+}
+
+pub fn test_step(exit: i32, output: &str) -> StepResult {
+    StepResult {
+        command: "pytest -q".into(),
+        counts: orch_verify::parse_test_output(output),
+        output_tail: output.into(),
+        ..step(StepKind::Test, exit)
+    }
+}
+
+pub fn report_with(steps: Vec<StepResult>, passed: bool, summary: &str) -> VerificationReport {
+    VerificationReport {
+        passed,
+        steps,
+        preexisting_failures: Vec::new(),
+        new_failures: Vec::new(),
+        empty_diff: false,
+        summary: summary.into(),
+    }
+}
+
+pub fn green_report() -> VerificationReport {
+    orch_verify::assess(vec![test_step(0, "3 passed in 0.10s\n")], None, false)
+}
