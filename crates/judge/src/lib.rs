@@ -22,6 +22,8 @@ use serde_json::json;
 
 /// Bytes of an unreadable judge answer kept in the verdict's issue.
 const RAW_ANSWER_CAP: usize = 2000;
+/// Test names listed in a gate's detail before "and N more".
+const MAX_LISTED: usize = 20;
 
 /// Everything the judge looks at.
 #[derive(Debug, Clone, Copy)]
@@ -80,10 +82,10 @@ fn tests_gate(report: &VerificationReport) -> GateResult {
         (TestOutcome::TimedOut, Some(t)) => format!("`{}` {}", t.command, how_it_ended(t)),
         (TestOutcome::OnlyPreexisting { preexisting }, Some(_)) => format!(
             "no new failures; only tests that already fail on the base commit: {}",
-            preexisting.join(", ")
+            list(preexisting)
         ),
         (TestOutcome::NewFailures { new, .. }, Some(_)) => {
-            format!("new failing tests: {}", new.join(", "))
+            format!("new failing tests: {}", list(new))
         }
         (TestOutcome::Unattributable { reason }, Some(t)) => format!(
             "`{}` {} and {reason}; the failures could not be told apart from pre-existing ones",
@@ -92,6 +94,20 @@ fn tests_gate(report: &VerificationReport) -> GateResult {
         ),
     };
     gate("tests", outcome.accepted(), &detail)
+}
+
+/// Names joined with commas, at most `MAX_LISTED` of them.
+fn list(names: &[String]) -> String {
+    let mut s = names
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_LISTED {
+        s.push_str(&format!(" and {} more", names.len() - MAX_LISTED));
+    }
+    s
 }
 
 fn gate(name: &str, passed: bool, detail: &str) -> GateResult {

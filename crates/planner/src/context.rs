@@ -7,8 +7,16 @@ use walkdir::WalkDir;
 
 /// Directories never listed: VCS internals, orch's own state, build output,
 /// dependency caches.
-const SKIP_DIRS: &[&str] =
-    &[".git", ".orch", "target", "node_modules", "__pycache__", ".venv", "dist", "build"];
+const SKIP_DIRS: &[&str] = &[
+    ".git",
+    ".orch",
+    "target",
+    "node_modules",
+    "__pycache__",
+    ".venv",
+    "dist",
+    "build",
+];
 
 /// Documents read from the repository root, after the README.
 const DOCS: &[&str] = &["CLAUDE.md", "AGENTS.md", "BACKLOG.md"];
@@ -25,22 +33,32 @@ pub struct PlanContext {
 /// keeps at most `max_doc_bytes` of each document. Unreadable entries are
 /// skipped: a partial overview is more useful to the planner than none.
 pub fn gather_context(repo: &Path, max_files: usize, max_doc_bytes: usize) -> PlanContext {
-    PlanContext { file_tree: file_tree(repo, max_files), docs: docs(repo, max_doc_bytes) }
+    PlanContext {
+        file_tree: file_tree(repo, max_files),
+        docs: docs(repo, max_doc_bytes),
+    }
 }
 
 fn file_tree(repo: &Path, max_files: usize) -> String {
-    let walker = WalkDir::new(repo).follow_links(false).into_iter().filter_entry(|e| {
-        // `.git` is a file in linked worktrees, so skip it whatever it is.
-        let name = e.file_name().to_string_lossy();
-        e.depth() == 0 || !(name == ".git" || (e.file_type().is_dir() && SKIP_DIRS.contains(&name.as_ref())))
-    });
+    let walker = WalkDir::new(repo)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| {
+            // `.git` is a file in linked worktrees, so skip it whatever it is.
+            let name = e.file_name().to_string_lossy();
+            e.depth() == 0
+                || !(name == ".git"
+                    || (e.file_type().is_dir() && SKIP_DIRS.contains(&name.as_ref())))
+        });
     let mut files: Vec<String> = walker
         .filter_map(Result::ok)
         .filter(|e| !e.file_type().is_dir())
         .filter_map(|e| {
             let rel = e.path().strip_prefix(repo).ok()?;
-            let parts: Vec<String> =
-                rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
             Some(parts.join("/"))
         })
         .collect();
@@ -97,7 +115,11 @@ fn cap_doc(text: &str, max_bytes: usize) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}\n… (truncated: {} more bytes)", &text[..end], text.len() - end)
+    format!(
+        "{}\n… (truncated: {} more bytes)",
+        &text[..end],
+        text.len() - end
+    )
 }
 
 #[cfg(test)]
@@ -115,7 +137,13 @@ mod tests {
     fn lists_sorted_files_and_skips_noise() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for f in ["src/main.rs", "src/lib.rs", "Cargo.toml", "tests/it.rs", "a.txt"] {
+        for f in [
+            "src/main.rs",
+            "src/lib.rs",
+            "Cargo.toml",
+            "tests/it.rs",
+            "a.txt",
+        ] {
             touch(r, f, "x");
         }
         for f in [
@@ -131,7 +159,10 @@ mod tests {
             touch(r, f, "x");
         }
         let ctx = gather_context(r, 100, 1000);
-        assert_eq!(ctx.file_tree, "Cargo.toml\na.txt\nsrc/lib.rs\nsrc/main.rs\ntests/it.rs");
+        assert_eq!(
+            ctx.file_tree,
+            "Cargo.toml\na.txt\nsrc/lib.rs\nsrc/main.rs\ntests/it.rs"
+        );
     }
 
     #[test]
@@ -169,7 +200,11 @@ mod tests {
         assert_eq!(names, vec!["README.md", "AGENTS.md", "BACKLOG.md"]);
         assert_eq!(ctx.docs[0].1, "# Demo\nA demo project.");
         assert!(ctx.docs[2].1.starts_with("- item\n"));
-        assert!(ctx.docs[2].1.ends_with("… (truncated: 650 more bytes)"), "{}", ctx.docs[2].1);
+        assert!(
+            ctx.docs[2].1.ends_with("… (truncated: 650 more bytes)"),
+            "{}",
+            ctx.docs[2].1
+        );
     }
 
     #[test]
@@ -178,7 +213,10 @@ mod tests {
         touch(dir.path(), "README.rst", "Title\n=====");
         touch(dir.path(), "readme.txt", "lower");
         let ctx = gather_context(dir.path(), 100, 1000);
-        assert_eq!(ctx.docs, vec![("README.rst".to_string(), "Title\n=====".to_string())]);
+        assert_eq!(
+            ctx.docs,
+            vec![("README.rst".to_string(), "Title\n=====".to_string())]
+        );
     }
 
     #[test]

@@ -151,8 +151,10 @@ pub async fn plan(
     input: &PlanInput<'_>,
 ) -> Result<(Plan, Usage), PlanError> {
     let mut request = ChatRequest::new(model, build_messages(input));
-    request.response_format =
-        Some(ResponseFormat { name: "task_plan".to_string(), schema: task_plan_schema() });
+    request.response_format = Some(ResponseFormat {
+        name: "task_plan".to_string(),
+        schema: task_plan_schema(),
+    });
     let mut usage = Usage::default();
 
     let response = provider.chat(&request).await?;
@@ -172,7 +174,10 @@ pub async fn plan(
     let second = response.message.content;
     match read_plan(&second, input) {
         Ok(plan) => Ok((plan, usage)),
-        Err(error) => Err(PlanError::Malformed { error, raw: cap(&second, RAW_ANSWER_CAP) }),
+        Err(error) => Err(PlanError::Malformed {
+            error,
+            raw: cap(&second, RAW_ANSWER_CAP),
+        }),
     }
 }
 
@@ -259,19 +264,34 @@ mod tests {
         assert_eq!(s["additionalProperties"], false);
         let item = &s["properties"]["tasks"]["items"];
         assert_eq!(item["additionalProperties"], false);
-        assert_eq!(item["required"], json!(["title", "description", "type", "priority", "allowed_files"]));
-        assert_eq!(item["properties"]["type"]["enum"], json!(["code", "test", "fix", "review"]));
+        assert_eq!(
+            item["required"],
+            json!(["title", "description", "type", "priority", "allowed_files"])
+        );
+        assert_eq!(
+            item["properties"]["type"]["enum"],
+            json!(["code", "test", "fix", "review"])
+        );
         assert_eq!(item["properties"]["priority"]["type"], "integer");
     }
 
     #[tokio::test]
     async fn plan_sends_one_structured_request_and_validates() {
         let ctx = context();
-        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 5,
+        };
         let provider = Scripted::new(vec![answer(&good_plan().to_string())]);
         let (plan, usage) = plan(&provider, "planner-model", &input).await.unwrap();
         assert_eq!(plan.tasks.len(), 2);
-        assert_eq!(plan.tasks[0].title, "Fix crash on empty input", "highest priority first");
+        assert_eq!(
+            plan.tasks[0].title, "Fix crash on empty input",
+            "highest priority first"
+        );
         assert_eq!(plan.tasks[0].task_type, TaskType::Fix);
         assert_eq!(plan.notes, "parser first");
         assert_eq!(plan.raw, good_plan());
@@ -290,9 +310,18 @@ mod tests {
     #[tokio::test]
     async fn malformed_answer_gets_one_repair_round() {
         let ctx = context();
-        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 5,
+        };
         let bad = json!({"tasks": [{"title": "X", "description": "d", "type": "feature", "priority": 1, "allowed_files": []}], "notes": ""});
-        let provider = Scripted::new(vec![answer(&bad.to_string()), answer(&format!("```json\n{}\n```", good_plan()))]);
+        let provider = Scripted::new(vec![
+            answer(&bad.to_string()),
+            answer(&format!("```json\n{}\n```", good_plan())),
+        ]);
         let (plan, usage) = plan(&provider, "m", &input).await.unwrap();
         assert_eq!(plan.tasks.len(), 2);
         assert_eq!(usage.input_tokens, 200);
@@ -302,7 +331,11 @@ mod tests {
         assert_eq!(msgs[2].role, Role::Assistant);
         assert_eq!(msgs[2].content, bad.to_string());
         assert_eq!(msgs[3].role, Role::User);
-        assert!(msgs[3].content.contains("tasks[0].type"), "{}", msgs[3].content);
+        assert!(
+            msgs[3].content.contains("tasks[0].type"),
+            "{}",
+            msgs[3].content
+        );
         assert!(msgs[3].content.contains("feature"), "{}", msgs[3].content);
         assert!(msgs[3].content.ends_with("answer again with only the JSON"));
     }
@@ -310,12 +343,24 @@ mod tests {
     #[tokio::test]
     async fn second_malformed_answer_is_an_error_naming_the_problem() {
         let ctx = context();
-        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
-        let provider = Scripted::new(vec![answer("Sure! Here are some tasks: 1. fix it"), answer(r#"{"tasks": "none"}"#)]);
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 5,
+        };
+        let provider = Scripted::new(vec![
+            answer("Sure! Here are some tasks: 1. fix it"),
+            answer(r#"{"tasks": "none"}"#),
+        ]);
         let err = plan(&provider, "m", &input).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, PlanError::Malformed { .. }), "{msg}");
-        assert!(msg.contains("`tasks` must be an array, got a string"), "{msg}");
+        assert!(
+            msg.contains("`tasks` must be an array, got a string"),
+            "{msg}"
+        );
         assert!(msg.contains(r#"{"tasks": "none"}"#), "{msg}");
         assert_eq!(provider.requests().len(), 2);
     }
@@ -323,7 +368,13 @@ mod tests {
     #[tokio::test]
     async fn provider_failure_is_reported() {
         let ctx = context();
-        let input = PlanInput { project: "demo", context: &ctx, open_tasks: &[], recent_failures: &[], want: 5 };
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 5,
+        };
         let err = plan(&Scripted::new(vec![]), "m", &input).await.unwrap_err();
         assert!(matches!(err, PlanError::Provider(_)), "{err}");
     }
@@ -338,7 +389,10 @@ mod tests {
             allowed_files: vec!["tests/**".into()],
         };
         let n = p.to_new_task("demo");
-        assert_eq!((n.project.as_str(), n.source, n.priority), ("demo", TaskSource::Planner, 3));
+        assert_eq!(
+            (n.project.as_str(), n.source, n.priority),
+            ("demo", TaskSource::Planner, 3)
+        );
         assert_eq!(n.allowed_files, vec!["tests/**"]);
     }
 
@@ -348,6 +402,8 @@ mod tests {
         assert_eq!(extract_json("{\"a\": 1}").unwrap(), v);
         assert_eq!(extract_json("```json\n{\"a\": 1}\n```").unwrap(), v);
         assert_eq!(extract_json("Plan:\n{\"a\": 1}\nDone").unwrap(), v);
-        assert!(extract_json("no json here").unwrap_err().starts_with("the answer is not valid JSON"));
+        assert!(extract_json("no json here")
+            .unwrap_err()
+            .starts_with("the answer is not valid JSON"));
     }
 }

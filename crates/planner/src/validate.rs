@@ -17,16 +17,27 @@ pub const MAX_DESCRIPTION_CHARS: usize = 8000;
 /// priority first, at most `input.want` of them.
 pub fn validate(raw: &Value, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let obj = raw.as_object().ok_or_else(|| {
-        invalid(format!("the plan must be a JSON object with `tasks` and `notes`, got {}", kind(raw)))
+        invalid(format!(
+            "the plan must be a JSON object with `tasks` and `notes`, got {}",
+            kind(raw)
+        ))
     })?;
     let tasks_value = field(obj, "tasks", "")?;
-    let tasks = tasks_value
-        .as_array()
-        .ok_or_else(|| invalid(format!("`tasks` must be an array, got {}", kind(tasks_value))))?;
+    let tasks = tasks_value.as_array().ok_or_else(|| {
+        invalid(format!(
+            "`tasks` must be an array, got {}",
+            kind(tasks_value)
+        ))
+    })?;
     let notes_value = field(obj, "notes", "")?;
     let notes = notes_value
         .as_str()
-        .ok_or_else(|| invalid(format!("`notes` must be a string, got {}", kind(notes_value))))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "`notes` must be a string, got {}",
+                kind(notes_value)
+            ))
+        })?
         .trim()
         .to_string();
     let proposed = tasks
@@ -44,7 +55,7 @@ pub fn validate(raw: &Value, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         }
     }
     // Stable: equal priorities keep the model's order.
-    kept.sort_by(|a, b| b.priority.cmp(&a.priority));
+    kept.sort_by_key(|t| std::cmp::Reverse(t.priority));
     if kept.len() > input.want {
         for task in kept.split_off(input.want) {
             let reason = format!(
@@ -54,7 +65,12 @@ pub fn validate(raw: &Value, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             dropped.push((task.title, reason));
         }
     }
-    Ok(Plan { tasks: kept, notes, dropped, raw: raw.clone() })
+    Ok(Plan {
+        tasks: kept,
+        notes,
+        dropped,
+        raw: raw.clone(),
+    })
 }
 
 fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
@@ -64,11 +80,17 @@ fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
         .ok_or_else(|| invalid(format!("`{at}` must be an object, got {}", kind(value))))?;
     let string = |name: &str| -> Result<&str, PlanError> {
         let v = field(obj, name, &at)?;
-        v.as_str().ok_or_else(|| invalid(format!("`{at}.{name}` must be a string, got {}", kind(v))))
+        v.as_str()
+            .ok_or_else(|| invalid(format!("`{at}.{name}` must be a string, got {}", kind(v))))
     };
-    let title = string("title")?.split_whitespace().collect::<Vec<_>>().join(" ");
+    let title = string("title")?
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if title.is_empty() {
-        return Err(invalid(format!("`{at}.title` is empty; every task needs a short title")));
+        return Err(invalid(format!(
+            "`{at}.title` is empty; every task needs a short title"
+        )));
     }
     let description = string("description")?.trim().to_string();
     let type_name = string("type")?;
@@ -86,21 +108,35 @@ fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
     let priority_value = field(obj, "priority", &at)?;
     let priority = priority_value
         .as_i64()
-        .or_else(|| priority_value.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+        .or_else(|| {
+            priority_value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        })
         .ok_or_else(|| {
-            invalid(format!("`{at}.priority` must be an integer, got {}", describe(priority_value)))
+            invalid(format!(
+                "`{at}.priority` must be an integer, got {}",
+                describe(priority_value)
+            ))
         })?;
     let files_value = field(obj, "allowed_files", &at)?;
     let allowed_files = files_value
         .as_array()
         .ok_or_else(|| {
-            invalid(format!("`{at}.allowed_files` must be an array of strings, got {}", kind(files_value)))
+            invalid(format!(
+                "`{at}.allowed_files` must be an array of strings, got {}",
+                kind(files_value)
+            ))
         })?
         .iter()
         .enumerate()
         .map(|(j, f)| {
             f.as_str().map(|s| s.trim().to_string()).ok_or_else(|| {
-                invalid(format!("`{at}.allowed_files[{j}]` must be a string, got {}", kind(f)))
+                invalid(format!(
+                    "`{at}.allowed_files[{j}]` must be a string, got {}",
+                    kind(f)
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -114,7 +150,11 @@ fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
 }
 
 /// Why `task` must not be created, if it must not.
-fn drop_reason(task: &ProposedTask, kept: &[ProposedTask], input: &PlanInput<'_>) -> Option<String> {
+fn drop_reason(
+    task: &ProposedTask,
+    kept: &[ProposedTask],
+    input: &PlanInput<'_>,
+) -> Option<String> {
     if let Some(bad) = task.allowed_files.iter().find(|f| !is_safe_relative(f)) {
         return Some(format!(
             "allowed_files entry `{bad}` is not a relative path or glob inside the repository \
@@ -134,8 +174,15 @@ fn drop_reason(task: &ProposedTask, kept: &[ProposedTask], input: &PlanInput<'_>
             failed.id, failed.title
         ));
     }
-    if let Some(open) = input.open_tasks.iter().find(|t| normalize(&t.title) == title) {
-        return Some(format!("duplicate of open task {} (\"{}\")", open.id, open.title));
+    if let Some(open) = input
+        .open_tasks
+        .iter()
+        .find(|t| normalize(&t.title) == title)
+    {
+        return Some(format!(
+            "duplicate of open task {} (\"{}\")",
+            open.id, open.title
+        ));
     }
     if kept.iter().any(|k| normalize(&k.title) == title) {
         return Some("duplicate of an earlier task in this plan".to_string());
@@ -175,7 +222,11 @@ fn cap_chars(s: &str, max: usize) -> String {
 
 fn field<'a>(obj: &'a Map<String, Value>, name: &str, at: &str) -> Result<&'a Value, PlanError> {
     obj.get(name).ok_or_else(|| {
-        let path = if at.is_empty() { name.to_string() } else { format!("{at}.{name}") };
+        let path = if at.is_empty() {
+            name.to_string()
+        } else {
+            format!("{at}.{name}")
+        };
         invalid(format!("missing required field `{path}`"))
     })
 }
@@ -218,7 +269,16 @@ mod tests {
 
     fn run(raw: Value, open: &[Task], failed: &[Task], want: usize) -> Result<Plan, PlanError> {
         let ctx = PlanContext::default();
-        validate(&raw, &PlanInput { project: "demo", context: &ctx, open_tasks: open, recent_failures: failed, want })
+        validate(
+            &raw,
+            &PlanInput {
+                project: "demo",
+                context: &ctx,
+                open_tasks: open,
+                recent_failures: failed,
+                want,
+            },
+        )
     }
 
     fn err(raw: Value) -> String {
@@ -230,32 +290,62 @@ mod tests {
 
     #[test]
     fn schema_errors_are_specific() {
-        assert_eq!(err(json!([])), "the plan must be a JSON object with `tasks` and `notes`, got an array");
+        assert_eq!(
+            err(json!([])),
+            "the plan must be a JSON object with `tasks` and `notes`, got an array"
+        );
         assert_eq!(err(json!({"notes": ""})), "missing required field `tasks`");
         assert_eq!(err(json!({"tasks": []})), "missing required field `notes`");
-        assert_eq!(err(json!({"tasks": [], "notes": 3})), "`notes` must be a string, got a number");
-        assert_eq!(err(json!({"tasks": [1], "notes": ""})), "`tasks[0]` must be an object, got a number");
+        assert_eq!(
+            err(json!({"tasks": [], "notes": 3})),
+            "`notes` must be a string, got a number"
+        );
+        assert_eq!(
+            err(json!({"tasks": [1], "notes": ""})),
+            "`tasks[0]` must be an object, got a number"
+        );
         let mut t = task_json("A", 1);
         t.as_object_mut().unwrap().remove("description");
-        assert_eq!(err(json!({"tasks": [task_json("ok", 1), t], "notes": ""})), "missing required field `tasks[1].description`");
+        assert_eq!(
+            err(json!({"tasks": [task_json("ok", 1), t], "notes": ""})),
+            "missing required field `tasks[1].description`"
+        );
         let mut t = task_json("A", 1);
         t["title"] = json!("  \n ");
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].title` is empty; every task needs a short title");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].title` is empty; every task needs a short title"
+        );
         let mut t = task_json("A", 1);
         t["type"] = json!("feature");
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].type` is \"feature\"; expected one of code, test, fix, review");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].type` is \"feature\"; expected one of code, test, fix, review"
+        );
         let mut t = task_json("A", 1);
         t["priority"] = json!(2.5);
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].priority` must be an integer, got a number (2.5)");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].priority` must be an integer, got a number (2.5)"
+        );
         let mut t = task_json("A", 1);
         t["priority"] = json!("high");
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].priority` must be an integer, got a string (\"high\")");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].priority` must be an integer, got a string (\"high\")"
+        );
         let mut t = task_json("A", 1);
         t["allowed_files"] = json!("src/**");
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].allowed_files` must be an array of strings, got a string");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].allowed_files` must be an array of strings, got a string"
+        );
         let mut t = task_json("A", 1);
         t["allowed_files"] = json!(["ok", null]);
-        assert_eq!(err(json!({"tasks": [t], "notes": ""})), "`tasks[0].allowed_files[1]` must be a string, got null");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].allowed_files[1]` must be a string, got null"
+        );
     }
 
     #[test]
@@ -274,12 +364,19 @@ mod tests {
         let plan = run(json!({"tasks": [t], "notes": ""}), &[], &[], 10).unwrap();
         assert_eq!(plan.tasks[0].title.chars().count(), MAX_TITLE_CHARS);
         assert!(plan.tasks[0].title.ends_with('…'));
-        assert_eq!(plan.tasks[0].description.chars().count(), MAX_DESCRIPTION_CHARS);
+        assert_eq!(
+            plan.tasks[0].description.chars().count(),
+            MAX_DESCRIPTION_CHARS
+        );
     }
 
     #[test]
     fn duplicates_of_open_tasks_and_within_the_plan_are_dropped() {
-        let open = vec![stored_task("Fix the parser", "old words", TaskStatus::Pending)];
+        let open = vec![stored_task(
+            "Fix the parser",
+            "old words",
+            TaskStatus::Pending,
+        )];
         let raw = json!({"tasks": [
             task_json("fix: The  PARSER!", 5),
             task_json("Add CLI flag", 3),
@@ -290,21 +387,51 @@ mod tests {
         assert_eq!(titles, vec!["Add CLI flag"]);
         assert_eq!(plan.dropped.len(), 2);
         assert_eq!(plan.dropped[0].0, "fix: The PARSER!");
-        assert!(plan.dropped[0].1.starts_with(&format!("duplicate of open task {}", open[0].id)), "{}", plan.dropped[0].1);
-        assert_eq!(plan.dropped[1], ("add cli flag.".to_string(), "duplicate of an earlier task in this plan".to_string()));
+        assert!(
+            plan.dropped[0]
+                .1
+                .starts_with(&format!("duplicate of open task {}", open[0].id)),
+            "{}",
+            plan.dropped[0].1
+        );
+        assert_eq!(
+            plan.dropped[1],
+            (
+                "add cli flag.".to_string(),
+                "duplicate of an earlier task in this plan".to_string()
+            )
+        );
     }
 
     #[test]
     fn failed_task_is_never_re_emitted_unchanged() {
-        let failed = vec![stored_task("Speed up import", "Make `import x` take < 1s.", TaskStatus::Failed)];
+        let failed = vec![stored_task(
+            "Speed up import",
+            "Make `import x` take < 1s.",
+            TaskStatus::Failed,
+        )];
         let same = json!({"title": "speed up import", "description": "Make import x take 1s", "type": "code", "priority": 1, "allowed_files": []});
         let decomposed = json!({"title": "Speed up import", "description": "Profile import x and lazy-load the plugins module only.", "type": "code", "priority": 1, "allowed_files": []});
-        let plan = run(json!({"tasks": [same, decomposed], "notes": ""}), &[], &failed, 10).unwrap();
+        let plan = run(
+            json!({"tasks": [same, decomposed], "notes": ""}),
+            &[],
+            &failed,
+            10,
+        )
+        .unwrap();
         assert_eq!(plan.tasks.len(), 1, "a changed description is allowed");
         assert!(plan.tasks[0].description.starts_with("Profile"));
         assert_eq!(plan.dropped.len(), 1);
-        assert!(plan.dropped[0].1.contains("which failed"), "{}", plan.dropped[0].1);
-        assert!(plan.dropped[0].1.contains(failed[0].id.as_str()), "{}", plan.dropped[0].1);
+        assert!(
+            plan.dropped[0].1.contains("which failed"),
+            "{}",
+            plan.dropped[0].1
+        );
+        assert!(
+            plan.dropped[0].1.contains(failed[0].id.as_str()),
+            "{}",
+            plan.dropped[0].1
+        );
     }
 
     #[test]
@@ -312,7 +439,10 @@ mod tests {
         let mut ok = task_json("Ok paths", 1);
         ok["allowed_files"] = json!(["src/**/*.rs", "tests/test_x.py", "./docs/a.md", "a..b.txt"]);
         let mut bad = vec![];
-        for (i, entry) in ["/etc/passwd", "../other/x", "src/../../x", "~/x", ""].iter().enumerate() {
+        for (i, entry) in ["/etc/passwd", "../other/x", "src/../../x", "~/x", ""]
+            .iter()
+            .enumerate()
+        {
             let mut t = task_json(&format!("Bad {i}"), 1);
             t["allowed_files"] = json!(["src/ok.rs", entry]);
             bad.push(t);
@@ -323,8 +453,15 @@ mod tests {
         assert_eq!(plan.tasks.len(), 1);
         assert_eq!(plan.tasks[0].allowed_files.len(), 4);
         assert_eq!(plan.dropped.len(), 5);
-        assert!(plan.dropped[0].1.contains("`/etc/passwd`"), "{}", plan.dropped[0].1);
-        assert!(plan.dropped.iter().all(|(_, r)| r.contains("not a relative path")));
+        assert!(
+            plan.dropped[0].1.contains("`/etc/passwd`"),
+            "{}",
+            plan.dropped[0].1
+        );
+        assert!(plan
+            .dropped
+            .iter()
+            .all(|(_, r)| r.contains("not a relative path")));
     }
 
     #[test]
@@ -340,7 +477,10 @@ mod tests {
 
     #[test]
     fn normalize_collapses_case_space_and_punctuation() {
-        assert_eq!(normalize("  Fix:  the\tParser!! (v2) "), "fix the parser v2");
+        assert_eq!(
+            normalize("  Fix:  the\tParser!! (v2) "),
+            "fix the parser v2"
+        );
         assert_eq!(normalize("fix-the_parser"), "fix the parser");
     }
 }

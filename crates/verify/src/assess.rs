@@ -66,6 +66,14 @@ pub fn classify_tests(
         };
     };
     let named = counts.failed_tests.len();
+    if counts.failed == 0 {
+        return TestOutcome::Unattributable {
+            reason: format!(
+                "{} reported no failing tests ({} passed), so the failure is unexplained",
+                counts.runner, counts.passed
+            ),
+        };
+    }
     if named == 0 {
         return TestOutcome::Unattributable {
             reason: format!(
@@ -435,6 +443,24 @@ mod tests {
         );
         assert!(!r.passed);
         assert!(r.summary.contains("named none"), "{}", r.summary);
+    }
+
+    #[test]
+    fn failing_exit_without_failing_tests_is_unexplained() {
+        let out = include_str!("parse/fixtures/pytest_no_tests.txt");
+        let r = assess(vec![test_step(5, out)], None, false);
+        assert!(!r.passed);
+        assert!(
+            r.summary
+                .contains("exited with code 5 (0 passed, 0 failed, 0 skipped (pytest))"),
+            "{}",
+            r.summary
+        );
+        assert!(
+            r.summary.contains("reported no failing tests (0 passed)"),
+            "{}",
+            r.summary
+        );
     }
 
     #[test]

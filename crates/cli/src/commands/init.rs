@@ -48,8 +48,10 @@ pub fn detect_test_command(repo: &Path) -> Option<&'static str> {
     None
 }
 
+/// A TOML string literal that the loader reads back verbatim (`${` would
+/// otherwise be taken for interpolation).
 fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    toml::Value::String(s.replace("${", "$${")).to_string()
 }
 
 pub async fn run(config_flag: Option<&Path>, a: InitArgs) -> CliResult {
