@@ -34,8 +34,6 @@ fn two_parallel_conflicting_tasks_end_merged_with_main_green() {
         ]}),
         "max_workers = 2",
     );
-    let text = std::fs::read_to_string(&fx.config).unwrap().replacen("max_workers = 1\n", "", 1);
-    std::fs::write(&fx.config, text).unwrap();
     // Fix add runs first in the merge queue (higher priority).
     let a = {
         let out = fx.orch_ok(&["add-task", "--project", "calc", "--title", "Fix add", "--priority", "2", "--json"], 0);

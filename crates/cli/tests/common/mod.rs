@@ -66,11 +66,37 @@ impl Fixture {
         self.write_config(&providers, "local", project_extra);
     }
 
+    /// Writes the config. Lines `key = value` in `project_extra` replace the
+    /// project defaults of the same key (TOML forbids duplicate keys).
     fn write_config(&self, providers: &str, provider: &str, project_extra: &str) {
-        let text = format!(
-            "data_dir = \".orch\"\n\n{providers}\n[[projects]]\nname = \"calc\"\npath = \"calc\"\ntest_command = \"python3 -m pytest -q\"\nworker_model = \"{provider}:worker\"\njudge_model = \"{provider}:judge\"\nmax_workers = 1\nmax_attempts = 3\nmax_turns = 20\nworker_timeout_seconds = 120\ncommand_timeout_seconds = 120\nauto_plan = false\nsandbox = \"{}\"\n{project_extra}\n",
-            sandbox()
-        );
+        let sandbox = format!("\"{}\"", sandbox());
+        let mut keys: Vec<(String, String)> = [
+            ("name", "\"calc\""),
+            ("path", "\"calc\""),
+            ("test_command", "\"python3 -m pytest -q\""),
+            ("worker_model", &format!("\"{provider}:worker\"")),
+            ("judge_model", &format!("\"{provider}:judge\"")),
+            ("max_workers", "1"),
+            ("max_attempts", "3"),
+            ("max_turns", "20"),
+            ("worker_timeout_seconds", "120"),
+            ("command_timeout_seconds", "120"),
+            ("auto_plan", "false"),
+            ("sandbox", &sandbox),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for line in project_extra.lines().filter(|l| !l.trim().is_empty()) {
+            let (k, v) = line.split_once('=').expect("key = value");
+            let (k, v) = (k.trim().to_string(), v.trim().to_string());
+            match keys.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => keys.push((k, v)),
+            }
+        }
+        let project: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let text = format!("data_dir = \".orch\"\n\n{providers}\n[[projects]]\n{project}");
         std::fs::write(&self.config, text).unwrap();
     }
 
