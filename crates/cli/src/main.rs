@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "orch", version, about = "Self-hosted orchestrator for AI coding agents")]
+#[command(
+    name = "orch",
+    version,
+    about = "Self-hosted orchestrator for AI coding agents"
+)]
 pub struct Cli {
     /// Config file (orch.toml, .yaml or .json). Default: $ORCH_CONFIG, else ./orch.toml.
     #[arg(long, global = true)]
@@ -56,10 +60,16 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { code: 2, message: message.into() }
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
     }
     pub fn failed(message: impl Into<String>) -> Self {
-        CliError { code: 1, message: message.into() }
+        CliError {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -72,9 +82,9 @@ impl From<orch_config::ConfigError> for CliError {
 impl From<orch_state::StateError> for CliError {
     fn from(e: orch_state::StateError) -> Self {
         match e {
-            orch_state::StateError::NotFound { .. } | orch_state::StateError::Ambiguous { .. } | orch_state::StateError::InvalidTransition { .. } => {
-                CliError::usage(e.to_string())
-            }
+            orch_state::StateError::NotFound { .. }
+            | orch_state::StateError::Ambiguous { .. }
+            | orch_state::StateError::InvalidTransition { .. } => CliError::usage(e.to_string()),
             other => CliError::failed(other.to_string()),
         }
     }
@@ -95,11 +105,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

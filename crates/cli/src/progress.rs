@@ -21,7 +21,10 @@ impl Progress {
     pub fn start(store: Arc<Store>, project: &str, to_stderr: bool) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let after = store
-            .events(&EventFilter { project: Some(project.to_string()), ..Default::default() })
+            .events(&EventFilter {
+                project: Some(project.to_string()),
+                ..Default::default()
+            })
             .ok()
             .and_then(|e| e.last().map(|e| e.id))
             .unwrap_or(0);
@@ -33,7 +36,11 @@ impl Progress {
             let mut titles: HashMap<String, String> = HashMap::new();
             loop {
                 let done = stop2.load(Ordering::SeqCst);
-                let filter = EventFilter { project: Some(project.clone()), after_id: Some(after), ..Default::default() };
+                let filter = EventFilter {
+                    project: Some(project.clone()),
+                    after_id: Some(after),
+                    ..Default::default()
+                };
                 if let Ok(events) = store.events(&filter) {
                     for e in events {
                         after = after.max(e.id);
@@ -53,7 +60,10 @@ impl Progress {
                 std::thread::sleep(Duration::from_millis(150));
             }
         });
-        Progress { stop, handle: Some(handle) }
+        Progress {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Prints what is left and stops.
@@ -65,10 +75,25 @@ impl Progress {
     }
 }
 
-fn render(e: &Event, elapsed: Duration, store: &Store, titles: &mut HashMap<String, String>) -> Option<String> {
+fn render(
+    e: &Event,
+    elapsed: Duration,
+    store: &Store,
+    titles: &mut HashMap<String, String>,
+) -> Option<String> {
     let stage = match e.kind {
-        EventKind::StatusChanged => e.data.get("to").and_then(|v| v.as_str()).unwrap_or("status").to_string(),
-        EventKind::StageStarted => e.data.get("stage").and_then(|v| v.as_str()).unwrap_or("stage").to_string(),
+        EventKind::StatusChanged => e
+            .data
+            .get("to")
+            .and_then(|v| v.as_str())
+            .unwrap_or("status")
+            .to_string(),
+        EventKind::StageStarted => e
+            .data
+            .get("stage")
+            .and_then(|v| v.as_str())
+            .unwrap_or("stage")
+            .to_string(),
         EventKind::ModelCall => "model".into(),
         EventKind::ToolCall => "tool".into(),
         EventKind::ToolRefused => "REFUSED".into(),
@@ -92,7 +117,13 @@ fn render(e: &Event, elapsed: Duration, store: &Store, titles: &mut HashMap<Stri
             message = format!("{message} {}", shorten(args, 70));
         }
     }
-    Some(format!("{:>7.1}s  {:<42} {:<12} {}", elapsed.as_secs_f64(), task, stage, shorten(&message, 160)))
+    Some(format!(
+        "{:>7.1}s  {:<42} {:<12} {}",
+        elapsed.as_secs_f64(),
+        task,
+        stage,
+        shorten(&message, 160)
+    ))
 }
 
 fn shorten(s: &str, n: usize) -> String {

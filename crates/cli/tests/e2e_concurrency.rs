@@ -1,6 +1,8 @@
 //! End-to-end: parallel workers whose changes conflict, and a `kill -9` in
 //! the middle of a run followed by a resume.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -36,20 +38,45 @@ fn two_parallel_conflicting_tasks_end_merged_with_main_green() {
     );
     // Fix add runs first in the merge queue (higher priority).
     let a = {
-        let out = fx.orch_ok(&["add-task", "--project", "calc", "--title", "Fix add", "--priority", "2", "--json"], 0);
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_string()
+        let out = fx.orch_ok(
+            &[
+                "add-task",
+                "--project",
+                "calc",
+                "--title",
+                "Fix add",
+                "--priority",
+                "2",
+                "--json",
+            ],
+            0,
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let b = fx.add_task("Document add", "add a docstring");
-    let out = fx.orch_ok(&["run", "--project", "calc", "--cycles", "3", "--until-idle"], 0);
+    let out = fx.orch_ok(
+        &["run", "--project", "calc", "--cycles", "3", "--until-idle"],
+        0,
+    );
 
     let ta = fx.task(&a);
     let tb = fx.task(&b);
     assert_eq!(ta["task"]["status"], "merged", "{out}");
     assert_eq!(tb["task"]["status"], "merged", "{out}");
     // B was sent back once by the merge queue with the conflict as feedback.
-    let rejected: Vec<_> = fx.events(&b).into_iter().filter(|e| e["kind"] == "merge_rejected").collect();
+    let rejected: Vec<_> = fx
+        .events(&b)
+        .into_iter()
+        .filter(|e| e["kind"] == "merge_rejected")
+        .collect();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    assert!(rejected[0]["message"].as_str().unwrap().contains("conflicts"));
+    assert!(rejected[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("conflicts"));
     assert_eq!(fx.main_file("calc.py"), sum_documented_v2.trim_end());
     assert!(fx.main_is_green());
     assert!(fx.orch_branches().is_empty());
@@ -74,7 +101,10 @@ fn dirty_user_checkout_is_never_touched() {
     let id = fx.add_task("Fix add", "");
     let out = fx.orch_ok(&["run", "--project", "calc"], 0);
     assert!(out.contains("uncommitted changes"), "{out}");
-    assert_eq!(std::fs::read_to_string(fx.repo.join("calc.py")).unwrap(), mine);
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.join("calc.py")).unwrap(),
+        mine
+    );
     assert_eq!(fx.main_sha(), before);
     assert_eq!(fx.task(&id)["task"]["status"], "passed");
 
@@ -103,10 +133,16 @@ fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
     let id = fx.add_task("Fix add", "");
     let before = fx.main_sha();
 
-    let mut child = fx.orch_cmd(&["run", "--project", "calc", "--quiet"]).spawn().unwrap();
+    let mut child = fx
+        .orch_cmd(&["run", "--project", "calc", "--quiet"])
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.requests().is_empty() {
-        assert!(Instant::now() < deadline, "the worker never called the model");
+        assert!(
+            Instant::now() < deadline,
+            "the worker never called the model"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGKILL: no cleanup code runs.
@@ -125,7 +161,16 @@ fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
     // The interrupted attempt does not count against max_attempts.
     assert_eq!(shown["task"]["attempts"], 1);
     // Exactly one merge of this task on main.
-    let merges = git(&fx.repo, &["log", "--merges", "--format=%H", &format!("--grep=Task: {id}"), "main"]);
+    let merges = git(
+        &fx.repo,
+        &[
+            "log",
+            "--merges",
+            "--format=%H",
+            &format!("--grep=Task: {id}"),
+            "main",
+        ],
+    );
     assert_eq!(merges.lines().count(), 1, "{merges}");
     assert_eq!(fx.worktree_count(), 1);
     assert!(fx.orch_branches().is_empty());
@@ -147,7 +192,10 @@ fn a_second_runner_on_the_same_project_is_refused() {
     let server = FakeOpenAi::start(script);
     fx.with_openai(&server.base_url(), "");
     fx.add_task("Fix add", "");
-    let mut first = fx.orch_cmd(&["run", "--project", "calc", "--quiet"]).spawn().unwrap();
+    let mut first = fx
+        .orch_cmd(&["run", "--project", "calc", "--quiet"])
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.requests().is_empty() {
         assert!(Instant::now() < deadline);

@@ -2,6 +2,8 @@
 //! model replaced only by the replay provider or a local HTTP server that
 //! speaks the OpenAI chat-completions wire format.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -32,7 +34,10 @@ fn happy_path_with_replay_merges_and_records_everything() {
     let before = fx.main_sha();
     let id = fx.add_task("Fix add", "add() subtracts");
     let out = fx.orch_ok(&["run", "--project", "calc"], 0);
-    assert!(out.contains("verifying"), "live progress shows stages:\n{out}");
+    assert!(
+        out.contains("verifying"),
+        "live progress shows stages:\n{out}"
+    );
     assert!(out.contains("1 merged"), "{out}");
 
     let shown = fx.task(&id);
@@ -41,17 +46,26 @@ fn happy_path_with_replay_merges_and_records_everything() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["status"], "passed");
     assert_eq!(attempts[0]["turns"], 4);
-    assert!(attempts[0]["diff_stat"].as_str().unwrap().contains("calc.py"));
+    assert!(attempts[0]["diff_stat"]
+        .as_str()
+        .unwrap()
+        .contains("calc.py"));
     assert!(attempts[0]["input_tokens"].as_u64().unwrap() > 0);
 
     // main advanced by fast-forward to a merge commit that contains the fix.
     let after = fx.main_sha();
     assert_ne!(before, after);
-    assert_eq!(git(&fx.repo, &["merge-base", "--is-ancestor", &before, &after]), "");
+    assert_eq!(
+        git(&fx.repo, &["merge-base", "--is-ancestor", &before, &after]),
+        ""
+    );
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
     assert!(fx.main_is_green());
     // The user's checkout was clean and on main, so it moved along.
-    assert_eq!(std::fs::read_to_string(fx.repo.join("calc.py")).unwrap(), CALC_FIXED);
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.join("calc.py")).unwrap(),
+        CALC_FIXED
+    );
     // No worktree or branch is left behind.
     assert_eq!(fx.worktree_count(), 1);
     assert!(fx.orch_branches().is_empty(), "{:?}", fx.orch_branches());
@@ -65,8 +79,20 @@ fn happy_path_with_replay_merges_and_records_everything() {
     assert!(verdict_md.to_lowercase().contains("pass"), "{verdict_md}");
 
     // Events recorded every state change in order.
-    let kinds: Vec<String> = fx.events(&id).iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
-    for k in ["task_created", "task_claimed", "attempt_started", "tool_call", "verification_finished", "verdict_recorded", "merged"] {
+    let kinds: Vec<String> = fx
+        .events(&id)
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in [
+        "task_created",
+        "task_claimed",
+        "attempt_started",
+        "tool_call",
+        "verification_finished",
+        "verdict_recorded",
+        "merged",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "missing {k} in {kinds:?}");
     }
     let statuses: Vec<String> = fx
@@ -75,10 +101,21 @@ fn happy_path_with_replay_merges_and_records_everything() {
         .filter(|e| e["kind"] == "status_changed")
         .map(|e| e["data"]["to"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(statuses, ["running", "verifying", "judging", "passed", "merging", "merged"]);
+    assert_eq!(
+        statuses,
+        [
+            "running",
+            "verifying",
+            "judging",
+            "passed",
+            "merging",
+            "merged"
+        ]
+    );
 
     // The JSON listing is stable.
-    let tasks: Value = serde_json::from_str(&fx.orch_ok(&["tasks", "--project", "calc", "--json"], 0)).unwrap();
+    let tasks: Value =
+        serde_json::from_str(&fx.orch_ok(&["tasks", "--project", "calc", "--json"], 0)).unwrap();
     assert_eq!(tasks[0]["id"], id.as_str());
     assert_eq!(tasks[0]["status"], "merged");
 }
@@ -98,8 +135,15 @@ fn happy_path_over_openai_http_wire_format() {
     assert_eq!(fx.task(&id)["task"]["status"], "merged");
     let requests = server.requests();
     // worker call with tools, then a judge call with the verdict schema.
-    assert!(requests[0]["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "write_file"));
-    let judge = requests.iter().find(|r| r["model"] == "judge").expect("judge was called");
+    assert!(requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["function"]["name"] == "write_file"));
+    let judge = requests
+        .iter()
+        .find(|r| r["model"] == "judge")
+        .expect("judge was called");
     assert_eq!(judge["response_format"]["type"], "json_schema");
     assert_eq!(judge["response_format"]["json_schema"]["name"], "verdict");
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
@@ -137,7 +181,12 @@ fn fail_then_fix_carries_the_failing_output_into_the_second_prompt() {
         .requests()
         .into_iter()
         .filter(|r| r["model"] == "worker")
-        .find(|r| r["messages"][1]["content"].as_str().unwrap_or("").contains("Previous attempt failed"))
+        .find(|r| {
+            r["messages"][1]["content"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Previous attempt failed")
+        })
         .expect("a second-attempt prompt");
     let prompt = second["messages"][1]["content"].as_str().unwrap();
     assert!(prompt.contains("test_mul"), "{prompt}");
@@ -167,7 +216,10 @@ fn doomed_task_stops_at_max_attempts_with_main_untouched() {
     assert_eq!(shown["task"]["status"], "failed");
     assert_eq!(shown["task"]["attempts"], 2);
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 2);
-    assert!(shown["task"]["failure_reason"].as_str().unwrap().contains("max_attempts"));
+    assert!(shown["task"]["failure_reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_attempts"));
     assert_eq!(fx.main_sha(), before);
     assert_eq!(fx.main_file("calc.py"), CALC_BROKEN.trim_end());
     // A second run does not pick the failed task up again.
@@ -192,9 +244,15 @@ fn ask_human_then_answer_then_merged() {
     assert!(out.contains("need a person"), "{out}");
     let shown = fx.task(&id);
     assert_eq!(shown["task"]["status"], "needs_human");
-    assert_eq!(shown["task"]["question"], "Should add return the sum or the difference?");
+    assert_eq!(
+        shown["task"]["question"],
+        "Should add return the sum or the difference?"
+    );
     assert_eq!(fx.main_sha(), before);
-    let listing = fx.orch_ok(&["tasks", "--project", "calc", "--status", "needs_human"], 0);
+    let listing = fx.orch_ok(
+        &["tasks", "--project", "calc", "--status", "needs_human"],
+        0,
+    );
     assert!(listing.contains("Should add return the sum"), "{listing}");
 
     // Answering a task that is not waiting is refused with exit 2.
@@ -233,8 +291,15 @@ fn path_escapes_are_refused_and_nothing_is_written_outside() {
     fx.orch_ok(&["run", "--project", "calc"], 0);
     assert!(!outside.exists());
     assert!(!abs.exists());
-    assert!(!fx.root().join("via-run.txt").exists(), "the sandbox let a command write outside the worktree");
-    let refused: Vec<Value> = fx.events(&id).into_iter().filter(|e| e["kind"] == "tool_refused").collect();
+    assert!(
+        !fx.root().join("via-run.txt").exists(),
+        "the sandbox let a command write outside the worktree"
+    );
+    let refused: Vec<Value> = fx
+        .events(&id)
+        .into_iter()
+        .filter(|e| e["kind"] == "tool_refused")
+        .collect();
     assert_eq!(refused.len(), 3, "{refused:?}");
     assert_eq!(fx.task(&id)["task"]["status"], "merged");
 }
@@ -256,23 +321,43 @@ fn a_hanging_test_command_is_killed_at_its_timeout() {
     let id = fx.add_task("Fix add", "");
     let started = std::time::Instant::now();
     fx.orch_ok(&["run", "--project", "calc"], 1);
-    assert!(started.elapsed().as_secs() < 60, "the run waited for the hanging command");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the run waited for the hanging command"
+    );
     let shown = fx.task(&id);
     assert_eq!(shown["task"]["status"], "failed");
-    let summary = shown["attempts"][0]["verification"]["summary"].as_str().unwrap().to_string();
+    let summary = shown["attempts"][0]["verification"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(summary.contains("timed out"), "{summary}");
-    let survivors = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-    assert!(survivors.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&survivors.stdout));
+    let survivors = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        survivors.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
 }
 
 #[test]
 fn malformed_config_exits_2_and_writes_nothing() {
     let fx = Fixture::new();
-    std::fs::write(&fx.config, "[[projects]]\nname = \"calc\"\npath = \"calc\"\nworker_model = \"nocolon\"\n").unwrap();
+    std::fs::write(
+        &fx.config,
+        "[[projects]]\nname = \"calc\"\npath = \"calc\"\nworker_model = \"nocolon\"\n",
+    )
+    .unwrap();
     let out = fx.orch(&["status"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("orch.toml"), "{err}");
     assert!(err.contains("worker_model"), "{err}");
-    assert!(!fx.root().join(".orch").exists(), "nothing may be written on a config error");
+    assert!(
+        !fx.root().join(".orch").exists(),
+        "nothing may be written on a config error"
+    );
 }

@@ -70,7 +70,10 @@ impl TaskStatus {
 
     /// No further work will happen without a person.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Merged | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Merged | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 
@@ -89,7 +92,10 @@ impl FromStr for TaskStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown task status `{s}`; expected one of: {}", names.join(", "))
+                format!(
+                    "unknown task status `{s}`; expected one of: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -130,7 +136,9 @@ impl FromStr for TaskType {
             "test" => Ok(TaskType::Test),
             "fix" => Ok(TaskType::Fix),
             "review" => Ok(TaskType::Review),
-            other => Err(format!("unknown task type `{other}`; expected one of: code, test, fix, review")),
+            other => Err(format!(
+                "unknown task type `{other}`; expected one of: code, test, fix, review"
+            )),
         }
     }
 }
@@ -313,6 +321,9 @@ mod tests {
     #[test]
     fn task_type_parse_error_lists_choices() {
         assert_eq!("fix".parse::<TaskType>(), Ok(TaskType::Fix));
-        assert!("x".parse::<TaskType>().unwrap_err().contains("code, test, fix, review"));
+        assert!("x"
+            .parse::<TaskType>()
+            .unwrap_err()
+            .contains("code, test, fix, review"));
     }
 }

@@ -34,8 +34,18 @@ mod tests {
 
     #[test]
     fn usage_adds_up() {
-        let mut u = Usage { input_tokens: 3, output_tokens: 4, cached_tokens: 1, cost_usd: 0.5 };
-        u += Usage { input_tokens: 1, output_tokens: 1, cached_tokens: 0, cost_usd: 0.25 };
+        let mut u = Usage {
+            input_tokens: 3,
+            output_tokens: 4,
+            cached_tokens: 1,
+            cost_usd: 0.5,
+        };
+        u += Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_tokens: 0,
+            cost_usd: 0.25,
+        };
         assert_eq!(u.total_tokens(), 9);
         assert_eq!(u.cached_tokens, 1);
         assert!((u.cost_usd - 0.75).abs() < 1e-9);

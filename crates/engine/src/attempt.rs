@@ -8,7 +8,10 @@ use crate::cycle::Engine;
 use crate::paths::write_atomic;
 use crate::{io_err, Result};
 use orch_agent::{AgentEvent, AgentObserver, WorkerEnd, WorkerSpec};
-use orch_core::{Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Usage, Verdict, VerificationReport};
+use orch_core::{
+    Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Usage, Verdict,
+    VerificationReport,
+};
 use orch_state::AttemptFinish;
 use orch_verify::{VerifyCommands, VerifyOptions};
 use std::sync::Arc;
@@ -23,7 +26,9 @@ enum AttemptEnd {
     Passed,
     NeedsHuman,
     /// Failed; `attempts` is the task's counted attempts so far.
-    Failed { attempts: u32 },
+    Failed {
+        attempts: u32,
+    },
 }
 
 /// Records the agent's tool and model calls as events.
@@ -121,10 +126,24 @@ impl Engine {
                         return Ok(());
                     }
                     if self.store.is_paused(&self.project.name)? {
-                        self.store.transition(&task.id, &[TaskStatus::Running, TaskStatus::Verifying, TaskStatus::Judging], TaskStatus::Pending, "project paused; retry later")?;
+                        self.store.transition(
+                            &task.id,
+                            &[
+                                TaskStatus::Running,
+                                TaskStatus::Verifying,
+                                TaskStatus::Judging,
+                            ],
+                            TaskStatus::Pending,
+                            "project paused; retry later",
+                        )?;
                         return Ok(());
                     }
-                    self.store.transition(&task.id, &[TaskStatus::Verifying, TaskStatus::Judging], TaskStatus::Running, "retrying with feedback")?;
+                    self.store.transition(
+                        &task.id,
+                        &[TaskStatus::Verifying, TaskStatus::Judging],
+                        TaskStatus::Running,
+                        "retrying with feedback",
+                    )?;
                     task = self.store.task(task.id.as_str())?;
                 }
             }
@@ -132,25 +151,46 @@ impl Engine {
     }
 
     async fn record_attempt_error(&self, task: &Task, message: &str) -> Result<u32> {
-        let running: Vec<Attempt> = self.store.attempts(&task.id)?.into_iter().filter(|a| a.status == AttemptStatus::Running).collect();
+        let running: Vec<Attempt> = self
+            .store
+            .attempts(&task.id)?
+            .into_iter()
+            .filter(|a| a.status == AttemptStatus::Running)
+            .collect();
         let mut attempts = task.attempts;
         for a in running {
-            attempts = self.store.finish_attempt(a.id, &AttemptFinish {
-                status: AttemptStatus::Error,
-                head_commit: None,
-                summary: None,
-                diff_stat: None,
-                usage: Usage::default(),
-                turns: 0,
-                verification: None,
-                verdict: None,
-                audit_path: None,
-                error: Some(message.to_string()),
-            })?;
+            attempts = self.store.finish_attempt(
+                a.id,
+                &AttemptFinish {
+                    status: AttemptStatus::Error,
+                    head_commit: None,
+                    summary: None,
+                    diff_stat: None,
+                    usage: Usage::default(),
+                    turns: 0,
+                    verification: None,
+                    verdict: None,
+                    audit_path: None,
+                    error: Some(message.to_string()),
+                },
+            )?;
         }
-        self.store.set_feedback(&task.id, Some(&format!("orch could not complete the previous attempt: {message}")))?;
-        let _ = self.git.worktree_remove(&self.paths.worktree(&self.project.name, task.id.as_str())).await;
-        self.rec.note(Some(task.id.as_str()), EventKind::Warning, format!("attempt failed inside orch: {message}"), serde_json::Value::Null);
+        self.store.set_feedback(
+            &task.id,
+            Some(&format!(
+                "orch could not complete the previous attempt: {message}"
+            )),
+        )?;
+        let _ = self
+            .git
+            .worktree_remove(&self.paths.worktree(&self.project.name, task.id.as_str()))
+            .await;
+        self.rec.note(
+            Some(task.id.as_str()),
+            EventKind::Warning,
+            format!("attempt failed inside orch: {message}"),
+            serde_json::Value::Null,
+        );
         Ok(attempts)
     }
 
@@ -161,12 +201,24 @@ impl Engine {
         let attempt = self.store.start_attempt(&task.id, &base)?;
         let started = Instant::now();
         let worktree = self.paths.worktree(&name, &tid);
-        self.git.worktree_add(&worktree, &task.branch(), &base).await?;
+        self.git
+            .worktree_add(&worktree, &task.branch(), &base)
+            .await?;
 
-        let system_prompt = crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
-        let task_prompt = crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
+        let system_prompt =
+            crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
+        let task_prompt =
+            crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
         let (provider, model) = self.providers.resolve(&self.project.worker_model)?;
-        self.rec.note(Some(&tid), EventKind::StageStarted, format!("attempt {}: worker {} started", attempt.number, self.project.worker_model), serde_json::json!({"stage": "work", "attempt": attempt.number}));
+        self.rec.note(
+            Some(&tid),
+            EventKind::StageStarted,
+            format!(
+                "attempt {}: worker {} started",
+                attempt.number, self.project.worker_model
+            ),
+            serde_json::json!({"stage": "work", "attempt": attempt.number}),
+        );
         let spec = WorkerSpec {
             provider,
             model,
@@ -183,16 +235,27 @@ impl Engine {
             max_run_timeout: Duration::from_secs(self.project.command_timeout_seconds),
             max_file_bytes: MAX_FILE_BYTES,
         };
-        let observer = EventObserver { rec: self.rec.clone(), task: tid.clone() };
+        let observer = EventObserver {
+            rec: self.rec.clone(),
+            task: tid.clone(),
+        };
         let outcome = orch_agent::run_worker(spec, &observer).await;
         self.store.add_task_usage(&task.id, &outcome.usage)?;
 
-        let audit_base = self.paths.attempts(&name).join(format!("{tid}-{}", attempt.number));
+        let audit_base = self
+            .paths
+            .attempts(&name)
+            .join(format!("{tid}-{}", attempt.number));
         let transcript_json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
-        write_atomic(&audit_base.with_extension("json"), &transcript_json).map_err(io_err("writing the attempt transcript"))?;
+        write_atomic(&audit_base.with_extension("json"), &transcript_json)
+            .map_err(io_err("writing the attempt transcript"))?;
         let audit_md = audit_base.with_extension("md");
 
-        let write_audit = |outcome_name: &str, diff_stat: &str, report: Option<&VerificationReport>, feedback: Option<&str>| -> Result<()> {
+        let write_audit = |outcome_name: &str,
+                           diff_stat: &str,
+                           report: Option<&VerificationReport>,
+                           feedback: Option<&str>|
+         -> Result<()> {
             let md = attempt_markdown(&AttemptRecord {
                 task,
                 attempt: &attempt,
@@ -209,7 +272,13 @@ impl Engine {
             });
             write_atomic(&audit_md, &md).map_err(io_err(format!("writing {}", audit_md.display())))
         };
-        let finish = |status: AttemptStatus, head: Option<String>, summary: Option<String>, diff_stat: Option<String>, report: Option<&VerificationReport>, verdict: Option<&Verdict>, error: Option<String>| {
+        let finish = |status: AttemptStatus,
+                      head: Option<String>,
+                      summary: Option<String>,
+                      diff_stat: Option<String>,
+                      report: Option<&VerificationReport>,
+                      verdict: Option<&Verdict>,
+                      error: Option<String>| {
             AttemptFinish {
                 status,
                 head_commit: head,
@@ -228,7 +297,18 @@ impl Engine {
             WorkerEnd::Finished { summary } => summary.clone(),
             WorkerEnd::AskedHuman { question } => {
                 write_audit("needs a person", "", None, None)?;
-                self.store.finish_attempt(attempt.id, &finish(AttemptStatus::NeedsHuman, None, None, None, None, None, None))?;
+                self.store.finish_attempt(
+                    attempt.id,
+                    &finish(
+                        AttemptStatus::NeedsHuman,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    ),
+                )?;
                 self.store.ask_human(&task.id, question)?;
                 self.git.worktree_remove(&worktree).await?;
                 return Ok(AttemptEnd::NeedsHuman);
@@ -242,8 +322,15 @@ impl Engine {
                     _ => String::new(),
                 };
                 write_audit("failed", "", None, Some(&why))?;
-                let status = if matches!(other, WorkerEnd::ModelError { .. }) { AttemptStatus::Error } else { AttemptStatus::Failed };
-                let attempts = self.store.finish_attempt(attempt.id, &finish(status, None, None, None, None, None, Some(why.clone())))?;
+                let status = if matches!(other, WorkerEnd::ModelError { .. }) {
+                    AttemptStatus::Error
+                } else {
+                    AttemptStatus::Failed
+                };
+                let attempts = self.store.finish_attempt(
+                    attempt.id,
+                    &finish(status, None, None, None, None, None, Some(why.clone())),
+                )?;
                 self.store.set_feedback(&task.id, Some(&why))?;
                 self.git.worktree_remove(&worktree).await?;
                 return Ok(AttemptEnd::Failed { attempts });
@@ -251,7 +338,10 @@ impl Engine {
         };
 
         // Commit what the worker did on the task branch.
-        let message = format!("orch: {}\n\nTask: {}\nAttempt: {}\n\n{}", task.title, tid, attempt.number, summary);
+        let message = format!(
+            "orch: {}\n\nTask: {}\nAttempt: {}\n\n{}",
+            task.title, tid, attempt.number, summary
+        );
         let head = self.git.commit_all(&worktree, &message).await?;
         let head_sha = match &head {
             Some(h) => h.clone(),
@@ -260,21 +350,49 @@ impl Engine {
         let diff_stat = self.git.diff_stat(&base, &head_sha).await?;
 
         // Verify.
-        self.store.transition(&task.id, &[TaskStatus::Running], TaskStatus::Verifying, "worker finished")?;
-        let steps = orch_verify::run_steps(self.sandbox.as_ref(), &worktree, &self.verify_commands(), &self.verify_options()).await?;
+        self.store.transition(
+            &task.id,
+            &[TaskStatus::Running],
+            TaskStatus::Verifying,
+            "worker finished",
+        )?;
+        let steps = orch_verify::run_steps(
+            self.sandbox.as_ref(),
+            &worktree,
+            &self.verify_commands(),
+            &self.verify_options(),
+        )
+        .await?;
         let baseline = self.baseline_if_needed(&base, &steps).await?;
         let report = orch_verify::assess(steps, baseline.as_ref(), head.is_none());
         self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "preexisting_failures": report.preexisting_failures}));
 
         // Judge.
-        self.store.transition(&task.id, &[TaskStatus::Verifying], TaskStatus::Judging, "verification finished")?;
+        self.store.transition(
+            &task.id,
+            &[TaskStatus::Verifying],
+            TaskStatus::Judging,
+            "verification finished",
+        )?;
         let diff = self.git.diff(&base, &head_sha, JUDGE_DIFF_BYTES).await?;
         let judge_provider = match &self.project.judge_model {
             Some(m) => Some(self.providers.resolve(m)?),
             None => None,
         };
-        let input = orch_judge::JudgeInput { task, diff: &diff, diff_stat: &diff_stat, report: &report };
-        let judged = orch_judge::judge(judge_provider.as_ref().map(|(p, m)| (p.as_ref(), m.as_str())), &input, self.project.judge_min_score).await;
+        let input = orch_judge::JudgeInput {
+            task,
+            diff: &diff,
+            diff_stat: &diff_stat,
+            report: &report,
+        };
+        let judged = orch_judge::judge(
+            judge_provider
+                .as_ref()
+                .map(|(p, m)| (p.as_ref(), m.as_str())),
+            &input,
+            self.project.judge_min_score,
+        )
+        .await;
         let (verdict, judge_usage) = match judged {
             Ok(v) => v,
             Err(e) => (
@@ -289,11 +407,15 @@ impl Engine {
             ),
         };
         self.store.add_task_usage(&task.id, &judge_usage)?;
-        let verdict_path = self.paths.verdicts(&name).join(format!("{tid}-{}.md", attempt.number));
+        let verdict_path = self
+            .paths
+            .verdicts(&name)
+            .join(format!("{tid}-{}.md", attempt.number));
         let mut verdict_md = orch_judge::render_markdown(&input, &verdict);
         verdict_md.push_str("\n## Verification output\n\n");
         verdict_md.push_str(&report_markdown(&report));
-        write_atomic(&verdict_path, &verdict_md).map_err(io_err(format!("writing {}", verdict_path.display())))?;
+        write_atomic(&verdict_path, &verdict_md)
+            .map_err(io_err(format!("writing {}", verdict_path.display())))?;
         self.rec.note(
             Some(&tid),
             EventKind::VerdictRecorded,
@@ -304,16 +426,48 @@ impl Engine {
         self.git.worktree_remove(&worktree).await?;
         if verdict.passed {
             write_audit("passed", &diff_stat, Some(&report), None)?;
-            self.store.finish_attempt(attempt.id, &finish(AttemptStatus::Passed, Some(head_sha), Some(summary), Some(diff_stat), Some(&report), Some(&verdict), None))?;
+            self.store.finish_attempt(
+                attempt.id,
+                &finish(
+                    AttemptStatus::Passed,
+                    Some(head_sha),
+                    Some(summary),
+                    Some(diff_stat),
+                    Some(&report),
+                    Some(&verdict),
+                    None,
+                ),
+            )?;
             self.store.set_feedback(&task.id, None)?;
-            self.store.transition(&task.id, &[TaskStatus::Judging], TaskStatus::Passed, "verdict passed")?;
+            self.store.transition(
+                &task.id,
+                &[TaskStatus::Judging],
+                TaskStatus::Passed,
+                "verdict passed",
+            )?;
             self.store.reset_consecutive_failures(&name)?;
-            self.rec.note(Some(&tid), EventKind::MergeQueued, "queued for merge", serde_json::json!({"branch": task.branch()}));
+            self.rec.note(
+                Some(&tid),
+                EventKind::MergeQueued,
+                "queued for merge",
+                serde_json::json!({"branch": task.branch()}),
+            );
             Ok(AttemptEnd::Passed)
         } else {
             let feedback = feedback_text(&report, &verdict);
             write_audit("failed", &diff_stat, Some(&report), Some(&feedback))?;
-            let attempts = self.store.finish_attempt(attempt.id, &finish(AttemptStatus::Failed, Some(head_sha), Some(summary), Some(diff_stat), Some(&report), Some(&verdict), None))?;
+            let attempts = self.store.finish_attempt(
+                attempt.id,
+                &finish(
+                    AttemptStatus::Failed,
+                    Some(head_sha),
+                    Some(summary),
+                    Some(diff_stat),
+                    Some(&report),
+                    Some(&verdict),
+                    None,
+                ),
+            )?;
             self.store.set_feedback(&task.id, Some(&feedback))?;
             Ok(AttemptEnd::Failed { attempts })
         }
@@ -323,15 +477,24 @@ impl Engine {
     /// test step failed (otherwise nothing needs telling apart). Cached in
     /// SQLite per (project, commit, command), computed once per base even
     /// when workers run in parallel.
-    pub(crate) async fn baseline_if_needed(&self, base: &str, steps: &[StepResult]) -> Result<Option<StepResult>> {
-        let failed_test = steps.iter().any(|s| s.kind == StepKind::Test && !s.succeeded());
+    pub(crate) async fn baseline_if_needed(
+        &self,
+        base: &str,
+        steps: &[StepResult],
+    ) -> Result<Option<StepResult>> {
+        let failed_test = steps
+            .iter()
+            .any(|s| s.kind == StepKind::Test && !s.succeeded());
         if !failed_test || self.project.test_command.is_empty() {
             return Ok(None);
         }
         let name = &self.project.name;
         let command = &self.project.test_command;
         let lock = {
-            let mut locks = self.baseline_locks.lock().map_err(|_| crate::EngineError::Config("baseline lock poisoned".into()))?;
+            let mut locks = self
+                .baseline_locks
+                .lock()
+                .map_err(|_| crate::EngineError::Config("baseline lock poisoned".into()))?;
             locks.entry(base.to_string()).or_default().clone()
         };
         let _guard = lock.lock().await;
@@ -341,14 +504,39 @@ impl Engine {
             }
         }
         let short = &base[..base.len().min(12)];
-        self.rec.note(None, EventKind::StageStarted, format!("running the test command on base {short} to tell old failures from new"), serde_json::json!({"stage": "baseline", "commit": base}));
+        self.rec.note(
+            None,
+            EventKind::StageStarted,
+            format!("running the test command on base {short} to tell old failures from new"),
+            serde_json::json!({"stage": "baseline", "commit": base}),
+        );
         let dir = self.paths.worktree(name, &format!("base-{short}"));
         self.git.worktree_add_detached(&dir, base).await?;
-        let step = orch_verify::run_step(self.sandbox.as_ref(), &dir, StepKind::Test, command, &self.verify_options()).await;
+        let step = orch_verify::run_step(
+            self.sandbox.as_ref(),
+            &dir,
+            StepKind::Test,
+            command,
+            &self.verify_options(),
+        )
+        .await;
         self.git.worktree_remove(&dir).await?;
         let step = step?;
-        self.store.put_baseline(name, base, command, &serde_json::to_value(&step).unwrap_or_default())?;
-        self.rec.note(None, EventKind::BaselineComputed, format!("base {short}: {} failing test(s)", step.counts.as_ref().map(|c| c.failed).unwrap_or(0)), serde_json::json!({"commit": base}));
+        self.store.put_baseline(
+            name,
+            base,
+            command,
+            &serde_json::to_value(&step).unwrap_or_default(),
+        )?;
+        self.rec.note(
+            None,
+            EventKind::BaselineComputed,
+            format!(
+                "base {short}: {} failing test(s)",
+                step.counts.as_ref().map(|c| c.failed).unwrap_or(0)
+            ),
+            serde_json::json!({"commit": base}),
+        );
         Ok(Some(step))
     }
 }
@@ -361,7 +549,11 @@ pub(crate) fn feedback_text(report: &VerificationReport, verdict: &Verdict) -> S
         f.push_str(&report.summary);
         f.push('\n');
         if let Some(test) = report.steps.iter().find(|s| !s.succeeded()) {
-            f.push_str(&format!("\nOutput of `{}` (last part):\n\n```\n{}\n```\n", test.command, tail(&test.output_tail, 3000)));
+            f.push_str(&format!(
+                "\nOutput of `{}` (last part):\n\n```\n{}\n```\n",
+                test.command,
+                tail(&test.output_tail, 3000)
+            ));
         }
     }
     if !verdict.issues.is_empty() {

@@ -30,7 +30,11 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
     let _ = writeln!(md, "| | |\n|---|---|");
     let _ = writeln!(md, "| task | `{}` ({}) |", r.task.id, r.task.task_type);
     let _ = writeln!(md, "| outcome | **{}** |", r.outcome);
-    let _ = writeln!(md, "| base commit | `{}` |", r.attempt.base_commit.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        md,
+        "| base commit | `{}` |",
+        r.attempt.base_commit.as_deref().unwrap_or("-")
+    );
     let _ = writeln!(md, "| turns | {} |", r.turns);
     let _ = writeln!(
         md,
@@ -39,10 +43,28 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
     );
     let _ = writeln!(md, "| cost | ${:.4} |", r.usage.cost_usd);
     let _ = writeln!(md, "| duration | {:.1} s |", r.duration_ms as f64 / 1000.0);
-    let _ = writeln!(md, "\n## Prompt\n\n### System\n\n{}\n\n### Task\n\n{}\n", cap(r.system_prompt), cap(r.task_prompt));
-    let _ = writeln!(md, "## Diff stat\n\n```\n{}\n```\n", if r.diff_stat.trim().is_empty() { "(no changes)" } else { r.diff_stat.trim_end() });
+    let _ = writeln!(
+        md,
+        "\n## Prompt\n\n### System\n\n{}\n\n### Task\n\n{}\n",
+        cap(r.system_prompt),
+        cap(r.task_prompt)
+    );
+    let _ = writeln!(
+        md,
+        "## Diff stat\n\n```\n{}\n```\n",
+        if r.diff_stat.trim().is_empty() {
+            "(no changes)"
+        } else {
+            r.diff_stat.trim_end()
+        }
+    );
     if let Some(report) = r.report {
-        let _ = writeln!(md, "## Verification: {}\n\n{}\n", if report.passed { "passed" } else { "failed" }, report.summary);
+        let _ = writeln!(
+            md,
+            "## Verification: {}\n\n{}\n",
+            if report.passed { "passed" } else { "failed" },
+            report.summary
+        );
         for step in &report.steps {
             let _ = writeln!(
                 md,
@@ -68,12 +90,25 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
             Role::Assistant => "assistant",
             Role::Tool => "tool",
         };
-        let _ = writeln!(md, "**{who}**{}\n", m.tool_call_id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default());
+        let _ = writeln!(
+            md,
+            "**{who}**{}\n",
+            m.tool_call_id
+                .as_deref()
+                .map(|id| format!(" ({id})"))
+                .unwrap_or_default()
+        );
         if !m.content.trim().is_empty() {
             let _ = writeln!(md, "```\n{}\n```\n", cap(&m.content).replace("```", "'''"));
         }
         for call in &m.tool_calls {
-            let _ = writeln!(md, "- call `{}` `{}`: `{}`\n", call.id, call.name, cap(&call.arguments).replace('`', "'"));
+            let _ = writeln!(
+                md,
+                "- call `{}` `{}`: `{}`\n",
+                call.id,
+                call.name,
+                cap(&call.arguments).replace('`', "'")
+            );
         }
     }
     md
@@ -82,7 +117,13 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
 pub fn report_markdown(report: &VerificationReport) -> String {
     let mut md = String::new();
     for step in &report.steps {
-        let _ = writeln!(md, "### {} — `{}`\n\n```\n{}\n```\n", step.kind.as_str(), step.command, step.output_tail.trim_end().replace("```", "'''"));
+        let _ = writeln!(
+            md,
+            "### {} — `{}`\n\n```\n{}\n```\n",
+            step.kind.as_str(),
+            step.command,
+            step.output_tail.trim_end().replace("```", "'''")
+        );
     }
     md
 }
@@ -95,5 +136,9 @@ fn cap(s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}\n[… {} more bytes; the full transcript is in the .json file beside this one …]", &s[..end], s.len() - end)
+    format!(
+        "{}\n[… {} more bytes; the full transcript is in the .json file beside this one …]",
+        &s[..end],
+        s.len() - end
+    )
 }

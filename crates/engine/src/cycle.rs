@@ -28,7 +28,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { cycles: 1, until_idle: false }
+        RunOptions {
+            cycles: 1,
+            until_idle: false,
+        }
     }
 }
 
@@ -90,7 +93,11 @@ impl Engine {
             EngineError::Config(format!(
                 "no project named `{project_name}` in {}; configured projects: {}",
                 config.source.display(),
-                if names.is_empty() { "(none; add one with `orch init PATH`)".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "(none; add one with `orch init PATH`)".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
         })?;
         let repo_path = config.project_path(&project);
@@ -102,7 +109,10 @@ impl Engine {
         };
         let extra_ro = vec![git.git_common_dir().await?];
         let paths = DataPaths::new(config.data_dir_abs());
-        paths.ensure().map_err(io_err(format!("creating data_dir {}", paths.root.display())))?;
+        paths.ensure().map_err(io_err(format!(
+            "creating data_dir {}",
+            paths.root.display()
+        )))?;
         store.ensure_project(&project.name, &repo_path.display().to_string())?;
         let rec = Recorder::new(store.clone(), &project.name);
         Ok(Arc::new(Engine {
@@ -132,7 +142,12 @@ impl Engine {
     pub async fn run(self: &Arc<Self>, opts: RunOptions) -> Result<CycleSummary> {
         let lock = ProjectLock::acquire(&self.paths.lock(&self.project.name), &self.project.name)?;
         if let Some(pid) = &lock.took_over_from {
-            self.rec.note(None, EventKind::Recovered, format!("took over the lock left by process {pid}, which is no longer running"), serde_json::json!({"pid": pid}));
+            self.rec.note(
+                None,
+                EventKind::Recovered,
+                format!("took over the lock left by process {pid}, which is no longer running"),
+                serde_json::json!({"pid": pid}),
+            );
         }
         let mut summary = CycleSummary::default();
         self.recover().await?;
@@ -141,7 +156,12 @@ impl Engine {
                 "sandbox = \"{}\": model-written code runs with your own permissions, with nothing isolating it",
                 self.sandbox.name()
             );
-            self.rec.note(None, EventKind::Warning, msg.clone(), serde_json::Value::Null);
+            self.rec.note(
+                None,
+                EventKind::Warning,
+                msg.clone(),
+                serde_json::Value::Null,
+            );
             summary.notices.push(msg);
         } else {
             self.sandbox.check().await?;
@@ -150,7 +170,10 @@ impl Engine {
         for n in 0..opts.cycles.max(1) {
             if self.store.is_paused(&self.project.name)? {
                 let row = self.store.project(&self.project.name)?;
-                summary.paused = Some(row.pause_reason.unwrap_or_else(|| "paused by `orch pause`".into()));
+                summary.paused = Some(
+                    row.pause_reason
+                        .unwrap_or_else(|| "paused by `orch pause`".into()),
+                );
                 break;
             }
             if opts.until_idle && n > 0 && !self.has_work()? {
@@ -161,7 +184,12 @@ impl Engine {
         }
         for id in touched {
             let t = self.store.task(id.as_str())?;
-            summary.tasks.push(TaskLine { id: t.id.0.clone(), title: t.title.clone(), status: t.status, attempts: t.attempts });
+            summary.tasks.push(TaskLine {
+                id: t.id.0.clone(),
+                title: t.title.clone(),
+                status: t.status,
+                attempts: t.attempts,
+            });
         }
         drop(lock);
         Ok(summary)
@@ -173,12 +201,23 @@ impl Engine {
         Ok(n(TaskStatus::Pending) > 0 || n(TaskStatus::Passed) > 0)
     }
 
-    async fn cycle(self: &Arc<Self>, summary: &mut CycleSummary, touched: &mut BTreeSet<TaskId>) -> Result<()> {
+    async fn cycle(
+        self: &Arc<Self>,
+        summary: &mut CycleSummary,
+        touched: &mut BTreeSet<TaskId>,
+    ) -> Result<()> {
         let name = self.project.name.clone();
-        self.rec.note(None, EventKind::CycleStarted, format!("cycle {} of project {name}", summary.cycles), serde_json::Value::Null);
+        self.rec.note(
+            None,
+            EventKind::CycleStarted,
+            format!("cycle {} of project {name}", summary.cycles),
+            serde_json::Value::Null,
+        );
         summary.planned += self.plan_if_needed().await?;
 
-        let claimed = self.store.claim_pending(&name, self.project.max_workers as usize)?;
+        let claimed = self
+            .store
+            .claim_pending(&name, self.project.max_workers as usize)?;
         summary.claimed += claimed.len();
         let mut workers = tokio::task::JoinSet::new();
         for task in claimed {
@@ -189,13 +228,28 @@ impl Engine {
         while let Some(joined) = workers.join_next().await {
             match joined {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => self.rec.note(None, EventKind::Warning, format!("worker stopped: {e}"), serde_json::Value::Null),
-                Err(e) => self.rec.note(None, EventKind::Warning, format!("worker task panicked: {e}"), serde_json::Value::Null),
+                Ok(Err(e)) => self.rec.note(
+                    None,
+                    EventKind::Warning,
+                    format!("worker stopped: {e}"),
+                    serde_json::Value::Null,
+                ),
+                Err(e) => self.rec.note(
+                    None,
+                    EventKind::Warning,
+                    format!("worker task panicked: {e}"),
+                    serde_json::Value::Null,
+                ),
             }
         }
         let merged = self.merge_queue(summary).await?;
         touched.extend(merged);
-        self.rec.note(None, EventKind::CycleFinished, format!("cycle {} finished", summary.cycles), serde_json::Value::Null);
+        self.rec.note(
+            None,
+            EventKind::CycleFinished,
+            format!("cycle {} finished", summary.cycles),
+            serde_json::Value::Null,
+        );
         Ok(())
     }
 
@@ -203,36 +257,65 @@ impl Engine {
     /// A planner failure is recorded and the cycle goes on with the tasks
     /// that exist.
     async fn plan_if_needed(&self) -> Result<usize> {
-        let Some(model) = self.project.planner_model.clone() else { return Ok(0) };
+        let Some(model) = self.project.planner_model.clone() else {
+            return Ok(0);
+        };
         if !self.project.auto_plan {
             return Ok(0);
         }
         let name = &self.project.name;
-        let pending = self.store.tasks(Some(name), Some(TaskStatus::Pending))?.len();
+        let pending = self
+            .store
+            .tasks(Some(name), Some(TaskStatus::Pending))?
+            .len();
         let want = (self.project.max_workers as usize).saturating_sub(pending);
         if want == 0 {
             return Ok(0);
         }
-        self.rec.note(None, EventKind::StageStarted, format!("planning: asking {model} for up to {want} task(s)"), serde_json::json!({"stage": "plan"}));
+        self.rec.note(
+            None,
+            EventKind::StageStarted,
+            format!("planning: asking {model} for up to {want} task(s)"),
+            serde_json::json!({"stage": "plan"}),
+        );
         let (provider, model_name) = self.providers.resolve(&model)?;
         let repo = self.config.project_path(&self.project);
         let context = orch_planner::gather_context(&repo, 400, 20_000);
-        let open: Vec<_> = self.store.tasks(Some(name), None)?.into_iter().filter(|t| !t.status.is_terminal()).collect();
+        let open: Vec<_> = self
+            .store
+            .tasks(Some(name), None)?
+            .into_iter()
+            .filter(|t| !t.status.is_terminal())
+            .collect();
         let mut failures = self.store.tasks(Some(name), Some(TaskStatus::Failed))?;
-        failures.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        failures.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
         failures.truncate(10);
-        let input = orch_planner::PlanInput { project: name, context: &context, open_tasks: &open, recent_failures: &failures, want };
+        let input = orch_planner::PlanInput {
+            project: name,
+            context: &context,
+            open_tasks: &open,
+            recent_failures: &failures,
+            want,
+        };
         let (plan, usage) = match orch_planner::plan(provider.as_ref(), &model_name, &input).await {
             Ok(p) => p,
             Err(e) => {
-                self.rec.note(None, EventKind::Warning, format!("planner failed, continuing with existing tasks: {e}"), serde_json::json!({"stage": "plan"}));
+                self.rec.note(
+                    None,
+                    EventKind::Warning,
+                    format!("planner failed, continuing with existing tasks: {e}"),
+                    serde_json::json!({"stage": "plan"}),
+                );
                 return Ok(0);
             }
         };
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let plan_path = self.paths.plans(name).join(format!("plan_{stamp}.md"));
-        write_atomic(&plan_path, &orch_planner::render_markdown(name, &plan, &context))
-            .map_err(io_err(format!("writing {}", plan_path.display())))?;
+        write_atomic(
+            &plan_path,
+            &orch_planner::render_markdown(name, &plan, &context),
+        )
+        .map_err(io_err(format!("writing {}", plan_path.display())))?;
         let mut created = 0;
         for t in &plan.tasks {
             self.store.add_task(&NewTask {

@@ -40,7 +40,10 @@ pub enum EngineError {
     #[error("{0}")]
     Config(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -10,9 +10,16 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("project `{project}` is already being run by process {pid} (lock {path}); wait for it to finish or stop it, then try again")]
-    Busy { project: String, pid: String, path: PathBuf },
+    Busy {
+        project: String,
+        pid: String,
+        path: PathBuf,
+    },
     #[error("cannot use lock file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Held for as long as the value lives.
@@ -26,7 +33,10 @@ pub struct ProjectLock {
 
 impl ProjectLock {
     pub fn acquire(path: &Path, project: &str) -> Result<ProjectLock, LockError> {
-        let io = |source| LockError::Io { path: path.to_path_buf(), source };
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
@@ -45,7 +55,11 @@ impl ProjectLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LockError::Busy {
                     project: project.to_string(),
-                    pid: if previous.is_empty() { "unknown".into() } else { previous },
+                    pid: if previous.is_empty() {
+                        "unknown".into()
+                    } else {
+                        previous
+                    },
                     path: path.to_path_buf(),
                 })
             }
@@ -57,7 +71,11 @@ impl ProjectLock {
         file.flush().map_err(io)?;
         let took_over_from = (!previous.is_empty() && previous != std::process::id().to_string())
             .then_some(previous);
-        Ok(ProjectLock { file, path: path.to_path_buf(), took_over_from })
+        Ok(ProjectLock {
+            file,
+            path: path.to_path_buf(),
+            took_over_from,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,6 +114,9 @@ mod tests {
         std::fs::write(&path, "999999").unwrap();
         let lock = ProjectLock::acquire(&path, "p").unwrap();
         assert_eq!(lock.took_over_from.as_deref(), Some("999999"));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), std::process::id().to_string());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            std::process::id().to_string()
+        );
     }
 }

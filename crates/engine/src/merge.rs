@@ -11,53 +11,122 @@ use orch_core::{EventKind, Task, TaskId, TaskStatus, Verdict};
 use orch_git::{AdvanceOutcome, MergeOutcome};
 
 enum MergeResult {
-    Merged { head: String },
+    Merged {
+        head: String,
+    },
     /// Sent back to the worker with this feedback.
-    Rejected { feedback: String },
+    Rejected {
+        feedback: String,
+    },
     /// Landing would touch the user's uncommitted work; nothing was changed.
-    Deferred { message: String },
+    Deferred {
+        message: String,
+    },
 }
 
 impl Engine {
     /// Lands every passed task it can; returns the tasks it handled.
     pub(crate) async fn merge_queue(&self, summary: &mut CycleSummary) -> Result<Vec<TaskId>> {
         let mut handled = Vec::new();
-        let queue = self.store.tasks(Some(&self.project.name), Some(TaskStatus::Passed))?;
+        let queue = self
+            .store
+            .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?;
         for task in queue {
-            if !self.store.transition(&task.id, &[TaskStatus::Passed], TaskStatus::Merging, "merge queue")? {
+            if !self.store.transition(
+                &task.id,
+                &[TaskStatus::Passed],
+                TaskStatus::Merging,
+                "merge queue",
+            )? {
                 continue;
             }
             handled.push(task.id.clone());
             let tid = task.id.as_str().to_string();
-            self.rec.note(Some(&tid), EventKind::StageStarted, format!("merging {} into {}", task.branch(), self.main_branch), serde_json::json!({"stage": "merge"}));
+            self.rec.note(
+                Some(&tid),
+                EventKind::StageStarted,
+                format!("merging {} into {}", task.branch(), self.main_branch),
+                serde_json::json!({"stage": "merge"}),
+            );
             let result = match self.merge_one(&task).await {
                 Ok(r) => r,
                 Err(e) => {
                     // Leave the task queued; main was not touched.
-                    self.store.transition(&task.id, &[TaskStatus::Merging], TaskStatus::Passed, "merge error; will retry")?;
-                    self.rec.note(Some(&tid), EventKind::Warning, format!("merge failed inside orch, will retry next cycle: {e}"), serde_json::Value::Null);
+                    self.store.transition(
+                        &task.id,
+                        &[TaskStatus::Merging],
+                        TaskStatus::Passed,
+                        "merge error; will retry",
+                    )?;
+                    self.rec.note(
+                        Some(&tid),
+                        EventKind::Warning,
+                        format!("merge failed inside orch, will retry next cycle: {e}"),
+                        serde_json::Value::Null,
+                    );
                     continue;
                 }
             };
             match result {
                 MergeResult::Merged { head } => {
-                    self.store.transition(&task.id, &[TaskStatus::Merging], TaskStatus::Merged, "landed on main")?;
-                    self.rec.note(Some(&tid), EventKind::Merged, format!("{} now at {}", self.main_branch, &head[..head.len().min(12)]), serde_json::json!({"commit": head, "branch": self.main_branch}));
+                    self.store.transition(
+                        &task.id,
+                        &[TaskStatus::Merging],
+                        TaskStatus::Merged,
+                        "landed on main",
+                    )?;
+                    self.rec.note(
+                        Some(&tid),
+                        EventKind::Merged,
+                        format!(
+                            "{} now at {}",
+                            self.main_branch,
+                            &head[..head.len().min(12)]
+                        ),
+                        serde_json::json!({"commit": head, "branch": self.main_branch}),
+                    );
                     let _ = self.git.delete_branch(&task.branch()).await;
                 }
                 MergeResult::Rejected { feedback } => {
-                    self.rec.note(Some(&tid), EventKind::MergeRejected, first_line(&feedback).to_string(), serde_json::json!({"feedback": feedback}));
+                    self.rec.note(
+                        Some(&tid),
+                        EventKind::MergeRejected,
+                        first_line(&feedback).to_string(),
+                        serde_json::json!({"feedback": feedback}),
+                    );
                     self.store.set_feedback(&task.id, Some(&feedback))?;
                     let current = self.store.task(&tid)?;
                     if current.attempts >= self.project.max_attempts {
-                        self.store.fail_task(&task.id, &format!("could not be merged after {} attempt(s): {}", current.attempts, first_line(&feedback)))?;
+                        self.store.fail_task(
+                            &task.id,
+                            &format!(
+                                "could not be merged after {} attempt(s): {}",
+                                current.attempts,
+                                first_line(&feedback)
+                            ),
+                        )?;
                     } else {
-                        self.store.transition(&task.id, &[TaskStatus::Merging], TaskStatus::Pending, "merge rejected; retry with feedback")?;
+                        self.store.transition(
+                            &task.id,
+                            &[TaskStatus::Merging],
+                            TaskStatus::Pending,
+                            "merge rejected; retry with feedback",
+                        )?;
                     }
                 }
                 MergeResult::Deferred { message } => {
-                    self.store.transition(&task.id, &[TaskStatus::Merging], TaskStatus::Passed, "merge deferred")?;
-                    self.rec.note(Some(&tid), EventKind::MergeDeferred, message.clone(), serde_json::Value::Null);
+                    self.store.transition(
+                        &task.id,
+                        &[TaskStatus::Merging],
+                        TaskStatus::Passed,
+                        "merge deferred",
+                    )?;
+                    self.rec.note(
+                        Some(&tid),
+                        EventKind::MergeDeferred,
+                        message.clone(),
+                        serde_json::Value::Null,
+                    );
                     summary.notices.push(message);
                     // Every later merge would meet the same checkout.
                     break;
@@ -70,9 +139,13 @@ impl Engine {
     async fn merge_one(&self, task: &Task) -> Result<MergeResult> {
         let branch = task.branch();
         if !self.git.branch_exists(&branch).await? {
-            return Ok(MergeResult::Rejected { feedback: format!("the branch {branch} is gone; the work has to be done again") });
+            return Ok(MergeResult::Rejected {
+                feedback: format!("the branch {branch} is gone; the work has to be done again"),
+            });
         }
-        let dir = self.paths.worktree(&self.project.name, &format!("merge-{}", task.id));
+        let dir = self
+            .paths
+            .worktree(&self.project.name, &format!("merge-{}", task.id));
         // main may move under us (a person committing); retry a few times.
         for _ in 0..3 {
             let main_sha = self.git.rev_parse(&self.main_branch).await?;
@@ -99,13 +172,28 @@ impl Engine {
                 }
             }
         }
-        Ok(MergeResult::Rejected { feedback: format!("{} kept moving while orch tried to land this work; it will be retried", self.main_branch) })
+        Ok(MergeResult::Rejected {
+            feedback: format!(
+                "{} kept moving while orch tried to land this work; it will be retried",
+                self.main_branch
+            ),
+        })
     }
 
     /// Merges the task branch into `dir` (detached at main) and re-runs
     /// verification. Ok(Ok(head)) is a green merge commit.
-    async fn merge_and_verify(&self, task: &Task, dir: &std::path::Path, main_sha: &str) -> Result<std::result::Result<String, MergeResult>> {
-        let message = format!("Merge {}: {}\n\nTask: {}", task.branch(), task.title, task.id);
+    async fn merge_and_verify(
+        &self,
+        task: &Task,
+        dir: &std::path::Path,
+        main_sha: &str,
+    ) -> Result<std::result::Result<String, MergeResult>> {
+        let message = format!(
+            "Merge {}: {}\n\nTask: {}",
+            task.branch(),
+            task.title,
+            task.id
+        );
         match self.git.merge_into_worktree(dir, &task.branch(), &message).await? {
             MergeOutcome::Conflict { files, .. } => {
                 return Ok(Err(MergeResult::Rejected {
@@ -125,14 +213,26 @@ impl Engine {
             lint: self.project.lint_command.clone(),
             test: self.project.test_command.clone(),
         };
-        let steps = orch_verify::run_steps(self.sandbox.as_ref(), dir, &cmds, &self.verify_options()).await?;
+        let steps =
+            orch_verify::run_steps(self.sandbox.as_ref(), dir, &cmds, &self.verify_options())
+                .await?;
         let baseline = self.baseline_if_needed(main_sha, &steps).await?;
         let report = orch_verify::assess(steps, baseline.as_ref(), false);
         self.rec.note(Some(task.id.as_str()), EventKind::VerificationFinished, format!("post-merge verification {}", if report.passed { "passed" } else { "failed" }), serde_json::json!({"stage": "merge", "passed": report.passed, "new_failures": report.new_failures}));
         if !report.passed {
-            let verdict = Verdict { passed: false, score: None, reasoning: String::new(), issues: vec![], gates: vec![] };
+            let verdict = Verdict {
+                passed: false,
+                score: None,
+                reasoning: String::new(),
+                issues: vec![],
+                gates: vec![],
+            };
             return Ok(Err(MergeResult::Rejected {
-                feedback: format!("After merging with the current {}, verification fails.\n\n{}", self.main_branch, feedback_text(&report, &verdict)),
+                feedback: format!(
+                    "After merging with the current {}, verification fails.\n\n{}",
+                    self.main_branch,
+                    feedback_text(&report, &verdict)
+                ),
             }));
         }
         Ok(Ok(self.git.head(dir).await?))

@@ -41,7 +41,11 @@ pub fn worker_task_prompt(task: &Task, attempt_number: u32, max_attempts: u32) -
         task.task_type,
         attempt_number,
         max_attempts,
-        if task.description.trim().is_empty() { "(no further description)" } else { task.description.trim() }
+        if task.description.trim().is_empty() {
+            "(no further description)"
+        } else {
+            task.description.trim()
+        }
     );
     if !task.allowed_files.is_empty() {
         p.push_str(&format!(
@@ -55,7 +59,9 @@ pub fn worker_task_prompt(task: &Task, attempt_number: u32, max_attempts: u32) -
         p.push('\n');
     }
     if let (Some(q), Some(a)) = (task.question.as_deref(), task.answer.as_deref()) {
-        p.push_str(&format!("\n## Answer from a person\n\nYou asked: {q}\n\nAnswer: {a}\n"));
+        p.push_str(&format!(
+            "\n## Answer from a person\n\nYou asked: {q}\n\nAnswer: {a}\n"
+        ));
     }
     p
 }
@@ -102,7 +108,16 @@ mod tests {
     #[test]
     fn system_prompt_lists_every_tool() {
         let s = worker_system_prompt(TaskType::Code, "pytest");
-        for tool in ["read_file", "write_file", "edit_file", "list_files", "search", "run", "ask_human", "finish"] {
+        for tool in [
+            "read_file",
+            "write_file",
+            "edit_file",
+            "list_files",
+            "search",
+            "run",
+            "ask_human",
+            "finish",
+        ] {
             assert!(s.contains(tool), "{tool}");
         }
     }

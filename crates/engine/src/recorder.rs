@@ -15,7 +15,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(store: Arc<Store>, project: &str) -> Self {
-        Recorder { store, project: project.to_string() }
+        Recorder {
+            store,
+            project: project.to_string(),
+        }
     }
 
     pub fn project(&self) -> &str {

@@ -36,11 +36,16 @@ impl Engine {
         let mut deleted = 0;
         for branch in self.git.branches("orch/").await? {
             let id = branch.trim_start_matches("orch/");
-            let Ok(task) = self.store.task(id) else { continue };
+            let Ok(task) = self.store.task(id) else {
+                continue;
+            };
             if task.id.as_str() != id || task.project != name {
                 continue;
             }
-            if matches!(task.status, TaskStatus::Pending | TaskStatus::Merged | TaskStatus::Cancelled) {
+            if matches!(
+                task.status,
+                TaskStatus::Pending | TaskStatus::Merged | TaskStatus::Cancelled
+            ) {
                 self.git.delete_branch(&branch).await?;
                 deleted += 1;
             }

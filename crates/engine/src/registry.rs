@@ -40,11 +40,17 @@ impl ProviderRegistry {
     }
 }
 
-pub fn build_provider(config: &Config, name: &str, pc: &ProviderConfig) -> Result<Arc<dyn Provider>> {
+pub fn build_provider(
+    config: &Config,
+    name: &str,
+    pc: &ProviderConfig,
+) -> Result<Arc<dyn Provider>> {
     match pc.kind {
         ProviderKind::Openai => {
             let base_url = pc.base_url.as_deref().ok_or_else(|| {
-                EngineError::Config(format!("providers.{name}.base_url is required for kind = \"openai\""))
+                EngineError::Config(format!(
+                    "providers.{name}.base_url is required for kind = \"openai\""
+                ))
             })?;
             let key = config.api_key(pc);
             let p = OpenAiProvider::new(
@@ -58,9 +64,15 @@ pub fn build_provider(config: &Config, name: &str, pc: &ProviderConfig) -> Resul
         }
         ProviderKind::Replay => {
             let script = pc.script.as_ref().ok_or_else(|| {
-                EngineError::Config(format!("providers.{name}.script is required for kind = \"replay\""))
+                EngineError::Config(format!(
+                    "providers.{name}.script is required for kind = \"replay\""
+                ))
             })?;
-            let path = if script.is_absolute() { script.clone() } else { config.base_dir.join(script) };
+            let path = if script.is_absolute() {
+                script.clone()
+            } else {
+                config.base_dir.join(script)
+            };
             let p = ReplayProvider::from_file(name, &path)
                 .map_err(|e| EngineError::Provider(e.to_string()))?;
             Ok(Arc::new(p))

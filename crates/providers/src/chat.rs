@@ -53,7 +53,12 @@ impl Message {
         }
     }
     fn plain(role: Role, text: impl Into<String>) -> Self {
-        Message { role, content: text.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Message {
+            role,
+            content: text.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
     }
 }
 

@@ -18,10 +18,18 @@ use async_trait::async_trait;
 pub enum ProviderError {
     /// Could not reach the server (connection refused, DNS, TLS, timeout).
     #[error("cannot reach {provider} at {url}: {detail}")]
-    Unreachable { provider: String, url: String, detail: String },
+    Unreachable {
+        provider: String,
+        url: String,
+        detail: String,
+    },
     /// The server answered with an error status; `body` is its own message.
     #[error("{provider} answered HTTP {status}: {body}")]
-    Http { provider: String, status: u16, body: String },
+    Http {
+        provider: String,
+        status: u16,
+        body: String,
+    },
     /// The server answered 2xx with something that is not a valid response.
     #[error("{provider} sent a response orch cannot read: {detail}")]
     BadResponse { provider: String, detail: String },

@@ -55,14 +55,25 @@ fn demo_script() -> serde_json::Value {
 async fn git(dir: &Path, args: &[&str]) -> Result<(), CliError> {
     let out = orch_process::run(
         orch_process::ProcessSpec::new("git")
-            .args(["-c", "user.name=orch demo", "-c", "user.email=demo@orch.invalid", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "user.name=orch demo",
+                "-c",
+                "user.email=demo@orch.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(args.iter().copied())
             .cwd(dir),
     )
     .await
     .map_err(|e| CliError::failed(format!("git is needed for the demo: {e}")))?;
     if !out.success() {
-        return Err(CliError::failed(format!("git {} failed: {}", args.join(" "), out.stderr.trim())));
+        return Err(CliError::failed(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            out.stderr.trim()
+        )));
     }
     Ok(())
 }
@@ -82,8 +93,10 @@ pub async fn run(a: DemoArgs) -> CliResult {
     }
     let root = match &a.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| CliError::failed(format!("cannot create {}: {e}", d.display())))?;
-            std::fs::canonicalize(d).map_err(|e| CliError::failed(format!("{}: {e}", d.display())))?
+            std::fs::create_dir_all(d)
+                .map_err(|e| CliError::failed(format!("cannot create {}: {e}", d.display())))?;
+            std::fs::canonicalize(d)
+                .map_err(|e| CliError::failed(format!("{}: {e}", d.display())))?
         }
         None => tempfile::Builder::new()
             .prefix("orch-demo-")
@@ -93,13 +106,22 @@ pub async fn run(a: DemoArgs) -> CliResult {
     };
     let repo = root.join("calc");
     if repo.exists() {
-        return Err(CliError::usage(format!("{} already exists; pass another --dir", repo.display())));
+        return Err(CliError::usage(format!(
+            "{} already exists; pass another --dir",
+            repo.display()
+        )));
     }
-    let write = |p: PathBuf, s: &str| std::fs::write(&p, s).map_err(|e| CliError::failed(format!("cannot write {}: {e}", p.display())));
+    let write = |p: PathBuf, s: &str| {
+        std::fs::write(&p, s)
+            .map_err(|e| CliError::failed(format!("cannot write {}: {e}", p.display())))
+    };
     std::fs::create_dir_all(repo.join("tests")).map_err(|e| CliError::failed(e.to_string()))?;
     write(repo.join("calc.py"), CALC_PY)?;
     write(repo.join("tests/test_calc.py"), TEST_CALC_PY)?;
-    write(repo.join("tests/conftest.py"), "import os, sys\nsys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))\n")?;
+    write(
+        repo.join("tests/conftest.py"),
+        "import os, sys\nsys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))\n",
+    )?;
     write(repo.join("README.md"), README_MD)?;
     write(repo.join(".gitignore"), "__pycache__/\n.pytest_cache/\n")?;
     git(&repo, &["init", "-q"]).await?;
@@ -107,12 +129,20 @@ pub async fn run(a: DemoArgs) -> CliResult {
     git(&repo, &["commit", "-q", "-m", "calc with a broken add()"]).await?;
 
     let script = root.join("demo-script.json");
-    write(script.clone(), &serde_json::to_string_pretty(&demo_script()).unwrap_or_default())?;
+    write(
+        script.clone(),
+        &serde_json::to_string_pretty(&demo_script()).unwrap_or_default(),
+    )?;
     let sandbox = match a.sandbox.as_deref() {
         Some(s @ ("bwrap" | "none")) => s.to_string(),
-        Some(other) => return Err(CliError::usage(format!("--sandbox: expected bwrap or none, found `{other}`"))),
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "--sandbox: expected bwrap or none, found `{other}`"
+            )))
+        }
         None => {
-            let bwrap = orch_sandbox::from_kind("bwrap", orch_sandbox::SandboxOptions::default()).map_err(|e| CliError::failed(e.to_string()))?;
+            let bwrap = orch_sandbox::from_kind("bwrap", orch_sandbox::SandboxOptions::default())
+                .map_err(|e| CliError::failed(e.to_string()))?;
             match bwrap.check().await {
                 Ok(()) => "bwrap".to_string(),
                 Err(e) => {
@@ -129,14 +159,34 @@ pub async fn run(a: DemoArgs) -> CliResult {
     write(config_path.clone(), &config_text)?;
 
     println!("orch demo: a sample repository with a failing test, one full cycle on scripted model responses");
-    println!("  repository: {}\n  config:     {}\n  sandbox:    {sandbox}\n", repo.display(), config_path.display());
+    println!(
+        "  repository: {}\n  config:     {}\n  sandbox:    {sandbox}\n",
+        repo.display(),
+        config_path.display()
+    );
     let config = orch_config::load(&config_path)?;
     let store = super::open_store(&config)?;
-    let summary = run_project(&config, Arc::clone(&store), "calc", RunOptions { cycles: 1, until_idle: false }, false, false).await?;
+    let summary = run_project(
+        &config,
+        Arc::clone(&store),
+        "calc",
+        RunOptions {
+            cycles: 1,
+            until_idle: false,
+        },
+        false,
+        false,
+    )
+    .await?;
     print_summary(&summary);
 
     let merged = summary.count(TaskStatus::Merged) > 0;
-    let log = orch_process::run(orch_process::ProcessSpec::new("git").args(["log", "--oneline", "-3", "main"]).cwd(&repo)).await;
+    let log = orch_process::run(
+        orch_process::ProcessSpec::new("git")
+            .args(["log", "--oneline", "-3", "main"])
+            .cwd(&repo),
+    )
+    .await;
     if let Ok(out) = log {
         println!("\ngit log main:\n{}", out.stdout.trim_end());
     }
@@ -147,9 +197,13 @@ pub async fn run(a: DemoArgs) -> CliResult {
         d = config.data_dir_abs().display()
     );
     if merged {
-        println!("\ndemo finished: the fix was planned, written, verified, judged and merged into main.");
+        println!(
+            "\ndemo finished: the fix was planned, written, verified, judged and merged into main."
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(CliError::failed("the demo's task did not merge; see the output above"))
+        Err(CliError::failed(
+            "the demo's task did not merge; see the output above",
+        ))
     }
 }

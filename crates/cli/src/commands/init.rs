@@ -33,7 +33,9 @@ pub fn detect_test_command(repo: &Path) -> Option<&'static str> {
     if has("package.json") {
         return Some("npm test");
     }
-    let pyproject_pytest = std::fs::read_to_string(repo.join("pyproject.toml")).map(|s| s.contains("pytest")).unwrap_or(false);
+    let pyproject_pytest = std::fs::read_to_string(repo.join("pyproject.toml"))
+        .map(|s| s.contains("pytest"))
+        .unwrap_or(false);
     let has_py_tests = std::fs::read_dir(repo)
         .map(|entries| {
             entries.flatten().any(|e| {
@@ -42,7 +44,7 @@ pub fn detect_test_command(repo: &Path) -> Option<&'static str> {
             })
         })
         .unwrap_or(false);
-    if has("pytest.ini") || has("setup.cfg") && has_py_tests || pyproject_pytest || has_py_tests {
+    if has("pytest.ini") || pyproject_pytest || has_py_tests {
         return Some("python3 -m pytest -q");
     }
     None
@@ -56,22 +58,53 @@ fn toml_string(s: &str) -> String {
 
 pub async fn run(config_flag: Option<&Path>, a: InitArgs) -> CliResult {
     let repo = a.path.clone().unwrap_or_else(|| PathBuf::from("."));
-    let repo = std::fs::canonicalize(&repo).map_err(|e| CliError::usage(format!("{}: {e}; pass the path of a git repository", repo.display())))?;
-    orch_git::Git::open(&repo).await.map_err(|e| CliError::usage(e.to_string()))?;
-    let name = a.name.clone().unwrap_or_else(|| repo.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "project".into()));
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(CliError::usage(format!("project name `{name}` may only use letters, digits, `-`, `_` and `.`; pass --name")));
+    let repo = std::fs::canonicalize(&repo).map_err(|e| {
+        CliError::usage(format!(
+            "{}: {e}; pass the path of a git repository",
+            repo.display()
+        ))
+    })?;
+    orch_git::Git::open(&repo)
+        .await
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        repo.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "project".into())
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(CliError::usage(format!(
+            "project name `{name}` may only use letters, digits, `-`, `_` and `.`; pass --name"
+        )));
     }
-    let test_command = a.test_command.clone().or_else(|| detect_test_command(&repo).map(str::to_string)).unwrap_or_default();
-    orch_config::ModelRef::try_from(a.model.clone()).map_err(|e| CliError::usage(format!("--model: {e}")))?;
+    let test_command = a
+        .test_command
+        .clone()
+        .or_else(|| detect_test_command(&repo).map(str::to_string))
+        .unwrap_or_default();
+    orch_config::ModelRef::try_from(a.model.clone())
+        .map_err(|e| CliError::usage(format!("--model: {e}")))?;
 
     let config_path = orch_config::resolve_config_path(config_flag);
     let existing = match std::fs::read_to_string(&config_path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(CliError::failed(format!("cannot read {}: {e}", config_path.display()))),
+        Err(e) => {
+            return Err(CliError::failed(format!(
+                "cannot read {}: {e}",
+                config_path.display()
+            )))
+        }
     };
-    if config_path.extension().and_then(|e| e.to_str()).is_some_and(|e| e != "toml") {
+    if config_path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e != "toml")
+    {
         return Err(CliError::usage(format!(
             "{} is not TOML; `orch init` only edits TOML configs. Add the project to it by hand (see the README's configuration reference)",
             config_path.display()
@@ -91,7 +124,10 @@ pub async fn run(config_flag: Option<&Path>, a: InitArgs) -> CliResult {
         // Refuse a duplicate name before writing anything.
         let current = orch_config::load(&config_path)?;
         if current.project(&name).is_some() {
-            return Err(CliError::usage(format!("{} already has a project named `{name}`; pass --name to pick another", config_path.display())));
+            return Err(CliError::usage(format!(
+                "{} already has a project named `{name}`; pass --name to pick another",
+                config_path.display()
+            )));
         }
         if !existing_text.ends_with('\n') {
             text.push('\n');
@@ -110,7 +146,9 @@ pub async fn run(config_flag: Option<&Path>, a: InitArgs) -> CliResult {
     let format = orch_config::ConfigFormat::Toml;
     orch_config::load_str(&text, format, &config_path)?;
     let tmp = config_path.with_extension("toml.tmp");
-    std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &config_path)).map_err(|e| CliError::failed(format!("cannot write {}: {e}", config_path.display())))?;
+    std::fs::write(&tmp, &text)
+        .and_then(|_| std::fs::rename(&tmp, &config_path))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", config_path.display())))?;
     println!(
         "{} project `{name}` ({}) in {}\n  test command: {}\n  next: orch add-task --project {name} --title \"...\"   then   orch run --project {name}",
         if existing.is_some() { "added" } else { "created the config with" },

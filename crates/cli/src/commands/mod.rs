@@ -40,26 +40,37 @@ pub fn load_config(flag: Option<&Path>) -> Result<Config, CliError> {
 /// Opens the state database in the config's data_dir.
 pub fn open_store(config: &Config) -> Result<Arc<Store>, CliError> {
     let paths = orch_engine::DataPaths::new(config.data_dir_abs());
-    paths
-        .ensure()
-        .map_err(|e| CliError::failed(format!("cannot create data_dir {}: {e}", paths.root.display())))?;
+    paths.ensure().map_err(|e| {
+        CliError::failed(format!(
+            "cannot create data_dir {}: {e}",
+            paths.root.display()
+        ))
+    })?;
     Ok(Arc::new(Store::open(&paths.db())?))
 }
 
 /// Checks `--project` names a configured project.
-pub fn require_project<'a>(config: &'a Config, name: &str) -> Result<&'a orch_config::ProjectConfig, CliError> {
+pub fn require_project<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<&'a orch_config::ProjectConfig, CliError> {
     config.project(name).ok_or_else(|| {
         let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
         CliError::usage(format!(
             "no project named `{name}` in {}; configured projects: {}",
             config.source.display(),
-            if names.is_empty() { "(none; add one with `orch init PATH`)".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "(none; add one with `orch init PATH`)".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     })
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }

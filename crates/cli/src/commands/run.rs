@@ -33,7 +33,18 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
     let config = load_config(config_flag)?;
     require_project(&config, &a.project)?;
     let store = open_store(&config)?;
-    let summary = run_project(&config, store, &a.project, RunOptions { cycles: a.cycles, until_idle: a.until_idle }, a.json, a.quiet).await?;
+    let summary = run_project(
+        &config,
+        store,
+        &a.project,
+        RunOptions {
+            cycles: a.cycles,
+            until_idle: a.until_idle,
+        },
+        a.json,
+        a.quiet,
+    )
+    .await?;
     if a.json {
         print_json(&summary)?;
     } else {
@@ -43,11 +54,23 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
 }
 
 /// Builds the engine for one project and runs it with live progress.
-pub async fn run_project(config: &Config, store: Arc<orch_state::Store>, project: &str, opts: RunOptions, progress_to_stderr: bool, quiet: bool) -> Result<CycleSummary, CliError> {
+pub async fn run_project(
+    config: &Config,
+    store: Arc<orch_state::Store>,
+    project: &str,
+    opts: RunOptions,
+    progress_to_stderr: bool,
+    quiet: bool,
+) -> Result<CycleSummary, CliError> {
     let pc = require_project(config, project)?;
     let providers = ProviderRegistry::from_config(config)?;
-    let sandbox = orch_sandbox::from_kind(sandbox_name(pc.sandbox), orch_sandbox::SandboxOptions { network: pc.network })
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let sandbox = orch_sandbox::from_kind(
+        sandbox_name(pc.sandbox),
+        orch_sandbox::SandboxOptions {
+            network: pc.network,
+        },
+    )
+    .map_err(|e| CliError::failed(e.to_string()))?;
     let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;
     let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
     let result = engine.run(opts).await;
@@ -83,7 +106,10 @@ pub fn print_summary(s: &CycleSummary) {
         s.count(TaskStatus::Failed)
     );
     for t in &s.tasks {
-        println!("  {:<12}  {:<11}  attempts {}  {}", t.id, t.status, t.attempts, t.title);
+        println!(
+            "  {:<12}  {:<11}  attempts {}  {}",
+            t.id, t.status, t.attempts, t.title
+        );
     }
     if s.count(TaskStatus::NeedsHuman) > 0 {
         println!("answer with: orch answer TASK \"your answer\"");

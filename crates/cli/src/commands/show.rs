@@ -33,9 +33,19 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}  {}", task.id, task.title);
-    println!("  project: {}   type: {}   priority: {}   status: {}", task.project, task.task_type, task.priority, task.status);
-    println!("  branch: {}   attempts counted: {}", task.branch(), task.attempts);
-    println!("  tokens: {} in / {} out   cost: ${:.4}", task.input_tokens, task.output_tokens, task.cost_usd);
+    println!(
+        "  project: {}   type: {}   priority: {}   status: {}",
+        task.project, task.task_type, task.priority, task.status
+    );
+    println!(
+        "  branch: {}   attempts counted: {}",
+        task.branch(),
+        task.attempts
+    );
+    println!(
+        "  tokens: {} in / {} out   cost: ${:.4}",
+        task.input_tokens, task.output_tokens, task.cost_usd
+    );
     if !task.description.is_empty() {
         println!("\n{}\n", indent(&task.description));
     }
@@ -57,7 +67,9 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
             at.input_tokens,
             at.output_tokens,
             at.cost_usd,
-            at.duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into())
+            at.duration_ms
+                .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into())
         );
         if let Some(s) = &at.summary {
             println!("  worker: {}", s.lines().next().unwrap_or(""));
@@ -72,8 +84,15 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
         }
         if let Some(v) = &at.verdict {
             let passed = v.get("passed").and_then(|p| p.as_bool()).unwrap_or(false);
-            let score = v.get("score").and_then(|s| s.as_f64()).map(|s| format!(" score {s:.1}")).unwrap_or_default();
-            println!("  verdict: {}{score}", if passed { "passed" } else { "failed" });
+            let score = v
+                .get("score")
+                .and_then(|s| s.as_f64())
+                .map(|s| format!(" score {s:.1}"))
+                .unwrap_or_default();
+            println!(
+                "  verdict: {}{score}",
+                if passed { "passed" } else { "failed" }
+            );
             if let Some(issues) = v.get("issues").and_then(|i| i.as_array()) {
                 for i in issues.iter().filter_map(|i| i.as_str()) {
                     println!("    - {}", i.lines().next().unwrap_or(""));
@@ -94,5 +113,8 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

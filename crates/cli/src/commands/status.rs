@@ -60,16 +60,28 @@ pub fn status(config_flag: Option<&Path>, a: StatusArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     if out.is_empty() {
-        println!("no projects in {}; add one with `orch init PATH`", config.source.display());
+        println!(
+            "no projects in {}; add one with `orch init PATH`",
+            config.source.display()
+        );
     }
     for p in out {
-        let counts: Vec<String> = p.tasks.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
+        let counts: Vec<String> = p
+            .tasks
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
         println!(
             "{}{}  {}\n  tasks: {}\n  tokens: {} in / {} out   cost: ${:.4}",
             p.name,
             if p.paused { " [PAUSED]" } else { "" },
             p.path,
-            if counts.is_empty() { "none".to_string() } else { counts.join(", ") },
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            },
             p.input_tokens,
             p.output_tokens,
             p.cost_usd
@@ -85,7 +97,10 @@ pub fn pause(config_flag: Option<&Path>, a: ProjectArg, paused: bool) -> CliResu
     let config = load_config(config_flag)?;
     let project = require_project(&config, &a.project)?;
     let store = open_store(&config)?;
-    store.ensure_project(&project.name, &config.project_path(project).display().to_string())?;
+    store.ensure_project(
+        &project.name,
+        &config.project_path(project).display().to_string(),
+    )?;
     store.set_paused(&project.name, paused, a.reason.as_deref())?;
     if paused {
         println!("paused {}: running attempts finish, no new work starts until `orch resume --project {}`", project.name, project.name);
@@ -116,7 +131,12 @@ pub fn events(config_flag: Option<&Path>, a: EventsArgs) -> CliResult {
         Some(t) => Some(store.task(t)?.id.0),
         None => None,
     };
-    let mut events = store.events(&orch_state::EventFilter { project: a.project.clone(), task_id, after_id: None, limit: None })?;
+    let mut events = store.events(&orch_state::EventFilter {
+        project: a.project.clone(),
+        task_id,
+        after_id: None,
+        limit: None,
+    })?;
     if events.len() > a.limit {
         events.drain(..events.len() - a.limit);
     }

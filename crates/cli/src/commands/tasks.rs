@@ -43,7 +43,10 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
     }
     let store = open_store(&config)?;
     let project = require_project(&config, &a.project)?;
-    store.ensure_project(&project.name, &config.project_path(project).display().to_string())?;
+    store.ensure_project(
+        &project.name,
+        &config.project_path(project).display().to_string(),
+    )?;
     let task = store.add_task(&NewTask {
         project: a.project.clone(),
         title: title.to_string(),
@@ -76,7 +79,12 @@ pub struct TasksArgs {
 pub fn list(config_flag: Option<&Path>, a: TasksArgs) -> CliResult {
     let config = load_config(config_flag)?;
     require_project(&config, &a.project)?;
-    let status: Option<TaskStatus> = a.status.as_deref().map(str::parse).transpose().map_err(CliError::usage)?;
+    let status: Option<TaskStatus> = a
+        .status
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(CliError::usage)?;
     let store = open_store(&config)?;
     let tasks = store.tasks(Some(&a.project), status)?;
     if a.json {
@@ -84,13 +92,28 @@ pub fn list(config_flag: Option<&Path>, a: TasksArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     if tasks.is_empty() {
-        println!("no tasks{}", status.map(|s| format!(" with status {s}")).unwrap_or_default());
+        println!(
+            "no tasks{}",
+            status
+                .map(|s| format!(" with status {s}"))
+                .unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  TITLE", "ID", "STATUS", "PRIO", "TRY", "TYPE");
+    println!(
+        "{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  TITLE",
+        "ID", "STATUS", "PRIO", "TRY", "TYPE"
+    );
     for t in tasks {
-        println!("{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  {}", t.id, t.status, t.priority, t.attempts, t.task_type, t.title);
-        if let Some(q) = t.question.as_deref().filter(|_| t.status == TaskStatus::NeedsHuman) {
+        println!(
+            "{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  {}",
+            t.id, t.status, t.priority, t.attempts, t.task_type, t.title
+        );
+        if let Some(q) = t
+            .question
+            .as_deref()
+            .filter(|_| t.status == TaskStatus::NeedsHuman)
+        {
             println!("{:<12}  asks: {q}", "");
         }
     }
@@ -111,7 +134,10 @@ pub fn answer(config_flag: Option<&Path>, a: AnswerArgs) -> CliResult {
         return Err(CliError::usage("the answer must not be empty"));
     }
     let task = store.answer(&a.task, a.text.trim())?;
-    println!("answered {}; it is pending again and the next attempt will see your answer", task.id);
+    println!(
+        "answered {}; it is pending again and the next attempt will see your answer",
+        task.id
+    );
     Ok(ExitCode::SUCCESS)
 }
 

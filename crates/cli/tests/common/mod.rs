@@ -1,13 +1,15 @@
 //! Shared fixtures for the end-to-end tests: a real git repository with a
 //! small Python project, a config file, and the real `orch` binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub const CALC_BROKEN: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
+pub const CALC_BROKEN: &str =
+    "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
 pub const TEST_CALC: &str = "from calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
 
 pub struct Fixture {
@@ -18,12 +20,23 @@ pub struct Fixture {
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -55,7 +68,11 @@ impl Fixture {
     /// Writes the replay script and a config using it. `project_extra` is
     /// appended to the project table.
     pub fn with_replay(&self, script: Value, project_extra: &str) {
-        std::fs::write(self.root().join("script.json"), serde_json::to_string_pretty(&script).unwrap()).unwrap();
+        std::fs::write(
+            self.root().join("script.json"),
+            serde_json::to_string_pretty(&script).unwrap(),
+        )
+        .unwrap();
         let providers = "[providers.replay]\nkind = \"replay\"\nscript = \"script.json\"\n";
         self.write_config(providers, "replay", project_extra);
     }
@@ -106,7 +123,11 @@ impl Fixture {
 
     pub fn orch_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_orch"));
-        c.arg("--config").arg(&self.config).args(args).current_dir(self.root()).env("ORCH_TEST_KEY", "sk-test-secret-123");
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.root())
+            .env("ORCH_TEST_KEY", "sk-test-secret-123");
         c
     }
 
@@ -115,12 +136,28 @@ impl Fixture {
         let out = self.orch(args);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "orch {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "orch {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         stdout
     }
 
     pub fn add_task(&self, title: &str, desc: &str) -> String {
-        let out = self.orch_ok(&["add-task", "--project", "calc", "--title", title, "--desc", desc, "--json"], 0);
+        let out = self.orch_ok(
+            &[
+                "add-task",
+                "--project",
+                "calc",
+                "--title",
+                title,
+                "--desc",
+                desc,
+                "--json",
+            ],
+            0,
+        );
         let v: Value = serde_json::from_str(&out).unwrap();
         v["id"].as_str().unwrap().to_string()
     }
@@ -155,19 +192,26 @@ impl Fixture {
     }
 
     pub fn orch_branches(&self) -> Vec<String> {
-        git(&self.repo, &["branch", "--list", "orch/*", "--format=%(refname:short)"])
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
+        git(
+            &self.repo,
+            &["branch", "--list", "orch/*", "--format=%(refname:short)"],
+        )
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
     }
 
     pub fn worktree_count(&self) -> usize {
-        git(&self.repo, &["worktree", "list", "--porcelain"]).lines().filter(|l| l.starts_with("worktree ")).count()
+        git(&self.repo, &["worktree", "list", "--porcelain"])
+            .lines()
+            .filter(|l| l.starts_with("worktree "))
+            .count()
     }
 }
 
-pub const CALC_FIXED: &str = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n";
+pub const CALC_FIXED: &str =
+    "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n";
 
 /// A judge that passes everything that reaches it (the gates still apply).
 pub fn judge_pass() -> Value {
