@@ -129,6 +129,8 @@ fn happy_path_over_openai_http_wire_format() {
     ]}))
     .unwrap();
     let server = FakeOpenAi::start(script);
+    // The server refuses requests without the key from ORCH_TEST_KEY.
+    server.set_api_key("sk-test-secret-123");
     fx.with_openai(&server.base_url(), "");
     let id = fx.add_task("Fix add", "add() subtracts");
     fx.orch_ok(&["run", "--project", "calc"], 0);
@@ -147,6 +149,30 @@ fn happy_path_over_openai_http_wire_format() {
     assert_eq!(judge["response_format"]["type"], "json_schema");
     assert_eq!(judge["response_format"]["json_schema"]["name"], "verdict");
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
+    // The API key went on the wire and nowhere else: not into the database,
+    // the audit trail or anything else under data_dir.
+    for entry in walk(&fx.root().join(".orch")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(
+            !hay.contains("sk-test-secret-123"),
+            "secret leaked into {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
