@@ -99,6 +99,16 @@ fn render(
         EventKind::ToolRefused => "REFUSED".into(),
         EventKind::Warning => "WARNING".into(),
         EventKind::TaskClaimed => return None,
+        EventKind::CycleStarted | EventKind::CycleFinished => "cycle".into(),
+        EventKind::TaskCreated => "created".into(),
+        EventKind::PlanCreated => "planned".into(),
+        EventKind::AttemptStarted | EventKind::AttemptFinished => "attempt".into(),
+        EventKind::AttemptInterrupted => "interrupted".into(),
+        EventKind::VerificationFinished => "verified".into(),
+        EventKind::VerdictRecorded => "verdict".into(),
+        EventKind::MergeQueued => "queued".into(),
+        EventKind::MergeRejected => "merge-rejected".into(),
+        EventKind::MergeDeferred => "merge-deferred".into(),
         other => other.as_str(),
     };
     let task = match &e.task_id {
@@ -118,7 +128,7 @@ fn render(
         }
     }
     Some(format!(
-        "{:>7.1}s  {:<42} {:<12} {}",
+        "{:>7.1}s  {:<42} {:<14} {}",
         elapsed.as_secs_f64(),
         task,
         stage,

@@ -21,8 +21,17 @@ fn request(workdir: &Path, command: &str) -> ExecRequest {
 }
 
 /// A directory outside /tmp (so not hidden by the sandbox's private /tmp).
+/// A host directory that is not under /tmp (the sandbox replaces /tmp with
+/// a private tmpfs, which would hide it instead of making it read-only).
+/// The checkout itself may live under /tmp, so the target dir won't do.
 fn dir_outside_tmp() -> std::io::Result<tempfile::TempDir> {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if target.starts_with("/tmp") {
+        std::fs::create_dir_all("/var/tmp")?;
+        tempfile::tempdir_in("/var/tmp")
+    } else {
+        tempfile::tempdir_in(target)
+    }
 }
 
 fn unique_marker() -> String {
