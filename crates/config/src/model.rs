@@ -188,8 +188,55 @@ fn lookup_key(name: &str, dotenv: &DotEnv) -> Option<String> {
 pub enum SandboxKind {
     #[default]
     Bwrap,
+    /// A long-lived container per worker slot, through the Docker Engine API.
+    Docker,
+    /// Docker when an engine answers, else bwrap; refuses to run
+    /// model-written code when neither works.
+    Auto,
     /// No isolation at all; orch says so loudly every run.
     None,
+}
+
+impl SandboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxKind::Bwrap => "bwrap",
+            SandboxKind::Docker => "docker",
+            SandboxKind::Auto => "auto",
+            SandboxKind::None => "none",
+        }
+    }
+}
+
+/// `[projects.docker]`: the Docker backend's image and volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Image to run (built or imported beforehand).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Dockerfile to build the image from instead (relative to the config).
+    #[serde(default)]
+    pub dockerfile: Option<PathBuf>,
+    /// Named volumes that persist across resets: volume name → mount path
+    /// (caches, models, generated data).
+    #[serde(default)]
+    pub volumes: BTreeMap<String, String>,
+    /// Mount path of the logs volume, cleared on every reset.
+    #[serde(default = "default_logs_path")]
+    pub logs_path: String,
+    /// Host directory mounted read-only at `shared_data_path`.
+    #[serde(default)]
+    pub shared_data: Option<PathBuf>,
+    #[serde(default = "default_shared_data_path")]
+    pub shared_data_path: String,
+}
+
+fn default_logs_path() -> String {
+    "/env/logs".into()
+}
+fn default_shared_data_path() -> String {
+    "/shared/data".into()
 }
 
 /// `provider:model`, e.g. `local:qwen2.5-coder`.
@@ -293,6 +340,17 @@ pub struct ProjectConfig {
     /// Minimum judge score (0–10) for a pass.
     #[serde(default = "default_pass_score")]
     pub judge_min_score: f64,
+    /// Memory limit for sandboxed commands, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Most processes a sandboxed command may have at once.
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+    /// CPUs a sandboxed command may use (fractions allowed); unset = all.
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub docker: DockerConfig,
 }
 
 impl ProjectConfig {
@@ -321,6 +379,10 @@ impl ProjectConfig {
             pass_env: Vec::new(),
             auto_plan: true,
             judge_min_score: default_pass_score(),
+            memory_mb: default_memory_mb(),
+            pids_limit: default_pids_limit(),
+            cpus: None,
+            docker: DockerConfig::default(),
         }
     }
 }
@@ -345,6 +407,12 @@ fn default_output_limit() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_memory_mb() -> u64 {
+    4096
+}
+fn default_pids_limit() -> u64 {
+    1024
 }
 fn default_pass_score() -> f64 {
     6.0

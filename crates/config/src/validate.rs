@@ -173,6 +173,29 @@ fn validate_project(
             p.judge_min_score.to_string(),
         ));
     }
+    if !(16..=1024 * 1024).contains(&p.memory_mb) {
+        return Err(invalid(
+            key("memory_mb"),
+            "an integer from 16 to 1048576 (MiB)",
+            p.memory_mb.to_string(),
+        ));
+    }
+    if !(8..=1_000_000).contains(&p.pids_limit) {
+        return Err(invalid(
+            key("pids_limit"),
+            "an integer from 8 to 1000000",
+            p.pids_limit.to_string(),
+        ));
+    }
+    if let Some(c) = p.cpus {
+        if !(c.is_finite() && c > 0.0 && c <= 1024.0) {
+            return Err(invalid(
+                key("cpus"),
+                "a number above 0 (fractions allowed)",
+                c.to_string(),
+            ));
+        }
+    }
     for (j, var) in p.pass_env.iter().enumerate() {
         if !is_env_name(var) {
             return Err(invalid(

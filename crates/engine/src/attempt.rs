@@ -310,7 +310,7 @@ impl Engine {
                     ),
                 )?;
                 self.store.ask_human(&task.id, question)?;
-                self.git.worktree_remove(&worktree).await?;
+                self.remove_worktree(&worktree).await?;
                 return Ok(AttemptEnd::NeedsHuman);
             }
             other => {
@@ -332,7 +332,7 @@ impl Engine {
                     &finish(status, None, None, None, None, None, Some(why.clone())),
                 )?;
                 self.store.set_feedback(&task.id, Some(&why))?;
-                self.git.worktree_remove(&worktree).await?;
+                self.remove_worktree(&worktree).await?;
                 return Ok(AttemptEnd::Failed { attempts });
             }
         };
@@ -423,7 +423,7 @@ impl Engine {
             serde_json::json!({"passed": verdict.passed, "score": verdict.score, "issues": verdict.issues, "file": verdict_path.display().to_string()}),
         );
 
-        self.git.worktree_remove(&worktree).await?;
+        self.remove_worktree(&worktree).await?;
         if verdict.passed {
             write_audit("passed", &diff_stat, Some(&report), None)?;
             self.store.finish_attempt(
@@ -520,7 +520,7 @@ impl Engine {
             &self.verify_options(),
         )
         .await;
-        self.git.worktree_remove(&dir).await?;
+        self.remove_worktree(&dir).await?;
         let step = step?;
         self.store.put_baseline(
             name,

@@ -130,6 +130,21 @@ impl Engine {
         }))
     }
 
+    /// Frees a worktree: the sandbox resets whatever it kept for it, then
+    /// git removes it.
+    pub(crate) async fn remove_worktree(&self, dir: &std::path::Path) -> Result<()> {
+        if let Err(e) = self.sandbox.release(dir).await {
+            self.rec.note(
+                None,
+                EventKind::Warning,
+                format!("sandbox could not release {}: {e}", dir.display()),
+                serde_json::Value::Null,
+            );
+        }
+        self.git.worktree_remove(dir).await?;
+        Ok(())
+    }
+
     pub fn project(&self) -> &ProjectConfig {
         &self.project
     }

@@ -151,7 +151,7 @@ impl Engine {
             let main_sha = self.git.rev_parse(&self.main_branch).await?;
             self.git.worktree_add_detached(&dir, &main_sha).await?;
             let result = self.merge_and_verify(task, &dir, &main_sha).await;
-            self.git.worktree_remove(&dir).await?;
+            self.remove_worktree(&dir).await?;
             let merged_head = match result? {
                 Ok(head) => head,
                 Err(rejected) => return Ok(rejected),

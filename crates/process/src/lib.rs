@@ -79,6 +79,31 @@ pub struct ProcessOutput {
     /// True when either stream was cut.
     pub truncated: bool,
     pub duration: Duration,
+    /// Which hard limit stopped the process, when one did. Set by the
+    /// runner for timeouts and by sandboxes for their resource limits.
+    pub killed_by: Option<Limit>,
+}
+
+/// A hard limit that can stop a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Timeout,
+    Memory,
+    Pids,
+    Cpu,
+    FileSize,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Timeout => "timeout",
+            Limit::Memory => "memory limit",
+            Limit::Pids => "process limit",
+            Limit::Cpu => "cpu time limit",
+            Limit::FileSize => "file size limit",
+        }
+    }
 }
 
 impl ProcessOutput {
@@ -390,6 +415,7 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
         stderr,
         truncated: cut_out || cut_err,
         duration: started.elapsed(),
+        killed_by: timed_out.then_some(Limit::Timeout),
     })
 }
 
@@ -497,6 +523,7 @@ mod tests {
             stderr: String::new(),
             truncated: false,
             duration: Duration::ZERO,
+            killed_by: None,
         };
         assert_eq!(o.combined(), "out");
         o.stderr = "err".into();

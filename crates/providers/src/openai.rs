@@ -100,12 +100,19 @@ impl OpenAiProvider {
         }
         let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let (bytes, too_big) = self.read_capped(response).await?;
         if !status.is_success() {
             return Err(ProviderError::Http {
                 provider: self.name.clone(),
                 status: status.as_u16(),
                 body: self.redact(&error_message(&bytes)),
+                retry_after,
             });
         }
         if too_big {

@@ -407,6 +407,7 @@ impl Provider for ReplayProvider {
                     .error_message
                     .clone()
                     .unwrap_or_else(|| format!("scripted HTTP error {status}")),
+                retry_after: None,
             });
         }
         Ok(to_chat_response(&entry, request))
@@ -667,6 +668,7 @@ mod tests {
                 provider,
                 status,
                 body,
+                ..
             } => {
                 assert_eq!(provider, "replay");
                 assert_eq!(status, 429);

@@ -280,6 +280,7 @@ async fn wrong_key_gives_401_with_the_provider_message_and_no_key() {
             provider,
             status,
             body,
+            ..
         } => {
             assert_eq!(provider, "local");
             assert_eq!(*status, 401);

@@ -197,7 +197,11 @@ mod tests {
 
     #[test]
     fn network_is_opt_in() {
-        let args = BwrapSandbox::new(SandboxOptions { network: true }).args(&request());
+        let args = BwrapSandbox::new(SandboxOptions {
+            network: true,
+            ..Default::default()
+        })
+        .args(&request());
         assert!(args.contains(&"--share-net".to_string()));
     }
 }

@@ -41,6 +41,9 @@ pub enum SandboxError {
     Unavailable(String),
     #[error(transparent)]
     Process(#[from] orch_process::ProcessError),
+    /// The backend's own machinery failed (engine API, image build, …).
+    #[error("{0}")]
+    Backend(String),
 }
 
 #[async_trait]
@@ -53,12 +56,28 @@ pub trait Sandbox: Send + Sync {
     /// namespaces allowed) with an actionable error if not.
     async fn check(&self) -> Result<(), SandboxError>;
     async fn exec(&self, request: &ExecRequest) -> Result<ProcessOutput, SandboxError>;
+    /// The worktree at `workdir` is done with (its attempt ended). Backends
+    /// that keep state per workspace (a container) reset or free it here.
+    async fn release(&self, workdir: &std::path::Path) -> Result<(), SandboxError> {
+        let _ = workdir;
+        Ok(())
+    }
 }
 
 /// Options shared by backends.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxOptions {
     pub network: bool,
+    pub limits: Limits,
+}
+
+/// Resource limits for everything a sandboxed command starts. `None`
+/// leaves a limit unset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
 }
 
 /// Builds the backend named in a project's configuration: `"bwrap"` or

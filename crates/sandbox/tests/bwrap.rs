@@ -226,10 +226,13 @@ async fn network_is_off_unless_allowed() {
     );
     assert!(!off.stdout.contains("connected"));
 
-    let on = BwrapSandbox::new(SandboxOptions { network: true })
-        .exec(&request(wt.path(), &cmd))
-        .await
-        .unwrap();
+    let on = BwrapSandbox::new(SandboxOptions {
+        network: true,
+        ..Default::default()
+    })
+    .exec(&request(wt.path(), &cmd))
+    .await
+    .unwrap();
     assert!(on.success(), "network on: {}", on.combined());
     assert_eq!(on.stdout, "connected\n");
 }

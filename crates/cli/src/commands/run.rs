@@ -64,13 +64,8 @@ pub async fn run_project(
 ) -> Result<CycleSummary, CliError> {
     let pc = require_project(config, project)?;
     let providers = ProviderRegistry::from_config(config)?;
-    let sandbox = orch_sandbox::from_kind(
-        sandbox_name(pc.sandbox),
-        orch_sandbox::SandboxOptions {
-            network: pc.network,
-        },
-    )
-    .map_err(|e| CliError::failed(e.to_string()))?;
+    let sandbox = orch_sandbox::from_kind(pc.sandbox.as_str(), sandbox_options(pc))
+        .map_err(|e| CliError::failed(e.to_string()))?;
     let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;
     let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
     let result = engine.run(opts).await;
@@ -80,10 +75,15 @@ pub async fn run_project(
     Ok(result?)
 }
 
-fn sandbox_name(kind: orch_config::SandboxKind) -> &'static str {
-    match kind {
-        orch_config::SandboxKind::Bwrap => "bwrap",
-        orch_config::SandboxKind::None => "none",
+/// The sandbox settings of a project.
+pub fn sandbox_options(pc: &orch_config::ProjectConfig) -> orch_sandbox::SandboxOptions {
+    orch_sandbox::SandboxOptions {
+        network: pc.network,
+        limits: orch_sandbox::Limits {
+            memory_bytes: Some(pc.memory_mb * 1024 * 1024),
+            pids: Some(pc.pids_limit),
+            cpus: pc.cpus,
+        },
     }
 }
 
