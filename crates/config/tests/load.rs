@@ -523,11 +523,11 @@ fn unknown_enum_value_lists_choices() {
     let fx = Fixture::new();
     let e = fx.err(
         &fx.example("")
-            .replace("sandbox = \"bwrap\"", "sandbox = \"docker\""),
+            .replace("sandbox = \"bwrap\"", "sandbox = \"firejail\""),
     );
     assert_contains(
         &e,
-        &["projects[0].sandbox: unknown variant `docker`, expected `bwrap` or `none`"],
+        &["projects[0].sandbox: unknown variant `firejail`, expected one of `bwrap`, `docker`, `auto`, `none`"],
     );
 }
 
