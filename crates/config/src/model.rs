@@ -16,6 +16,17 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
+    /// The one retry policy for every model call, and the circuit breaker.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Prices per million tokens, by model name (overrides and additions to
+    /// the shipped table; the longest matching prefix wins).
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
+    /// Send every role to the simulated provider (also `--dry-run` or
+    /// `ORCH_DRY_RUN=true`): try a config end to end without spending.
+    #[serde(default)]
+    pub dry_run: bool,
     /// Directory of the config file (set by the loader, not read from it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -34,6 +45,9 @@ impl Default for Config {
             data_dir: default_data_dir(),
             providers: BTreeMap::new(),
             projects: Vec::new(),
+            retry: RetryConfig::default(),
+            prices: BTreeMap::new(),
+            dry_run: false,
             base_dir: PathBuf::new(),
             source: PathBuf::new(),
             dotenv: DotEnv::default(),
@@ -118,10 +132,104 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
-    /// Any OpenAI-compatible chat-completions server.
+    /// Any OpenAI-compatible chat-completions server (see `preset`).
     Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini `generateContent`.
+    Gemini,
+    /// Ollama's native `/api/chat`.
+    Ollama,
     /// Scripted responses from a file (tests and `orch demo`).
     Replay,
+    /// Plausible answers made up locally, for dry runs; costs nothing.
+    Simulated,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Replay => "replay",
+            ProviderKind::Simulated => "simulated",
+        }
+    }
+}
+
+/// `[retry]`: the one retry policy and the per-provider circuit breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Waits between tries, in seconds; after the last, give up. The default
+    /// starts short, then follows the design notes' long outage schedule.
+    #[serde(default = "default_schedule")]
+    pub schedule_seconds: Vec<u64>,
+    /// Random spread added to each wait, as a fraction (0.2 = up to 20 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Longest `Retry-After` honoured, in seconds.
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_seconds: u64,
+    /// Consecutive failed calls that open a provider's circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker rests the provider, in seconds.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_seconds: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            schedule_seconds: default_schedule(),
+            jitter: default_jitter(),
+            max_retry_after_seconds: default_max_retry_after(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_seconds: default_breaker_cooldown(),
+        }
+    }
+}
+
+fn default_schedule() -> Vec<u64> {
+    vec![2, 30, 60, 120, 300, 600]
+}
+fn default_jitter() -> f64 {
+    0.2
+}
+fn default_max_retry_after() -> u64 {
+    600
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    60
+}
+
+/// Price of a model in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    pub output: f64,
+    /// Input tokens served from the provider's prompt cache; defaults to
+    /// the input price.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+/// How `route(task)` orders candidate models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Cheapest capable model first; stronger ones only on retries.
+    #[default]
+    CostFirst,
+    /// Strongest model first.
+    QualityFirst,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +249,15 @@ pub struct ProviderConfig {
     /// Per-request timeout in seconds.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// For `openai`: a known service whose base URL and key variable are
+    /// filled in (openai, groq, together, openrouter, xai, deepseek,
+    /// mistral, vllm, llamacpp, lmstudio, ollama).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// `provider:model` that takes over when this provider is down (its
+    /// circuit breaker is open or its retries ran out).
+    #[serde(default)]
+    pub fallback: Option<ModelRef>,
     /// The `.env` values loaded beside the config, so [`Self::api_key`] can
     /// fall back to them (set by the loader; redacted in Debug output).
     #[serde(skip)]
@@ -159,6 +276,8 @@ impl Default for ProviderConfig {
             api_key_env: None,
             script: None,
             request_timeout_seconds: default_request_timeout(),
+            preset: None,
+            fallback: None,
             dotenv: DotEnv::default(),
         }
     }
@@ -351,6 +470,23 @@ pub struct ProjectConfig {
     pub cpus: Option<f64>,
     #[serde(default)]
     pub docker: DockerConfig,
+    /// Models for the other roles (`provider:model`); unset roles use the
+    /// worker model (architect, reviewer) or are skipped (planner, judge).
+    #[serde(default)]
+    pub architect_model: Option<ModelRef>,
+    #[serde(default)]
+    pub reviewer_model: Option<ModelRef>,
+    /// More worker candidates for routing, besides `worker_model`.
+    #[serde(default)]
+    pub worker_models: Vec<ModelRef>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Stop a task's worker before its model spending passes this.
+    #[serde(default)]
+    pub max_budget_per_task_usd: Option<f64>,
+    /// Pause the project when a day's model spending reaches this (UTC day).
+    #[serde(default)]
+    pub daily_budget_usd: Option<f64>,
 }
 
 impl ProjectConfig {
@@ -383,6 +519,12 @@ impl ProjectConfig {
             pids_limit: default_pids_limit(),
             cpus: None,
             docker: DockerConfig::default(),
+            architect_model: None,
+            reviewer_model: None,
+            worker_models: Vec::new(),
+            strategy: Strategy::default(),
+            max_budget_per_task_usd: None,
+            daily_budget_usd: None,
         }
     }
 }

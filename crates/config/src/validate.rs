@@ -23,6 +23,39 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     };
     for (name, provider) in &cfg.providers {
         validate_provider(cfg, name, provider, &invalid)?;
+        if let Some(fb) = &provider.fallback {
+            if !cfg.providers.contains_key(&fb.provider) {
+                return Err(invalid(
+                    format!("providers.{name}.fallback"),
+                    "`provider:model` naming a configured provider",
+                    format!("`{fb}` (no provider `{}`)", fb.provider),
+                ));
+            }
+        }
+    }
+    let r = &cfg.retry;
+    if r.schedule_seconds.is_empty() || r.schedule_seconds.len() > 20 || r.schedule_seconds.iter().any(|s| *s > 86_400) {
+        return Err(invalid(
+            "retry.schedule_seconds".into(),
+            "1 to 20 waits in seconds, each at most 86400, e.g. [2, 30, 60, 120, 300, 600]",
+            format!("{:?}", r.schedule_seconds),
+        ));
+    }
+    if !(0.0..=1.0).contains(&r.jitter) {
+        return Err(invalid("retry.jitter".into(), "a fraction from 0 to 1", r.jitter.to_string()));
+    }
+    if r.breaker_failures == 0 {
+        return Err(invalid("retry.breaker_failures".into(), "an integer of at least 1", "0".into()));
+    }
+    for (model, price) in &cfg.prices {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(price.input) || !ok(price.output) || !price.cached_input.is_none_or(ok) {
+            return Err(invalid(
+                format!("prices.{model}"),
+                "non-negative US dollars per million tokens for input, output and cached_input",
+                format!("input = {}, output = {}, cached_input = {:?}", price.input, price.output, price.cached_input),
+            ));
+        }
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, project) in cfg.projects.iter().enumerate() {
@@ -66,6 +99,8 @@ fn validate_provider(
     }
     match p.kind {
         ProviderKind::Openai => match p.base_url.as_deref() {
+            // A preset supplies the base URL.
+            None if p.preset.is_some() => {}
             None => {
                 return Err(invalid(
                     key("base_url"),
@@ -82,6 +117,16 @@ fn validate_provider(
             }
             Some(_) => {}
         },
+        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Ollama => {
+            if let Some(url) = p.base_url.as_deref().filter(|u| !is_http_url(u)) {
+                return Err(invalid(
+                    key("base_url"),
+                    "an http:// or https:// URL (or nothing, for the service's default)",
+                    format!("`{url}`"),
+                ));
+            }
+        }
+        ProviderKind::Simulated => {}
         ProviderKind::Replay => {
             const EXPECTED: &str =
                 "a path to an existing replay script file (required when kind = \"replay\"; relative paths are relative to the config file)";
@@ -132,14 +177,29 @@ fn validate_project(
             format!("{} ({problem})", repo.display()),
         ));
     }
-    let models = [
-        ("worker_model", Some(&p.worker_model)),
-        ("planner_model", p.planner_model.as_ref()),
-        ("judge_model", p.judge_model.as_ref()),
+    let mut models = vec![
+        ("worker_model".to_string(), Some(&p.worker_model)),
+        ("planner_model".to_string(), p.planner_model.as_ref()),
+        ("judge_model".to_string(), p.judge_model.as_ref()),
+        ("architect_model".to_string(), p.architect_model.as_ref()),
+        ("reviewer_model".to_string(), p.reviewer_model.as_ref()),
     ];
+    for (j, m) in p.worker_models.iter().enumerate() {
+        models.push((format!("worker_models[{j}]"), Some(m)));
+    }
     for (field, model) in models {
         if let Some(m) = model {
-            check_model(cfg, &key(field), m, invalid)?;
+            check_model(cfg, &key(&field), m, invalid)?;
+        }
+    }
+    for (field, budget) in [
+        ("max_budget_per_task_usd", p.max_budget_per_task_usd),
+        ("daily_budget_usd", p.daily_budget_usd),
+    ] {
+        if let Some(b) = budget {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(invalid(key(field), "a positive number of US dollars", b.to_string()));
+            }
         }
     }
     check_range(&key("max_workers"), p.max_workers, 1, 64, invalid)?;

@@ -6,7 +6,9 @@
 
 pub mod chat;
 pub mod openai;
+pub mod pricing;
 pub mod replay;
+pub mod simulated;
 
 pub use chat::{
     ChatRequest, ChatResponse, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,

@@ -17,6 +17,7 @@
 mod attempts;
 mod baseline;
 mod codec;
+mod costs;
 mod error;
 mod events;
 mod projects;
@@ -24,6 +25,7 @@ mod schema;
 mod tasks;
 
 pub use attempts::AttemptFinish;
+pub use costs::{CostRow, ModelCall};
 pub use error::{Result, StateError};
 pub use events::EventFilter;
 pub use projects::ProjectRow;

@@ -108,7 +108,36 @@ CREATE TABLE baselines (
 "#;
 
 /// Ordered migrations; index i upgrades user_version i to i + 1.
-pub const MIGRATIONS: &[&str] = &[V1];
+/// Every model call (planner, worker, judge, …) with its tokens and cost,
+/// so spending rolls up per attempt, task, role, project and day.
+const V2: &str = r#"
+CREATE TABLE model_calls (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT NOT NULL,
+    day           TEXT NOT NULL,
+    project       TEXT NOT NULL,
+    task_id       TEXT,
+    attempt_id    INTEGER,
+    role          TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    duration_ms   INTEGER NOT NULL DEFAULT 0,
+    ok            INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    error         TEXT
+);
+CREATE INDEX model_calls_project_day ON model_calls(project, day);
+CREATE INDEX model_calls_task ON model_calls(task_id);
+CREATE TRIGGER model_calls_append_only_update BEFORE UPDATE ON model_calls
+BEGIN SELECT RAISE(ABORT, 'model_calls is append-only'); END;
+CREATE TRIGGER model_calls_append_only_delete BEFORE DELETE ON model_calls
+BEGIN SELECT RAISE(ABORT, 'model_calls is append-only'); END;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Sets the per-connection pragmas. The busy timeout comes first so that
 /// switching to WAL waits for a concurrent opener instead of failing.
