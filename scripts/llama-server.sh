@@ -15,7 +15,7 @@
 #   scripts/llama-server.sh status             # prints the URL, exit 1 if not running
 #   scripts/llama-server.sh install            # installs only (to warm the cache)
 #
-# Under `set -e`, write `env=$(scripts/llama-server.sh start); eval "$env"`:
+# Under `set -e`, write `llama_env=$(scripts/llama-server.sh start); eval "$llama_env"`:
 # `eval "$(...)"` alone hides a failed start.
 #
 # Environment (all optional):

@@ -286,7 +286,12 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 };
             }
 
-            let result = tools::execute(&ctx, &call.name, &call.arguments, left).await;
+            let mut result = tools::execute(&ctx, &call.name, &call.arguments, left).await;
+            // A secret a command printed or a file held never reaches the
+            // model, the transcript or the audit trail.
+            if let std::borrow::Cow::Owned(clean) = orch_core::redact::redact(&result.content) {
+                result.content = clean;
+            }
             let record = ToolRecord {
                 turn,
                 tool: call.name.clone(),

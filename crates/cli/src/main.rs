@@ -19,6 +19,10 @@ pub struct Cli {
     /// Config file (orch.toml, .yaml or .json). Default: $ORCH_CONFIG, else ./orch.toml.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Send every model role to a simulated provider: try a config end to
+    /// end without spending anything. State goes to <data_dir>/dry-run.
+    #[arg(long, global = true, env = "ORCH_DRY_RUN")]
+    pub dry_run: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +51,10 @@ pub enum Command {
     Cancel(commands::tasks::CancelArgs),
     /// The event log (what happened, in order).
     Events(commands::status::EventsArgs),
+    /// Model spending by day, project, role and model.
+    Cost(commands::cost::CostArgs),
+    /// Check every configured provider, sandbox and repository.
+    Doctor(commands::doctor::DoctorArgs),
     /// Run one full cycle on a sample repository with scripted model responses.
     Demo(commands::demo::DemoArgs),
 }
@@ -101,6 +109,21 @@ impl From<orch_engine::EngineError> for CliError {
 
 pub type CliResult = Result<ExitCode, CliError>;
 
+/// Log output goes through the redaction layer: a registered secret never
+/// reaches a log line.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(orch_core::redact::redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -108,7 +131,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod redact;
 pub mod task;
 pub mod usage;
 pub mod verdict;

@@ -25,6 +25,8 @@ const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 enum AttemptEnd {
     Passed,
     NeedsHuman,
+    /// The task's budget is spent; retrying cannot help.
+    OutOfBudget { reason: String },
     /// Failed; `attempts` is the task's counted attempts so far.
     Failed {
         attempts: u32,
@@ -108,6 +110,10 @@ impl Engine {
             };
             match end {
                 AttemptEnd::Passed | AttemptEnd::NeedsHuman => return Ok(()),
+                AttemptEnd::OutOfBudget { reason } => {
+                    self.store.fail_task(&task.id, &reason)?;
+                    return Ok(());
+                }
                 AttemptEnd::Failed { attempts } => {
                     if attempts >= self.project.max_attempts {
                         let reason = format!(
@@ -209,15 +215,22 @@ impl Engine {
             crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
         let task_prompt =
             crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
-        let (provider, model) = self.providers.resolve(&self.project.worker_model)?;
+        let route = crate::routing::route(&self.project, task, &self.meter.prices);
+        let worker_model = route
+            .model_for_attempt(attempt.number)
+            .cloned()
+            .unwrap_or_else(|| self.project.worker_model.clone());
+        let ctx = |role: &'static str| crate::metered::CallContext {
+            role,
+            task_id: Some(tid.clone()),
+            attempt_id: Some(attempt.id),
+        };
+        let (provider, model) = self.provider_for(&worker_model, ctx("worker"))?;
         self.rec.note(
             Some(&tid),
             EventKind::StageStarted,
-            format!(
-                "attempt {}: worker {} started",
-                attempt.number, self.project.worker_model
-            ),
-            serde_json::json!({"stage": "work", "attempt": attempt.number}),
+            format!("attempt {}: worker {worker_model} started", attempt.number),
+            serde_json::json!({"stage": "work", "attempt": attempt.number, "model": worker_model.to_string(), "workflow": route.workflow}),
         );
         let spec = WorkerSpec {
             provider,
@@ -333,6 +346,13 @@ impl Engine {
                 )?;
                 self.store.set_feedback(&task.id, Some(&why))?;
                 self.remove_worktree(&worktree).await?;
+                if let WorkerEnd::ModelError { message } = other {
+                    if message.contains(crate::metered::TASK_BUDGET_REACHED) {
+                        return Ok(AttemptEnd::OutOfBudget {
+                            reason: format!("stopped before going over its budget: {message}"),
+                        });
+                    }
+                }
                 return Ok(AttemptEnd::Failed { attempts });
             }
         };
@@ -376,7 +396,7 @@ impl Engine {
         )?;
         let diff = self.git.diff(&base, &head_sha, JUDGE_DIFF_BYTES).await?;
         let judge_provider = match &self.project.judge_model {
-            Some(m) => Some(self.providers.resolve(m)?),
+            Some(m) => Some(self.provider_for(m, ctx("judge"))?),
             None => None,
         };
         let input = orch_judge::JudgeInput {

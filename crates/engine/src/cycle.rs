@@ -78,6 +78,8 @@ pub struct Engine {
     pub(crate) extra_ro: Vec<PathBuf>,
     /// One lock per base commit so parallel workers compute a baseline once.
     pub(crate) baseline_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Prices, budgets and the record of every model call.
+    pub(crate) meter: Arc<crate::metered::Meter>,
 }
 
 impl Engine {
@@ -115,6 +117,14 @@ impl Engine {
         )))?;
         store.ensure_project(&project.name, &repo_path.display().to_string())?;
         let rec = Recorder::new(store.clone(), &project.name);
+        let meter = Arc::new(crate::metered::Meter {
+            store: store.clone(),
+            prices: Arc::new(crate::registry::price_table(config)),
+            rec: rec.clone(),
+            project: project.name.clone(),
+            task_budget_usd: project.max_budget_per_task_usd,
+            daily_budget_usd: project.daily_budget_usd,
+        });
         Ok(Arc::new(Engine {
             config: config.clone(),
             project,
@@ -127,6 +137,7 @@ impl Engine {
             main_branch,
             extra_ro,
             baseline_locks: Mutex::new(HashMap::new()),
+            meter,
         }))
     }
 
@@ -143,6 +154,17 @@ impl Engine {
         }
         self.git.worktree_remove(dir).await?;
         Ok(())
+    }
+
+    /// The provider for `model`, metered for `ctx` (priced, recorded,
+    /// budget-checked), and the model name it knows.
+    pub(crate) fn provider_for(
+        &self,
+        model: &orch_config::ModelRef,
+        ctx: crate::metered::CallContext,
+    ) -> Result<(Arc<dyn orch_providers::Provider>, String)> {
+        let (provider, name) = self.providers.resolve(model)?;
+        Ok((crate::metered::MeteredProvider::wrap(provider, self.meter.clone(), ctx), name))
     }
 
     pub fn project(&self) -> &ProjectConfig {
@@ -196,6 +218,10 @@ impl Engine {
             }
             summary.cycles += 1;
             self.cycle(&mut summary, &mut touched).await?;
+        }
+        if summary.paused.is_none() && self.store.is_paused(&self.project.name)? {
+            let row = self.store.project(&self.project.name)?;
+            summary.paused = row.pause_reason;
         }
         for id in touched {
             let t = self.store.task(id.as_str())?;
@@ -293,7 +319,7 @@ impl Engine {
             format!("planning: asking {model} for up to {want} task(s)"),
             serde_json::json!({"stage": "plan"}),
         );
-        let (provider, model_name) = self.providers.resolve(&model)?;
+        let (provider, model_name) = self.provider_for(&model, crate::metered::CallContext { role: "planner", ..Default::default() })?;
         let repo = self.config.project_path(&self.project);
         let context = orch_planner::gather_context(&repo, 400, 20_000);
         let open: Vec<_> = self

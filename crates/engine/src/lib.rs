@@ -11,17 +11,21 @@ mod audit;
 mod cycle;
 mod lock;
 mod merge;
+mod metered;
 mod paths;
 mod prompts;
 mod recorder;
 mod recovery;
 mod registry;
+mod routing;
 
 pub use cycle::{CycleSummary, Engine, RunOptions};
 pub use lock::{LockError, ProjectLock};
 pub use paths::DataPaths;
 pub use recorder::Recorder;
-pub use registry::{build_provider, ProviderRegistry};
+pub use metered::{CallContext, Meter, MeteredProvider};
+pub use registry::{build_provider, price_table, ProviderRegistry};
+pub use routing::{route, Route, Workflow};
 
 /// Errors that stop a run (as opposed to task failures, which are recorded
 /// and reported but do not stop orch).

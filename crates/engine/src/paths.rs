@@ -65,6 +65,6 @@ pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, contents)?;
+    std::fs::write(&tmp, orch_core::redact::redact(contents).as_bytes())?;
     std::fs::rename(&tmp, path)
 }

@@ -29,6 +29,9 @@ impl Recorder {
     /// raised: losing one informational event must not stop work whose
     /// state changes are recorded transactionally anyway.
     pub fn emit(&self, event: Event) {
+        let mut event = event;
+        event.message = orch_core::redact::redact(&event.message).into_owned();
+        orch_core::redact::redact_json(&mut event.data);
         if let Err(e) = self.store.record(&event) {
             tracing::warn!("could not record event {:?}: {e}", event.kind);
         }

@@ -16,10 +16,22 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    pub fn from_config(config: &Config) -> Result<Self> {
-        let mut providers = BTreeMap::new();
+    /// Builds every configured provider. With `dry_run`, each one is
+    /// replaced by the simulated provider, so a config can be tried end to
+    /// end without sending a request or spending anything.
+    pub fn from_config(config: &Config, dry_run: bool) -> Result<Self> {
+        let mut providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
         for (name, pc) in &config.providers {
-            providers.insert(name.clone(), build_provider(config, name, pc)?);
+            // Known before any request is made, so it is redacted everywhere.
+            if let Some(key) = config.api_key(pc) {
+                orch_core::redact::register(&key);
+            }
+            let provider: Arc<dyn Provider> = if dry_run {
+                Arc::new(orch_providers::simulated::SimulatedProvider::new(name))
+            } else {
+                build_provider(config, name, pc)?
+            };
+            providers.insert(name.clone(), provider);
         }
         Ok(ProviderRegistry { providers })
     }
@@ -40,6 +52,18 @@ impl ProviderRegistry {
     }
 }
 
+/// The shipped prices with the config's `[prices]` on top.
+pub fn price_table(config: &Config) -> orch_providers::pricing::PriceTable {
+    let mut table = orch_providers::pricing::PriceTable::shipped();
+    for (model, p) in &config.prices {
+        table.set(
+            model,
+            orch_providers::pricing::Price::new(p.input, p.output, p.cached_input.unwrap_or(p.input)),
+        );
+    }
+    table
+}
+
 pub fn build_provider(
     config: &Config,
     name: &str,
@@ -53,6 +77,9 @@ pub fn build_provider(
                 ))
             })?;
             let key = config.api_key(pc);
+            if let Some(k) = &key {
+                orch_core::redact::register(k);
+            }
             let p = OpenAiProvider::new(
                 name,
                 base_url,
@@ -62,6 +89,11 @@ pub fn build_provider(
             .map_err(|e| EngineError::Provider(e.to_string()))?;
             Ok(Arc::new(p))
         }
+        ProviderKind::Simulated => Ok(Arc::new(orch_providers::simulated::SimulatedProvider::new(name))),
+        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Ollama => Err(EngineError::Config(format!(
+            "providers.{name}: kind = \"{}\" is not available in this build",
+            pc.kind.as_str()
+        ))),
         ProviderKind::Replay => {
             let script = pc.script.as_ref().ok_or_else(|| {
                 EngineError::Config(format!(

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +27,35 @@ pub struct ProcessSpec {
     /// Bytes of stdout and of stderr kept (each). Output beyond it is cut
     /// from the middle and replaced by a marker naming how much was cut.
     pub output_limit: usize,
+    /// Runs in the child between fork and exec (after it joined its new
+    /// process group): for sandboxes that move it into a cgroup, set
+    /// rlimits or hand it a file descriptor.
+    pub pre_exec: Option<PreExec>,
+}
+
+/// Code run in the forked child right before exec. Built only through the
+/// unsafe [`PreExec::new`], whose contract the closure must keep.
+#[derive(Clone)]
+pub struct PreExec(Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>);
+
+impl PreExec {
+    /// Wraps `hook` to run in the child before exec; an error fails the
+    /// spawn with that error.
+    ///
+    /// # Safety
+    /// The hook runs in the child of a fork of a multi-threaded process: it
+    /// may only make async-signal-safe calls (raw syscalls on data prepared
+    /// beforehand; no allocation, no locks), exactly as for
+    /// [`std::os::unix::process::CommandExt::pre_exec`].
+    pub unsafe fn new(hook: impl Fn() -> std::io::Result<()> + Send + Sync + 'static) -> Self {
+        PreExec(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for PreExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreExec(..)")
+    }
 }
 
 impl ProcessSpec {
@@ -62,6 +92,10 @@ impl ProcessSpec {
     }
     pub fn output_limit(mut self, bytes: usize) -> Self {
         self.output_limit = bytes;
+        self
+    }
+    pub fn pre_exec(mut self, hook: PreExec) -> Self {
+        self.pre_exec = Some(hook);
         self
     }
 }
@@ -301,6 +335,7 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
         stdin,
         timeout,
         output_limit,
+        pre_exec,
     } = spec;
     let io_err = |source| ProcessError::Io {
         program: program.clone(),
@@ -325,6 +360,12 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     cmd.stderr(Stdio::piped());
     cmd.process_group(0);
     cmd.kill_on_drop(true);
+    if let Some(PreExec(hook)) = pre_exec {
+        // SAFETY: `PreExec::new`'s contract makes the hook fork-safe.
+        unsafe {
+            cmd.pre_exec(move || hook());
+        }
+    }
 
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
@@ -407,6 +448,9 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
 
     let (stdout, cut_out) = out_buf.finish();
     let (stderr, cut_err) = err_buf.finish();
+    // Registered secrets never leave the runner in captured output.
+    let stdout = orch_core::redact::redact(&stdout).into_owned();
+    let stderr = orch_core::redact::redact(&stderr).into_owned();
     Ok(ProcessOutput {
         exit_code: status.code(),
         signal: status.signal(),
@@ -511,6 +555,41 @@ mod tests {
         assert!(cut);
         assert!(!s.contains('\u{FFFD}'), "{s:?}");
         assert!(s.starts_with('x') && s.ends_with('y'), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn pre_exec_runs_in_the_child_and_its_error_fails_the_spawn() {
+        // SAFETY: allocation-free: one raw syscall.
+        let lower_nofile = unsafe {
+            PreExec::new(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 64,
+                    rlim_max: 64,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        let spec = ProcessSpec::new("sh")
+            .args(["-c", "ulimit -n"])
+            .pre_exec(lower_nofile);
+        let out = run(spec.clone()).await.unwrap();
+        assert_eq!(out.stdout, "64\n", "{}", out.stderr);
+        assert_eq!(format!("{:?}", spec.pre_exec), "Some(PreExec(..))");
+
+        // SAFETY: no calls at all.
+        let refuse =
+            unsafe { PreExec::new(|| Err(std::io::Error::from_raw_os_error(libc::EACCES))) };
+        let err = run(ProcessSpec::new("true").pre_exec(refuse))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProcessError::Spawn { source, .. } if source.raw_os_error() == Some(libc::EACCES)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,11 +4,18 @@
 //! Providers here: `openai` (any OpenAI-compatible chat-completions server)
 //! and `replay` (scripted responses from a file, for tests and `orch demo`).
 
+pub mod anthropic;
 pub mod chat;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
+pub mod presets;
 pub mod pricing;
 pub mod replay;
+pub mod resilient;
+pub mod retry;
 pub mod simulated;
+pub mod structured;
 
 pub use chat::{
     ChatRequest, ChatResponse, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,

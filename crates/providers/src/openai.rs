@@ -6,11 +6,18 @@
 //! string, missing usage) because those servers differ in the details, but
 //! never without bound: bodies over [`MAX_RESPONSE_BYTES`] are refused.
 //!
+//! Streaming (`chat_stream`) sends `"stream": true` with
+//! `"stream_options": {"include_usage": true}` and reads the server-sent
+//! events with [`StreamParser`]: text deltas, tool calls assembled by index
+//! from their fragments, the finish reason and the closing usage chunk. A
+//! stream that ends before `[DONE]` and before any finish reason is a
+//! [`ProviderError::StreamCut`], which the retry policy retries as a whole.
+//!
 //! The API key is only ever put in the `Authorization` header: it is
 //! redacted from `Debug` output and from error bodies that echo it.
 
 use crate::chat::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice};
-use crate::{Provider, ProviderError};
+use crate::{Capabilities, DeltaSink, Provider, ProviderError, StreamDelta};
 use async_trait::async_trait;
 use orch_core::Usage;
 use serde::Deserialize;
@@ -20,6 +27,10 @@ use std::time::Duration;
 
 /// Largest response body read; a bigger one is refused as hostile or broken.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest streamed body read. Larger than [`MAX_RESPONSE_BYTES`] because
+/// every token of a stream carries a whole JSON chunk of framing.
+pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
 
 /// Error bodies are cut to this many bytes before they go into an error.
 const MAX_ERROR_BODY_BYTES: usize = 2048;
@@ -31,6 +42,7 @@ pub struct OpenAiProvider {
     endpoint: String,
     api_key: Option<String>,
     client: reqwest::Client,
+    capabilities: Capabilities,
 }
 
 impl fmt::Debug for OpenAiProvider {
@@ -39,6 +51,7 @@ impl fmt::Debug for OpenAiProvider {
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("capabilities", &self.capabilities)
             .finish()
     }
 }
@@ -84,7 +97,24 @@ impl OpenAiProvider {
             endpoint: format!("{base}/chat/completions"),
             api_key,
             client,
+            capabilities: Capabilities {
+                tools: true,
+                json_schema: true,
+                streaming: true,
+            },
         })
+    }
+
+    /// Declare what this server can do (presets know; the default claims
+    /// tools, JSON-schema output and streaming). Streaming stays on: it is
+    /// this client's own feature, not the server's, and a server that
+    /// ignores `"stream": true` is read as a whole answer.
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Capabilities {
+            streaming: true,
+            ..capabilities
+        };
+        self
     }
 
     /// The URL requests go to.
@@ -92,29 +122,37 @@ impl OpenAiProvider {
         &self.endpoint
     }
 
-    /// One request, no retries. The retry policy (a later issue) wraps this.
-    async fn send_once(&self, body: &Value) -> Result<ChatResponse, ProviderError> {
+    /// POST `body`; a 2xx response is returned unread, any other status
+    /// becomes [`ProviderError::Http`] with the server's own message.
+    async fn post(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
         let mut builder = self.client.post(&self.endpoint).json(body);
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
         let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+            .and_then(parse_retry_after);
+        let (bytes, _) = self.read_capped(response).await?;
+        Err(ProviderError::Http {
+            provider: self.name.clone(),
+            status: status.as_u16(),
+            body: self.redact(&error_message(&bytes)),
+            retry_after,
+        })
+    }
+
+    /// One request, no retries: [`crate::resilient::ResilientProvider`]
+    /// wraps this with the retry policy.
+    async fn send_once(&self, body: &Value) -> Result<ChatResponse, ProviderError> {
+        let response = self.post(body).await?;
         let (bytes, too_big) = self.read_capped(response).await?;
-        if !status.is_success() {
-            return Err(ProviderError::Http {
-                provider: self.name.clone(),
-                status: status.as_u16(),
-                body: self.redact(&error_message(&bytes)),
-                retry_after,
-            });
-        }
         if too_big {
             return Err(self.bad(format!(
                 "the response body is larger than {} MiB; refusing to read it \
@@ -149,6 +187,107 @@ impl OpenAiProvider {
             buf.extend_from_slice(&chunk);
         }
         Ok((buf, false))
+    }
+
+    /// One streamed request, no retries. Deltas go to `sink` as they are
+    /// parsed; the assembled answer is returned.
+    async fn stream_once(
+        &self,
+        body: &Value,
+        sink: DeltaSink<'_>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let model_fallback = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut response = self.post(body).await?;
+        let is_event_stream = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+        if !is_event_stream {
+            // A server that ignores `"stream": true` answers as a whole;
+            // accept that and replay it to the sink.
+            let (bytes, too_big) = self.read_capped(response).await?;
+            if too_big {
+                return Err(self.bad(format!(
+                    "the response body is larger than {} MiB; refusing to read it",
+                    MAX_RESPONSE_BYTES / (1024 * 1024)
+                )));
+            }
+            let whole = parse_response(&bytes, &model_fallback)
+                .map_err(|detail| self.bad(self.redact(&detail)))?;
+            replay_to_sink(&whole, sink);
+            return Ok(whole);
+        }
+        let mut parser = StreamParser::new(&self.name);
+        let mut read = 0usize;
+        let mut emit = |d: &StreamDelta| sink(d);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    if read > MAX_STREAM_BYTES {
+                        return Err(self.bad(format!(
+                            "the stream is longer than {} MiB; refusing to read more",
+                            MAX_STREAM_BYTES / (1024 * 1024)
+                        )));
+                    }
+                    parser
+                        .feed(&chunk, &mut emit)
+                        .map_err(|e| self.redact_error(e))?;
+                    // Stop at `[DONE]` even if the server keeps the
+                    // connection open.
+                    if parser.is_done() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // The answer is whole once a finish reason came; only a
+                // late usage chunk is lost, and a retry would be billed again.
+                Err(_) if parser.is_complete() => break,
+                Err(e) => {
+                    return Err(ProviderError::StreamCut {
+                        provider: self.name.clone(),
+                        detail: self.redact(&format!(
+                            "after {read} bytes the connection failed: {}",
+                            error_chain(&e)
+                        )),
+                    })
+                }
+            }
+        }
+        parser
+            .finish(&model_fallback, &mut emit)
+            .map_err(|e| self.redact_error(e))
+    }
+
+    /// Keep the key out of the text of parser errors (they quote the body).
+    fn redact_error(&self, e: ProviderError) -> ProviderError {
+        match e {
+            ProviderError::BadResponse { provider, detail } => ProviderError::BadResponse {
+                provider,
+                detail: self.redact(&detail),
+            },
+            ProviderError::Http {
+                provider,
+                status,
+                body,
+                retry_after,
+            } => ProviderError::Http {
+                provider,
+                status,
+                body: self.redact(&body),
+                retry_after,
+            },
+            ProviderError::StreamCut { provider, detail } => ProviderError::StreamCut {
+                provider,
+                detail: self.redact(&detail),
+            },
+            other => other,
+        }
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> ProviderError {
@@ -186,6 +325,10 @@ impl Provider for OpenAiProvider {
         &self.name
     }
 
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let body = request_body(request);
         tracing::debug!(
@@ -195,9 +338,57 @@ impl Provider for OpenAiProvider {
             tools = request.tools.len(),
             "chat completion request"
         );
-        // The retry policy plugs in here (a later issue): retry `send_once`
-        // on Unreachable and on HTTP 429/5xx.
+        // No retries here: `ResilientProvider` wraps every provider with
+        // the one retry policy.
         self.send_once(&body).await
+    }
+
+    async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        sink: DeltaSink<'_>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let body = stream_request_body(request);
+        tracing::debug!(
+            provider = %self.name,
+            model = %request.model,
+            messages = request.messages.len(),
+            tools = request.tools.len(),
+            "streamed chat completion request"
+        );
+        self.stream_once(&body, sink).await
+    }
+}
+
+/// `Retry-After` as seconds (the form APIs use). The HTTP-date form is
+/// ignored: the schedule applies then.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // Some servers send fractional seconds.
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+}
+
+/// A whole answer as the deltas a stream of it would have produced.
+fn replay_to_sink(response: &ChatResponse, sink: DeltaSink<'_>) {
+    if !response.message.content.is_empty() {
+        sink(&StreamDelta::Text(response.message.content.clone()));
+    }
+    for (index, call) in response.message.tool_calls.iter().enumerate() {
+        sink(&StreamDelta::ToolCallStart {
+            index,
+            id: call.id.clone(),
+            name: call.name.clone(),
+        });
+        sink(&StreamDelta::ToolCallArgs {
+            index,
+            fragment: call.arguments.clone(),
+        });
     }
 }
 
@@ -255,6 +446,14 @@ pub fn request_body(request: &ChatRequest) -> Value {
     if let Some(t) = request.temperature {
         body["temperature"] = json!(t);
     }
+    body
+}
+
+/// [`request_body`] asking for a stream with a closing usage chunk.
+pub fn stream_request_body(request: &ChatRequest) -> Value {
+    let mut body = request_body(request);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({ "include_usage": true });
     body
 }
 
@@ -403,16 +602,7 @@ fn parse_response(bytes: &[u8], model_fallback: &str) -> Result<ChatResponse, St
         }
         .to_string()
     });
-    let usage = wire.usage.map_or(Usage::default(), |u| Usage {
-        input_tokens: u.prompt_tokens.unwrap_or(0),
-        output_tokens: u.completion_tokens.unwrap_or(0),
-        cached_tokens: u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0),
-        // Pricing comes later; until then cost is unknown, i.e. 0.
-        cost_usd: 0.0,
-    });
+    let usage = wire.usage.map_or(Usage::default(), usage_from_wire);
     Ok(ChatResponse {
         message: Message {
             role: Role::Assistant,
@@ -427,6 +617,485 @@ fn parse_response(bytes: &[u8], model_fallback: &str) -> Result<ChatResponse, St
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| model_fallback.to_string()),
     })
+}
+
+fn usage_from_wire(u: WireUsage) -> Usage {
+    Usage {
+        input_tokens: u.prompt_tokens.unwrap_or(0),
+        output_tokens: u.completion_tokens.unwrap_or(0),
+        cached_tokens: u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+        // The price table fills in cost; the wire never carries it.
+        cost_usd: 0.0,
+    }
+}
+
+/// One `data:` event of a chat-completions stream.
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Option<Vec<WireChunkChoice>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    /// Groq puts the usage of a stream here.
+    #[serde(default)]
+    x_groq: Option<WireGroq>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireGroq {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    delta: Option<WireDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolDelta>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolDelta {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+/// A tool call being assembled from its stream fragments.
+#[derive(Debug)]
+struct PartialCall {
+    /// The wire `index`: which call of the message this is.
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+    /// `ToolCallStart` was emitted (it needs the name, so arguments that
+    /// arrive before the name wait here).
+    started: bool,
+}
+
+/// Incremental reader of an OpenAI chat-completions event stream.
+///
+/// Feed it the body in whatever pieces the network delivers (lines and
+/// UTF-8 characters may be split anywhere); it emits [`StreamDelta`]s as
+/// complete events arrive, and [`StreamParser::finish`] returns the
+/// assembled answer, or [`ProviderError::StreamCut`] when the stream ended
+/// before `[DONE]` and before any finish reason.
+///
+/// SSE details handled: `\r\n` line ends, comment lines (`: keep-alive`),
+/// `event:`/`id:`/`retry:` fields (ignored), `data:` with or without the
+/// space, and events whose JSON spans several `data:` lines. Tool-call
+/// fragments are assembled by their `index` (servers that omit it get one
+/// per new `id`); `id` and `name` come in the first fragment, arguments are
+/// concatenated. When several chunks carry usage the last one wins (vLLM's
+/// continuous usage is cumulative).
+#[derive(Debug)]
+pub struct StreamParser {
+    provider: String,
+    /// An unfinished line (the bytes after the last newline fed).
+    line: Vec<u8>,
+    /// `data:` lines of an event that did not parse on its own line.
+    pending: String,
+    content: String,
+    calls: Vec<PartialCall>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    model: Option<String>,
+    done: bool,
+    events: usize,
+}
+
+impl StreamParser {
+    /// `provider` names the server in errors.
+    pub fn new(provider: &str) -> Self {
+        StreamParser {
+            provider: provider.to_string(),
+            line: Vec::new(),
+            pending: String::new(),
+            content: String::new(),
+            calls: Vec::new(),
+            finish_reason: None,
+            usage: None,
+            model: None,
+            done: false,
+            events: 0,
+        }
+    }
+
+    /// `[DONE]` has arrived; anything after it is ignored.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// A finish reason or `[DONE]` has arrived: the answer is complete even
+    /// if the connection now breaks (only a late usage chunk may be lost).
+    pub fn is_complete(&self) -> bool {
+        self.done || self.finish_reason.is_some()
+    }
+
+    /// Read the next piece of the body. A server error sent as an event
+    /// becomes [`ProviderError::Http`] (with the code it names) or
+    /// [`ProviderError::BadResponse`]; so does an event that is not JSON.
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        on_delta: &mut dyn FnMut(&StreamDelta),
+    ) -> Result<(), ProviderError> {
+        let mut rest = bytes;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(pos);
+            rest = &tail[1..];
+            if self.done {
+                return Ok(());
+            }
+            if self.line.is_empty() {
+                self.line_done(head, on_delta)?;
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(head);
+                self.line_done(&line, on_delta)?;
+                // Keep the allocation for the next split line.
+                line.clear();
+                self.line = line;
+            }
+        }
+        if !self.done {
+            self.line.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    /// The stream has ended: the assembled answer, or why it is incomplete.
+    /// `model_fallback` is used when no chunk named the model.
+    pub fn finish(
+        mut self,
+        model_fallback: &str,
+        on_delta: &mut dyn FnMut(&StreamDelta),
+    ) -> Result<ChatResponse, ProviderError> {
+        // A last line without its newline still counts.
+        if !self.done && !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line, on_delta)?;
+        }
+        if !self.done && !self.pending.is_empty() {
+            let data = std::mem::take(&mut self.pending);
+            self.event(&data, true, on_delta)?;
+        }
+        if !self.is_complete() {
+            return Err(ProviderError::StreamCut {
+                provider: self.provider,
+                detail: format!(
+                    "the stream ended after {} event(s) without a finish_reason or [DONE] \
+                     ({} characters of text and {} tool call(s) had arrived)",
+                    self.events,
+                    self.content.chars().count(),
+                    self.calls.len()
+                ),
+            });
+        }
+        self.calls.sort_by_key(|c| c.index);
+        let mut tool_calls = Vec::with_capacity(self.calls.len());
+        for call in self.calls {
+            if call.name.is_empty() {
+                return Err(ProviderError::BadResponse {
+                    provider: self.provider,
+                    detail: format!(
+                        "streamed tool call at index {} never got a function name",
+                        call.index
+                    ),
+                });
+            }
+            tool_calls.push(ToolCall {
+                id: call.id,
+                name: call.name,
+                arguments: if call.arguments.is_empty() {
+                    "{}".to_string()
+                } else {
+                    call.arguments
+                },
+            });
+        }
+        let finish_reason = self.finish_reason.unwrap_or_else(|| {
+            if tool_calls.is_empty() {
+                "stop"
+            } else {
+                "tool_calls"
+            }
+            .to_string()
+        });
+        Ok(ChatResponse {
+            message: Message {
+                role: Role::Assistant,
+                content: self.content,
+                tool_calls,
+                tool_call_id: None,
+            },
+            usage: self.usage.unwrap_or_default(),
+            finish_reason,
+            model: self
+                .model
+                .unwrap_or_else(|| model_fallback.to_string()),
+        })
+    }
+
+    fn bad(&self, detail: String) -> ProviderError {
+        ProviderError::BadResponse {
+            provider: self.provider.clone(),
+            detail,
+        }
+    }
+
+    /// One complete line, without its `\n`.
+    fn line_done(
+        &mut self,
+        line: &[u8],
+        on_delta: &mut dyn FnMut(&StreamDelta),
+    ) -> Result<(), ProviderError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            // End of an event: dispatch a multi-line one.
+            if !self.pending.is_empty() {
+                let data = std::mem::take(&mut self.pending);
+                self.event(&data, true, on_delta)?;
+            }
+            return Ok(());
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        if field != b"data" {
+            return Ok(());
+        }
+        let value = std::str::from_utf8(value).map_err(|_| {
+            self.bad(format!(
+                "a stream event is not UTF-8: {}",
+                preview(value, 200)
+            ))
+        })?;
+        if self.pending.is_empty() {
+            self.event(value, false, on_delta)
+        } else {
+            self.pending.push('\n');
+            self.pending.push_str(value);
+            Ok(())
+        }
+    }
+
+    /// The data of one event. When `last_chance` is false and the data is
+    /// not JSON, it may be the first line of a multi-line event: keep it.
+    fn event(
+        &mut self,
+        data: &str,
+        last_chance: bool,
+        on_delta: &mut dyn FnMut(&StreamDelta),
+    ) -> Result<(), ProviderError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        let chunk: WireChunk = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(_) if !last_chance => {
+                self.pending.push_str(data);
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(self.bad(format!(
+                    "stream event {} is not a chat-completion chunk ({e}): {}",
+                    self.events + 1,
+                    preview(data.as_bytes(), 200)
+                )))
+            }
+        };
+        self.events += 1;
+        self.chunk(chunk, on_delta)
+    }
+
+    fn chunk(
+        &mut self,
+        chunk: WireChunk,
+        on_delta: &mut dyn FnMut(&StreamDelta),
+    ) -> Result<(), ProviderError> {
+        if let Some(err) = chunk.error.filter(|e| !e.is_null()) {
+            return Err(mid_stream_error(&self.provider, &err));
+        }
+        if self.model.is_none() {
+            self.model = chunk.model.filter(|m| !m.is_empty());
+        }
+        if let Some(u) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
+            self.usage = Some(usage_from_wire(u));
+        }
+        for choice in chunk.choices.unwrap_or_default() {
+            // orch asks for one choice; ignore any others.
+            if choice.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(delta) = choice.delta {
+                for text in [delta.content, delta.refusal].into_iter().flatten() {
+                    if !text.is_empty() {
+                        self.content.push_str(&text);
+                        on_delta(&StreamDelta::Text(text));
+                    }
+                }
+                for fragment in delta.tool_calls.unwrap_or_default() {
+                    self.tool_fragment(fragment, on_delta);
+                }
+            }
+            if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
+                self.finish_reason = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn tool_fragment(&mut self, tc: WireToolDelta, on_delta: &mut dyn FnMut(&StreamDelta)) {
+        let id = tc.id.filter(|id| !id.is_empty());
+        let index = match tc.index {
+            Some(i) => i,
+            // No index: a new id starts a new call, else it continues the last.
+            None => match &id {
+                Some(id) if !self.calls.iter().any(|c| c.id == *id) => self
+                    .calls
+                    .iter()
+                    .map(|c| c.index + 1)
+                    .max()
+                    .unwrap_or(0),
+                _ => self.calls.last().map_or(0, |c| c.index),
+            },
+        };
+        let pos = match self.calls.iter().position(|c| c.index == index) {
+            Some(p) => p,
+            None => {
+                self.calls.push(PartialCall {
+                    index,
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: String::new(),
+                    started: false,
+                });
+                self.calls.len() - 1
+            }
+        };
+        let call = &mut self.calls[pos];
+        if let Some(id) = id {
+            if call.id.is_empty() {
+                call.id = id;
+            }
+        }
+        let (name, arguments) = tc
+            .function
+            .map_or((None, None), |f| (f.name, f.arguments));
+        let fragment = match arguments {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => String::new(),
+            // Some servers send the arguments as an object, whole.
+            Some(other) => other.to_string(),
+        };
+        if call.started {
+            if !fragment.is_empty() {
+                call.arguments.push_str(&fragment);
+                on_delta(&StreamDelta::ToolCallArgs { index, fragment });
+            }
+            return;
+        }
+        if let Some(name) = name {
+            call.name.push_str(&name);
+        }
+        call.arguments.push_str(&fragment);
+        if !call.name.is_empty() {
+            call.started = true;
+            if call.id.is_empty() {
+                call.id = format!("call_{}", index + 1);
+            }
+            on_delta(&StreamDelta::ToolCallStart {
+                index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+            });
+            if !call.arguments.is_empty() {
+                on_delta(&StreamDelta::ToolCallArgs {
+                    index,
+                    fragment: call.arguments.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// An `{"error": ...}` event in the middle of a stream. Servers that send
+/// one (vLLM, llama.cpp, OpenRouter) give an HTTP-like `code`; without one
+/// the error type decides whether a retry can help.
+fn mid_stream_error(provider: &str, err: &Value) -> ProviderError {
+    let message = cap(&error_text(err), MAX_ERROR_BODY_BYTES);
+    let code = ["code", "status"]
+        .iter()
+        .filter_map(|k| err.get(*k))
+        .find_map(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..=599).contains(c));
+    let kind = err.get("type").and_then(Value::as_str).unwrap_or_default();
+    let status = code.or(if kind.contains("rate_limit") {
+        Some(429)
+    } else if kind.contains("overloaded") {
+        Some(503)
+    } else if kind.contains("server_error") {
+        Some(500)
+    } else {
+        None
+    });
+    match status {
+        Some(status) => ProviderError::Http {
+            provider: provider.to_string(),
+            status,
+            body: format!("(sent mid-stream) {message}"),
+            retry_after: None,
+        },
+        None => ProviderError::BadResponse {
+            provider: provider.to_string(),
+            detail: format!("the server sent an error mid-stream: {message}"),
+        },
+    }
 }
 
 /// The provider's own message from an error body, else the body, capped.

@@ -1,13 +1,24 @@
 //! bubblewrap backend: the worktree read-write, the rest of the host
-//! read-only, a private /tmp, fresh namespaces (no network unless allowed)
-//! and an empty environment. bwrap runs in the process runner's own process
-//! group; with `--unshare-pid` and `--die-with-parent`, killing that group on
-//! timeout takes down everything inside the sandbox.
+//! read-only, a private /tmp, fresh namespaces (mount, PID, network unless
+//! allowed, IPC, UTS, user, cgroup), no capabilities, a seccomp filter
+//! (`seccomp.rs`) and resource limits (`limits.rs`: a cgroup per command
+//! where the machine allows, rlimits otherwise), and an empty environment.
+//! bwrap runs in the process runner's own process group; with
+//! `--unshare-pid` and `--die-with-parent`, killing that group on timeout
+//! takes down everything inside the sandbox, and the command's cgroup is
+//! emptied and removed afterwards.
 
-use crate::{find_executable, sandbox_path, ExecRequest, Sandbox, SandboxError, SandboxOptions};
+use crate::limits::{self, Rlimit};
+use crate::{
+    find_executable, sandbox_path, seccomp, ExecRequest, Limit, Sandbox, SandboxError,
+    SandboxOptions,
+};
 use async_trait::async_trait;
-use orch_process::{ProcessOutput, ProcessSpec};
-use std::path::Path;
+use orch_process::{PreExec, ProcessOutput, ProcessSpec};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Runs commands under bubblewrap.
@@ -16,6 +27,8 @@ pub struct BwrapSandbox {
     opts: SandboxOptions,
     /// The bwrap program (name looked up on PATH, or a path).
     binary: String,
+    /// Use cgroups for limits when the machine allows (else rlimits).
+    cgroups: bool,
 }
 
 impl BwrapSandbox {
@@ -23,6 +36,25 @@ impl BwrapSandbox {
         BwrapSandbox {
             opts,
             binary: "bwrap".to_string(),
+            cgroups: true,
+        }
+    }
+
+    /// Enforces limits with rlimits only, even where cgroups would work
+    /// (cruder: no OOM report, no CPU limit, no PID limit for root).
+    pub fn without_cgroups(mut self) -> Self {
+        self.cgroups = false;
+        self
+    }
+
+    /// How each limit is enforced on this machine, for status output.
+    pub fn limits_enforcement(&self) -> String {
+        if self.cgroups {
+            limits::support().describe()
+        } else {
+            "memory: RLIMIT_DATA; pids: RLIMIT_NPROC (not for root); cpu: not enforced \
+             (cgroups turned off)"
+                .to_string()
         }
     }
 
@@ -36,7 +68,15 @@ impl BwrapSandbox {
     pub fn args(&self, request: &ExecRequest) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["--die-with-parent", "--new-session", "--unshare-all"]);
+        // No capabilities even inside the sandbox's own user namespace: as
+        // root, bwrap would otherwise keep them all.
+        push(&[
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-all",
+            "--cap-drop",
+            "ALL",
+        ]);
         if self.opts.network {
             push(&["--share-net"]);
         }
@@ -112,43 +152,188 @@ impl Sandbox for BwrapSandbox {
                     .to_string(),
             ));
         };
+        seccomp::program()?;
         let probe = ProcessSpec::new(path_str(&binary))
             .args(["--unshare-all", "--ro-bind", "/", "/", "true"])
             .timeout(Duration::from_secs(30))
             .output_limit(16 * 1024);
         let out = orch_process::run(probe).await?;
+        if !out.success() {
+            return Err(SandboxError::Unavailable(format!(
+                "bubblewrap is installed but cannot create namespaces here (`{} --unshare-all \
+                 --ro-bind / / true` failed: {}). {}; otherwise set sandbox = \"none\" to run \
+                 without isolation",
+                binary.display(),
+                failure_detail(&out),
+                userns_fix()
+            )));
+        }
+        // The real setup (seccomp filter, limits) on an empty scratch dir.
+        let scratch = scratch_dir()?;
+        let result = self
+            .exec(&ExecRequest {
+                command: "true".to_string(),
+                workdir: scratch.clone(),
+                env: Vec::new(),
+                extra_ro: Vec::new(),
+                timeout: Duration::from_secs(30),
+                output_limit: 16 * 1024,
+            })
+            .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let out = result?;
         if out.success() {
             return Ok(());
         }
-        let detail = if out.timed_out {
-            "timed out after 30 s".to_string()
-        } else {
-            out.combined().trim().to_string()
-        };
         Err(SandboxError::Unavailable(format!(
-            "bubblewrap is installed but cannot create namespaces here (`{} --unshare-all \
-             --ro-bind / / true` failed: {detail}). Allow unprivileged user namespaces \
-             (`sysctl -w kernel.unprivileged_userns_clone=1`, or on Ubuntu 24.04+ \
-             `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`), run orch as root, \
-             or inside a container start it with --privileged / a seccomp profile that \
-             allows unshare; otherwise set sandbox = \"none\" to run without isolation",
-            binary.display()
+            "bubblewrap creates namespaces but the hardened sandbox does not start ({}); \
+             bubblewrap 0.4 or newer is needed for --seccomp and --cap-drop (`apt-get install \
+             bubblewrap`), and limits need a writable cgroup or none configured. Limits here: \
+             {}",
+            failure_detail(&out),
+            self.limits_enforcement()
         )))
     }
 
     async fn exec(&self, request: &ExecRequest) -> Result<ProcessOutput, SandboxError> {
+        let filter = seccomp::filter_pipe()?;
+        let plan = limits::plan(&self.opts.limits, self.cgroups)?;
+        let procs = plan
+            .cgroup
+            .as_ref()
+            .map(|c| c.procs_files())
+            .unwrap_or_default();
+        let mut args = vec!["--seccomp".to_string(), filter.as_raw_fd().to_string()];
+        args.extend(self.args(request));
         let spec = ProcessSpec::new(self.binary.clone())
-            .args(self.args(request))
+            .args(args)
             .timeout(request.timeout)
-            .output_limit(request.output_limit);
-        Ok(orch_process::run(spec).await?)
+            .output_limit(request.output_limit)
+            .pre_exec(child_setup(procs, plan.rlimits.clone(), filter));
+        let mut out = orch_process::run(spec).await?;
+        if let Some(cgroup) = &plan.cgroup {
+            out.killed_by = limit_hit(&out, cgroup.outcome());
+        }
+        // Dropping the plan empties and removes the command's cgroup.
+        drop(plan);
+        Ok(out)
     }
+}
+
+/// What runs in the forked child before it becomes bwrap: join the
+/// command's cgroup, lower the rlimits, and let the seccomp pipe survive
+/// exec. Everything it touches is prepared here, in the parent.
+fn child_setup(procs: Vec<CString>, rlimits: Vec<Rlimit>, filter: OwnedFd) -> PreExec {
+    let fd = filter.as_raw_fd();
+    let hook = move || {
+        // Owning the pipe keeps it open until the runner drops the hook.
+        let _ = &filter;
+        for p in &procs {
+            limits::join_cgroup(p)?;
+        }
+        for r in &rlimits {
+            r.apply()?;
+        }
+        clear_cloexec(fd)
+    };
+    // SAFETY: the hook only makes raw syscalls (open, write, close,
+    // setrlimit, fcntl) on data prepared before the fork.
+    unsafe { PreExec::new(hook) }
+}
+
+fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor the hook owns; no memory involved.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Which limit stopped a failed command, from its cgroup's counters. The
+/// runner's own verdict (timeout) wins; a command that succeeded was not
+/// stopped by anything.
+fn limit_hit(out: &ProcessOutput, seen: limits::Outcome) -> Option<Limit> {
+    if out.killed_by.is_some() || out.success() {
+        return out.killed_by;
+    }
+    if seen.oom_kills > 0 {
+        Some(Limit::Memory)
+    } else if seen.pids_refused > 0 {
+        Some(Limit::Pids)
+    } else {
+        None
+    }
+}
+
+fn failure_detail(out: &ProcessOutput) -> String {
+    if out.timed_out {
+        "timed out after 30 s".to_string()
+    } else {
+        let text = out.combined();
+        let text = text.trim();
+        if text.is_empty() {
+            format!("exit code {:?}, signal {:?}", out.exit_code, out.signal)
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// The fix for missing user namespaces, naming the knob that is off here.
+fn userns_fix() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let mut fixes = Vec::new();
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        fixes.push("`sysctl -w user.max_user_namespaces=15000` (it is 0 here)");
+    }
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        fixes.push("`sysctl -w kernel.unprivileged_userns_clone=1` (it is 0 here)");
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        fixes.push(
+            "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile \
+             for bwrap (AppArmor restricts user namespaces here)",
+        );
+    }
+    if fixes.is_empty() {
+        fixes.push(
+            "`sysctl -w kernel.unprivileged_userns_clone=1`, or on Ubuntu 24.04+ \
+             `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`",
+        );
+    }
+    format!(
+        "Allow unprivileged user namespaces ({}), run orch as root, or inside a container \
+         start it with --privileged / a seccomp profile that allows unshare",
+        fixes.join("; ")
+    )
+}
+
+/// An empty directory for the check's probe command.
+fn scratch_dir() -> Result<PathBuf, SandboxError> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "orch-bwrap-check-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        SandboxError::Backend(format!(
+            "cannot create {} for the sandbox check: {e}; make the temp directory writable \
+             (or point TMPDIR elsewhere)",
+            dir.display()
+        ))
+    })?;
+    Ok(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn request() -> ExecRequest {
         ExecRequest {
@@ -193,6 +378,49 @@ mod tests {
         let wt = position(&args, &["--bind", "/srv/repo/.git/orch/wt"]).unwrap();
         let deep = position(&args, &["--ro-bind", "/tmp/wt/vendor/x/y/z"]).unwrap();
         assert!(git < wt && wt < deep);
+    }
+
+    #[test]
+    fn drops_capabilities() {
+        let args = BwrapSandbox::new(SandboxOptions::default()).args(&request());
+        assert!(position(&args, &["--cap-drop", "ALL"]).is_some());
+        assert!(position(&args, &["--unshare-all"]).is_some());
+        assert!(position(&args, &["--die-with-parent"]).is_some());
+    }
+
+    fn output(exit_code: Option<i32>, killed_by: Option<Limit>) -> ProcessOutput {
+        ProcessOutput {
+            exit_code,
+            signal: None,
+            timed_out: killed_by == Some(Limit::Timeout),
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            duration: Duration::ZERO,
+            killed_by,
+        }
+    }
+
+    #[test]
+    fn limit_hit_reads_the_counters_of_failed_commands() {
+        let oom = limits::Outcome {
+            oom_kills: 1,
+            pids_refused: 3,
+        };
+        let pids = limits::Outcome {
+            oom_kills: 0,
+            pids_refused: 3,
+        };
+        let quiet = limits::Outcome::default();
+        assert_eq!(limit_hit(&output(Some(137), None), oom), Some(Limit::Memory));
+        assert_eq!(limit_hit(&output(Some(2), None), pids), Some(Limit::Pids));
+        assert_eq!(limit_hit(&output(Some(1), None), quiet), None);
+        // Success means nothing stopped it; a timeout stays a timeout.
+        assert_eq!(limit_hit(&output(Some(0), None), oom), None);
+        assert_eq!(
+            limit_hit(&output(None, Some(Limit::Timeout)), oom),
+            Some(Limit::Timeout)
+        );
     }
 
     #[test]

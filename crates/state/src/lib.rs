@@ -103,6 +103,15 @@ impl Store {
     /// front, so reads inside `f` cannot go stale before its writes, and a
     /// second writer waits (busy timeout) instead of failing mid-way. Any
     /// error rolls everything back.
+    /// Writes a consistent copy of the whole database to `path` (which
+    /// must not exist), e.g. the state a dry run works on.
+    pub fn snapshot_to(&self, path: &Path) -> Result<()> {
+        let target = path.to_string_lossy().to_string();
+        let conn = self.lock()?;
+        conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

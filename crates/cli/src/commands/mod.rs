@@ -1,7 +1,9 @@
 //! One module per command, plus what they share: loading the config and
 //! opening the store.
 
+pub mod cost;
 pub mod demo;
+pub mod doctor;
 pub mod init;
 pub mod run;
 pub mod show;
@@ -14,7 +16,15 @@ use orch_state::Store;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Set once from `--dry-run` / `ORCH_DRY_RUN` before any command runs.
+static DRY_RUN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub fn dry_run() -> bool {
+    DRY_RUN.get().copied().unwrap_or(false)
+}
+
 pub async fn dispatch(cli: Cli) -> CliResult {
+    let _ = DRY_RUN.set(cli.dry_run);
     let config_flag = cli.config.as_deref();
     match cli.command {
         Command::Init(a) => init::run(config_flag, a).await,
@@ -28,13 +38,22 @@ pub async fn dispatch(cli: Cli) -> CliResult {
         Command::Answer(a) => tasks::answer(config_flag, a),
         Command::Cancel(a) => tasks::cancel(config_flag, a),
         Command::Events(a) => status::events(config_flag, a),
+        Command::Cost(a) => cost::cost(config_flag, a),
+        Command::Doctor(a) => doctor::doctor(config_flag, a).await,
         Command::Demo(a) => demo::run(a).await,
     }
 }
 
+/// Loads the config. In a dry run (flag, env or `dry_run = true`), state
+/// lives in `<data_dir>/dry-run`, apart from real work.
 pub fn load_config(flag: Option<&Path>) -> Result<Config, CliError> {
     let path = orch_config::resolve_config_path(flag);
-    Ok(orch_config::load(&path)?)
+    let mut config = orch_config::load(&path)?;
+    if dry_run() || config.dry_run {
+        config.dry_run = true;
+        config.data_dir = config.data_dir_abs().join("dry-run");
+    }
+    Ok(config)
 }
 
 /// Opens the state database in the config's data_dir.

@@ -32,6 +32,9 @@ pub struct RunArgs {
 pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
     let config = load_config(config_flag)?;
     require_project(&config, &a.project)?;
+    if config.dry_run {
+        refresh_dry_run_state(&config)?;
+    }
     let store = open_store(&config)?;
     let summary = run_project(
         &config,
@@ -53,6 +56,27 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
     Ok(exit_code(&summary))
 }
 
+/// A dry run works on a fresh copy of the real state (same tasks, same
+/// history), so it shows what a real run would do without changing it.
+fn refresh_dry_run_state(config: &Config) -> Result<(), CliError> {
+    let dry_dir = config.data_dir_abs();
+    let Some(real_dir) = dry_dir.parent() else { return Ok(()) };
+    let real_db = orch_engine::DataPaths::new(real_dir).db();
+    let dry_db = orch_engine::DataPaths::new(&dry_dir).db();
+    let fail = |e: std::io::Error| CliError::failed(format!("cannot prepare the dry-run state in {}: {e}", dry_dir.display()));
+    std::fs::create_dir_all(&dry_dir).map_err(fail)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", dry_db.display()));
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(fail)?;
+        }
+    }
+    if real_db.exists() {
+        orch_state::Store::open(&real_db)?.snapshot_to(&dry_db)?;
+    }
+    Ok(())
+}
+
 /// Builds the engine for one project and runs it with live progress.
 pub async fn run_project(
     config: &Config,
@@ -63,7 +87,10 @@ pub async fn run_project(
     quiet: bool,
 ) -> Result<CycleSummary, CliError> {
     let pc = require_project(config, project)?;
-    let providers = ProviderRegistry::from_config(config)?;
+    let providers = ProviderRegistry::from_config(config, config.dry_run)?;
+    if config.dry_run {
+        eprintln!("dry run: every model role answers from the simulated provider; nothing is sent, nothing is spent; state in {}", config.data_dir_abs().display());
+    }
     let sandbox = orch_sandbox::from_kind(pc.sandbox.as_str(), sandbox_options(pc))
         .map_err(|e| CliError::failed(e.to_string()))?;
     let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;

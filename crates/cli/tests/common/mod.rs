@@ -117,6 +117,14 @@ impl Fixture {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Appends TOML (tables like `[prices.worker]`) to the config.
+    pub fn append_config(&self, text: &str) {
+        let mut current = std::fs::read_to_string(&self.config).unwrap();
+        current.push('\n');
+        current.push_str(text);
+        std::fs::write(&self.config, current).unwrap();
+    }
+
     pub fn orch(&self, args: &[&str]) -> Output {
         self.orch_cmd(args).output().expect("orch runs")
     }

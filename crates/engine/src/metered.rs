@@ -1,0 +1,168 @@
+//! Metering: every model call is priced, recorded in `model_calls` with its
+//! role, task and attempt, and checked against the budgets first. A call
+//! that would push a task past `max_budget_per_task_usd` is not sent; a
+//! project whose day's spending reached `daily_budget_usd` is paused with a
+//! clear message. Budgets are enforced here, in code; models only advise.
+
+use crate::recorder::Recorder;
+use async_trait::async_trait;
+use orch_core::EventKind;
+use orch_providers::pricing::PriceTable;
+use orch_providers::{
+    Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError,
+};
+use orch_state::{ModelCall, Store};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Starts the message of a call refused by the task budget; the engine
+/// fails such a task at once instead of retrying it.
+pub const TASK_BUDGET_REACHED: &str = "task budget reached";
+
+/// Output tokens assumed for a call that sets no `max_tokens`, when
+/// estimating whether it fits the budget.
+const ASSUMED_OUTPUT_TOKENS: u64 = 1024;
+
+/// What every metered provider of one project shares.
+pub struct Meter {
+    pub store: Arc<Store>,
+    pub prices: Arc<PriceTable>,
+    pub rec: Recorder,
+    pub project: String,
+    pub task_budget_usd: Option<f64>,
+    pub daily_budget_usd: Option<f64>,
+}
+
+/// Who is calling: recorded with each call.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub role: &'static str,
+    pub task_id: Option<String>,
+    pub attempt_id: Option<i64>,
+}
+
+pub struct MeteredProvider {
+    inner: Arc<dyn Provider>,
+    meter: Arc<Meter>,
+    ctx: CallContext,
+}
+
+impl MeteredProvider {
+    pub fn wrap(inner: Arc<dyn Provider>, meter: Arc<Meter>, ctx: CallContext) -> Arc<dyn Provider> {
+        Arc::new(MeteredProvider { inner, meter, ctx })
+    }
+
+    fn estimate(&self, request: &ChatRequest) -> f64 {
+        let chars: usize = request.messages.iter().map(|m| m.content.len() + m.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>()).sum();
+        let usage = orch_core::Usage {
+            input_tokens: (chars as u64).div_ceil(4),
+            output_tokens: request.max_tokens.map(u64::from).unwrap_or(ASSUMED_OUTPUT_TOKENS),
+            cached_tokens: 0,
+            cost_usd: 0.0,
+        };
+        self.meter.prices.cost(&request.model, &usage)
+    }
+
+    /// Refuses the call when it would break a budget.
+    fn check_budgets(&self, request: &ChatRequest) -> Result<(), ProviderError> {
+        let m = &self.meter;
+        let estimate = self.estimate(request);
+        let internal = |e: orch_state::StateError| ProviderError::Config(format!("cannot read spending: {e}"));
+        if let Some(limit) = m.daily_budget_usd {
+            let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let spent = m.store.spent_on_day(&m.project, &day).map_err(internal)?;
+            if spent + estimate > limit {
+                let reason = format!(
+                    "daily budget reached: ${spent:.4} spent today (UTC) of daily_budget_usd = ${limit:.2}; work resumes when you raise the budget or tomorrow, with `orch resume --project {}`",
+                    m.project
+                );
+                let _ = m.store.set_paused(&m.project, true, Some(&reason));
+                return Err(ProviderError::Budget(reason));
+            }
+        }
+        if let (Some(limit), Some(task)) = (m.task_budget_usd, &self.ctx.task_id) {
+            let spent = m.store.spent_on_task(task).map_err(internal)?;
+            if spent + estimate > limit {
+                return Err(ProviderError::Budget(format!(
+                    "{TASK_BUDGET_REACHED}: ${spent:.4} spent, the next call would cost about ${estimate:.4}, and max_budget_per_task_usd = ${limit:.2}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, request: &ChatRequest, started: Instant, result: &Result<ChatResponse, ProviderError>) {
+        let (usage, ok, error, model) = match result {
+            Ok(r) => (r.usage, true, None, request.model.clone()),
+            Err(e) => (orch_core::Usage::default(), false, Some(e.to_string()), request.model.clone()),
+        };
+        let call = ModelCall {
+            at: chrono::Utc::now(),
+            project: self.meter.project.clone(),
+            task_id: self.ctx.task_id.clone(),
+            attempt_id: self.ctx.attempt_id,
+            role: self.ctx.role.to_string(),
+            provider: self.inner.name().to_string(),
+            model,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_usd: usage.cost_usd,
+            duration_ms: started.elapsed().as_millis() as u64,
+            ok,
+            error: error.clone(),
+        };
+        if let Err(e) = self.meter.store.record_model_call(&call) {
+            tracing::warn!("could not record a model call: {e}");
+        }
+        if let Some(error) = error {
+            self.meter.rec.note(
+                self.ctx.task_id.as_deref(),
+                EventKind::ModelCall,
+                format!("{} call to {}:{} failed: {error}", self.ctx.role, self.inner.name(), request.model),
+                serde_json::json!({"role": self.ctx.role, "ok": false}),
+            );
+        }
+    }
+
+    fn price(&self, request: &ChatRequest, response: &mut ChatResponse) {
+        let cost = self.meter.prices.cost(&request.model, &response.usage);
+        // A provider that reports its own cost (none do yet) wins.
+        if response.usage.cost_usd == 0.0 {
+            response.usage.cost_usd = cost;
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for MeteredProvider {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.check_budgets(request)?;
+        let started = Instant::now();
+        let mut result = self.inner.chat(request).await;
+        if let Ok(r) = &mut result {
+            self.price(request, r);
+        }
+        self.record(request, started, &result);
+        result
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest, sink: DeltaSink<'_>) -> Result<ChatResponse, ProviderError> {
+        self.check_budgets(request)?;
+        let started = Instant::now();
+        let mut result = self.inner.chat_stream(request, sink).await;
+        if let Ok(r) = &mut result {
+            self.price(request, r);
+        }
+        self.record(request, started, &result);
+        result
+    }
+}
