@@ -26,6 +26,8 @@
 #   ORCH_LLAMA_THREADS   inference threads (default: all cores)
 #   ORCH_LLAMA_WAIT      seconds to wait for the server to answer (default 120)
 #   ORCH_LLAMA_MODEL     a GGUF file to serve instead of Gemma 3 270M
+#   ORCH_LLAMA_CHAT_FORMAT  llama-cpp-python --chat_format (default: gemma for
+#                        the default model, else the GGUF's own template)
 #   ORCH_LLAMA_CMAKE_ARGS  CMake flags for the llama.cpp build
 set -euo pipefail
 
@@ -74,8 +76,14 @@ install() {
         die "$py not found; install Python 3 (apt-get install -y python3 python3-pip) or set PYTHON"
     # The wheel cache is what makes a reinstall fast: never let it be off.
     unset PIP_NO_CACHE_DIR
+    export PIP_ROOT_USER_ACTION=ignore
     if ! "$py" -m llama_cpp.server --help >/dev/null 2>&1; then
-        say "installing llama-cpp-python[server]==$LLAMA_CPP_VERSION (a first build compiles llama.cpp: ~10-15 min)"
+        if ! command -v c++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            say "installing g++ (llama.cpp is C++)"
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; } >&2 ||
+                die "could not install g++; install a C++ compiler (apt-get install -y build-essential)"
+        fi
+        say "installing llama-cpp-python[server]==$LLAMA_CPP_VERSION (seconds from pip's wheel cache; a first build compiles llama.cpp: ~10-15 min)"
         local started=$SECONDS
         "$py" -m pip install -q cmake ninja >&2 ||
             die "pip could not install cmake and ninja; check that PyPI is reachable"
@@ -127,12 +135,23 @@ start() {
     port="${ORCH_LLAMA_PORT:-$(free_port)}"
     answers "$port" && die "port $port already answers; stop what runs there or set ORCH_LLAMA_PORT"
     local threads="${ORCH_LLAMA_THREADS:-$(nproc)}"
+    # This Gemma GGUF carries no chat template, and llama-cpp-python would
+    # fall back to Llama 2's, which Gemma does not know.
+    local chat_format=()
+    if [ -n "${ORCH_LLAMA_CHAT_FORMAT:-}" ]; then
+        chat_format=(--chat_format "$ORCH_LLAMA_CHAT_FORMAT")
+    elif [ -z "${ORCH_LLAMA_MODEL:-}" ]; then
+        chat_format=(--chat_format gemma)
+    fi
     say "starting on 127.0.0.1:$port with $model (log: $log_file)"
     local started=$SECONDS
     # Its own output goes to the log: with stdout inherited, `$(... start)`
-    # would wait for the server to exit.
+    # would wait for the server to exit. --interrupt_requests False: by
+    # default a stream is cut off (with a bare [DONE]) as soon as another
+    # request waits, and parallel tests always have one waiting.
     nohup "$py" -m llama_cpp.server --model "$model" --model_alias "$MODEL_ALIAS" \
         --host 127.0.0.1 --port "$port" --n_ctx 2048 --n_threads "$threads" \
+        --interrupt_requests False "${chat_format[@]}" \
         </dev/null >"$log_file" 2>&1 &
     pid=$!
     echo "$pid" >"$pid_file"

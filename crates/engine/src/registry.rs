@@ -64,36 +64,56 @@ pub fn price_table(config: &Config) -> orch_providers::pricing::PriceTable {
     table
 }
 
+/// The API key for a provider: its `api_key_env` (environment, then the
+/// `.env` beside the config), else the preset's usual variable.
+fn api_key_for(config: &Config, pc: &ProviderConfig) -> Option<String> {
+    if pc.api_key_env.is_some() {
+        return config.api_key(pc);
+    }
+    let var = pc.preset.as_deref().and_then(orch_providers::presets::preset)?.api_key_env?;
+    std::env::var(var)
+        .ok()
+        .or_else(|| config.dotenv.get(var).cloned())
+        .filter(|k| !k.trim().is_empty())
+}
+
 pub fn build_provider(
     config: &Config,
     name: &str,
     pc: &ProviderConfig,
 ) -> Result<Arc<dyn Provider>> {
+    let key = api_key_for(config, pc);
+    if let Some(k) = &key {
+        orch_core::redact::register(k);
+    }
+    let timeout = Duration::from_secs(pc.request_timeout_seconds);
+    let base = pc.base_url.as_deref().unwrap_or("");
+    let provider_err = |e: orch_providers::ProviderError| EngineError::Config(format!("providers.{name}: {e}"));
     match pc.kind {
         ProviderKind::Openai => {
+            if let Some(preset_name) = &pc.preset {
+                let preset = orch_providers::presets::preset(preset_name)
+                    .ok_or_else(|| provider_err(orch_providers::presets::unknown_preset(preset_name)))?;
+                let p = preset.client(name, pc.base_url.as_deref(), key, timeout).map_err(provider_err)?;
+                return Ok(Arc::new(p));
+            }
             let base_url = pc.base_url.as_deref().ok_or_else(|| {
                 EngineError::Config(format!(
-                    "providers.{name}.base_url is required for kind = \"openai\""
+                    "providers.{name}.base_url is required for kind = \"openai\" (or set preset = \"groq\", \"openai\", …)"
                 ))
             })?;
-            let key = config.api_key(pc);
-            if let Some(k) = &key {
-                orch_core::redact::register(k);
-            }
-            let p = OpenAiProvider::new(
-                name,
-                base_url,
-                key,
-                Duration::from_secs(pc.request_timeout_seconds),
-            )
-            .map_err(|e| EngineError::Provider(e.to_string()))?;
-            Ok(Arc::new(p))
+            Ok(Arc::new(OpenAiProvider::new(name, base_url, key, timeout).map_err(provider_err)?))
         }
+        ProviderKind::Anthropic => Ok(Arc::new(
+            orch_providers::anthropic::AnthropicProvider::new(name, base, key, timeout).map_err(provider_err)?,
+        )),
+        ProviderKind::Gemini => Ok(Arc::new(
+            orch_providers::gemini::GeminiProvider::new(name, base, key, timeout).map_err(provider_err)?,
+        )),
+        ProviderKind::Ollama => Ok(Arc::new(
+            orch_providers::ollama::OllamaProvider::new(name, base, timeout).map_err(provider_err)?,
+        )),
         ProviderKind::Simulated => Ok(Arc::new(orch_providers::simulated::SimulatedProvider::new(name))),
-        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Ollama => Err(EngineError::Config(format!(
-            "providers.{name}: kind = \"{}\" is not available in this build",
-            pc.kind.as_str()
-        ))),
         ProviderKind::Replay => {
             let script = pc.script.as_ref().ok_or_else(|| {
                 EngineError::Config(format!(

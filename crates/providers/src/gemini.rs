@@ -858,25 +858,22 @@ fn sanitize(schema: &Value, defs: &Value, depth: usize) -> Value {
                     out.insert(key.clone(), other.clone());
                 }
             },
-            "const" => {
-                if value.is_string() && !obj.contains_key("enum") {
-                    out.insert("enum".into(), json!([value]));
-                }
+            "const" if value.is_string() && !obj.contains_key("enum") => {
+                out.insert("enum".into(), json!([value]));
             }
             // Gemini's enums are strings only.
-            "enum" => {
+            "enum"
                 if value
                     .as_array()
-                    .is_some_and(|v| v.iter().all(Value::is_string))
-                {
-                    out.insert(key.clone(), value.clone());
-                }
+                    .is_some_and(|v| v.iter().all(Value::is_string)) =>
+            {
+                out.insert(key.clone(), value.clone());
             }
-            "format" => {
-                if value.as_str().is_some_and(|f| SCHEMA_FORMATS.contains(&f)) {
-                    out.insert(key.clone(), value.clone());
-                }
+            "format" if value.as_str().is_some_and(|f| SCHEMA_FORMATS.contains(&f)) => {
+                out.insert(key.clone(), value.clone());
             }
+            // Whatever the guards above refused is dropped.
+            "const" | "enum" | "format" => {}
             k if SCHEMA_KEYS.contains(&k) => {
                 out.insert(key.clone(), value.clone());
             }

@@ -9,9 +9,16 @@
 //! Streaming (`chat_stream`) sends `"stream": true` with
 //! `"stream_options": {"include_usage": true}` and reads the server-sent
 //! events with [`StreamParser`]: text deltas, tool calls assembled by index
-//! from their fragments, the finish reason and the closing usage chunk. A
-//! stream that ends before `[DONE]` and before any finish reason is a
-//! [`ProviderError::StreamCut`], which the retry policy retries as a whole.
+//! from their fragments, the finish reason and the closing usage chunk. An
+//! answer is complete once its finish reason arrives: a stream that ends
+//! before that, whether the connection drops, the body just ends, or the
+//! server sends `[DONE]` early (llama-cpp-python does when another request
+//! queues up), is a [`ProviderError::StreamCut`], which the retry policy
+//! retries as a whole.
+//!
+//! Structured output is sent as OpenAI's `json_schema` response format, or
+//! as `{"type": "json_object", "schema": ...}` for servers that only read
+//! that form ([`SchemaStyle`]; the llama.cpp preset uses it).
 //!
 //! The API key is only ever put in the `Authorization` header: it is
 //! redacted from `Debug` output and from error bodies that echo it.
@@ -35,6 +42,19 @@ pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
 /// Error bodies are cut to this many bytes before they go into an error.
 const MAX_ERROR_BODY_BYTES: usize = 2048;
 
+/// How `response_format` is written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaStyle {
+    /// OpenAI's `{"type": "json_schema", "json_schema": {"name", "schema",
+    /// "strict": true}}` (OpenAI, vLLM, LM Studio, Mistral, xAI, ...).
+    #[default]
+    JsonSchema,
+    /// `{"type": "json_object", "schema": {...}}`: the only form
+    /// llama-cpp-python's server accepts; llama.cpp's own server reads it
+    /// too.
+    JsonObjectSchema,
+}
+
 /// A client for one OpenAI-compatible server.
 pub struct OpenAiProvider {
     name: String,
@@ -43,6 +63,7 @@ pub struct OpenAiProvider {
     api_key: Option<String>,
     client: reqwest::Client,
     capabilities: Capabilities,
+    schema_style: SchemaStyle,
 }
 
 impl fmt::Debug for OpenAiProvider {
@@ -52,6 +73,7 @@ impl fmt::Debug for OpenAiProvider {
             .field("endpoint", &self.endpoint)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("capabilities", &self.capabilities)
+            .field("schema_style", &self.schema_style)
             .finish()
     }
 }
@@ -102,7 +124,14 @@ impl OpenAiProvider {
                 json_schema: true,
                 streaming: true,
             },
+            schema_style: SchemaStyle::default(),
         })
+    }
+
+    /// Write `response_format` in this form (see [`SchemaStyle`]).
+    pub fn with_schema_style(mut self, style: SchemaStyle) -> Self {
+        self.schema_style = style;
+        self
     }
 
     /// Declare what this server can do (presets know; the default claims
@@ -330,7 +359,7 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = request_body(request);
+        let body = request_body_styled(request, self.schema_style);
         tracing::debug!(
             provider = %self.name,
             model = %request.model,
@@ -348,7 +377,8 @@ impl Provider for OpenAiProvider {
         request: &ChatRequest,
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
-        let body = stream_request_body(request);
+        let mut body = request_body_styled(request, self.schema_style);
+        add_stream_options(&mut body);
         tracing::debug!(
             provider = %self.name,
             model = %request.model,
@@ -409,6 +439,11 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 /// The request body in OpenAI wire format.
 pub fn request_body(request: &ChatRequest) -> Value {
+    request_body_styled(request, SchemaStyle::JsonSchema)
+}
+
+/// The request body with `response_format` in the given form.
+pub fn request_body_styled(request: &ChatRequest, schema_style: SchemaStyle) -> Value {
     let messages: Vec<Value> = request.messages.iter().map(wire_message).collect();
     let mut body = json!({ "model": request.model, "messages": messages });
     if !request.tools.is_empty() {
@@ -435,10 +470,16 @@ pub fn request_body(request: &ChatRequest) -> Value {
         };
     }
     if let Some(format) = &request.response_format {
-        body["response_format"] = json!({
-            "type": "json_schema",
-            "json_schema": { "name": format.name, "schema": format.schema, "strict": true }
-        });
+        body["response_format"] = match schema_style {
+            SchemaStyle::JsonSchema => json!({
+                "type": "json_schema",
+                "json_schema": { "name": format.name, "schema": format.schema, "strict": true }
+            }),
+            SchemaStyle::JsonObjectSchema => json!({
+                "type": "json_object",
+                "schema": format.schema,
+            }),
+        };
     }
     if let Some(max) = request.max_tokens {
         body["max_tokens"] = json!(max);
@@ -452,9 +493,13 @@ pub fn request_body(request: &ChatRequest) -> Value {
 /// [`request_body`] asking for a stream with a closing usage chunk.
 pub fn stream_request_body(request: &ChatRequest) -> Value {
     let mut body = request_body(request);
+    add_stream_options(&mut body);
+    body
+}
+
+fn add_stream_options(body: &mut Value) {
     body["stream"] = json!(true);
     body["stream_options"] = json!({ "include_usage": true });
-    body
 }
 
 fn wire_message(m: &Message) -> Value {
@@ -711,7 +756,7 @@ struct PartialCall {
 /// UTF-8 characters may be split anywhere); it emits [`StreamDelta`]s as
 /// complete events arrive, and [`StreamParser::finish`] returns the
 /// assembled answer, or [`ProviderError::StreamCut`] when the stream ended
-/// before `[DONE]` and before any finish reason.
+/// before the finish reason (with or without `[DONE]`).
 ///
 /// SSE details handled: `\r\n` line ends, comment lines (`: keep-alive`),
 /// `event:`/`id:`/`retry:` fields (ignored), `data:` with or without the
@@ -758,10 +803,11 @@ impl StreamParser {
         self.done
     }
 
-    /// A finish reason or `[DONE]` has arrived: the answer is complete even
-    /// if the connection now breaks (only a late usage chunk may be lost).
+    /// The finish reason has arrived: the answer is complete even if the
+    /// connection now breaks (only a late usage chunk may be lost). `[DONE]`
+    /// alone is not enough: servers send it when they stop early.
     pub fn is_complete(&self) -> bool {
-        self.done || self.finish_reason.is_some()
+        self.finish_reason.is_some()
     }
 
     /// Read the next piece of the body. A server error sent as an event
@@ -803,22 +849,36 @@ impl StreamParser {
         model_fallback: &str,
         on_delta: &mut dyn FnMut(&StreamDelta),
     ) -> Result<ChatResponse, ProviderError> {
-        // A last line without its newline still counts.
+        // A last line without its newline still counts; one that does not
+        // parse was cut off mid-event, which the check below reports.
+        let mut cut_event = false;
         if !self.done && !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.line_done(&line, on_delta)?;
         }
         if !self.done && !self.pending.is_empty() {
             let data = std::mem::take(&mut self.pending);
-            self.event(&data, true, on_delta)?;
+            cut_event = self.event(&data, true, on_delta).is_err();
         }
         if !self.is_complete() {
+            let how = if self.done {
+                "the server sent [DONE] before any finish_reason: it stopped generating early \
+                 (llama-cpp-python does this when another request arrives unless started with \
+                 --interrupt_requests False)"
+            } else {
+                "the stream ended without a finish_reason or [DONE]"
+            };
             return Err(ProviderError::StreamCut {
                 provider: self.provider,
                 detail: format!(
-                    "the stream ended after {} event(s) without a finish_reason or [DONE] \
-                     ({} characters of text and {} tool call(s) had arrived)",
+                    "{how}, after {} event(s){} ({} characters of text and {} tool call(s) \
+                     had arrived)",
                     self.events,
+                    if cut_event {
+                        " and half of another"
+                    } else {
+                        ""
+                    },
                     self.content.chars().count(),
                     self.calls.len()
                 ),
@@ -863,9 +923,7 @@ impl StreamParser {
             },
             usage: self.usage.unwrap_or_default(),
             finish_reason,
-            model: self
-                .model
-                .unwrap_or_else(|| model_fallback.to_string()),
+            model: self.model.unwrap_or_else(|| model_fallback.to_string()),
         })
     }
 
@@ -992,12 +1050,9 @@ impl StreamParser {
             Some(i) => i,
             // No index: a new id starts a new call, else it continues the last.
             None => match &id {
-                Some(id) if !self.calls.iter().any(|c| c.id == *id) => self
-                    .calls
-                    .iter()
-                    .map(|c| c.index + 1)
-                    .max()
-                    .unwrap_or(0),
+                Some(id) if !self.calls.iter().any(|c| c.id == *id) => {
+                    self.calls.iter().map(|c| c.index + 1).max().unwrap_or(0)
+                }
                 _ => self.calls.last().map_or(0, |c| c.index),
             },
         };
@@ -1020,9 +1075,7 @@ impl StreamParser {
                 call.id = id;
             }
         }
-        let (name, arguments) = tc
-            .function
-            .map_or((None, None), |f| (f.name, f.arguments));
+        let (name, arguments) = tc.function.map_or((None, None), |f| (f.name, f.arguments));
         let fragment = match arguments {
             Some(Value::String(s)) => s,
             None | Some(Value::Null) => String::new(),
@@ -1287,5 +1340,298 @@ mod tests {
         let capped = error_message(big.as_bytes());
         assert!(capped.len() < MAX_ERROR_BODY_BYTES + 40, "{}", capped.len());
         assert!(capped.contains("bytes cut"));
+    }
+
+    /// Run a whole body through the parser in pieces of `step` bytes.
+    fn parse_stream(
+        body: &[u8],
+        step: usize,
+    ) -> (Vec<StreamDelta>, Result<ChatResponse, ProviderError>) {
+        let mut deltas = Vec::new();
+        let mut parser = StreamParser::new("p");
+        let mut push = |d: &StreamDelta| deltas.push(d.clone());
+        for piece in body.chunks(step.max(1)) {
+            if let Err(e) = parser.feed(piece, &mut push) {
+                return (deltas, Err(e));
+            }
+        }
+        let result = parser.finish("asked-model", &mut push);
+        (deltas, result)
+    }
+
+    /// Interleaved tool calls, CRLF, comments, other fields, a multi-line
+    /// event, multi-byte text, a usage chunk and `[DONE]`.
+    const TRICKY_STREAM: &str = concat!(
+        ": keep-alive\n\n",
+        "event: message\r\nid: 1\r\n",
+        "data: {\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Grüße, \"}}]}\n\n",
+        "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"世界 🌍\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"write_file\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"function\":{\"name\":\"run\",\"arguments\":\"{\\\"cmd\\\":\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"path\\\": \\\"a.py\\\", \"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"\\\"ls\\\"}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\n",
+        "data: \"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"content\\\": \\\"é\\\"}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"other choice\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n",
+        "data: [DONE]\n\n",
+        "data: this is after the end and never read\n\n",
+    );
+
+    #[test]
+    fn stream_assembles_the_same_answer_however_the_bytes_are_split() {
+        let (want_deltas, want) = parse_stream(TRICKY_STREAM.as_bytes(), usize::MAX);
+        let want = want.unwrap();
+        assert_eq!(want.message.content, "Grüße, 世界 🌍");
+        assert_eq!(want.model, "m-1");
+        assert_eq!(want.finish_reason, "tool_calls");
+        assert_eq!(
+            want.usage,
+            Usage {
+                input_tokens: 12,
+                output_tokens: 30,
+                cached_tokens: 4,
+                cost_usd: 0.0
+            }
+        );
+        assert_eq!(
+            want.message.tool_calls,
+            vec![
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "write_file".into(),
+                    arguments: "{\"path\": \"a.py\", \"content\": \"é\"}".into(),
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    name: "run".into(),
+                    arguments: "{\"cmd\":\"ls\"}".into(),
+                },
+            ]
+        );
+        assert_eq!(
+            want_deltas,
+            vec![
+                StreamDelta::Text("Grüße, ".into()),
+                StreamDelta::Text("世界 🌍".into()),
+                StreamDelta::ToolCallStart {
+                    index: 0,
+                    id: "call_a".into(),
+                    name: "write_file".into()
+                },
+                StreamDelta::ToolCallStart {
+                    index: 1,
+                    id: "call_b".into(),
+                    name: "run".into()
+                },
+                StreamDelta::ToolCallArgs {
+                    index: 1,
+                    fragment: "{\"cmd\":".into()
+                },
+                StreamDelta::ToolCallArgs {
+                    index: 0,
+                    fragment: "{\"path\": \"a.py\", ".into()
+                },
+                StreamDelta::ToolCallArgs {
+                    index: 1,
+                    fragment: "\"ls\"}".into()
+                },
+                StreamDelta::ToolCallArgs {
+                    index: 0,
+                    fragment: "\"content\": \"é\"}".into()
+                },
+            ]
+        );
+        // Every piece size, down to one byte (which splits every UTF-8
+        // character and every CRLF), gives the same deltas and answer.
+        for step in 1..=64 {
+            let (deltas, got) = parse_stream(TRICKY_STREAM.as_bytes(), step);
+            assert_eq!(deltas, want_deltas, "step {step}");
+            assert_eq!(got.unwrap(), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn stream_without_done_or_finish_reason_is_cut() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"Hal\"}}]}\n\n\
+                    data: {\"choices\":[{\"delta\":{\"content\":\"f an ans\"}}]}\n\n";
+        let (deltas, result) = parse_stream(body.as_bytes(), 7);
+        assert_eq!(deltas.len(), 2, "the sink saw the partial text");
+        match result.unwrap_err() {
+            ProviderError::StreamCut { provider, detail } => {
+                assert_eq!(provider, "p");
+                assert!(
+                    detail.contains("2 event(s)") && detail.contains("11 characters"),
+                    "{detail}"
+                );
+            }
+            other => panic!("expected StreamCut, got {other:?}"),
+        }
+        // Cut in the middle of a line: still cut, not a parse error.
+        let (_, result) = parse_stream(b"data: {\"choices\":[{\"delta\":{\"cont", 5);
+        assert!(
+            matches!(result, Err(ProviderError::StreamCut { .. })),
+            "{result:?}"
+        );
+        // Empty body.
+        let (_, result) = parse_stream(b"", 5);
+        assert!(result.unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn finish_reason_without_done_and_done_without_newline_are_complete() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"length\"}]}\n\n";
+        let (_, r) = parse_stream(body.as_bytes(), 3);
+        let r = r.unwrap();
+        assert_eq!(
+            (r.message.content.as_str(), r.finish_reason.as_str()),
+            ("ok", "length")
+        );
+        assert_eq!(r.model, "asked-model");
+        assert_eq!(r.usage, Usage::default());
+
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]";
+        let (_, r) = parse_stream(body.as_bytes(), 4);
+        assert_eq!(r.unwrap().finish_reason, "stop");
+    }
+
+    #[test]
+    fn done_before_any_finish_reason_is_an_interrupted_answer() {
+        // llama-cpp-python's server ends a stream like this when another
+        // request queues up: what came so far, then [DONE].
+        let body = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n\
+                    data: {\"choices\":[{\"delta\":{\"content\":\"The\"}}]}\n\n\
+                    data: [DONE]\n\n";
+        match parse_stream(body.as_bytes(), 8).1.unwrap_err() {
+            ProviderError::StreamCut { detail, .. } => {
+                assert!(
+                    detail.contains("[DONE] before any finish_reason"),
+                    "{detail}"
+                );
+                assert!(detail.contains("--interrupt_requests False"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tool_calls_without_index_or_with_object_arguments() {
+        let body = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"id\":\"x1\",\"function\":{\"name\":\"a\",\"arguments\":\"{\\\"k\\\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"id\":\"x2\",\"function\":{\"name\":\"b\",\"arguments\":{\"n\":2}}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":2,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":2,\"function\":{\"name\":\"late\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":3,\"function\":{\"name\":\"bare\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (deltas, r) = parse_stream(body.as_bytes(), 9);
+        let calls = r.unwrap().message.tool_calls;
+        let got: Vec<(&str, &str, &str)> = calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x1", "a", "{\"k\":1}"),
+                ("x2", "b", "{\"n\":2}"),
+                ("call_3", "late", "{}"),
+                ("call_4", "bare", "{}"),
+            ]
+        );
+        // Arguments that came before the name follow its start.
+        let late = deltas
+            .iter()
+            .position(|d| matches!(d, StreamDelta::ToolCallStart { name, .. } if name == "late"))
+            .unwrap();
+        assert_eq!(
+            deltas[late + 1],
+            StreamDelta::ToolCallArgs {
+                index: 2,
+                fragment: "{}".into()
+            }
+        );
+
+        let nameless = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n";
+        let err = parse_stream(nameless.as_bytes(), 100).1.unwrap_err();
+        assert!(
+            err.to_string().contains("never got a function name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_inside_the_stream() {
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\
+                    data: {\"error\":{\"message\":\"Rate limit reached\",\"code\":429}}\n\n";
+        match parse_stream(body.as_bytes(), 10).1.unwrap_err() {
+            ProviderError::Http { status, body, .. } => {
+                assert_eq!(status, 429);
+                assert!(body.contains("Rate limit reached"), "{body}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+        assert!(parse_stream(body.as_bytes(), 10)
+            .1
+            .unwrap_err()
+            .is_retryable());
+        let body = "data: {\"error\":{\"message\":\"content policy\",\"type\":\"invalid_request_error\"}}\n\n";
+        let err = parse_stream(body.as_bytes(), 10).1.unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("content policy"), "{err}");
+
+        let err = parse_stream(b"data: {not json}\n\n", 4).1.unwrap_err();
+        assert!(matches!(err, ProviderError::BadResponse { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("not a chat-completion chunk"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn groq_usage_and_last_usage_wins() {
+        let body = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"x_groq\":{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let r = parse_stream(body.as_bytes(), 100).1.unwrap();
+        assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (5, 2));
+    }
+
+    #[test]
+    fn stream_body_asks_for_usage() {
+        let body = stream_request_body(&ChatRequest::new("m", vec![Message::user("hi")]));
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-3"), None);
+    }
+
+    #[test]
+    fn schema_styles() {
+        let mut req = ChatRequest::new("m", vec![Message::user("hi")]);
+        req.response_format = Some(ResponseFormat {
+            name: "answer".into(),
+            schema: json!({"type": "object"}),
+        });
+        assert_eq!(
+            request_body(&req)["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}})
+        );
+        assert_eq!(
+            request_body_styled(&req, SchemaStyle::JsonObjectSchema)["response_format"],
+            json!({"type": "json_object", "schema": {"type": "object"}})
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! default ports on 127.0.0.1 and need no key; set `base_url` in the
 //! provider config to point elsewhere.
 
-use crate::openai::OpenAiProvider;
+use crate::openai::{OpenAiProvider, SchemaStyle};
 use crate::{Capabilities, ProviderError};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ pub struct Preset {
     /// `None` for local servers that need no key.
     pub api_key_env: Option<&'static str>,
     pub capabilities: Capabilities,
+    /// How `response_format` is written for this server.
+    pub schema_style: SchemaStyle,
     /// Runs on this machine (no key, no cost by default).
     pub local: bool,
 }
@@ -50,6 +52,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://api.openai.com/v1",
         api_key_env: Some("OPENAI_API_KEY"),
         capabilities: ALL,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -57,6 +60,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://api.groq.com/openai/v1",
         api_key_env: Some("GROQ_API_KEY"),
         capabilities: NO_SCHEMA,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -64,6 +68,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://api.together.xyz/v1",
         api_key_env: Some("TOGETHER_API_KEY"),
         capabilities: NO_SCHEMA,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -71,6 +76,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://openrouter.ai/api/v1",
         api_key_env: Some("OPENROUTER_API_KEY"),
         capabilities: NO_SCHEMA,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -78,6 +84,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://api.x.ai/v1",
         api_key_env: Some("XAI_API_KEY"),
         capabilities: ALL,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -87,6 +94,7 @@ const PRESETS: [Preset; 11] = [
         api_key_env: Some("DEEPSEEK_API_KEY"),
         // JSON mode only (`json_object`), no schema.
         capabilities: NO_SCHEMA,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -94,6 +102,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "https://api.mistral.ai/v1",
         api_key_env: Some("MISTRAL_API_KEY"),
         capabilities: ALL,
+        schema_style: SchemaStyle::JsonSchema,
         local: false,
     },
     Preset {
@@ -102,6 +111,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "http://127.0.0.1:8000/v1",
         api_key_env: None,
         capabilities: ALL,
+        schema_style: SchemaStyle::JsonSchema,
         local: true,
     },
     Preset {
@@ -110,6 +120,8 @@ const PRESETS: [Preset; 11] = [
         base_url: "http://127.0.0.1:8080/v1",
         api_key_env: None,
         capabilities: ALL,
+        // The form both llama.cpp's server and llama-cpp-python's read.
+        schema_style: SchemaStyle::JsonObjectSchema,
         local: true,
     },
     Preset {
@@ -117,6 +129,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "http://127.0.0.1:1234/v1",
         api_key_env: None,
         capabilities: ALL,
+        schema_style: SchemaStyle::JsonSchema,
         local: true,
     },
     Preset {
@@ -125,6 +138,7 @@ const PRESETS: [Preset; 11] = [
         base_url: "http://127.0.0.1:11434/v1",
         api_key_env: None,
         capabilities: NO_SCHEMA,
+        schema_style: SchemaStyle::JsonSchema,
         local: true,
     },
 ];
@@ -194,7 +208,8 @@ impl Preset {
         let url = base_url.unwrap_or(self.base_url);
         Ok(
             OpenAiProvider::new(provider_name, url, api_key, request_timeout)?
-                .with_capabilities(self.capabilities),
+                .with_capabilities(self.capabilities)
+                .with_schema_style(self.schema_style),
         )
     }
 }
@@ -230,7 +245,11 @@ mod tests {
             assert!(p.capabilities.streaming && p.capabilities.tools);
             // Hosted services use TLS and a key; local ones neither.
             if p.local {
-                assert!(p.base_url.starts_with("http://127.0.0.1:"), "{}", p.base_url);
+                assert!(
+                    p.base_url.starts_with("http://127.0.0.1:"),
+                    "{}",
+                    p.base_url
+                );
                 assert_eq!(p.api_key_env, None);
             } else {
                 assert!(p.base_url.starts_with("https://"), "{}", p.base_url);
@@ -245,13 +264,37 @@ mod tests {
             let p = preset(name).unwrap();
             assert_eq!((p.base_url, p.api_key_env), (url, key), "{name}");
         };
-        check("openai", "https://api.openai.com/v1", Some("OPENAI_API_KEY"));
-        check("groq", "https://api.groq.com/openai/v1", Some("GROQ_API_KEY"));
-        check("together", "https://api.together.xyz/v1", Some("TOGETHER_API_KEY"));
-        check("openrouter", "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY"));
+        check(
+            "openai",
+            "https://api.openai.com/v1",
+            Some("OPENAI_API_KEY"),
+        );
+        check(
+            "groq",
+            "https://api.groq.com/openai/v1",
+            Some("GROQ_API_KEY"),
+        );
+        check(
+            "together",
+            "https://api.together.xyz/v1",
+            Some("TOGETHER_API_KEY"),
+        );
+        check(
+            "openrouter",
+            "https://openrouter.ai/api/v1",
+            Some("OPENROUTER_API_KEY"),
+        );
         check("xai", "https://api.x.ai/v1", Some("XAI_API_KEY"));
-        check("deepseek", "https://api.deepseek.com", Some("DEEPSEEK_API_KEY"));
-        check("mistral", "https://api.mistral.ai/v1", Some("MISTRAL_API_KEY"));
+        check(
+            "deepseek",
+            "https://api.deepseek.com",
+            Some("DEEPSEEK_API_KEY"),
+        );
+        check(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            Some("MISTRAL_API_KEY"),
+        );
         check("vllm", "http://127.0.0.1:8000/v1", None);
         check("llamacpp", "http://127.0.0.1:8080/v1", None);
         check("lmstudio", "http://127.0.0.1:1234/v1", None);
@@ -265,7 +308,10 @@ mod tests {
         assert_eq!(preset(" OpenAI ").unwrap().name, "openai");
         assert!(preset("anthropic").is_none());
         let err = unknown_preset("anthropc").to_string();
-        assert!(err.contains("anthropc") && err.contains("openrouter"), "{err}");
+        assert!(
+            err.contains("anthropc") && err.contains("openrouter"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -277,7 +323,12 @@ mod tests {
             .to_string();
         assert!(err.contains("GROQ_API_KEY"), "{err}");
         let client = groq
-            .client("fast", None, Some("gsk-test".into()), Duration::from_secs(5))
+            .client(
+                "fast",
+                None,
+                Some("gsk-test".into()),
+                Duration::from_secs(5),
+            )
             .unwrap();
         assert_eq!(
             client.endpoint(),
@@ -287,9 +338,17 @@ mod tests {
 
         let local = preset("llamacpp")
             .unwrap()
-            .client("llama", Some("http://127.0.0.1:9999/v1"), None, Duration::from_secs(5))
+            .client(
+                "llama",
+                Some("http://127.0.0.1:9999/v1"),
+                None,
+                Duration::from_secs(5),
+            )
             .unwrap();
-        assert_eq!(local.endpoint(), "http://127.0.0.1:9999/v1/chat/completions");
+        assert_eq!(
+            local.endpoint(),
+            "http://127.0.0.1:9999/v1/chat/completions"
+        );
         assert!(local.capabilities().json_schema && local.capabilities().streaming);
     }
 }

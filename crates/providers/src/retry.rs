@@ -483,12 +483,7 @@ mod tests {
 
     #[test]
     fn exponential_schedule_doubles_up_to_the_cap() {
-        let p = RetryPolicy::exponential(
-            Duration::from_secs(1),
-            2.0,
-            Duration::from_secs(10),
-            6,
-        );
+        let p = RetryPolicy::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(10), 6);
         let secs: Vec<u64> = p.schedule.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 10, 10]);
         assert_eq!(p.max_attempts, 7);
@@ -567,7 +562,10 @@ mod tests {
         // The paused clock moved by the waits, give or take tokio's 1 ms timer grain.
         let moved = start.elapsed();
         let total: Duration = waits.iter().sum();
-        assert!(moved >= total && moved <= total + Duration::from_millis(10), "{moved:?} vs {total:?}");
+        assert!(
+            moved >= total && moved <= total + Duration::from_millis(10),
+            "{moved:?} vs {total:?}"
+        );
         assert!(wall.elapsed() < Duration::from_secs(30), "no real waiting");
     }
 
@@ -595,7 +593,11 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert!(!records[0].retryable);
         assert_eq!(records[0].wait, None);
-        assert!(records[0].message().contains("cannot fix"), "{}", records[0].message());
+        assert!(
+            records[0].message().contains("cannot fix"),
+            "{}",
+            records[0].message()
+        );
     }
 
     #[tokio::test]
@@ -626,11 +628,19 @@ mod tests {
         assert_eq!(sleeps.len(), 6, "{sleeps:?}");
         for (i, wait) in sleeps.iter().enumerate() {
             let (lo, hi) = policy.wait_bounds(i as u32 + 1);
-            assert!(*wait >= lo && *wait <= hi, "retry {}: {wait:?} not in {lo:?}..{hi:?}", i + 1);
+            assert!(
+                *wait >= lo && *wait <= hi,
+                "retry {}: {wait:?} not in {lo:?}..{hi:?}",
+                i + 1
+            );
         }
         let records = records.into_inner().unwrap();
         assert!(records.last().unwrap().message().contains("no tries left"));
-        assert!(records[0].message().contains("retrying in"), "{}", records[0].message());
+        assert!(
+            records[0].message().contains("retrying in"),
+            "{}",
+            records[0].message()
+        );
         let json = serde_json::to_value(&records[0]).unwrap();
         assert_eq!(json["attempt"], 1);
         assert!(json["wait"].as_u64().unwrap() >= 2000);

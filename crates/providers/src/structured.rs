@@ -338,20 +338,42 @@ fn check(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
 
     if let Some(s) = value.as_str() {
         let len = s.chars().count() as u64;
-        if let Some(min) = obj.get("minLength").and_then(Value::as_u64).filter(|m| len < *m) {
-            out.push(format!("{} has {len} characters, fewer than {min}", at(path)));
+        if let Some(min) = obj
+            .get("minLength")
+            .and_then(Value::as_u64)
+            .filter(|m| len < *m)
+        {
+            out.push(format!(
+                "{} has {len} characters, fewer than {min}",
+                at(path)
+            ));
         }
-        if let Some(max) = obj.get("maxLength").and_then(Value::as_u64).filter(|m| len > *m) {
-            out.push(format!("{} has {len} characters, more than {max}", at(path)));
+        if let Some(max) = obj
+            .get("maxLength")
+            .and_then(Value::as_u64)
+            .filter(|m| len > *m)
+        {
+            out.push(format!(
+                "{} has {len} characters, more than {max}",
+                at(path)
+            ));
         }
     }
 
     if let Some(items) = value.as_array() {
         let len = items.len() as u64;
-        if let Some(min) = obj.get("minItems").and_then(Value::as_u64).filter(|m| len < *m) {
+        if let Some(min) = obj
+            .get("minItems")
+            .and_then(Value::as_u64)
+            .filter(|m| len < *m)
+        {
             out.push(format!("{} has {len} items, fewer than {min}", at(path)));
         }
-        if let Some(max) = obj.get("maxItems").and_then(Value::as_u64).filter(|m| len > *m) {
+        if let Some(max) = obj
+            .get("maxItems")
+            .and_then(Value::as_u64)
+            .filter(|m| len > *m)
+        {
             out.push(format!("{} has {len} items, more than {max}", at(path)));
         }
         if let Some(item_schema) = obj.get("items") {
@@ -479,12 +501,30 @@ mod tests {
                     "priority": 1.5, "extra": 1}),
         );
         let text = p.join("\n");
-        assert!(text.contains("`/passed` must be boolean, not a string"), "{text}");
-        assert!(text.contains("`/score` is 11, above the maximum 10"), "{text}");
-        assert!(text.contains("`/issues/1` must be string, not an integer"), "{text}");
-        assert!(text.contains("`/kind` is \"docs\", which is not one of \"code\", \"test\""), "{text}");
-        assert!(text.contains("`/priority` must be integer, not a number"), "{text}");
-        assert!(text.contains("property `extra`, which the schema does not allow"), "{text}");
+        assert!(
+            text.contains("`/passed` must be boolean, not a string"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`/score` is 11, above the maximum 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`/issues/1` must be string, not an integer"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`/kind` is \"docs\", which is not one of \"code\", \"test\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("`/priority` must be integer, not a number"),
+            "{text}"
+        );
+        assert!(
+            text.contains("property `extra`, which the schema does not allow"),
+            "{text}"
+        );
         assert_eq!(p.len(), 6, "{text}");
 
         let p = validate(&s, &json!({"score": 1}));
@@ -519,7 +559,10 @@ mod tests {
         let s = json!({"oneOf": [{"type": "number"}, {"type": "integer"}]});
         assert!(validate(&s, &json!(3))[0].contains("exactly one"));
         let s = json!({"additionalProperties": {"type": "integer"}});
-        assert_eq!(validate(&s, &json!({"a/b": "x"})), vec!["`/a~1b` must be integer, not a string"]);
+        assert_eq!(
+            validate(&s, &json!({"a/b": "x"})),
+            vec!["`/a~1b` must be integer, not a string"]
+        );
         let s = json!({"const": "x", "allOf": [{"type": "string"}]});
         assert_eq!(validate(&s, &json!("y")).len(), 1);
         // Huge answers produce a bounded list.
@@ -535,21 +578,31 @@ mod tests {
         let want = json!({"a": [1, 2]});
         assert_eq!(extract_json(" {\"a\": [1, 2]} ").unwrap(), want);
         assert_eq!(extract_json("```json\n{\"a\": [1, 2]}\n```").unwrap(), want);
-        assert_eq!(extract_json("Sure!\n```\n{\"a\": [1, 2]}\n```\nHope it helps.").unwrap(), want);
+        assert_eq!(
+            extract_json("Sure!\n```\n{\"a\": [1, 2]}\n```\nHope it helps.").unwrap(),
+            want
+        );
         assert_eq!(
             extract_json("Here it is: {\"a\": [1, 2]} — as asked {not json}").unwrap(),
             want
         );
         // A brace in prose before the JSON is skipped.
-        assert_eq!(extract_json("Use {curly} braces: {\"a\": [1, 2]}").unwrap(), want);
+        assert_eq!(
+            extract_json("Use {curly} braces: {\"a\": [1, 2]}").unwrap(),
+            want
+        );
         let err = extract_json("I cannot help with that.").unwrap_err();
-        assert!(err.contains("not JSON") && err.contains("I cannot"), "{err}");
+        assert!(
+            err.contains("not JSON") && err.contains("I cannot"),
+            "{err}"
+        );
         assert!(extract_json("  ").unwrap_err().contains("empty"));
     }
 
     #[test]
     fn schema_goes_into_the_system_prompt() {
-        let mut req = ChatRequest::new("m", vec![Message::system("You judge."), Message::user("x")]);
+        let mut req =
+            ChatRequest::new("m", vec![Message::system("You judge."), Message::user("x")]);
         req.response_format = Some(ResponseFormat {
             name: "verdict".into(),
             schema: json!({"type": "object"}),
@@ -557,7 +610,9 @@ mod tests {
         schema_in_prompt(&mut req);
         assert!(req.response_format.is_none());
         assert_eq!(req.messages.len(), 2);
-        assert!(req.messages[0].content.starts_with("You judge.\n\nAnswer with only JSON"));
+        assert!(req.messages[0]
+            .content
+            .starts_with("You judge.\n\nAnswer with only JSON"));
         assert!(req.messages[0].content.contains("`verdict`"));
         assert!(req.messages[0].content.contains("\"type\": \"object\""));
 
@@ -623,7 +678,10 @@ mod tests {
     }
 
     fn request() -> ChatRequest {
-        let mut req = ChatRequest::new("judge", vec![Message::system("sys"), Message::user("judge it")]);
+        let mut req = ChatRequest::new(
+            "judge",
+            vec![Message::system("sys"), Message::user("judge it")],
+        );
         req.response_format = Some(ResponseFormat {
             name: "verdict".into(),
             schema: verdict_schema(),
@@ -633,7 +691,10 @@ mod tests {
 
     #[tokio::test]
     async fn native_schema_is_sent_as_is() {
-        let p = Canned::new(true, vec![Ok(r#"{"passed": true, "score": 9, "issues": []}"#)]);
+        let p = Canned::new(
+            true,
+            vec![Ok(r#"{"passed": true, "score": 9, "issues": []}"#)],
+        );
         let (value, last, usage) = structured(&p, request()).await.unwrap();
         assert_eq!(value["score"], 9);
         assert_eq!(last.usage.input_tokens, 10);
@@ -664,15 +725,30 @@ mod tests {
         let repair = &seen[1].messages;
         assert_eq!(repair.len(), 4);
         assert_eq!(repair[2].role, Role::Assistant);
-        assert!(repair[3].content.contains("`/score` is 12, above the maximum 10"), "{}", repair[3].content);
+        assert!(
+            repair[3]
+                .content
+                .contains("`/score` is 12, above the maximum 10"),
+            "{}",
+            repair[3].content
+        );
     }
 
     #[tokio::test]
     async fn a_second_bad_answer_is_an_error_naming_the_problems() {
-        let p = Canned::new(true, vec![Ok("no JSON here"), Ok(r#"{"passed": 1, "score": 1, "issues": []}"#)]);
+        let p = Canned::new(
+            true,
+            vec![
+                Ok("no JSON here"),
+                Ok(r#"{"passed": 1, "score": 1, "issues": []}"#),
+            ],
+        );
         let err = structured(&p, request()).await.unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("`verdict` schema") && text.contains("`/passed` must be boolean"), "{text}");
+        assert!(
+            text.contains("`verdict` schema") && text.contains("`/passed` must be boolean"),
+            "{text}"
+        );
         assert_eq!(err.usage().input_tokens, 20);
         match err {
             StructuredError::Invalid { raw, problems, .. } => {
@@ -699,7 +775,11 @@ mod tests {
         );
         let err = structured(&p, request()).await.unwrap_err();
         assert!(err.to_string().contains("context too long"));
-        assert_eq!(err.usage().input_tokens, 10, "the first call is still charged");
+        assert_eq!(
+            err.usage().input_tokens,
+            10,
+            "the first call is still charged"
+        );
 
         let mut req = request();
         req.response_format = None;

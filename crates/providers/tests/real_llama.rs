@@ -1,7 +1,8 @@
 //! orch's own OpenAI-compatible client against a real server nobody here
 //! wrote: llama-cpp-python's server running Gemma 3 270M (Q4_K_M), both
 //! from PyPI, on 127.0.0.1. A real completion, a real stream, real
-//! structured output and a real forced tool call, over real HTTP.
+//! structured output and a real forced tool call, over real HTTP, through
+//! the `llamacpp` preset exactly as a user's config would build the client.
 //!
 //! Start the server first (it installs what is missing):
 //!
@@ -19,6 +20,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use orch_providers::openai::OpenAiProvider;
+use orch_providers::presets::preset;
+use orch_providers::structured::validate;
 use orch_providers::{
     ChatRequest, ChatResponse, Message, Provider, ResponseFormat, StreamDelta, ToolChoice, ToolSpec,
 };
@@ -55,7 +58,12 @@ fn provider(test: &str) -> Option<OpenAiProvider> {
         );
         return None;
     };
-    Some(OpenAiProvider::new("llama", &base_url, None, TIMEOUT).unwrap())
+    let llamacpp = preset("llamacpp").expect("the llamacpp preset exists");
+    Some(
+        llamacpp
+            .client("llama", Some(&base_url), None, TIMEOUT)
+            .unwrap(),
+    )
 }
 
 fn request(prompt: &str, max_tokens: u32) -> ChatRequest {
@@ -64,6 +72,21 @@ fn request(prompt: &str, max_tokens: u32) -> ChatRequest {
     // Greedy decoding: the same answer on every run.
     req.temperature = Some(0.0);
     req
+}
+
+/// A one-argument tool; maxLength keeps the grammar-forced arguments short
+/// enough to close within max_tokens.
+fn weather_tool() -> ToolSpec {
+    ToolSpec {
+        name: "get_weather".into(),
+        description: "Current weather for a city".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": { "city": { "type": "string", "maxLength": 30 } },
+            "required": ["city"],
+            "additionalProperties": false
+        }),
+    }
 }
 
 fn report(what: &str, started: Instant, response: &ChatResponse) {
@@ -146,6 +169,11 @@ async fn real_stream_assembles_its_deltas() {
     );
     assert!(!response.message.content.trim().is_empty(), "{response:?}");
     assert!(response.message.tool_calls.is_empty(), "{response:?}");
+    assert!(
+        matches!(response.finish_reason.as_str(), "stop" | "length"),
+        "{}",
+        response.finish_reason
+    );
 }
 
 #[tokio::test]
@@ -153,20 +181,35 @@ async fn real_structured_output_matches_the_schema() {
     let Some(llama) = provider("real_structured_output_matches_the_schema") else {
         return;
     };
+    // The preset claims native schema enforcement, so the structured-output
+    // layer sends the schema as response_format and trusts the server's
+    // grammar: this is the test of that claim.
+    assert!(
+        llama.capabilities().json_schema,
+        "the llamacpp preset no longer claims native JSON-schema output; \
+         this test then has nothing to prove"
+    );
     let mut req = request("What is the capital of France? Answer in JSON.", 64);
     // maxLength keeps the grammar-forced string short enough to close
     // within max_tokens.
+    let schema = json!({
+        "type": "object",
+        "properties": { "answer": { "type": "string", "maxLength": 40 } },
+        "required": ["answer"],
+        "additionalProperties": false
+    });
     req.response_format = Some(ResponseFormat {
         name: "answer".into(),
-        schema: json!({
-            "type": "object",
-            "properties": { "answer": { "type": "string", "maxLength": 40 } },
-            "required": ["answer"],
-            "additionalProperties": false
-        }),
+        schema: schema.clone(),
     });
     let started = Instant::now();
-    let response = llama.chat(&req).await.unwrap();
+    let response = llama.chat(&req).await.unwrap_or_else(|e| {
+        panic!(
+            "the server refused orch's structured-output request: {e} \
+             (llama-cpp-python accepts response_format {{\"type\": \"json_object\", \"schema\": ...}}, \
+             not the {{\"type\": \"json_schema\"}} envelope)"
+        )
+    });
     report("structured output", started, &response);
 
     let value: Value = serde_json::from_str(&response.message.content).unwrap_or_else(|e| {
@@ -176,6 +219,11 @@ async fn real_structured_output_matches_the_schema() {
             response.message.content
         )
     });
+    assert_eq!(
+        validate(&schema, &value),
+        Vec::<String>::new(),
+        "the answer must match the schema: {value}"
+    );
     let object = value.as_object().expect("a JSON object");
     assert_eq!(
         object.keys().collect::<Vec<_>>(),
@@ -193,16 +241,7 @@ async fn real_forced_tool_call_has_json_arguments() {
         return;
     };
     let mut req = request("What is the weather like in Paris?", 64);
-    req.tools = vec![ToolSpec {
-        name: "get_weather".into(),
-        description: "Current weather for a city".into(),
-        parameters: json!({
-            "type": "object",
-            "properties": { "city": { "type": "string", "maxLength": 30 } },
-            "required": ["city"],
-            "additionalProperties": false
-        }),
-    }];
+    req.tools = vec![weather_tool()];
     req.tool_choice = Some(ToolChoice::Tool("get_weather".into()));
     let started = Instant::now();
     let response = llama.chat(&req).await.unwrap();
@@ -223,4 +262,56 @@ async fn real_forced_tool_call_has_json_arguments() {
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("arguments must have a string city: {args}"));
     assert!(city.chars().count() <= 30, "maxLength 30: {city:?}");
+}
+
+/// llama-cpp-python streams a tool call unlike OpenAI: every chunk repeats
+/// the call's id and name next to the next piece of the arguments. orch
+/// must still see one call, named once, with the pieces joined.
+#[tokio::test]
+async fn real_streamed_tool_call_is_assembled_from_fragments() {
+    let Some(llama) = provider("real_streamed_tool_call_is_assembled_from_fragments") else {
+        return;
+    };
+    let mut req = request("What is the weather like in Paris?", 64);
+    req.tools = vec![weather_tool()];
+    req.tool_choice = Some(ToolChoice::Tool("get_weather".into()));
+    let deltas: Mutex<Vec<StreamDelta>> = Mutex::new(Vec::new());
+    let sink = |d: &StreamDelta| deltas.lock().unwrap().push(d.clone());
+    let started = Instant::now();
+    let response = llama.chat_stream(&req, &sink).await.unwrap();
+    report("streamed tool call", started, &response);
+
+    let deltas = deltas.into_inner().unwrap();
+    let starts: Vec<&StreamDelta> = deltas
+        .iter()
+        .filter(|d| matches!(d, StreamDelta::ToolCallStart { .. }))
+        .collect();
+    let fragments: Vec<&str> = deltas
+        .iter()
+        .filter_map(|d| match d {
+            StreamDelta::ToolCallArgs { index: 0, fragment } => Some(fragment.as_str()),
+            _ => None,
+        })
+        .collect();
+    eprintln!(
+        "real_llama streamed tool call: {} start(s), {} argument fragments",
+        starts.len(),
+        fragments.len()
+    );
+    assert_eq!(starts.len(), 1, "one call starts once: {deltas:?}");
+    assert!(
+        matches!(starts[0], StreamDelta::ToolCallStart { index: 0, name, .. } if name == "get_weather"),
+        "{starts:?}"
+    );
+    assert!(
+        fragments.len() >= 2,
+        "the arguments arrive in pieces: {deltas:?}"
+    );
+    let calls = &response.message.tool_calls;
+    assert_eq!(calls.len(), 1, "{response:?}");
+    assert_eq!(calls[0].name, "get_weather", "the name is not repeated");
+    assert_eq!(fragments.concat(), calls[0].arguments);
+    let args: Value = serde_json::from_str(&calls[0].arguments)
+        .unwrap_or_else(|e| panic!("arguments are not JSON ({e}): {:?}", calls[0].arguments));
+    assert!(args.get("city").and_then(Value::as_str).is_some(), "{args}");
 }

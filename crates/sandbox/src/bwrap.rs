@@ -221,10 +221,13 @@ impl Sandbox for BwrapSandbox {
 }
 
 /// What runs in the forked child before it becomes bwrap: join the
-/// command's cgroup, lower the rlimits, and let the seccomp pipe survive
-/// exec. Everything it touches is prepared here, in the parent.
+/// command's cgroup, lower the rlimits, close every descriptor orch itself
+/// inherited (a sandbox must not write into its parent's pipes) and let
+/// only the seccomp pipe survive exec. Everything it touches is prepared
+/// here, in the parent.
 fn child_setup(procs: Vec<CString>, rlimits: Vec<Rlimit>, filter: OwnedFd) -> PreExec {
     let fd = filter.as_raw_fd();
+    let max_fd = open_files_limit();
     let hook = move || {
         // Owning the pipe keeps it open until the runner drops the hook.
         let _ = &filter;
@@ -234,16 +237,52 @@ fn child_setup(procs: Vec<CString>, rlimits: Vec<Rlimit>, filter: OwnedFd) -> Pr
         for r in &rlimits {
             r.apply()?;
         }
-        clear_cloexec(fd)
+        cloexec_from(3, max_fd);
+        set_cloexec(fd, false)
     };
     // SAFETY: the hook only makes raw syscalls (open, write, close,
-    // setrlimit, fcntl) on data prepared before the fork.
+    // setrlimit, close_range, fcntl) on data prepared before the fork.
     unsafe { PreExec::new(hook) }
 }
 
-fn clear_cloexec(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor the hook owns; no memory involved.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == 0 {
+/// Highest descriptor number worth visiting when close_range is missing.
+fn open_files_limit() -> RawFd {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    RawFd::try_from(cur.min(65_536)).unwrap_or(65_536)
+}
+
+/// Marks descriptors `from..` close-on-exec. Async-signal-safe.
+fn cloexec_from(from: RawFd, max_fd: RawFd) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            from as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !done {
+        // Kernels before 5.11: one fcntl per possible descriptor.
+        for fd in from..max_fd {
+            let _ = set_cloexec(fd, true);
+        }
+    }
+}
+
+fn set_cloexec(fd: RawFd, on: bool) -> std::io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: fcntl(F_SETFD) only changes a descriptor flag.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
@@ -412,7 +451,10 @@ mod tests {
             pids_refused: 3,
         };
         let quiet = limits::Outcome::default();
-        assert_eq!(limit_hit(&output(Some(137), None), oom), Some(Limit::Memory));
+        assert_eq!(
+            limit_hit(&output(Some(137), None), oom),
+            Some(Limit::Memory)
+        );
         assert_eq!(limit_hit(&output(Some(2), None), pids), Some(Limit::Pids));
         assert_eq!(limit_hit(&output(Some(1), None), quiet), None);
         // Success means nothing stopped it; a timeout stays a timeout.

@@ -5,7 +5,11 @@
 //! same trait.
 
 pub mod bwrap;
+pub mod docker;
+mod limits;
 pub mod none;
+pub mod seccomp;
+pub mod select;
 
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
@@ -14,8 +18,9 @@ use std::time::Duration;
 
 pub use bwrap::BwrapSandbox;
 pub use none::NoSandbox;
+pub use select::{docker_available, select, AutoSandbox, Selection};
 
-pub use orch_process::ProcessOutput;
+pub use orch_process::{Limit, ProcessOutput};
 
 /// A command to run inside the sandbox.
 #[derive(Debug, Clone)]
@@ -80,12 +85,21 @@ pub struct Limits {
     pub cpus: Option<f64>,
 }
 
-/// Builds the backend named in a project's configuration: `"bwrap"` or
-/// `"none"`.
+/// Builds the backend named in a project's configuration: `"bwrap"`,
+/// `"auto"` (see [`select`]) or `"none"`. No check is made here: call
+/// `check`, or use [`select`], which builds and checks.
 pub fn from_kind(kind: &str, opts: SandboxOptions) -> Result<Arc<dyn Sandbox>, SandboxError> {
     match kind {
         "bwrap" => Ok(Arc::new(BwrapSandbox::new(opts))),
         "none" => Ok(Arc::new(NoSandbox::new())),
+        // Project settings (image, volumes) come with `DockerSandbox::new`;
+        // this builds the defaults (image orch-sandbox:latest).
+        "docker" => Ok(Arc::new(docker::DockerSandbox::new(
+            docker::DockerOptions::default(),
+            opts,
+        ))),
+        // Chooses on first use; `select` chooses up front.
+        "auto" => Ok(Arc::new(AutoSandbox::new(opts))),
         other => Err(SandboxError::Unavailable(format!(
             "unknown sandbox `{other}`: set sandbox = \"bwrap\" (isolated, needs bubblewrap) \
              or sandbox = \"none\" (no isolation)"
@@ -164,11 +178,14 @@ mod tests {
         let none = from_kind("none", SandboxOptions::default()).unwrap();
         assert_eq!(none.name(), "none");
         assert!(!none.isolates());
-        let err = from_kind("docker", SandboxOptions::default())
+        let docker = from_kind("docker", SandboxOptions::default()).unwrap();
+        assert_eq!(docker.name(), "docker");
+        assert!(docker.isolates());
+        let err = from_kind("podman", SandboxOptions::default())
             .err()
             .unwrap();
         assert!(
-            err.to_string().contains("unknown sandbox `docker`"),
+            err.to_string().contains("unknown sandbox `podman`"),
             "{err}"
         );
     }

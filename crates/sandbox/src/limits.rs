@@ -153,7 +153,10 @@ impl Rlimit {
         };
         // SAFETY: getrlimit writes into the struct we pass.
         let hard = if unsafe { libc::getrlimit(resource, &mut cur) } == 0 {
-            u64::try_from(cur.rlim_max).unwrap_or(u64::MAX)
+            // rlim_t is narrower than u64 on some targets.
+            #[allow(clippy::unnecessary_cast)]
+            let max = cur.rlim_max as u64;
+            max
         } else {
             u64::MAX
         };
@@ -270,7 +273,10 @@ fn user_tasks(uid: libc::uid_t) -> u64 {
     let mut total = 0u64;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())) {
+        if !name
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
             continue;
         }
         let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
@@ -429,7 +435,10 @@ fn kill_all(version: Version, dir: &Path) {
     let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
         return;
     };
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<libc::pid_t>().ok()) {
+    for pid in procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+    {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -544,8 +553,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -974,7 +982,10 @@ mod tests {
         assert!(plan.rlimits.contains(&Rlimit::Data(256 << 20)));
         // SAFETY: getuid has no preconditions.
         let root = unsafe { libc::getuid() } == 0;
-        let nproc = plan.rlimits.iter().any(|r| matches!(r, Rlimit::Nproc(n) if *n >= 64));
+        let nproc = plan
+            .rlimits
+            .iter()
+            .any(|r| matches!(r, Rlimit::Nproc(n) if *n >= 64));
         assert_eq!(nproc, !root, "{:?}", plan.rlimits);
     }
 
@@ -997,7 +1008,10 @@ mod tests {
             ..Default::default()
         };
         let d = s.describe();
-        assert!(d.contains("memory: cgroup v1 under /sys/fs/cgroup/memory"), "{d}");
+        assert!(
+            d.contains("memory: cgroup v1 under /sys/fs/cgroup/memory"),
+            "{d}"
+        );
         assert!(d.contains("pids: RLIMIT_NPROC"), "{d}");
         assert!(d.contains("cpu: not enforced"), "{d}");
         assert!(d.contains("nope"), "{d}");

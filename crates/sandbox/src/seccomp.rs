@@ -66,7 +66,10 @@ pub(crate) struct Abi {
 }
 
 /// `[(name, number)]` for `libc::SYS_*` constants, names without `SYS_`.
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 macro_rules! syscalls {
     ($($sys:ident),* $(,)?) => {
         vec![$((stringify!($sys).trim_start_matches("SYS_"), libc::$sys as u32)),*]
@@ -74,7 +77,10 @@ macro_rules! syscalls {
 }
 
 /// The native ABI of this build, or why there is none.
-#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 pub(crate) fn native_abi() -> Result<Abi, String> {
     #[cfg(target_arch = "x86_64")]
     let (audit_arch, foreign_from) = (0xC000_003E_u32, Some(0x4000_0000_u32));
@@ -120,7 +126,10 @@ pub(crate) fn native_abi() -> Result<Abi, String> {
     })
 }
 
-#[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 pub(crate) fn native_abi() -> Result<Abi, String> {
     Err(format!(
         "the bubblewrap sandbox's seccomp filter is only built for x86_64 and aarch64 Linux, \
@@ -233,11 +242,9 @@ pub(crate) fn filter_pipe() -> Result<OwnedFd, SandboxError> {
     // SAFETY: both descriptors are fresh and owned by nobody else.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // The program is far smaller than a pipe's buffer: this never blocks.
-    std::fs::File::from(write)
-        .write_all(program)
-        .map_err(|e| {
-            SandboxError::Backend(format!("cannot write the seccomp filter to its pipe: {e}"))
-        })?;
+    std::fs::File::from(write).write_all(program).map_err(|e| {
+        SandboxError::Backend(format!("cannot write the seccomp filter to its pipe: {e}"))
+    })?;
     Ok(read)
 }
 
@@ -294,7 +301,14 @@ mod tests {
             assert_eq!(eval(&p, abi.audit_arch, nr as u32, 0), RET_ALLOW, "{nr}");
         }
         let names = blocked_syscalls();
-        for must in ["ptrace", "mount", "init_module", "keyctl", "unshare", "setns"] {
+        for must in [
+            "ptrace",
+            "mount",
+            "init_module",
+            "keyctl",
+            "unshare",
+            "setns",
+        ] {
             assert!(names.contains(&must), "{must} missing from {names:?}");
         }
     }
@@ -303,8 +317,8 @@ mod tests {
     fn clone_is_refused_only_with_namespace_flags() {
         let abi = abi();
         let p = assemble(&abi);
-        let fork_flags = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD)
-            as u64;
+        let fork_flags =
+            (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
         let thread_flags = (libc::CLONE_VM
             | libc::CLONE_FS
             | libc::CLONE_FILES
@@ -324,7 +338,11 @@ mod tests {
             libc::CLONE_NEWCGROUP,
         ] {
             let flags = fork_flags | ns as u64;
-            assert_eq!(eval(&p, abi.audit_arch, abi.clone, flags), RET_EPERM, "{ns:#x}");
+            assert_eq!(
+                eval(&p, abi.audit_arch, abi.clone, flags),
+                RET_EPERM,
+                "{ns:#x}"
+            );
         }
         assert_eq!(eval(&p, abi.audit_arch, abi.clone3, 0), RET_ENOSYS);
     }
@@ -353,7 +371,10 @@ mod tests {
             BPF_LD_W_ABS,
             "first instruction loads the arch"
         );
-        assert_eq!(u32::from_ne_bytes(bytes[4..8].try_into().unwrap()), OFF_ARCH);
+        assert_eq!(
+            u32::from_ne_bytes(bytes[4..8].try_into().unwrap()),
+            OFF_ARCH
+        );
         // Jump offsets are 8 bits: every jump in the program stays in range.
         assert!(p.len() < 256);
     }

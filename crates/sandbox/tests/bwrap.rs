@@ -1,7 +1,10 @@
 //! The bubblewrap backend against the real bwrap: what the sandbox lets
-//! through and what it does not.
+//! through and what it does not. (Limits, timeouts, output caps and resets
+//! are covered for every backend in `conformance.rs`.)
 
-use orch_sandbox::{BwrapSandbox, ExecRequest, Sandbox, SandboxOptions};
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use orch_sandbox::{BwrapSandbox, ExecRequest, Limits, Sandbox, SandboxOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -364,4 +367,246 @@ async fn git_reads_a_worktree_whose_git_dir_is_mounted_read_only() {
         std::fs::read_to_string(wt.join("file.txt")).unwrap(),
         "new\n"
     );
+}
+
+/// A sandbox with all three limits set.
+fn limited() -> BwrapSandbox {
+    BwrapSandbox::new(SandboxOptions {
+        network: false,
+        limits: Limits {
+            memory_bytes: Some(256 << 20),
+            pids: Some(64),
+            cpus: Some(1.0),
+        },
+    })
+}
+
+#[tokio::test]
+async fn seccomp_filter_and_no_capabilities() {
+    let wt = tempfile::tempdir().unwrap();
+    let out = limited()
+        .exec(&request(
+            wt.path(),
+            "grep -E '^(Seccomp|CapEff|CapBnd|NoNewPrivs):' /proc/self/status",
+        ))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined());
+    for line in [
+        "Seccomp:\t2",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(out.stdout.contains(line), "{line} missing: {}", out.stdout);
+    }
+}
+
+/// Calls one syscall through ctypes and prints `errno` (0 on success).
+fn syscall_probe(call: &str) -> String {
+    format!(
+        "python3 -c \"import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); \
+         r = {call}; print('{call_name}', r, os.strerror(ctypes.get_errno()) if r != 0 else 'ok')\"",
+        call_name = call.split('(').next().unwrap().trim_start_matches("libc.")
+    )
+}
+
+#[tokio::test]
+async fn blocked_syscalls_fail_with_eperm() {
+    let wt = tempfile::tempdir().unwrap();
+    let probes = [
+        // PTRACE_TRACEME succeeds for any unfiltered process.
+        "libc.ptrace(0, 0, 0, 0)",
+        // CLONE_NEWUSER: an unprivileged nested user namespace.
+        "libc.unshare(0x10000000)",
+        "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)",
+        // KEYCTL_GET_KEYRING_ID of the session keyring.
+        "libc.syscall(250 if os.uname().machine == 'x86_64' else 219, 0, -3, 0)",
+    ];
+    let cmd = probes
+        .iter()
+        .map(|p| syscall_probe(p))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let out = limited().exec(&request(wt.path(), &cmd)).await.unwrap();
+    assert!(out.success(), "{}", out.combined());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), probes.len(), "{}", out.combined());
+    for line in lines {
+        assert!(
+            line.ends_with("-1 Operation not permitted"),
+            "not refused: {line}"
+        );
+    }
+
+    // The same nested namespace works without the filter, so the refusal
+    // above is the filter's doing.
+    let bare = orch_process::run(
+        orch_process::ProcessSpec::new("bwrap")
+            .args([
+                "--unshare-all",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+            ])
+            .args(["unshare", "-U", "true"]),
+    )
+    .await
+    .unwrap();
+    assert!(bare.success(), "{}", bare.combined());
+}
+
+#[tokio::test]
+async fn threads_and_subprocesses_still_work_under_the_filter() {
+    // clone3 answers ENOSYS; the C library must fall back to clone.
+    let wt = tempfile::tempdir().unwrap();
+    let cmd = "python3 -c \"import threading, subprocess; t = threading.Thread(target=print, args=('thread',)); \
+               t.start(); t.join(); print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())\"";
+    let out = limited().exec(&request(wt.path(), cmd)).await.unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout, "thread\nchild\n");
+}
+
+#[tokio::test]
+async fn no_descriptor_leaks_inside() {
+    // One of orch's own descriptors without close-on-exec, as a parent
+    // process might hand it down: it must not reach the sandbox.
+    let (read, write) = std::io::pipe().unwrap();
+    let inherited = std::os::fd::AsRawFd::as_raw_fd(&write);
+    // SAFETY: clears a flag on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(inherited, libc::F_SETFD, 0) }, 0);
+    let wt = tempfile::tempdir().unwrap();
+    // `ls` opens its own descriptor for the directory it lists.
+    let out = limited()
+        .exec(&request(
+            wt.path(),
+            "ls /proc/self/fd; ls -l /proc/self/fd >&2",
+        ))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined());
+    let fds: Vec<u32> = out
+        .stdout
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // 0-2 and the one `ls` opens for /proc/self/fd: not the filter pipe,
+    // not the inherited one.
+    assert_eq!(fds.len(), 4, "descriptors inside: {fds:?}\n{}", out.stderr);
+    assert!(!fds.contains(&(inherited as u32)), "{}", out.stderr);
+    drop((read, write));
+}
+
+/// Directories named like this process's per-command cgroups.
+fn my_cgroups() -> Vec<PathBuf> {
+    let prefix = format!("orch-{}-", std::process::id());
+    let mut found = Vec::new();
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !p.is_dir() || p.is_symlink() {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                found.push(p);
+            } else if depth < 6 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn limits_use_a_cgroup_that_is_removed_afterwards() {
+    let sandbox = limited();
+    let how = sandbox.limits_enforcement();
+    if !how.contains("memory: cgroup") || !how.contains("pids: cgroup") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs cgroups for sandbox limits, found: {how}"
+        );
+        eprintln!("skipped: no writable cgroups here ({how})");
+        return;
+    }
+    let wt = tempfile::tempdir().unwrap();
+    // The command waits for the test to have looked at its cgroup.
+    let req = request(
+        wt.path(),
+        "while [ ! -e go ]; do sleep 0.02; done; echo done",
+    );
+    let running = tokio::spawn(async move { sandbox.exec(&req).await });
+    // This command's cgroups: those holding a process that runs in `wt`
+    // (other tests run their own commands in parallel).
+    let wt_path = wt.path().to_path_buf();
+    let ours = move || {
+        my_cgroups()
+            .into_iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/cwd")).ok().as_ref()
+                            == Some(&wt_path)
+                    })
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dirs = ours();
+    while dirs.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        dirs = ours();
+    }
+    let read = |name: &str| {
+        dirs.iter()
+            .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let pids_max = read("pids.max");
+    let memory_max = read("memory.max").or_else(|| read("memory.limit_in_bytes"));
+    let members = read("cgroup.procs").unwrap_or_default();
+    std::fs::write(wt.path().join("go"), "").unwrap();
+    let out = running.await.unwrap().unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout, "done\n");
+    assert_eq!(pids_max.as_deref(), Some("64"), "{dirs:?}");
+    assert_eq!(memory_max, Some((256u64 << 20).to_string()), "{dirs:?}");
+    // bwrap, its init and the shell (at least) were inside.
+    assert!(members.lines().count() >= 3, "members: {members:?}");
+
+    assert!(!dirs.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn rlimit_fallback_limits_memory_and_core_dumps() {
+    let wt = tempfile::tempdir().unwrap();
+    let sandbox = limited().without_cgroups();
+    assert!(sandbox.limits_enforcement().contains("RLIMIT_DATA"));
+    let out = sandbox
+        .exec(&request(
+            wt.path(),
+            "ulimit -c; python3 -c \"\ntry:\n    b = bytearray(1 << 30)\n    print('allocated')\nexcept MemoryError:\n    print('refused')\"",
+        ))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined());
+    assert_eq!(out.stdout, "0\nrefused\n");
+    // Nothing reads a cgroup here, so nothing claims a limit fired.
+    assert_eq!(out.killed_by, None);
 }

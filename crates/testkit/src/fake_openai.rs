@@ -5,23 +5,135 @@
 //! the same from a plain `#[test]` and from inside `#[tokio::test]`, and it
 //! stops when dropped. It records every request body exactly as received so
 //! tests can assert on the real wire JSON.
+//!
+//! Requests with `"stream": true` get the scripted reply as server-sent
+//! events, the content and tool-call arguments split into small pieces
+//! ([`FakeOpenAi::set_stream_chunk_chars`]), with a usage event when the
+//! client asks for `stream_options.include_usage`.
+//!
+//! Fault injection: [`FakeOpenAi::push_faults`] queues [`Fault`]s that the
+//! next requests get instead of their reply, one each, in arrival order
+//! (HTTP errors with or without `Retry-After`, a stream cut off mid-way, a
+//! dropped connection). A faulted request does not use up a script entry,
+//! so the retry gets the reply the script meant for it. [`Fault::mixed`]
+//! makes a reproducible mix for soak-style tests.
 
-use crate::wire::{chat_request_from_wire, chat_response_to_wire, error_body};
-use axum::body::Bytes;
+use crate::wire::{
+    chat_request_from_wire, chat_response_to_sse, chat_response_to_wire, error_body,
+};
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
+use orch_core::Usage;
 use orch_providers::replay::{to_chat_response, Script, ScriptCursor};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Request bodies larger than this get a 413, like a real server's limit.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Characters of content or arguments per stream event, by default.
+const DEFAULT_STREAM_CHUNK_CHARS: usize = 8;
+
+/// What a cut or dropped reply gets through before it breaks off.
+const PARTIAL_TEXT: &str = "This reply is cut off befo";
+
+/// A failure the server injects instead of a request's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and an OpenAI-style error body;
+    /// `retry_after_s` is sent as `Retry-After`.
+    Http {
+        status: u16,
+        message: String,
+        retry_after_s: Option<u64>,
+    },
+    /// A streamed request gets the start of a reply, then the body ends
+    /// cleanly with no finish reason and no `[DONE]`. A plain request gets
+    /// half a JSON body and a dropped connection.
+    CutStream,
+    /// The start of the reply, then the connection is aborted (a network
+    /// failure mid-body), streamed or not.
+    DropConnection,
+}
+
+impl Fault {
+    /// 429 rate limited, optionally with `Retry-After: retry_after_s`.
+    pub fn http_429(retry_after_s: Option<u64>) -> Fault {
+        Fault::Http {
+            status: 429,
+            message: "Rate limit reached for requests. Please try again later.".into(),
+            retry_after_s,
+        }
+    }
+
+    /// 500 with OpenAI's wording.
+    pub fn http_500() -> Fault {
+        Fault::Http {
+            status: 500,
+            message: "The server had an error while processing your request. Sorry about that!"
+                .into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// Any status with the provider's message.
+    pub fn http(status: u16, message: &str) -> Fault {
+        Fault::Http {
+            status,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// `requests` entries, about `share` of them faults (429 with a
+    /// `Retry-After` of 1-5 s, 500, a cut stream or a dropped connection,
+    /// in turn) and the rest `None` (answer normally), never more than
+    /// `max_in_a_row` faults in a row so a retry policy with more tries
+    /// than that always gets through. The same `seed` gives the same list.
+    pub fn mixed(
+        seed: u64,
+        requests: usize,
+        share: f64,
+        max_in_a_row: usize,
+    ) -> Vec<Option<Fault>> {
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            // xorshift64*: reproducible without a dependency.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let mut in_a_row = 0;
+        let mut kind = 0u64;
+        (0..requests)
+            .map(|_| {
+                let roll = (next() >> 11) as f64 / (1u64 << 53) as f64;
+                if roll >= share || in_a_row >= max_in_a_row {
+                    in_a_row = 0;
+                    return None;
+                }
+                in_a_row += 1;
+                kind += 1;
+                Some(match kind % 4 {
+                    0 => Fault::http_429(Some(1 + next() % 5)),
+                    1 => Fault::http_500(),
+                    2 => Fault::CutStream,
+                    _ => Fault::DropConnection,
+                })
+            })
+            .collect()
+    }
+}
 
 /// A running fake server; dropping it stops the server.
 pub struct FakeOpenAi {
@@ -38,6 +150,15 @@ struct Shared {
     requests: Mutex<Vec<Value>>,
     api_key: Mutex<Option<String>>,
     completions: AtomicU64,
+    /// Faults for the next requests, one each (`None` = answer normally).
+    faults: Mutex<VecDeque<Option<Fault>>>,
+    /// What each chat request got: the fault injected, or `None`.
+    fault_log: Mutex<Vec<Option<Fault>>>,
+    /// Usage of every reply sent whole.
+    served_usage: Mutex<Usage>,
+    stream_chunk_chars: AtomicUsize,
+    /// Pause between stream events, in microseconds.
+    stream_event_delay_us: AtomicU64,
 }
 
 /// Test data stays usable after a panicking test thread poisoned a lock.
@@ -72,6 +193,11 @@ impl FakeOpenAi {
             requests: Mutex::new(Vec::new()),
             api_key: Mutex::new(None),
             completions: AtomicU64::new(0),
+            faults: Mutex::new(VecDeque::new()),
+            fault_log: Mutex::new(Vec::new()),
+            served_usage: Mutex::new(Usage::default()),
+            stream_chunk_chars: AtomicUsize::new(DEFAULT_STREAM_CHUNK_CHARS),
+            stream_event_delay_us: AtomicU64::new(0),
         });
 
         // Bind here so the port is known (and taken) before `start` returns.
@@ -136,6 +262,53 @@ impl FakeOpenAi {
     /// Script entries that still have uses left (unlimited ones count).
     pub fn remaining(&self) -> usize {
         self.shared.cursor.remaining()
+    }
+
+    /// The next chat requests get these faults, one each, in arrival
+    /// order (queued after any already pending).
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        lock(&self.shared.faults).extend(faults.into_iter().map(Some));
+    }
+
+    /// Like [`FakeOpenAi::push_faults`] with gaps: `None` entries answer
+    /// normally (the shape [`Fault::mixed`] returns).
+    pub fn push_fault_plan(&self, plan: impl IntoIterator<Item = Option<Fault>>) {
+        lock(&self.shared.faults).extend(plan);
+    }
+
+    /// Faults queued and not yet served.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared.faults).len()
+    }
+
+    /// For every chat request so far, in order: the fault it got, or
+    /// `None` when it was answered from the script.
+    pub fn fault_log(&self) -> Vec<Option<Fault>> {
+        lock(&self.shared.fault_log).clone()
+    }
+
+    /// Replies sent whole (streamed or not), and their usage summed: what
+    /// a real provider would bill.
+    pub fn served(&self) -> (u64, Usage) {
+        (
+            self.shared.completions.load(Ordering::Relaxed),
+            *lock(&self.shared.served_usage),
+        )
+    }
+
+    /// Characters of content or tool arguments per stream event (default 8).
+    pub fn set_stream_chunk_chars(&self, n: usize) {
+        self.shared
+            .stream_chunk_chars
+            .store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Pause between stream events, so they leave in separate TCP writes.
+    pub fn set_stream_event_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .stream_event_delay_us
+            .store(us, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +390,12 @@ async fn chat_completions(
             return error_response(StatusCode::BAD_REQUEST, &e, "invalid_request_error", None)
         }
     };
+    let stream = raw.get("stream").and_then(Value::as_bool) == Some(true);
+    let fault = lock(&shared.faults).pop_front().flatten();
+    lock(&shared.fault_log).push(fault.clone());
+    if let Some(fault) = fault {
+        return fault_response(&shared, fault, stream, &request.model);
+    }
     let entry = match shared.cursor.next(&request) {
         Ok(entry) => entry,
         Err(e) => {
@@ -236,15 +415,132 @@ async fn chat_completions(
     }
     let reply = to_chat_response(&entry, &request);
     let n = shared.completions.fetch_add(1, Ordering::Relaxed) + 1;
-    let created = SystemTime::now()
+    *lock(&shared.served_usage) += reply.usage;
+    let id = format!("chatcmpl-fake-{n}");
+    if stream {
+        let include_usage = raw.pointer("/stream_options/include_usage") == Some(&json!(true));
+        let events = chat_response_to_sse(
+            &reply,
+            &id,
+            unix_now(),
+            shared.stream_chunk_chars.load(Ordering::Relaxed),
+            include_usage,
+        );
+        return sse_response(&shared, events, false);
+    }
+    Json(chat_response_to_wire(&reply, &id, unix_now())).into_response()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Json(chat_response_to_wire(
-        &reply,
-        &format!("chatcmpl-fake-{n}"),
-        created,
-    ))
-    .into_response()
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The response for an injected fault.
+fn fault_response(shared: &Shared, fault: Fault, stream: bool, model: &str) -> Response {
+    match fault {
+        Fault::Http {
+            status,
+            message,
+            retry_after_s,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limit_exceeded"
+            } else if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            let mut response = error_response(status, &message, kind, None);
+            if let Some(secs) = retry_after_s {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            }
+            response
+        }
+        Fault::CutStream | Fault::DropConnection if stream => {
+            let partial = partial_reply(model);
+            let mut events = chat_response_to_sse(
+                &partial,
+                "chatcmpl-fake-cut",
+                unix_now(),
+                shared.stream_chunk_chars.load(Ordering::Relaxed),
+                false,
+            );
+            // Keep the role event and the text; drop the finish reason and [DONE].
+            events.truncate(events.len().saturating_sub(2));
+            sse_response(shared, events, fault == Fault::DropConnection)
+        }
+        Fault::CutStream | Fault::DropConnection => {
+            let whole =
+                chat_response_to_wire(&partial_reply(model), "chatcmpl-fake-cut", unix_now())
+                    .to_string();
+            let half = whole[..whole.len() / 2].to_string();
+            let items: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from(half)),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "fault injected: connection dropped mid-body",
+                )),
+            ];
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(paced_body(items, Duration::ZERO))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+/// The reply a cut stream was in the middle of.
+fn partial_reply(model: &str) -> orch_providers::ChatResponse {
+    orch_providers::ChatResponse {
+        message: orch_providers::Message::assistant(PARTIAL_TEXT),
+        usage: Usage::default(),
+        finish_reason: "stop".into(),
+        model: model.to_string(),
+    }
+}
+
+/// A `text/event-stream` response of `events`; with `abort` the
+/// connection is aborted after the last one instead of ending cleanly.
+fn sse_response(shared: &Shared, events: Vec<String>, abort: bool) -> Response {
+    let mut items: Vec<Result<Bytes, std::io::Error>> =
+        events.into_iter().map(|e| Ok(Bytes::from(e))).collect();
+    if abort {
+        items.push(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "fault injected: connection dropped mid-stream",
+        )));
+    }
+    let delay = Duration::from_micros(shared.stream_event_delay_us.load(Ordering::Relaxed));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(paced_body(items, delay))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A body that sends `items` with `delay` before each. Before an error
+/// (which aborts the connection) it always pauses, so hyper flushes what
+/// came before: the client sees a reply break off, not a refused request.
+fn paced_body(items: Vec<Result<Bytes, std::io::Error>>, delay: Duration) -> Body {
+    let stream = futures_util::stream::iter(items).then(move |item| async move {
+        let pause = if item.is_err() {
+            delay.max(Duration::from_millis(5))
+        } else {
+            delay
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        item
+    });
+    Body::from_stream(stream)
 }
 
 async fn list_models(State(shared): State<Arc<Shared>>) -> Json<Value> {

@@ -7,5 +7,5 @@
 pub mod fake_openai;
 pub mod wire;
 
-pub use fake_openai::FakeOpenAi;
+pub use fake_openai::{FakeOpenAi, Fault};
 pub use orch_providers::replay::{Script, ScriptedResponse, ScriptedToolCall, ScriptedUsage};

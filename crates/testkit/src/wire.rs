@@ -208,6 +208,84 @@ pub fn chat_response_to_wire(response: &ChatResponse, id: &str, created: u64) ->
     })
 }
 
+/// A reply as an OpenAI stream: the `data: ...` events (each ending in a
+/// blank line) in order, `[DONE]` last. The content and each tool call's
+/// arguments are split into pieces of `chunk_chars` characters, one event
+/// per piece, the way a model emits tokens; a tool call's first event
+/// carries its id and name. With `include_usage` (the client's
+/// `stream_options.include_usage`) a usage event with no choices precedes
+/// `[DONE]`, as OpenAI sends it.
+pub fn chat_response_to_sse(
+    response: &ChatResponse,
+    id: &str,
+    created: u64,
+    chunk_chars: usize,
+    include_usage: bool,
+) -> Vec<String> {
+    let chunk = |choices: Value| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": response.model,
+            "choices": choices,
+        })
+    };
+    let mut events = vec![chunk(json!([{
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "logprobs": null,
+        "finish_reason": null,
+    }]))];
+    for piece in split_chars(&response.message.content, chunk_chars) {
+        events.push(chunk(json!([{
+            "index": 0, "delta": {"content": piece}, "logprobs": null, "finish_reason": null,
+        }])));
+    }
+    for (i, call) in response.message.tool_calls.iter().enumerate() {
+        events.push(chunk(json!([{
+            "index": 0,
+            "delta": {"tool_calls": [{
+                "index": i, "id": call.id, "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }]},
+            "logprobs": null,
+            "finish_reason": null,
+        }])));
+        for piece in split_chars(&call.arguments, chunk_chars) {
+            events.push(chunk(json!([{
+                "index": 0,
+                "delta": {"tool_calls": [{"index": i, "function": {"arguments": piece}}]},
+                "logprobs": null,
+                "finish_reason": null,
+            }])));
+        }
+    }
+    events.push(chunk(json!([{
+        "index": 0, "delta": {}, "logprobs": null, "finish_reason": response.finish_reason,
+    }])));
+    if include_usage {
+        let mut usage = chunk(json!([]));
+        let u = &response.usage;
+        usage["usage"] = json!({
+            "prompt_tokens": u.input_tokens,
+            "completion_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens,
+            "prompt_tokens_details": { "cached_tokens": u.cached_tokens },
+        });
+        events.push(usage);
+    }
+    let mut out: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    out.push("data: [DONE]\n\n".to_string());
+    out
+}
+
+/// `text` in pieces of at most `n` characters (at least 1).
+fn split_chars(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}
+
 /// An error body as OpenAI writes it.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
@@ -269,6 +347,74 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("tool_call_id"), "{err}");
+    }
+
+    #[test]
+    fn stream_rendering_splits_content_and_arguments() {
+        let resp = ChatResponse {
+            message: Message {
+                role: Role::Assistant,
+                content: "héllo wörld".into(),
+                tool_calls: vec![ToolCall {
+                    id: "c9".into(),
+                    name: "f".into(),
+                    arguments: "{\"a\":1}".into(),
+                }],
+                tool_call_id: None,
+            },
+            usage: Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+                cached_tokens: 0,
+                cost_usd: 0.0,
+            },
+            finish_reason: "tool_calls".into(),
+            model: "worker".into(),
+        };
+        let events = chat_response_to_sse(&resp, "chatcmpl-1", 5, 4, true);
+        assert_eq!(events.last().unwrap(), "data: [DONE]\n\n");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| {
+                assert!(e.starts_with("data: ") && e.ends_with("\n\n"), "{e}");
+                serde_json::from_str(&e[6..]).unwrap()
+            })
+            .collect();
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk"));
+        let text: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert_eq!(text, vec!["héll", "o wö", "rld"]);
+        let args: Vec<&str> = chunks
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        assert_eq!(args, vec!["{\"a\"", ":1}"]);
+        let first_call = chunks
+            .iter()
+            .find(|c| c["choices"][0]["delta"]["tool_calls"].is_array())
+            .unwrap();
+        assert_eq!(
+            first_call["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "c9"
+        );
+        let usage = &chunks[chunks.len() - 1];
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["prompt_tokens"], 7);
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+        // Without include_usage there is no usage event.
+        let plain = chat_response_to_sse(&resp, "x", 5, 100, false);
+        assert!(plain.iter().all(|e| !e.contains("\"usage\"")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 // Test helpers outside #[test] fns are not covered by allow-unwrap-in-tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use orch_testkit::{FakeOpenAi, Script};
+use orch_testkit::{FakeOpenAi, Fault, Script};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -190,4 +190,144 @@ fn scripted_http_errors_and_shutdown_on_drop() {
         TcpStream::connect(addr).is_err(),
         "server still accepting after drop"
     );
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`; returns the raw response
+/// text (head and body) and whether reading it ended in an error.
+fn raw_exchange(server: &FakeOpenAi, body: &str) -> (String, bool) {
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        server.addr(),
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let failed = stream.read_to_end(&mut raw).is_err();
+    (String::from_utf8_lossy(&raw).into_owned(), failed)
+}
+
+#[test]
+fn streams_replies_as_server_sent_events() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"model": "worker", "content": "abcdefghij", "usage": {"input_tokens": 3, "output_tokens": 2}},
+    ]})));
+    server.set_stream_chunk_chars(3);
+    let body = json!({"model": "worker", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "x"}]});
+    let (raw, _) = raw_exchange(&server, &body.to_string());
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{raw}"
+    );
+    for piece in [
+        "\"content\":\"abc\"",
+        "\"content\":\"def\"",
+        "\"content\":\"j\"",
+        "\"prompt_tokens\":3",
+        "data: [DONE]",
+    ] {
+        assert!(raw.contains(piece), "{piece} missing from {raw}");
+    }
+    assert_eq!(server.served().0, 1);
+    assert_eq!(server.served().1.input_tokens, 3);
+    assert_eq!(server.fault_log(), vec![None]);
+}
+
+#[test]
+fn injected_faults_come_in_order_and_spare_the_script() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"model": "m", "content": "the real answer", "times": 2},
+    ]})));
+    server.push_faults([
+        Fault::http_429(Some(7)),
+        Fault::http(400, "Invalid 'messages': empty"),
+        Fault::CutStream,
+        Fault::DropConnection,
+    ]);
+    assert_eq!(server.pending_faults(), 4);
+    let plain = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let streamed =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+            .to_string();
+
+    let (raw, _) = raw_exchange(&server, &plain);
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 7"), "{raw}");
+    assert!(raw.contains("rate_limit_exceeded"), "{raw}");
+
+    let (raw, _) = raw_exchange(&server, &plain);
+    assert!(
+        raw.starts_with("HTTP/1.1 400") && raw.contains("Invalid 'messages': empty"),
+        "{raw}"
+    );
+
+    // A clean end without finish_reason or [DONE].
+    let (raw, _) = raw_exchange(&server, &streamed);
+    assert!(
+        raw.starts_with("HTTP/1.1 200") && raw.contains("This rep"),
+        "{raw}"
+    );
+    assert!(
+        !raw.contains("[DONE]") && !raw.contains("\"finish_reason\":\"stop\""),
+        "{raw}"
+    );
+
+    // Aborted: the chunked body never gets its terminating chunk.
+    let (raw, _) = raw_exchange(&server, &plain);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        !raw.ends_with("0\r\n\r\n"),
+        "the body was terminated: {raw:?}"
+    );
+
+    // The script entry is still whole: two real answers follow.
+    for _ in 0..2 {
+        let (raw, _) = raw_exchange(&server, &plain);
+        assert!(raw.contains("the real answer"), "{raw}");
+    }
+    assert_eq!(server.served().0, 2);
+    assert_eq!(
+        server.fault_log(),
+        vec![
+            Some(Fault::http_429(Some(7))),
+            Some(Fault::http(400, "Invalid 'messages': empty")),
+            Some(Fault::CutStream),
+            Some(Fault::DropConnection),
+            None,
+            None
+        ]
+    );
+}
+
+#[test]
+fn mixed_fault_plans_are_reproducible_and_bounded() {
+    let a = Fault::mixed(7, 400, 0.5, 2);
+    assert_eq!(a, Fault::mixed(7, 400, 0.5, 2));
+    assert_ne!(a, Fault::mixed(8, 400, 0.5, 2));
+    let faults = a.iter().filter(|f| f.is_some()).count();
+    assert!((120..=280).contains(&faults), "{faults} of 400");
+    let longest = a
+        .split(Option::is_none)
+        .map(<[Option<Fault>]>::len)
+        .max()
+        .unwrap();
+    assert!(longest <= 2, "{longest} faults in a row");
+    for kind in [Fault::http_500(), Fault::CutStream, Fault::DropConnection] {
+        assert!(a.contains(&Some(kind.clone())), "{kind:?} never drawn");
+    }
+    assert!(a.iter().any(|f| matches!(
+        f,
+        Some(Fault::Http {
+            status: 429,
+            retry_after_s: Some(1..=5),
+            ..
+        })
+    )));
+    assert!(Fault::mixed(1, 50, 0.0, 3).iter().all(Option::is_none));
 }
