@@ -1,8 +1,9 @@
 //! orch's own OpenAI-compatible client against a real server nobody here
 //! wrote: llama-cpp-python's server running Gemma 3 270M (Q4_K_M), both
 //! from PyPI, on 127.0.0.1. A real completion, a real stream, real
-//! structured output and a real forced tool call, over real HTTP, through
-//! the `llamacpp` preset exactly as a user's config would build the client.
+//! structured output and a real forced tool call (whole and streamed), over
+//! real HTTP, through the `llamacpp` preset exactly as a user's config would
+//! build the client.
 //!
 //! Start the server first (it installs what is missing):
 //!
@@ -15,7 +16,9 @@
 //! Without `ORCH_LLAMA_BASE_URL` these tests skip, except under CI, where
 //! they fail: CI must run them. The model is tiny and its words are not
 //! checked, only what the server guarantees: usage counts, stream assembly,
-//! and JSON that the server's grammar forces to match the schema.
+//! and JSON that the server's grammar forces to match the schema. (Usage is
+//! checked on whole answers only: llama-cpp-python sends no usage chunk in
+//! a stream, whatever `stream_options` asks.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

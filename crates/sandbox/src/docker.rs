@@ -43,7 +43,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use orch_process::{Limit, ProcessOutput};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +63,7 @@ pub(crate) const LABEL_ROLE: &str = "orch.role";
 pub(crate) const LABEL_SLOT: &str = "orch.slot";
 pub(crate) const LABEL_INSTANCE: &str = "orch.instance";
 pub(crate) const LABEL_OWNER: &str = "orch.owner";
+pub(crate) const LABEL_PID: &str = "orch.pid";
 
 pub(crate) const ROLE_WORKER: &str = "worker";
 pub(crate) const ROLE_SHELL: &str = "shell";
@@ -464,6 +465,55 @@ fn incomplete_utf8_suffix(b: &[u8]) -> usize {
     0
 }
 
+/// Slot numbers in use per project in this process, so two sandboxes of one
+/// project (say, workers and the merge queue) never share a slot's
+/// container name or logs volume.
+static SLOTS_IN_USE: Mutex<BTreeMap<String, BTreeSet<usize>>> = Mutex::new(BTreeMap::new());
+/// Instances alive in this process: their containers are not stale.
+static LIVE_INSTANCES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a few map operations: a panic inside one
+    // cannot leave the data half-changed, so keep using it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lowest slot number of `project` no sandbox in this process uses.
+fn claim_slot(project: &str) -> usize {
+    let mut slots = lock(&SLOTS_IN_USE);
+    let used = slots.entry(project.to_string()).or_default();
+    let index = (0..).find(|i| !used.contains(i)).unwrap_or(usize::MAX);
+    used.insert(index);
+    index
+}
+
+fn free_slot(project: &str, index: usize) {
+    if let Some(used) = lock(&SLOTS_IN_USE).get_mut(project) {
+        used.remove(&index);
+    }
+}
+
+/// Whether process `pid` exists on this machine.
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// True for a container made by a sandbox that no longer exists: another
+/// process that is gone, or an instance of this process that was dropped.
+fn is_stale(labels: &HashMap<String, String>) -> bool {
+    let pid = labels.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok());
+    let instance = labels.get(LABEL_INSTANCE);
+    match pid {
+        Some(pid) if pid == std::process::id() as i32 => {
+            !instance.is_some_and(|i| lock(&LIVE_INSTANCES).contains(i))
+        }
+        Some(pid) => !pid_alive(pid),
+        None => true,
+    }
+}
+
 /// A worker slot: one container at a time, bound to one worktree.
 #[derive(Debug)]
 struct Slot {
@@ -498,7 +548,6 @@ struct Live {
 struct Pool {
     bound: HashMap<PathBuf, Arc<Slot>>,
     idle: Vec<Arc<Slot>>,
-    next: usize,
 }
 
 /// Runs commands in Docker containers; see the module docs.
@@ -521,6 +570,54 @@ impl std::fmt::Debug for DockerSandbox {
             .field("instance", &self.instance)
             .finish_non_exhaustive()
     }
+}
+
+impl Drop for DockerSandbox {
+    /// Best effort for a sandbox dropped without `shutdown`: remove its
+    /// containers in the background and give worktrees back.
+    fn drop(&mut self) {
+        lock(&LIVE_INSTANCES).remove(&self.instance);
+        let pool = std::mem::take(&mut *lock(&self.pool));
+        let mut ids = Vec::new();
+        for slot in pool.bound.values().chain(pool.idle.iter()) {
+            free_slot(&self.docker_opts.project, slot.index);
+            if let Ok(mut st) = slot.state.try_lock() {
+                ids.extend(st.container.take().map(|l| l.id));
+                if let Some(g) = st.grant.take() {
+                    let _ = access::revoke(&g);
+                }
+            }
+        }
+        let (Some(docker), Ok(handle)) = (
+            self.client.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        if !ids.is_empty() {
+            handle.spawn(async move {
+                for id in ids {
+                    let _ = docker
+                        .remove_container(
+                            &id,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// The CPU limit, at most the CPUs this machine has (the engine refuses
+/// more).
+pub(crate) fn clamp_cpus(mut limits: Limits) -> Limits {
+    let host = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    limits.cpus = limits.cpus.map(|c| c.min(host));
+    limits
 }
 
 /// Why one exec attempt failed.
@@ -671,10 +768,12 @@ fn parse_oom_kills(text: &str) -> Option<u64> {
 
 impl DockerSandbox {
     pub fn new(docker: DockerOptions, opts: SandboxOptions) -> Self {
+        let instance = nonce();
+        lock(&LIVE_INSTANCES).insert(instance.clone());
         DockerSandbox {
             docker_opts: docker,
             opts,
-            instance: nonce(),
+            instance,
             client: tokio::sync::OnceCell::new(),
             pool: Mutex::new(Pool::default()),
             removals: Mutex::new(Vec::new()),
@@ -708,9 +807,7 @@ impl DockerSandbox {
     }
 
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        // A panic while holding the lock leaves the pool consistent (every
-        // critical section is a few map operations), so keep using it.
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pool)
     }
 
     fn labels(&self, role: &str, slot: Option<usize>) -> HashMap<String, String> {
@@ -718,6 +815,7 @@ impl DockerSandbox {
             (LABEL_PROJECT.to_string(), self.docker_opts.project.clone()),
             (LABEL_ROLE.to_string(), role.to_string()),
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
+            (LABEL_PID.to_string(), std::process::id().to_string()),
         ]);
         if let Some(s) = slot {
             l.insert(LABEL_SLOT.to_string(), s.to_string());
@@ -734,8 +832,7 @@ impl DockerSandbox {
         let slot = match pool.idle.pop() {
             Some(s) => s,
             None => {
-                let index = pool.next;
-                pool.next += 1;
+                let index = claim_slot(&self.docker_opts.project);
                 Arc::new(Slot {
                     index,
                     oom_seen: AtomicU64::new(0),
@@ -841,7 +938,7 @@ impl DockerSandbox {
             tmpfs_logs: None,
             shared_data: self.docker_opts.shared_data.clone(),
             network: self.opts.network,
-            limits: self.opts.limits.clone(),
+            limits: clamp_cpus(self.opts.limits.clone()),
         };
         let name = format!(
             "orch-{}-{}-{}",
@@ -885,8 +982,9 @@ impl DockerSandbox {
         Ok(created.id)
     }
 
-    /// Removes containers of this project's slot `index` left by an earlier
-    /// run (a crash, a kill -9): the slot's names and logs are ours now.
+    /// Removes containers of this project's slot `index` left by a sandbox
+    /// that is gone (a crashed run, a kill -9): the slot's names and logs
+    /// are ours now. Containers of live sandboxes are never touched.
     async fn remove_stale(&self, docker: &Docker, index: usize) -> Result<(), SandboxError> {
         let filters = HashMap::from([(
             "label".to_string(),
@@ -905,12 +1003,8 @@ impl DockerSandbox {
             .await
             .map_err(|e| backend("listing containers", e))?;
         for c in stale {
-            let mine = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_INSTANCE))
-                .is_some_and(|i| *i == self.instance);
-            if let (false, Some(id)) = (mine, c.id) {
+            let labels = c.labels.unwrap_or_default();
+            if let (true, Some(id)) = (is_stale(&labels), c.id) {
                 let _ = docker
                     .remove_container(
                         &id,
@@ -956,6 +1050,7 @@ impl DockerSandbox {
         let owner = format!("{}:{}", user.0, user.1);
         let mut labels = self.labels(role, None);
         labels.remove(LABEL_INSTANCE);
+        labels.remove(LABEL_PID);
         labels.insert(LABEL_OWNER.to_string(), owner.clone());
         admin::ensure_volume(docker, &self.docker_opts.image, volume, labels, &owner).await
     }
@@ -1016,7 +1111,7 @@ impl DockerSandbox {
         };
         if done {
             let handle = tokio::spawn(remove);
-            let mut removals = self.removals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut removals = lock(&self.removals);
             removals.retain(|h| !h.is_finished());
             removals.push(handle);
         } else {
@@ -1039,8 +1134,7 @@ impl DockerSandbox {
                 first_err.get_or_insert(e);
             }
         }
-        let handles: Vec<_> =
-            std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
+        let handles: Vec<_> = std::mem::take(&mut *lock(&self.removals));
         for h in handles {
             let _ = h.await;
         }
@@ -1290,6 +1384,17 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn exec(&self, request: &ExecRequest) -> Result<ProcessOutput, SandboxError> {
+        // Bind mounts need absolute host paths.
+        let absolute;
+        let request = if request.workdir.is_absolute() {
+            request
+        } else {
+            let mut r = request.clone();
+            r.workdir = std::path::absolute(&r.workdir)
+                .map_err(|e| backend("resolving the worktree path", e))?;
+            absolute = r;
+            &absolute
+        };
         let docker = self.client().await?.clone();
         let mut retried = false;
         loop {
@@ -1314,7 +1419,8 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn release(&self, workdir: &Path) -> Result<(), SandboxError> {
-        let Some(slot) = self.lock_pool().bound.remove(workdir) else {
+        let workdir = std::path::absolute(workdir).unwrap_or_else(|_| workdir.to_path_buf());
+        let Some(slot) = self.lock_pool().bound.remove(&workdir) else {
             return Ok(());
         };
         let mut st = slot.state.lock().await;
@@ -1382,6 +1488,32 @@ mod tests {
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(parse_oom_kills(v1), Some(3));
         assert_eq!(parse_oom_kills(""), None);
+    }
+
+    #[test]
+    fn only_containers_of_gone_sandboxes_are_stale() {
+        let live = DockerSandbox::new(DockerOptions::default(), SandboxOptions::default());
+        let labels = live.labels(ROLE_WORKER, Some(0));
+        assert!(!is_stale(&labels));
+        let mut dropped = labels.clone();
+        dropped.insert(LABEL_INSTANCE.to_string(), "gone".to_string());
+        assert!(is_stale(&dropped));
+        let mut other_process = labels.clone();
+        other_process.insert(LABEL_PID.to_string(), "1".to_string());
+        assert!(!is_stale(&other_process), "pid 1 is alive");
+        other_process.insert(LABEL_PID.to_string(), i32::MAX.to_string());
+        assert!(is_stale(&other_process));
+        assert!(is_stale(&HashMap::new()));
+    }
+
+    #[test]
+    fn slots_are_unique_per_project_in_a_process() {
+        let a = claim_slot("slot-test");
+        let b = claim_slot("slot-test");
+        assert_ne!(a, b);
+        free_slot("slot-test", a);
+        assert_eq!(claim_slot("slot-test"), a);
+        assert_eq!(claim_slot("slot-test-other"), 0);
     }
 
     #[test]

@@ -37,6 +37,11 @@ struct Backend {
     /// Whether `killed_by` names the PID limit when it stopped a command
     /// (it must always stop it).
     reports_pid_limit: bool,
+    /// Why this machine does not let the backend tell which limit stopped
+    /// a command (bwrap without writable cgroups falls back to rlimits,
+    /// which refuse instead of kill). CI fails on it; elsewhere the
+    /// `killed_by` checks are skipped with a note.
+    no_limit_reports: Option<String>,
     /// Removes what the backend made (containers, volumes), run after each
     /// test whether it passed or not.
     cleanup: Option<Cleanup>,
@@ -71,12 +76,17 @@ async fn ready(name: &str, backend: Backend) -> Option<Backend> {
 }
 
 async fn bwrap() -> Option<Backend> {
+    let sandbox = BwrapSandbox::new(options());
+    let how = sandbox.limits_enforcement();
+    let no_limit_reports = (!how.contains("memory: cgroup") || !how.contains("pids: cgroup"))
+        .then(|| format!("no writable cgroups for bwrap here: {how}"));
     let backend = Backend {
-        sandbox: Arc::new(BwrapSandbox::new(options())),
+        sandbox: Arc::new(sandbox),
         // Every command gets a fresh /tmp; the worktree is the host's.
         cleared: vec!["/tmp"],
         kept: vec!["."],
         reports_pid_limit: true,
+        no_limit_reports,
         cleanup: None,
     };
     ready("bwrap", backend).await
@@ -110,6 +120,7 @@ async fn docker() -> Option<Backend> {
         cleared: vec!["/tmp", "/env/logs"],
         kept: vec![".", "/cache"],
         reports_pid_limit: false,
+        no_limit_reports: None,
         cleanup: Some(Box::new(move || {
             Box::pin(async move {
                 let _ = owned.shutdown().await;
@@ -187,15 +198,18 @@ fn unique_marker() -> String {
     format!("{}{:09}", std::process::id(), nanos)
 }
 
-/// A host directory outside /tmp (which a sandbox may replace with its own).
+/// A host directory outside /tmp (which a sandbox may replace with its own):
+/// in the target dir, else /var/tmp (when the target dir is itself under
+/// /tmp, or not writable for this user).
 fn dir_outside_tmp() -> tempfile::TempDir {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    if target.starts_with("/tmp") {
-        std::fs::create_dir_all("/var/tmp").unwrap();
-        tempfile::tempdir_in("/var/tmp").unwrap()
-    } else {
-        tempfile::tempdir_in(target).unwrap()
+    if !target.starts_with("/tmp") {
+        if let Ok(dir) = tempfile::tempdir_in(target) {
+            return dir;
+        }
     }
+    std::fs::create_dir_all("/var/tmp").unwrap();
+    tempfile::tempdir_in("/var/tmp").unwrap()
 }
 
 /// Live (non-zombie) host processes whose command line contains `needle`.
@@ -230,6 +244,20 @@ fn processes_matching(needle: &str) -> Vec<i32> {
         }
     }
     found
+}
+
+/// Whether `killed_by` can be checked here (see `no_limit_reports`).
+fn limit_reports(b: &Backend) -> bool {
+    match &b.no_limit_reports {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => {
+            panic!("CI needs limit reports from this sandbox: {why}")
+        }
+        Some(why) => {
+            eprintln!("killed_by not checked: {why}");
+            false
+        }
+    }
 }
 
 /// After a limit fired, the same sandbox still runs commands.
@@ -362,7 +390,7 @@ async fn fork_bomb_is_stopped_by_the_pid_limit(b: &Backend) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count: {}", out.combined()));
     assert!(started > 0 && started < PIDS, "started {started}");
-    if b.reports_pid_limit {
+    if b.reports_pid_limit && limit_reports(b) {
         assert_eq!(out.killed_by, Some(Limit::Pids), "{}", out.combined());
     }
     still_works(b, wt.path()).await;
@@ -378,7 +406,9 @@ async fn memory_hog_is_killed_and_reported(b: &Backend) {
     let out = b.sandbox.exec(&request(wt.path(), &cmd)).await.unwrap();
     assert!(!out.success(), "{}", out.combined());
     assert!(!out.stdout.contains("allocated"), "{}", out.combined());
-    assert_eq!(out.killed_by, Some(Limit::Memory), "{}", out.combined());
+    if limit_reports(b) {
+        assert_eq!(out.killed_by, Some(Limit::Memory), "{}", out.combined());
+    }
     still_works(b, wt.path()).await;
 }
 

@@ -620,6 +620,36 @@ async fn concurrent_worktrees_get_their_own_containers() {
 }
 
 #[tokio::test]
+async fn two_sandboxes_of_one_project_do_not_disturb_each_other() {
+    if !docker_ready().await {
+        return;
+    }
+    let p = project("twins");
+    let a = DockerSandbox::new(options(&p), SandboxOptions::default());
+    let b = DockerSandbox::new(options(&p), SandboxOptions::default());
+    let wa = tempfile::tempdir().unwrap();
+    let wb = tempfile::tempdir().unwrap();
+    let out = exec(&a, &request(wa.path(), "echo a > /env/logs/a")).await;
+    assert!(out.success(), "{}", out.combined());
+    let out = exec(
+        &b,
+        &request(wb.path(), "echo b > /env/logs/b; ls /env/logs"),
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        "b\n",
+        "separate logs volumes: {}",
+        out.combined()
+    );
+    b.release(wb.path()).await.unwrap();
+    let out = exec(&a, &request(wa.path(), "cat /env/logs/a")).await;
+    assert_eq!(out.stdout, "a\n", "{}", out.combined());
+    finish(&a).await;
+    finish(&b).await;
+}
+
+#[tokio::test]
 async fn a_vanished_container_is_replaced_and_reset_project_keeps_named_volumes() {
     if !docker_ready().await {
         return;

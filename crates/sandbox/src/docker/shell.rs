@@ -183,7 +183,7 @@ async fn make_container(
         tmpfs_logs: (!opts.docker.logs_path.is_empty()).then(|| opts.docker.logs_path.clone()),
         shared_data: opts.docker.shared_data.clone(),
         network: opts.sandbox.network,
-        limits: opts.sandbox.limits.clone(),
+        limits: super::clamp_cpus(opts.sandbox.limits.clone()),
     };
     let name = format!("orch-{}-shell-{}", sanitize(&opts.docker.project), nonce());
     let created = docker
