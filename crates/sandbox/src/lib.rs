@@ -1,8 +1,9 @@
 //! Where model-written code runs. One trait, one module per backend:
 //! `bwrap` (bubblewrap: the worktree read-write, the rest read-only, private
-//! /tmp, no network unless allowed, the process tree killed on timeout) and
-//! `none` (no isolation, and it says so). Docker joins them later behind the
-//! same trait.
+//! /tmp, no network unless allowed, seccomp, cgroup limits, the process tree
+//! killed on timeout), `docker` (a long-lived container per worker slot
+//! through the Engine API, reset between attempts) and `none` (no
+//! isolation, and it says so). `select` picks one, including `auto`.
 
 pub mod bwrap;
 pub mod docker;

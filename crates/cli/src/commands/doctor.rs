@@ -106,11 +106,16 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
             Ok(_) => checks.push(Check { what: format!("project {} repository", p.name), ok: true, latency_ms: None, detail: repo.display().to_string() }),
             Err(e) => checks.push(Check { what: format!("project {} repository", p.name), ok: false, latency_ms: None, detail: e.to_string() }),
         }
-        let sandbox = orch_sandbox::from_kind(p.sandbox.as_str(), super::run::sandbox_options(p));
-        let detail = match sandbox {
-            Ok(s) => match s.check().await {
-                Ok(()) if !s.isolates() => Ok("runs without isolation (sandbox = \"none\")".to_string()),
-                Ok(()) => Ok(format!("{} works", s.name())),
+        let selection = orch_sandbox::select(
+            p.sandbox.as_str(),
+            super::run::sandbox_options(p),
+            super::run::docker_options(&config, p),
+        )
+        .await;
+        let detail = match selection {
+            Ok(sel) => match sel.sandbox.check().await {
+                Ok(()) if !sel.sandbox.isolates() => Ok("runs without isolation (sandbox = \"none\")".to_string()),
+                Ok(()) => Ok(format!("{} works{}", sel.sandbox.name(), if sel.notes.is_empty() { String::new() } else { format!(" ({})", sel.notes.join("; ")) })),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e.to_string()),

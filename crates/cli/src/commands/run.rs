@@ -91,8 +91,13 @@ pub async fn run_project(
     if config.dry_run {
         eprintln!("dry run: every model role answers from the simulated provider; nothing is sent, nothing is spent; state in {}", config.data_dir_abs().display());
     }
-    let sandbox = orch_sandbox::from_kind(pc.sandbox.as_str(), sandbox_options(pc))
+    let selection = orch_sandbox::select(pc.sandbox.as_str(), sandbox_options(pc), docker_options(config, pc))
+        .await
         .map_err(|e| CliError::failed(e.to_string()))?;
+    for note in &selection.notes {
+        eprintln!("sandbox: {note}");
+    }
+    let sandbox = selection.sandbox;
     let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;
     let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
     let result = engine.run(opts).await;
@@ -100,6 +105,22 @@ pub async fn run_project(
         p.finish();
     }
     Ok(result?)
+}
+
+/// The Docker backend's settings for a project.
+pub fn docker_options(config: &Config, pc: &orch_config::ProjectConfig) -> orch_sandbox::docker::DockerOptions {
+    let d = &pc.docker;
+    let mut opts = orch_sandbox::docker::DockerOptions {
+        project: pc.name.clone(),
+        volumes: d.volumes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        logs_path: d.logs_path.clone(),
+        shared_data: d.shared_data.as_ref().map(|p| (config.resolve_path(p), d.shared_data_path.clone())),
+        ..Default::default()
+    };
+    if let Some(image) = &d.image {
+        opts.image = image.clone();
+    }
+    opts
 }
 
 /// The sandbox settings of a project.
