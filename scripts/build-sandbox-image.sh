@@ -14,7 +14,7 @@
 #   --tag TAG     image tag (default orch-sandbox:latest, or $ORCH_SANDBOX_IMAGE)
 #   --dir DIR     where the root filesystem is made (default
 #                 /var/cache/orch/sandbox-rootfs-SUITE)
-#   --suite S     Debian suite (default: the host's, else bookworm)
+#   --suite S     Debian suite (default: the host's on Debian, else bookworm)
 #   --mirror URL  Debian mirror (default: the one apt uses, else deb.debian.org)
 #   --force       rebuild even when the image exists
 set -euo pipefail
@@ -74,7 +74,9 @@ apt_sources() {
         2>/dev/null || true
 }
 if [ -z "$suite" ]; then
-    suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
+    # A Debian host's own suite; anything else (Ubuntu, …) gets bookworm.
+    # shellcheck disable=SC1091  # the host's own release file
+    suite="$(. /etc/os-release 2>/dev/null && [ "${ID:-}" = debian ] && echo "${VERSION_CODENAME:-}")" || true
     [ -n "$suite" ] || suite=bookworm
 fi
 if [ -z "$mirror" ]; then
@@ -91,7 +93,7 @@ started=$(date +%s)
 if ! command -v debootstrap >/dev/null 2>&1; then
     echo "build-sandbox-image: installing debootstrap"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap debian-archive-keyring >/dev/null
 fi
 
 if [ ! -f "$stamp" ]; then

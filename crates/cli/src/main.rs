@@ -55,6 +55,8 @@ pub enum Command {
     Cost(commands::cost::CostArgs),
     /// Check every configured provider, sandbox and repository.
     Doctor(commands::doctor::DoctorArgs),
+    /// The Docker sandbox: build its image, open a shell, reset, status, prune.
+    Sandbox(commands::sandbox::SandboxArgs),
     /// Run one full cycle on a sample repository with scripted model responses.
     Demo(commands::demo::DemoArgs),
 }

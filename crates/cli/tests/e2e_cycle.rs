@@ -121,6 +121,51 @@ fn happy_path_with_replay_merges_and_records_everything() {
 }
 
 #[test]
+fn happy_path_in_the_docker_sandbox() {
+    if std::env::var_os("CI").is_none()
+        && !std::process::Command::new("docker")
+            .args(["image", "inspect", "orch-sandbox:latest"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    {
+        eprintln!("skipped: no orch-sandbox:latest image; run scripts/build-sandbox-image.sh");
+        return;
+    }
+    let fx = Fixture::new();
+    fx.with_replay(
+        json!({"responses": [
+            worker_call(None, json!([{"name": "run", "arguments": {"command": "id -u; pwd; python3 -m pytest -q || true"}}])),
+            worker_call(None, fix_calls()),
+            judge_pass(),
+        ]}),
+        "sandbox = \"docker\"",
+    );
+    let id = fx.add_task("Fix add", "");
+    let out = fx.orch_ok(&["run", "--project", "calc"], 0);
+    assert!(out.contains("1 merged"), "{out}");
+    assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
+    // The worker's command ran inside the container, as the sandbox user, in /workspace.
+    let run = fx
+        .events(&id)
+        .into_iter()
+        .find(|e| e["kind"] == "tool_call" && e["data"]["tool"] == "run")
+        .unwrap();
+    let output = run["data"]["output"].as_str().unwrap();
+    assert!(output.contains("10001"), "{output}");
+    assert!(output.contains("/workspace"), "{output}");
+    // Nothing of this run is left on the engine.
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=orch.project=calc"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "containers left behind"
+    );
+}
+
+#[test]
 fn happy_path_over_openai_http_wire_format() {
     let fx = Fixture::new();
     let script: Script = serde_json::from_value(json!({"responses": [

@@ -22,23 +22,33 @@ fn fix_calls() -> Value {
 #[test]
 fn every_call_is_priced_and_rolled_up_by_role() {
     let fx = Fixture::new();
-    fx.with_replay(json!({"responses": [worker_call(None, fix_calls()), judge_pass()]}), "");
+    fx.with_replay(
+        json!({"responses": [worker_call(None, fix_calls()), judge_pass()]}),
+        "",
+    );
     fx.append_config("[prices.worker]\ninput = 1000.0\noutput = 2000.0\n\n[prices.judge]\ninput = 10.0\noutput = 10.0\n");
     let id = fx.add_task("Fix add", "");
     fx.orch_ok(&["run", "--project", "calc"], 0);
 
-    let report: Value = serde_json::from_str(&fx.orch_ok(&["cost", "--project", "calc", "--json"], 0)).unwrap();
+    let report: Value =
+        serde_json::from_str(&fx.orch_ok(&["cost", "--project", "calc", "--json"], 0)).unwrap();
     let worker = report["by_role"]["worker"]["cost_usd"].as_f64().unwrap();
     let judge = report["by_role"]["judge"]["cost_usd"].as_f64().unwrap();
     assert!(worker > 0.0 && judge > 0.0, "{report}");
-    assert!(worker > judge * 10.0, "the worker's price is far higher: {report}");
+    assert!(
+        worker > judge * 10.0,
+        "the worker's price is far higher: {report}"
+    );
     let total = report["total"]["cost_usd"].as_f64().unwrap();
     assert!((total - worker - judge).abs() < 1e-9);
     assert_eq!(report["total"]["calls"], 2);
 
     // The task's own cost is the same money.
     let task_cost = fx.task(&id)["task"]["cost_usd"].as_f64().unwrap();
-    assert!((task_cost - total).abs() < 1e-9, "task {task_cost} vs calls {total}");
+    assert!(
+        (task_cost - total).abs() < 1e-9,
+        "task {task_cost} vs calls {total}"
+    );
     let text = fx.orch_ok(&["cost", "--since", "today"], 0);
     assert!(text.contains("worker") && text.contains("total:"), "{text}");
     let bad = fx.orch(&["cost", "--since", "yesterday-ish"]);
@@ -86,8 +96,15 @@ fn the_daily_budget_pauses_the_project_with_a_clear_message() {
     assert!(out.contains("daily budget"), "{out}");
     let status: Value = serde_json::from_str(&fx.orch_ok(&["status", "--json"], 0)).unwrap();
     assert_eq!(status["projects"][0]["paused"], true);
-    assert!(status["projects"][0]["pause_reason"].as_str().unwrap().contains("daily_budget_usd"));
-    assert_eq!(fx.task(&id)["task"]["status"], "pending", "the task waits for the budget");
+    assert!(status["projects"][0]["pause_reason"]
+        .as_str()
+        .unwrap()
+        .contains("daily_budget_usd"));
+    assert_eq!(
+        fx.task(&id)["task"]["status"],
+        "pending",
+        "the task waits for the budget"
+    );
     let report: Value = serde_json::from_str(&fx.orch_ok(&["cost", "--json"], 0)).unwrap();
     assert!(report["total"]["cost_usd"].as_f64().unwrap() <= 0.02);
 }
@@ -104,15 +121,26 @@ fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
     assert!(stderr.contains("dry run"), "{stderr}");
     // The simulated worker changes nothing, so the copy of the task fails
     // verification — in the dry-run state only.
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
-    let dry: Value = serde_json::from_str(&fx.orch_ok(&["--dry-run", "show", &id, "--json"], 0)).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dry: Value =
+        serde_json::from_str(&fx.orch_ok(&["--dry-run", "show", &id, "--json"], 0)).unwrap();
     assert_eq!(dry["task"]["status"], "failed");
     assert_eq!(fx.task(&id)["task"]["status"], "pending");
     assert_eq!(fx.main_sha(), before);
-    let cost: Value = serde_json::from_str(&fx.orch_ok(&["--dry-run", "cost", "--json"], 0)).unwrap();
+    let cost: Value =
+        serde_json::from_str(&fx.orch_ok(&["--dry-run", "cost", "--json"], 0)).unwrap();
     assert_eq!(cost["total"]["cost_usd"], 0.0);
     // ORCH_DRY_RUN=true does the same.
-    let env = fx.orch_cmd(&["show", &id, "--json"]).env("ORCH_DRY_RUN", "true").output().unwrap();
+    let env = fx
+        .orch_cmd(&["show", &id, "--json"])
+        .env("ORCH_DRY_RUN", "true")
+        .output()
+        .unwrap();
     let v: Value = serde_json::from_slice(&env.stdout).unwrap();
     assert_eq!(v["task"]["status"], "failed");
 }
@@ -120,7 +148,8 @@ fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
 #[test]
 fn doctor_explains_bad_keys_and_unreachable_providers() {
     let fx = Fixture::new();
-    let script: Script = serde_json::from_value(json!({"responses": [{"times": 0, "content": "OK"}]})).unwrap();
+    let script: Script =
+        serde_json::from_value(json!({"responses": [{"times": 0, "content": "OK"}]})).unwrap();
     let server = FakeOpenAi::start(script);
     server.set_api_key(SECRET);
     fx.with_openai(&server.base_url(), "");
@@ -128,12 +157,22 @@ fn doctor_explains_bad_keys_and_unreachable_providers() {
     assert!(ok.contains("ok   provider local"), "{ok}");
     assert!(ok.contains(" ms)"), "latency shown: {ok}");
 
-    let bad = fx.orch_cmd(&["doctor", "--json"]).env("ORCH_TEST_KEY", "sk-wrong-key-456").output().unwrap();
+    let bad = fx
+        .orch_cmd(&["doctor", "--json"])
+        .env("ORCH_TEST_KEY", "sk-wrong-key-456")
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&bad.stdout).unwrap();
     let detail = v["checks"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains("bad or missing API key (check ORCH_TEST_KEY)"), "{detail}");
-    assert!(!String::from_utf8_lossy(&bad.stdout).contains("sk-wrong-key-456"), "the key is never printed");
+    assert!(
+        detail.contains("bad or missing API key (check ORCH_TEST_KEY)"),
+        "{detail}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&bad.stdout).contains("sk-wrong-key-456"),
+        "the key is never printed"
+    );
 
     fx.with_openai("http://127.0.0.1:9/v1", "");
     let down = fx.orch(&["doctor"]);
@@ -162,8 +201,16 @@ fn a_leaked_key_is_redacted_from_the_model_the_database_audit_and_logs() {
     server.set_api_key(SECRET);
     fx.with_openai(&server.base_url(), "pass_env = [\"ORCH_TEST_KEY\"]");
     let id = fx.add_task("Fix add", "");
-    let out = fx.orch_cmd(&["run", "--project", "calc"]).env("ORCH_LOG", "debug").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fx
+        .orch_cmd(&["run", "--project", "calc"])
+        .env("ORCH_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fx.task(&id)["task"]["status"], "merged");
 
     // The model saw the marker, not the key (the header carried the key).
@@ -177,9 +224,17 @@ fn a_leaked_key_is_redacted_from_the_model_the_database_audit_and_logs() {
             files.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
         } else {
             let bytes = std::fs::read(&p).unwrap();
-            assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "secret in {}", p.display());
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SECRET),
+                "secret in {}",
+                p.display()
+            );
         }
     }
-    let logs = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!logs.contains(SECRET), "secret in the output or logs");
 }

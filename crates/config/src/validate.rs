@@ -34,7 +34,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     let r = &cfg.retry;
-    if r.schedule_seconds.is_empty() || r.schedule_seconds.len() > 20 || r.schedule_seconds.iter().any(|s| *s > 86_400) {
+    if r.schedule_seconds.is_empty()
+        || r.schedule_seconds.len() > 20
+        || r.schedule_seconds.iter().any(|s| *s > 86_400)
+    {
         return Err(invalid(
             "retry.schedule_seconds".into(),
             "1 to 20 waits in seconds, each at most 86400, e.g. [2, 30, 60, 120, 300, 600]",
@@ -42,10 +45,18 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         ));
     }
     if !(0.0..=1.0).contains(&r.jitter) {
-        return Err(invalid("retry.jitter".into(), "a fraction from 0 to 1", r.jitter.to_string()));
+        return Err(invalid(
+            "retry.jitter".into(),
+            "a fraction from 0 to 1",
+            r.jitter.to_string(),
+        ));
     }
     if r.breaker_failures == 0 {
-        return Err(invalid("retry.breaker_failures".into(), "an integer of at least 1", "0".into()));
+        return Err(invalid(
+            "retry.breaker_failures".into(),
+            "an integer of at least 1",
+            "0".into(),
+        ));
     }
     for (model, price) in &cfg.prices {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
@@ -53,7 +64,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             return Err(invalid(
                 format!("prices.{model}"),
                 "non-negative US dollars per million tokens for input, output and cached_input",
-                format!("input = {}, output = {}, cached_input = {:?}", price.input, price.output, price.cached_input),
+                format!(
+                    "input = {}, output = {}, cached_input = {:?}",
+                    price.input, price.output, price.cached_input
+                ),
             ));
         }
     }
@@ -198,7 +212,11 @@ fn validate_project(
     ] {
         if let Some(b) = budget {
             if !(b.is_finite() && b > 0.0) {
-                return Err(invalid(key(field), "a positive number of US dollars", b.to_string()));
+                return Err(invalid(
+                    key(field),
+                    "a positive number of US dollars",
+                    b.to_string(),
+                ));
             }
         }
     }

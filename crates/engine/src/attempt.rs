@@ -26,7 +26,9 @@ enum AttemptEnd {
     Passed,
     NeedsHuman,
     /// The task's budget is spent; retrying cannot help.
-    OutOfBudget { reason: String },
+    OutOfBudget {
+        reason: String,
+    },
     /// Failed; `attempts` is the task's counted attempts so far.
     Failed {
         attempts: u32,

@@ -164,7 +164,10 @@ impl Engine {
         ctx: crate::metered::CallContext,
     ) -> Result<(Arc<dyn orch_providers::Provider>, String)> {
         let (provider, name) = self.providers.resolve(model)?;
-        Ok((crate::metered::MeteredProvider::wrap(provider, self.meter.clone(), ctx), name))
+        Ok((
+            crate::metered::MeteredProvider::wrap(provider, self.meter.clone(), ctx),
+            name,
+        ))
     }
 
     pub fn project(&self) -> &ProjectConfig {
@@ -231,6 +234,14 @@ impl Engine {
                 status: t.status,
                 attempts: t.attempts,
             });
+        }
+        if let Err(e) = self.sandbox.shutdown().await {
+            self.rec.note(
+                None,
+                EventKind::Warning,
+                format!("sandbox shutdown: {e}"),
+                serde_json::Value::Null,
+            );
         }
         drop(lock);
         Ok(summary)
@@ -319,7 +330,13 @@ impl Engine {
             format!("planning: asking {model} for up to {want} task(s)"),
             serde_json::json!({"stage": "plan"}),
         );
-        let (provider, model_name) = self.provider_for(&model, crate::metered::CallContext { role: "planner", ..Default::default() })?;
+        let (provider, model_name) = self.provider_for(
+            &model,
+            crate::metered::CallContext {
+                role: "planner",
+                ..Default::default()
+            },
+        )?;
         let repo = self.config.project_path(&self.project);
         let context = orch_planner::gather_context(&repo, 400, 20_000);
         let open: Vec<_> = self

@@ -21,9 +21,9 @@ mod routing;
 
 pub use cycle::{CycleSummary, Engine, RunOptions};
 pub use lock::{LockError, ProjectLock};
+pub use metered::{CallContext, Meter, MeteredProvider};
 pub use paths::DataPaths;
 pub use recorder::Recorder;
-pub use metered::{CallContext, Meter, MeteredProvider};
 pub use registry::{build_provider, price_table, ProviderRegistry};
 pub use routing::{route, Route, Workflow};
 

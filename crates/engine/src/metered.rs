@@ -8,9 +8,7 @@ use crate::recorder::Recorder;
 use async_trait::async_trait;
 use orch_core::EventKind;
 use orch_providers::pricing::PriceTable;
-use orch_providers::{
-    Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError,
-};
+use orch_providers::{Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError};
 use orch_state::{ModelCall, Store};
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,15 +46,32 @@ pub struct MeteredProvider {
 }
 
 impl MeteredProvider {
-    pub fn wrap(inner: Arc<dyn Provider>, meter: Arc<Meter>, ctx: CallContext) -> Arc<dyn Provider> {
+    pub fn wrap(
+        inner: Arc<dyn Provider>,
+        meter: Arc<Meter>,
+        ctx: CallContext,
+    ) -> Arc<dyn Provider> {
         Arc::new(MeteredProvider { inner, meter, ctx })
     }
 
     fn estimate(&self, request: &ChatRequest) -> f64 {
-        let chars: usize = request.messages.iter().map(|m| m.content.len() + m.tool_calls.iter().map(|c| c.arguments.len()).sum::<usize>()).sum();
+        let chars: usize = request
+            .messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum();
         let usage = orch_core::Usage {
             input_tokens: (chars as u64).div_ceil(4),
-            output_tokens: request.max_tokens.map(u64::from).unwrap_or(ASSUMED_OUTPUT_TOKENS),
+            output_tokens: request
+                .max_tokens
+                .map(u64::from)
+                .unwrap_or(ASSUMED_OUTPUT_TOKENS),
             cached_tokens: 0,
             cost_usd: 0.0,
         };
@@ -67,7 +82,8 @@ impl MeteredProvider {
     fn check_budgets(&self, request: &ChatRequest) -> Result<(), ProviderError> {
         let m = &self.meter;
         let estimate = self.estimate(request);
-        let internal = |e: orch_state::StateError| ProviderError::Config(format!("cannot read spending: {e}"));
+        let internal =
+            |e: orch_state::StateError| ProviderError::Config(format!("cannot read spending: {e}"));
         if let Some(limit) = m.daily_budget_usd {
             let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
             let spent = m.store.spent_on_day(&m.project, &day).map_err(internal)?;
@@ -91,10 +107,20 @@ impl MeteredProvider {
         Ok(())
     }
 
-    fn record(&self, request: &ChatRequest, started: Instant, result: &Result<ChatResponse, ProviderError>) {
+    fn record(
+        &self,
+        request: &ChatRequest,
+        started: Instant,
+        result: &Result<ChatResponse, ProviderError>,
+    ) {
         let (usage, ok, error, model) = match result {
             Ok(r) => (r.usage, true, None, request.model.clone()),
-            Err(e) => (orch_core::Usage::default(), false, Some(e.to_string()), request.model.clone()),
+            Err(e) => (
+                orch_core::Usage::default(),
+                false,
+                Some(e.to_string()),
+                request.model.clone(),
+            ),
         };
         let call = ModelCall {
             at: chrono::Utc::now(),
@@ -119,7 +145,12 @@ impl MeteredProvider {
             self.meter.rec.note(
                 self.ctx.task_id.as_deref(),
                 EventKind::ModelCall,
-                format!("{} call to {}:{} failed: {error}", self.ctx.role, self.inner.name(), request.model),
+                format!(
+                    "{} call to {}:{} failed: {error}",
+                    self.ctx.role,
+                    self.inner.name(),
+                    request.model
+                ),
                 serde_json::json!({"role": self.ctx.role, "ok": false}),
             );
         }
@@ -155,7 +186,11 @@ impl Provider for MeteredProvider {
         result
     }
 
-    async fn chat_stream(&self, request: &ChatRequest, sink: DeltaSink<'_>) -> Result<ChatResponse, ProviderError> {
+    async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        sink: DeltaSink<'_>,
+    ) -> Result<ChatResponse, ProviderError> {
         self.check_budgets(request)?;
         let started = Instant::now();
         let mut result = self.inner.chat_stream(request, sink).await;

@@ -58,7 +58,11 @@ pub fn price_table(config: &Config) -> orch_providers::pricing::PriceTable {
     for (model, p) in &config.prices {
         table.set(
             model,
-            orch_providers::pricing::Price::new(p.input, p.output, p.cached_input.unwrap_or(p.input)),
+            orch_providers::pricing::Price::new(
+                p.input,
+                p.output,
+                p.cached_input.unwrap_or(p.input),
+            ),
         );
     }
     table
@@ -70,7 +74,11 @@ fn api_key_for(config: &Config, pc: &ProviderConfig) -> Option<String> {
     if pc.api_key_env.is_some() {
         return config.api_key(pc);
     }
-    let var = pc.preset.as_deref().and_then(orch_providers::presets::preset)?.api_key_env?;
+    let var = pc
+        .preset
+        .as_deref()
+        .and_then(orch_providers::presets::preset)?
+        .api_key_env?;
     std::env::var(var)
         .ok()
         .or_else(|| config.dotenv.get(var).cloned())
@@ -88,13 +96,17 @@ pub fn build_provider(
     }
     let timeout = Duration::from_secs(pc.request_timeout_seconds);
     let base = pc.base_url.as_deref().unwrap_or("");
-    let provider_err = |e: orch_providers::ProviderError| EngineError::Config(format!("providers.{name}: {e}"));
+    let provider_err =
+        |e: orch_providers::ProviderError| EngineError::Config(format!("providers.{name}: {e}"));
     match pc.kind {
         ProviderKind::Openai => {
             if let Some(preset_name) = &pc.preset {
-                let preset = orch_providers::presets::preset(preset_name)
-                    .ok_or_else(|| provider_err(orch_providers::presets::unknown_preset(preset_name)))?;
-                let p = preset.client(name, pc.base_url.as_deref(), key, timeout).map_err(provider_err)?;
+                let preset = orch_providers::presets::preset(preset_name).ok_or_else(|| {
+                    provider_err(orch_providers::presets::unknown_preset(preset_name))
+                })?;
+                let p = preset
+                    .client(name, pc.base_url.as_deref(), key, timeout)
+                    .map_err(provider_err)?;
                 return Ok(Arc::new(p));
             }
             let base_url = pc.base_url.as_deref().ok_or_else(|| {
@@ -102,18 +114,25 @@ pub fn build_provider(
                     "providers.{name}.base_url is required for kind = \"openai\" (or set preset = \"groq\", \"openai\", …)"
                 ))
             })?;
-            Ok(Arc::new(OpenAiProvider::new(name, base_url, key, timeout).map_err(provider_err)?))
+            Ok(Arc::new(
+                OpenAiProvider::new(name, base_url, key, timeout).map_err(provider_err)?,
+            ))
         }
         ProviderKind::Anthropic => Ok(Arc::new(
-            orch_providers::anthropic::AnthropicProvider::new(name, base, key, timeout).map_err(provider_err)?,
+            orch_providers::anthropic::AnthropicProvider::new(name, base, key, timeout)
+                .map_err(provider_err)?,
         )),
         ProviderKind::Gemini => Ok(Arc::new(
-            orch_providers::gemini::GeminiProvider::new(name, base, key, timeout).map_err(provider_err)?,
+            orch_providers::gemini::GeminiProvider::new(name, base, key, timeout)
+                .map_err(provider_err)?,
         )),
         ProviderKind::Ollama => Ok(Arc::new(
-            orch_providers::ollama::OllamaProvider::new(name, base, timeout).map_err(provider_err)?,
+            orch_providers::ollama::OllamaProvider::new(name, base, timeout)
+                .map_err(provider_err)?,
         )),
-        ProviderKind::Simulated => Ok(Arc::new(orch_providers::simulated::SimulatedProvider::new(name))),
+        ProviderKind::Simulated => Ok(Arc::new(orch_providers::simulated::SimulatedProvider::new(
+            name,
+        ))),
         ProviderKind::Replay => {
             let script = pc.script.as_ref().ok_or_else(|| {
                 EngineError::Config(format!(

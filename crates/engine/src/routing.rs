@@ -44,7 +44,10 @@ impl Route {
 /// A model's price per million tokens (input + output); unknown models
 /// count as free, so local models rank cheapest.
 fn price_of(prices: &PriceTable, m: &ModelRef) -> f64 {
-    prices.price(&m.model).map(|p| p.input + p.output).unwrap_or(0.0)
+    prices
+        .price(&m.model)
+        .map(|p| p.input + p.output)
+        .unwrap_or(0.0)
 }
 
 pub fn route(project: &ProjectConfig, task: &Task, prices: &PriceTable) -> Route {
@@ -66,8 +69,12 @@ pub fn route(project: &ProjectConfig, task: &Task, prices: &PriceTable) -> Route
     }
     // A stable sort keeps config order among equally priced models.
     match project.strategy {
-        Strategy::CostFirst => candidates.sort_by(|a, b| price_of(prices, a).total_cmp(&price_of(prices, b))),
-        Strategy::QualityFirst => candidates.sort_by(|a, b| price_of(prices, b).total_cmp(&price_of(prices, a))),
+        Strategy::CostFirst => {
+            candidates.sort_by(|a, b| price_of(prices, a).total_cmp(&price_of(prices, b)))
+        }
+        Strategy::QualityFirst => {
+            candidates.sort_by(|a, b| price_of(prices, b).total_cmp(&price_of(prices, a)))
+        }
     }
     // Reviews go to the reviewer model first when there is one.
     if workflow == Workflow::Review {
@@ -76,7 +83,10 @@ pub fn route(project: &ProjectConfig, task: &Task, prices: &PriceTable) -> Route
             candidates.insert(0, r.clone());
         }
     }
-    Route { workflow, candidates }
+    Route {
+        workflow,
+        candidates,
+    }
 }
 
 #[cfg(test)]
@@ -114,26 +124,51 @@ mod tests {
 
     fn project(strategy: Strategy) -> ProjectConfig {
         let mut p = ProjectConfig::new("p", "/r", model("oai:gpt-4o"));
-        p.worker_models = vec![model("oai:gpt-4o-mini"), model("ant:claude-opus-4"), model("local:qwen")];
+        p.worker_models = vec![
+            model("oai:gpt-4o-mini"),
+            model("ant:claude-opus-4"),
+            model("local:qwen"),
+        ];
         p.strategy = strategy;
         p
     }
 
     #[test]
     fn cost_first_starts_cheap_and_escalates_on_retries() {
-        let r = route(&project(Strategy::CostFirst), &task(TaskType::Code), &PriceTable::shipped());
+        let r = route(
+            &project(Strategy::CostFirst),
+            &task(TaskType::Code),
+            &PriceTable::shipped(),
+        );
         let names: Vec<String> = r.candidates.iter().map(|m| m.to_string()).collect();
-        assert_eq!(names, ["local:qwen", "oai:gpt-4o-mini", "oai:gpt-4o", "ant:claude-opus-4"]);
+        assert_eq!(
+            names,
+            [
+                "local:qwen",
+                "oai:gpt-4o-mini",
+                "oai:gpt-4o",
+                "ant:claude-opus-4"
+            ]
+        );
         assert_eq!(r.workflow, Workflow::Implement);
         assert_eq!(r.model_for_attempt(1).unwrap().to_string(), "local:qwen");
-        assert_eq!(r.model_for_attempt(2).unwrap().to_string(), "oai:gpt-4o-mini");
-        assert_eq!(r.model_for_attempt(9).unwrap().to_string(), "ant:claude-opus-4");
+        assert_eq!(
+            r.model_for_attempt(2).unwrap().to_string(),
+            "oai:gpt-4o-mini"
+        );
+        assert_eq!(
+            r.model_for_attempt(9).unwrap().to_string(),
+            "ant:claude-opus-4"
+        );
     }
 
     #[test]
     fn quality_first_starts_strong_and_reviews_go_to_the_reviewer() {
         let mut p = project(Strategy::QualityFirst);
-        assert_eq!(route(&p, &task(TaskType::Fix), &PriceTable::shipped()).candidates[0].to_string(), "ant:claude-opus-4");
+        assert_eq!(
+            route(&p, &task(TaskType::Fix), &PriceTable::shipped()).candidates[0].to_string(),
+            "ant:claude-opus-4"
+        );
         p.reviewer_model = Some(model("oai:gpt-4o-mini"));
         let r = route(&p, &task(TaskType::Review), &PriceTable::shipped());
         assert_eq!(r.workflow, Workflow::Review);

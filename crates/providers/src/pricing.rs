@@ -16,7 +16,11 @@ pub struct Price {
 
 impl Price {
     pub const fn new(input: f64, output: f64, cached_input: f64) -> Self {
-        Price { input, output, cached_input }
+        Price {
+            input,
+            output,
+            cached_input,
+        }
     }
 
     /// Cost of one call. Cached input tokens are part of `input_tokens` and
@@ -24,7 +28,9 @@ impl Price {
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.input_tokens);
         let fresh = usage.input_tokens - cached;
-        (fresh as f64 * self.input + cached as f64 * self.cached_input + usage.output_tokens as f64 * self.output)
+        (fresh as f64 * self.input
+            + cached as f64 * self.cached_input
+            + usage.output_tokens as f64 * self.output)
             / 1_000_000.0
     }
 }
@@ -88,7 +94,9 @@ impl PriceTable {
         let name = model.rsplit('/').next().unwrap_or(model);
         self.entries
             .iter()
-            .filter(|(prefix, _)| name.starts_with(prefix.as_str()) || model.starts_with(prefix.as_str()))
+            .filter(|(prefix, _)| {
+                name.starts_with(prefix.as_str()) || model.starts_with(prefix.as_str())
+            })
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, p)| *p)
     }
@@ -104,15 +112,29 @@ mod tests {
     use super::*;
 
     fn usage(input: u64, output: u64, cached: u64) -> Usage {
-        Usage { input_tokens: input, output_tokens: output, cached_tokens: cached, cost_usd: 0.0 }
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: cached,
+            cost_usd: 0.0,
+        }
     }
 
     #[test]
     fn longest_prefix_wins_and_unknown_models_are_free() {
         let t = PriceTable::shipped();
-        assert_eq!(t.price("gpt-4o-mini-2024-07-18"), Some(Price::new(0.15, 0.60, 0.075)));
-        assert_eq!(t.price("gpt-4o-2024-08-06"), Some(Price::new(2.50, 10.00, 1.25)));
-        assert_eq!(t.price("openai/gpt-4o"), Some(Price::new(2.50, 10.00, 1.25)));
+        assert_eq!(
+            t.price("gpt-4o-mini-2024-07-18"),
+            Some(Price::new(0.15, 0.60, 0.075))
+        );
+        assert_eq!(
+            t.price("gpt-4o-2024-08-06"),
+            Some(Price::new(2.50, 10.00, 1.25))
+        );
+        assert_eq!(
+            t.price("openai/gpt-4o"),
+            Some(Price::new(2.50, 10.00, 1.25))
+        );
         assert_eq!(t.price("qwen2.5-coder:7b"), None);
         assert_eq!(t.cost("qwen2.5-coder:7b", &usage(1000, 1000, 0)), 0.0);
     }
@@ -131,7 +153,10 @@ mod tests {
         let mut t = PriceTable::shipped();
         t.set("gpt-4o", Price::new(1.0, 1.0, 1.0));
         t.set("my-local", Price::new(0.0, 0.0, 0.0));
-        assert_eq!(t.price("gpt-4o-2024-08-06"), Some(Price::new(1.0, 1.0, 1.0)));
+        assert_eq!(
+            t.price("gpt-4o-2024-08-06"),
+            Some(Price::new(1.0, 1.0, 1.0))
+        );
         assert_eq!(t.price("my-local-7b"), Some(Price::new(0.0, 0.0, 0.0)));
     }
 }

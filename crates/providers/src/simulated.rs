@@ -16,7 +16,9 @@ pub struct SimulatedProvider {
 
 impl SimulatedProvider {
     pub fn new(name: &str) -> Self {
-        SimulatedProvider { name: name.to_string() }
+        SimulatedProvider {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -37,7 +39,11 @@ pub fn example_of(schema: &Value) -> Value {
         }
         Some("array") => json!([]),
         Some("string") => json!("simulated"),
-        Some("integer") => json!(schema.get("minimum").and_then(Value::as_i64).unwrap_or(0).max(0)),
+        Some("integer") => json!(schema
+            .get("minimum")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(0)),
         Some("number") => {
             // A simulated judge passes with a high score within the range.
             let max = schema.get("maximum").and_then(Value::as_f64).unwrap_or(1.0);
@@ -61,15 +67,24 @@ impl Provider for SimulatedProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let (message, finish) = if let Some(format) = &request.response_format {
-            (Message::assistant(example_of(&format.schema).to_string()), "stop")
+            (
+                Message::assistant(example_of(&format.schema).to_string()),
+                "stop",
+            )
         } else if request.tools.iter().any(|t| t.name == "finish") {
             let call = ToolCall {
                 id: "call_simulated".into(),
                 name: "finish".into(),
-                arguments: json!({"summary": "dry run: the simulated provider made no change"}).to_string(),
+                arguments: json!({"summary": "dry run: the simulated provider made no change"})
+                    .to_string(),
             };
             (
-                Message { role: Role::Assistant, content: String::new(), tool_calls: vec![call], tool_call_id: None },
+                Message {
+                    role: Role::Assistant,
+                    content: String::new(),
+                    tool_calls: vec![call],
+                    tool_call_id: None,
+                },
                 "tool_calls",
             )
         } else {
@@ -81,7 +96,12 @@ impl Provider for SimulatedProvider {
             cached_tokens: 0,
             cost_usd: 0.0,
         };
-        Ok(ChatResponse { message, usage, finish_reason: finish.into(), model: format!("simulated:{}", request.model) })
+        Ok(ChatResponse {
+            message,
+            usage,
+            finish_reason: finish.into(),
+            model: format!("simulated:{}", request.model),
+        })
     }
 }
 
@@ -115,7 +135,11 @@ mod tests {
     async fn workers_are_told_to_finish() {
         let p = SimulatedProvider::new("sim");
         let mut req = ChatRequest::new("worker", vec![Message::user("do it")]);
-        req.tools = vec![ToolSpec { name: "finish".into(), description: String::new(), parameters: json!({}) }];
+        req.tools = vec![ToolSpec {
+            name: "finish".into(),
+            description: String::new(),
+            parameters: json!({}),
+        }];
         let r = p.chat(&req).await.unwrap();
         assert_eq!(r.message.tool_calls[0].name, "finish");
         assert_eq!(r.finish_reason, "tool_calls");

@@ -1418,6 +1418,10 @@ impl Sandbox for DockerSandbox {
         }
     }
 
+    async fn shutdown(&self) -> Result<(), SandboxError> {
+        DockerSandbox::shutdown(self).await
+    }
+
     async fn release(&self, workdir: &Path) -> Result<(), SandboxError> {
         let workdir = std::path::absolute(workdir).unwrap_or_else(|_| workdir.to_path_buf());
         let Some(slot) = self.lock_pool().bound.remove(&workdir) else {

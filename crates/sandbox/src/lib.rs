@@ -68,6 +68,10 @@ pub trait Sandbox: Send + Sync {
         let _ = workdir;
         Ok(())
     }
+    /// The run is over: free everything the backend keeps (containers).
+    async fn shutdown(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
 }
 
 /// Options shared by backends.

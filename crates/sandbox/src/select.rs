@@ -278,6 +278,13 @@ impl Sandbox for AutoSandbox {
             None => Ok(()),
         }
     }
+
+    async fn shutdown(&self) -> Result<(), SandboxError> {
+        match self.chosen.get() {
+            Some(s) => s.shutdown().await,
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -736,6 +736,48 @@ async fn prune_removes_only_orphans() {
     }
 }
 
+#[tokio::test]
+async fn a_shell_joins_the_worker_container_or_makes_a_read_only_one() {
+    if !docker_ready().await {
+        return;
+    }
+    let p = project("shell");
+    let sandbox = DockerSandbox::new(options(&p), SandboxOptions::default());
+    let wt = tempfile::tempdir().unwrap();
+    std::fs::write(wt.path().join("marker"), "worker\n").unwrap();
+    exec(&sandbox, &request(wt.path(), "echo busy > /env/logs/state")).await;
+    let checkout = tempfile::tempdir().unwrap();
+    let shell = |command: &str, fresh: bool| docker::ShellOptions {
+        docker: options(&p),
+        sandbox: SandboxOptions::default(),
+        workdir: checkout.path().to_path_buf(),
+        read_only: true,
+        command: Some(command.to_string()),
+        fresh,
+    };
+    // Joins the running worker container: its workspace and logs.
+    let code = docker::open_shell(shell("cat marker /env/logs/state > seen; exit 4", false))
+        .await
+        .unwrap();
+    assert_eq!(code, 4);
+    assert_eq!(
+        std::fs::read_to_string(wt.path().join("seen")).unwrap(),
+        "worker\nbusy\n"
+    );
+    // A fresh one mounts the given directory read-only, then goes away.
+    let code = docker::open_shell(shell("touch /workspace/x", true))
+        .await
+        .unwrap();
+    assert_ne!(code, 0);
+    assert!(!checkout.path().join("x").exists());
+    let inv = docker::list().await.unwrap();
+    assert!(!inv
+        .containers
+        .iter()
+        .any(|c| c.project == p && c.role == "shell"));
+    finish(&sandbox).await;
+}
+
 /// A tiny root filesystem: dash plus the few tools the sandbox needs, with
 /// their libraries, copied from this host.
 fn tiny_rootfs(dir: &Path) {

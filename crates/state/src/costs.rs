@@ -132,9 +132,18 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn call(project: &str, task: Option<&str>, role: &str, cost: f64, day: &str, ok: bool) -> ModelCall {
+    fn call(
+        project: &str,
+        task: Option<&str>,
+        role: &str,
+        cost: f64,
+        day: &str,
+        ok: bool,
+    ) -> ModelCall {
         ModelCall {
-            at: DateTime::parse_from_rfc3339(&format!("{day}T12:00:00Z")).unwrap().with_timezone(&Utc),
+            at: DateTime::parse_from_rfc3339(&format!("{day}T12:00:00Z"))
+                .unwrap()
+                .with_timezone(&Utc),
             project: project.into(),
             task_id: task.map(str::to_string),
             attempt_id: None,
@@ -154,15 +163,23 @@ mod tests {
     #[test]
     fn calls_roll_up_by_day_project_role_and_task() {
         let s = Store::open_in_memory().unwrap();
-        s.record_model_call(&call("a", Some("t1"), "worker", 0.5, "2026-01-01", true)).unwrap();
-        s.record_model_call(&call("a", Some("t1"), "worker", 0.25, "2026-01-01", false)).unwrap();
-        s.record_model_call(&call("a", Some("t1"), "judge", 0.1, "2026-01-02", true)).unwrap();
-        s.record_model_call(&call("a", None, "planner", 0.2, "2026-01-02", true)).unwrap();
-        s.record_model_call(&call("b", Some("t2"), "worker", 9.0, "2026-01-02", true)).unwrap();
+        s.record_model_call(&call("a", Some("t1"), "worker", 0.5, "2026-01-01", true))
+            .unwrap();
+        s.record_model_call(&call("a", Some("t1"), "worker", 0.25, "2026-01-01", false))
+            .unwrap();
+        s.record_model_call(&call("a", Some("t1"), "judge", 0.1, "2026-01-02", true))
+            .unwrap();
+        s.record_model_call(&call("a", None, "planner", 0.2, "2026-01-02", true))
+            .unwrap();
+        s.record_model_call(&call("b", Some("t2"), "worker", 9.0, "2026-01-02", true))
+            .unwrap();
 
         let rows = s.cost_report(Some("a"), None).unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].role.as_str(), rows[0].calls, rows[0].failed_calls), ("worker", 2, 1));
+        assert_eq!(
+            (rows[0].role.as_str(), rows[0].calls, rows[0].failed_calls),
+            ("worker", 2, 1)
+        );
         assert!((rows[0].cost_usd - 0.75).abs() < 1e-9);
         assert_eq!(rows[0].input_tokens, 200);
         let since = s.cost_report(None, Some("2026-01-02")).unwrap();
@@ -176,9 +193,12 @@ mod tests {
     #[test]
     fn model_calls_are_append_only() {
         let s = Store::open_in_memory().unwrap();
-        s.record_model_call(&call("a", None, "worker", 1.0, "2026-01-01", true)).unwrap();
+        s.record_model_call(&call("a", None, "worker", 1.0, "2026-01-01", true))
+            .unwrap();
         let conn = s.lock().unwrap();
-        assert!(conn.execute("UPDATE model_calls SET cost_usd = 0", []).is_err());
+        assert!(conn
+            .execute("UPDATE model_calls SET cost_usd = 0", [])
+            .is_err());
         assert!(conn.execute("DELETE FROM model_calls", []).is_err());
     }
 }

@@ -53,7 +53,11 @@ pub fn parse_since(s: &str, today: chrono::NaiveDate) -> Result<String, CliError
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| CliError::usage(format!("--since `{s}`: expected YYYY-MM-DD, `today`, or days back like `7d`")))
+        .map_err(|_| {
+            CliError::usage(format!(
+                "--since `{s}`: expected YYYY-MM-DD, `today`, or days back like `7d`"
+            ))
+        })
 }
 
 pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
@@ -61,7 +65,11 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
     if let Some(p) = &a.project {
         require_project(&config, p)?;
     }
-    let since = a.since.as_deref().map(|s| parse_since(s, chrono::Utc::now().date_naive())).transpose()?;
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, chrono::Utc::now().date_naive()))
+        .transpose()?;
     let store = open_store(&config)?;
     let rows = store.cost_report(a.project.as_deref(), since.as_deref())?;
     let mut total = Totals::default();
@@ -79,14 +87,27 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no model calls recorded{}", since.map(|s| format!(" since {s}")).unwrap_or_default());
+        println!(
+            "no model calls recorded{}",
+            since.map(|s| format!(" since {s}")).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<10}  {:<12}  {:<9}  {:<28}  {:>5}  {:>10}  {:>10}  {:>10}", "DAY", "PROJECT", "ROLE", "MODEL", "CALLS", "IN", "OUT", "COST");
+    println!(
+        "{:<10}  {:<12}  {:<9}  {:<28}  {:>5}  {:>10}  {:>10}  {:>10}",
+        "DAY", "PROJECT", "ROLE", "MODEL", "CALLS", "IN", "OUT", "COST"
+    );
     for r in &rows {
         println!(
             "{:<10}  {:<12}  {:<9}  {:<28}  {:>5}  {:>10}  {:>10}  {:>10}",
-            r.day, r.project, r.role, r.model, r.calls, r.input_tokens, r.output_tokens, format!("${:.4}", r.cost_usd)
+            r.day,
+            r.project,
+            r.role,
+            r.model,
+            r.calls,
+            r.input_tokens,
+            r.output_tokens,
+            format!("${:.4}", r.cost_usd)
         );
     }
     println!();
@@ -95,7 +116,12 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
     }
     println!(
         "total: {} calls ({} failed), {} in / {} out tokens ({} cached), ${:.4}",
-        total.calls, total.failed_calls, total.input_tokens, total.output_tokens, total.cached_tokens, total.cost_usd
+        total.calls,
+        total.failed_calls,
+        total.input_tokens,
+        total.output_tokens,
+        total.cached_tokens,
+        total.cost_usd
     );
     Ok(ExitCode::SUCCESS)
 }

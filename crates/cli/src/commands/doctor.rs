@@ -32,11 +32,17 @@ struct Check {
 /// Plain words for a provider error.
 pub fn explain(e: &ProviderError, key_env: Option<&str>, model: &str) -> String {
     match e {
-        ProviderError::Http { status: 401 | 403, body, .. } => format!(
+        ProviderError::Http {
+            status: 401 | 403,
+            body,
+            ..
+        } => format!(
             "bad or missing API key{}: {body}",
             key_env.map(|k| format!(" (check {k})")).unwrap_or_default()
         ),
-        ProviderError::Http { status: 404, body, .. } => {
+        ProviderError::Http {
+            status: 404, body, ..
+        } => {
             format!("unknown model `{model}` or wrong base_url: {body}")
         }
         ProviderError::Http { status: 429, .. } => "rate limited right now (the key works)".into(),
@@ -49,12 +55,18 @@ pub fn explain(e: &ProviderError, key_env: Option<&str>, model: &str) -> String 
 /// The first model any project uses with `provider`.
 fn model_for(config: &Config, provider: &str) -> Option<String> {
     config.projects.iter().find_map(|p| {
-        [Some(&p.worker_model), p.planner_model.as_ref(), p.judge_model.as_ref(), p.architect_model.as_ref(), p.reviewer_model.as_ref()]
-            .into_iter()
-            .flatten()
-            .chain(p.worker_models.iter())
-            .find(|m| m.provider == provider)
-            .map(|m| m.model.clone())
+        [
+            Some(&p.worker_model),
+            p.planner_model.as_ref(),
+            p.judge_model.as_ref(),
+            p.architect_model.as_ref(),
+            p.reviewer_model.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(p.worker_models.iter())
+        .find(|m| m.provider == provider)
+        .map(|m| m.model.clone())
     })
 }
 
@@ -65,57 +77,107 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
     for (name, pc) in &config.providers {
         let what = format!("provider {name} ({})", pc.kind.as_str());
         let Some(model) = model_for(&config, name) else {
-            checks.push(Check { what, ok: true, latency_ms: None, detail: "not used by any project; not contacted".into() });
+            checks.push(Check {
+                what,
+                ok: true,
+                latency_ms: None,
+                detail: "not used by any project; not contacted".into(),
+            });
             continue;
         };
         let registry = match &registry {
             Ok(r) => r,
             Err(e) => {
-                checks.push(Check { what, ok: false, latency_ms: None, detail: e.to_string() });
+                checks.push(Check {
+                    what,
+                    ok: false,
+                    latency_ms: None,
+                    detail: e.to_string(),
+                });
                 continue;
             }
         };
-        let model_ref = orch_config::ModelRef { provider: name.clone(), model: model.clone() };
+        let model_ref = orch_config::ModelRef {
+            provider: name.clone(),
+            model: model.clone(),
+        };
         let (provider, model_name) = match registry.resolve(&model_ref) {
             Ok(p) => p,
             Err(e) => {
-                checks.push(Check { what, ok: false, latency_ms: None, detail: e.to_string() });
+                checks.push(Check {
+                    what,
+                    ok: false,
+                    latency_ms: None,
+                    detail: e.to_string(),
+                });
                 continue;
             }
         };
-        let mut request = ChatRequest::new(model_name, vec![Message::user("Reply with the word OK.")]);
+        let mut request =
+            ChatRequest::new(model_name, vec![Message::user("Reply with the word OK.")]);
         request.max_tokens = Some(8);
         let started = Instant::now();
-        let result = tokio::time::timeout(Duration::from_secs(a.timeout), provider.chat(&request)).await;
+        let result =
+            tokio::time::timeout(Duration::from_secs(a.timeout), provider.chat(&request)).await;
         let latency = started.elapsed().as_millis() as u64;
         let what = format!("{what} model {model}");
         match result {
-            Ok(Ok(_)) => checks.push(Check { what, ok: true, latency_ms: Some(latency), detail: "answered".into() }),
+            Ok(Ok(_)) => checks.push(Check {
+                what,
+                ok: true,
+                latency_ms: Some(latency),
+                detail: "answered".into(),
+            }),
             Ok(Err(e)) => checks.push(Check {
                 what,
                 ok: false,
                 latency_ms: Some(latency),
                 detail: explain(&e, pc.api_key_env.as_deref(), &model),
             }),
-            Err(_) => checks.push(Check { what, ok: false, latency_ms: Some(latency), detail: format!("no answer within {} s", a.timeout) }),
+            Err(_) => checks.push(Check {
+                what,
+                ok: false,
+                latency_ms: Some(latency),
+                detail: format!("no answer within {} s", a.timeout),
+            }),
         }
     }
     for p in &config.projects {
         let repo = config.project_path(p);
         match orch_git::Git::open(&repo).await {
-            Ok(_) => checks.push(Check { what: format!("project {} repository", p.name), ok: true, latency_ms: None, detail: repo.display().to_string() }),
-            Err(e) => checks.push(Check { what: format!("project {} repository", p.name), ok: false, latency_ms: None, detail: e.to_string() }),
+            Ok(_) => checks.push(Check {
+                what: format!("project {} repository", p.name),
+                ok: true,
+                latency_ms: None,
+                detail: repo.display().to_string(),
+            }),
+            Err(e) => checks.push(Check {
+                what: format!("project {} repository", p.name),
+                ok: false,
+                latency_ms: None,
+                detail: e.to_string(),
+            }),
         }
         let selection = orch_sandbox::select(
             p.sandbox.as_str(),
             super::run::sandbox_options(p),
-            super::run::docker_options(&config, p),
+            super::sandbox::docker_options(&config, p),
         )
         .await;
         let detail = match selection {
             Ok(sel) => match sel.sandbox.check().await {
-                Ok(()) if !sel.sandbox.isolates() => Ok("runs without isolation (sandbox = \"none\")".to_string()),
-                Ok(()) => Ok(format!("{} works{}", sel.sandbox.name(), if sel.notes.is_empty() { String::new() } else { format!(" ({})", sel.notes.join("; ")) })),
+                Ok(()) if !sel.sandbox.isolates() => {
+                    Ok("runs without isolation (sandbox = \"none\")".to_string())
+                }
+                Ok(()) => Ok(format!(
+                    "{} works{}",
+                    sel.sandbox.name(),
+                    if sel.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", sel.notes.join("; "))
+                    }
+                )),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e.to_string()),
@@ -124,7 +186,12 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        checks.push(Check { what: format!("project {} sandbox", p.name), ok, latency_ms: None, detail });
+        checks.push(Check {
+            what: format!("project {} sandbox", p.name),
+            ok,
+            latency_ms: None,
+            detail,
+        });
     }
     let all_ok = checks.iter().all(|c| c.ok);
     if a.json {
@@ -135,10 +202,16 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
                 "{} {}{}: {}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.what,
-                c.latency_ms.map(|ms| format!(" ({ms} ms)")).unwrap_or_default(),
+                c.latency_ms
+                    .map(|ms| format!(" ({ms} ms)"))
+                    .unwrap_or_default(),
                 c.detail
             );
         }
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

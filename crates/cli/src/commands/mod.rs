@@ -6,6 +6,7 @@ pub mod demo;
 pub mod doctor;
 pub mod init;
 pub mod run;
+pub mod sandbox;
 pub mod show;
 pub mod status;
 pub mod tasks;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> CliResult {
         Command::Events(a) => status::events(config_flag, a),
         Command::Cost(a) => cost::cost(config_flag, a),
         Command::Doctor(a) => doctor::doctor(config_flag, a).await,
+        Command::Sandbox(a) => sandbox::run(config_flag, a).await,
         Command::Demo(a) => demo::run(a).await,
     }
 }

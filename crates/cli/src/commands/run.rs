@@ -60,10 +60,17 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
 /// history), so it shows what a real run would do without changing it.
 fn refresh_dry_run_state(config: &Config) -> Result<(), CliError> {
     let dry_dir = config.data_dir_abs();
-    let Some(real_dir) = dry_dir.parent() else { return Ok(()) };
+    let Some(real_dir) = dry_dir.parent() else {
+        return Ok(());
+    };
     let real_db = orch_engine::DataPaths::new(real_dir).db();
     let dry_db = orch_engine::DataPaths::new(&dry_dir).db();
-    let fail = |e: std::io::Error| CliError::failed(format!("cannot prepare the dry-run state in {}: {e}", dry_dir.display()));
+    let fail = |e: std::io::Error| {
+        CliError::failed(format!(
+            "cannot prepare the dry-run state in {}: {e}",
+            dry_dir.display()
+        ))
+    };
     std::fs::create_dir_all(&dry_dir).map_err(fail)?;
     for suffix in ["", "-wal", "-shm"] {
         let p = std::path::PathBuf::from(format!("{}{suffix}", dry_db.display()));
@@ -91,9 +98,13 @@ pub async fn run_project(
     if config.dry_run {
         eprintln!("dry run: every model role answers from the simulated provider; nothing is sent, nothing is spent; state in {}", config.data_dir_abs().display());
     }
-    let selection = orch_sandbox::select(pc.sandbox.as_str(), sandbox_options(pc), docker_options(config, pc))
-        .await
-        .map_err(|e| CliError::failed(e.to_string()))?;
+    let selection = orch_sandbox::select(
+        pc.sandbox.as_str(),
+        sandbox_options(pc),
+        super::sandbox::docker_options(config, pc),
+    )
+    .await
+    .map_err(|e| CliError::failed(e.to_string()))?;
     for note in &selection.notes {
         eprintln!("sandbox: {note}");
     }
@@ -105,22 +116,6 @@ pub async fn run_project(
         p.finish();
     }
     Ok(result?)
-}
-
-/// The Docker backend's settings for a project.
-pub fn docker_options(config: &Config, pc: &orch_config::ProjectConfig) -> orch_sandbox::docker::DockerOptions {
-    let d = &pc.docker;
-    let mut opts = orch_sandbox::docker::DockerOptions {
-        project: pc.name.clone(),
-        volumes: d.volumes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        logs_path: d.logs_path.clone(),
-        shared_data: d.shared_data.as_ref().map(|p| (config.resolve_path(p), d.shared_data_path.clone())),
-        ..Default::default()
-    };
-    if let Some(image) = &d.image {
-        opts.image = image.clone();
-    }
-    opts
 }
 
 /// The sandbox settings of a project.
