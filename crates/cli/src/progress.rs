@@ -99,6 +99,10 @@ fn render(
         EventKind::ToolRefused => "REFUSED".into(),
         EventKind::Warning => "WARNING".into(),
         EventKind::TaskClaimed => return None,
+        // Successful tries are the normal case; show only failed ones.
+        EventKind::ModelTry if e.data.get("error").is_none_or(|v| v.is_null()) => return None,
+        EventKind::ModelTry => "retry".into(),
+        EventKind::ProviderHealth => "provider".into(),
         EventKind::CycleStarted | EventKind::CycleFinished => "cycle".into(),
         EventKind::TaskCreated => "created".into(),
         EventKind::PlanCreated => "planned".into(),

@@ -23,6 +23,11 @@ pub enum EventKind {
     AttemptFinished,
     AttemptInterrupted,
     ModelCall,
+    /// One try of a model call (the retry policy records every try).
+    ModelTry,
+    /// A provider's circuit breaker opened or closed, or a fallback model
+    /// took over.
+    ProviderHealth,
     ToolCall,
     /// A tool call the worker was not allowed to make (path escape, file
     /// outside allowed_files, oversized argument).

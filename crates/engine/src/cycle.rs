@@ -117,6 +117,16 @@ impl Engine {
         )))?;
         store.ensure_project(&project.name, &repo_path.display().to_string())?;
         let rec = Recorder::new(store.clone(), &project.name);
+        let observer_rec = rec.clone();
+        let observer: orch_providers::resilient::Observer = Arc::new(move |event| {
+            use orch_providers::resilient::ResilienceEvent;
+            let kind = match event {
+                ResilienceEvent::Try(_) => EventKind::ModelTry,
+                _ => EventKind::ProviderHealth,
+            };
+            observer_rec.note(None, kind, event.message(), serde_json::to_value(event).unwrap_or_default());
+        });
+        let providers = providers.with_resilience(config, observer)?;
         let meter = Arc::new(crate::metered::Meter {
             store: store.clone(),
             prices: Arc::new(crate::registry::price_table(config)),

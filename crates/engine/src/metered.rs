@@ -157,7 +157,13 @@ impl MeteredProvider {
     }
 
     fn price(&self, request: &ChatRequest, response: &mut ChatResponse) {
-        let cost = self.meter.prices.cost(&request.model, &response.usage);
+        // The model that answered (a fallback, a dated version) first, then
+        // the one asked for.
+        let prices = &self.meter.prices;
+        let cost = match prices.price(&response.model).or_else(|| prices.price(&request.model)) {
+            Some(p) => p.cost(&response.usage),
+            None => 0.0,
+        };
         // A provider that reports its own cost (none do yet) wins.
         if response.usage.cost_usd == 0.0 {
             response.usage.cost_usd = cost;

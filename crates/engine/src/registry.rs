@@ -36,6 +36,39 @@ impl ProviderRegistry {
         Ok(ProviderRegistry { providers })
     }
 
+    /// The same providers behind the one retry policy from `[retry]`, a
+    /// circuit breaker each, and their configured fallbacks. `observer`
+    /// hears every try, breaker change and fallback.
+    pub fn with_resilience(
+        &self,
+        config: &Config,
+        observer: orch_providers::resilient::Observer,
+    ) -> Result<Self> {
+        use orch_providers::resilient::{BreakerConfig, CircuitBreaker, ResilientProvider};
+        use orch_providers::retry::RetryPolicy;
+        let r = &config.retry;
+        let policy = RetryPolicy::from_schedule_seconds(&r.schedule_seconds, r.jitter, r.max_retry_after_seconds);
+        let mut providers = BTreeMap::new();
+        for (name, raw) in &self.providers {
+            let breaker = Arc::new(CircuitBreaker::new(
+                name,
+                BreakerConfig { failures: r.breaker_failures, cool_down: Duration::from_secs(r.breaker_cooldown_seconds) },
+                policy.timer.clone(),
+            ));
+            let mut wrapped = ResilientProvider::new(raw.clone(), policy.clone())
+                .with_breaker(breaker)
+                .with_observer(observer.clone());
+            if let Some(fb) = config.providers.get(name).and_then(|pc| pc.fallback.as_ref()) {
+                let fallback = self.providers.get(&fb.provider).ok_or_else(|| {
+                    EngineError::Config(format!("providers.{name}.fallback names provider `{}`, which is not configured", fb.provider))
+                })?;
+                wrapped = wrapped.with_fallback(fallback.clone(), fb.model.clone());
+            }
+            providers.insert(name.clone(), Arc::new(wrapped) as Arc<dyn Provider>);
+        }
+        Ok(ProviderRegistry { providers })
+    }
+
     pub fn insert(&mut self, name: &str, provider: Arc<dyn Provider>) {
         self.providers.insert(name.to_string(), provider);
     }
