@@ -242,22 +242,39 @@ fn a_leaked_key_is_redacted_from_the_model_the_database_audit_and_logs() {
 #[test]
 fn provider_failures_are_retried_recorded_and_charged_once() {
     let fx = Fixture::new();
-    let script: Script = serde_json::from_value(json!({"responses": [worker_call(None, fix_calls()), judge_pass()]})).unwrap();
+    let script: Script = serde_json::from_value(
+        json!({"responses": [worker_call(None, fix_calls()), judge_pass()]}),
+    )
+    .unwrap();
     let server = FakeOpenAi::start(script);
     server.set_api_key(SECRET);
     // The first two requests fail: a rate limit with Retry-After, then a 500.
-    server.push_faults([orch_testkit::Fault::http_429(Some(1)), orch_testkit::Fault::http_500()]);
+    server.push_faults([
+        orch_testkit::Fault::http_429(Some(1)),
+        orch_testkit::Fault::http_500(),
+    ]);
     fx.with_openai(&server.base_url(), "");
     fx.append_config("[retry]\nschedule_seconds = [1, 1, 1]\njitter = 0.0\n\n[prices.worker]\ninput = 100.0\noutput = 100.0\n");
     let id = fx.add_task("Fix add", "");
     fx.orch_ok(&["run", "--project", "calc"], 0);
     assert_eq!(fx.task(&id)["task"]["status"], "merged");
 
-    let events: Vec<Value> = serde_json::from_str(&fx.orch_ok(&["events", "--project", "calc", "--json", "--limit", "100000"], 0)).unwrap();
+    let events: Vec<Value> = serde_json::from_str(&fx.orch_ok(
+        &["events", "--project", "calc", "--json", "--limit", "100000"],
+        0,
+    ))
+    .unwrap();
     let tries: Vec<&Value> = events.iter().filter(|e| e["kind"] == "model_try").collect();
-    let failed: Vec<&&Value> = tries.iter().filter(|e| !e["data"]["error"].is_null()).collect();
+    let failed: Vec<&&Value> = tries
+        .iter()
+        .filter(|e| !e["data"]["error"].is_null())
+        .collect();
     assert_eq!(failed.len(), 2, "{tries:?}");
-    assert!(failed[0]["message"].as_str().unwrap().contains("429"), "{}", failed[0]["message"]);
+    assert!(
+        failed[0]["message"].as_str().unwrap().contains("429"),
+        "{}",
+        failed[0]["message"]
+    );
     // Every try is an event: 2 failed + the worker's and the judge's successful ones.
     assert_eq!(tries.len(), 4);
     // One worker call was billed, not three.

@@ -124,7 +124,12 @@ impl Engine {
                 ResilienceEvent::Try(_) => EventKind::ModelTry,
                 _ => EventKind::ProviderHealth,
             };
-            observer_rec.note(None, kind, event.message(), serde_json::to_value(event).unwrap_or_default());
+            observer_rec.note(
+                None,
+                kind,
+                event.message(),
+                serde_json::to_value(event).unwrap_or_default(),
+            );
         });
         let providers = providers.with_resilience(config, observer)?;
         let meter = Arc::new(crate::metered::Meter {

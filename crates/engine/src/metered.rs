@@ -160,7 +160,10 @@ impl MeteredProvider {
         // The model that answered (a fallback, a dated version) first, then
         // the one asked for.
         let prices = &self.meter.prices;
-        let cost = match prices.price(&response.model).or_else(|| prices.price(&request.model)) {
+        let cost = match prices
+            .price(&response.model)
+            .or_else(|| prices.price(&request.model))
+        {
             Some(p) => p.cost(&response.usage),
             None => 0.0,
         };

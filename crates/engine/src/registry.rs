@@ -47,20 +47,34 @@ impl ProviderRegistry {
         use orch_providers::resilient::{BreakerConfig, CircuitBreaker, ResilientProvider};
         use orch_providers::retry::RetryPolicy;
         let r = &config.retry;
-        let policy = RetryPolicy::from_schedule_seconds(&r.schedule_seconds, r.jitter, r.max_retry_after_seconds);
+        let policy = RetryPolicy::from_schedule_seconds(
+            &r.schedule_seconds,
+            r.jitter,
+            r.max_retry_after_seconds,
+        );
         let mut providers = BTreeMap::new();
         for (name, raw) in &self.providers {
             let breaker = Arc::new(CircuitBreaker::new(
                 name,
-                BreakerConfig { failures: r.breaker_failures, cool_down: Duration::from_secs(r.breaker_cooldown_seconds) },
+                BreakerConfig {
+                    failures: r.breaker_failures,
+                    cool_down: Duration::from_secs(r.breaker_cooldown_seconds),
+                },
                 policy.timer.clone(),
             ));
             let mut wrapped = ResilientProvider::new(raw.clone(), policy.clone())
                 .with_breaker(breaker)
                 .with_observer(observer.clone());
-            if let Some(fb) = config.providers.get(name).and_then(|pc| pc.fallback.as_ref()) {
+            if let Some(fb) = config
+                .providers
+                .get(name)
+                .and_then(|pc| pc.fallback.as_ref())
+            {
                 let fallback = self.providers.get(&fb.provider).ok_or_else(|| {
-                    EngineError::Config(format!("providers.{name}.fallback names provider `{}`, which is not configured", fb.provider))
+                    EngineError::Config(format!(
+                        "providers.{name}.fallback names provider `{}`, which is not configured",
+                        fb.provider
+                    ))
                 })?;
                 wrapped = wrapped.with_fallback(fallback.clone(), fb.model.clone());
             }

@@ -16,6 +16,7 @@ pub use prompt::{system_prompt, user_message};
 pub use render::render_markdown;
 
 use orch_core::{GateResult, StepKind, StepResult, Task, Usage, Verdict, VerificationReport};
+use orch_providers::structured::{structured, StructuredError};
 use orch_providers::{ChatRequest, Message, Provider, ProviderError, ResponseFormat};
 use orch_verify::{classify_tests, counts_text, TestOutcome};
 use serde_json::json;
@@ -198,33 +199,35 @@ pub async fn judge(
         return Ok((verdict, Usage::default()));
     };
 
-    let mut messages = vec![
-        Message::system(system_prompt()),
-        Message::user(user_message(input)),
-    ];
-    let mut usage = Usage::default();
-    let mut request = ChatRequest::new(model, messages.clone());
+    let mut request = ChatRequest::new(
+        model,
+        vec![
+            Message::system(system_prompt()),
+            Message::user(user_message(input)),
+        ],
+    );
     request.response_format = Some(ResponseFormat {
         name: "verdict".to_string(),
         schema: verdict_schema(),
     });
-
-    let response = provider.chat(&request).await?;
-    usage += response.usage;
-    let first = response.message.content;
-    let answer = match parse_answer(&first) {
-        Ok(a) => Ok(a),
-        Err(error) => {
-            tracing::debug!(%error, "judge answer unreadable; asking once more");
-            messages.push(Message::assistant(first.clone()));
-            messages.push(Message::user(format!(
-                "your answer was not valid against the schema: {error}; answer again with only the JSON"
-            )));
-            request.messages = messages;
-            let response = provider.chat(&request).await?;
-            usage += response.usage;
-            let second = response.message.content;
-            parse_answer(&second).map_err(|e| (e, second))
+    // The shared structured-output layer: native schema where the API has
+    // it, else the schema in the prompt; validation; one repair round.
+    let (answer, usage) = match structured(provider, request).await {
+        Ok((value, _, usage)) => (
+            parse_answer(&value.to_string()).map_err(|e| (e, value.to_string())),
+            usage,
+        ),
+        Err(StructuredError::Invalid {
+            problems,
+            raw,
+            usage,
+            ..
+        }) => (Err((problems.join("; "), raw)), usage),
+        Err(StructuredError::Provider { source, .. }) => return Err(JudgeError::Provider(source)),
+        Err(e @ StructuredError::MissingFormat) => {
+            return Err(JudgeError::Provider(orch_providers::ProviderError::Config(
+                e.to_string(),
+            )))
         }
     };
 
@@ -525,12 +528,14 @@ mod tests {
         assert!(
             repair
                 .content
-                .starts_with("your answer was not valid against the schema:"),
+                .starts_with("Your answer does not match the `verdict` JSON schema:"),
             "{}",
             repair.content
         );
         assert!(repair.content.contains("score"), "{}", repair.content);
-        assert!(repair.content.ends_with("answer again with only the JSON"));
+        assert!(repair
+            .content
+            .contains("Answer again with only the corrected JSON"));
         assert_eq!(reqs[1].messages[2].role, Role::Assistant);
         assert!(reqs[1].response_format.is_some());
     }

@@ -22,7 +22,8 @@ pub use render::render_markdown;
 pub use validate::{normalize, validate, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 
 use orch_core::{NewTask, Task, TaskSource, TaskType, Usage};
-use orch_providers::{ChatRequest, Message, Provider, ProviderError, ResponseFormat};
+use orch_providers::structured::{structured, StructuredError};
+use orch_providers::{ChatRequest, Provider, ProviderError, ResponseFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -155,68 +156,21 @@ pub async fn plan(
         name: "task_plan".to_string(),
         schema: task_plan_schema(),
     });
-    let mut usage = Usage::default();
-
-    let response = provider.chat(&request).await?;
-    usage += response.usage;
-    let first = response.message.content;
-    let error = match read_plan(&first, input) {
-        Ok(plan) => return Ok((plan, usage)),
-        Err(error) => error,
-    };
-    tracing::debug!(%error, "planner answer invalid; asking once more");
-    request.messages.push(Message::assistant(first));
-    request.messages.push(Message::user(format!(
-        "your answer was not valid against the task_plan schema: {error}; answer again with only the JSON"
-    )));
-    let response = provider.chat(&request).await?;
-    usage += response.usage;
-    let second = response.message.content;
-    match read_plan(&second, input) {
-        Ok(plan) => Ok((plan, usage)),
-        Err(error) => Err(PlanError::Malformed {
-            error,
-            raw: cap(&second, RAW_ANSWER_CAP),
-        }),
-    }
-}
-
-/// Parses and validates one answer; the error is a sentence for the model.
-fn read_plan(content: &str, input: &PlanInput<'_>) -> Result<Plan, String> {
-    let raw = extract_json(content)?;
-    validate(&raw, input).map_err(|e| match e {
-        PlanError::Invalid(detail) => detail,
-        other => other.to_string(),
-    })
-}
-
-/// Finds the JSON value in `content`: the whole text, the inside of a code
-/// fence, or the outermost `{…}`.
-fn extract_json(content: &str) -> Result<serde_json::Value, String> {
-    let text = content.trim();
-    if text.is_empty() {
-        return Err("the answer was empty; expected a JSON object".to_string());
-    }
-    let first_error = match serde_json::from_str(text) {
-        Ok(v) => return Ok(v),
-        Err(e) => e,
-    };
-    let fenced = text.find("```").and_then(|open| {
-        let after = &text[open..];
-        let body = &after[after.find('\n')? + 1..];
-        Some(body[..body.rfind("```")?].trim())
-    });
-    if let Some(Ok(v)) = fenced.map(serde_json::from_str) {
-        return Ok(v);
-    }
-    if let (Some(start), Some(end)) = (text.find('{'), text.rfind('}')) {
-        if start < end {
-            if let Ok(v) = serde_json::from_str(&text[start..=end]) {
-                return Ok(v);
-            }
+    // The shared structured-output layer: native schema where the API has
+    // it, else the schema in the prompt; validation; one repair round.
+    let (value, usage) = match structured(provider, request).await {
+        Ok((value, _, usage)) => (value, usage),
+        Err(StructuredError::Invalid { problems, raw, .. }) => {
+            return Err(PlanError::Malformed {
+                error: problems.join("; "),
+                raw: cap(&raw, RAW_ANSWER_CAP),
+            })
         }
-    }
-    Err(format!("the answer is not valid JSON ({first_error})"))
+        Err(StructuredError::Provider { source, .. }) => return Err(PlanError::Provider(source)),
+        Err(e @ StructuredError::MissingFormat) => return Err(PlanError::Invalid(e.to_string())),
+    };
+    let plan = validate(&value, input)?;
+    Ok((plan, usage))
 }
 
 /// The first `max` bytes of `s` (at a char boundary), marked when cut.
@@ -332,12 +286,14 @@ mod tests {
         assert_eq!(msgs[2].content, bad.to_string());
         assert_eq!(msgs[3].role, Role::User);
         assert!(
-            msgs[3].content.contains("tasks[0].type"),
+            msgs[3].content.contains("/tasks/0/type"),
             "{}",
             msgs[3].content
         );
         assert!(msgs[3].content.contains("feature"), "{}", msgs[3].content);
-        assert!(msgs[3].content.ends_with("answer again with only the JSON"));
+        assert!(msgs[3]
+            .content
+            .contains("Answer again with only the corrected JSON"));
     }
 
     #[tokio::test]
@@ -358,7 +314,7 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, PlanError::Malformed { .. }), "{msg}");
         assert!(
-            msg.contains("`tasks` must be an array, got a string"),
+            msg.contains("`/tasks` must be array, not a string"),
             "{msg}"
         );
         assert!(msg.contains(r#"{"tasks": "none"}"#), "{msg}");
@@ -394,16 +350,5 @@ mod tests {
             ("demo", TaskSource::Planner, 3)
         );
         assert_eq!(n.allowed_files, vec!["tests/**"]);
-    }
-
-    #[test]
-    fn extract_json_tolerates_fences_and_prose() {
-        let v = json!({"a": 1});
-        assert_eq!(extract_json("{\"a\": 1}").unwrap(), v);
-        assert_eq!(extract_json("```json\n{\"a\": 1}\n```").unwrap(), v);
-        assert_eq!(extract_json("Plan:\n{\"a\": 1}\nDone").unwrap(), v);
-        assert!(extract_json("no json here")
-            .unwrap_err()
-            .starts_with("the answer is not valid JSON"));
     }
 }
