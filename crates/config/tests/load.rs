@@ -417,7 +417,7 @@ fn yaml_and_json_errors_carry_positions_and_key_paths() {
             assert_eq!(
                 message,
                 "providers.local: unknown key `colour`; valid keys: `kind`, `base_url`, \
-                 `api_key_env`, `script`, `request_timeout_seconds`"
+                 `api_key_env`, `script`, `request_timeout_seconds`, `preset`, `fallback`"
             );
         }
         other => panic!("wrong error: {other:?}"),
@@ -715,11 +715,23 @@ fn provider_rules() {
         &["providers.my provider: expected a non-empty provider name of letters, digits"],
     );
 
-    let e = fx.err("[providers.local]\nkind = \"anthropic\"\n");
+    let e = fx.err("[providers.local]\nkind = \"cohere\"\n");
     assert_contains(
         &e,
-        &["providers.local.kind: unknown variant `anthropic`, expected `openai` or `replay`"],
+        &["providers.local.kind: unknown variant `cohere`, expected one of `openai`, `anthropic`, `gemini`, `ollama`, `replay`, `simulated`"],
     );
+    // The other APIs have a default base URL; a bad one is still refused.
+    let e = fx.err("[providers.local]\nkind = \"anthropic\"\nbase_url = \"ftp://x\"\n");
+    assert_contains(
+        &e,
+        &["providers.local.base_url: expected an http:// or https:// URL"],
+    );
+    // A preset supplies the base URL of an OpenAI-compatible service.
+    fx.toml(
+        "[providers.groq]\nkind = \"openai\"\npreset = \"groq\"\n",
+        &[],
+    )
+    .unwrap();
 }
 
 // ---- secrets ----
@@ -835,4 +847,43 @@ fn load_str_uses_path_for_base_dir_and_messages() {
             fx.path("sub/repo").display()
         )],
     );
+}
+
+#[test]
+fn retry_prices_and_budgets_are_validated() {
+    let fx = Fixture::new();
+    let e = fx.err("[retry]\nschedule_seconds = []\n");
+    assert_contains(
+        &e,
+        &["retry.schedule_seconds: expected 1 to 20 waits in seconds"],
+    );
+    let e = fx.err("[retry]\njitter = 2.0\n");
+    assert_contains(
+        &e,
+        &["retry.jitter: expected a fraction from 0 to 1, found 2"],
+    );
+    let e = fx.err("[prices.gpt-4o]\ninput = -1.0\noutput = 1.0\n");
+    assert_contains(
+        &e,
+        &["prices.gpt-4o: expected non-negative US dollars per million tokens"],
+    );
+    let e = fx.err(&fx.example("max_budget_per_task_usd = 0.0"));
+    assert_contains(&e, &["projects[0].max_budget_per_task_usd: expected a positive number of US dollars, found 0"]);
+    let e = fx.err(&fx.example("strategy = \"cheapest\""));
+    assert_contains(
+        &e,
+        &[
+            "unknown variant `cheapest`",
+            "`cost-first`",
+            "`quality-first`",
+        ],
+    );
+    let ok = fx
+        .toml(
+            &fx.example("strategy = \"quality-first\"\ndaily_budget_usd = 5.0"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ok.projects[0].daily_budget_usd, Some(5.0));
+    assert_eq!(ok.retry.schedule_seconds, vec![2, 30, 60, 120, 300, 600]);
 }
