@@ -212,9 +212,15 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Keeps at most `limit` bytes of a stream: the first half as it comes and a
-/// rolling window of the last half, counting everything in between.
-struct CappedBuf {
+/// Keeps at most `limit` bytes of a stream (bytes pushed in chunks as they
+/// arrive): the first half as it comes and a rolling window of the last
+/// half, counting everything in between. [`run`] uses one per output pipe;
+/// sandboxes that stream output another way (Docker exec) use it too, so
+/// every captured output is cut the same way, with the same marker.
+///
+/// Memory stays at `limit` bytes however much is pushed.
+#[derive(Debug)]
+pub struct CappedBuffer {
     head: Vec<u8>,
     head_cap: usize,
     tail: VecDeque<u8>,
@@ -222,11 +228,13 @@ struct CappedBuf {
     total: u64,
 }
 
-impl CappedBuf {
-    fn new(limit: usize) -> Self {
+impl CappedBuffer {
+    /// A buffer keeping `limit` bytes: `limit / 2` from the start and the
+    /// rest from the end.
+    pub fn new(limit: usize) -> Self {
         let head_cap = limit / 2;
         let tail_cap = limit - head_cap;
-        CappedBuf {
+        CappedBuffer {
             // Grow as needed: most commands print far less than the limit.
             head: Vec::new(),
             head_cap,
@@ -236,7 +244,9 @@ impl CappedBuf {
         }
     }
 
-    fn push(&mut self, mut data: &[u8]) {
+    /// Appends the next bytes of the stream. Chunks may split UTF-8
+    /// characters anywhere; [`CappedBuffer::finish`] repairs the edges.
+    pub fn push(&mut self, mut data: &[u8]) {
         self.total += data.len() as u64;
         let room = self.head_cap - self.head.len();
         if room > 0 {
@@ -257,8 +267,11 @@ impl CappedBuf {
         }
     }
 
-    /// The kept text (lossy UTF-8) and whether anything was cut.
-    fn finish(mut self) -> (String, bool) {
+    /// The kept text (lossy UTF-8) and whether anything was cut. When cut,
+    /// the head and tail are joined by
+    /// `\n[… orch cut N bytes of output …]\n`, with both edges moved to
+    /// character boundaries (the bytes dropped doing so count in N).
+    pub fn finish(mut self) -> (String, bool) {
         let kept = (self.head.len() + self.tail.len()) as u64;
         let mut cut = self.total - kept;
         let tail = self.tail.make_contiguous();
@@ -312,7 +325,7 @@ fn cut_marker(cut: u64) -> String {
     format!("\n[… orch cut {cut} bytes of output …]\n")
 }
 
-async fn pump<R: AsyncRead + Unpin>(mut reader: R, buf: &mut CappedBuf) -> std::io::Result<()> {
+async fn pump<R: AsyncRead + Unpin>(mut reader: R, buf: &mut CappedBuffer) -> std::io::Result<()> {
     let mut chunk = vec![0u8; CHUNK];
     loop {
         match reader.read(&mut chunk).await {
@@ -378,8 +391,8 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     let child_stdin = child.stdin.take();
     let child_stdout = child.stdout.take();
     let child_stderr = child.stderr.take();
-    let mut out_buf = CappedBuf::new(output_limit);
-    let mut err_buf = CappedBuf::new(output_limit);
+    let mut out_buf = CappedBuffer::new(output_limit);
+    let mut err_buf = CappedBuffer::new(output_limit);
     let mut timed_out = false;
     let mut io_result: Option<std::io::Result<()>> = None;
 
@@ -463,25 +476,12 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     })
 }
 
-/// Keeps the first and last `limit/2` bytes of `s`, with a marker between.
+/// Keeps the first `limit/2` and last `limit - limit/2` bytes of `s`, with
+/// a marker between: what a [`CappedBuffer`] makes of `s` in one push.
 pub fn cap_output(s: &str, limit: usize) -> (String, bool) {
-    if s.len() <= limit {
-        return (s.to_string(), false);
-    }
-    let mut head_end = limit / 2;
-    while !s.is_char_boundary(head_end) {
-        head_end -= 1;
-    }
-    let mut tail_start = s.len() - (limit - limit / 2);
-    while !s.is_char_boundary(tail_start) {
-        tail_start += 1;
-    }
-    let cut = (tail_start - head_end) as u64;
-    let mut out = String::with_capacity(head_end + (s.len() - tail_start) + 48);
-    out.push_str(&s[..head_end]);
-    out.push_str(&cut_marker(cut));
-    out.push_str(&s[tail_start..]);
-    (out, true)
+    let mut buf = CappedBuffer::new(limit);
+    buf.push(s.as_bytes());
+    buf.finish()
 }
 
 #[cfg(test)]
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn capped_buf_without_overflow_is_exact() {
-        let mut b = CappedBuf::new(10);
+        let mut b = CappedBuffer::new(10);
         b.push(b"hello");
         b.push(b"world");
         assert_eq!(b.finish(), ("helloworld".to_string(), false));
@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn capped_buf_rolls_the_tail() {
-        let mut b = CappedBuf::new(6);
+        let mut b = CappedBuffer::new(6);
         for chunk in [&b"abc"[..], b"defgh", b"ij", b"k", b"lmnopqrstuvwxyz"] {
             b.push(chunk);
         }
@@ -547,7 +547,7 @@ mod tests {
 
     #[test]
     fn capped_buf_trims_split_characters() {
-        let mut b = CappedBuf::new(5);
+        let mut b = CappedBuffer::new(5);
         // "€" is three bytes: the head keeps 2 bytes (half of one €) and the
         // tail 3 bytes starting mid-character.
         b.push("x€€€€y".as_bytes());
@@ -555,6 +555,37 @@ mod tests {
         assert!(cut);
         assert!(!s.contains('\u{FFFD}'), "{s:?}");
         assert!(s.starts_with('x') && s.ends_with('y'), "{s:?}");
+    }
+
+    #[test]
+    fn capped_buffer_fed_in_chunks_cuts_like_cap_output() {
+        let mut cap = CappedBuffer::new(20);
+        let data = format!("{}{}{}", "a".repeat(10), "b".repeat(100), "c".repeat(10));
+        for chunk in data.as_bytes().chunks(7) {
+            cap.push(chunk);
+        }
+        let (text, cut) = cap.finish();
+        assert!(cut);
+        let (expected, _) = cap_output(&data, 20);
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn capped_buffer_keeps_short_multibyte_output_whole() {
+        let mut cap = CappedBuffer::new(100);
+        cap.push(b"hello ");
+        cap.push("wörld".as_bytes());
+        assert_eq!(cap.finish(), ("hello wörld".to_string(), false));
+    }
+
+    #[test]
+    fn capped_buffer_does_not_split_two_byte_characters() {
+        let mut cap = CappedBuffer::new(9);
+        cap.push("ééééééééééé".as_bytes());
+        let (text, cut) = cap.finish();
+        assert!(cut);
+        assert!(!text.contains('\u{FFFD}'), "{text}");
+        assert!(text.contains("[… orch cut"), "{text}");
     }
 
     #[tokio::test]

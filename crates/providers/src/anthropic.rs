@@ -25,6 +25,7 @@
 //! echo it. Bodies over [`MAX_RESPONSE_BYTES`] are refused.
 
 use crate::chat::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice};
+use crate::http::{self, error_chain, error_message, error_text, preview, retry_after};
 use crate::{Capabilities, DeltaSink, Provider, ProviderError, StreamDelta};
 use async_trait::async_trait;
 use orch_core::Usage;
@@ -44,9 +45,6 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// Largest response body read, and the largest a streamed answer may grow
 /// to; anything bigger is refused as hostile or broken.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Error bodies are cut to this many bytes before they go into an error.
-const MAX_ERROR_BODY_BYTES: usize = 2048;
 
 /// Tool names must match `^[a-zA-Z0-9_-]{1,64}$`.
 const MAX_TOOL_NAME: usize = 64;
@@ -223,20 +221,7 @@ impl AnthropicProvider {
             })?;
             let answer = Answer::from_message(&wire).map_err(|detail| self.bad(detail))?;
             let resp = answer.finish(structured, fallback);
-            if !resp.message.content.is_empty() {
-                sink(&StreamDelta::Text(resp.message.content.clone()));
-            }
-            for (index, call) in resp.message.tool_calls.iter().enumerate() {
-                sink(&StreamDelta::ToolCallStart {
-                    index,
-                    id: call.id.clone(),
-                    name: call.name.clone(),
-                });
-                sink(&StreamDelta::ToolCallArgs {
-                    index,
-                    fragment: call.arguments.clone(),
-                });
-            }
+            http::replay_to_sink(&resp, sink);
             return Ok(resp);
         }
 
@@ -306,27 +291,16 @@ impl AnthropicProvider {
     /// flag says it was cut.
     async fn read_capped(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
     ) -> Result<(Vec<u8>, bool), ProviderError> {
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-        {
-            return Ok((Vec::new(), true));
-        }
-        let mut buf = Vec::new();
-        loop {
-            let chunk = tokio::time::timeout(self.request_timeout, response.chunk())
-                .await
-                .map_err(|_| self.timeout())?
-                .map_err(|e| self.transport(&e))?;
-            let Some(chunk) = chunk else { break };
-            if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Ok((buf, true));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok((buf, false))
+        let idle = || self.timeout();
+        http::read_capped(
+            response,
+            MAX_RESPONSE_BYTES,
+            Some((self.request_timeout, &idle)),
+            |e| self.transport(e),
+        )
+        .await
     }
 
     fn http_error(&self, status: u16, body: &[u8], retry_after: Option<Duration>) -> ProviderError {
@@ -342,14 +316,13 @@ impl AnthropicProvider {
         if e.is_timeout() {
             return self.timeout();
         }
-        ProviderError::Unreachable {
-            provider: self.name.clone(),
-            url: self.endpoint.clone(),
-            detail: self.redact(&format!(
-                "{} (is the server running and is base_url right?)",
-                error_chain(e)
-            )),
-        }
+        http::unreachable(
+            &self.name,
+            &self.endpoint,
+            e,
+            "is the server running and is base_url right?",
+            self.api_key.as_deref(),
+        )
     }
 
     fn timeout(&self) -> ProviderError {
@@ -381,12 +354,8 @@ impl AnthropicProvider {
         ))
     }
 
-    /// Servers sometimes echo the credentials they rejected; never pass that on.
     fn redact(&self, text: &str) -> String {
-        match &self.api_key {
-            Some(key) if text.contains(key.as_str()) => text.replace(key.as_str(), "<redacted>"),
-            _ => text.to_string(),
-        }
+        http::redact(text, self.api_key.as_deref())
     }
 
     fn body_for(&self, request: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
@@ -412,13 +381,7 @@ impl Provider for AnthropicProvider {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let body = self.body_for(request, false)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "anthropic messages request"
-        );
+        http::debug_request!(self.name, request, "anthropic messages request");
         let structured = structured_tool_name(request);
         self.send_once(&body, structured.as_deref()).await
     }
@@ -429,13 +392,7 @@ impl Provider for AnthropicProvider {
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let body = self.body_for(request, true)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "anthropic messages request (streamed)"
-        );
+        http::debug_request!(self.name, request, "anthropic messages request (streamed)");
         let structured = structured_tool_name(request);
         self.stream_once(&body, structured.as_deref(), sink).await
     }
@@ -1207,86 +1164,6 @@ fn status_for_error_type(kind: &str) -> u16 {
         "overloaded_error" => 529,
         _ => 500,
     }
-}
-
-// ---------------------------------------------------------------------------
-// Small helpers (private copies of openai.rs's; each module keeps its own)
-
-/// `retry-after` in seconds (Anthropic sends whole seconds).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let secs: f64 = text.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
-}
-
-/// A reqwest error with its causes ("error sending request: ... connection refused").
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// The API's own `error.message` from an error body, else the body, capped.
-fn error_message(bytes: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-        if let Some(err) = v.get("error") {
-            return cap(&error_text(err), MAX_ERROR_BODY_BYTES);
-        }
-        if let Some(msg) = v.get("message").and_then(Value::as_str) {
-            return cap(msg, MAX_ERROR_BODY_BYTES);
-        }
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        cap(text, MAX_ERROR_BODY_BYTES)
-    }
-}
-
-/// `{"message": ...}` or a bare string; otherwise the JSON itself.
-fn error_text(err: &Value) -> String {
-    match err {
-        Value::String(s) => s.clone(),
-        other => match other.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => other.to_string(),
-        },
-    }
-}
-
-fn preview(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
-    if text.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        format!("{:?}", cap(&text, max))
-    }
-}
-
-/// At most `max` bytes, cut at a character boundary, with a marker.
-fn cap(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //!   from `Debug` output and from error bodies that echo it.
 
 use crate::chat::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice};
+use crate::http::{self, error_chain, parse_retry_after, preview, MAX_ERROR_BODY_BYTES};
 use crate::{Capabilities, DeltaSink, Provider, ProviderError, StreamDelta};
 use async_trait::async_trait;
 use orch_core::Usage;
@@ -41,9 +42,6 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest streamed response read in total.
 pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
-
-/// Error bodies are cut to this many bytes before they go into an error.
-const MAX_ERROR_BODY_BYTES: usize = 2048;
 
 /// How many thought signatures are remembered (oldest forgotten first).
 const MAX_SIGNATURES: usize = 4096;
@@ -243,11 +241,7 @@ impl GeminiProvider {
         if status.is_success() {
             return Ok(response);
         }
-        let header_wait = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let header_wait = http::retry_after(response.headers());
         let (bytes, _) = self
             .read_capped(response, url, MAX_ERROR_BODY_BYTES * 4)
             .await?;
@@ -263,25 +257,11 @@ impl GeminiProvider {
     /// Read the body, stopping once it passes `max`; the flag says it was cut.
     async fn read_capped(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         url: &str,
         max: usize,
     ) -> Result<(Vec<u8>, bool), ProviderError> {
-        if response.content_length().is_some_and(|n| n > max as u64) {
-            return Ok((Vec::new(), true));
-        }
-        let mut buf = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport(&e, url))?
-        {
-            if buf.len() + chunk.len() > max {
-                return Ok((buf, true));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok((buf, false))
+        http::read_capped(response, max, None, |e| self.transport(e, url)).await
     }
 
     fn transport(&self, e: &reqwest::Error, url: &str) -> ProviderError {
@@ -291,14 +271,13 @@ impl GeminiProvider {
                 seconds: self.timeout.as_secs(),
             };
         }
-        ProviderError::Unreachable {
-            provider: self.name.clone(),
-            url: url.to_string(),
-            detail: self.redact(&format!(
-                "{} (is the server reachable and is base_url right?)",
-                error_chain(e)
-            )),
-        }
+        http::unreachable(
+            &self.name,
+            url,
+            e,
+            "is the server reachable and is base_url right?",
+            self.api_key.as_deref(),
+        )
     }
 
     fn bad(&self, detail: String) -> ProviderError {
@@ -315,12 +294,8 @@ impl GeminiProvider {
         }
     }
 
-    /// Servers sometimes echo the credentials they rejected; never pass that on.
     fn redact(&self, text: &str) -> String {
-        match &self.api_key {
-            Some(key) if text.contains(key.as_str()) => text.replace(key.as_str(), "<redacted>"),
-            _ => text.to_string(),
-        }
+        http::redact(text, self.api_key.as_deref())
     }
 
     /// Fold one `GenerateContentResponse` (the whole answer, or one stream
@@ -500,13 +475,7 @@ impl Provider for GeminiProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let url = self.url(&request.model, false)?;
         let body = self.body(request)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "gemini generateContent request"
-        );
+        http::debug_request!(self.name, request, "gemini generateContent request");
         let response = self.post(&url, &body).await?;
         let (bytes, too_big) = self.read_capped(response, &url, MAX_RESPONSE_BYTES).await?;
         if too_big {
@@ -529,13 +498,7 @@ impl Provider for GeminiProvider {
     ) -> Result<ChatResponse, ProviderError> {
         let url = self.url(&request.model, true)?;
         let body = self.body(request)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "gemini streamGenerateContent request"
-        );
+        http::debug_request!(self.name, request, "gemini streamGenerateContent request");
         let mut response = self.post(&url, &body).await?;
         let mut sse = SseParser::default();
         let mut asm = Assembly::default();
@@ -1023,50 +986,31 @@ struct WireUsage {
     thoughts_token_count: Option<u64>,
 }
 
-/// `Retry-After` as seconds (fractions allowed).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
-}
-
 /// Gemini's own message from an error body (else the body, capped), and the
 /// wait its `google.rpc.RetryInfo` detail asks for.
 fn error_details(bytes: &[u8]) -> (String, Option<Duration>) {
-    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+    let mut wait = None;
+    let message = http::error_message_with(bytes, |v| {
         // Streaming endpoints answer errors as a one-element array.
         let v = match v {
-            Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+            Value::Array(items) => items.first().unwrap_or(v),
             other => other,
         };
-        if let Some(err) = v.get("error") {
-            return (
-                cap(&error_text(err), MAX_ERROR_BODY_BYTES),
-                retry_delay(err),
-            );
-        }
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() {
-        ("(empty body)".to_string(), None)
-    } else {
-        (cap(text, MAX_ERROR_BODY_BYTES), None)
-    }
+        let err = v.get("error")?;
+        wait = retry_delay(err);
+        Some(error_text(err))
+    });
+    (message, wait)
 }
 
-/// `message (STATUS)` from `{"code", "message", "status"}`.
+/// `message (STATUS)` from `{"code", "message", "status"}`; other shapes as
+/// every API's.
 fn error_text(err: &Value) -> String {
-    match err {
-        Value::String(s) => s.clone(),
-        other => {
-            let message = other.get("message").and_then(Value::as_str);
-            let status = other.get("status").and_then(Value::as_str);
-            match (message, status) {
-                (Some(m), Some(s)) => format!("{m} ({s})"),
-                (Some(m), None) => m.to_string(),
-                _ => other.to_string(),
-            }
-        }
+    let message = err.get("message").and_then(Value::as_str);
+    let status = err.get("status").and_then(Value::as_str);
+    match (message, status) {
+        (Some(m), Some(s)) => format!("{m} ({s})"),
+        _ => http::error_text(err),
     }
 }
 
@@ -1082,42 +1026,6 @@ fn retry_delay(err: &Value) -> Option<Duration> {
         })
         .find_map(|d| d.get("retryDelay")?.as_str()?.strip_suffix('s'))
         .and_then(parse_retry_after)
-}
-
-/// A reqwest error with its causes ("error sending request: ... connection refused").
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn preview(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
-    if text.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        format!("{:?}", cap(&text, max))
-    }
-}
-
-/// At most `max` bytes, cut at a character boundary, with a marker.
-fn cap(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
 }
 
 #[cfg(test)]

@@ -24,6 +24,12 @@
 //! redacted from `Debug` output and from error bodies that echo it.
 
 use crate::chat::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice};
+#[cfg(test)]
+use crate::http::parse_retry_after;
+use crate::http::{
+    self, cap, error_chain, error_message, error_text, preview, replay_to_sink,
+    MAX_ERROR_BODY_BYTES,
+};
 use crate::{Capabilities, DeltaSink, Provider, ProviderError, StreamDelta};
 use async_trait::async_trait;
 use orch_core::Usage;
@@ -38,9 +44,6 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest streamed body read. Larger than [`MAX_RESPONSE_BYTES`] because
 /// every token of a stream carries a whole JSON chunk of framing.
 pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
-
-/// Error bodies are cut to this many bytes before they go into an error.
-const MAX_ERROR_BODY_BYTES: usize = 2048;
 
 /// How `response_format` is written on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -163,11 +166,7 @@ impl OpenAiProvider {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = http::retry_after(response.headers());
         let (bytes, _) = self.read_capped(response).await?;
         Err(ProviderError::Http {
             provider: self.name.clone(),
@@ -200,22 +199,9 @@ impl OpenAiProvider {
     /// flag says it was cut.
     async fn read_capped(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
     ) -> Result<(Vec<u8>, bool), ProviderError> {
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-        {
-            return Ok((Vec::new(), true));
-        }
-        let mut buf = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
-            if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Ok((buf, true));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok((buf, false))
+        http::read_capped(response, MAX_RESPONSE_BYTES, None, |e| self.unreachable(e)).await
     }
 
     /// One streamed request, no retries. Deltas go to `sink` as they are
@@ -325,11 +311,7 @@ impl OpenAiProvider {
         } else {
             "is the server running and is base_url right?"
         };
-        ProviderError::Unreachable {
-            provider: self.name.clone(),
-            url: self.endpoint.clone(),
-            detail: self.redact(&format!("{} ({hint})", error_chain(e))),
-        }
+        http::unreachable(&self.name, &self.endpoint, e, hint, self.api_key.as_deref())
     }
 
     fn bad(&self, detail: String) -> ProviderError {
@@ -339,12 +321,8 @@ impl OpenAiProvider {
         }
     }
 
-    /// Servers sometimes echo the credentials they rejected; never pass that on.
     fn redact(&self, text: &str) -> String {
-        match &self.api_key {
-            Some(key) if text.contains(key.as_str()) => text.replace(key.as_str(), "<redacted>"),
-            _ => text.to_string(),
-        }
+        http::redact(text, self.api_key.as_deref())
     }
 }
 
@@ -360,13 +338,7 @@ impl Provider for OpenAiProvider {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let body = request_body_styled(request, self.schema_style);
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "chat completion request"
-        );
+        http::debug_request!(self.name, request, "chat completion request");
         // No retries here: `ResilientProvider` wraps every provider with
         // the one retry policy.
         self.send_once(&body).await
@@ -379,62 +351,9 @@ impl Provider for OpenAiProvider {
     ) -> Result<ChatResponse, ProviderError> {
         let mut body = request_body_styled(request, self.schema_style);
         add_stream_options(&mut body);
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "streamed chat completion request"
-        );
+        http::debug_request!(self.name, request, "streamed chat completion request");
         self.stream_once(&body, sink).await
     }
-}
-
-/// `Retry-After` as seconds (the form APIs use). The HTTP-date form is
-/// ignored: the schedule applies then.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    // Some servers send fractional seconds.
-    v.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-        .map(Duration::from_secs_f64)
-}
-
-/// A whole answer as the deltas a stream of it would have produced.
-fn replay_to_sink(response: &ChatResponse, sink: DeltaSink<'_>) {
-    if !response.message.content.is_empty() {
-        sink(&StreamDelta::Text(response.message.content.clone()));
-    }
-    for (index, call) in response.message.tool_calls.iter().enumerate() {
-        sink(&StreamDelta::ToolCallStart {
-            index,
-            id: call.id.clone(),
-            name: call.name.clone(),
-        });
-        sink(&StreamDelta::ToolCallArgs {
-            index,
-            fragment: call.arguments.clone(),
-        });
-    }
-}
-
-/// A reqwest error with its causes ("error sending request: ... connection refused").
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The request body in OpenAI wire format.
@@ -1149,57 +1068,6 @@ fn mid_stream_error(provider: &str, err: &Value) -> ProviderError {
             detail: format!("the server sent an error mid-stream: {message}"),
         },
     }
-}
-
-/// The provider's own message from an error body, else the body, capped.
-fn error_message(bytes: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-        if let Some(err) = v.get("error") {
-            return cap(&error_text(err), MAX_ERROR_BODY_BYTES);
-        }
-        if let Some(msg) = v.get("message").and_then(Value::as_str) {
-            return cap(msg, MAX_ERROR_BODY_BYTES);
-        }
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        cap(text, MAX_ERROR_BODY_BYTES)
-    }
-}
-
-/// `{"message": ...}` or a bare string; otherwise the JSON itself.
-fn error_text(err: &Value) -> String {
-    match err {
-        Value::String(s) => s.clone(),
-        other => match other.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => other.to_string(),
-        },
-    }
-}
-
-fn preview(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
-    if text.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        format!("{:?}", cap(&text, max))
-    }
-}
-
-/// At most `max` bytes, cut at a character boundary, with a marker.
-fn cap(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use orch_process::{Limit, ProcessOutput};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use orch_process::{CappedBuffer, Limit, ProcessOutput};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +174,60 @@ pub(crate) fn missing_image_hint(image: &str) -> String {
          with `scripts/build-sandbox-image.sh` (debootstrap + import) or `orch sandbox build \
          --rootfs DIR --tag {image}`, or from a Dockerfile with `orch sandbox build`"
     )
+}
+
+/// Creates the container `name` from `body` and returns its id. `role`
+/// names it in errors ("creating the {role} container"); a missing `image`
+/// is reported as such, with how to build it.
+pub(crate) async fn create_named(
+    docker: &Docker,
+    name: String,
+    body: ContainerCreateBody,
+    image: &str,
+    role: &str,
+) -> Result<String, SandboxError> {
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+        .map_err(|e| {
+            if is_status(&e, &[404]) {
+                SandboxError::Unavailable(missing_image_hint(image))
+            } else {
+                backend(&format!("creating the {role} container"), e)
+            }
+        })?;
+    Ok(created.id)
+}
+
+/// [`create_named`], then starts the container; one that will not start
+/// is removed again so no stopped container is left behind.
+pub(crate) async fn create_and_start(
+    docker: &Docker,
+    name: String,
+    body: ContainerCreateBody,
+    image: &str,
+    role: &str,
+) -> Result<String, SandboxError> {
+    let id = create_named(docker, name, body, image, role).await?;
+    if let Err(e) = docker.start_container(&id, None).await {
+        let _ = docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        return Err(backend(&format!("starting the {role} container"), e));
+    }
+    Ok(id)
 }
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; everything else
@@ -373,96 +427,6 @@ pub(crate) fn base_env() -> Vec<String> {
         "GIT_CONFIG_KEY_0=safe.directory".to_string(),
         "GIT_CONFIG_VALUE_0=*".to_string(),
     ]
-}
-
-/// Keeps at most `limit` bytes of a stream: the first half as it comes and
-/// a rolling window of the last half, with the process runner's marker in
-/// between (the same format as `orch_process::cap_output`).
-struct OutputCap {
-    head: Vec<u8>,
-    head_cap: usize,
-    tail: VecDeque<u8>,
-    tail_cap: usize,
-    total: u64,
-}
-
-impl OutputCap {
-    fn new(limit: usize) -> Self {
-        let head_cap = limit / 2;
-        OutputCap {
-            head: Vec::new(),
-            head_cap,
-            tail: VecDeque::new(),
-            tail_cap: limit - head_cap,
-            total: 0,
-        }
-    }
-
-    fn push(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        let room = self.head_cap - self.head.len();
-        if room > 0 {
-            let n = room.min(data.len());
-            self.head.extend_from_slice(&data[..n]);
-            data = &data[n..];
-        }
-        if data.is_empty() || self.tail_cap == 0 {
-            return;
-        }
-        if data.len() >= self.tail_cap {
-            self.tail.clear();
-            self.tail.extend(&data[data.len() - self.tail_cap..]);
-        } else {
-            let overflow = (self.tail.len() + data.len()).saturating_sub(self.tail_cap);
-            self.tail.drain(..overflow);
-            self.tail.extend(data);
-        }
-    }
-
-    /// The kept text and whether anything was cut.
-    fn finish(mut self) -> (String, bool) {
-        let tail = self.tail.make_contiguous();
-        let kept = (self.head.len() + tail.len()) as u64;
-        if self.total == kept {
-            let mut all = self.head;
-            all.extend_from_slice(tail);
-            return (String::from_utf8_lossy(&all).into_owned(), false);
-        }
-        // Cut on character boundaries so the edges do not turn into U+FFFD.
-        let head_trim = incomplete_utf8_suffix(&self.head);
-        let head = &self.head[..self.head.len() - head_trim];
-        let tail_trim = tail
-            .iter()
-            .take(3)
-            .take_while(|b| **b & 0xC0 == 0x80)
-            .count();
-        let tail = &tail[tail_trim..];
-        let cut = self.total - kept + (head_trim + tail_trim) as u64;
-        let mut s = String::from_utf8_lossy(head).into_owned();
-        s.push_str(&format!("\n[… orch cut {cut} bytes of output …]\n"));
-        s.push_str(&String::from_utf8_lossy(tail));
-        (s, true)
-    }
-}
-
-/// Number of trailing bytes of `b` that start a UTF-8 character without
-/// finishing it.
-fn incomplete_utf8_suffix(b: &[u8]) -> usize {
-    let n = b.len();
-    for back in 1..=n.min(4) {
-        let byte = b[n - back];
-        if byte & 0xC0 == 0x80 {
-            continue;
-        }
-        let need = match byte {
-            0xF0.. => 4,
-            0xE0.. => 3,
-            0xC0.. => 2,
-            _ => 1,
-        };
-        return if need > back { back } else { 0 };
-    }
-    0
 }
 
 /// Slot numbers in use per project in this process, so two sandboxes of one
@@ -671,7 +635,7 @@ pub(crate) async fn quick_exec(
         )
         .await?;
     let run = async {
-        let mut stdout = OutputCap::new(64 * 1024);
+        let mut stdout = CappedBuffer::new(64 * 1024);
         if let StartExecResults::Attached { mut output, .. } = docker
             .start_exec(&exec.id, None::<StartExecOptions>)
             .await?
@@ -946,40 +910,20 @@ impl DockerSandbox {
             slot.index,
             nonce()
         );
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name),
-                    ..Default::default()
-                }),
-                plan.body(),
-            )
-            .await
-            .map_err(|e| {
-                if is_status(&e, &[404]) {
-                    SandboxError::Unavailable(missing_image_hint(&self.docker_opts.image))
-                } else {
-                    backend("creating the sandbox container", e)
-                }
-            })?;
-        if let Err(e) = docker.start_container(&created.id, None).await {
-            let _ = docker
-                .remove_container(
-                    &created.id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-            return Err(backend("starting the sandbox container", e));
-        }
+        let id = create_and_start(
+            docker,
+            name,
+            plan.body(),
+            &self.docker_opts.image,
+            "sandbox",
+        )
+        .await?;
         slot.oom_seen.store(0, Ordering::Relaxed);
         st.container = Some(Live {
-            id: created.id.clone(),
+            id: id.clone(),
             mounted_ro: req.extra_ro.clone(),
         });
-        Ok(created.id)
+        Ok(id)
     }
 
     /// Removes containers of this project's slot `index` left by a sandbox
@@ -1193,8 +1137,8 @@ impl DockerSandbox {
                 )))
             }
         };
-        let mut out = OutputCap::new(req.output_limit);
-        let mut err = OutputCap::new(req.output_limit);
+        let mut out = CappedBuffer::new(req.output_limit);
+        let mut err = CappedBuffer::new(req.output_limit);
         let mut timed_out = false;
         let mut restarted = false;
         let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -1453,37 +1397,6 @@ impl Sandbox for DockerSandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_cap_keeps_head_and_tail_with_the_runner_marker() {
-        let mut cap = OutputCap::new(20);
-        let data = format!("{}{}{}", "a".repeat(10), "b".repeat(100), "c".repeat(10));
-        for chunk in data.as_bytes().chunks(7) {
-            cap.push(chunk);
-        }
-        let (text, cut) = cap.finish();
-        assert!(cut);
-        let (expected, _) = orch_process::cap_output(&data, 20);
-        assert_eq!(text, expected);
-    }
-
-    #[test]
-    fn output_cap_keeps_short_output_whole() {
-        let mut cap = OutputCap::new(100);
-        cap.push(b"hello ");
-        cap.push("wörld".as_bytes());
-        assert_eq!(cap.finish(), ("hello wörld".to_string(), false));
-    }
-
-    #[test]
-    fn output_cap_does_not_split_characters() {
-        let mut cap = OutputCap::new(9);
-        cap.push("ééééééééééé".as_bytes());
-        let (text, cut) = cap.finish();
-        assert!(cut);
-        assert!(!text.contains('\u{FFFD}'), "{text}");
-        assert!(text.contains("[… orch cut"), "{text}");
-    }
 
     #[test]
     fn oom_counter_parses_v1_and_v2() {

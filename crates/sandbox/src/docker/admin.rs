@@ -3,14 +3,14 @@
 //! volumes, reset and prune, and the volume-ownership helper.
 
 use super::{
-    backend, connect, is_status, missing_image_hint, CONTAINER_PATH, LABEL_OWNER, LABEL_PROJECT,
+    backend, connect, create_named, is_status, CONTAINER_PATH, LABEL_OWNER, LABEL_PROJECT,
     LABEL_ROLE, LABEL_SLOT, ROLE_HELPER, ROLE_LOGS, ROLE_WORKER, SANDBOX_UID,
 };
 use crate::SandboxError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions,
-    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions, WaitContainerOptions,
+    BuildImageOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -531,28 +531,13 @@ pub(crate) async fn ensure_volume(
         ..Default::default()
     };
     let name = format!("orch-volume-helper-{}", super::nonce());
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .map_err(|e| {
-            if is_status(&e, &[404]) {
-                SandboxError::Unavailable(missing_image_hint(image))
-            } else {
-                backend("creating the volume helper container", e)
-            }
-        })?;
+    let id = create_named(docker, name, body, image, "volume helper").await?;
     let outcome = async {
         docker
-            .start_container(&created.id, None)
+            .start_container(&id, None)
             .await
             .map_err(|e| backend("starting the volume helper container", e))?;
-        let mut wait = docker.wait_container(&created.id, None::<WaitContainerOptions>);
+        let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
         match wait.next().await {
             Some(Ok(r)) if r.status_code == 0 => Ok(()),
             Some(Ok(r)) => Err(format!("exit {}", r.status_code)),
@@ -570,7 +555,7 @@ pub(crate) async fn ensure_volume(
         })
     }
     .await;
-    remove_container(docker, &created.id).await?;
+    remove_container(docker, &id).await?;
     outcome
 }
 

@@ -4,17 +4,15 @@
 //! follows window resizes.
 
 use super::{
-    access, admin, backend, connect, is_status, missing_image_hint, nonce, resolve_user, sanitize,
-    volume_name, ContainerPlan, DockerOptions, LABEL_INSTANCE, LABEL_PROJECT, LABEL_ROLE,
-    ROLE_SHELL, ROLE_VOLUME, WORKSPACE,
+    access, admin, backend, connect, create_and_start, nonce, resolve_user, sanitize, volume_name,
+    ContainerPlan, DockerOptions, LABEL_INSTANCE, LABEL_PROJECT, LABEL_ROLE, ROLE_SHELL,
+    ROLE_VOLUME, WORKSPACE,
 };
 use crate::{SandboxError, SandboxOptions};
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
-use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, ResizeExecOptions,
-};
+use bollard::query_parameters::{RemoveContainerOptions, ResizeExecOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -186,42 +184,16 @@ async fn make_container(
         limits: super::clamp_cpus(opts.sandbox.limits.clone()),
     };
     let name = format!("orch-{}-shell-{}", sanitize(&opts.docker.project), nonce());
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name),
-                ..Default::default()
-            }),
-            plan.body(),
-        )
-        .await
-        .map_err(|e| {
-            if is_status(&e, &[404]) {
-                SandboxError::Unavailable(missing_image_hint(&opts.docker.image))
-            } else {
-                backend("creating the shell container", e)
+    match create_and_start(docker, name, plan.body(), &opts.docker.image, "shell").await {
+        Ok(id) => Ok(Made { id, grant }),
+        Err(e) => {
+            // No container to hold the worktree: give its access back.
+            if let Some(g) = grant {
+                let _ = tokio::task::spawn_blocking(move || access::revoke(&g)).await;
             }
-        })?;
-    let made = Made {
-        id: created.id,
-        grant,
-    };
-    if let Err(e) = docker.start_container(&made.id, None).await {
-        let _ = docker
-            .remove_container(
-                &made.id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-        if let Some(g) = made.grant {
-            let _ = tokio::task::spawn_blocking(move || access::revoke(&g)).await;
+            Err(e)
         }
-        return Err(backend("starting the shell container", e));
     }
-    Ok(made)
 }
 
 async fn attach(
