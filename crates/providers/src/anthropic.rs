@@ -87,22 +87,10 @@ impl AnthropicProvider {
         } else {
             trimmed.trim_end_matches('/')
         };
-        let parsed = reqwest::Url::parse(base).map_err(|e| {
-            ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} is not a valid URL ({e}); \
-                 use something like {DEFAULT_BASE_URL}"
-            ))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} must start with http:// or https://"
-            )));
-        }
-        if request_timeout.is_zero() {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: the request timeout is 0; set request_timeout_seconds above 0"
-            )));
-        }
+        http::parse_base_url(name, base_url, base, DEFAULT_BASE_URL)?;
+        // No client-wide timeout: `chat` sets one per request, and a stream
+        // is bounded per read instead so long answers are not cut.
+        let client = http::client(name, request_timeout, false)?;
         let api_key = api_key.filter(|k| !k.trim().is_empty());
         if let Some(key) = &api_key {
             if reqwest::header::HeaderValue::from_str(key).is_err() {
@@ -112,16 +100,6 @@ impl AnthropicProvider {
                 )));
             }
         }
-        // No client-wide timeout: `chat` sets one per request, and a stream
-        // is bounded per read instead so long answers are not cut.
-        let client = reqwest::Client::builder()
-            .connect_timeout(request_timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                ProviderError::Config(format!(
-                    "provider {name}: cannot build the HTTP client: {e}"
-                ))
-            })?;
         let root = base.strip_suffix("/v1").unwrap_or(base);
         Ok(AnthropicProvider {
             name: name.to_string(),

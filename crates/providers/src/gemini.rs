@@ -141,17 +141,7 @@ impl GeminiProvider {
             base_url
         };
         let base = base_url.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).map_err(|e| {
-            ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} is not a valid URL ({e}); \
-                 use something like {DEFAULT_BASE_URL}"
-            ))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} must start with http:// or https://"
-            )));
-        }
+        let parsed = http::parse_base_url(name, base_url, base, DEFAULT_BASE_URL)?;
         if parsed.query().is_some() {
             // A `?key=...` here would put the key in every URL and log line.
             return Err(ProviderError::Config(format!(
@@ -159,21 +149,8 @@ impl GeminiProvider {
                  give the API key through the key variable instead (it is sent as a header)"
             )));
         }
-        if request_timeout.is_zero() {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: the request timeout is 0; set request_timeout_seconds above 0"
-            )));
-        }
+        let client = http::client(name, request_timeout, true)?;
         let api_key = api_key.filter(|k| !k.trim().is_empty());
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                ProviderError::Config(format!(
-                    "provider {name}: cannot build the HTTP client: {e}"
-                ))
-            })?;
         Ok(GeminiProvider {
             name: name.to_string(),
             base: base.to_string(),

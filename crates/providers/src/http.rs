@@ -32,6 +32,54 @@ macro_rules! debug_request {
 }
 pub(crate) use debug_request;
 
+/// `base` (the trimmed `base_url`) as an http(s) URL. Errors quote
+/// `base_url` as configured and show `example`, a right one.
+pub(crate) fn parse_base_url(
+    provider: &str,
+    base_url: &str,
+    base: &str,
+    example: &str,
+) -> Result<reqwest::Url, ProviderError> {
+    let parsed = reqwest::Url::parse(base).map_err(|e| {
+        ProviderError::Config(format!(
+            "provider {provider}: base_url {base_url:?} is not a valid URL ({e}); \
+             use something like {example}"
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ProviderError::Config(format!(
+            "provider {provider}: base_url {base_url:?} must start with http:// or https://"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// The HTTP client for one provider. Connecting may take `request_timeout`
+/// (30 s at most); with `whole_request`, every request is also cut off
+/// after `request_timeout` (clients that stream long answers bound each
+/// read themselves instead). A zero timeout is refused.
+pub(crate) fn client(
+    provider: &str,
+    request_timeout: Duration,
+    whole_request: bool,
+) -> Result<reqwest::Client, ProviderError> {
+    if request_timeout.is_zero() {
+        return Err(ProviderError::Config(format!(
+            "provider {provider}: the request timeout is 0; set request_timeout_seconds above 0"
+        )));
+    }
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(request_timeout.min(Duration::from_secs(30)));
+    if whole_request {
+        builder = builder.timeout(request_timeout);
+    }
+    builder.build().map_err(|e| {
+        ProviderError::Config(format!(
+            "provider {provider}: cannot build the HTTP client: {e}"
+        ))
+    })
+}
+
 /// Read the body, stopping once it passes `max` bytes; the flag says it was
 /// cut. `idle` bounds the wait for each chunk and makes the error when it
 /// passes (for clients without a client-wide timeout); `fail` turns a
@@ -125,10 +173,7 @@ pub(crate) fn redact(text: &str, key: Option<&str>) -> String {
 pub(crate) fn error_message(bytes: &[u8]) -> String {
     error_message_with(bytes, |v| match v.get("error") {
         Some(err) => Some(error_text(err)),
-        None => v
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        None => v.get("message").and_then(Value::as_str).map(str::to_string),
     })
 }
 
@@ -240,9 +285,83 @@ mod tests {
         assert_eq!(only_error(br#"{"error":{"code":1}}"#), r#"{"code":1}"#);
         assert_eq!(only_error(b" \n"), "(empty body)");
         let long = error_message_with("x".repeat(5000).as_bytes(), |_| None);
-        assert!(long.starts_with(&"x".repeat(MAX_ERROR_BODY_BYTES)), "{long}");
+        assert!(
+            long.starts_with(&"x".repeat(MAX_ERROR_BODY_BYTES)),
+            "{long}"
+        );
         assert!(long.ends_with("… (2952 bytes cut)"), "{long}");
         assert_eq!(error_text(&json!("plain")), "plain");
+    }
+
+    #[test]
+    fn base_url_and_client_errors_say_what_to_fix() {
+        let err = parse_base_url("p", " nope ", "nope", "http://h:1/v1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\" nope \"") && err.contains("use something like http://h:1/v1"),
+            "{err}"
+        );
+        let err = parse_base_url("p", "ftp://h", "ftp://h", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must start with http://"), "{err}");
+        assert_eq!(
+            parse_base_url("p", "http://h:1/v1/", "http://h:1/v1", "x")
+                .unwrap()
+                .path(),
+            "/v1"
+        );
+        let err = client("p", Duration::ZERO, true).unwrap_err().to_string();
+        assert!(err.contains("set request_timeout_seconds above 0"), "{err}");
+        assert!(client("p", Duration::from_millis(1), false).is_ok());
+    }
+
+    /// Records each event's target and fields.
+    #[derive(Clone, Default)]
+    struct Events(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    impl tracing::field::Visit for Events {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if let Some(last) = self.0.lock().unwrap().last_mut() {
+                last.1.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+    }
+
+    impl tracing::Subscriber for Events {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let target = event.metadata().target().to_string();
+            self.0.lock().unwrap().push((target, String::new()));
+            event.record(&mut self.clone());
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn request_log_keeps_the_callers_target() {
+        let events = Events::default();
+        let request = crate::ChatRequest::new("m-1", vec![crate::Message::user("hi")]);
+        tracing::subscriber::with_default(events.clone(), || {
+            debug_request!("prov", request, "test request");
+        });
+        let seen = events.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![(
+                module_path!().to_string(),
+                "message=test request provider=prov model=m-1 messages=1 tools=0 ".to_string()
+            )]
+        );
     }
 
     #[test]

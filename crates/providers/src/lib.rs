@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod chat;
 pub mod gemini;
+mod http;
 pub mod ollama;
 pub mod openai;
 pub mod presets;

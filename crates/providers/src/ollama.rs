@@ -15,6 +15,7 @@
 //!   `done_reason` and the token counts. A stream without that line was cut.
 
 use crate::chat::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice};
+use crate::http::{self, cap, error_chain, error_text, preview, MAX_ERROR_BODY_BYTES};
 use crate::{Capabilities, DeltaSink, Provider, ProviderError, StreamDelta};
 use async_trait::async_trait;
 use orch_core::Usage;
@@ -32,9 +33,6 @@ pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest streamed response read in total.
 pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
-
-/// Error bodies are cut to this many bytes before they go into an error.
-const MAX_ERROR_BODY_BYTES: usize = 2048;
 
 /// A client for one Ollama server.
 pub struct OllamaProvider {
@@ -74,17 +72,7 @@ impl OllamaProvider {
         };
         let base = base_url.trim().trim_end_matches('/');
         let base = base.strip_suffix("/api").unwrap_or(base);
-        let parsed = reqwest::Url::parse(base).map_err(|e| {
-            ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} is not a valid URL ({e}); \
-                 use something like {DEFAULT_BASE_URL}"
-            ))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} must start with http:// or https://"
-            )));
-        }
+        let parsed = http::parse_base_url(name, base_url, base, DEFAULT_BASE_URL)?;
         if parsed.path().trim_end_matches('/').ends_with("/v1") {
             return Err(ProviderError::Config(format!(
                 "provider {name}: base_url {base_url:?} is Ollama's OpenAI-compatible API; \
@@ -92,20 +80,7 @@ impl OllamaProvider {
                  or use the openai provider for /v1"
             )));
         }
-        if request_timeout.is_zero() {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: the request timeout is 0; set request_timeout_seconds above 0"
-            )));
-        }
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                ProviderError::Config(format!(
-                    "provider {name}: cannot build the HTTP client: {e}"
-                ))
-            })?;
+        let client = http::client(name, request_timeout, true)?;
         Ok(OllamaProvider {
             name: name.to_string(),
             endpoint: format!("{base}/api/chat"),
@@ -153,11 +128,7 @@ impl OllamaProvider {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = http::retry_after(response.headers());
         let (bytes, _) = self.read_capped(response, MAX_ERROR_BODY_BYTES * 4).await?;
         let mut message = error_message(&bytes);
         if status.as_u16() == 404 && message.contains("not found") {
@@ -174,20 +145,10 @@ impl OllamaProvider {
     /// Read the body, stopping once it passes `max`; the flag says it was cut.
     async fn read_capped(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         max: usize,
     ) -> Result<(Vec<u8>, bool), ProviderError> {
-        if response.content_length().is_some_and(|n| n > max as u64) {
-            return Ok((Vec::new(), true));
-        }
-        let mut buf = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(&e))? {
-            if buf.len() + chunk.len() > max {
-                return Ok((buf, true));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok((buf, false))
+        http::read_capped(response, max, None, |e| self.transport(e)).await
     }
 
     fn transport(&self, e: &reqwest::Error) -> ProviderError {
@@ -197,14 +158,14 @@ impl OllamaProvider {
                 seconds: self.timeout.as_secs(),
             };
         }
-        ProviderError::Unreachable {
-            provider: self.name.clone(),
-            url: self.endpoint.clone(),
-            detail: format!(
-                "{} (is Ollama running (`ollama serve`) and is base_url right?)",
-                error_chain(e)
-            ),
-        }
+        // No key to redact: Ollama takes none.
+        http::unreachable(
+            &self.name,
+            &self.endpoint,
+            e,
+            "is Ollama running (`ollama serve`) and is base_url right?",
+            None,
+        )
     }
 
     fn bad(&self, detail: String) -> ProviderError {
@@ -332,13 +293,7 @@ impl Provider for OllamaProvider {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let body = self.body(request, false)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "ollama chat request"
-        );
+        http::debug_request!(self.name, request, "ollama chat request");
         let response = self.post(&body).await?;
         let (bytes, too_big) = self.read_capped(response, MAX_RESPONSE_BYTES).await?;
         if too_big {
@@ -372,13 +327,7 @@ impl Provider for OllamaProvider {
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let body = self.body(request, true)?;
-        tracing::debug!(
-            provider = %self.name,
-            model = %request.model,
-            messages = request.messages.len(),
-            tools = request.tools.len(),
-            "ollama streamed chat request"
-        );
+        http::debug_request!(self.name, request, "ollama streamed chat request");
         let mut response = self.post(&body).await?;
         let mut asm = Assembly::default();
         let mut line: Vec<u8> = Vec::new();
@@ -595,73 +544,10 @@ struct WireFunction {
     arguments: Option<Value>,
 }
 
-/// `Retry-After` as seconds (fractions allowed).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
-}
-
-/// Ollama's own message from an error body, else the body, capped.
+/// Ollama's own message from an error body (`{"error": ...}`; other JSON is
+/// quoted whole), else the body, capped.
 fn error_message(bytes: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
-        if let Some(err) = v.get("error") {
-            return cap(&error_text(err), MAX_ERROR_BODY_BYTES);
-        }
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        cap(text, MAX_ERROR_BODY_BYTES)
-    }
-}
-
-/// A bare string (Ollama's form) or `{"message": ...}`; otherwise the JSON.
-fn error_text(err: &Value) -> String {
-    match err {
-        Value::String(s) => s.clone(),
-        other => match other.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => other.to_string(),
-        },
-    }
-}
-
-/// A reqwest error with its causes ("error sending request: ... connection refused").
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn preview(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
-    if text.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        format!("{:?}", cap(&text, max))
-    }
-}
-
-/// At most `max` bytes, cut at a character boundary, with a marker.
-fn cap(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
+    http::error_message_with(bytes, |v| v.get("error").map(error_text))
 }
 
 #[cfg(test)]

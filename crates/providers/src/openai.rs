@@ -91,32 +91,9 @@ impl OpenAiProvider {
         request_timeout: Duration,
     ) -> Result<Self, ProviderError> {
         let base = base_url.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).map_err(|e| {
-            ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} is not a valid URL ({e}); \
-                 use something like http://127.0.0.1:8080/v1"
-            ))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: base_url {base_url:?} must start with http:// or https://"
-            )));
-        }
-        if request_timeout.is_zero() {
-            return Err(ProviderError::Config(format!(
-                "provider {name}: the request timeout is 0; set request_timeout_seconds above 0"
-            )));
-        }
+        http::parse_base_url(name, base_url, base, "http://127.0.0.1:8080/v1")?;
+        let client = http::client(name, request_timeout, true)?;
         let api_key = api_key.filter(|k| !k.trim().is_empty());
-        let client = reqwest::Client::builder()
-            .timeout(request_timeout)
-            .connect_timeout(request_timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                ProviderError::Config(format!(
-                    "provider {name}: cannot build the HTTP client: {e}"
-                ))
-            })?;
         Ok(OpenAiProvider {
             name: name.to_string(),
             endpoint: format!("{base}/chat/completions"),

@@ -216,18 +216,30 @@ pub(crate) async fn create_and_start(
 ) -> Result<String, SandboxError> {
     let id = create_named(docker, name, body, image, role).await?;
     if let Err(e) = docker.start_container(&id, None).await {
-        let _ = docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = force_remove(docker, &id).await;
         return Err(backend(&format!("starting the {role} container"), e));
     }
     Ok(id)
+}
+
+/// Removes container `id`, killing what runs in it. One already gone
+/// (404) or already being removed (409: a background removal) counts as
+/// removed.
+pub(crate) async fn force_remove(docker: &Docker, id: &str) -> Result<(), SandboxError> {
+    match docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if is_status(&e, &[404, 409]) => Ok(()),
+        Err(e) => Err(backend(&format!("removing container {id}"), e)),
+    }
 }
 
 /// Docker names allow `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; everything else
@@ -561,15 +573,7 @@ impl Drop for DockerSandbox {
         if !ids.is_empty() {
             handle.spawn(async move {
                 for id in ids {
-                    let _ = docker
-                        .remove_container(
-                            &id,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                        )
-                        .await;
+                    let _ = force_remove(&docker, &id).await;
                 }
             });
         }
@@ -949,15 +953,7 @@ impl DockerSandbox {
         for c in stale {
             let labels = c.labels.unwrap_or_default();
             if let (true, Some(id)) = (is_stale(&labels), c.id) {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
+                let _ = force_remove(docker, &id).await;
             }
         }
         Ok(())
@@ -1037,19 +1033,8 @@ impl DockerSandbox {
             let docker = docker.clone();
             let id = id.to_string();
             async move {
-                if let Err(e) = docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await
-                {
-                    if !is_status(&e, &[404, 409]) {
-                        tracing::warn!(container = %id, error = %e, "cannot remove a retired sandbox container");
-                    }
+                if let Err(e) = force_remove(&docker, &id).await {
+                    tracing::warn!(container = %id, error = %e, "cannot remove a retired sandbox container");
                 }
             }
         };
@@ -1223,6 +1208,10 @@ impl DockerSandbox {
         }
         let (stdout, cut_out) = out.finish();
         let (stderr, cut_err) = err.finish();
+        // Same rule as the process runner: registered secrets never leave
+        // the sandbox in captured output.
+        let stdout = orch_core::redact::redact(&stdout).into_owned();
+        let stderr = orch_core::redact::redact(&stderr).into_owned();
         Ok(ProcessOutput {
             exit_code: result_code,
             signal,

@@ -3,14 +3,14 @@
 //! volumes, reset and prune, and the volume-ownership helper.
 
 use super::{
-    backend, connect, create_named, is_status, CONTAINER_PATH, LABEL_OWNER, LABEL_PROJECT,
-    LABEL_ROLE, LABEL_SLOT, ROLE_HELPER, ROLE_LOGS, ROLE_WORKER, SANDBOX_UID,
+    backend, connect, create_named, force_remove, is_status, CONTAINER_PATH, LABEL_OWNER,
+    LABEL_PROJECT, LABEL_ROLE, LABEL_SLOT, ROLE_HELPER, ROLE_LOGS, ROLE_WORKER, SANDBOX_UID,
 };
 use crate::SandboxError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     BuildImageOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, WaitContainerOptions,
+    RemoveVolumeOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -327,25 +327,6 @@ pub struct PruneReport {
     pub volumes: Vec<String>,
 }
 
-async fn remove_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
-    match docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if is_status(&e, &[404]) => Ok(()),
-        // 409: removal already in progress (a background removal).
-        Err(e) if is_status(&e, &[409]) => Ok(()),
-        Err(e) => Err(backend(&format!("removing container {id}"), e)),
-    }
-}
-
 async fn remove_volume(docker: &Docker, name: &str) -> Result<(), SandboxError> {
     match docker
         .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
@@ -391,7 +372,7 @@ pub async fn prune(live: &[String], scope: Option<&str>) -> Result<PruneReport, 
     };
     let mut report = PruneReport::default();
     for c in inv.containers.iter().filter(|c| orphan(&c.project)) {
-        remove_container(&docker, &c.id).await?;
+        force_remove(&docker, &c.id).await?;
         report.containers.push(c.name.clone());
     }
     let volumes: Vec<String> = inv
@@ -427,7 +408,7 @@ pub async fn reset_project(project: &str) -> Result<ResetReport, SandboxError> {
     let inv = inventory(&docker).await?;
     let mut report = ResetReport::default();
     for c in inv.containers.iter().filter(|c| c.project == project) {
-        remove_container(&docker, &c.id).await?;
+        force_remove(&docker, &c.id).await?;
         report.containers.push(c.name.clone());
     }
     let (logs, kept): (Vec<&super::VolumeInfo>, Vec<&super::VolumeInfo>) = inv
@@ -555,7 +536,7 @@ pub(crate) async fn ensure_volume(
         })
     }
     .await;
-    remove_container(docker, &id).await?;
+    force_remove(docker, &id).await?;
     outcome
 }
 

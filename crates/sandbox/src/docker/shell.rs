@@ -4,15 +4,15 @@
 //! follows window resizes.
 
 use super::{
-    access, admin, backend, connect, create_and_start, nonce, resolve_user, sanitize, volume_name,
-    ContainerPlan, DockerOptions, LABEL_INSTANCE, LABEL_PROJECT, LABEL_ROLE, ROLE_SHELL,
-    ROLE_VOLUME, WORKSPACE,
+    access, admin, backend, connect, create_and_start, force_remove, nonce, resolve_user, sanitize,
+    volume_name, ContainerPlan, DockerOptions, LABEL_INSTANCE, LABEL_PROJECT, LABEL_ROLE,
+    ROLE_SHELL, ROLE_VOLUME, WORKSPACE,
 };
 use crate::{SandboxError, SandboxOptions};
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
-use bollard::query_parameters::{RemoveContainerOptions, ResizeExecOptions};
+use bollard::query_parameters::ResizeExecOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -117,15 +117,7 @@ pub async fn open_shell(opts: ShellOptions) -> Result<i32, SandboxError> {
     };
     let result = attach(&docker, &container, &opts, user).await;
     if let Some(made) = made {
-        let _ = docker
-            .remove_container(
-                &made.id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = force_remove(&docker, &made.id).await;
         if let Some(g) = made.grant {
             let _ = tokio::task::spawn_blocking(move || access::revoke(&g)).await;
         }
