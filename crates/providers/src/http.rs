@@ -1,7 +1,8 @@
 //! The small HTTP helpers every wire-format client needs, kept once here:
-//! reading a body under a size cap, `Retry-After`, turning transport
-//! failures and error bodies into [`ProviderError`]s, keeping the API key
-//! out of error text, and capping what goes into an error.
+//! checking `base_url` and building the client, logging a request, reading
+//! a body under a size cap, `Retry-After`, turning transport failures and
+//! error bodies into [`ProviderError`]s, keeping the API key out of error
+//! text, and capping what goes into an error.
 //!
 //! Each client keeps what really differs (its hints, its error-body shape,
 //! how it reports timeouts) and passes it in.
