@@ -292,6 +292,7 @@ mod tests {
     use super::testutil::*;
     use super::*;
     use orch_providers::Role;
+    use orch_testkit::scripted::{answer, ScriptedProvider};
 
     #[test]
     fn gates_cover_present_steps_in_order() {
@@ -362,7 +363,7 @@ mod tests {
             diff_stat: "1 file",
             report: &report,
         };
-        let provider = Scripted::new(vec![answer(
+        let provider = ScriptedProvider::new(vec![answer(
             r#"{"passed":true,"score":10,"reasoning":"great","issues":[]}"#,
         )]);
         let (v, usage) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
@@ -433,7 +434,7 @@ mod tests {
             diff_stat: " src/lib.rs | 1 +",
             report: &report,
         };
-        let provider = Scripted::new(vec![answer("```json\n{\"passed\":true,\"score\":8.5,\"reasoning\":\"does it\",\"issues\":[\"nit: naming\"]}\n```")]);
+        let provider = ScriptedProvider::new(vec![answer("```json\n{\"passed\":true,\"score\":8.5,\"reasoning\":\"does it\",\"issues\":[\"nit: naming\"]}\n```")]);
         let (v, usage) = judge(Some((&provider, "judge-model")), &input, 7.0)
             .await
             .unwrap();
@@ -472,7 +473,7 @@ mod tests {
             diff_stat: "s",
             report: &report,
         };
-        let provider = Scripted::new(vec![answer(
+        let provider = ScriptedProvider::new(vec![answer(
             r#"{"passed":true,"score":6,"reasoning":"meh","issues":[]}"#,
         )]);
         let (v, _) = judge(Some((&provider, "m")), &input, 7.0).await.unwrap();
@@ -495,7 +496,7 @@ mod tests {
             diff_stat: "s",
             report: &report,
         };
-        let provider = Scripted::new(vec![answer(
+        let provider = ScriptedProvider::new(vec![answer(
             r#"{"passed":false,"score":9,"reasoning":"disables a test","issues":["tests/x.py: test skipped"]}"#,
         )]);
         let (v, _) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
@@ -513,7 +514,7 @@ mod tests {
             diff_stat: "s",
             report: &report,
         };
-        let provider = Scripted::new(vec![
+        let provider = ScriptedProvider::new(vec![
             answer(r#"{"passed":true,"score":42,"reasoning":"x","issues":[]}"#),
             answer(r#"{"passed":true,"score":9,"reasoning":"fixed","issues":[]}"#),
         ]);
@@ -551,7 +552,8 @@ mod tests {
             report: &report,
         };
         let long_garbage = format!("I think it is fine. {}", "blah ".repeat(1000));
-        let provider = Scripted::new(vec![answer("looks good to me"), answer(&long_garbage)]);
+        let provider =
+            ScriptedProvider::new(vec![answer("looks good to me"), answer(&long_garbage)]);
         let (v, _) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();
         assert!(!v.passed);
         assert_eq!(v.score, None);
@@ -584,7 +586,7 @@ mod tests {
             diff_stat: "s",
             report: &report,
         };
-        let provider = Scripted::new(vec![]);
+        let provider = ScriptedProvider::new(vec![]);
         let err = judge(Some((&provider, "m")), &input, 5.0)
             .await
             .unwrap_err();

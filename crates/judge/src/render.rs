@@ -59,6 +59,7 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use crate::{gates, judge};
+    use orch_testkit::scripted::{answer, ScriptedProvider};
 
     #[tokio::test]
     async fn markdown_shows_result_score_gates_and_issues() {
@@ -70,7 +71,7 @@ mod tests {
             diff_stat: " src/lib.rs | 3 ++-",
             report: &report,
         };
-        let provider = Scripted::new(vec![answer(
+        let provider = ScriptedProvider::new(vec![answer(
             r#"{"passed":false,"score":4,"reasoning":"Only half done.","issues":["src/lib.rs: sub() missing\nadd it"]}"#,
         )]);
         let (v, _) = judge(Some((&provider, "m")), &input, 5.0).await.unwrap();

@@ -200,6 +200,7 @@ mod tests {
     use super::testutil::*;
     use super::*;
     use orch_providers::Role;
+    use orch_testkit::scripted::{answer, ScriptedProvider};
 
     fn good_plan() -> serde_json::Value {
         json!({
@@ -239,7 +240,7 @@ mod tests {
             recent_failures: &[],
             want: 5,
         };
-        let provider = Scripted::new(vec![answer(&good_plan().to_string())]);
+        let provider = ScriptedProvider::new(vec![answer(&good_plan().to_string())]);
         let (plan, usage) = plan(&provider, "planner-model", &input).await.unwrap();
         assert_eq!(plan.tasks.len(), 2);
         assert_eq!(
@@ -272,7 +273,7 @@ mod tests {
             want: 5,
         };
         let bad = json!({"tasks": [{"title": "X", "description": "d", "type": "feature", "priority": 1, "allowed_files": []}], "notes": ""});
-        let provider = Scripted::new(vec![
+        let provider = ScriptedProvider::new(vec![
             answer(&bad.to_string()),
             answer(&format!("```json\n{}\n```", good_plan())),
         ]);
@@ -306,7 +307,7 @@ mod tests {
             recent_failures: &[],
             want: 5,
         };
-        let provider = Scripted::new(vec![
+        let provider = ScriptedProvider::new(vec![
             answer("Sure! Here are some tasks: 1. fix it"),
             answer(r#"{"tasks": "none"}"#),
         ]);
@@ -331,7 +332,9 @@ mod tests {
             recent_failures: &[],
             want: 5,
         };
-        let err = plan(&Scripted::new(vec![]), "m", &input).await.unwrap_err();
+        let err = plan(&ScriptedProvider::new(vec![]), "m", &input)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PlanError::Provider(_)), "{err}");
     }
 

@@ -12,12 +12,12 @@ use orch_providers::{
     ChatRequest, Message, Provider, ProviderError, ResponseFormat, Role, StreamDelta, ToolChoice,
     ToolSpec,
 };
+use orch_testkit::raw_http::{serve_under, RawReply as Reply, RawServer};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const KEY: &str = "AIzaSy-TEST-SECRET-0123456789";
 
@@ -32,163 +32,9 @@ fn fixture_json(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
 }
 
-/// One canned answer of the test server.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    /// Send the body in pieces of this many bytes, flushing each, with no
-    /// Content-Length (the body ends when the connection closes).
-    piece: Option<usize>,
-    /// Announce this Content-Length but close after `body`: a connection
-    /// that dies mid-body.
-    declared_len: Option<usize>,
-}
-
-impl Reply {
-    fn json(status: u16, body: String) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json; charset=UTF-8",
-            headers: Vec::new(),
-            body: body.into_bytes(),
-            piece: None,
-            declared_len: None,
-        }
-    }
-
-    /// An SSE body delivered a few bytes at a time.
-    fn sse(body: String) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "text/event-stream",
-            headers: Vec::new(),
-            body: body.into_bytes(),
-            piece: Some(7),
-            declared_len: None,
-        }
-    }
-}
-
-/// What the server received.
-#[derive(Debug, Clone)]
-struct Received {
-    /// e.g. `POST /v1beta/models/x:generateContent HTTP/1.1`
-    request_line: String,
-    /// Lower-cased names.
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct Server {
-    base_url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Server {
-    fn requests(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-/// A loopback HTTP/1.1 server answering each connection with the next reply.
-async fn serve(replies: Vec<Reply>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let log = received.clone();
-    tokio::spawn(async move {
-        for reply in replies {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            sock.set_nodelay(true).unwrap();
-            let request = read_request(&mut sock).await;
-            log.lock().unwrap().push(request);
-            write_reply(&mut sock, reply).await;
-        }
-    });
-    Server {
-        base_url: format!("http://{addr}/v1beta"),
-        received,
-    }
-}
-
-async fn read_request(sock: &mut TcpStream) -> Received {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = sock.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "client closed before sending a request");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = sock.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "client closed mid-body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
-    Received {
-        request_line,
-        headers,
-        body,
-    }
-}
-
-async fn write_reply(sock: &mut TcpStream, reply: Reply) {
-    let mut head = format!(
-        "HTTP/1.1 {} Test\r\ncontent-type: {}\r\nconnection: close\r\n",
-        reply.status, reply.content_type
-    );
-    for (name, value) in &reply.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if reply.piece.is_none() {
-        let len = reply.declared_len.unwrap_or(reply.body.len());
-        head.push_str(&format!("content-length: {len}\r\n"));
-    }
-    head.push_str("\r\n");
-    // The client may give up early (that is what some tests check).
-    if sock.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    match reply.piece {
-        Some(n) => {
-            for piece in reply.body.chunks(n) {
-                if sock.write_all(piece).await.is_err() || sock.flush().await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        None => {
-            let _ = sock.write_all(&reply.body).await;
-        }
-    }
-    let _ = sock.shutdown().await;
+/// The shared raw server, mounted at Gemini's `/v1beta` base path.
+async fn serve(replies: Vec<Reply>) -> RawServer {
+    serve_under("/v1beta", replies).await
 }
 
 fn client(base_url: &str) -> GeminiProvider {
