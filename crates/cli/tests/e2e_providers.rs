@@ -281,3 +281,33 @@ fn provider_failures_are_retried_recorded_and_charged_once() {
     let report: Value = serde_json::from_str(&fx.orch_ok(&["cost", "--json"], 0)).unwrap();
     assert_eq!(report["by_role"]["worker"]["calls"], 1, "{report}");
 }
+
+#[test]
+fn the_architect_plans_before_the_worker_and_is_billed_as_its_own_role() {
+    let fx = Fixture::new();
+    fx.with_replay(
+        json!({"responses": [
+            {"model": "architect", "content": "1. In calc.py make add return a + b.\n2. Run the tests."},
+            // The worker only acts on a prompt that carries the plan.
+            worker_call(Some("In calc.py make add return a + b"), fix_calls()),
+            judge_pass(),
+        ]}),
+        "architect_model = \"replay:architect\"",
+    );
+    fx.append_config("[prices.architect]\ninput = 5.0\noutput = 5.0\n");
+    let id = fx.add_task("Fix add", "");
+    fx.orch_ok(&["run", "--project", "calc"], 0);
+    assert_eq!(fx.task(&id)["task"]["status"], "merged");
+    let attempt_md = std::fs::read_to_string(
+        fx.root()
+            .join(format!(".orch/audit/calc/attempts/{id}-1.md")),
+    )
+    .unwrap();
+    assert!(
+        attempt_md.contains("## Plan from the architect"),
+        "{attempt_md}"
+    );
+    let report: Value = serde_json::from_str(&fx.orch_ok(&["cost", "--json"], 0)).unwrap();
+    assert_eq!(report["by_role"]["architect"]["calls"], 1, "{report}");
+    assert!(report["by_role"]["architect"]["cost_usd"].as_f64().unwrap() > 0.0);
+}

@@ -215,7 +215,7 @@ impl Engine {
 
         let system_prompt =
             crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
-        let task_prompt =
+        let mut task_prompt =
             crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
         let route = crate::routing::route(&self.project, task, &self.meter.prices);
         let worker_model = route
@@ -227,6 +227,12 @@ impl Engine {
             task_id: Some(tid.clone()),
             attempt_id: Some(attempt.id),
         };
+        if let Some(architect) = &self.project.architect_model {
+            let plan = self
+                .architect_plan(architect, task, &task_prompt, &worktree, ctx("architect"))
+                .await;
+            task_prompt.push_str(&plan);
+        }
         let (provider, model) = self.provider_for(&worker_model, ctx("worker"))?;
         self.rec.note(
             Some(&tid),
@@ -492,6 +498,60 @@ impl Engine {
             )?;
             self.store.set_feedback(&task.id, Some(&feedback))?;
             Ok(AttemptEnd::Failed { attempts })
+        }
+    }
+
+    /// The architect role: before the worker starts, the architect model
+    /// sees the task and the file tree and writes a short plan, which goes
+    /// into the worker's prompt. A failed architect call is recorded and the
+    /// worker goes on without a plan.
+    async fn architect_plan(
+        &self,
+        model: &orch_config::ModelRef,
+        task: &Task,
+        task_prompt: &str,
+        worktree: &std::path::Path,
+        ctx: crate::metered::CallContext,
+    ) -> String {
+        let tid = task.id.as_str();
+        let context = orch_planner::gather_context(worktree, 300, 8_000);
+        let request = orch_providers::ChatRequest::new(
+            String::new(),
+            vec![
+                orch_providers::Message::system(crate::prompts::ARCHITECT_SYSTEM_PROMPT),
+                orch_providers::Message::user(format!(
+                    "{task_prompt}\n## Files\n\n{}\n",
+                    context.file_tree
+                )),
+            ],
+        );
+        let answer = match self.provider_for(model, ctx) {
+            Ok((provider, name)) => {
+                let mut request = request;
+                request.model = name;
+                request.max_tokens = Some(2000);
+                provider.chat(&request).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(r) if !r.message.content.trim().is_empty() => {
+                self.rec.note(Some(tid), EventKind::StageStarted, "architect wrote a plan for the worker", serde_json::json!({"stage": "architect", "model": model.to_string(), "plan": r.message.content}));
+                format!(
+                    "\n## Plan from the architect\n\n{}\n",
+                    r.message.content.trim()
+                )
+            }
+            Ok(_) => String::new(),
+            Err(e) => {
+                self.rec.note(
+                    Some(tid),
+                    EventKind::Warning,
+                    format!("architect {model} failed; the worker goes on without a plan: {e}"),
+                    serde_json::json!({"stage": "architect"}),
+                );
+                String::new()
+            }
         }
     }
 

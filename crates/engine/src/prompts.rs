@@ -5,6 +5,11 @@
 
 use orch_core::{Task, TaskType};
 
+/// The architect's job: a plan, not code.
+pub const ARCHITECT_SYSTEM_PROMPT: &str = "You are the architect. A worker with file and shell tools will implement the task below. \
+Write a short plan for it: which files to read and change, the approach, and how to check the result with the project's tests. \
+Plain markdown, at most 15 lines, no code blocks longer than a few lines. Do not do the work yourself.";
+
 pub fn worker_system_prompt(task_type: TaskType, test_command: &str) -> String {
     let role = match task_type {
         TaskType::Code => "You implement a change in a git repository.",
