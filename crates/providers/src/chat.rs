@@ -129,3 +129,48 @@ pub struct ChatResponse {
     /// The model that actually answered, as the provider reports it.
     pub model: String,
 }
+
+/// The name of the call `id` in the latest assistant message that made it
+/// (APIs that key tool results by function name need it).
+pub(crate) fn call_name(earlier: &[Message], id: &str) -> Option<String> {
+    earlier
+        .iter()
+        .rev()
+        .filter(|m| m.role == Role::Assistant)
+        .flat_map(|m| m.tool_calls.iter())
+        .find(|c| c.id == id)
+        .map(|c| c.name.clone())
+}
+
+/// Tool-call arguments as a JSON object, for APIs that want an object.
+/// Text that is not a JSON object (the model may have produced anything) is
+/// passed on under `arguments`, so the model still sees what it sent.
+pub(crate) fn arguments_object(arguments: &str) -> serde_json::Value {
+    if arguments.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(serde_json::Value::Object(map)) => serde_json::Value::Object(map),
+        Ok(other) => serde_json::json!({ "arguments": other }),
+        Err(_) => serde_json::json!({ "arguments": arguments }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_become_objects() {
+        assert_eq!(arguments_object(""), serde_json::json!({}));
+        assert_eq!(arguments_object(r#"{"a":1}"#), serde_json::json!({"a": 1}));
+        assert_eq!(
+            arguments_object("[1]"),
+            serde_json::json!({"arguments": [1]})
+        );
+        assert_eq!(
+            arguments_object("{oops"),
+            serde_json::json!({"arguments": "{oops"})
+        );
+    }
+}

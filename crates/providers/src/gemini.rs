@@ -580,7 +580,7 @@ fn build_body(
                 let first_call = parts.len();
                 for call in &m.tool_calls {
                     let mut part = json!({
-                        "functionCall": { "name": call.name, "args": arguments_object(&call.arguments) }
+                        "functionCall": { "name": call.name, "args": crate::chat::arguments_object(&call.arguments) }
                     });
                     if let Some(sig) = signature(&call.id) {
                         part["thoughtSignature"] = json!(sig);
@@ -596,7 +596,7 @@ fn build_body(
             }
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
-                let name = call_name(&request.messages[..i], id).ok_or_else(|| {
+                let name = crate::chat::call_name(&request.messages[..i], id).ok_or_else(|| {
                     format!(
                         "the tool result at message {} answers call {id:?}, but no earlier \
                          assistant message made that call; Gemini needs the function's name, \
@@ -696,31 +696,6 @@ fn text_part(text: &str) -> Vec<Value> {
         Vec::new()
     } else {
         vec![json!({ "text": text })]
-    }
-}
-
-/// The name of the call `id` in the latest assistant message that made it.
-fn call_name(earlier: &[Message], id: &str) -> Option<String> {
-    earlier
-        .iter()
-        .rev()
-        .filter(|m| m.role == Role::Assistant)
-        .flat_map(|m| m.tool_calls.iter())
-        .find(|c| c.id == id)
-        .map(|c| c.name.clone())
-}
-
-/// Gemini wants arguments as an object. Text that is not a JSON object (the
-/// model may have produced anything) is passed on under `arguments`, so the
-/// model still sees what it sent.
-fn arguments_object(arguments: &str) -> Value {
-    if arguments.trim().is_empty() {
-        return json!({});
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(Value::Object(map)) => Value::Object(map),
-        Ok(other) => json!({ "arguments": other }),
-        Err(_) => json!({ "arguments": arguments }),
     }
 }
 
@@ -1098,14 +1073,6 @@ mod tests {
                             "$ref": "#/$defs/N"});
         let out = sanitize_schema(&looped);
         assert_eq!(out["type"], "object");
-    }
-
-    #[test]
-    fn arguments_become_objects() {
-        assert_eq!(arguments_object(""), json!({}));
-        assert_eq!(arguments_object(r#"{"a":1}"#), json!({"a": 1}));
-        assert_eq!(arguments_object("[1]"), json!({"arguments": [1]}));
-        assert_eq!(arguments_object("{oops"), json!({"arguments": "{oops"}));
     }
 
     fn call_conversation(model: &str) -> ChatRequest {

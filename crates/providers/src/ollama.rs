@@ -410,7 +410,7 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, String> {
             Role::Tool => {
                 let mut wire = json!({ "role": "tool", "content": m.content });
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
-                if let Some(name) = call_name(&request.messages[..i], id) {
+                if let Some(name) = crate::chat::call_name(&request.messages[..i], id) {
                     wire["tool_name"] = json!(name);
                 }
                 wire
@@ -421,7 +421,7 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, String> {
                     .iter()
                     .map(|c| {
                         json!({
-                            "function": { "name": c.name, "arguments": arguments_object(&c.arguments) }
+                            "function": { "name": c.name, "arguments": crate::chat::arguments_object(&c.arguments) }
                         })
                     })
                     .collect();
@@ -477,31 +477,6 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, String> {
 /// 0.2 goes out as 0.2 and not 0.20000000298023224.
 fn decimal(value: f32) -> f64 {
     value.to_string().parse().unwrap_or(f64::from(value))
-}
-
-/// The name of the call `id` in the latest assistant message that made it.
-fn call_name(earlier: &[Message], id: &str) -> Option<String> {
-    earlier
-        .iter()
-        .rev()
-        .filter(|m| m.role == Role::Assistant)
-        .flat_map(|m| m.tool_calls.iter())
-        .find(|c| c.id == id)
-        .map(|c| c.name.clone())
-}
-
-/// Ollama wants arguments as an object. Text that is not a JSON object (the
-/// model may have produced anything) is passed on under `arguments`, so the
-/// model still sees what it sent.
-fn arguments_object(arguments: &str) -> Value {
-    if arguments.trim().is_empty() {
-        return json!({});
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(Value::Object(map)) => Value::Object(map),
-        Ok(other) => json!({ "arguments": other }),
-        Err(_) => json!({ "arguments": arguments }),
-    }
 }
 
 #[derive(Deserialize)]
