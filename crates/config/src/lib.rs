@@ -16,7 +16,7 @@ pub use load::{
     NOT_FOUND_HINT,
 };
 pub use model::{
-    Config, DockerConfig, DotEnv, ModelRef, PriceConfig, ProjectConfig, ProviderConfig,
-    ProviderKind, RetryConfig, SandboxKind, Strategy,
+    Config, DockerConfig, DotEnv, ModelRef, PreexistingPolicy, PriceConfig, ProjectConfig,
+    ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind, Strategy,
 };
 pub use validate::{MAX_OUTPUT_LIMIT, MIN_OUTPUT_LIMIT};

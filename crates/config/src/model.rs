@@ -221,6 +221,57 @@ pub struct PriceConfig {
     pub cached_input: Option<f64>,
 }
 
+/// What verification does with failing tests that also fail on the base
+/// commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreexistingPolicy {
+    /// Tolerate them, unless the task targets them (its acceptance tests, or
+    /// tests its title or description names); always list them.
+    #[default]
+    TolerateUntargeted,
+    /// Any failing test blocks, whoever broke it.
+    Block,
+}
+
+/// The `max_tokens` sent with each role's requests, so no model can
+/// generate without end (a single-slot local server would hang on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleTokens {
+    pub worker: u32,
+    pub planner: u32,
+    pub judge: u32,
+    pub architect: u32,
+    pub reviewer: u32,
+}
+
+impl Default for RoleTokens {
+    fn default() -> Self {
+        RoleTokens {
+            worker: 4096,
+            planner: 4096,
+            judge: 1024,
+            architect: 2048,
+            reviewer: 4096,
+        }
+    }
+}
+
+impl RoleTokens {
+    /// The cap for `role` (the roles metered calls are recorded under);
+    /// unknown roles get the worker's.
+    pub fn for_role(&self, role: &str) -> u32 {
+        match role {
+            "planner" => self.planner,
+            "judge" => self.judge,
+            "architect" => self.architect,
+            "reviewer" => self.reviewer,
+            _ => self.worker,
+        }
+    }
+}
+
 /// How `route(task)` orders candidate models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -487,6 +538,25 @@ pub struct ProjectConfig {
     /// Pause the project when a day's model spending reaches this (UTC day).
     #[serde(default)]
     pub daily_budget_usd: Option<f64>,
+    /// Failing tests that also fail on the base commit.
+    #[serde(default)]
+    pub preexisting_failures: PreexistingPolicy,
+    /// Attempts a task may lose to orch's own failures (git, filesystem,
+    /// sandbox start-up, provider outage) before it fails as
+    /// "infrastructure".
+    #[serde(default = "default_max_infra_failures")]
+    pub max_infra_failures: u32,
+    /// First wait before a task that hit an infrastructure failure is
+    /// claimed again; doubles with each one, up to 10 minutes.
+    #[serde(default = "default_infra_backoff")]
+    pub infra_backoff_seconds: u64,
+    /// Ask the planner again after this long even if nothing changed;
+    /// unset = only when something changed.
+    #[serde(default)]
+    pub planner_interval_seconds: Option<u64>,
+    /// `max_tokens` per role.
+    #[serde(default)]
+    pub max_tokens: RoleTokens,
 }
 
 impl ProjectConfig {
@@ -525,10 +595,21 @@ impl ProjectConfig {
             strategy: Strategy::default(),
             max_budget_per_task_usd: None,
             daily_budget_usd: None,
+            preexisting_failures: PreexistingPolicy::default(),
+            max_infra_failures: default_max_infra_failures(),
+            infra_backoff_seconds: default_infra_backoff(),
+            planner_interval_seconds: None,
+            max_tokens: RoleTokens::default(),
         }
     }
 }
 
+fn default_max_infra_failures() -> u32 {
+    5
+}
+fn default_infra_backoff() -> u64 {
+    5
+}
 fn default_max_workers() -> u32 {
     3
 }

@@ -221,6 +221,35 @@ fn validate_project(
         }
     }
     check_range(&key("max_workers"), p.max_workers, 1, 64, invalid)?;
+    check_range(
+        &key("max_infra_failures"),
+        p.max_infra_failures,
+        1,
+        1000,
+        invalid,
+    )?;
+    check_range(
+        &key("infra_backoff_seconds"),
+        p.infra_backoff_seconds,
+        0,
+        3600,
+        invalid,
+    )?;
+    for (role, n) in [
+        ("worker", p.max_tokens.worker),
+        ("planner", p.max_tokens.planner),
+        ("judge", p.max_tokens.judge),
+        ("architect", p.max_tokens.architect),
+        ("reviewer", p.max_tokens.reviewer),
+    ] {
+        check_range(
+            &key(&format!("max_tokens.{role}")),
+            n,
+            16,
+            1_000_000,
+            invalid,
+        )?;
+    }
     check_range(&key("max_attempts"), p.max_attempts, 1, 100, invalid)?;
     check_range(&key("max_turns"), p.max_turns, 1, 10_000, invalid)?;
     check_range(

@@ -43,6 +43,14 @@ pub enum EventKind {
     Merged,
     MergeRejected,
     MergeDeferred,
+    /// orch's own failure (git, filesystem, sandbox start-up, provider
+    /// outage) cost an attempt; the task waits for a backoff and does not
+    /// lose one of its max_attempts.
+    InfraFailure,
+    /// A person cancelled a task; its running attempt was stopped.
+    Cancelled,
+    /// The planner was not asked, and why (nothing changed since its last plan).
+    PlanSkipped,
     Recovered,
     Warning,
 }

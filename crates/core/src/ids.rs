@@ -26,6 +26,11 @@ impl TaskId {
     pub fn branch(&self) -> String {
         format!("orch/{}", self.0)
     }
+    /// The ref that keeps attempt `number`'s commit, so failed work can be
+    /// inspected or picked up after its branch moves on.
+    pub fn attempt_ref(&self, number: u32) -> String {
+        format!("refs/orch/attempts/{}/{number}", self.0)
+    }
 }
 
 impl Default for TaskId {

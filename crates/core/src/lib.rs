@@ -17,4 +17,4 @@ pub use ids::{new_id, TaskId};
 pub use task::{Attempt, AttemptStatus, NewTask, Task, TaskSource, TaskStatus, TaskType};
 pub use usage::Usage;
 pub use verdict::{GateResult, Verdict};
-pub use verify::{StepKind, StepResult, TestCounts, VerificationReport};
+pub use verify::{StepKind, StepResult, TestCounts, TestGoal, VerificationReport};

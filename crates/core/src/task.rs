@@ -185,6 +185,10 @@ pub struct NewTask {
     /// Empty means any file inside the worktree.
     pub allowed_files: Vec<String>,
     pub source: TaskSource,
+    /// Tests that prove the task's goal: a test id (`test_calc.py::test_add`)
+    /// or a test file. They must pass for the task to pass.
+    #[serde(default)]
+    pub acceptance_tests: Vec<String>,
 }
 
 /// A task as stored.
@@ -198,9 +202,21 @@ pub struct Task {
     pub priority: i64,
     pub allowed_files: Vec<String>,
     pub source: TaskSource,
+    /// Tests that prove the task's goal (see [`NewTask::acceptance_tests`]).
+    #[serde(default)]
+    pub acceptance_tests: Vec<String>,
     pub status: TaskStatus,
-    /// Attempts that counted against max_attempts (interrupted ones do not).
+    /// Attempts that counted against max_attempts (interrupted, cancelled and
+    /// infrastructure-failed ones do not).
     pub attempts: u32,
+    /// Attempts lost to orch's own failures (git, filesystem, sandbox start,
+    /// provider outage); capped by `max_infra_failures`.
+    #[serde(default)]
+    pub infra_failures: u32,
+    /// The task is not claimed before this time (backoff after an
+    /// infrastructure failure).
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
     /// Feedback for the next attempt: failing output, judge issues, merge conflicts.
     pub feedback: Option<String>,
     /// The question the worker asked while in needs_human.
@@ -233,8 +249,12 @@ pub enum AttemptStatus {
     /// The process died mid-attempt; the task is retried and this attempt
     /// does not count against max_attempts.
     Interrupted,
-    /// orch itself failed (provider unreachable, git error); counts as failed.
+    /// orch or what it depends on failed (git, filesystem, sandbox start-up,
+    /// a provider outage): not the worker's fault, so it does not count
+    /// against max_attempts; it counts against max_infra_failures instead.
     Error,
+    /// A person cancelled the task while this attempt ran.
+    Cancelled,
 }
 
 impl AttemptStatus {
@@ -246,6 +266,7 @@ impl AttemptStatus {
             AttemptStatus::NeedsHuman => "needs_human",
             AttemptStatus::Interrupted => "interrupted",
             AttemptStatus::Error => "error",
+            AttemptStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -260,6 +281,7 @@ impl FromStr for AttemptStatus {
             "needs_human" => AttemptStatus::NeedsHuman,
             "interrupted" => AttemptStatus::Interrupted,
             "error" => AttemptStatus::Error,
+            "cancelled" => AttemptStatus::Cancelled,
             other => return Err(format!("unknown attempt status `{other}`")),
         })
     }

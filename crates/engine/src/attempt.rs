@@ -86,6 +86,18 @@ impl Engine {
         }
     }
 
+    /// What verification must prove for `task`: its acceptance tests, the
+    /// tests it names, and the project's policy for pre-existing failures.
+    pub(crate) fn test_goal(&self, task: &Task) -> orch_core::TestGoal {
+        orch_core::TestGoal {
+            acceptance: task.acceptance_tests.clone(),
+            mentions: format!("{}\n{}", task.title, task.description),
+            must_fix_a_base_failure: task.task_type == orch_core::TaskType::Fix,
+            block_preexisting: self.project.preexisting_failures
+                == orch_config::PreexistingPolicy::Block,
+        }
+    }
+
     /// Only the variables the project lists in pass_env reach the sandbox.
     fn sandbox_env(&self) -> Vec<(String, String)> {
         self.project
@@ -392,7 +404,12 @@ impl Engine {
         )
         .await?;
         let baseline = self.baseline_if_needed(&base, &steps).await?;
-        let report = orch_verify::assess(steps, baseline.as_ref(), head.is_none());
+        let report = orch_verify::assess(
+            steps,
+            baseline.as_ref(),
+            head.is_none(),
+            &self.test_goal(task),
+        );
         self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "preexisting_failures": report.preexisting_failures}));
 
         // Judge.

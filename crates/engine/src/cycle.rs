@@ -399,6 +399,7 @@ impl Engine {
                 priority: t.priority,
                 allowed_files: t.allowed_files.clone(),
                 source: TaskSource::Planner,
+                acceptance_tests: t.acceptance_tests.clone(),
             })?;
             created += 1;
         }

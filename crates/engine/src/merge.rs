@@ -217,7 +217,7 @@ impl Engine {
             orch_verify::run_steps(self.sandbox.as_ref(), dir, &cmds, &self.verify_options())
                 .await?;
         let baseline = self.baseline_if_needed(main_sha, &steps).await?;
-        let report = orch_verify::assess(steps, baseline.as_ref(), false);
+        let report = orch_verify::assess(steps, baseline.as_ref(), false, &self.test_goal(task));
         self.rec.note(Some(task.id.as_str()), EventKind::VerificationFinished, format!("post-merge verification {}", if report.passed { "passed" } else { "failed" }), serde_json::json!({"stage": "merge", "passed": report.passed, "new_failures": report.new_failures}));
         if !report.passed {
             let verdict = Verdict {

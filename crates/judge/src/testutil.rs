@@ -15,6 +15,9 @@ pub fn task() -> Task {
         task_type: TaskType::Code,
         priority: 1,
         allowed_files: vec!["src/**".into()],
+        acceptance_tests: Vec::new(),
+        infra_failures: 0,
+        not_before: None,
         source: TaskSource::Manual,
         status: TaskStatus::Judging,
         attempts: 1,
@@ -57,11 +60,18 @@ pub fn report_with(steps: Vec<StepResult>, passed: bool, summary: &str) -> Verif
         steps,
         preexisting_failures: Vec::new(),
         new_failures: Vec::new(),
+        targeted_failures: Vec::new(),
+        goal_unmet: None,
         empty_diff: false,
         summary: summary.into(),
     }
 }
 
 pub fn green_report() -> VerificationReport {
-    orch_verify::assess(vec![test_step(0, "3 passed in 0.10s\n")], None, false)
+    orch_verify::assess(
+        vec![test_step(0, "3 passed in 0.10s\n")],
+        None,
+        false,
+        &Default::default(),
+    )
 }

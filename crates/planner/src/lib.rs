@@ -38,6 +38,9 @@ pub struct ProposedTask {
     pub task_type: TaskType,
     pub priority: i64,
     pub allowed_files: Vec<String>,
+    /// Tests that prove the task done (test ids or files).
+    #[serde(default)]
+    pub acceptance_tests: Vec<String>,
 }
 
 impl ProposedTask {
@@ -51,6 +54,7 @@ impl ProposedTask {
             priority: self.priority,
             allowed_files: self.allowed_files.clone(),
             source: TaskSource::Planner,
+            acceptance_tests: self.acceptance_tests.clone(),
         }
     }
 }
@@ -346,6 +350,7 @@ mod tests {
             task_type: TaskType::Test,
             priority: 3,
             allowed_files: vec!["tests/**".into()],
+            acceptance_tests: Vec::new(),
         };
         let n = p.to_new_task("demo");
         assert_eq!(

@@ -146,6 +146,7 @@ fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
         task_type,
         priority,
         allowed_files,
+        acceptance_tests: Vec::new(),
     })
 }
 

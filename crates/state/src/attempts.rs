@@ -47,10 +47,7 @@ impl AttemptFinish {
 
 /// Whether an attempt that ended this way counts against max_attempts.
 fn counts_against_budget(status: AttemptStatus) -> bool {
-    matches!(
-        status,
-        AttemptStatus::Passed | AttemptStatus::Failed | AttemptStatus::Error
-    )
+    matches!(status, AttemptStatus::Passed | AttemptStatus::Failed)
 }
 
 fn load_attempt(conn: &Connection, attempt_id: i64) -> Result<Attempt> {
@@ -166,6 +163,12 @@ impl Store {
             } else {
                 tx.query_row("SELECT attempts FROM tasks WHERE id = ?1", [attempt.task_id.as_str()], |r| r.get(0))?
             };
+            if fin.status == AttemptStatus::Error {
+                tx.execute(
+                    "UPDATE tasks SET infra_failures = infra_failures + 1 WHERE id = ?1",
+                    [attempt.task_id.as_str()],
+                )?;
+            }
             let task = require_task(tx, attempt.task_id.as_str())?;
             let ev = Event::new(
                 &task.project,
@@ -183,6 +186,7 @@ impl Store {
                 "cost_usd": fin.usage.cost_usd,
                 "error": fin.error,
                 "task_attempts": task_attempts,
+                "infra_failures": task.infra_failures,
             }));
             insert_event(tx, &ev)?;
             Ok(task_attempts)

@@ -67,7 +67,8 @@ pub fn parse_event_kind(s: &str) -> std::result::Result<EventKind, String> {
 
 pub const TASK_COLUMNS: &str = "id, project, title, description, task_type, priority, \
     allowed_files, source, status, attempts, feedback, question, answer, failure_reason, \
-    input_tokens, output_tokens, cost_usd, created_at, updated_at";
+    input_tokens, output_tokens, cost_usd, created_at, updated_at, acceptance_tests, \
+    infra_failures, not_before";
 
 pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -81,8 +82,13 @@ pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             serde_json::from_str::<Vec<String>>(s)
         })?,
         source: parsed(row, "source", str::parse)?,
+        acceptance_tests: parsed(row, "acceptance_tests", |s| {
+            serde_json::from_str::<Vec<String>>(s)
+        })?,
         status: parsed(row, "status", str::parse)?,
         attempts: row.get("attempts")?,
+        infra_failures: row.get("infra_failures")?,
+        not_before: parsed_opt(row, "not_before", parse_ts)?,
         feedback: row.get("feedback")?,
         question: row.get("question")?,
         answer: row.get("answer")?,

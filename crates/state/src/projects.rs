@@ -17,9 +17,15 @@ pub struct ProjectRow {
     /// Attempts that failed in a row; the engine pauses a project when this
     /// grows too large.
     pub consecutive_failures: u32,
+    /// A digest of what the planner saw when it last planned; the planner is
+    /// not asked again while it is unchanged.
+    pub plan_fingerprint: Option<String>,
+    /// When the planner last planned (RFC 3339).
+    pub planned_at: Option<String>,
 }
 
-const PROJECT_COLUMNS: &str = "name, path, paused, pause_reason, consecutive_failures";
+const PROJECT_COLUMNS: &str =
+    "name, path, paused, pause_reason, consecutive_failures, plan_fingerprint, planned_at";
 
 fn project_from_row(row: &Row<'_>) -> rusqlite::Result<ProjectRow> {
     Ok(ProjectRow {
@@ -28,6 +34,8 @@ fn project_from_row(row: &Row<'_>) -> rusqlite::Result<ProjectRow> {
         paused: row.get("paused")?,
         pause_reason: row.get("pause_reason")?,
         consecutive_failures: row.get("consecutive_failures")?,
+        plan_fingerprint: row.get("plan_fingerprint")?,
+        planned_at: row.get("planned_at")?,
     })
 }
 
@@ -164,6 +172,20 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| project_not_found(tx, project))
+        })
+    }
+
+    /// Remembers what the planner saw when it planned (or was asked to).
+    pub fn set_plan_fingerprint(&self, project: &str, fingerprint: &str) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE projects SET plan_fingerprint = ?2, planned_at = ?3, updated_at = ?3 WHERE name = ?1",
+                params![project, fingerprint, now()],
+            )?;
+            if n == 0 {
+                return Err(project_not_found(tx, project));
+            }
+            Ok(())
         })
     }
 

@@ -137,7 +137,56 @@ CREATE TRIGGER model_calls_append_only_delete BEFORE DELETE ON model_calls
 BEGIN SELECT RAISE(ABORT, 'model_calls is append-only'); END;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+/// Acceptance tests, infrastructure failures counted apart from attempts
+/// (with a backoff), cancelled attempts, and what the planner last saw.
+/// SQLite cannot change a CHECK constraint in place, so `attempts` is
+/// rebuilt with the same rows and its append-only triggers re-created.
+const V3: &str = r#"
+ALTER TABLE tasks ADD COLUMN acceptance_tests TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN infra_failures INTEGER NOT NULL DEFAULT 0 CHECK (infra_failures >= 0);
+ALTER TABLE tasks ADD COLUMN not_before TEXT;
+ALTER TABLE projects ADD COLUMN plan_fingerprint TEXT;
+ALTER TABLE projects ADD COLUMN planned_at TEXT;
+
+DROP TRIGGER attempts_finished_are_immutable;
+DROP TRIGGER attempts_no_delete;
+CREATE TABLE attempts_v3 (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id       TEXT NOT NULL REFERENCES tasks(id),
+    number        INTEGER NOT NULL CHECK (number >= 1),
+    status        TEXT NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'needs_human',
+                      'interrupted', 'error', 'cancelled')),
+    base_commit   TEXT,
+    head_commit   TEXT,
+    summary       TEXT,
+    diff_stat     TEXT,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    turns         INTEGER NOT NULL DEFAULT 0,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    duration_ms   INTEGER,
+    verification  TEXT,
+    verdict       TEXT,
+    audit_path    TEXT,
+    error         TEXT,
+    UNIQUE (task_id, number)
+);
+INSERT INTO attempts_v3 SELECT id, task_id, number, status, base_commit, head_commit, summary,
+    diff_stat, input_tokens, output_tokens, cached_tokens, cost_usd, turns, started_at,
+    finished_at, duration_ms, verification, verdict, audit_path, error FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v3 RENAME TO attempts;
+CREATE TRIGGER attempts_finished_are_immutable BEFORE UPDATE ON attempts
+    WHEN OLD.status <> 'running'
+    BEGIN SELECT RAISE(ABORT, 'attempts are append-only: a finished attempt is never rewritten'); END;
+CREATE TRIGGER attempts_no_delete BEFORE DELETE ON attempts
+    BEGIN SELECT RAISE(ABORT, 'attempts are append-only: rows are never deleted'); END;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Sets the per-connection pragmas. The busy timeout comes first so that
 /// switching to WAL waits for a concurrent opener instead of failing.

@@ -132,14 +132,17 @@ impl Store {
         }
         let allowed = serde_json::to_string(&new.allowed_files)
             .map_err(|e| StateError::Invalid(format!("allowed_files are not serialisable: {e}")))?;
+        let accept = serde_json::to_string(&new.acceptance_tests).map_err(|e| {
+            StateError::Invalid(format!("acceptance_tests are not serialisable: {e}"))
+        })?;
         self.write(|tx| {
             load_project(tx, &new.project)?;
             let id = TaskId::new();
             let at = now();
             tx.execute(
                 "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
-                                    source, status, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
+                                    source, status, created_at, updated_at, acceptance_tests)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10)",
                 params![
                     id.as_str(),
                     new.project,
@@ -149,7 +152,8 @@ impl Store {
                     new.priority,
                     allowed,
                     new.source.as_str(),
-                    at
+                    at,
+                    accept
                 ],
             )?;
             let ev = Event::new(&new.project, EventKind::TaskCreated, format!("created task {id}: {}", new.title))
@@ -226,10 +230,11 @@ impl Store {
             let ids: Vec<String> = {
                 let mut st = tx.prepare(
                     "SELECT id FROM tasks WHERE project = ?1 AND status = 'pending'
+                       AND (not_before IS NULL OR not_before <= ?3)
                      ORDER BY priority DESC, created_at ASC, rowid ASC LIMIT ?2",
                 )?;
                 let ids = st
-                    .query_map(params![project, limit], |r| r.get(0))?
+                    .query_map(params![project, limit, now()], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 ids
             };
@@ -291,6 +296,28 @@ impl Store {
             // so `task.status` is the status the update replaced.
             record_status_changed(tx, &task, task.status, to, note)?;
             Ok(true)
+        })
+    }
+
+    /// Puts an in-flight task back to pending, not to be claimed before
+    /// `not_before` (the backoff after an infrastructure failure). False
+    /// when the task had already left its in-flight state (cancelled, say).
+    pub fn defer_task(
+        &self,
+        id: &TaskId,
+        not_before: chrono::DateTime<chrono::Utc>,
+        note: &str,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let task = require_task(tx, id.as_str())?;
+            if !task.status.is_in_flight() {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE tasks SET not_before = ?1 WHERE id = ?2",
+                params![crate::codec::ts(not_before), id.as_str()],
+            )?;
+            cas_status(tx, &task, task.status, TaskStatus::Pending, note)
         })
     }
 
@@ -484,6 +511,7 @@ mod tests {
             priority,
             allowed_files: vec!["src/**".into(), "README.md".into()],
             source: TaskSource::Planner,
+            acceptance_tests: vec!["tests/test_a.py::test_x".into()],
         }
     }
 

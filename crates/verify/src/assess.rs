@@ -7,7 +7,7 @@
 //! timeout) the attempt fails, because "maybe pre-existing" is not good
 //! enough to merge.
 
-use orch_core::{StepKind, StepResult, TestCounts, VerificationReport};
+use orch_core::{StepKind, StepResult, TestCounts, TestGoal, VerificationReport};
 
 /// Names listed in a summary before "and N more".
 const MAX_LISTED: usize = 20;
@@ -116,11 +116,13 @@ fn baseline_failures(baseline: &StepResult) -> Option<Vec<String>> {
 
 /// Builds the verification report for an attempt. `baseline` is the same
 /// test command run on the base commit; `empty_diff` fails the attempt
-/// outright.
+/// outright; `goal` says which tests the task targets (a targeted test that
+/// still fails blocks, even when it failed on the base too).
 pub fn assess(
     steps: Vec<StepResult>,
     baseline: Option<&StepResult>,
     empty_diff: bool,
+    goal: &TestGoal,
 ) -> VerificationReport {
     if empty_diff {
         return VerificationReport {
@@ -128,6 +130,8 @@ pub fn assess(
             steps,
             preexisting_failures: Vec::new(),
             new_failures: Vec::new(),
+            targeted_failures: Vec::new(),
+            goal_unmet: None,
             empty_diff: true,
             summary: "the attempt changed no files".into(),
         };
@@ -156,6 +160,16 @@ pub fn assess(
         TestOutcome::NewFailures { new, preexisting } => (preexisting.clone(), new.clone()),
         _ => (Vec::new(), Vec::new()),
     };
+    let (targeted_old, preexisting): (Vec<String>, Vec<String>) = preexisting
+        .into_iter()
+        .partition(|t| crate::target::targets(goal, t));
+    let targeted: Vec<String> = new
+        .iter()
+        .filter(|t| crate::target::targets(goal, t))
+        .chain(targeted_old.iter())
+        .cloned()
+        .collect();
+    let goal_unmet = unmet_fix(goal, &outcome, base_failures.as_deref());
 
     match (&outcome, test) {
         (TestOutcome::NotConfigured, _) if setup_failed => {
@@ -217,14 +231,33 @@ pub fn assess(
         // classify_tests only returns these with a test step present.
         (_, None) => {}
     }
+    if !targeted.is_empty() {
+        sentences.push(format!(
+            "Tests this task targets still fail: {}; the task is not done until they pass.",
+            list(&targeted)
+        ));
+    }
+    if let Some(why) = &goal_unmet {
+        sentences.push(why.clone());
+    }
+    let blocked_old = goal.block_preexisting && !preexisting.is_empty();
     if !preexisting.is_empty() {
         sentences.push(format!(
-            "Tests that already failed on the base commit: {}.",
+            "Tests that already failed on the base commit{}: {}.",
+            if blocked_old {
+                " (blocking: preexisting_failures = \"block\")"
+            } else {
+                ", not targeted by this task (tolerated)"
+            },
             list(&preexisting)
         ));
     }
 
-    let passed = failed_other.is_empty() && outcome.accepted();
+    let passed = failed_other.is_empty()
+        && outcome.accepted()
+        && targeted.is_empty()
+        && goal_unmet.is_none()
+        && !blocked_old;
     sentences.insert(
         0,
         if passed {
@@ -239,9 +272,30 @@ pub fn assess(
         steps,
         preexisting_failures: preexisting,
         new_failures: new,
+        targeted_failures: targeted,
+        goal_unmet,
         empty_diff: false,
         summary: sentences.join(" "),
     }
+}
+
+/// A fix over a red base with no acceptance list must turn at least one of
+/// the base's failures green; otherwise it proves nothing.
+fn unmet_fix(goal: &TestGoal, outcome: &TestOutcome, base: Option<&[String]>) -> Option<String> {
+    if !goal.must_fix_a_base_failure || !goal.acceptance.is_empty() {
+        return None;
+    }
+    let base = base.filter(|b| !b.is_empty())?;
+    let TestOutcome::OnlyPreexisting { preexisting } = outcome else {
+        return None;
+    };
+    let fixed = base.iter().filter(|t| !preexisting.contains(t)).count();
+    (fixed == 0).then(|| {
+        format!(
+            "This fix task turned none of the {} test(s) failing on the base commit green, so it fixed nothing the tests can see; make one of them pass, or give the task acceptance tests (`orch add-task --accept`).",
+            base.len()
+        )
+    })
 }
 
 /// The summary followed by the output tail of each failed step, for the
@@ -343,7 +397,7 @@ mod tests {
             step(StepKind::Lint, "ruff check .", 0),
             test_step(0, "5 passed in 0.02s\n"),
         ];
-        let r = assess(steps, None, false);
+        let r = assess(steps, None, false, &Default::default());
         assert!(r.passed, "{}", r.summary);
         assert!(
             r.summary.starts_with("Verification passed."),
@@ -361,7 +415,12 @@ mod tests {
     #[test]
     fn failures_that_also_fail_on_base_are_preexisting() {
         let baseline = test_step(1, ONE_FAILS);
-        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false);
+        let r = assess(
+            vec![test_step(1, ONE_FAILS)],
+            Some(&baseline),
+            false,
+            &Default::default(),
+        );
         assert!(r.passed, "{}", r.summary);
         assert_eq!(r.preexisting_failures, vec!["tests/test_a.py::test_old"]);
         assert!(r.new_failures.is_empty());
@@ -377,7 +436,12 @@ mod tests {
     #[test]
     fn a_new_failure_fails_and_is_named() {
         let baseline = test_step(1, ONE_FAILS);
-        let r = assess(vec![test_step(1, TWO_FAIL)], Some(&baseline), false);
+        let r = assess(
+            vec![test_step(1, TWO_FAIL)],
+            Some(&baseline),
+            false,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert_eq!(r.new_failures, vec!["tests/test_a.py::test_new"]);
         assert_eq!(r.preexisting_failures, vec!["tests/test_a.py::test_old"]);
@@ -397,7 +461,12 @@ mod tests {
 
     #[test]
     fn without_a_baseline_every_failure_is_new() {
-        let r = assess(vec![test_step(1, ONE_FAILS)], None, false);
+        let r = assess(
+            vec![test_step(1, ONE_FAILS)],
+            None,
+            false,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert_eq!(r.new_failures, vec!["tests/test_a.py::test_old"]);
         assert!(
@@ -410,7 +479,12 @@ mod tests {
     #[test]
     fn green_baseline_makes_all_failures_new() {
         let baseline = test_step(0, "5 passed in 0.02s\n");
-        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false);
+        let r = assess(
+            vec![test_step(1, ONE_FAILS)],
+            Some(&baseline),
+            false,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert_eq!(r.new_failures.len(), 1);
         assert!(
@@ -424,7 +498,12 @@ mod tests {
     fn unparseable_test_failure_fails_even_if_baseline_failed_too() {
         let garbage = "Segmentation fault (core dumped)\n";
         let baseline = test_step(139, garbage);
-        let r = assess(vec![test_step(139, garbage)], Some(&baseline), false);
+        let r = assess(
+            vec![test_step(139, garbage)],
+            Some(&baseline),
+            false,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert!(
             r.summary.contains("could not be told apart"),
@@ -440,6 +519,7 @@ mod tests {
             vec![test_step(1, "2 failed, 1 passed in 0.1s\n")],
             None,
             false,
+            &Default::default(),
         );
         assert!(!r.passed);
         assert!(r.summary.contains("named none"), "{}", r.summary);
@@ -448,7 +528,7 @@ mod tests {
     #[test]
     fn failing_exit_without_failing_tests_is_unexplained() {
         let out = include_str!("parse/fixtures/pytest_no_tests.txt");
-        let r = assess(vec![test_step(5, out)], None, false);
+        let r = assess(vec![test_step(5, out)], None, false, &Default::default());
         assert!(!r.passed);
         assert!(
             r.summary
@@ -469,7 +549,7 @@ mod tests {
         t.exit_code = None;
         t.timed_out = true;
         t.duration_ms = 600_000;
-        let r = assess(vec![t], None, false);
+        let r = assess(vec![t], None, false, &Default::default());
         assert!(!r.passed);
         assert!(r.summary.contains("timed out after 600s"), "{}", r.summary);
     }
@@ -480,7 +560,7 @@ mod tests {
             step(StepKind::Lint, "cargo clippy", 101),
             test_step(0, "5 passed in 0.02s\n"),
         ];
-        let r = assess(steps, None, false);
+        let r = assess(steps, None, false, &Default::default());
         assert!(!r.passed);
         assert!(
             r.summary
@@ -492,7 +572,12 @@ mod tests {
 
     #[test]
     fn setup_failure_explains_missing_steps() {
-        let r = assess(vec![step(StepKind::Setup, "npm ci", 1)], None, false);
+        let r = assess(
+            vec![step(StepKind::Setup, "npm ci", 1)],
+            None,
+            false,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert!(
             r.summary
@@ -513,6 +598,7 @@ mod tests {
             vec![step(StepKind::Format, "black --check .", 0)],
             None,
             false,
+            &Default::default(),
         );
         assert!(r.passed);
         assert!(
@@ -524,7 +610,12 @@ mod tests {
 
     #[test]
     fn empty_diff_fails() {
-        let r = assess(vec![test_step(0, "5 passed in 0.02s\n")], None, true);
+        let r = assess(
+            vec![test_step(0, "5 passed in 0.02s\n")],
+            None,
+            true,
+            &Default::default(),
+        );
         assert!(!r.passed);
         assert!(r.empty_diff);
         assert_eq!(r.summary, "the attempt changed no files");
@@ -541,7 +632,12 @@ mod tests {
     fn feedback_includes_failed_step_output_in_a_safe_fence() {
         let mut lint = step(StepKind::Lint, "eslint .", 1);
         lint.output_tail = "src/a.js: ```weird``` 1 problem".into();
-        let r = assess(vec![lint, test_step(0, "5 passed in 0.02s\n")], None, false);
+        let r = assess(
+            vec![lint, test_step(0, "5 passed in 0.02s\n")],
+            None,
+            false,
+            &Default::default(),
+        );
         let fb = failure_feedback(&r, 1000);
         assert!(fb.starts_with(&r.summary));
         assert!(fb.contains("Output of the lint step (`eslint .`)"), "{fb}");
@@ -553,6 +649,87 @@ mod tests {
             !fb.contains("5 passed in 0.02s"),
             "passing steps are left out: {fb}"
         );
+    }
+
+    fn goal(acceptance: &[&str], mentions: &str, fix: bool) -> TestGoal {
+        TestGoal {
+            acceptance: acceptance.iter().map(|s| s.to_string()).collect(),
+            mentions: mentions.into(),
+            must_fix_a_base_failure: fix,
+            block_preexisting: false,
+        }
+    }
+
+    #[test]
+    fn a_targeted_test_that_still_fails_blocks_even_if_it_failed_on_base() {
+        let baseline = test_step(1, ONE_FAILS);
+        let g = goal(&[], "make test_old pass in tests/test_a.py", false);
+        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false, &g);
+        assert!(!r.passed, "{}", r.summary);
+        assert_eq!(r.targeted_failures, vec!["tests/test_a.py::test_old"]);
+        assert!(r.preexisting_failures.is_empty());
+        assert!(
+            r.summary
+                .contains("Tests this task targets still fail: tests/test_a.py::test_old"),
+            "{}",
+            r.summary
+        );
+        // Named through the acceptance list instead of the text.
+        let g = goal(&["tests/test_a.py::test_old"], "unrelated words", false);
+        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false, &g);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn untargeted_preexisting_failures_are_tolerated_but_listed_or_blocked_by_policy() {
+        let baseline = test_step(1, ONE_FAILS);
+        let g = goal(&[], "add a README section", false);
+        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false, &g);
+        assert!(r.passed, "{}", r.summary);
+        assert!(
+            r.summary.contains("not targeted by this task (tolerated)"),
+            "{}",
+            r.summary
+        );
+        let mut g = g;
+        g.block_preexisting = true;
+        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false, &g);
+        assert!(!r.passed);
+        assert!(
+            r.summary.contains("preexisting_failures = \"block\""),
+            "{}",
+            r.summary
+        );
+    }
+
+    #[test]
+    fn a_fix_over_a_red_base_must_turn_something_green() {
+        let baseline = test_step(1, TWO_FAIL);
+        let g = goal(&[], "repair the calculator", true);
+        // Both base failures still fail: nothing fixed.
+        let r = assess(vec![test_step(1, TWO_FAIL)], Some(&baseline), false, &g);
+        assert!(!r.passed, "{}", r.summary);
+        assert!(r.goal_unmet.is_some());
+        assert!(
+            r.summary.contains("turned none of the 2 test(s)"),
+            "{}",
+            r.summary
+        );
+        // One of them now passes: progress the tests can see.
+        let r = assess(vec![test_step(1, ONE_FAILS)], Some(&baseline), false, &g);
+        assert!(r.passed, "{}", r.summary);
+        assert!(r.goal_unmet.is_none());
+    }
+
+    #[test]
+    fn a_new_failing_acceptance_test_is_both_new_and_targeted() {
+        let baseline = test_step(1, ONE_FAILS);
+        let g = goal(&["tests/test_a.py::test_new"], "", false);
+        let r = assess(vec![test_step(1, TWO_FAIL)], Some(&baseline), false, &g);
+        assert!(!r.passed);
+        assert_eq!(r.new_failures, vec!["tests/test_a.py::test_new"]);
+        assert_eq!(r.targeted_failures, vec!["tests/test_a.py::test_new"]);
+        assert_eq!(r.preexisting_failures, vec!["tests/test_a.py::test_old"]);
     }
 
     #[test]

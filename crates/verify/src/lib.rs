@@ -10,9 +10,11 @@
 
 pub mod assess;
 pub mod parse;
+pub mod target;
 
 pub use assess::{assess, classify_tests, counts_text, failure_feedback, TestOutcome};
 pub use parse::parse_test_output;
+pub use target::targets;
 
 use orch_core::{StepKind, StepResult};
 use orch_sandbox::{ExecRequest, Sandbox, SandboxError};

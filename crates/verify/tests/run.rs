@@ -69,7 +69,7 @@ async fn steps_run_in_order_and_test_output_is_parsed() {
         "only the test step is parsed"
     );
 
-    let report = assess(steps, None, false);
+    let report = assess(steps, None, false, &Default::default());
     assert!(!report.passed);
     assert!(
         report.summary.contains("The lint step"),
@@ -124,7 +124,7 @@ async fn timeout_marks_the_step_and_fails_the_report() {
         "killed well before sleep ended: {}ms",
         step.duration_ms
     );
-    let report = assess(vec![step], None, false);
+    let report = assess(vec![step], None, false, &Default::default());
     assert!(!report.passed);
     assert!(report.summary.contains("timed out"), "{}", report.summary);
 }
@@ -196,7 +196,7 @@ async fn real_pytest_with_baseline() {
         .clone()
         .expect("real pytest output is parsed");
     assert_eq!((counts.passed, counts.failed), (1, 2));
-    let report = assess(steps, Some(&baseline), false);
+    let report = assess(steps, Some(&baseline), false, &Default::default());
     assert!(!report.passed);
     assert_eq!(report.new_failures, vec!["test_a.py::test_new"]);
     assert_eq!(report.preexisting_failures, vec!["test_a.py::test_old"]);
@@ -206,7 +206,7 @@ async fn real_pytest_with_baseline() {
     let steps = run_steps(&sb, attempt.path(), &cmds, &opts())
         .await
         .unwrap();
-    let report = assess(steps, Some(&baseline), false);
+    let report = assess(steps, Some(&baseline), false, &Default::default());
     assert!(report.passed, "{}", report.summary);
     assert!(report
         .summary

@@ -24,6 +24,10 @@ pub struct AddTaskArgs {
     /// Glob patterns of files the worker may write (repeat or comma-separate).
     #[arg(long = "allowed-files", value_delimiter = ',')]
     pub allowed_files: Vec<String>,
+    /// A test that proves the task done: a test id (`test_calc.py::test_add`)
+    /// or a test file (repeatable). It must pass for the task to pass.
+    #[arg(long = "accept", value_name = "TEST")]
+    pub acceptance_tests: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -41,6 +45,16 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
             return Err(CliError::usage(format!("--allowed-files `{f}`: expected a path relative to the repository root, without `..`")));
         }
     }
+    let accept: Vec<String> = a
+        .acceptance_tests
+        .iter()
+        .map(|t| t.trim().to_string())
+        .collect();
+    if let Some(bad) = accept.iter().find(|t| t.is_empty() || t.starts_with('-')) {
+        return Err(CliError::usage(format!(
+            "--accept `{bad}`: expected a test id such as `tests/test_calc.py::test_add` or a test file"
+        )));
+    }
     let store = open_store(&config)?;
     let project = require_project(&config, &a.project)?;
     store.ensure_project(
@@ -55,6 +69,7 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         priority: a.priority,
         allowed_files: a.allowed_files.clone(),
         source: TaskSource::Manual,
+        acceptance_tests: accept,
     })?;
     if a.json {
         print_json(&task)?;
