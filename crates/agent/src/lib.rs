@@ -6,7 +6,9 @@
 //! results and repeats until the model calls `finish` or `ask_human`, or a
 //! limit enforced here stops it: `max_turns` (model calls), the wall-clock
 //! `deadline` (every model call and command is raced against the time left),
-//! or loop detection (the same call [`STUCK_REPEATS`] times in a row).
+//! a cancel (the same race, against [`WorkerSpec::cancel`]), or loop
+//! detection (the same call [`STUCK_REPEATS`] times in a row, or
+//! [`NO_TOOL_REPEATS`] replies in a row that call no tool).
 //!
 //! Safety is enforced in code, not in the prompt: see [`paths`] for path
 //! checks; writes outside `allowed_files` and oversized files are refused.
@@ -29,12 +31,17 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use tools::{Control, ToolContext};
 
 /// The user message sent after a reply that called no tool.
 pub const NUDGE: &str = "Use the tools to make the change, then call finish{summary}.";
 /// The same call (name + arguments) this many times in a row means stuck.
 pub const STUCK_REPEATS: usize = 5;
+/// Replies in a row without a tool call that mean stuck: a model (or a
+/// server) that cannot call tools under `tool_choice: "auto"` would
+/// otherwise burn every turn on nudges.
+pub const NO_TOOL_REPEATS: u32 = 3;
 /// Bytes of a call's arguments kept in its [`ToolRecord`].
 pub const RECORD_ARGS_LIMIT: usize = 2000;
 /// Bytes of a tool's output kept in its [`ToolRecord`].
@@ -67,6 +74,9 @@ pub struct WorkerSpec {
     pub max_run_timeout: Duration,
     /// Largest file `write_file`/`edit_file` may produce.
     pub max_file_bytes: usize,
+    /// Cancelled when the task is cancelled: the loop makes no further model
+    /// call, and a running command is dropped (which kills its process tree).
+    pub cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -99,6 +109,8 @@ pub enum WorkerEnd {
     Stuck { detail: String },
     /// The provider failed; `message` is its error.
     ModelError { message: String },
+    /// The task was cancelled while the worker ran.
+    Cancelled,
 }
 
 impl WorkerEnd {
@@ -111,6 +123,7 @@ impl WorkerEnd {
             WorkerEnd::TimedOut => "timed_out",
             WorkerEnd::Stuck { .. } => "stuck",
             WorkerEnd::ModelError { .. } => "model_error",
+            WorkerEnd::Cancelled => "cancelled",
         }
     }
 }
@@ -124,6 +137,7 @@ impl std::fmt::Display for WorkerEnd {
             WorkerEnd::TimedOut => f.write_str("stopped at the deadline without finishing"),
             WorkerEnd::Stuck { detail } => write!(f, "stuck: {detail}"),
             WorkerEnd::ModelError { message } => write!(f, "model error: {message}"),
+            WorkerEnd::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -219,8 +233,13 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
     let mut turns = 0u32;
     let mut records = Vec::new();
     let mut streak = Streak::default();
+    let mut toolless = 0u32;
+    let cancel = spec.cancel.clone();
 
     let end = 'turns: loop {
+        if cancel.is_cancelled() {
+            break WorkerEnd::Cancelled;
+        }
         if turns >= spec.max_turns {
             break WorkerEnd::TurnLimit;
         }
@@ -230,14 +249,19 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
         }
         turns += 1;
         let turn = turns;
-        let response = match tokio::time::timeout(left, spec.provider.chat(&request)).await {
-            Err(_) => break WorkerEnd::TimedOut,
-            Ok(Err(e)) => {
-                break WorkerEnd::ModelError {
-                    message: e.to_string(),
+        let call = tokio::time::timeout(left, spec.provider.chat(&request));
+        let response = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break WorkerEnd::Cancelled,
+            answer = call => match answer {
+                Err(_) => break WorkerEnd::TimedOut,
+                Ok(Err(e)) => {
+                    break WorkerEnd::ModelError {
+                        message: e.to_string(),
+                    }
                 }
-            }
-            Ok(Ok(response)) => response,
+                Ok(Ok(response)) => response,
+            },
         };
         usage += response.usage;
         observer.on_event(&AgentEvent::ModelCall {
@@ -257,9 +281,20 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
         let calls = reply.tool_calls.clone();
         request.messages.push(reply);
         if calls.is_empty() {
+            toolless += 1;
+            if toolless >= NO_TOOL_REPEATS {
+                break WorkerEnd::Stuck {
+                    detail: format!(
+                        "the model answered {NO_TOOL_REPEATS} times in a row without calling a tool; \
+                         the server may not support tool calls under tool_choice: \"auto\" \
+                         (`orch doctor` checks), or the model is too weak for tool use"
+                    ),
+                };
+            }
             request.messages.push(Message::user(NUDGE));
             continue;
         }
+        toolless = 0;
 
         for (i, call) in calls.iter().enumerate() {
             let left = remaining();
@@ -286,7 +321,16 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 };
             }
 
-            let mut result = tools::execute(&ctx, &call.name, &call.arguments, left).await;
+            let run = tools::execute(&ctx, &call.name, &call.arguments, left);
+            // Dropping a running tool kills its sandboxed process tree.
+            let mut result = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    skip_rest(&mut request.messages, &calls[i..], "not executed: the task was cancelled");
+                    break 'turns WorkerEnd::Cancelled;
+                }
+                result = run => result,
+            };
             // A secret a command printed or a file held never reaches the
             // model, the transcript or the audit trail.
             if let std::borrow::Cow::Owned(clean) = orch_core::redact::redact(&result.content) {
@@ -511,6 +555,7 @@ mod tests {
             output_limit: 16 * 1024,
             max_run_timeout: Duration::from_secs(30),
             max_file_bytes: 1024 * 1024,
+            cancel: Default::default(),
         }
     }
 
@@ -681,16 +726,57 @@ mod tests {
             Some(&Message::user(NUDGE))
         );
 
-        // A model that only talks runs into the turn limit.
+        // A model that only talks is stopped as stuck after NO_TOOL_REPEATS
+        // replies, with a hint about tool support.
         let chatty = Scripted::new(|_| Ok(text("thinking...")));
-        let mut s = spec(&env, chatty);
-        s.max_turns = 3;
+        let mut s = spec(&env, chatty.clone());
+        s.max_turns = 10;
         let out = run_worker(s, &NoopObserver).await;
-        assert_eq!(out.end, WorkerEnd::TurnLimit);
-        assert_eq!(
-            out.transcript.iter().filter(|m| m.content == NUDGE).count(),
-            3
-        );
+        let WorkerEnd::Stuck { detail } = &out.end else {
+            panic!("expected stuck, got {:?}", out.end);
+        };
+        assert!(detail.contains("tool_choice"), "{detail}");
+        assert_eq!(out.turns, NO_TOOL_REPEATS);
+        assert_eq!(chatty.requests.lock().unwrap().len(), NO_TOOL_REPEATS as usize);
+
+        // A tool call in between resets the count.
+        let mixed = Scripted::replies(vec![
+            text("a"),
+            text("b"),
+            call("list_files", json!({})),
+            text("c"),
+            text("d"),
+            call("finish", json!({"summary": "done"})),
+        ]);
+        let out = run_worker(spec(&env, mixed), &NoopObserver).await;
+        assert!(matches!(out.end, WorkerEnd::Finished { .. }), "{:?}", out.end);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_stops_the_loop_before_the_next_model_call() {
+        let env = env();
+        let provider = Arc::new(Scripted {
+            script: Box::new(|_| Ok(call("run", json!({"command": "sleep 30"})))),
+            delay: Duration::ZERO,
+            requests: Mutex::new(Vec::new()),
+        });
+        let s = spec(&env, provider.clone());
+        let cancel = s.cancel.clone();
+        let started = Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let out = run_worker(s, &NoopObserver).await;
+        canceller.await.unwrap();
+        assert_eq!(out.end, WorkerEnd::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        // The first call's `sleep 30` was dropped mid-way; no second model call.
+        assert_eq!(provider.requests.lock().unwrap().len(), 1);
+        assert!(out
+            .transcript
+            .iter()
+            .any(|m| m.content.contains("the task was cancelled")));
     }
 
     #[tokio::test]

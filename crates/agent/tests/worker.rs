@@ -127,6 +127,7 @@ fn spec(
         output_limit: 16 * 1024,
         max_run_timeout: Duration::from_secs(60),
         max_file_bytes: 1024 * 1024,
+        cancel: Default::default(),
     }
 }
 

@@ -2,8 +2,13 @@
 //! off to one module per command. Exit codes: 0 success, 1 when tasks
 //! failed (or the run could not proceed), 2 for usage and config errors.
 
+// First, so its `println!` and friends shadow std's in every module below
+// (see output.rs for why).
+#[macro_use]
+mod output;
 mod commands;
 mod progress;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -16,6 +16,7 @@ use orch_state::AttemptFinish;
 use orch_verify::{VerifyCommands, VerifyOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Largest diff shown to the judge.
 const JUDGE_DIFF_BYTES: usize = 60_000;
@@ -25,6 +26,13 @@ const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 enum AttemptEnd {
     Passed,
     NeedsHuman,
+    /// The task was cancelled; the attempt stopped and nothing was queued.
+    Cancelled,
+    /// orch's own failure (git, filesystem, sandbox, provider outage):
+    /// not counted against max_attempts.
+    Infra {
+        message: String,
+    },
     /// The task's budget is spent; retrying cannot help.
     OutOfBudget {
         reason: String,
@@ -107,25 +115,36 @@ impl Engine {
             .collect()
     }
 
-    /// Works a claimed (running) task until it passes, needs a person, or
-    /// fails for good.
+    /// Works a claimed (running) task until it passes, needs a person,
+    /// fails for good, is cancelled, or is put back after an infrastructure
+    /// failure. While it runs, `orch cancel` reaches it through its token.
     pub(crate) async fn work_task(self: Arc<Self>, task: Task) -> Result<()> {
+        let cancel = self.cancels.register(&task.id);
+        let result = self.work_task_until_done(task.clone(), &cancel).await;
+        self.cancels.unregister(&task.id);
+        result
+    }
+
+    async fn work_task_until_done(&self, task: Task, cancel: &CancellationToken) -> Result<()> {
         let mut task = task;
         loop {
-            let end = match self.attempt(&task).await {
+            let end = match self.attempt(&task, cancel).await {
                 Ok(end) => end,
                 Err(e) => {
-                    // orch itself failed mid-attempt (git, sandbox, disk). The
-                    // attempt is recorded as an error and counts, so a
-                    // persistent fault cannot loop forever.
-                    let attempts = self.record_attempt_error(&task, &e.to_string()).await?;
-                    AttemptEnd::Failed { attempts }
+                    // orch itself failed mid-attempt (git, sandbox, disk):
+                    // not the worker's fault, so not one of its attempts.
+                    let message = e.to_string();
+                    self.record_attempt_error(&task, &message).await?;
+                    AttemptEnd::Infra { message }
                 }
             };
             match end {
-                AttemptEnd::Passed | AttemptEnd::NeedsHuman => return Ok(()),
+                AttemptEnd::Passed | AttemptEnd::NeedsHuman | AttemptEnd::Cancelled => {
+                    return Ok(())
+                }
+                AttemptEnd::Infra { message } => return self.after_infra_failure(&task, &message),
                 AttemptEnd::OutOfBudget { reason } => {
-                    self.store.fail_task(&task.id, &reason)?;
+                    self.fail_unless_left(&task, &reason)?;
                     return Ok(());
                 }
                 AttemptEnd::Failed { attempts } => {
@@ -134,14 +153,8 @@ impl Engine {
                             "gave up after {attempts} attempt(s) (max_attempts = {}); last feedback is in `orch show {}`",
                             self.project.max_attempts, task.id
                         );
-                        self.store.fail_task(&task.id, &reason)?;
-                        let n = self.store.bump_consecutive_failures(&self.project.name)?;
-                        if n >= 5 {
-                            self.store.set_paused(
-                                &self.project.name,
-                                true,
-                                Some(&format!("paused after {n} tasks failed in a row; look at `orch tasks --project {} --status failed`, then `orch resume --project {}`", self.project.name, self.project.name)),
-                            )?;
+                        if self.fail_unless_left(&task, &reason)? {
+                            self.pause_after_repeated_failures()?;
                         }
                         return Ok(());
                     }
@@ -158,52 +171,92 @@ impl Engine {
                         )?;
                         return Ok(());
                     }
-                    self.store.transition(
+                    let retried = self.store.transition(
                         &task.id,
                         &[TaskStatus::Verifying, TaskStatus::Judging],
                         TaskStatus::Running,
                         "retrying with feedback",
                     )?;
+                    if !retried {
+                        // The task left its states under us (a cancel).
+                        return Ok(());
+                    }
                     task = self.store.task(task.id.as_str())?;
                 }
             }
         }
     }
 
-    async fn record_attempt_error(&self, task: &Task, message: &str) -> Result<u32> {
+    /// Fails the task unless it already finished (a cancel got there
+    /// first). True when this call failed it.
+    fn fail_unless_left(&self, task: &Task, reason: &str) -> Result<bool> {
+        let current = self.store.task(task.id.as_str())?;
+        if current.status.is_terminal() {
+            return Ok(false);
+        }
+        self.store.fail_task(&task.id, reason)?;
+        Ok(true)
+    }
+
+    fn pause_after_repeated_failures(&self) -> Result<()> {
+        let name = &self.project.name;
+        let n = self.store.bump_consecutive_failures(name)?;
+        if n >= 5 {
+            self.store.set_paused(
+                name,
+                true,
+                Some(&format!("paused after {n} tasks failed in a row; look at `orch tasks --project {name} --status failed`, then `orch resume --project {name}`")),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An attempt was lost to orch's own failure: the task goes back to
+    /// pending after a backoff (doubling per failure, at most 10 minutes),
+    /// or fails as "infrastructure" once `max_infra_failures` is reached.
+    fn after_infra_failure(&self, task: &Task, message: &str) -> Result<()> {
+        let current = self.store.task(task.id.as_str())?;
+        let n = current.infra_failures;
+        let max = self.project.max_infra_failures;
+        if current.status.is_terminal() {
+            return Ok(());
+        }
+        if n >= max {
+            let reason = format!(
+                "infrastructure: {n} attempt(s) were lost to failures of orch or what it depends on (max_infra_failures = {max}), not to the work itself; the last: {message}. Fix the cause (see `orch events --project {}`), then add the task again",
+                self.project.name
+            );
+            self.store.fail_task(&task.id, &reason)?;
+            return Ok(());
+        }
+        let base = self.project.infra_backoff_seconds;
+        let wait = base.saturating_mul(1 << (n.saturating_sub(1)).min(16)).min(600);
+        let until = chrono::Utc::now() + chrono::Duration::seconds(wait as i64);
+        self.rec.note(
+            Some(task.id.as_str()),
+            EventKind::InfraFailure,
+            format!("infrastructure failure {n} of {max}; retrying in {wait} s: {message}"),
+            serde_json::json!({"infra_failures": n, "max_infra_failures": max, "backoff_seconds": wait, "error": message}),
+        );
+        self.store
+            .defer_task(&task.id, until, &format!("infrastructure failure; retry in {wait} s"))?;
+        Ok(())
+    }
+
+    async fn record_attempt_error(&self, task: &Task, message: &str) -> Result<()> {
         let running: Vec<Attempt> = self
             .store
             .attempts(&task.id)?
             .into_iter()
             .filter(|a| a.status == AttemptStatus::Running)
             .collect();
-        let mut attempts = task.attempts;
         for a in running {
-            attempts = self.store.finish_attempt(
-                a.id,
-                &AttemptFinish {
-                    status: AttemptStatus::Error,
-                    head_commit: None,
-                    summary: None,
-                    diff_stat: None,
-                    usage: Usage::default(),
-                    turns: 0,
-                    verification: None,
-                    verdict: None,
-                    audit_path: None,
-                    error: Some(message.to_string()),
-                },
-            )?;
+            let mut fin = AttemptFinish::new(AttemptStatus::Error);
+            fin.error = Some(message.to_string());
+            self.store.finish_attempt(a.id, &fin)?;
         }
-        self.store.set_feedback(
-            &task.id,
-            Some(&format!(
-                "orch could not complete the previous attempt: {message}"
-            )),
-        )?;
         let _ = self
-            .git
-            .worktree_remove(&self.paths.worktree(&self.project.name, task.id.as_str()))
+            .remove_worktree(&self.paths.worktree(&self.project.name, task.id.as_str()))
             .await;
         self.rec.note(
             Some(task.id.as_str()),
@@ -211,10 +264,16 @@ impl Engine {
             format!("attempt failed inside orch: {message}"),
             serde_json::Value::Null,
         );
-        Ok(attempts)
+        Ok(())
     }
 
-    async fn attempt(&self, task: &Task) -> Result<AttemptEnd> {
+    /// Moves the task on, or reports that it left the states this attempt
+    /// expects (cancelled under us): a worker whose task left stops.
+    fn advance(&self, task: &Task, from: TaskStatus, to: TaskStatus, note: &str) -> Result<bool> {
+        self.store.transition(&task.id, &[from], to, note).map_err(Into::into)
+    }
+
+    async fn attempt(&self, task: &Task, cancel: &CancellationToken) -> Result<AttemptEnd> {
         let name = self.project.name.clone();
         let tid = task.id.as_str().to_string();
         let base = self.git.rev_parse(&self.main_branch).await?;
@@ -267,6 +326,7 @@ impl Engine {
             output_limit: self.project.output_limit_bytes,
             max_run_timeout: Duration::from_secs(self.project.command_timeout_seconds),
             max_file_bytes: MAX_FILE_BYTES,
+            cancel: cancel.clone(),
         };
         let observer = EventObserver {
             rec: self.rec.clone(),
@@ -325,9 +385,30 @@ impl Engine {
                 error,
             }
         };
+        // A cancel seen at any step below ends the attempt the same way.
+        let cancelled = |stage: &str| -> Result<AttemptEnd> {
+            write_audit("cancelled", "", None, None)?;
+            let why = format!("cancelled during {stage}");
+            self.store.finish_attempt(
+                attempt.id,
+                &finish(AttemptStatus::Cancelled, None, None, None, None, None, Some(why.clone())),
+            )?;
+            self.rec.note(
+                Some(&tid),
+                EventKind::Cancelled,
+                format!("attempt {} stopped: {why}", attempt.number),
+                serde_json::json!({"stage": stage, "attempt": attempt.number}),
+            );
+            Ok(AttemptEnd::Cancelled)
+        };
 
         let summary = match &outcome.end {
             WorkerEnd::Finished { summary } => summary.clone(),
+            WorkerEnd::Cancelled => {
+                let end = cancelled("work");
+                self.remove_worktree(&worktree).await?;
+                return end;
+            }
             WorkerEnd::AskedHuman { question } => {
                 write_audit("needs a person", "", None, None)?;
                 self.store.finish_attempt(
@@ -342,20 +423,29 @@ impl Engine {
                         None,
                     ),
                 )?;
-                self.store.ask_human(&task.id, question)?;
+                let asked = self.store.ask_human(&task.id, question);
                 self.remove_worktree(&worktree).await?;
-                return Ok(AttemptEnd::NeedsHuman);
+                return match asked {
+                    Ok(()) => Ok(AttemptEnd::NeedsHuman),
+                    // Cancelled while the worker was asking.
+                    Err(orch_state::StateError::InvalidTransition { .. }) => {
+                        Ok(AttemptEnd::Cancelled)
+                    }
+                    Err(e) => Err(e.into()),
+                };
             }
             other => {
                 let why = match other {
                     WorkerEnd::TurnLimit => format!("The worker used all {} turns (max_turns) without calling finish. Work in fewer, larger steps.", self.project.max_turns),
                     WorkerEnd::TimedOut => format!("The worker ran out of time ({} s, worker_timeout_seconds) before calling finish.", self.project.worker_timeout_seconds),
-                    WorkerEnd::Stuck { detail } => format!("The worker repeated itself and was stopped: {detail}"),
+                    WorkerEnd::Stuck { detail } => format!("The worker was stopped as stuck: {detail}"),
                     WorkerEnd::ModelError { message } => format!("The model call failed: {message}"),
                     _ => String::new(),
                 };
                 write_audit("failed", "", None, Some(&why))?;
-                let status = if matches!(other, WorkerEnd::ModelError { .. }) {
+                let budget = matches!(other, WorkerEnd::ModelError { message } if message.contains(crate::metered::TASK_BUDGET_REACHED));
+                let outage = matches!(other, WorkerEnd::ModelError { .. }) && !budget;
+                let status = if outage {
                     AttemptStatus::Error
                 } else {
                     AttemptStatus::Failed
@@ -364,61 +454,92 @@ impl Engine {
                     attempt.id,
                     &finish(status, None, None, None, None, None, Some(why.clone())),
                 )?;
-                self.store.set_feedback(&task.id, Some(&why))?;
                 self.remove_worktree(&worktree).await?;
-                if let WorkerEnd::ModelError { message } = other {
-                    if message.contains(crate::metered::TASK_BUDGET_REACHED) {
-                        return Ok(AttemptEnd::OutOfBudget {
-                            reason: format!("stopped before going over its budget: {message}"),
-                        });
-                    }
+                if budget {
+                    return Ok(AttemptEnd::OutOfBudget {
+                        reason: format!("stopped before going over its budget: {why}"),
+                    });
                 }
+                if outage {
+                    // A provider outage (retries exhausted, breaker open) is
+                    // not the worker's fault: no counted attempt, no feedback.
+                    return Ok(AttemptEnd::Infra { message: why });
+                }
+                self.store.set_feedback(&task.id, Some(&why))?;
                 return Ok(AttemptEnd::Failed { attempts });
             }
         };
 
-        // Commit what the worker did on the task branch.
+        // The commit boundary: limits hold whatever wrote the files.
+        let refused = crate::changeset::enforce(
+            &self.git,
+            &worktree,
+            &task.allowed_files,
+            MAX_FILE_BYTES,
+        )
+        .await?;
+        for r in &refused {
+            self.rec.note(
+                Some(&tid),
+                EventKind::ToolRefused,
+                format!("not committed: {}: {}", r.path, r.reason),
+                serde_json::json!({"stage": "commit", "path": r.path, "refused": r.reason, "attempt": attempt.number}),
+            );
+        }
         let message = format!(
             "orch: {}\n\nTask: {}\nAttempt: {}\n\n{}",
             task.title, tid, attempt.number, summary
         );
         let head = self.git.commit_all(&worktree, &message).await?;
         let head_sha = match &head {
-            Some(h) => h.clone(),
+            Some(h) => {
+                // Kept whatever happens next, for inspection or pick-up.
+                self.git
+                    .keep_ref(&task.id.attempt_ref(attempt.number), h)
+                    .await?;
+                h.clone()
+            }
             None => base.clone(),
         };
         let diff_stat = self.git.diff_stat(&base, &head_sha).await?;
 
         // Verify.
-        self.store.transition(
-            &task.id,
-            &[TaskStatus::Running],
-            TaskStatus::Verifying,
-            "worker finished",
-        )?;
-        let steps = orch_verify::run_steps(
-            self.sandbox.as_ref(),
-            &worktree,
-            &self.verify_commands(),
-            &self.verify_options(),
-        )
-        .await?;
+        if cancel.is_cancelled()
+            || !self.advance(task, TaskStatus::Running, TaskStatus::Verifying, "worker finished")?
+        {
+            let end = cancelled("verification");
+            self.remove_worktree(&worktree).await?;
+            return end;
+        }
+        let (commands, options) = (self.verify_commands(), self.verify_options());
+        let run = orch_verify::run_steps(self.sandbox.as_ref(), &worktree, &commands, &options);
+        let steps = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let end = cancelled("verification");
+                self.remove_worktree(&worktree).await?;
+                return end;
+            }
+            steps = run => steps?,
+        };
         let baseline = self.baseline_if_needed(&base, &steps).await?;
-        let report = orch_verify::assess(
-            steps,
-            baseline.as_ref(),
-            head.is_none(),
-            &self.test_goal(task),
-        );
-        self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "preexisting_failures": report.preexisting_failures}));
+        let report =
+            orch_verify::assess(steps, baseline.as_ref(), head.is_none(), &self.test_goal(task));
+        self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "targeted_failures": report.targeted_failures, "preexisting_failures": report.preexisting_failures, "goal_unmet": report.goal_unmet}));
 
         // Judge.
-        self.store.transition(
-            &task.id,
-            &[TaskStatus::Verifying],
-            TaskStatus::Judging,
-            "verification finished",
-        )?;
+        if cancel.is_cancelled()
+            || !self.advance(
+                task,
+                TaskStatus::Verifying,
+                TaskStatus::Judging,
+                "verification finished",
+            )?
+        {
+            let end = cancelled("judging");
+            self.remove_worktree(&worktree).await?;
+            return end;
+        }
         let diff = self.git.diff(&base, &head_sha, JUDGE_DIFF_BYTES).await?;
         let judge_provider = match &self.project.judge_model {
             Some(m) => Some(self.provider_for(m, ctx("judge"))?),
@@ -430,14 +551,22 @@ impl Engine {
             diff_stat: &diff_stat,
             report: &report,
         };
-        let judged = orch_judge::judge(
+        let judging = orch_judge::judge(
             judge_provider
                 .as_ref()
                 .map(|(p, m)| (p.as_ref(), m.as_str())),
             &input,
             self.project.judge_min_score,
-        )
-        .await;
+        );
+        let judged = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let end = cancelled("judging");
+                self.remove_worktree(&worktree).await?;
+                return end;
+            }
+            judged = judging => judged,
+        };
         let (verdict, judge_usage) = match judged {
             Ok(v) => v,
             Err(e) => (
@@ -469,7 +598,13 @@ impl Engine {
         );
 
         self.remove_worktree(&worktree).await?;
+        let head_kept = head.clone();
         if verdict.passed {
+            if cancel.is_cancelled()
+                || !self.advance(task, TaskStatus::Judging, TaskStatus::Passed, "verdict passed")?
+            {
+                return cancelled("judging");
+            }
             write_audit("passed", &diff_stat, Some(&report), None)?;
             self.store.finish_attempt(
                 attempt.id,
@@ -484,12 +619,6 @@ impl Engine {
                 ),
             )?;
             self.store.set_feedback(&task.id, None)?;
-            self.store.transition(
-                &task.id,
-                &[TaskStatus::Judging],
-                TaskStatus::Passed,
-                "verdict passed",
-            )?;
             self.store.reset_consecutive_failures(&name)?;
             self.rec.note(
                 Some(&tid),
@@ -499,13 +628,24 @@ impl Engine {
             );
             Ok(AttemptEnd::Passed)
         } else {
-            let feedback = feedback_text(&report, &verdict);
+            let mut feedback = feedback_text(&report, &verdict);
+            if !refused.is_empty() {
+                feedback.push('\n');
+                feedback.push_str(&crate::changeset::feedback(&refused));
+            }
+            if let Some(h) = &head_kept {
+                feedback.push_str(&format!(
+                    "\nThis attempt's commit is kept as {} ({}); start from the current main.\n",
+                    task.id.attempt_ref(attempt.number),
+                    &h[..h.len().min(12)]
+                ));
+            }
             write_audit("failed", &diff_stat, Some(&report), Some(&feedback))?;
             let attempts = self.store.finish_attempt(
                 attempt.id,
                 &finish(
                     AttemptStatus::Failed,
-                    Some(head_sha),
+                    head_kept,
                     Some(summary),
                     Some(diff_stat),
                     Some(&report),

@@ -80,6 +80,8 @@ pub struct Engine {
     pub(crate) baseline_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Prices, budgets and the record of every model call.
     pub(crate) meter: Arc<crate::metered::Meter>,
+    /// Cancel tokens of the tasks being worked on.
+    pub(crate) cancels: Arc<crate::cancel::Cancels>,
 }
 
 impl Engine {
@@ -139,6 +141,7 @@ impl Engine {
             project: project.name.clone(),
             task_budget_usd: project.max_budget_per_task_usd,
             daily_budget_usd: project.daily_budget_usd,
+            max_tokens: project.max_tokens,
         });
         Ok(Arc::new(Engine {
             config: config.clone(),
@@ -153,6 +156,7 @@ impl Engine {
             extra_ro,
             baseline_locks: Mutex::new(HashMap::new()),
             meter,
+            cancels: Arc::default(),
         }))
     }
 
@@ -221,6 +225,29 @@ impl Engine {
         } else {
             self.sandbox.check().await?;
         }
+        let stop_watch = tokio_util::sync::CancellationToken::new();
+        let watcher = tokio::spawn(
+            self.cancels
+                .clone()
+                .watch(self.store.clone(), stop_watch.clone()),
+        );
+        let result = self.run_cycles(opts, &mut summary).await;
+        stop_watch.cancel();
+        let _ = watcher.await;
+        result?;
+        if let Err(e) = self.sandbox.shutdown().await {
+            self.rec.note(
+                None,
+                EventKind::Warning,
+                format!("sandbox shutdown: {e}"),
+                serde_json::Value::Null,
+            );
+        }
+        drop(lock);
+        Ok(summary)
+    }
+
+    async fn run_cycles(self: &Arc<Self>, opts: RunOptions, summary: &mut CycleSummary) -> Result<()> {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         for n in 0..opts.cycles.max(1) {
             if self.store.is_paused(&self.project.name)? {
@@ -235,7 +262,7 @@ impl Engine {
                 break;
             }
             summary.cycles += 1;
-            self.cycle(&mut summary, &mut touched).await?;
+            self.cycle(summary, &mut touched).await?;
         }
         if summary.paused.is_none() && self.store.is_paused(&self.project.name)? {
             let row = self.store.project(&self.project.name)?;
@@ -250,16 +277,21 @@ impl Engine {
                 attempts: t.attempts,
             });
         }
-        if let Err(e) = self.sandbox.shutdown().await {
-            self.rec.note(
-                None,
-                EventKind::Warning,
-                format!("sandbox shutdown: {e}"),
-                serde_json::Value::Null,
-            );
-        }
-        drop(lock);
-        Ok(summary)
+        Ok(())
+    }
+
+    /// How long until the first pending task's infrastructure backoff ends,
+    /// when every pending task is waiting one out.
+    fn backoff_left(&self) -> Result<Option<std::time::Duration>> {
+        let pending = self
+            .store
+            .tasks(Some(&self.project.name), Some(TaskStatus::Pending))?;
+        let now = chrono::Utc::now();
+        let first = pending.iter().filter_map(|t| t.not_before).min();
+        Ok(first
+            .filter(|at| *at > now)
+            .and_then(|at| (at - now).to_std().ok())
+            .map(|d| d.min(std::time::Duration::from_secs(600))))
     }
 
     fn has_work(&self) -> Result<bool> {
@@ -282,9 +314,18 @@ impl Engine {
         );
         summary.planned += self.plan_if_needed().await?;
 
-        let claimed = self
+        let mut claimed = self
             .store
             .claim_pending(&name, self.project.max_workers as usize)?;
+        if claimed.is_empty() {
+            if let Some(wait) = self.backoff_left()? {
+                // Only tasks waiting out an infrastructure backoff are left.
+                tokio::time::sleep(wait).await;
+                claimed = self
+                    .store
+                    .claim_pending(&name, self.project.max_workers as usize)?;
+            }
+        }
         summary.claimed += claimed.len();
         let mut workers = tokio::task::JoinSet::new();
         for task in claimed {
@@ -320,9 +361,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Asks the planner for tasks when fewer than max_workers are pending.
-    /// A planner failure is recorded and the cycle goes on with the tasks
-    /// that exist.
+    /// Asks the planner for tasks when fewer than max_workers are pending
+    /// and something changed since its last plan (see [`Self::plan_state`]),
+    /// or `planner_interval_seconds` passed. A planner failure is recorded
+    /// and the cycle goes on with the tasks that exist.
     async fn plan_if_needed(&self) -> Result<usize> {
         let Some(model) = self.project.planner_model.clone() else {
             return Ok(0);
@@ -339,6 +381,21 @@ impl Engine {
         if want == 0 {
             return Ok(0);
         }
+        let repo = self.config.project_path(&self.project);
+        let context = orch_planner::gather_context(&repo, 400, 20_000);
+        let mut failures = self.store.tasks(Some(name), Some(TaskStatus::Failed))?;
+        failures.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
+        let fingerprint = self.plan_state(&model, &context, &failures).await?;
+        if let Some(why) = self.plan_unneeded(&fingerprint)? {
+            self.rec.note(
+                None,
+                EventKind::PlanSkipped,
+                format!("planner not asked: {why}"),
+                serde_json::json!({"stage": "plan", "fingerprint": fingerprint}),
+            );
+            return Ok(0);
+        }
+        failures.truncate(10);
         self.rec.note(
             None,
             EventKind::StageStarted,
@@ -352,17 +409,12 @@ impl Engine {
                 ..Default::default()
             },
         )?;
-        let repo = self.config.project_path(&self.project);
-        let context = orch_planner::gather_context(&repo, 400, 20_000);
         let open: Vec<_> = self
             .store
             .tasks(Some(name), None)?
             .into_iter()
             .filter(|t| !t.status.is_terminal())
             .collect();
-        let mut failures = self.store.tasks(Some(name), Some(TaskStatus::Failed))?;
-        failures.sort_by_key(|t| std::cmp::Reverse(t.updated_at));
-        failures.truncate(10);
         let input = orch_planner::PlanInput {
             project: name,
             context: &context,
@@ -373,6 +425,11 @@ impl Engine {
         let (plan, usage) = match orch_planner::plan(provider.as_ref(), &model_name, &input).await {
             Ok(p) => p,
             Err(e) => {
+                // A malformed answer is an answer for this state; an outage
+                // is not, so the planner is asked again next time.
+                if !matches!(e, orch_planner::PlanError::Provider(_)) {
+                    self.store.set_plan_fingerprint(name, &fingerprint)?;
+                }
                 self.rec.note(
                     None,
                     EventKind::Warning,
@@ -382,6 +439,7 @@ impl Engine {
                 return Ok(0);
             }
         };
+        self.store.set_plan_fingerprint(name, &fingerprint)?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let plan_path = self.paths.plans(name).join(format!("plan_{stamp}.md"));
         write_atomic(
@@ -414,5 +472,56 @@ impl Engine {
             }),
         );
         Ok(created)
+    }
+
+    /// A digest of everything the planner's answer depends on: its model,
+    /// main's commit (every merge moves it), the files and documents it
+    /// reads from the checkout, and the failed tasks. Equal digests mean
+    /// asking again would only repeat the last answer.
+    async fn plan_state(
+        &self,
+        model: &orch_config::ModelRef,
+        context: &orch_planner::PlanContext,
+        failures: &[orch_core::Task],
+    ) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let main = self.git.rev_parse(&self.main_branch).await?;
+        let mut h = Sha256::new();
+        for part in [model.to_string().as_str(), &main, &context.file_tree] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        for (file, text) in &context.docs {
+            h.update(file.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        let mut failed: Vec<&str> = failures.iter().map(|t| t.id.as_str()).collect();
+        failed.sort_unstable();
+        h.update(failed.join(",").as_bytes());
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Why the planner need not be asked for `fingerprint`, if it need not.
+    fn plan_unneeded(&self, fingerprint: &str) -> Result<Option<String>> {
+        let row = self.store.project(&self.project.name)?;
+        if row.plan_fingerprint.as_deref() != Some(fingerprint) {
+            return Ok(None);
+        }
+        let since = row
+            .planned_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| chrono::Utc::now().signed_duration_since(t).num_seconds().max(0) as u64);
+        if let (Some(interval), Some(since)) = (self.project.planner_interval_seconds, since) {
+            if since >= interval {
+                return Ok(None);
+            }
+        }
+        Ok(Some(format!(
+            "nothing it reads changed since its last plan{} (main, the files and documents it reads, and the failed tasks are the same)",
+            since.map(|s| format!(" {s} s ago")).unwrap_or_default()
+        )))
     }
 }

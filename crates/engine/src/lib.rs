@@ -8,6 +8,8 @@
 
 mod attempt;
 mod audit;
+mod cancel;
+mod changeset;
 mod cycle;
 mod lock;
 mod merge;

@@ -22,6 +22,8 @@ enum MergeResult {
     Deferred {
         message: String,
     },
+    /// The task left the merge queue (cancelled) before it landed.
+    Abandoned,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
                 }
             };
             match result {
+                MergeResult::Abandoned => {}
                 MergeResult::Merged { head } => {
                     self.store.transition(
                         &task.id,
@@ -156,6 +159,10 @@ impl Engine {
                 Ok(head) => head,
                 Err(rejected) => return Ok(rejected),
             };
+            // A task cancelled while its merge was verified does not land.
+            if self.store.task(task.id.as_str())?.status != TaskStatus::Merging {
+                return Ok(MergeResult::Abandoned);
+            }
             match self.git.advance_branch(&self.main_branch, &merged_head, &main_sha).await? {
                 AdvanceOutcome::Advanced => return Ok(MergeResult::Merged { head: merged_head }),
                 AdvanceOutcome::Moved { .. } => continue,

@@ -3,6 +3,12 @@
 //! that would push a task past `max_budget_per_task_usd` is not sent; a
 //! project whose day's spending reached `daily_budget_usd` is paused with a
 //! clear message. Budgets are enforced here, in code; models only advise.
+//!
+//! Token caps are enforced here too, because every role's call passes this
+//! one boundary: a request without `max_tokens` gets its role's cap
+//! (`max_tokens.<role>` in the project config), a larger one is lowered to
+//! it. Without a cap a single-slot local server generates until its context
+//! is full, past the request timeout, while the retry waits behind it.
 
 use crate::recorder::Recorder;
 use async_trait::async_trait;
@@ -10,6 +16,7 @@ use orch_core::EventKind;
 use orch_providers::pricing::PriceTable;
 use orch_providers::{Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError};
 use orch_state::{ModelCall, Store};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +36,8 @@ pub struct Meter {
     pub project: String,
     pub task_budget_usd: Option<f64>,
     pub daily_budget_usd: Option<f64>,
+    /// The most output tokens each role may ask for.
+    pub max_tokens: orch_config::RoleTokens,
 }
 
 /// Who is calling: recorded with each call.
@@ -52,6 +61,20 @@ impl MeteredProvider {
         ctx: CallContext,
     ) -> Arc<dyn Provider> {
         Arc::new(MeteredProvider { inner, meter, ctx })
+    }
+
+    /// `request` with its role's token cap applied: set when missing,
+    /// lowered when larger; borrowed when it already fits.
+    fn capped<'r>(&self, request: &'r ChatRequest) -> Cow<'r, ChatRequest> {
+        let cap = self.meter.max_tokens.for_role(self.ctx.role);
+        match request.max_tokens {
+            Some(asked) if asked <= cap => Cow::Borrowed(request),
+            _ => {
+                let mut capped = request.clone();
+                capped.max_tokens = Some(cap);
+                Cow::Owned(capped)
+            }
+        }
     }
 
     fn estimate(&self, request: &ChatRequest) -> f64 {
@@ -185,6 +208,7 @@ impl Provider for MeteredProvider {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let request = &*self.capped(request);
         self.check_budgets(request)?;
         let started = Instant::now();
         let mut result = self.inner.chat(request).await;
@@ -200,6 +224,7 @@ impl Provider for MeteredProvider {
         request: &ChatRequest,
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
+        let request = &*self.capped(request);
         self.check_budgets(request)?;
         let started = Instant::now();
         let mut result = self.inner.chat_stream(request, sink).await;
@@ -208,5 +233,141 @@ impl Provider for MeteredProvider {
         }
         self.record(request, started, &result);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use orch_providers::{Message, StreamDelta};
+    use std::sync::Mutex;
+
+    /// Stands in for the model: answers "ok" and keeps the `max_tokens`
+    /// of every request it was sent.
+    #[derive(Default)]
+    struct Recording {
+        seen: Mutex<Vec<Option<u32>>>,
+    }
+
+    impl Recording {
+        fn answer(&self, request: &ChatRequest) -> ChatResponse {
+            self.seen.lock().unwrap().push(request.max_tokens);
+            ChatResponse {
+                message: Message::assistant("ok"),
+                usage: orch_core::Usage::default(),
+                finish_reason: "stop".into(),
+                model: request.model.clone(),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Provider for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            Ok(self.answer(request))
+        }
+        async fn chat_stream(
+            &self,
+            request: &ChatRequest,
+            _sink: DeltaSink<'_>,
+        ) -> Result<ChatResponse, ProviderError> {
+            Ok(self.answer(request))
+        }
+    }
+
+    fn meter(max_tokens: orch_config::RoleTokens) -> Arc<Meter> {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        Arc::new(Meter {
+            store: store.clone(),
+            prices: Arc::new(PriceTable::default()),
+            rec: Recorder::new(store, "p"),
+            project: "p".into(),
+            task_budget_usd: None,
+            daily_budget_usd: None,
+            max_tokens,
+        })
+    }
+
+    fn ask(max_tokens: Option<u32>) -> ChatRequest {
+        let mut req = ChatRequest::new("m", vec![Message::user("hi")]);
+        req.max_tokens = max_tokens;
+        req
+    }
+
+    #[tokio::test]
+    async fn every_role_is_capped_at_its_configured_max_tokens() {
+        let caps = orch_config::RoleTokens {
+            worker: 400,
+            planner: 300,
+            judge: 100,
+            architect: 200,
+            reviewer: 500,
+        };
+        let meter = meter(caps);
+        for (role, cap) in [
+            ("worker", 400),
+            ("planner", 300),
+            ("judge", 100),
+            ("architect", 200),
+            ("reviewer", 500),
+        ] {
+            let inner = Arc::new(Recording::default());
+            let ctx = CallContext {
+                role,
+                ..CallContext::default()
+            };
+            let metered = MeteredProvider::wrap(inner.clone(), meter.clone(), ctx);
+            // No cap asked: the role's is set. A larger one is lowered.
+            // A smaller one is kept, on both the whole and the streamed call.
+            metered.chat(&ask(None)).await.unwrap();
+            metered.chat(&ask(Some(cap + 1))).await.unwrap();
+            metered.chat(&ask(Some(u32::MAX))).await.unwrap();
+            metered.chat(&ask(Some(cap - 1))).await.unwrap();
+            metered.chat(&ask(Some(cap))).await.unwrap();
+            let sink = |_: &StreamDelta| {};
+            metered.chat_stream(&ask(None), &sink).await.unwrap();
+            metered.chat_stream(&ask(Some(cap * 2)), &sink).await.unwrap();
+            assert_eq!(
+                *inner.seen.lock().unwrap(),
+                [
+                    Some(cap),
+                    Some(cap),
+                    Some(cap),
+                    Some(cap - 1),
+                    Some(cap),
+                    Some(cap),
+                    Some(cap)
+                ],
+                "role {role}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_defaults_cap_every_role() {
+        let meter = meter(orch_config::RoleTokens::default());
+        let inner = Arc::new(Recording::default());
+        let judge = CallContext {
+            role: "judge",
+            ..CallContext::default()
+        };
+        let metered = MeteredProvider::wrap(inner.clone(), meter.clone(), judge);
+        metered.chat(&ask(None)).await.unwrap();
+        // A role without its own cap gets the worker's.
+        let other = CallContext {
+            role: "something-new",
+            ..CallContext::default()
+        };
+        let metered = MeteredProvider::wrap(inner.clone(), meter, other);
+        metered.chat(&ask(None)).await.unwrap();
+        assert_eq!(*inner.seen.lock().unwrap(), [Some(1024), Some(4096)]);
     }
 }

@@ -58,6 +58,12 @@ pub fn worker_task_prompt(task: &Task, attempt_number: u32, max_attempts: u32) -
             task.allowed_files.join(", ")
         ));
     }
+    if !task.acceptance_tests.is_empty() {
+        p.push_str(&format!(
+            "\nThe task is done when these tests pass (they are checked after you finish): {}\n",
+            task.acceptance_tests.join(", ")
+        ));
+    }
     if let Some(feedback) = task.feedback.as_deref().filter(|f| !f.trim().is_empty()) {
         p.push_str("\n## Previous attempt failed\n\nFix these problems this time:\n\n");
         p.push_str(feedback.trim());

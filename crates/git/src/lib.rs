@@ -3,8 +3,12 @@
 //! merges, and `advance_branch`, which lands passing work on a branch
 //! without ever touching a checkout that holds the user's uncommitted work.
 
+mod lock;
+
+use lock::RepoLock;
 use orch_process::{ProcessOutput, ProcessSpec};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Timeout for quick git commands.
@@ -63,6 +67,13 @@ pub enum GitError {
     /// A revision or branch name that would be read as a command-line option.
     #[error("invalid {what} `{name}`: it must not start with '-'")]
     InvalidName { what: &'static str, name: String },
+    /// A path or ref name orch refuses to hand to git, with why.
+    #[error("refusing {what} `{name}`: {reason}")]
+    Refused {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
     /// `advance_branch` was asked to move a branch to a commit that does not
     /// contain its current tip, which would drop commits from it.
     #[error(
@@ -108,10 +119,21 @@ pub struct WorktreeInfo {
     pub head: String,
 }
 
-/// The user's repository.
+/// One path `commit_all` would commit, from `worktree_changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreeChange {
+    /// Relative to the worktree's top level, '/'-separated.
+    pub path: String,
+    /// The path is gone from the worktree (the commit would delete it).
+    pub deleted: bool,
+}
+
+/// The user's repository. Clones share one worktree lock, and so do
+/// separately opened values for the same repository (see `lock`).
 #[derive(Debug, Clone)]
 pub struct Git {
     repo: PathBuf,
+    lock: Arc<RepoLock>,
 }
 
 fn path_arg(p: &Path) -> String {
@@ -200,6 +222,7 @@ impl Git {
         }
         let probe = Git {
             repo: path.to_path_buf(),
+            lock: Arc::new(RepoLock::unshared()),
         };
         let out = probe
             .raw(
@@ -220,8 +243,9 @@ impl Git {
                 ),
             });
         }
-        let git = Git {
+        let mut git = Git {
             repo: normalize(Path::new(top)),
+            lock: probe.lock,
         };
         let head = git
             .raw(
@@ -240,6 +264,8 @@ impl Git {
                     .to_string(),
             });
         }
+        let common = git.git_common_dir().await?;
+        git.lock = Arc::new(RepoLock::for_common_dir(&common));
         Ok(git)
     }
 
@@ -325,6 +351,9 @@ impl Git {
         if !self.branch_exists(name).await? {
             return Ok(());
         }
+        // `branch -D` reads every worktree's record to refuse deleting a
+        // checked-out branch, so it races with worktree changes too.
+        let _lock = self.lock.acquire().await?;
         self.ok(&self.repo, &["branch", "-D", name]).await?;
         Ok(())
     }
@@ -334,6 +363,7 @@ impl Git {
     pub async fn worktree_add(&self, dir: &Path, branch: &str, base: &str) -> Result<(), GitError> {
         checked("branch", branch)?;
         checked("revision", base)?;
+        let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
         let dir = path_arg(&dir);
         let args = ["worktree", "add", "-B", branch, dir.as_str(), base];
@@ -344,6 +374,7 @@ impl Git {
     /// Checks out `commit` detached in a new worktree at `dir`.
     pub async fn worktree_add_detached(&self, dir: &Path, commit: &str) -> Result<(), GitError> {
         checked("revision", commit)?;
+        let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
         let dir = path_arg(&dir);
         let args = ["worktree", "add", "--detach", dir.as_str(), commit];
@@ -354,6 +385,12 @@ impl Git {
     /// Removes the worktree at `dir` (discarding its changes) and its
     /// directory; Ok if it is already gone.
     pub async fn worktree_remove(&self, dir: &Path) -> Result<(), GitError> {
+        let _lock = self.lock.acquire().await?;
+        self.worktree_remove_locked(dir).await
+    }
+
+    /// `worktree_remove` with the worktree lock already held.
+    async fn worktree_remove_locked(&self, dir: &Path) -> Result<(), GitError> {
         let dir = normalize(dir);
         if dir == self.repo {
             return Err(GitError::Command {
@@ -363,7 +400,7 @@ impl Git {
             });
         }
         let registered = self
-            .worktrees()
+            .worktrees_locked()
             .await?
             .iter()
             .any(|w| normalize(&w.path) == dir);
@@ -397,17 +434,27 @@ impl Git {
                     source,
                 })?;
         }
-        self.worktree_prune().await
+        self.worktree_prune_locked().await
     }
 
     /// Forgets worktrees whose directories are gone.
     pub async fn worktree_prune(&self) -> Result<(), GitError> {
+        let _lock = self.lock.acquire().await?;
+        self.worktree_prune_locked().await
+    }
+
+    async fn worktree_prune_locked(&self) -> Result<(), GitError> {
         self.ok(&self.repo, &["worktree", "prune"]).await?;
         Ok(())
     }
 
     /// All worktrees, the main one first.
     pub async fn worktrees(&self) -> Result<Vec<WorktreeInfo>, GitError> {
+        let _lock = self.lock.acquire().await?;
+        self.worktrees_locked().await
+    }
+
+    async fn worktrees_locked(&self) -> Result<Vec<WorktreeInfo>, GitError> {
         let out = self
             .ok(&self.repo, &["worktree", "list", "--porcelain", "-z"])
             .await?;
@@ -445,6 +492,143 @@ impl Git {
         ]);
         self.ok(worktree, &commit).await?;
         Ok(Some(self.head(worktree).await?))
+    }
+
+    /// Every path `commit_all` would commit in `worktree`: tracked
+    /// modifications and deletions, staged changes and untracked files
+    /// (ignored files and the generated caches `commit_all` skips are left
+    /// out). An untracked nested repository is one entry (its directory).
+    pub async fn worktree_changes(&self, worktree: &Path) -> Result<Vec<WorktreeChange>, GitError> {
+        let mut args = vec![
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+            "--ignore-submodules=none",
+            "--",
+            ".",
+        ];
+        args.extend(EXCLUDED_FROM_COMMITS);
+        let out = self.ok(worktree, &args).await?;
+        Ok(parse_status(&out))
+    }
+
+    /// Makes each of `paths` (relative to `worktree`'s top level) as it is at
+    /// HEAD: paths HEAD or the index knows are restored from HEAD (content
+    /// and mode; a path HEAD lacks leaves the index and the worktree);
+    /// untracked files, symlinks and directories are deleted (symlinks are
+    /// never followed) and directories left empty by that are removed.
+    /// Absolute paths and paths with `..`, `.git` or empty components are
+    /// refused before anything changes.
+    pub async fn discard_changes(&self, worktree: &Path, paths: &[String]) -> Result<(), GitError> {
+        let mut clean = Vec::with_capacity(paths.len());
+        for p in paths {
+            clean.push(checked_relative(p)?);
+        }
+        clean.sort();
+        clean.dedup();
+        if clean.is_empty() {
+            return Ok(());
+        }
+        let top = normalize(worktree);
+
+        // What git knows: files in HEAD and in the index under these paths.
+        let mut ls_tree = vec![
+            "--literal-pathspecs",
+            "ls-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--full-tree",
+            "HEAD",
+            "--",
+        ];
+        ls_tree.extend(clean.iter().map(String::as_str));
+        let in_head = split_z(&self.ok(&top, &ls_tree).await?);
+        let mut ls_files = vec!["--literal-pathspecs", "ls-files", "-z", "--cached", "--"];
+        ls_files.extend(clean.iter().map(String::as_str));
+        let in_index = split_z(&self.ok(&top, &ls_files).await?);
+        let known = |p: &str| {
+            let dir = format!("{p}/");
+            in_head
+                .iter()
+                .chain(in_index.iter())
+                .any(|k| k == p || k.starts_with(&dir))
+        };
+        let (tracked, untracked): (Vec<String>, Vec<String>) =
+            clean.into_iter().partition(|p| known(p));
+
+        // Untracked first: a file where HEAD has a directory (or the
+        // reverse) must be gone before git writes the HEAD version back.
+        if !untracked.is_empty() {
+            let root = top.clone();
+            tokio::task::spawn_blocking(move || delete_untracked(&root, &untracked))
+                .await
+                .map_err(|e| GitError::Io {
+                    action: "cannot discard untracked files in",
+                    path: top.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
+        if !tracked.is_empty() {
+            let mut restore = vec![
+                "--literal-pathspecs",
+                "restore",
+                "--source=HEAD",
+                "--staged",
+                "--worktree",
+                "--",
+            ];
+            restore.extend(tracked.iter().map(String::as_str));
+            self.ok_with(&top, &restore, CHECKOUT_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// Points `refname` (which must start with `refs/orch/`) at `commit`,
+    /// creating or moving it, so the commit stays reachable after its branch
+    /// is reset or deleted.
+    pub async fn keep_ref(&self, refname: &str, commit: &str) -> Result<(), GitError> {
+        checked("ref", refname)?;
+        if !refname.starts_with("refs/orch/") || refname.len() == "refs/orch/".len() {
+            return Err(GitError::Refused {
+                what: "to write ref",
+                name: refname.to_string(),
+                reason: "orch only writes refs under `refs/orch/<name>`".to_string(),
+            });
+        }
+        let sha = self.rev_parse(commit).await?;
+        let args = ["update-ref", "-m", "orch: keep commit", refname, &sha];
+        self.ok(&self.repo, &args).await?;
+        Ok(())
+    }
+
+    /// `(refname, commit id)` of every ref whose full name starts with
+    /// `prefix` (e.g. "refs/orch/attempts/"), sorted by name.
+    pub async fn refs(&self, prefix: &str) -> Result<Vec<(String, String)>, GitError> {
+        if prefix.starts_with('-') {
+            checked("ref prefix", prefix)?;
+        }
+        // for-each-ref matches whole '/'-separated components, so ask for
+        // the directory holding the prefix and filter the rest here.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let mut args = vec!["for-each-ref", "--format=%(refname)%00%(objectname)"];
+        if !dir.is_empty() {
+            args.push(dir);
+        }
+        let out = self.ok(&self.repo, &args).await?;
+        let mut refs: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| l.split_once('\0'))
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, sha)| (name.to_string(), sha.trim().to_string()))
+            .collect();
+        refs.sort();
+        Ok(refs)
     }
 
     /// Commit checked out in `worktree`.
@@ -609,12 +793,14 @@ impl Git {
         }
 
         // Records of deleted worktrees would otherwise look like checkouts.
-        self.worktree_prune().await?;
-        let checkout = self
-            .worktrees()
-            .await?
-            .into_iter()
-            .find(|w| w.branch.as_deref() == Some(branch));
+        let checkout = {
+            let _lock = self.lock.acquire().await?;
+            self.worktree_prune_locked().await?;
+            self.worktrees_locked()
+                .await?
+                .into_iter()
+                .find(|w| w.branch.as_deref() == Some(branch))
+        };
 
         let Some(checkout) = checkout else {
             let args = [
@@ -672,7 +858,8 @@ impl Git {
     }
 
     /// Makes `dir` ready for `worktree add`: parents created, a stale
-    /// worktree (or leftover directory) at that place removed.
+    /// worktree (or leftover directory) at that place removed. The caller
+    /// holds the worktree lock.
     async fn prepare_worktree_dir(&self, dir: &Path) -> Result<PathBuf, GitError> {
         let dir = normalize(dir);
         if let Some(parent) = dir.parent() {
@@ -685,12 +872,12 @@ impl Git {
                 })?;
         }
         let registered = self
-            .worktrees()
+            .worktrees_locked()
             .await?
             .iter()
             .any(|w| normalize(&w.path) == dir);
         if registered {
-            self.worktree_remove(&dir).await?;
+            self.worktree_remove_locked(&dir).await?;
         } else if dir.exists() {
             // Only a leftover worktree (its `.git` is a file) or an empty
             // directory may go; anything else could be someone's files.
@@ -708,9 +895,9 @@ impl Git {
                     ),
                 });
             }
-            self.worktree_remove(&dir).await?;
+            self.worktree_remove_locked(&dir).await?;
         } else {
-            self.worktree_prune().await?;
+            self.worktree_prune_locked().await?;
         }
         Ok(normalize(&dir))
     }
@@ -768,6 +955,116 @@ impl Git {
             stderr: failure_text(out),
         }
     }
+}
+
+/// Parses `git status --porcelain=v1 -z --no-renames`: `XY path` entries.
+/// A path staged as new and then deleted would commit nothing and is left
+/// out; a path listed twice (staged deletion, then recreated untracked) is
+/// present.
+fn parse_status(out: &str) -> Vec<WorktreeChange> {
+    let mut changes: Vec<WorktreeChange> = Vec::new();
+    for entry in out.split('\0') {
+        if entry.len() < 4 {
+            continue;
+        }
+        let (xy, path) = entry.split_at(3);
+        let xy = xy.as_bytes();
+        let (x, y) = (xy[0], xy[1]);
+        if x == b'A' && y == b'D' {
+            continue;
+        }
+        let path = path.trim_end_matches('/').to_string();
+        let deleted = y == b'D' || (x == b'D' && y == b' ');
+        match changes.iter_mut().find(|c| c.path == path) {
+            Some(c) => c.deleted &= deleted,
+            None => changes.push(WorktreeChange { path, deleted }),
+        }
+    }
+    changes
+}
+
+/// A relative, '/'-separated path inside a worktree, or an error naming why
+/// it is refused.
+fn checked_relative(p: &str) -> Result<String, GitError> {
+    let trimmed = p.trim_end_matches('/');
+    let refuse = |why: &str| GitError::Refused {
+        what: "to discard path",
+        name: p.to_string(),
+        reason: format!("{why}; name paths relative to the worktree's top level"),
+    };
+    if trimmed.is_empty() {
+        return Err(refuse("it is empty"));
+    }
+    if trimmed.starts_with('/') || Path::new(trimmed).is_absolute() {
+        return Err(refuse("it is absolute"));
+    }
+    for part in trimmed.split('/') {
+        match part {
+            "" | "." => return Err(refuse("it has an empty or `.` component")),
+            ".." => return Err(refuse("`..` could leave the worktree")),
+            ".git" => return Err(refuse("it is inside git's own `.git` data")),
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Deletes untracked `paths` under `root` without following symlinks, then
+/// the directories that emptied. A path whose parent is not a real
+/// directory inside `root` (a symlink, a file, missing) is not there to
+/// delete.
+fn delete_untracked(root: &Path, paths: &[String]) -> Result<(), GitError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    for p in paths {
+        let parts: Vec<&str> = p.split('/').collect();
+        let mut dir = root.to_path_buf();
+        let mut reachable = true;
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                _ => {
+                    reachable = false;
+                    break;
+                }
+            }
+        }
+        if !reachable {
+            continue;
+        }
+        let target = root.join(p);
+        let meta = match std::fs::symlink_metadata(&target) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("cannot inspect untracked path", &target)(e)),
+        };
+        if meta.is_dir() {
+            // std's remove_dir_all does not follow symlinks inside.
+            std::fs::remove_dir_all(&target)
+                .map_err(io("cannot delete untracked directory", &target))?;
+        } else {
+            std::fs::remove_file(&target).map_err(io("cannot delete untracked file", &target))?;
+        }
+        // Remove parents this left empty, never the worktree itself.
+        let mut parent = target.parent().map(Path::to_path_buf);
+        while let Some(d) = parent {
+            if d == root || !d.starts_with(root) {
+                break;
+            }
+            if std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            parent = d.parent().map(Path::to_path_buf);
+        }
+    }
+    Ok(())
 }
 
 /// Parses `git worktree list --porcelain -z`: attribute lines ended by NUL,

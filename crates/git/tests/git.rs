@@ -468,3 +468,224 @@ async fn advance_branch_in_a_linked_worktree() {
     assert_eq!(g.head(&base_wt).await.unwrap(), new);
     assert_eq!(read(&base_wt, "y.txt"), "y\n");
 }
+
+fn change(path: &str, deleted: bool) -> orch_git::WorktreeChange {
+    orch_git::WorktreeChange {
+        path: path.to_string(),
+        deleted,
+    }
+}
+
+fn sorted(mut v: Vec<orch_git::WorktreeChange>) -> Vec<orch_git::WorktreeChange> {
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+/// A worktree whose HEAD holds a.txt, keep.txt, sub/b.txt, an executable
+/// run.sh and a symlink link -> a.txt.
+async fn rich_worktree(g: &Git, r: &Repo) -> PathBuf {
+    let wt = r.wt_root.join("rich");
+    g.worktree_add(&wt, "orch/rich", "main").await.unwrap();
+    write(&wt, "keep.txt", "keep\n");
+    write(&wt, "sub/b.txt", "b\n");
+    write(&wt, "run.sh", "#!/bin/sh\n");
+    write(&wt, ".gitignore", "*.log\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(wt.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("a.txt", wt.join("link")).unwrap();
+    g.commit_all(&wt, "rich").await.unwrap().unwrap();
+    wt
+}
+
+#[tokio::test]
+async fn worktree_changes_lists_what_commit_all_would_commit() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = rich_worktree(&g, &r).await;
+    assert_eq!(g.worktree_changes(&wt).await.unwrap(), vec![]);
+
+    write(&wt, "a.txt", "changed\n");
+    std::fs::remove_file(wt.join("sub/b.txt")).unwrap();
+    write(&wt, "new/deep/n.py", "x\n");
+    write(&wt, "name with space.txt", "x\n");
+    write(&wt, "__pycache__/m.pyc", "cache");
+    write(&wt, "debug.log", "ignored");
+    write(&wt, "staged-then-gone.txt", "x\n");
+    git(&wt, &["add", "staged-then-gone.txt"]);
+    std::fs::remove_file(wt.join("staged-then-gone.txt")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(wt.join("run.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", wt.join("out")).unwrap();
+
+    let changes = sorted(g.worktree_changes(&wt).await.unwrap());
+    assert_eq!(
+        changes,
+        vec![
+            change("a.txt", false),
+            change("name with space.txt", false),
+            change("new/deep/n.py", false),
+            change("out", false),
+            change("run.sh", false),
+            change("sub/b.txt", true),
+        ]
+    );
+
+    // Exactly these paths are what the commit takes.
+    let head = g.commit_all(&wt, "all").await.unwrap().unwrap();
+    let mut committed = g.changed_files(&format!("{head}~1"), &head).await.unwrap();
+    committed.sort();
+    let listed: Vec<String> = changes.into_iter().map(|c| c.path).collect();
+    assert_eq!(committed, listed);
+}
+
+#[tokio::test]
+async fn discard_changes_makes_paths_as_at_head() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = rich_worktree(&g, &r).await;
+    let outside = r.wt_root.join("outside");
+    write(&outside, "victim.txt", "precious\n");
+
+    write(&wt, "a.txt", "changed\n");
+    write(&wt, "keep.txt", "kept change\n");
+    std::fs::remove_file(wt.join("sub/b.txt")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(wt.join("run.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    write(&wt, "new/deep/n.py", "x\n");
+    write(&wt, "new/other.txt", "stays\n");
+    write(&wt, "lone/dir/f.txt", "x\n");
+    std::os::unix::fs::symlink(&outside, wt.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim.txt"), wt.join("escape-file")).unwrap();
+    // A tracked symlink retargeted outside.
+    std::fs::remove_file(wt.join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim.txt"), wt.join("link")).unwrap();
+    write(&wt, "staged.txt", "x\n");
+    git(&wt, &["add", "staged.txt"]);
+
+    let discard: Vec<String> = [
+        "a.txt",
+        "sub/b.txt",
+        "run.sh",
+        "new/deep/n.py",
+        "lone/dir/f.txt",
+        "escape",
+        "escape-file",
+        "link",
+        "staged.txt",
+        // Reached through the symlink: not in the worktree, so untouched.
+        "escape/victim.txt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    g.discard_changes(&wt, &discard).await.unwrap();
+
+    assert_eq!(
+        sorted(g.worktree_changes(&wt).await.unwrap()),
+        vec![change("keep.txt", false), change("new/other.txt", false)]
+    );
+    assert_eq!(read(&wt, "a.txt"), "one\n");
+    assert_eq!(read(&wt, "sub/b.txt"), "b\n");
+    let mode = std::fs::metadata(wt.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "executable bit restored");
+    assert_eq!(
+        std::fs::read_link(wt.join("link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert!(!wt.join("new/deep").exists(), "emptied directory removed");
+    assert!(wt.join("new").is_dir(), "non-empty directory kept");
+    assert!(!wt.join("lone").exists(), "emptied parents removed");
+    assert!(!wt.join("escape").exists() && !wt.join("escape-file").exists());
+    assert!(!wt.join("staged.txt").exists());
+    assert_eq!(read(&outside, "victim.txt"), "precious\n");
+    assert!(wt.is_dir());
+}
+
+#[tokio::test]
+async fn discard_changes_handles_a_file_turned_into_a_directory() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = rich_worktree(&g, &r).await;
+    std::fs::remove_file(wt.join("a.txt")).unwrap();
+    write(&wt, "a.txt/inner.txt", "x\n");
+    std::fs::remove_dir_all(wt.join("sub")).unwrap();
+    write(&wt, "sub", "now a file\n");
+    let paths: Vec<String> = g
+        .worktree_changes(&wt)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+    g.discard_changes(&wt, &paths).await.unwrap();
+    assert_eq!(g.worktree_changes(&wt).await.unwrap(), vec![]);
+    assert_eq!(read(&wt, "a.txt"), "one\n");
+    assert_eq!(read(&wt, "sub/b.txt"), "b\n");
+}
+
+#[tokio::test]
+async fn discard_changes_refuses_paths_outside_the_worktree_and_changes_nothing() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = rich_worktree(&g, &r).await;
+    write(&wt, "a.txt", "changed\n");
+    for bad in [
+        "../repo/a.txt",
+        "/etc/passwd",
+        "sub/../../x",
+        "",
+        ".git/config",
+        "./a.txt",
+    ] {
+        let err = g
+            .discard_changes(&wt, &["a.txt".to_string(), bad.to_string()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GitError::Refused { .. }), "{bad:?}: {err}");
+        assert!(err.to_string().contains("relative"), "{err}");
+        assert_eq!(read(&wt, "a.txt"), "changed\n", "nothing discarded");
+    }
+    g.discard_changes(&wt, &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn keep_ref_keeps_commits_and_refs_lists_them() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let (wt, sha) = commit_on_branch(&g, &r, "orch/t-1", "x.txt", "x\n").await;
+    g.keep_ref("refs/orch/attempts/t-1/1", &sha).await.unwrap();
+    g.keep_ref("refs/orch/attempts/t-10/1", "main")
+        .await
+        .unwrap();
+    g.worktree_remove(&wt).await.unwrap();
+    g.delete_branch("orch/t-1").await.unwrap();
+
+    // The commit outlives its branch.
+    assert_eq!(g.rev_parse("refs/orch/attempts/t-1/1").await.unwrap(), sha);
+    let main = g.rev_parse("main").await.unwrap();
+    assert_eq!(
+        g.refs("refs/orch/attempts/").await.unwrap(),
+        vec![
+            ("refs/orch/attempts/t-1/1".to_string(), sha.clone()),
+            ("refs/orch/attempts/t-10/1".to_string(), main.clone()),
+        ]
+    );
+    assert_eq!(
+        g.refs("refs/orch/attempts/t-1/").await.unwrap(),
+        vec![("refs/orch/attempts/t-1/1".to_string(), sha.clone())]
+    );
+    assert_eq!(g.refs("refs/orch/attempts/t-1").await.unwrap().len(), 2);
+    assert!(g.refs("refs/orch/none/").await.unwrap().is_empty());
+
+    // Moving a kept ref.
+    g.keep_ref("refs/orch/attempts/t-1/1", &main).await.unwrap();
+    assert_eq!(g.rev_parse("refs/orch/attempts/t-1/1").await.unwrap(), main);
+
+    for bad in ["refs/heads/main", "refs/orch/", "-x", "refs/orch/a..b"] {
+        assert!(g.keep_ref(bad, &main).await.is_err(), "{bad}");
+    }
+    assert!(g.keep_ref("refs/orch/x", "no-such-rev").await.is_err());
+}

@@ -19,7 +19,10 @@ mod validate;
 pub use context::{gather_context, PlanContext};
 pub use prompt::{build_messages, system_prompt};
 pub use render::render_markdown;
-pub use validate::{normalize, validate, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
+pub use validate::{
+    normalize, validate, MAX_ACCEPTANCE_TESTS, MAX_ALLOWED_FILES, MAX_DESCRIPTION_CHARS,
+    MAX_NOTES_CHARS, MAX_PATH_CHARS, MAX_PLAN_TASKS, MAX_TITLE_CHARS,
+};
 
 use orch_core::{NewTask, Task, TaskSource, TaskType, Usage};
 use orch_providers::structured::{structured, StructuredError};
@@ -101,22 +104,40 @@ pub enum PlanError {
 }
 
 /// JSON schema of the planner's answer, used as the `task_plan` response
-/// format.
-pub fn task_plan_schema() -> serde_json::Value {
+/// format, for a plan of at most `want` tasks.
+///
+/// Every size is bounded (`maxItems`, `maxLength`): a server that enforces
+/// the schema with a grammar then cannot generate until its context is
+/// full, and one that does not gets a repair round when it overshoots.
+/// `acceptance_tests` is optional, so plans written before it existed still
+/// validate; OpenAI's strict mode, which wants every property required, is
+/// satisfied on the wire by [`orch_providers::openai`].
+pub fn task_plan_schema(want: usize) -> serde_json::Value {
+    let bounded_paths = |description: &str, max: usize| {
+        json!({
+            "type": "array",
+            "items": { "type": "string", "maxLength": MAX_PATH_CHARS },
+            "maxItems": max,
+            "description": description
+        })
+    };
     json!({
         "type": "object",
         "properties": {
             "tasks": {
                 "type": "array",
+                "maxItems": want.clamp(1, MAX_PLAN_TASKS),
                 "items": {
                     "type": "object",
                     "properties": {
                         "title": {
                             "type": "string",
+                            "maxLength": MAX_TITLE_CHARS,
                             "description": "short imperative sentence"
                         },
                         "description": {
                             "type": "string",
+                            "maxLength": MAX_DESCRIPTION_CHARS,
                             "description": "self-contained instructions with acceptance criteria"
                         },
                         "type": {
@@ -127,11 +148,15 @@ pub fn task_plan_schema() -> serde_json::Value {
                             "type": "integer",
                             "description": "higher runs first"
                         },
-                        "allowed_files": {
-                            "type": "array",
-                            "items": { "type": "string" },
-                            "description": "relative paths or globs the worker may change; empty = any file"
-                        }
+                        "allowed_files": bounded_paths(
+                            "relative paths or globs the worker may change; empty = any file",
+                            MAX_ALLOWED_FILES
+                        ),
+                        "acceptance_tests": bounded_paths(
+                            "tests that must pass when the task is done: test ids like \
+                             tests/test_x.py::test_y, or test files; empty = none named",
+                            MAX_ACCEPTANCE_TESTS
+                        )
                     },
                     "required": ["title", "description", "type", "priority", "allowed_files"],
                     "additionalProperties": false
@@ -139,6 +164,7 @@ pub fn task_plan_schema() -> serde_json::Value {
             },
             "notes": {
                 "type": "string",
+                "maxLength": MAX_NOTES_CHARS,
                 "description": "anything a human should know about this plan"
             }
         },
@@ -158,7 +184,7 @@ pub async fn plan(
     let mut request = ChatRequest::new(model, build_messages(input));
     request.response_format = Some(ResponseFormat {
         name: "task_plan".to_string(),
-        schema: task_plan_schema(),
+        schema: task_plan_schema(input.want),
     });
     // The shared structured-output layer: native schema where the API has
     // it, else the schema in the prompt; validation; one repair round.
@@ -218,7 +244,7 @@ mod tests {
 
     #[test]
     fn schema_is_strict_and_complete() {
-        let s = task_plan_schema();
+        let s = task_plan_schema(3);
         assert_eq!(s["required"], json!(["tasks", "notes"]));
         assert_eq!(s["additionalProperties"], false);
         let item = &s["properties"]["tasks"]["items"];
@@ -232,6 +258,97 @@ mod tests {
             json!(["code", "test", "fix", "review"])
         );
         assert_eq!(item["properties"]["priority"]["type"], "integer");
+        assert_eq!(
+            item["properties"]["acceptance_tests"]["items"]["type"],
+            "string"
+        );
+    }
+
+    /// A grammar built from the schema must end: every array and string
+    /// has a bound, and the tasks are bounded by the number wanted.
+    #[test]
+    fn schema_bounds_every_size() {
+        fn unbounded(at: &str, s: &serde_json::Value, out: &mut Vec<String>) {
+            match s["type"].as_str() {
+                Some("string") if s.get("enum").is_none() && s.get("maxLength").is_none() => {
+                    out.push(at.to_string())
+                }
+                Some("array") if s.get("maxItems").is_none() => out.push(at.to_string()),
+                _ => {}
+            }
+            if let Some(items) = s.get("items") {
+                unbounded(&format!("{at}[]"), items, out);
+            }
+            if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
+                for (k, v) in props {
+                    unbounded(&format!("{at}.{k}"), v, out);
+                }
+            }
+        }
+        let s = task_plan_schema(3);
+        let mut out = Vec::new();
+        unbounded("", &s, &mut out);
+        assert_eq!(out, Vec::<String>::new(), "unbounded: {out:?}");
+        assert_eq!(s["properties"]["tasks"]["maxItems"], 3);
+        assert_eq!(task_plan_schema(0)["properties"]["tasks"]["maxItems"], 1);
+        assert_eq!(
+            task_plan_schema(1000)["properties"]["tasks"]["maxItems"],
+            MAX_PLAN_TASKS
+        );
+        let item = &s["properties"]["tasks"]["items"]["properties"];
+        assert_eq!(item["title"]["maxLength"], MAX_TITLE_CHARS);
+        assert_eq!(item["description"]["maxLength"], MAX_DESCRIPTION_CHARS);
+        assert_eq!(item["allowed_files"]["maxItems"], MAX_ALLOWED_FILES);
+        assert_eq!(item["acceptance_tests"]["maxItems"], MAX_ACCEPTANCE_TESTS);
+    }
+
+    /// The structured-output layer checks the bounds: a plan over the
+    /// number wanted gets the repair round, which names the limit.
+    #[tokio::test]
+    async fn a_plan_over_the_number_wanted_is_sent_back_once() {
+        let ctx = context();
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 1,
+        };
+        let provider = ScriptedProvider::new(vec![
+            answer(&good_plan().to_string()),
+            answer(&json!({"tasks": [good_plan()["tasks"][1]], "notes": ""}).to_string()),
+        ]);
+        let (plan, _) = plan(&provider, "m", &input).await.unwrap();
+        assert_eq!(plan.tasks.len(), 1);
+        let reqs = provider.requests();
+        assert_eq!(reqs.len(), 2);
+        let repair = &reqs[1].messages[3].content;
+        assert!(repair.contains("/tasks"), "{repair}");
+        assert!(repair.contains('1'), "{repair}");
+    }
+
+    #[tokio::test]
+    async fn acceptance_tests_flow_from_the_plan_to_the_new_task() {
+        let ctx = context();
+        let input = PlanInput {
+            project: "demo",
+            context: &ctx,
+            open_tasks: &[],
+            recent_failures: &[],
+            want: 5,
+        };
+        let mut raw = good_plan();
+        raw["tasks"][1]["acceptance_tests"] =
+            json!(["tests/test_parser.py::test_empty", "tests/test_parser.py"]);
+        let provider = ScriptedProvider::new(vec![answer(&raw.to_string())]);
+        let (plan, _) = plan(&provider, "m", &input).await.unwrap();
+        assert_eq!(plan.tasks[0].title, "Fix crash on empty input");
+        let task = plan.tasks[0].to_new_task("demo");
+        assert_eq!(
+            task.acceptance_tests,
+            vec!["tests/test_parser.py::test_empty", "tests/test_parser.py"]
+        );
+        assert!(plan.tasks[1].acceptance_tests.is_empty(), "optional");
     }
 
     #[tokio::test]
@@ -261,7 +378,7 @@ mod tests {
         assert_eq!(reqs[0].model, "planner-model");
         let rf = reqs[0].response_format.as_ref().unwrap();
         assert_eq!(rf.name, "task_plan");
-        assert_eq!(rf.schema, task_plan_schema());
+        assert_eq!(rf.schema, task_plan_schema(5));
         assert_eq!(reqs[0].messages.len(), 2);
         assert_eq!(reqs[0].messages[0].role, Role::System);
     }

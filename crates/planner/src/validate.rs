@@ -1,7 +1,10 @@
 //! Checking a planner answer: schema-level errors (which get the model a
 //! repair round) and the filters that drop individual tasks (duplicates,
-//! unchanged repeats of failed tasks, unsafe `allowed_files`), each with a
-//! recorded reason.
+//! unchanged repeats of failed tasks, unsafe `allowed_files` or
+//! `acceptance_tests`), each with a recorded reason.
+//!
+//! Every size is bounded, here and in the `task_plan` schema alike, so a
+//! model (or a server's grammar) cannot produce an answer without end.
 
 use crate::{Plan, PlanError, PlanInput, ProposedTask};
 use orch_core::TaskType;
@@ -11,6 +14,16 @@ use serde_json::{Map, Value};
 pub const MAX_TITLE_CHARS: usize = 200;
 /// Descriptions longer than this are cut (characters).
 pub const MAX_DESCRIPTION_CHARS: usize = 8000;
+/// Notes longer than this are cut (characters).
+pub const MAX_NOTES_CHARS: usize = 4000;
+/// Most tasks one plan may hold, whatever number is wanted.
+pub const MAX_PLAN_TASKS: usize = 20;
+/// Most `allowed_files` entries per task.
+pub const MAX_ALLOWED_FILES: usize = 50;
+/// Most `acceptance_tests` entries per task.
+pub const MAX_ACCEPTANCE_TESTS: usize = 20;
+/// Longest `allowed_files` or `acceptance_tests` entry (characters).
+pub const MAX_PATH_CHARS: usize = 300;
 
 /// Validates a planner answer against the `task_plan` schema, then filters
 /// its tasks for `input`: see the module docs. Kept tasks come highest
@@ -40,6 +53,7 @@ pub fn validate(raw: &Value, input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         })?
         .trim()
         .to_string();
+    let notes = cap_chars(&notes, MAX_NOTES_CHARS);
     let proposed = tasks
         .iter()
         .enumerate()
@@ -120,34 +134,68 @@ fn parse_task(i: usize, value: &Value) -> Result<ProposedTask, PlanError> {
                 describe(priority_value)
             ))
         })?;
-    let files_value = field(obj, "allowed_files", &at)?;
-    let allowed_files = files_value
-        .as_array()
-        .ok_or_else(|| {
-            invalid(format!(
-                "`{at}.allowed_files` must be an array of strings, got {}",
-                kind(files_value)
-            ))
-        })?
-        .iter()
-        .enumerate()
-        .map(|(j, f)| {
-            f.as_str().map(|s| s.trim().to_string()).ok_or_else(|| {
-                invalid(format!(
-                    "`{at}.allowed_files[{j}]` must be a string, got {}",
-                    kind(f)
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_files = strings(
+        field(obj, "allowed_files", &at)?,
+        &at,
+        "allowed_files",
+        MAX_ALLOWED_FILES,
+    )?;
+    // Optional: a plan without it (an older script, a model that left it
+    // out) names no acceptance tests.
+    let acceptance_tests = match obj.get("acceptance_tests") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => {
+            let mut tests = strings(v, &at, "acceptance_tests", MAX_ACCEPTANCE_TESTS)?;
+            // Blank entries say nothing; repeats say it twice.
+            tests.retain(|t| !t.is_empty());
+            let mut seen = std::collections::HashSet::new();
+            tests.retain(|t| seen.insert(t.clone()));
+            tests
+        }
+    };
     Ok(ProposedTask {
         title: cap_chars(&title, MAX_TITLE_CHARS),
         description: cap_chars(&description, MAX_DESCRIPTION_CHARS),
         task_type,
         priority,
         allowed_files,
-        acceptance_tests: Vec::new(),
+        acceptance_tests,
     })
+}
+
+/// `value` as a list of at most `max` trimmed strings of at most
+/// [`MAX_PATH_CHARS`] characters each.
+fn strings(value: &Value, at: &str, name: &str, max: usize) -> Result<Vec<String>, PlanError> {
+    let items = value.as_array().ok_or_else(|| {
+        invalid(format!(
+            "`{at}.{name}` must be an array of strings, got {}",
+            kind(value)
+        ))
+    })?;
+    if items.len() > max {
+        return Err(invalid(format!(
+            "`{at}.{name}` has {} entries; at most {max} are allowed (name fewer, broader ones)",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            let s = f.as_str().map(str::trim).ok_or_else(|| {
+                invalid(format!(
+                    "`{at}.{name}[{j}]` must be a string, got {}",
+                    kind(f)
+                ))
+            })?;
+            if s.chars().count() > MAX_PATH_CHARS {
+                return Err(invalid(format!(
+                    "`{at}.{name}[{j}]` is longer than {MAX_PATH_CHARS} characters"
+                )));
+            }
+            Ok(s.to_string())
+        })
+        .collect()
 }
 
 /// Why `task` must not be created, if it must not.
@@ -160,6 +208,12 @@ fn drop_reason(
         return Some(format!(
             "allowed_files entry `{bad}` is not a relative path or glob inside the repository \
              (it must not be empty, start with `/` or `~`, or contain `..`)"
+        ));
+    }
+    if let Some(bad) = task.acceptance_tests.iter().find(|t| !is_safe_relative(t)) {
+        return Some(format!(
+            "acceptance_tests entry `{bad}` is not a test id or test file inside the repository \
+             (like `tests/test_x.py::test_y`; it must not start with `/` or `~`, or contain `..`)"
         ));
     }
     let title = normalize(&task.title);

@@ -340,7 +340,12 @@ pub fn request_body(request: &ChatRequest) -> Value {
 
 /// The request body with `response_format` in the given form.
 pub fn request_body_styled(request: &ChatRequest, schema_style: SchemaStyle) -> Value {
-    let messages: Vec<Value> = request.messages.iter().map(wire_message).collect();
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| wire_message(m, &request.messages[..i]))
+        .collect();
     let mut body = json!({ "model": request.model, "messages": messages });
     if !request.tools.is_empty() {
         body["tools"] = request
@@ -398,34 +403,69 @@ fn add_stream_options(body: &mut Value) {
     body["stream_options"] = json!({ "include_usage": true });
 }
 
-fn wire_message(m: &Message) -> Value {
+/// One message on the wire. `earlier` is the conversation before it, used
+/// to name the call a tool result answers when the message itself does not.
+///
+/// Strict servers validate these shapes: llama-cpp-python answers HTTP 500
+/// ("Input should be a valid string") to an assistant message whose
+/// `content` is `null`, and to a tool message without `tool_call_id`. So
+/// content is always a string (`""` next to tool calls) and every tool
+/// message names its call.
+fn wire_message(m: &Message, earlier: &[Message]) -> Value {
     match m.role {
         Role::Tool => json!({
             "role": "tool",
-            "tool_call_id": m.tool_call_id.clone().unwrap_or_default(),
+            "tool_call_id": tool_call_id_for(m, earlier),
             "content": m.content,
         }),
         Role::Assistant if !m.tool_calls.is_empty() => {
             let calls: Vec<Value> = m
                 .tool_calls
                 .iter()
-                .map(|tc| {
+                .enumerate()
+                .map(|(i, tc)| {
+                    // An id-less call gets the id its result will name.
+                    let id = if tc.id.is_empty() {
+                        format!("call_{}", i + 1)
+                    } else {
+                        tc.id.clone()
+                    };
                     json!({
-                        "id": tc.id,
+                        "id": id,
                         "type": "function",
                         "function": { "name": tc.name, "arguments": tc.arguments },
                     })
                 })
                 .collect();
-            let content = if m.content.is_empty() {
-                Value::Null
-            } else {
-                json!(m.content)
-            };
-            json!({ "role": "assistant", "content": content, "tool_calls": calls })
+            json!({ "role": "assistant", "content": m.content, "tool_calls": calls })
         }
         role => json!({ "role": role, "content": m.content }),
     }
+}
+
+/// The call id a tool result answers: its own, or else the id of the call
+/// in the latest assistant turn at the same position (the n-th tool result
+/// after that turn answers its n-th call), or else a stable made-up id.
+fn tool_call_id_for(m: &Message, earlier: &[Message]) -> String {
+    if let Some(id) = m.tool_call_id.as_deref().filter(|id| !id.is_empty()) {
+        return id.to_string();
+    }
+    let turn = earlier
+        .iter()
+        .rposition(|e| e.role == Role::Assistant && !e.tool_calls.is_empty());
+    if let Some(turn) = turn {
+        let position = earlier[turn + 1..]
+            .iter()
+            .filter(|e| e.role == Role::Tool)
+            .count();
+        if let Some(call) = earlier[turn].tool_calls.get(position) {
+            if !call.id.is_empty() {
+                return call.id.clone();
+            }
+        }
+        return format!("call_{}", position + 1);
+    }
+    "call_1".to_string()
 }
 
 #[derive(Deserialize)]
@@ -1128,7 +1168,7 @@ mod tests {
                 "messages": [
                     {"role": "system", "content": "sys"},
                     {"role": "user", "content": "do it"},
-                    {"role": "assistant", "content": null, "tool_calls": [
+                    {"role": "assistant", "content": "", "tool_calls": [
                         {"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"p\":1}"}}
                     ]},
                     {"role": "tool", "tool_call_id": "c1", "content": "file text"},
@@ -1143,6 +1183,72 @@ mod tests {
             })
         );
         assert!(body.get("temperature").is_none());
+    }
+
+    /// llama-cpp-python answers 500 to `"content": null` on an assistant
+    /// turn and to a tool message without `tool_call_id`: the exact JSON of
+    /// a two-call turn, with and without text, and of id-less results.
+    #[test]
+    fn tool_turns_never_send_null_content_and_results_always_name_their_call() {
+        let call = |id: &str, name: &str| ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{}".into(),
+        };
+        let turn = |content: &str, calls: Vec<ToolCall>| Message {
+            role: Role::Assistant,
+            content: content.into(),
+            tool_calls: calls,
+            tool_call_id: None,
+        };
+        let id_less = |text: &str| Message {
+            role: Role::Tool,
+            content: text.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        };
+        let req = ChatRequest::new(
+            "m",
+            vec![
+                Message::user("go"),
+                turn("", vec![call("a1", "read_file"), call("a2", "run")]),
+                id_less("first"),
+                id_less("second"),
+                turn("Now the edit.", vec![call("b1", "edit_file")]),
+                Message::tool_result("", "edited"),
+                turn("", vec![call("", "finish")]),
+                id_less("done"),
+            ],
+        );
+        let body = request_body(&req);
+        let f = |name: &str| json!({"name": name, "arguments": "{}"});
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "a1", "type": "function", "function": f("read_file")},
+                    {"id": "a2", "type": "function", "function": f("run")},
+                ]},
+                {"role": "tool", "tool_call_id": "a1", "content": "first"},
+                {"role": "tool", "tool_call_id": "a2", "content": "second"},
+                {"role": "assistant", "content": "Now the edit.", "tool_calls": [
+                    {"id": "b1", "type": "function", "function": f("edit_file")},
+                ]},
+                {"role": "tool", "tool_call_id": "b1", "content": "edited"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": f("finish")},
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+            ])
+        );
+        let text = body.to_string();
+        assert!(!text.contains("null"), "no null anywhere: {text}");
+        // The streamed body is built the same way.
+        assert_eq!(stream_request_body(&req)["messages"], body["messages"]);
+        // A tool result with nothing before it still names a call.
+        let lone = ChatRequest::new("m", vec![id_less("x")]);
+        assert_eq!(request_body(&lone)["messages"][0]["tool_call_id"], "call_1");
     }
 
     #[test]

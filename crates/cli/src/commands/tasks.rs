@@ -3,7 +3,8 @@
 use super::{load_config, open_store, print_json, require_project};
 use crate::{CliError, CliResult};
 use clap::Args;
-use orch_core::{NewTask, TaskSource, TaskStatus, TaskType};
+use crate::table::{Column, Table};
+use orch_core::{NewTask, Task, TaskSource, TaskStatus, TaskType};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -75,6 +76,15 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         print_json(&task)?;
     } else {
         println!("added task {} to {}: {}", task.id, task.project, task.title);
+        if !task.acceptance_tests.is_empty() {
+            println!(
+                "  acceptance tests (must pass for the task to pass): {}",
+                task.acceptance_tests.join(", ")
+            );
+        }
+        if !task.allowed_files.is_empty() {
+            println!("  allowed files: {}", task.allowed_files.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,24 +125,39 @@ pub fn list(config_flag: Option<&Path>, a: TasksArgs) -> CliResult {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  TITLE",
-        "ID", "STATUS", "PRIO", "TRY", "TYPE"
-    );
+    tasks_table(&tasks).print();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orch tasks` as a table: the title gives way to fit the terminal; a
+/// waiting task's question goes on a line of its own under it.
+fn tasks_table(tasks: &[Task]) -> Table {
+    let mut table = Table::new(vec![
+        Column::left("ID"),
+        Column::left("STATUS"),
+        Column::right("PRIO"),
+        Column::right("TRY"),
+        Column::left("TYPE"),
+        Column::left("TITLE").truncate(),
+    ]);
     for t in tasks {
-        println!(
-            "{:<12}  {:<11}  {:>4}  {:>3}  {:<6}  {}",
-            t.id, t.status, t.priority, t.attempts, t.task_type, t.title
-        );
+        table.row([
+            t.id.to_string(),
+            t.status.to_string(),
+            t.priority.to_string(),
+            t.attempts.to_string(),
+            t.task_type.to_string(),
+            t.title.clone(),
+        ]);
         if let Some(q) = t
             .question
             .as_deref()
             .filter(|_| t.status == TaskStatus::NeedsHuman)
         {
-            println!("{:<12}  asks: {q}", "");
+            table.note(&format!("asks: {q}"));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    table
 }
 
 #[derive(Args, Debug)]
