@@ -86,8 +86,8 @@ impl RepoLock {
     /// Waits for the repository's worktree lock (in-process first, then
     /// across processes).
     pub(crate) async fn acquire(&self) -> Result<WorktreeGuard, GitError> {
-        let guard = Arc::new(tokio::sync::Mutex::new(())).lock_owned().await;
-        let file = match &None::<PathBuf> {
+        let guard = self.mutex.clone().lock_owned().await;
+        let file = match &self.file {
             Some(path) => lock_file(path).await?,
             None => None,
         };

@@ -323,8 +323,10 @@ mod tests {
         let reqs = provider.requests();
         assert_eq!(reqs.len(), 2);
         let repair = &reqs[1].messages[3].content;
-        assert!(repair.contains("/tasks"), "{repair}");
-        assert!(repair.contains('1'), "{repair}");
+        assert!(
+            repair.contains("`/tasks` has 2 items, more than 1"),
+            "{repair}"
+        );
     }
 
     #[tokio::test]

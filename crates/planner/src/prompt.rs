@@ -37,6 +37,10 @@ no code change). priority: an integer, higher runs first.
 - allowed_files: the relative paths or globs the worker may change (for example \
 `src/parser/**` or `tests/test_parser.py`); an empty list allows any file. No absolute \
 paths, no `..`.
+- acceptance_tests: the tests that must pass once the task is done, as test ids (for \
+example `tests/test_parser.py::test_nested`) or test files, relative to the repository. \
+Name the failing test a fix should turn green, or the test a `test` task adds. Verification \
+holds the worker to them. An empty list names none.
 - Never duplicate an open task.
 - Never repeat a failed task unchanged. Read its failure reason, then decompose it into \
 smaller tasks or change the approach.
@@ -45,7 +49,8 @@ doing. Put anything a human should know (assumptions, risks, what you left out) 
 
 Answer with only a JSON object matching the task_plan schema:
 {\"tasks\": [{\"title\": string, \"description\": string, \"type\": \"code\"|\"test\"|\"fix\"|\"review\", \
-\"priority\": integer, \"allowed_files\": [string]}], \"notes\": string}"
+\"priority\": integer, \"allowed_files\": [string], \"acceptance_tests\": [string]}], \
+\"notes\": string}"
         .to_string()
 }
 
@@ -181,6 +186,8 @@ mod tests {
             "decompose",
             "one worker session",
             "task_plan",
+            "acceptance_tests",
+            "tests/test_parser.py::test_nested",
         ] {
             assert!(system.contains(needle), "system prompt lacks {needle}");
         }

@@ -24,8 +24,17 @@ pub fn render_markdown(project: &str, plan: &Plan, context: &PlanContext) -> Str
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let tests = if t.acceptance_tests.is_empty() {
+            "none named".to_string()
+        } else {
+            t.acceptance_tests
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         md.push_str(&format!(
-            "### {}. {}\n\n- Type: {}\n- Priority: {}\n- Allowed files: {files}\n\n{}\n\n",
+            "### {}. {}\n\n- Type: {}\n- Priority: {}\n- Allowed files: {files}\n- Acceptance tests: {tests}\n\n{}\n\n",
             i + 1,
             t.title,
             t.task_type,
@@ -80,7 +89,7 @@ mod tests {
     fn markdown_lists_tasks_dropped_notes_and_context() {
         let ctx = context();
         let raw = json!({"tasks": [
-            {"title": "Fix crash on empty input", "description": "parse('') raises IndexError.\nMake it return [].", "type": "fix", "priority": 9, "allowed_files": ["src/parser.py"]},
+            {"title": "Fix crash on empty input", "description": "parse('') raises IndexError.\nMake it return [].", "type": "fix", "priority": 9, "allowed_files": ["src/parser.py"], "acceptance_tests": ["tests/test_parser.py::test_empty"]},
             {"title": "Document the API", "description": "Add docs.", "type": "code", "priority": 1, "allowed_files": []},
             {"title": "Escape", "description": "x", "type": "code", "priority": 1, "allowed_files": ["../x"]}
         ], "notes": "Parser is fragile."});
@@ -97,13 +106,16 @@ mod tests {
             md.starts_with("# Plan for demo\n\n2 task(s) proposed, 1 dropped."),
             "{md}"
         );
-        assert!(md.contains("### 1. Fix crash on empty input\n\n- Type: fix\n- Priority: 9\n- Allowed files: `src/parser.py`"), "{md}");
+        assert!(md.contains("### 1. Fix crash on empty input\n\n- Type: fix\n- Priority: 9\n- Allowed files: `src/parser.py`\n- Acceptance tests: `tests/test_parser.py::test_empty`\n"), "{md}");
         assert!(
             md.contains("parse('') raises IndexError.\nMake it return []."),
             "{md}"
         );
         assert!(md.contains("### 2. Document the API"), "{md}");
-        assert!(md.contains("- Allowed files: any file"), "{md}");
+        assert!(
+            md.contains("- Allowed files: any file\n- Acceptance tests: none named"),
+            "{md}"
+        );
         assert!(
             md.contains("- **Escape**: allowed_files entry `../x`"),
             "{md}"

@@ -520,6 +520,97 @@ mod tests {
     }
 
     #[test]
+    fn acceptance_tests_are_optional_relative_safe_and_bounded() {
+        // Missing or null: none named.
+        let plan = run(
+            json!({"tasks": [task_json("A", 1)], "notes": ""}),
+            &[],
+            &[],
+            10,
+        )
+        .unwrap();
+        assert!(plan.tasks[0].acceptance_tests.is_empty());
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = Value::Null;
+        let plan = run(json!({"tasks": [t], "notes": ""}), &[], &[], 10).unwrap();
+        assert!(plan.tasks[0].acceptance_tests.is_empty());
+
+        // Trimmed, blanks and repeats dropped, order kept.
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = json!([
+            " tests/test_calc.py::test_add ",
+            "",
+            "test_calc.py",
+            "tests/test_calc.py::test_add"
+        ]);
+        let plan = run(json!({"tasks": [t], "notes": ""}), &[], &[], 10).unwrap();
+        assert_eq!(
+            plan.tasks[0].acceptance_tests,
+            vec!["tests/test_calc.py::test_add", "test_calc.py"]
+        );
+
+        // Outside the repository: the task is dropped, with the reason.
+        for entry in ["/etc/passwd", "../x/test_a.py", "~/t.py"] {
+            let mut t = task_json("A", 1);
+            t["acceptance_tests"] = json!(["test_ok.py", entry]);
+            let plan = run(json!({"tasks": [t], "notes": ""}), &[], &[], 10).unwrap();
+            assert!(plan.tasks.is_empty(), "{entry}");
+            assert!(
+                plan.dropped[0]
+                    .1
+                    .starts_with(&format!("acceptance_tests entry `{entry}`")),
+                "{}",
+                plan.dropped[0].1
+            );
+        }
+
+        // Wrong shapes and sizes are schema errors (a repair round).
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = json!("test_a.py");
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].acceptance_tests` must be an array of strings, got a string"
+        );
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = json!([1]);
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].acceptance_tests[0]` must be a string, got a number"
+        );
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = json!((0..=MAX_ACCEPTANCE_TESTS)
+            .map(|i| format!("test_{i}.py"))
+            .collect::<Vec<_>>());
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].acceptance_tests` has 21 entries; at most 20 are allowed (name fewer, broader ones)"
+        );
+        let mut t = task_json("A", 1);
+        t["acceptance_tests"] = json!(["t".repeat(MAX_PATH_CHARS + 1)]);
+        assert_eq!(
+            err(json!({"tasks": [t], "notes": ""})),
+            "`tasks[0].acceptance_tests[0]` is longer than 300 characters"
+        );
+        let mut t = task_json("A", 1);
+        t["allowed_files"] = json!((0..=MAX_ALLOWED_FILES)
+            .map(|i| format!("f{i}"))
+            .collect::<Vec<_>>());
+        assert!(err(json!({"tasks": [t], "notes": ""})).contains("at most 50 are allowed"),);
+    }
+
+    #[test]
+    fn long_notes_are_capped() {
+        let plan = run(
+            json!({"tasks": [], "notes": "n".repeat(MAX_NOTES_CHARS * 2)}),
+            &[],
+            &[],
+            10,
+        )
+        .unwrap();
+        assert_eq!(plan.notes.chars().count(), MAX_NOTES_CHARS);
+    }
+
+    #[test]
     fn keeps_at_most_want_highest_priority_first() {
         let raw = json!({"tasks": [task_json("low", 1), task_json("high", 9), task_json("mid", 5), task_json("mid2", 5)], "notes": ""});
         let plan = run(raw, &[], &[], 2).unwrap();

@@ -2,6 +2,7 @@
 //! the record of every call (planner and judge calls included).
 
 use super::{load_config, open_store, print_json, require_project};
+use crate::table::{Column, Table};
 use crate::{CliError, CliResult};
 use clap::Args;
 use orch_state::CostRow;
@@ -93,27 +94,17 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<10}  {:<12}  {:<9}  {:<28}  {:>5}  {:>10}  {:>10}  {:>10}",
-        "DAY", "PROJECT", "ROLE", "MODEL", "CALLS", "IN", "OUT", "COST"
-    );
-    for r in &rows {
-        println!(
-            "{:<10}  {:<12}  {:<9}  {:<28}  {:>5}  {:>10}  {:>10}  {:>10}",
-            r.day,
-            r.project,
-            r.role,
-            r.model,
-            r.calls,
-            r.input_tokens,
-            r.output_tokens,
-            format!("${:.4}", r.cost_usd)
-        );
-    }
+    cost_table(&rows).print();
     println!();
+    let mut roles = Table::new(vec![
+        Column::left("ROLE"),
+        Column::right("CALLS"),
+        Column::right("COST"),
+    ]);
     for (role, t) in &by_role {
-        println!("  {role:<9} {:>5} calls  ${:.4}", t.calls, t.cost_usd);
+        roles.row([role.clone(), t.calls.to_string(), format!("${:.4}", t.cost_usd)]);
     }
+    roles.print();
     println!(
         "total: {} calls ({} failed), {} in / {} out tokens ({} cached), ${:.4}",
         total.calls,
@@ -124,6 +115,33 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
         total.cost_usd
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The spending rows as a table; project and model names give way to fit.
+fn cost_table(rows: &[CostRow]) -> Table {
+    let mut table = Table::new(vec![
+        Column::left("DAY"),
+        Column::left("PROJECT").truncate(),
+        Column::left("ROLE"),
+        Column::left("MODEL").truncate(),
+        Column::right("CALLS"),
+        Column::right("IN"),
+        Column::right("OUT"),
+        Column::right("COST"),
+    ]);
+    for r in rows {
+        table.row([
+            r.day.clone(),
+            r.project.clone(),
+            r.role.clone(),
+            r.model.clone(),
+            r.calls.to_string(),
+            r.input_tokens.to_string(),
+            r.output_tokens.to_string(),
+            format!("${:.4}", r.cost_usd),
+        ]);
+    }
+    table
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::{load_config, open_store, print_json, require_project};
 use crate::progress::Progress;
+use crate::table::{Column, Table};
 use crate::{CliError, CliResult};
 use clap::Args;
 use orch_config::Config;
@@ -148,11 +149,22 @@ pub fn print_summary(s: &CycleSummary) {
         s.count(TaskStatus::NeedsHuman),
         s.count(TaskStatus::Failed)
     );
-    for t in &s.tasks {
-        println!(
-            "  {:<12}  {:<11}  attempts {}  {}",
-            t.id, t.status, t.attempts, t.title
-        );
+    if !s.tasks.is_empty() {
+        let mut table = Table::new(vec![
+            Column::left("ID"),
+            Column::left("STATUS"),
+            Column::right("TRY"),
+            Column::left("TITLE").truncate(),
+        ]);
+        for t in &s.tasks {
+            table.row([
+                t.id.clone(),
+                t.status.to_string(),
+                t.attempts.to_string(),
+                t.title.clone(),
+            ]);
+        }
+        table.print();
     }
     if s.count(TaskStatus::NeedsHuman) > 0 {
         println!("answer with: orch answer TASK \"your answer\"");

@@ -1,11 +1,17 @@
-//! `orch show TASK`: attempts, transcript summary, diff stat, verdict,
-//! tokens, cost and duration.
+//! `orch show TASK`: the task (acceptance tests, infrastructure failures,
+//! backoff), a table of its attempts, then each attempt in detail: the ref
+//! that keeps its commit, transcript summary, diff stat, what verification
+//! found (targeted tests still failing, new failures, pre-existing ones
+//! that were tolerated — listed, never hidden), verdict, tokens, cost and
+//! duration.
 
 use super::{load_config, open_store, print_json};
+use crate::table::{Column, Table};
 use crate::CliResult;
 use clap::Args;
 use orch_core::{Attempt, Task};
 use serde::Serialize;
+use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -20,7 +26,24 @@ pub struct ShowArgs {
 #[derive(Serialize)]
 struct Shown {
     task: Task,
-    attempts: Vec<Attempt>,
+    attempts: Vec<ShownAttempt>,
+}
+
+/// An attempt as `--json` shows it: the stored attempt plus the ref that
+/// keeps its commit.
+#[derive(Serialize)]
+struct ShownAttempt {
+    #[serde(flatten)]
+    attempt: Attempt,
+    /// `refs/orch/attempts/<task>/<n>`, for attempts that made a commit.
+    attempt_ref: Option<String>,
+}
+
+/// The ref that keeps an attempt's commit, when it made one.
+fn attempt_ref(task: &Task, at: &Attempt) -> Option<String> {
+    at.head_commit
+        .as_ref()
+        .map(|_| task.id.attempt_ref(at.number))
 }
 
 pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
@@ -29,92 +52,324 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
     let task = store.task(&a.task)?;
     let attempts = store.attempts(&task.id)?;
     if a.json {
+        let attempts = attempts
+            .into_iter()
+            .map(|at| ShownAttempt {
+                attempt_ref: attempt_ref(&task, &at),
+                attempt: at,
+            })
+            .collect();
         print_json(&Shown { task, attempts })?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}  {}", task.id, task.title);
-    println!(
-        "  project: {}   type: {}   priority: {}   status: {}",
-        task.project, task.task_type, task.priority, task.status
-    );
-    println!(
-        "  branch: {}   attempts counted: {}",
-        task.branch(),
-        task.attempts
-    );
-    println!(
-        "  tokens: {} in / {} out   cost: ${:.4}",
-        task.input_tokens, task.output_tokens, task.cost_usd
-    );
-    if !task.description.is_empty() {
-        println!("\n{}\n", indent(&task.description));
-    }
-    if let Some(q) = &task.question {
-        println!("  question: {q}");
-    }
-    if let Some(ans) = &task.answer {
-        println!("  answer: {ans}");
-    }
-    if let Some(r) = &task.failure_reason {
-        println!("  failed: {r}");
-    }
-    for at in &attempts {
-        println!(
-            "\nattempt {} — {}  ({} turns, {} in / {} out tokens, ${:.4}, {})",
-            at.number,
-            at.status.as_str(),
-            at.turns,
-            at.input_tokens,
-            at.output_tokens,
-            at.cost_usd,
-            at.duration_ms
-                .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into())
-        );
-        if let Some(s) = &at.summary {
-            println!("  worker: {}", s.lines().next().unwrap_or(""));
-        }
-        if let Some(d) = at.diff_stat.as_deref().filter(|d| !d.trim().is_empty()) {
-            println!("{}", indent(d.trim_end()));
-        }
-        if let Some(v) = &at.verification {
-            if let Some(s) = v.get("summary").and_then(|s| s.as_str()) {
-                println!("  verification: {}", s.lines().next().unwrap_or(""));
-            }
-        }
-        if let Some(v) = &at.verdict {
-            let passed = v.get("passed").and_then(|p| p.as_bool()).unwrap_or(false);
-            let score = v
-                .get("score")
-                .and_then(|s| s.as_f64())
-                .map(|s| format!(" score {s:.1}"))
-                .unwrap_or_default();
-            println!(
-                "  verdict: {}{score}",
-                if passed { "passed" } else { "failed" }
-            );
-            if let Some(issues) = v.get("issues").and_then(|i| i.as_array()) {
-                for i in issues.iter().filter_map(|i| i.as_str()) {
-                    println!("    - {}", i.lines().next().unwrap_or(""));
-                }
-            }
-        }
-        if let Some(e) = &at.error {
-            println!("  error: {}", e.lines().next().unwrap_or(""));
-        }
-        if let Some(p) = &at.audit_path {
-            println!("  transcript: {p}");
-        }
-    }
-    if let Some(f) = &task.feedback {
-        println!("\nfeedback for the next attempt:\n{}", indent(f));
-    }
+    print!("{}", render(&task, &attempts, crate::table::terminal_width()));
     Ok(ExitCode::SUCCESS)
 }
 
-fn indent(s: &str) -> String {
+/// The human-readable page for one task, its tables fitted to `width`.
+fn render(task: &Task, attempts: &[Attempt], width: usize) -> String {
+    let mut out = Vec::<String>::new();
+    out.push(format!("{}  {}", task.id, task.title));
+    out.push(format!(
+        "  project: {}   type: {}   priority: {}   status: {}   source: {}",
+        task.project,
+        task.task_type,
+        task.priority,
+        task.status,
+        task.source.as_str()
+    ));
+    out.push(format!(
+        "  branch: {}   attempts counted: {}   infrastructure failures: {}",
+        task.branch(),
+        task.attempts,
+        task.infra_failures
+    ));
+    if let Some(t) = task.not_before {
+        out.push(format!(
+            "  not before: {} (backoff after an infrastructure failure)",
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    if task.acceptance_tests.is_empty() {
+        out.push("  acceptance tests: none (targeted tests come from the title and description)".into());
+    } else {
+        out.push(format!(
+            "  acceptance tests: {}",
+            task.acceptance_tests.join(", ")
+        ));
+    }
+    if !task.allowed_files.is_empty() {
+        out.push(format!("  allowed files: {}", task.allowed_files.join(", ")));
+    }
+    out.push(format!(
+        "  tokens: {} in / {} out   cost: ${:.4}",
+        task.input_tokens, task.output_tokens, task.cost_usd
+    ));
+    if !task.description.is_empty() {
+        out.push(String::new());
+        out.push(indent(&task.description, 2));
+    }
+    if let Some(q) = &task.question {
+        out.push(format!("  question: {q}"));
+    }
+    if let Some(ans) = &task.answer {
+        out.push(format!("  answer: {ans}"));
+    }
+    if let Some(r) = &task.failure_reason {
+        out.push(format!("  failed: {r}"));
+    }
+    if !attempts.is_empty() {
+        out.push(String::new());
+        out.push(attempts_table(attempts).render(width).trim_end().to_string());
+    }
+    for at in attempts {
+        out.push(attempt_details(task, at));
+    }
+    if let Some(f) = &task.feedback {
+        out.push(format!("\nfeedback for the next attempt:\n{}", indent(f, 2)));
+    }
+    let mut text = out.join("\n");
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+fn attempts_table(attempts: &[Attempt]) -> Table {
+    let mut table = Table::new(vec![
+        Column::right("#"),
+        Column::left("STATUS"),
+        Column::right("TURNS"),
+        Column::right("IN"),
+        Column::right("OUT"),
+        Column::right("COST"),
+        Column::right("TIME"),
+        Column::left("VERDICT").truncate(),
+    ]);
+    for at in attempts {
+        table.row([
+            at.number.to_string(),
+            at.status.as_str().to_string(),
+            at.turns.to_string(),
+            at.input_tokens.to_string(),
+            at.output_tokens.to_string(),
+            format!("${:.4}", at.cost_usd),
+            at.duration_ms
+                .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+            at.verdict.as_ref().map(verdict_line).unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+fn verdict_line(v: &Value) -> String {
+    let passed = v.get("passed").and_then(Value::as_bool).unwrap_or(false);
+    let score = v
+        .get("score")
+        .and_then(Value::as_f64)
+        .map(|s| format!(" score {s:.1}"))
+        .unwrap_or_default();
+    format!("{}{score}", if passed { "passed" } else { "failed" })
+}
+
+fn attempt_details(task: &Task, at: &Attempt) -> String {
+    let mut out = vec![format!("\nattempt {} — {}", at.number, at.status.as_str())];
+    if let Some(r) = attempt_ref(task, at) {
+        // A ref, not a branch: `git show`/`git log -p` take it as it is.
+        out.push(format!("  commit kept at: {r}"));
+    }
+    if let Some(s) = &at.summary {
+        out.push(format!("  worker: {}", s.lines().next().unwrap_or("")));
+    }
+    if let Some(d) = at.diff_stat.as_deref().filter(|d| !d.trim().is_empty()) {
+        out.push(indent(d.trim_end(), 2));
+    }
+    if let Some(v) = &at.verification {
+        if let Some(s) = v.get("summary").and_then(Value::as_str) {
+            out.push(format!("  verification: {}", s.lines().next().unwrap_or("")));
+        }
+        if let Some(g) = v.get("goal_unmet").and_then(Value::as_str) {
+            out.push(format!("    goal not met: {g}"));
+        }
+        for (key, label) in [
+            ("targeted_failures", "targeted, still failing"),
+            ("new_failures", "new failures"),
+            ("preexisting_failures", "pre-existing, not targeted"),
+        ] {
+            let names = strings(v.get(key));
+            if !names.is_empty() {
+                out.push(format!("    {label} ({}):", names.len()));
+                out.extend(names.iter().map(|n| format!("      - {n}")));
+            }
+        }
+    }
+    if let Some(v) = &at.verdict {
+        out.push(format!("  verdict: {}", verdict_line(v)));
+        for i in strings(v.get("issues")) {
+            out.push(format!("    - {}", i.lines().next().unwrap_or("")));
+        }
+    }
+    if let Some(e) = &at.error {
+        out.push(format!("  error: {}", e.lines().next().unwrap_or("")));
+    }
+    if let Some(p) = &at.audit_path {
+        out.push(format!("  transcript: {p}"));
+    }
+    out.join("\n")
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn indent(s: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
     s.lines()
-        .map(|l| format!("  {l}"))
+        .map(|l| format!("{pad}{l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use orch_core::{AttemptStatus, TaskId, TaskSource, TaskStatus, TaskType};
+
+    fn at(day: u32) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-03-{day:02}T10:00:00Z"))
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn task() -> Task {
+        Task {
+            id: TaskId::from("3f2a9c1b7d0e"),
+            project: "calc".into(),
+            title: "Fix add() so test_add passes".into(),
+            description: "add() subtracts.".into(),
+            task_type: TaskType::Fix,
+            priority: 1,
+            allowed_files: vec!["calc.py".into()],
+            acceptance_tests: vec!["test_calc.py::test_add".into()],
+            infra_failures: 1,
+            not_before: Some(at(2)),
+            source: TaskSource::Manual,
+            status: TaskStatus::Pending,
+            attempts: 1,
+            feedback: Some("test_add still fails".into()),
+            question: None,
+            answer: None,
+            failure_reason: None,
+            input_tokens: 1200,
+            output_tokens: 300,
+            cost_usd: 0.0123,
+            created_at: at(1),
+            updated_at: at(1),
+        }
+    }
+
+    fn attempt(number: u32, head: Option<&str>) -> Attempt {
+        Attempt {
+            id: i64::from(number),
+            task_id: TaskId::from("3f2a9c1b7d0e"),
+            number,
+            status: AttemptStatus::Failed,
+            base_commit: Some("b".into()),
+            head_commit: head.map(str::to_string),
+            summary: Some("changed add".into()),
+            diff_stat: Some(" calc.py | 2 +-\n".into()),
+            input_tokens: 1200,
+            output_tokens: 300,
+            cost_usd: 0.0123,
+            turns: 4,
+            started_at: at(1),
+            finished_at: Some(at(1)),
+            duration_ms: Some(12_345),
+            verification: Some(serde_json::json!({
+                "passed": false, "steps": [], "empty_diff": false,
+                "summary": "tests failed: the task's target still fails",
+                "new_failures": [],
+                "targeted_failures": ["test_calc.py::test_add"],
+                "preexisting_failures": ["test_calc.py::test_div", "test_io.py::test_read"],
+                "goal_unmet": null
+            })),
+            verdict: Some(serde_json::json!({"passed": false, "score": 2.0, "issues": ["add() still wrong"]})),
+            audit_path: Some("/d/audit/calc/attempts/3f2a9c1b7d0e_1.md".into()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_page_shows_new_fields_and_every_failure() {
+        let text = render(&task(), &[attempt(1, Some("abc")), attempt(2, None)], 80);
+        let expected = "\
+3f2a9c1b7d0e  Fix add() so test_add passes
+  project: calc   type: fix   priority: 1   status: pending   source: manual
+  branch: orch/3f2a9c1b7d0e   attempts counted: 1   infrastructure failures: 1
+  not before: 2026-03-02 10:00:00 UTC (backoff after an infrastructure failure)
+  acceptance tests: test_calc.py::test_add
+  allowed files: calc.py
+  tokens: 1200 in / 300 out   cost: $0.0123
+
+  add() subtracts.
+
+#  STATUS  TURNS    IN  OUT     COST    TIME  VERDICT
+1  failed      4  1200  300  $0.0123  12.3 s  failed score 2.0
+2  failed      4  1200  300  $0.0123  12.3 s  failed score 2.0
+
+attempt 1 — failed
+  commit kept at: refs/orch/attempts/3f2a9c1b7d0e/1
+  worker: changed add
+   calc.py | 2 +-
+  verification: tests failed: the task's target still fails
+    targeted, still failing (1):
+      - test_calc.py::test_add
+    pre-existing, not targeted (2):
+      - test_calc.py::test_div
+      - test_io.py::test_read
+  verdict: failed score 2.0
+    - add() still wrong
+  transcript: /d/audit/calc/attempts/3f2a9c1b7d0e_1.md
+
+attempt 2 — failed
+  worker: changed add
+   calc.py | 2 +-
+  verification: tests failed: the task's target still fails
+    targeted, still failing (1):
+      - test_calc.py::test_add
+    pre-existing, not targeted (2):
+      - test_calc.py::test_div
+      - test_io.py::test_read
+  verdict: failed score 2.0
+    - add() still wrong
+  transcript: /d/audit/calc/attempts/3f2a9c1b7d0e_1.md
+
+feedback for the next attempt:
+  test_add still fails
+";
+        assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    #[test]
+    fn json_attempts_carry_their_ref() {
+        let t = task();
+        let shown = ShownAttempt {
+            attempt_ref: attempt_ref(&t, &attempt(1, Some("abc"))),
+            attempt: attempt(1, Some("abc")),
+        };
+        let v = serde_json::to_value(&shown).unwrap();
+        assert_eq!(v["attempt_ref"], "refs/orch/attempts/3f2a9c1b7d0e/1");
+        assert_eq!(v["number"], 1);
+        assert_eq!(v["verification"]["targeted_failures"][0], "test_calc.py::test_add");
+        assert!(attempt_ref(&t, &attempt(2, None)).is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! `orch status`, `orch pause`, `orch resume`, `orch events`.
 
 use super::{load_config, open_store, print_json, require_project};
+use crate::table::{Column, Table};
 use crate::CliResult;
 use clap::Args;
 use serde::Serialize;
@@ -64,33 +65,48 @@ pub fn status(config_flag: Option<&Path>, a: StatusArgs) -> CliResult {
             "no projects in {}; add one with `orch init PATH`",
             config.source.display()
         );
+        return Ok(ExitCode::SUCCESS);
     }
-    for p in out {
+    status_table(&out).print();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orch status` as a table, one row per project; the path and a pause
+/// reason go on lines of their own under it.
+fn status_table(projects: &[ProjectStatus]) -> Table {
+    let mut table = Table::new(vec![
+        Column::left("PROJECT"),
+        Column::left("STATE"),
+        Column::left("TASKS").wrap(),
+        Column::right("IN"),
+        Column::right("OUT"),
+        Column::right("COST"),
+    ]);
+    for p in projects {
         let counts: Vec<String> = p
             .tasks
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| format!("{n} {s}"))
             .collect();
-        println!(
-            "{}{}  {}\n  tasks: {}\n  tokens: {} in / {} out   cost: ${:.4}",
-            p.name,
-            if p.paused { " [PAUSED]" } else { "" },
-            p.path,
+        table.row([
+            p.name.clone(),
+            if p.paused { "PAUSED" } else { "active" }.to_string(),
             if counts.is_empty() {
                 "none".to_string()
             } else {
                 counts.join(", ")
             },
-            p.input_tokens,
-            p.output_tokens,
-            p.cost_usd
-        );
-        if let Some(r) = p.pause_reason.filter(|_| p.paused) {
-            println!("  paused: {r}");
+            p.input_tokens.to_string(),
+            p.output_tokens.to_string(),
+            format!("${:.4}", p.cost_usd),
+        ]);
+        table.note(&format!("path: {}", p.path));
+        if let Some(r) = p.pause_reason.as_deref().filter(|_| p.paused) {
+            table.note(&format!("paused: {r}"));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    table
 }
 
 pub fn pause(config_flag: Option<&Path>, a: ProjectArg, paused: bool) -> CliResult {
@@ -144,15 +160,39 @@ pub fn events(config_flag: Option<&Path>, a: EventsArgs) -> CliResult {
         print_json(&events)?;
         return Ok(ExitCode::SUCCESS);
     }
-    for e in events {
-        println!(
-            "{}  {:<8} {:<12} {:<20} {}",
-            e.at.format("%Y-%m-%d %H:%M:%S"),
-            e.project,
-            e.task_id.as_deref().unwrap_or("-"),
-            e.kind.as_str(),
-            e.message
-        );
+    if events.is_empty() {
+        println!("no events recorded yet");
+        return Ok(ExitCode::SUCCESS);
     }
+    events_table(&events, a.project.is_none()).print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `orch events` as a table; the message wraps rather than being cut, so
+/// nothing of the log is lost in a narrow terminal. The project column is
+/// left out when `--project` already says which.
+fn events_table(events: &[orch_core::Event], with_project: bool) -> Table {
+    let mut columns = vec![Column::left("TIME (UTC)")];
+    if with_project {
+        columns.push(Column::left("PROJECT"));
+    }
+    columns.extend([
+        Column::left("TASK"),
+        Column::left("KIND"),
+        Column::left("MESSAGE").wrap(),
+    ]);
+    let mut table = Table::new(columns);
+    for e in events {
+        let mut cells = vec![e.at.format("%Y-%m-%d %H:%M:%S").to_string()];
+        if with_project {
+            cells.push(e.project.clone());
+        }
+        cells.extend([
+            e.task_id.clone().unwrap_or_else(|| "-".into()),
+            e.kind.as_str(),
+            e.message.clone(),
+        ]);
+        table.row(cells);
+    }
+    table
 }
