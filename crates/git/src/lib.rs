@@ -1142,6 +1142,49 @@ mod tests {
     }
 
     #[test]
+    fn parses_porcelain_status() {
+        let out = " M a.txt\0 D gone.txt\0AD added-then-gone\0D  back.txt\0?? back.txt\0\
+                   D  staged-rm.txt\0?? nested/\0?? dir/x y.txt\0";
+        let c = |path: &str, deleted| WorktreeChange {
+            path: path.into(),
+            deleted,
+        };
+        assert_eq!(
+            parse_status(out),
+            vec![
+                c("a.txt", false),
+                c("gone.txt", true),
+                c("back.txt", false),
+                c("staged-rm.txt", true),
+                c("nested", false),
+                c("dir/x y.txt", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_paths_that_could_leave_the_worktree() {
+        for bad in [
+            "",
+            "/",
+            "/etc/x",
+            "..",
+            "a/../../b",
+            "a//b",
+            "./a",
+            ".git/config",
+            "x/.git",
+        ] {
+            assert!(
+                matches!(checked_relative(bad), Err(GitError::Refused { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(checked_relative("nested/").unwrap(), "nested");
+        assert_eq!(checked_relative("a/b..c").unwrap(), "a/b..c");
+    }
+
+    #[test]
     fn rejects_option_like_names() {
         assert!(matches!(
             checked("revision", "--output=/etc/x"),

@@ -2,7 +2,11 @@
 //! verification steps) goes through `run`: it puts the child in its own
 //! process group, enforces the timeout by killing the whole group, caps the
 //! output it keeps (with a visible marker), and kills the group if the caller
-//! stops waiting.
+//! stops waiting (its future dropped). Children never outlive orch either,
+//! even a `kill -9` of it: see [`reaper`] (a parent-death signal on every
+//! child, and a guardian process that kills what is left).
+
+pub mod reaper;
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -11,6 +15,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+pub use reaper::{watch_cgroup, Watch};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -190,6 +196,9 @@ const CHUNK: usize = 64 * 1024;
 struct GroupGuard {
     pgid: Option<libc::pid_t>,
     armed: bool,
+    /// The guardian kills the group if orch dies while it runs; withdrawn
+    /// (dropped) only after `drop` killed the group.
+    _watch: Option<Watch>,
 }
 
 impl GroupGuard {
@@ -381,12 +390,19 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     }
 
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    // From the long-lived spawner thread, with a parent-death signal.
+    let mut child = reaper::spawn(cmd)
+        .await
+        .map_err(|source| ProcessError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     let pgid = child.id().and_then(|p| libc::pid_t::try_from(p).ok());
-    let mut guard = GroupGuard { pgid, armed: true };
+    let mut guard = GroupGuard {
+        pgid,
+        armed: true,
+        _watch: pgid.map(reaper::watch_group),
+    };
 
     let child_stdin = child.stdin.take();
     let child_stdout = child.stdout.take();

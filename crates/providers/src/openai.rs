@@ -374,7 +374,11 @@ pub fn request_body_styled(request: &ChatRequest, schema_style: SchemaStyle) -> 
         body["response_format"] = match schema_style {
             SchemaStyle::JsonSchema => json!({
                 "type": "json_schema",
-                "json_schema": { "name": format.name, "schema": format.schema, "strict": true }
+                "json_schema": {
+                    "name": format.name,
+                    "schema": strict_schema(&format.schema),
+                    "strict": true
+                }
             }),
             SchemaStyle::JsonObjectSchema => json!({
                 "type": "json_object",
@@ -389,6 +393,48 @@ pub fn request_body_styled(request: &ChatRequest, schema_style: SchemaStyle) -> 
         body["temperature"] = json!(t);
     }
     body
+}
+
+/// `schema` as OpenAI's strict mode accepts it: every object lists all of
+/// its properties in `required` (strict mode refuses a schema otherwise).
+/// An optional property thus becomes one the model always writes, which
+/// every reader of the answer accepts; the answer is still validated
+/// against the original schema, where it stays optional.
+pub fn strict_schema(schema: &Value) -> Value {
+    let mut out = schema.clone();
+    require_all(&mut out);
+    out
+}
+
+fn require_all(schema: &mut Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        let keys: Vec<String> = props.keys().cloned().collect();
+        props.values_mut().for_each(require_all);
+        let mut required: Vec<Value> = obj
+            .get("required")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for key in keys {
+            if !required.iter().any(|r| r.as_str() == Some(key.as_str())) {
+                required.push(Value::String(key));
+            }
+        }
+        obj.insert("required".into(), Value::Array(required));
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(inner) = obj.get_mut(key) {
+            require_all(inner);
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(list)) = obj.get_mut(key) {
+            list.iter_mut().for_each(require_all);
+        }
+    }
 }
 
 /// [`request_body`] asking for a stream with a closing usage chunk.
@@ -1567,6 +1613,53 @@ mod tests {
         );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-3"), None);
+    }
+
+    /// Strict mode wants every property required; the llama.cpp form
+    /// keeps the schema as it was written.
+    #[test]
+    fn strict_mode_gets_every_property_required() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "tasks": {"type": "array", "maxItems": 2, "items": {
+                    "type": "object",
+                    "properties": {"title": {"type": "string", "maxLength": 9}, "tests": {"type": "array"}},
+                    "required": ["title"],
+                    "additionalProperties": false
+                }},
+                "notes": {"type": "string"}
+            },
+            "required": ["notes"],
+            "additionalProperties": false
+        });
+        let mut req = ChatRequest::new("m", vec![Message::user("hi")]);
+        req.response_format = Some(ResponseFormat {
+            name: "task_plan".into(),
+            schema: schema.clone(),
+        });
+        let sent = &request_body(&req)["response_format"]["json_schema"]["schema"];
+        assert_eq!(
+            *sent,
+            json!({
+                "type": "object",
+                "properties": {
+                    "tasks": {"type": "array", "maxItems": 2, "items": {
+                        "type": "object",
+                        "properties": {"title": {"type": "string", "maxLength": 9}, "tests": {"type": "array"}},
+                        "required": ["title", "tests"],
+                        "additionalProperties": false
+                    }},
+                    "notes": {"type": "string"}
+                },
+                "required": ["notes", "tasks"],
+                "additionalProperties": false
+            })
+        );
+        assert_eq!(
+            request_body_styled(&req, SchemaStyle::JsonObjectSchema)["response_format"]["schema"],
+            schema
+        );
     }
 
     #[test]
