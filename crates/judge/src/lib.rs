@@ -5,7 +5,12 @@
 //! called at all, so a model can never overrule a failed gate. When every
 //! gate passes and a judge model is configured, the model scores the change
 //! against a rubric through structured output (`verdict` schema), with one
-//! repair round for an unreadable answer.
+//! repair round for an unreadable answer. A readable verdict that
+//! contradicts itself (passed with a score under the minimum, failed with no
+//! issues, no reasoning) gets one more round that names the contradiction;
+//! if it still contradicts itself the verdict fails closed, saying why, so a
+//! blank or self-refuting verdict never passes work or leaves the next
+//! attempt without feedback.
 
 mod answer;
 mod prompt;
@@ -25,6 +30,11 @@ use serde_json::json;
 const RAW_ANSWER_CAP: usize = 2000;
 /// Test names listed in a gate's detail before "and N more".
 const MAX_LISTED: usize = 20;
+/// Bounds of the `verdict` schema, so a local model cannot ramble until its
+/// context runs out.
+pub const MAX_REASONING_CHARS: u64 = 4000;
+pub const MAX_ISSUES: u64 = 20;
+pub const MAX_ISSUE_CHARS: u64 = 500;
 
 /// Everything the judge looks at.
 #[derive(Debug, Clone, Copy)]
@@ -147,11 +157,13 @@ pub fn verdict_schema() -> serde_json::Value {
             },
             "reasoning": {
                 "type": "string",
+                "maxLength": MAX_REASONING_CHARS,
                 "description": "a short paragraph explaining the decision"
             },
             "issues": {
                 "type": "array",
-                "items": { "type": "string" },
+                "maxItems": MAX_ISSUES,
+                "items": { "type": "string", "maxLength": MAX_ISSUE_CHARS },
                 "description": "concrete problems to fix; empty when there are none"
             }
         },
@@ -210,58 +222,167 @@ pub async fn judge(
         name: "verdict".to_string(),
         schema: verdict_schema(),
     });
-    // The shared structured-output layer: native schema where the API has
-    // it, else the schema in the prompt; validation; one repair round.
-    let (answer, usage) = match structured(provider, request).await {
-        Ok((value, _, usage)) => (
-            parse_answer(&value.to_string()).map_err(|e| (e, value.to_string())),
-            usage,
-        ),
+    let (first, mut usage) = ask(provider, request.clone()).await?;
+    let verdict = match first {
+        Err((error, raw)) => unreadable(&error, &raw, gates),
+        Ok((first, text)) => {
+            let problems = contradictions(&first, min_score);
+            if problems.is_empty() {
+                consistent(first, gates)
+            } else {
+                tracing::info!(
+                    problems = %problems.join("; "),
+                    "judge verdict contradicts itself; one repair round"
+                );
+                let mut repair = request;
+                repair.messages.push(Message::assistant(text));
+                repair
+                    .messages
+                    .push(Message::user(contradiction_prompt(&problems)));
+                let (second, more) = ask(provider, repair).await?;
+                usage += more;
+                match second {
+                    Ok((second, _)) => {
+                        let again = contradictions(&second, min_score);
+                        if again.is_empty() {
+                            consistent(second, gates)
+                        } else {
+                            contradicted(&second, &again, None, gates)
+                        }
+                    }
+                    Err((error, _)) => contradicted(&first, &problems, Some(&error), gates),
+                }
+            }
+        }
+    };
+    Ok((verdict, usage))
+}
+
+/// A readable answer with its JSON text, or why it is unreadable with the
+/// raw text.
+type Asked = Result<(ModelAnswer, String), (String, String)>;
+
+/// One question through the shared structured-output layer: native schema
+/// where the API has it, else the schema in the prompt; validation; one
+/// repair round for an answer that does not match the schema.
+async fn ask(provider: &dyn Provider, request: ChatRequest) -> Result<(Asked, Usage), JudgeError> {
+    match structured(provider, request).await {
+        Ok((value, _, usage)) => {
+            let text = value.to_string();
+            let answer = parse_answer(&text).map_err(|e| (e, text.clone()));
+            Ok((answer.map(|a| (a, text)), usage))
+        }
         Err(StructuredError::Invalid {
             problems,
             raw,
             usage,
             ..
-        }) => (Err((problems.join("; "), raw)), usage),
-        Err(StructuredError::Provider { source, .. }) => return Err(JudgeError::Provider(source)),
-        Err(e @ StructuredError::MissingFormat) => {
-            return Err(JudgeError::Provider(orch_providers::ProviderError::Config(
-                e.to_string(),
-            )))
-        }
-    };
+        }) => Ok((Err((problems.join("; "), raw)), usage)),
+        Err(StructuredError::Provider { source, .. }) => Err(JudgeError::Provider(source)),
+        Err(e @ StructuredError::MissingFormat) => Err(JudgeError::Provider(
+            orch_providers::ProviderError::Config(e.to_string()),
+        )),
+    }
+}
 
-    let verdict = match answer {
-        Ok(a) => {
-            let mut issues = a.issues;
-            let passed = a.passed && a.score >= min_score;
-            if a.passed && a.score < min_score {
-                issues.push(format!(
-                    "the judge's score {:.1} is below the minimum of {min_score:.1}",
-                    a.score
-                ));
-            }
-            Verdict {
-                passed,
-                score: Some(a.score),
-                reasoning: a.reasoning,
-                issues,
-                gates,
-            }
-        }
-        Err((error, raw)) => Verdict {
-            passed: false,
-            score: None,
-            reasoning: "the judge model's answer could not be read, even after one repair round"
+/// How a readable verdict contradicts itself, each in words meant for the
+/// model; empty when it is consistent. Blank issues do not count as issues.
+pub fn contradictions(a: &ModelAnswer, min_score: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.passed && a.score < min_score {
+        out.push(format!(
+            "`passed` is true but `score` {} is below the minimum passing score of {}: raise the \
+             score if the change should be merged as it is, otherwise set `passed` to false and \
+             list the issues",
+            a.score, min_score
+        ));
+    }
+    if !a.passed && a.issues.iter().all(|i| i.trim().is_empty()) {
+        out.push(
+            "`passed` is false but `issues` is empty: list the concrete problems that stop the \
+             merge (file, what is wrong, what to do instead), or set `passed` to true if there \
+             are none"
                 .to_string(),
-            issues: vec![format!(
-                "the judge's output was unreadable ({error}); raw output: {}",
-                cap(&raw, RAW_ANSWER_CAP)
-            )],
-            gates,
-        },
+        );
+    }
+    if a.reasoning.trim().is_empty() {
+        out.push("`reasoning` is empty: explain the decision in a short paragraph".to_string());
+    }
+    out
+}
+
+fn contradiction_prompt(problems: &[String]) -> String {
+    format!(
+        "Your verdict contradicts itself: {}. Answer again with only the corrected `verdict` \
+         JSON, no prose and no code fence.",
+        problems.join("; ")
+    )
+}
+
+/// The verdict of a consistent answer.
+fn consistent(a: ModelAnswer, gates: Vec<GateResult>) -> Verdict {
+    Verdict {
+        passed: a.passed,
+        score: Some(a.score),
+        reasoning: a.reasoning,
+        issues: a
+            .issues
+            .into_iter()
+            .filter(|i| !i.trim().is_empty())
+            .collect(),
+        gates,
+    }
+}
+
+/// Fails closed on a verdict still contradicting itself after the repair
+/// round, keeping whatever the model did say as feedback.
+fn contradicted(
+    a: &ModelAnswer,
+    problems: &[String],
+    repair_error: Option<&str>,
+    gates: Vec<GateResult>,
+) -> Verdict {
+    let mut how = problems.join("; ");
+    if let Some(error) = repair_error {
+        how.push_str(&format!(
+            "; the answer to the repair request was unreadable ({error})"
+        ));
+    }
+    let said = if a.reasoning.trim().is_empty() {
+        "The model gave no reasoning.".to_string()
+    } else {
+        format!("The model's reasoning: {}", a.reasoning.trim())
     };
-    Ok((verdict, usage))
+    let mut issues = vec![format!(
+        "the judge's verdict contradicted itself even after one repair round (passed: {}, \
+         score: {}): {how}",
+        a.passed, a.score
+    )];
+    issues.extend(a.issues.iter().filter(|i| !i.trim().is_empty()).cloned());
+    Verdict {
+        passed: false,
+        score: None,
+        reasoning: format!(
+            "The judge's verdict contradicted itself even after one repair round, so orch \
+             failed it closed: {how}. {said}"
+        ),
+        issues,
+        gates,
+    }
+}
+
+fn unreadable(error: &str, raw: &str, gates: Vec<GateResult>) -> Verdict {
+    Verdict {
+        passed: false,
+        score: None,
+        reasoning: "the judge model's answer could not be read, even after one repair round"
+            .to_string(),
+        issues: vec![format!(
+            "the judge's output was unreadable ({error}); raw output: {}",
+            cap(raw, RAW_ANSWER_CAP)
+        )],
+        gates,
+    }
 }
 
 /// The first `max` bytes of `s` (at a char boundary), marked when cut.

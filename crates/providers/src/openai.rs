@@ -256,6 +256,19 @@ impl OpenAiProvider {
             .map_err(|e| self.redact_error(e))
     }
 
+    /// OpenAI's own strict mode lists `minLength`/`maxLength` among the
+    /// keywords it does not support, so they are left out of what is sent
+    /// there (the answer is still checked against them). Servers that build
+    /// a grammar from the schema keep them: that is what bounds the answer.
+    fn fit_schema_to_server(&self, body: &mut Value) {
+        if !self.endpoint.starts_with("https://api.openai.com/") {
+            return;
+        }
+        if let Some(schema) = body.pointer_mut("/response_format/json_schema/schema") {
+            strip_length_bounds(schema);
+        }
+    }
+
     /// Keep the key out of the text of parser errors (they quote the body).
     fn redact_error(&self, e: ProviderError) -> ProviderError {
         match e {
@@ -314,7 +327,8 @@ impl Provider for OpenAiProvider {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = request_body_styled(request, self.schema_style);
+        let mut body = request_body_styled(request, self.schema_style);
+        self.fit_schema_to_server(&mut body);
         http::debug_request!(self.name, request, "chat completion request");
         // No retries here: `ResilientProvider` wraps every provider with
         // the one retry policy.
@@ -327,6 +341,7 @@ impl Provider for OpenAiProvider {
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let mut body = request_body_styled(request, self.schema_style);
+        self.fit_schema_to_server(&mut body);
         add_stream_options(&mut body);
         http::debug_request!(self.name, request, "streamed chat completion request");
         self.stream_once(&body, sink).await
@@ -434,6 +449,18 @@ fn require_all(schema: &mut Value) {
         if let Some(Value::Array(list)) = obj.get_mut(key) {
             list.iter_mut().for_each(require_all);
         }
+    }
+}
+
+fn strip_length_bounds(schema: &mut Value) {
+    match schema {
+        Value::Object(obj) => {
+            obj.remove("minLength");
+            obj.remove("maxLength");
+            obj.values_mut().for_each(strip_length_bounds);
+        }
+        Value::Array(list) => list.iter_mut().for_each(strip_length_bounds),
+        _ => {}
     }
 }
 
@@ -1660,6 +1687,23 @@ mod tests {
             request_body_styled(&req, SchemaStyle::JsonObjectSchema)["response_format"]["schema"],
             schema
         );
+
+        // Only OpenAI itself loses the length bounds it does not support.
+        let mut body = request_body(&req);
+        let local = OpenAiProvider::new("l", "http://127.0.0.1:1/v1", None, Duration::from_secs(1))
+            .unwrap();
+        local.fit_schema_to_server(&mut body);
+        assert!(body.to_string().contains("maxLength"));
+        let openai = OpenAiProvider::new(
+            "o",
+            "https://api.openai.com/v1",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        openai.fit_schema_to_server(&mut body);
+        assert!(!body.to_string().contains("maxLength"), "{body}");
+        assert!(body.to_string().contains("maxItems"), "{body}");
     }
 
     #[test]

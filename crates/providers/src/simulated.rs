@@ -1,9 +1,20 @@
 //! The `simulated` provider: plausible answers made up locally, for dry
 //! runs (`--dry-run`, `ORCH_DRY_RUN=true`). A new config can be tried end to
-//! end — planner, worker, judge — without spending anything: structured
-//! requests get a minimal instance of their schema, tool-using requests get
-//! a `finish` call, everything else a short note. Usage is estimated and
-//! costs nothing.
+//! end — planner, worker, judge — without spending anything. Roles are told
+//! apart by what the request asks for:
+//!
+//! - a structured request (planner, judge) gets a minimal instance of its
+//!   schema; a judge's verdict passes with the top score, so what decides
+//!   is orch's own deterministic gates;
+//! - a tool-using request (the worker) makes a small visible change through
+//!   the ordinary tools: `write_file` of `ORCH_DRY_RUN/<task>.md`, a note
+//!   describing the task, then `finish`. The real tool loop, commit,
+//!   verification, judge and merge queue then run on it, so a dry run walks
+//!   the path a real run takes (in a scratch clone: the CLI never lets a
+//!   dry run touch the real repository);
+//! - anything else gets a short note.
+//!
+//! Usage is estimated and costs nothing.
 
 use crate::{ChatRequest, ChatResponse, Message, Provider, ProviderError, Role, ToolCall};
 use async_trait::async_trait;
@@ -54,6 +65,92 @@ pub fn example_of(schema: &Value) -> Value {
     }
 }
 
+/// Where the simulated worker writes its note: one file per task, so
+/// parallel tasks of one dry run do not conflict when they merge.
+pub fn dry_run_note_path(title: &str) -> String {
+    let mut slug = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    format!(
+        "ORCH_DRY_RUN/{}.md",
+        if slug.is_empty() { "task" } else { slug }
+    )
+}
+
+/// The task prompt (the first user message) and the title in its
+/// `# Task: …` line, when there is one.
+fn task_of(request: &ChatRequest) -> (String, String) {
+    let prompt = request
+        .messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
+    let title = prompt
+        .lines()
+        .find_map(|l| l.strip_prefix("# Task:"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| "task".to_string());
+    (title, prompt)
+}
+
+/// One turn of the simulated worker: write the note (once per attempt, as
+/// a real worker would use the tool), then finish.
+fn simulated_worker_turn(request: &ChatRequest) -> Message {
+    let (title, prompt) = task_of(request);
+    let path = dry_run_note_path(&title);
+    let wrote = request
+        .messages
+        .iter()
+        .any(|m| m.tool_calls.iter().any(|c| c.name == "write_file"));
+    let can_write = request.tools.iter().any(|t| t.name == "write_file");
+    let call = if can_write && !wrote {
+        let quoted: String = prompt
+            .chars()
+            .take(4000)
+            .collect::<String>()
+            .lines()
+            .map(|l| format!("> {l}\n"))
+            .collect();
+        let content = format!(
+            "# Dry run: {title}\n\n\
+             orch's simulated worker wrote this file during a dry run (`orch --dry-run run`), \
+             in a scratch clone of the repository, so that the run could walk the path a real \
+             run takes: commit, verification, judge and merge queue. A real worker would have \
+             done the task instead. It was asked:\n\n{quoted}"
+        );
+        ToolCall {
+            id: "call_simulated_write".into(),
+            name: "write_file".into(),
+            arguments: json!({"path": path, "content": content}).to_string(),
+        }
+    } else {
+        ToolCall {
+            id: "call_simulated_finish".into(),
+            name: "finish".into(),
+            arguments: json!({"summary": format!(
+                "dry run: the simulated worker wrote {path} describing the task; a real worker would have done the task"
+            )})
+            .to_string(),
+        }
+    };
+    Message {
+        role: Role::Assistant,
+        content: String::new(),
+        tool_calls: vec![call],
+        tool_call_id: None,
+    }
+}
+
 fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
@@ -72,21 +169,7 @@ impl Provider for SimulatedProvider {
                 "stop",
             )
         } else if request.tools.iter().any(|t| t.name == "finish") {
-            let call = ToolCall {
-                id: "call_simulated".into(),
-                name: "finish".into(),
-                arguments: json!({"summary": "dry run: the simulated provider made no change"})
-                    .to_string(),
-            };
-            (
-                Message {
-                    role: Role::Assistant,
-                    content: String::new(),
-                    tool_calls: vec![call],
-                    tool_call_id: None,
-                },
-                "tool_calls",
-            )
+            (simulated_worker_turn(request), "tool_calls")
         } else {
             (Message::assistant("dry run: simulated answer"), "stop")
         };
@@ -131,8 +214,56 @@ mod tests {
         assert!(r.usage.input_tokens > 0);
     }
 
+    fn worker_request(messages: Vec<Message>) -> ChatRequest {
+        let mut req = ChatRequest::new("worker", messages);
+        req.tools = ["read_file", "write_file", "finish"]
+            .iter()
+            .map(|n| ToolSpec {
+                name: (*n).into(),
+                description: String::new(),
+                parameters: json!({}),
+            })
+            .collect();
+        req
+    }
+
     #[tokio::test]
-    async fn workers_are_told_to_finish() {
+    async fn workers_write_a_note_about_the_task_then_finish() {
+        let p = SimulatedProvider::new("sim");
+        let prompt = "# Task: Fix add() so test_add passes!\n\nType: fix\n\nadd subtracts";
+        let first = p
+            .chat(&worker_request(vec![Message::system("tools"), Message::user(prompt)]))
+            .await
+            .unwrap();
+        assert_eq!(first.finish_reason, "tool_calls");
+        let call = &first.message.tool_calls[0];
+        assert_eq!(call.name, "write_file");
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args["path"], "ORCH_DRY_RUN/fix-add-so-test-add-passes.md");
+        let content = args["content"].as_str().unwrap();
+        assert!(content.starts_with("# Dry run: Fix add() so test_add passes!\n"), "{content}");
+        assert!(content.contains("> add subtracts"), "{content}");
+
+        // The tool result comes back: the worker finishes.
+        let mut result = Message::user("wrote it");
+        result.role = Role::Tool;
+        result.tool_call_id = Some(call.id.clone());
+        let second = p
+            .chat(&worker_request(vec![
+                Message::user(prompt),
+                first.message.clone(),
+                result,
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(second.message.tool_calls[0].name, "finish");
+        assert!(second.message.tool_calls[0]
+            .arguments
+            .contains("ORCH_DRY_RUN/fix-add-so-test-add-passes.md"));
+    }
+
+    #[tokio::test]
+    async fn workers_without_a_write_tool_just_finish() {
         let p = SimulatedProvider::new("sim");
         let mut req = ChatRequest::new("worker", vec![Message::user("do it")]);
         req.tools = vec![ToolSpec {
@@ -143,5 +274,12 @@ mod tests {
         let r = p.chat(&req).await.unwrap();
         assert_eq!(r.message.tool_calls[0].name, "finish");
         assert_eq!(r.finish_reason, "tool_calls");
+    }
+
+    #[test]
+    fn note_paths_are_safe_slugs() {
+        assert_eq!(dry_run_note_path("../../etc/passwd"), "ORCH_DRY_RUN/etc-passwd.md");
+        assert_eq!(dry_run_note_path("修正"), "ORCH_DRY_RUN/task.md");
+        assert!(dry_run_note_path(&"a".repeat(200)).len() < 70);
     }
 }
