@@ -105,10 +105,6 @@ impl Table {
         self.rows.push(Row::Note(one_line(text)));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// Prints the table on stdout, fitted to the terminal.
     pub fn print(&self) {
         for line in self.render(terminal_width()).lines() {

@@ -804,6 +804,10 @@ pub(crate) fn feedback_text(report: &VerificationReport, verdict: &Verdict) -> S
     if report.passed && !verdict.reasoning.is_empty() {
         f.push_str(&format!("\nThe judge's reasoning: {}\n", verdict.reasoning));
     }
+    if f.trim().is_empty() {
+        // Never send a retry off with nothing to go on.
+        f.push_str("The attempt was not accepted, but no reason was recorded; re-read the task, check your change against it, and run the tests before you finish.\n");
+    }
     f
 }
 

@@ -412,7 +412,7 @@ pub(crate) mod testutil;
 mod tests {
     use super::testutil::*;
     use super::*;
-    use orch_providers::Role;
+    use orch_providers::{ChatRequest, Role};
     use orch_testkit::scripted::{answer, ScriptedProvider};
 
     #[test]
@@ -466,8 +466,12 @@ mod tests {
             s["required"],
             json!(["passed", "score", "reasoning", "issues"])
         );
+        assert_eq!(s["properties"]["score"]["minimum"], 0);
         assert_eq!(s["properties"]["score"]["maximum"], 10);
         assert_eq!(s["properties"]["issues"]["items"]["type"], "string");
+        assert_eq!(s["properties"]["issues"]["items"]["maxLength"], 500);
+        assert_eq!(s["properties"]["issues"]["maxItems"], 20);
+        assert_eq!(s["properties"]["reasoning"]["maxLength"], 4000);
     }
 
     #[tokio::test]
@@ -584,8 +588,8 @@ mod tests {
         assert!(user.contains(&report.summary), "{user}");
     }
 
-    #[tokio::test]
-    async fn low_score_fails_even_if_the_model_passes_it() {
+    /// Runs the judge over a green report with scripted answers.
+    async fn judged(answers: &[&str], min_score: f64) -> (Verdict, Usage, Vec<ChatRequest>) {
         let task = task();
         let report = green_report();
         let input = JudgeInput {
@@ -594,17 +598,189 @@ mod tests {
             diff_stat: "s",
             report: &report,
         };
-        let provider = ScriptedProvider::new(vec![answer(
-            r#"{"passed":true,"score":6,"reasoning":"meh","issues":[]}"#,
-        )]);
-        let (v, _) = judge(Some((&provider, "m")), &input, 7.0).await.unwrap();
+        let provider = ScriptedProvider::new(answers.iter().map(|a| answer(a)).collect());
+        let (v, usage) = judge(Some((&provider, "m")), &input, min_score)
+            .await
+            .unwrap();
+        (v, usage, provider.requests())
+    }
+
+    fn repair_message(req: &ChatRequest) -> &str {
+        let last = req.messages.last().unwrap();
+        assert_eq!(last.role, Role::User);
+        &last.content
+    }
+
+    #[tokio::test]
+    async fn a_pass_under_the_minimum_score_is_repaired_then_fails_closed() {
+        let low = r#"{"passed":true,"score":6,"reasoning":"meh","issues":[]}"#;
+        let (v, usage, reqs) = judged(&[low, low], 7.0).await;
         assert!(!v.passed);
-        assert_eq!(v.score, Some(6.0));
+        assert_eq!(v.score, None);
+        assert_eq!(reqs.len(), 2, "exactly one repair round");
+        assert_eq!(usage.input_tokens, 200, "both calls are charged");
+        let repair = repair_message(&reqs[1]);
         assert!(
-            v.issues[0].contains("below the minimum of 7.0"),
+            repair.starts_with("Your verdict contradicts itself: `passed` is true but `score` 6"),
+            "{repair}"
+        );
+        assert!(
+            repair.contains("below the minimum passing score of 7"),
+            "{repair}"
+        );
+        // The contradictory answer is quoted back as the assistant's turn.
+        assert_eq!(reqs[1].messages[2].role, Role::Assistant);
+        assert!(reqs[1].messages[2].content.contains("\"score\":6"));
+        assert!(reqs[1].response_format.is_some());
+        assert!(
+            v.issues[0].starts_with("the judge's verdict contradicted itself"),
             "{:?}",
             v.issues
         );
+        assert!(v.issues[0].contains("below the minimum"), "{:?}", v.issues);
+        assert!(
+            v.reasoning.contains("contradicted itself"),
+            "{}",
+            v.reasoning
+        );
+        assert!(v.reasoning.contains("meh"), "{}", v.reasoning);
+    }
+
+    #[tokio::test]
+    async fn a_failure_without_issues_is_repaired() {
+        let (v, usage, reqs) = judged(
+            &[
+                r#"{"passed":false,"score":3,"reasoning":"not done","issues":["  "]}"#,
+                r#"{"passed":false,"score":3,"reasoning":"not done","issues":["calc.py: add() multiplies; return a + b"]}"#,
+            ],
+            5.0,
+        )
+        .await;
+        assert_eq!(reqs.len(), 2);
+        let repair = repair_message(&reqs[1]);
+        assert!(
+            repair.contains("`passed` is false but `issues` is empty"),
+            "{repair}"
+        );
+        assert!(!v.passed);
+        assert_eq!(v.score, Some(3.0));
+        assert_eq!(v.issues, vec!["calc.py: add() multiplies; return a + b"]);
+        assert_eq!(v.reasoning, "not done");
+        assert_eq!(usage.input_tokens, 200);
+    }
+
+    #[tokio::test]
+    async fn empty_reasoning_is_repaired_and_the_repair_can_pass() {
+        let (v, _, reqs) = judged(
+            &[
+                r#"{"passed":true,"score":9,"reasoning":" \n ","issues":[]}"#,
+                r#"{"passed":true,"score":9,"reasoning":"adds add() with a test","issues":[]}"#,
+            ],
+            7.0,
+        )
+        .await;
+        assert_eq!(reqs.len(), 2);
+        assert!(
+            repair_message(&reqs[1]).contains("`reasoning` is empty"),
+            "{}",
+            repair_message(&reqs[1])
+        );
+        assert!(v.passed);
+        assert_eq!(v.score, Some(9.0));
+        assert_eq!(v.reasoning, "adds add() with a test");
+    }
+
+    #[tokio::test]
+    async fn the_blank_failed_verdict_fails_closed_with_feedback() {
+        // The verdict from the issue: failed, top score, nothing said.
+        let blank = r#"{"passed": false, "score": 10, "reasoning": "", "issues": []}"#;
+        let (v, _, reqs) = judged(&[blank, blank], 5.0).await;
+        assert_eq!(reqs.len(), 2);
+        let repair = repair_message(&reqs[1]);
+        assert!(repair.contains("`issues` is empty"), "{repair}");
+        assert!(repair.contains("`reasoning` is empty"), "{repair}");
+        assert!(!v.passed);
+        assert_eq!(v.score, None);
+        assert!(
+            v.reasoning.contains("contradicted itself"),
+            "{}",
+            v.reasoning
+        );
+        assert!(v.reasoning.contains("no reasoning"), "{}", v.reasoning);
+        assert_eq!(v.issues.len(), 1, "{:?}", v.issues);
+        assert!(
+            v.issues[0].contains("passed: false, score: 10"),
+            "{:?}",
+            v.issues
+        );
+        assert!(v.issues[0].contains("`issues` is empty"), "{:?}", v.issues);
+        assert!(
+            v.issues[0].contains("`reasoning` is empty"),
+            "{:?}",
+            v.issues
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_repair_fails_closed_naming_both() {
+        let blank = r#"{"passed": false, "score": 2, "reasoning": "bad", "issues": []}"#;
+        // The repair's answer is unreadable twice (its own schema repair).
+        let (v, _, reqs) = judged(&[blank, "no idea", "still no idea"], 5.0).await;
+        assert_eq!(reqs.len(), 3);
+        assert!(!v.passed);
+        assert!(v.issues[0].contains("`issues` is empty"), "{:?}", v.issues);
+        assert!(v.issues[0].contains("unreadable"), "{:?}", v.issues);
+    }
+
+    #[tokio::test]
+    async fn a_consistent_verdict_is_not_questioned() {
+        let (v, _, reqs) = judged(
+            &[r#"{"passed":true,"score":7,"reasoning":"fine","issues":[]}"#],
+            7.0,
+        )
+        .await;
+        assert_eq!(reqs.len(), 1);
+        assert!(v.passed);
+    }
+
+    #[test]
+    fn contradictions_are_named_one_by_one() {
+        let a = |passed, score, reasoning: &str, issues: &[&str]| ModelAnswer {
+            passed,
+            score,
+            reasoning: reasoning.into(),
+            issues: issues.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(contradictions(&a(true, 7.0, "ok", &[]), 7.0).is_empty());
+        assert!(contradictions(&a(false, 9.0, "ok", &["x"]), 7.0).is_empty());
+        assert_eq!(contradictions(&a(true, 6.9, "ok", &[]), 7.0).len(), 1);
+        assert_eq!(contradictions(&a(false, 1.0, "ok", &[""]), 7.0).len(), 1);
+        assert_eq!(contradictions(&a(true, 9.0, "\t", &[]), 7.0).len(), 1);
+        assert_eq!(contradictions(&a(false, 10.0, "", &[]), 7.0).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn oversized_answers_get_the_schema_repair() {
+        let long = format!(
+            r#"{{"passed":true,"score":9,"reasoning":"{}","issues":[]}}"#,
+            "x".repeat(MAX_REASONING_CHARS as usize + 1)
+        );
+        let (v, _, reqs) = judged(
+            &[
+                &long,
+                r#"{"passed":true,"score":9,"reasoning":"short","issues":[]}"#,
+            ],
+            5.0,
+        )
+        .await;
+        assert_eq!(reqs.len(), 2);
+        assert!(
+            repair_message(&reqs[1]).contains("does not match the `verdict` JSON schema"),
+            "{}",
+            repair_message(&reqs[1])
+        );
+        assert!(v.passed);
+        assert_eq!(v.reasoning, "short");
     }
 
     #[tokio::test]

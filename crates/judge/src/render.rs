@@ -15,7 +15,8 @@ pub fn render_markdown(input: &JudgeInput<'_>, verdict: &Verdict) -> String {
     match verdict.score {
         Some(score) => md.push_str(&format!("- Score: {score:.1} / 10\n")),
         None => md.push_str(
-            "- Score: none (the judge model was not consulted or gave no readable answer)\n",
+            "- Score: none (the judge model was not consulted, gave no readable answer, or \
+             contradicted itself)\n",
         ),
     }
     md.push_str("\n## Gates\n\n");

@@ -63,6 +63,21 @@ pub enum ProviderError {
         provider: String,
         retry_in: std::time::Duration,
     },
+    /// The server gave the same error answer to the same request twice in
+    /// a row while a small probe request to it succeeded: it is up and
+    /// refuses this request (llama-cpp-python answers a request it cannot
+    /// validate with HTTP 500), so no retry can help. Not retryable.
+    #[error(
+        "{provider} rejected the same request twice with the same answer (HTTP {status}: {body}), \
+         while a small probe request to it succeeded; this is not an outage, retrying will not \
+         help. The server refuses something in this request: check that it supports what the \
+         request uses (tool calls, structured output), or look at its log"
+    )]
+    RejectedTwice {
+        provider: String,
+        status: u16,
+        body: String,
+    },
     /// A budget would be exceeded by this call; nothing was sent.
     #[error("{0}")]
     Budget(String),

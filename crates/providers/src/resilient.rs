@@ -23,6 +23,16 @@
 //!    fallback cannot enforce a JSON schema, the schema moves into the
 //!    prompt (the structured-output layer validates the answer either way).
 //!
+//! 5. A request the server refuses for what it is, not because it is down,
+//!    is not ridden through the outage schedule: when two tries in a row
+//!    fail with the same status and the same error body (a 500 or other
+//!    deterministic server error, without `Retry-After`; never 429, 502,
+//!    503 or 504, which mean overload or an outage), one tiny probe request
+//!    goes to the same server. If the probe is answered, the server is up
+//!    and refuses this request: the call fails with
+//!    [`ProviderError::RejectedTwice`], which is not retryable. If the
+//!    probe fails too, it is an outage after all and the schedule goes on.
+//!
 //! Charging: only the successful try's response is returned, so its usage
 //! is the only usage anyone sees; failed tries carry none. Nothing is
 //! charged twice.
@@ -429,6 +439,59 @@ impl ResilientProvider {
         result
     }
 
+    /// [`Self::try_primary`], turning the second identical rejection in a
+    /// row into [`ProviderError::RejectedTwice`] when a probe shows the
+    /// server is up (see the module docs). `last` is the previous try's
+    /// rejection, if it was one.
+    async fn try_checked(
+        &self,
+        request: &ChatRequest,
+        sink: Option<DeltaSink<'_>>,
+        last: &Mutex<Option<(u16, String)>>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let result = self.try_primary(request, sink).await;
+        let rejection = match &result {
+            Err(ProviderError::Http {
+                status,
+                body,
+                retry_after: None,
+                ..
+            }) if may_be_a_rejection(*status) => Some((*status, body.clone())),
+            _ => None,
+        };
+        let previous = std::mem::replace(
+            &mut *last.lock().unwrap_or_else(|p| p.into_inner()),
+            rejection.clone(),
+        );
+        match (rejection, previous) {
+            (Some(now), Some(before)) if now == before && self.server_is_up(request).await => {
+                Err(ProviderError::RejectedTwice {
+                    provider: self.primary.name().to_string(),
+                    status: now.0,
+                    body: now.1,
+                })
+            }
+            _ => result,
+        }
+    }
+
+    /// Whether the primary answers a minimal request for the same model:
+    /// one short user message, one output token, no tools.
+    async fn server_is_up(&self, request: &ChatRequest) -> bool {
+        let mut probe = ChatRequest::new(
+            request.model.clone(),
+            vec![crate::chat::Message::user("Reply with OK.")],
+        );
+        probe.max_tokens = Some(1);
+        let answered = self.primary.chat(&probe).await.is_ok();
+        tracing::info!(
+            provider = self.primary.name(),
+            answered,
+            "the same error twice in a row; probed the server to tell an outage from a rejected request"
+        );
+        answered
+    }
+
     async fn run(
         &self,
         request: &ChatRequest,
@@ -442,12 +505,13 @@ impl ResilientProvider {
             }
             other => retry::classify(other),
         };
+        let last_rejection = Mutex::new(None);
         let result = retry::retry_with(
             &self.policy,
             self.primary.name(),
             classify,
             |r| self.emit(ResilienceEvent::Try(r.clone())),
-            || self.try_primary(request, sink),
+            || self.try_checked(request, sink, &last_rejection),
         )
         .await;
         let error = match result {
@@ -475,6 +539,14 @@ impl ResilientProvider {
             None => provider.chat(&fallback_request).await,
         }
     }
+}
+
+/// Whether a retryable HTTP status may be the server refusing the request
+/// itself (llama-cpp-python answers a request it cannot validate with 500).
+/// 429, 408, 502, 503 and 504 say the server or a gateway is overloaded or
+/// down, and an identical body is normal for those.
+fn may_be_a_rejection(status: u16) -> bool {
+    !matches!(status, 408 | 429 | 502 | 503 | 504)
 }
 
 #[async_trait]

@@ -232,7 +232,10 @@ mod tests {
         let p = SimulatedProvider::new("sim");
         let prompt = "# Task: Fix add() so test_add passes!\n\nType: fix\n\nadd subtracts";
         let first = p
-            .chat(&worker_request(vec![Message::system("tools"), Message::user(prompt)]))
+            .chat(&worker_request(vec![
+                Message::system("tools"),
+                Message::user(prompt),
+            ]))
             .await
             .unwrap();
         assert_eq!(first.finish_reason, "tool_calls");
@@ -241,7 +244,10 @@ mod tests {
         let args: Value = serde_json::from_str(&call.arguments).unwrap();
         assert_eq!(args["path"], "ORCH_DRY_RUN/fix-add-so-test-add-passes.md");
         let content = args["content"].as_str().unwrap();
-        assert!(content.starts_with("# Dry run: Fix add() so test_add passes!\n"), "{content}");
+        assert!(
+            content.starts_with("# Dry run: Fix add() so test_add passes!\n"),
+            "{content}"
+        );
         assert!(content.contains("> add subtracts"), "{content}");
 
         // The tool result comes back: the worker finishes.
@@ -278,7 +284,10 @@ mod tests {
 
     #[test]
     fn note_paths_are_safe_slugs() {
-        assert_eq!(dry_run_note_path("../../etc/passwd"), "ORCH_DRY_RUN/etc-passwd.md");
+        assert_eq!(
+            dry_run_note_path("../../etc/passwd"),
+            "ORCH_DRY_RUN/etc-passwd.md"
+        );
         assert_eq!(dry_run_note_path("修正"), "ORCH_DRY_RUN/task.md");
         assert!(dry_run_note_path(&"a".repeat(200)).len() < 70);
     }

@@ -339,24 +339,34 @@ mod tests {
                 .unwrap(),
             1
         );
+        // orch's own failures and cancels do not count either; errors are
+        // counted apart, as infrastructure failures.
         let a3 = s.start_attempt(&id, "base3").unwrap();
         assert_eq!(
             s.finish_attempt(a3.id, &AttemptFinish::new(AttemptStatus::Error))
                 .unwrap(),
-            2
+            1
         );
+        assert_eq!(s.task(id.as_str()).unwrap().infra_failures, 1);
         let a4 = s.start_attempt(&id, "base3").unwrap();
         assert_eq!(
-            s.finish_attempt(a4.id, &AttemptFinish::new(AttemptStatus::Passed))
+            s.finish_attempt(a4.id, &AttemptFinish::new(AttemptStatus::Cancelled))
                 .unwrap(),
-            3
+            1
         );
-        assert_eq!(s.task(id.as_str()).unwrap().attempts, 3);
+        let a5 = s.start_attempt(&id, "base3").unwrap();
+        assert_eq!(
+            s.finish_attempt(a5.id, &AttemptFinish::new(AttemptStatus::Passed))
+                .unwrap(),
+            2
+        );
+        let t = s.task(id.as_str()).unwrap();
+        assert_eq!((t.attempts, t.infra_failures), (2, 1));
 
         let all = s.attempts(&id).unwrap();
         assert_eq!(
             all.iter().map(|a| a.number).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
+            vec![1, 2, 3, 4, 5]
         );
         let first = &all[0];
         assert_eq!(first.status, AttemptStatus::Failed);
@@ -377,7 +387,7 @@ mod tests {
             .filter(|e| e.kind == EventKind::AttemptFinished)
             .map(|e| e.data["status"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(finished, vec!["failed", "needs_human", "error", "passed"]);
+        assert_eq!(finished, vec!["failed", "needs_human", "error", "cancelled", "passed"]);
     }
 
     #[test]

@@ -258,3 +258,49 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         tracing::debug!(version = version + 1, "applied state database migration");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by an older orch keeps its rows, and its
+    /// append-only guarantees, through the attempts table rebuild.
+    #[test]
+    fn v2_databases_migrate_with_their_rows_and_triggers() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO projects VALUES ('p', '/r', 0, NULL, 0, 't', 't');
+             INSERT INTO tasks (id, project, title, description, task_type, allowed_files, source,
+                                status, created_at, updated_at)
+                 VALUES ('t1', 'p', 'T', '', 'fix', '[]', 'manual', 'failed', 't', 't');
+             INSERT INTO attempts (task_id, number, status, started_at, error)
+                 VALUES ('t1', 1, 'error', 't', 'boom');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len());
+        let (status, error): (String, String) = conn
+            .query_row("SELECT status, error FROM attempts WHERE task_id = 't1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((status.as_str(), error.as_str()), ("error", "boom"));
+        let accept: String = conn
+            .query_row("SELECT acceptance_tests FROM tasks WHERE id = 't1'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(accept, "[]");
+        assert!(conn
+            .execute("UPDATE attempts SET error = 'x' WHERE task_id = 't1'", [])
+            .is_err());
+        assert!(conn.execute("DELETE FROM attempts", []).is_err());
+        conn.execute(
+            "INSERT INTO attempts (task_id, number, status, started_at) VALUES ('t1', 2, 'cancelled', 't')",
+            [],
+        )
+        .unwrap();
+    }
+}

@@ -515,6 +515,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_deferred_task_is_not_claimed_before_its_backoff_ends() {
+        let s = store();
+        let t = s.add_task(&new_task("flaky git", 0)).unwrap();
+        assert_eq!(s.claim_pending("p", 1).unwrap().len(), 1);
+        let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+        assert!(s.defer_task(&t.id, later, "infrastructure failure").unwrap());
+        let back = s.task(t.id.as_str()).unwrap();
+        assert_eq!(back.status, TaskStatus::Pending);
+        assert!(back.not_before.is_some());
+        assert!(s.claim_pending("p", 1).unwrap().is_empty());
+        // Once the time has come it is claimed again.
+        assert!(!s.defer_task(&t.id, chrono::Utc::now(), "x").unwrap(), "pending is not in flight");
+        s.write(|tx| {
+            tx.execute("UPDATE tasks SET not_before = ?1", [crate::codec::now()])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.claim_pending("p", 1).unwrap().len(), 1);
+        // A cancelled task is not put back.
+        s.cancel_task(t.id.as_str()).unwrap();
+        assert!(!s.defer_task(&t.id, later, "x").unwrap());
+        assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Cancelled);
+    }
+
     fn task_events(s: &Store, id: &TaskId) -> Vec<orch_core::Event> {
         s.events(&EventFilter {
             task_id: Some(id.0.clone()),

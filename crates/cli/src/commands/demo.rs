@@ -86,6 +86,8 @@ async fn pytest_available() -> bool {
 }
 
 pub async fn run(a: DemoArgs) -> CliResult {
+    // The demo's cycle finishes even if the reader of stdout leaves.
+    crate::output::keep_working_if_stdout_closes();
     if !pytest_available().await {
         return Err(CliError::failed(
             "the demo runs the sample project's tests with `python3 -m pytest`, which is not installed: run `apt-get install python3-pytest` (or `pip install pytest`) and try again",

@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod demo;
 pub mod doctor;
+pub mod dry_run;
 pub mod init;
 pub mod run;
 pub mod sandbox;
@@ -47,7 +48,8 @@ pub async fn dispatch(cli: Cli) -> CliResult {
 }
 
 /// Loads the config. In a dry run (flag, env or `dry_run = true`), state
-/// lives in `<data_dir>/dry-run`, apart from real work.
+/// lives in `<data_dir>/dry-run`, apart from real work; `orch run` also
+/// points the project at a scratch clone there (see `dry_run`).
 pub fn load_config(flag: Option<&Path>) -> Result<Config, CliError> {
     let path = orch_config::resolve_config_path(flag);
     let mut config = orch_config::load(&path)?;

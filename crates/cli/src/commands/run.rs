@@ -31,11 +31,23 @@ pub struct RunArgs {
 }
 
 pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
-    let config = load_config(config_flag)?;
+    // Work that is under way finishes even if the reader of stdout leaves.
+    crate::output::keep_working_if_stdout_closes();
+    let mut config = load_config(config_flag)?;
     require_project(&config, &a.project)?;
-    if config.dry_run {
-        refresh_dry_run_state(&config)?;
-    }
+    let scratch = if config.dry_run {
+        let s = super::dry_run::prepare(&mut config, &a.project).await?;
+        eprintln!(
+            "dry run: working on a scratch clone of {} at {} ({} at {}); your repository is not touched",
+            s.repository.display(),
+            s.clone.display(),
+            s.main_branch,
+            s.base.get(..12).unwrap_or(&s.base)
+        );
+        Some(s)
+    } else {
+        None
+    };
     let store = open_store(&config)?;
     let summary = run_project(
         &config,
@@ -49,40 +61,28 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
         a.quiet,
     )
     .await?;
+    let dry = match &scratch {
+        Some(s) => Some(super::dry_run::report(s).await?),
+        None => None,
+    };
     if a.json {
-        print_json(&summary)?;
+        let mut doc = serde_json::to_value(&summary)
+            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        if let (Some(d), Some(obj)) = (&dry, doc.as_object_mut()) {
+            obj.insert(
+                "dry_run".into(),
+                serde_json::to_value(d)
+                    .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?,
+            );
+        }
+        print_json(&doc)?;
     } else {
         print_summary(&summary);
-    }
-    Ok(exit_code(&summary))
-}
-
-/// A dry run works on a fresh copy of the real state (same tasks, same
-/// history), so it shows what a real run would do without changing it.
-fn refresh_dry_run_state(config: &Config) -> Result<(), CliError> {
-    let dry_dir = config.data_dir_abs();
-    let Some(real_dir) = dry_dir.parent() else {
-        return Ok(());
-    };
-    let real_db = orch_engine::DataPaths::new(real_dir).db();
-    let dry_db = orch_engine::DataPaths::new(&dry_dir).db();
-    let fail = |e: std::io::Error| {
-        CliError::failed(format!(
-            "cannot prepare the dry-run state in {}: {e}",
-            dry_dir.display()
-        ))
-    };
-    std::fs::create_dir_all(&dry_dir).map_err(fail)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let p = std::path::PathBuf::from(format!("{}{suffix}", dry_db.display()));
-        if p.exists() {
-            std::fs::remove_file(&p).map_err(fail)?;
+        if let Some(d) = &dry {
+            super::dry_run::print_report(d, &summary);
         }
     }
-    if real_db.exists() {
-        orch_state::Store::open(&real_db)?.snapshot_to(&dry_db)?;
-    }
-    Ok(())
+    Ok(exit_code(&summary))
 }
 
 /// Builds the engine for one project and runs it with live progress.
