@@ -112,6 +112,8 @@ fn the_daily_budget_pauses_the_project_with_a_clear_message() {
 #[test]
 fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
     let fx = Fixture::new();
+    std::fs::write(fx.repo.join("calc.py"), CALC_FIXED).unwrap();
+    git(&fx.repo, &["commit", "-q", "-am", "green"]);
     // Nothing listens on this port: a real request would fail.
     fx.with_openai("http://127.0.0.1:9/v1", "max_attempts = 1");
     let id = fx.add_task("Fix add", "");
@@ -119,17 +121,17 @@ fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
     let out = fx.orch(&["--dry-run", "run", "--project", "calc"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dry run"), "{stderr}");
-    // The simulated worker changes nothing, so the copy of the task fails
-    // verification — in the dry-run state only.
+    // The simulated worker's note walks the whole path and merges — in the
+    // dry-run state and its scratch clone only (see e2e_dry_run.rs).
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
     let dry: Value =
         serde_json::from_str(&fx.orch_ok(&["--dry-run", "show", &id, "--json"], 0)).unwrap();
-    assert_eq!(dry["task"]["status"], "failed");
+    assert_eq!(dry["task"]["status"], "merged");
     assert_eq!(fx.task(&id)["task"]["status"], "pending");
     assert_eq!(fx.main_sha(), before);
     let cost: Value =
@@ -142,7 +144,7 @@ fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&env.stdout).unwrap();
-    assert_eq!(v["task"]["status"], "failed");
+    assert_eq!(v["task"]["status"], "merged");
 }
 
 #[test]

@@ -28,6 +28,8 @@ enum AttemptEnd {
     NeedsHuman,
     /// The task was cancelled; the attempt stopped and nothing was queued.
     Cancelled,
+    /// The project was paused under the attempt (its daily budget ran out).
+    Paused,
     /// orch's own failure (git, filesystem, sandbox, provider outage):
     /// not counted against max_attempts.
     Infra {
@@ -143,6 +145,15 @@ impl Engine {
                     return Ok(())
                 }
                 AttemptEnd::Infra { message } => return self.after_infra_failure(&task, &message),
+                AttemptEnd::Paused => {
+                    self.store.transition(
+                        &task.id,
+                        &[TaskStatus::Running],
+                        TaskStatus::Pending,
+                        "project paused; retry later",
+                    )?;
+                    return Ok(());
+                }
                 AttemptEnd::OutOfBudget { reason } => {
                     self.fail_unless_left(&task, &reason)?;
                     return Ok(());
@@ -171,12 +182,18 @@ impl Engine {
                         )?;
                         return Ok(());
                     }
-                    let retried = self.store.transition(
-                        &task.id,
-                        &[TaskStatus::Verifying, TaskStatus::Judging],
-                        TaskStatus::Running,
-                        "retrying with feedback",
-                    )?;
+                    // A worker that stopped before verification is still
+                    // `running`; one that was judged goes back to it.
+                    let retried = match self.store.task(task.id.as_str())?.status {
+                        TaskStatus::Running => true,
+                        TaskStatus::Verifying | TaskStatus::Judging => self.store.transition(
+                            &task.id,
+                            &[TaskStatus::Verifying, TaskStatus::Judging],
+                            TaskStatus::Running,
+                            "retrying with feedback",
+                        )?,
+                        _ => false,
+                    };
                     if !retried {
                         // The task left its states under us (a cancel).
                         return Ok(());
@@ -443,10 +460,15 @@ impl Engine {
                     _ => String::new(),
                 };
                 write_audit("failed", "", None, Some(&why))?;
-                let budget = matches!(other, WorkerEnd::ModelError { message } if message.contains(crate::metered::TASK_BUDGET_REACHED));
-                let outage = matches!(other, WorkerEnd::ModelError { .. }) && !budget;
+                let refused_for = |marker: &str| matches!(other, WorkerEnd::ModelError { message } if message.contains(marker));
+                let budget = refused_for(crate::metered::TASK_BUDGET_REACHED);
+                let paused = refused_for(crate::metered::DAILY_BUDGET_REACHED);
+                let outage = matches!(other, WorkerEnd::ModelError { .. }) && !budget && !paused;
                 let status = if outage {
                     AttemptStatus::Error
+                } else if paused {
+                    // Stopped from outside, like a crash: not counted.
+                    AttemptStatus::Interrupted
                 } else {
                     AttemptStatus::Failed
                 };
@@ -459,6 +481,9 @@ impl Engine {
                     return Ok(AttemptEnd::OutOfBudget {
                         reason: format!("stopped before going over its budget: {why}"),
                     });
+                }
+                if paused {
+                    return Ok(AttemptEnd::Paused);
                 }
                 if outage {
                     // A provider outage (retries exhausted, breaker open) is

@@ -23,6 +23,9 @@ use std::time::Instant;
 /// Starts the message of a call refused by the task budget; the engine
 /// fails such a task at once instead of retrying it.
 pub const TASK_BUDGET_REACHED: &str = "task budget reached";
+/// Starts the message of a call refused by the project's daily budget; the
+/// project is paused and the task waits, without losing an attempt.
+pub const DAILY_BUDGET_REACHED: &str = "daily budget reached";
 
 /// Output tokens assumed for a call that sets no `max_tokens`, when
 /// estimating whether it fits the budget.
@@ -112,7 +115,7 @@ impl MeteredProvider {
             let spent = m.store.spent_on_day(&m.project, &day).map_err(internal)?;
             if spent + estimate > limit {
                 let reason = format!(
-                    "daily budget reached: ${spent:.4} spent today (UTC) of daily_budget_usd = ${limit:.2}; work resumes when you raise the budget or tomorrow, with `orch resume --project {}`",
+                    "{DAILY_BUDGET_REACHED}: ${spent:.4} spent today (UTC) of daily_budget_usd = ${limit:.2}; work resumes when you raise the budget or tomorrow, with `orch resume --project {}`",
                     m.project
                 );
                 let _ = m.store.set_paused(&m.project, true, Some(&reason));

@@ -43,16 +43,40 @@ fn victim() {
     });
 }
 
+/// Kills the victim (and whatever it left) even when an assertion fails,
+/// so a failed test does not leave a process holding the test's pipes.
+struct Victim {
+    child: std::process::Child,
+    marker: String,
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in processes_matching(&self.marker) {
+            // SAFETY: kill(2) on a process this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 #[test]
 fn a_killed_orch_leaves_no_process_of_its_commands_behind() {
     // A number for `sleep`, unique to this run.
     let marker = format!("3{}", &unique_marker()[..12]);
-    let mut victim = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "victim", "--nocapture", "--test-threads", "1"])
-        .env(VICTIM_ENV, &marker)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut victim = Victim {
+        child: std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "victim", "--nocapture", "--test-threads", "1"])
+            .env(VICTIM_ENV, &marker)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        marker: marker.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     // Four sleeps, the shell and its subshell (both name them).
     while processes_matching(&format!("sleep {marker}")).len() < 6 {
@@ -63,25 +87,22 @@ fn a_killed_orch_leaves_no_process_of_its_commands_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let before = processes_matching(&marker);
-    let guardian = processes_matching(&format!("orch-reaper {}", victim.id()));
-    assert_eq!(guardian.len(), 1, "one guardian runs for the victim");
+    let guardian = format!("orch-reaper {}", victim.child.id());
+    let guardians = processes_matching(&guardian);
 
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let left = processes_matching(&marker);
-    for pid in &left {
-        // SAFETY: kill(2); leave nothing behind even when the test fails.
-        unsafe {
-            libc::kill(*pid, libc::SIGKILL);
-        }
-    }
     assert!(
         left.is_empty(),
         "still alive 1 s after the kill: {left:?} (of {before:?})"
     );
-    let guardian_left = processes_matching(&format!("orch-reaper {}", victim.id()));
-    assert!(guardian_left.is_empty(), "the guardian exits too");
+    assert_eq!(guardians.len(), 1, "one guardian ran for the victim");
+    assert!(
+        processes_matching(&guardian).is_empty(),
+        "the guardian exits too"
+    );
 }
 
 type Boxed = Pin<

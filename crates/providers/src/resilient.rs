@@ -751,7 +751,9 @@ mod tests {
         let timer = Arc::new(VirtualTimer::new());
         let policy =
             RetryPolicy::from_schedule_seconds(&[1, 1, 1], 0.0, 600).with_timer(timer.clone());
-        let primary = Scripted::new("primary", vec![Err(500), Err(500)]);
+        // 503, not 500: the same 500 twice would be probed as a possible
+        // rejection of the request itself (tests/repeated_rejection.rs).
+        let primary = Scripted::new("primary", vec![Err(503), Err(503)]);
         let breaker = Arc::new(CircuitBreaker::new(
             "primary",
             BreakerConfig {

@@ -161,7 +161,7 @@ async fn tool_call_round_trip_multi_turn_wire_json() {
             "messages": [
                 {"role": "system", "content": "You fix code."},
                 {"role": "user", "content": "Fix the add function in calc.py"},
-                {"role": "assistant", "content": null, "tool_calls": [{
+                {"role": "assistant", "content": "", "tool_calls": [{
                     "id": "call_1",
                     "type": "function",
                     "function": {"name": "write_file", "arguments": call.arguments},

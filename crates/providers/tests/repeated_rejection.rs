@@ -23,7 +23,8 @@ use std::time::Duration;
 /// What llama-cpp-python 0.3 answers to an assistant message whose
 /// content is `null` (its own wording, one line).
 fn llama_rejection() -> RawReply {
-    let message = "[{'type': 'string_type', 'loc': ('body', 'messages', 2, 'typed_dict', 'content'), \
+    let message =
+        "[{'type': 'string_type', 'loc': ('body', 'messages', 2, 'typed_dict', 'content'), \
                    'msg': 'Input should be a valid string', 'input': None}]";
     RawReply::json(
         500,
@@ -58,12 +59,13 @@ struct Rig {
     events: Arc<Mutex<Vec<ResilienceEvent>>>,
 }
 
-async fn rig(replies: Vec<RawReply>) -> Rig {
+async fn start(replies: Vec<RawReply>) -> Rig {
     let server = serve(replies).await;
     let timer = Arc::new(VirtualTimer::new());
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let observer: Observer = Arc::new(move |e: &ResilienceEvent| sink.lock().unwrap().push(e.clone()));
+    let observer: Observer =
+        Arc::new(move |e: &ResilienceEvent| sink.lock().unwrap().push(e.clone()));
     let client: Arc<dyn Provider> = Arc::new(
         OpenAiProvider::new(
             "local",
@@ -124,7 +126,7 @@ fn turn_two() -> ChatRequest {
 
 #[tokio::test]
 async fn the_same_rejection_twice_with_the_server_up_stops_after_two_tries() {
-    let rig = rig(vec![llama_rejection(), llama_rejection(), ok("OK")]).await;
+    let rig = start(vec![llama_rejection(), llama_rejection(), ok("OK")]).await;
     let err = rig.provider.chat(&turn_two()).await.unwrap_err();
     match &err {
         ProviderError::RejectedTwice {
@@ -137,7 +139,10 @@ async fn the_same_rejection_twice_with_the_server_up_stops_after_two_tries() {
         }
         other => panic!("expected RejectedTwice, got {other:?}"),
     }
-    assert!(!err.is_retryable(), "the engine must not treat it as an outage");
+    assert!(
+        !err.is_retryable(),
+        "the engine must not treat it as an outage"
+    );
     let text = err.to_string();
     assert!(
         text.contains("rejected the same request twice with the same answer")
@@ -173,7 +178,7 @@ async fn the_same_rejection_twice_with_the_server_up_stops_after_two_tries() {
 async fn the_same_500_during_an_outage_keeps_the_schedule() {
     let outage = "The server had an error while processing your request. Sorry about that!";
     // Try 1, try 2, the probe (down too), try 3 (answered).
-    let rig = rig(vec![
+    let rig = start(vec![
         error(500, outage),
         error(500, outage),
         error(500, outage),
@@ -185,46 +190,69 @@ async fn the_same_500_during_an_outage_keeps_the_schedule() {
     assert_eq!(rig.server.requests().len(), 4);
     let sleeps = rig.timer.sleeps();
     assert_eq!(sleeps.len(), 2, "{sleeps:?}");
-    assert!(sleeps[1] >= Duration::from_secs(30), "the outage schedule: {sleeps:?}");
+    assert!(
+        sleeps[1] >= Duration::from_secs(30),
+        "the outage schedule: {sleeps:?}"
+    );
 }
 
 #[tokio::test]
 async fn overload_statuses_and_retry_after_are_never_probed() {
     // 503 three times: no probe, the schedule goes on.
-    let rig = rig(vec![
+    let rig = start(vec![
         error(503, "overloaded"),
         error(503, "overloaded"),
         error(503, "overloaded"),
         ok("fine"),
     ])
     .await;
-    assert_eq!(rig.provider.chat(&turn_two()).await.unwrap().message.content, "fine");
+    assert_eq!(
+        rig.provider
+            .chat(&turn_two())
+            .await
+            .unwrap()
+            .message
+            .content,
+        "fine"
+    );
     assert_eq!(rig.server.requests().len(), 4);
     assert_eq!(rig.timer.sleeps().len(), 3);
 
     // A 500 that says when to come back is waited out, not probed.
     let mut later = error(500, "warming up");
     later.headers.push(("retry-after", "7".into()));
-    let rig = rig_with(vec![later.clone(), later.clone(), later, ok("warm")]).await;
-    assert_eq!(rig.provider.chat(&turn_two()).await.unwrap().message.content, "warm");
-    assert_eq!(rig.server.requests().len(), 4);
-    assert_eq!(rig.timer.sleeps(), vec![Duration::from_secs(7); 3]);
-}
-
-async fn rig_with(replies: Vec<RawReply>) -> Rig {
-    rig(replies).await
+    let rig2 = start(vec![later.clone(), later.clone(), later, ok("warm")]).await;
+    assert_eq!(
+        rig2.provider
+            .chat(&turn_two())
+            .await
+            .unwrap()
+            .message
+            .content,
+        "warm"
+    );
+    assert_eq!(rig2.server.requests().len(), 4);
+    assert_eq!(rig2.timer.sleeps(), vec![Duration::from_secs(7); 3]);
 }
 
 #[tokio::test]
 async fn different_answers_are_retried_as_before() {
-    let rig = rig(vec![
+    let rig = start(vec![
         error(500, "worker 1 crashed"),
         error(500, "worker 2 crashed"),
         error(500, "worker 3 crashed"),
         ok("done"),
     ])
     .await;
-    assert_eq!(rig.provider.chat(&turn_two()).await.unwrap().message.content, "done");
+    assert_eq!(
+        rig.provider
+            .chat(&turn_two())
+            .await
+            .unwrap()
+            .message
+            .content,
+        "done"
+    );
     assert_eq!(rig.server.requests().len(), 4, "no probe");
     assert_eq!(rig.tries().len(), 4);
 }

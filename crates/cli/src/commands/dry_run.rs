@@ -228,7 +228,8 @@ pub async fn report(s: &Scratch) -> Result<DryRunReport, CliError> {
 }
 
 /// The closing lines of a dry run: where it worked and what landed there.
-pub fn print_report(r: &DryRunReport, summary: &CycleSummary) {
+pub fn print_report(r: &DryRunReport, project: &str, summary: &CycleSummary) {
+    let width = crate::table::terminal_width();
     println!();
     println!(
         "dry run: everything above happened in a scratch clone; {} was not touched{}",
@@ -255,13 +256,12 @@ pub fn print_report(r: &DryRunReport, summary: &CycleSummary) {
             short(&r.main_after)
         );
         for c in &r.merged_commits {
-            println!("    {c}");
+            println!("    {}", crate::table::ellipsize(c, width.saturating_sub(4)));
         }
         println!("  look: git -C {} log --stat {}", r.clone, r.main_branch);
     }
-    if let Some(t) = summary.tasks.first() {
-        println!("  details: orch --dry-run show {}", t.id);
-    }
+    let example = summary.tasks.first().map(|t| t.id.as_str()).unwrap_or("TASK");
+    println!("  details: orch --dry-run tasks --project {project}; orch --dry-run show {example}");
     println!("  the clone and the dry-run state are replaced by the next dry run");
 }
 

@@ -79,7 +79,7 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
     } else {
         print_summary(&summary);
         if let Some(d) = &dry {
-            super::dry_run::print_report(d, &summary);
+            super::dry_run::print_report(d, &a.project, &summary);
         }
     }
     Ok(exit_code(&summary))
