@@ -737,7 +737,10 @@ mod tests {
         };
         assert!(detail.contains("tool_choice"), "{detail}");
         assert_eq!(out.turns, NO_TOOL_REPEATS);
-        assert_eq!(chatty.requests.lock().unwrap().len(), NO_TOOL_REPEATS as usize);
+        assert_eq!(
+            chatty.requests.lock().unwrap().len(),
+            NO_TOOL_REPEATS as usize
+        );
 
         // A tool call in between resets the count.
         let mixed = Scripted::replies(vec![
@@ -749,7 +752,11 @@ mod tests {
             call("finish", json!({"summary": "done"})),
         ]);
         let out = run_worker(spec(&env, mixed), &NoopObserver).await;
-        assert!(matches!(out.end, WorkerEnd::Finished { .. }), "{:?}", out.end);
+        assert!(
+            matches!(out.end, WorkerEnd::Finished { .. }),
+            "{:?}",
+            out.end
+        );
     }
 
     #[tokio::test]
@@ -770,7 +777,11 @@ mod tests {
         let out = run_worker(s, &NoopObserver).await;
         canceller.await.unwrap();
         assert_eq!(out.end, WorkerEnd::Cancelled);
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         // The first call's `sleep 30` was dropped mid-way; no second model call.
         assert_eq!(provider.requests.lock().unwrap().len(), 1);
         assert!(out

@@ -4,7 +4,7 @@
 
 // First, so its `println!` and friends shadow std's in every module below
 // (see output.rs for why).
-#[macro_use]
+
 mod output;
 mod commands;
 mod progress;

@@ -247,7 +247,9 @@ impl Engine {
             return Ok(());
         }
         let base = self.project.infra_backoff_seconds;
-        let wait = base.saturating_mul(1 << (n.saturating_sub(1)).min(16)).min(600);
+        let wait = base
+            .saturating_mul(1 << (n.saturating_sub(1)).min(16))
+            .min(600);
         let until = chrono::Utc::now() + chrono::Duration::seconds(wait as i64);
         self.rec.note(
             Some(task.id.as_str()),
@@ -255,8 +257,11 @@ impl Engine {
             format!("infrastructure failure {n} of {max}; retrying in {wait} s: {message}"),
             serde_json::json!({"infra_failures": n, "max_infra_failures": max, "backoff_seconds": wait, "error": message}),
         );
-        self.store
-            .defer_task(&task.id, until, &format!("infrastructure failure; retry in {wait} s"))?;
+        self.store.defer_task(
+            &task.id,
+            until,
+            &format!("infrastructure failure; retry in {wait} s"),
+        )?;
         Ok(())
     }
 
@@ -287,7 +292,9 @@ impl Engine {
     /// Moves the task on, or reports that it left the states this attempt
     /// expects (cancelled under us): a worker whose task left stops.
     fn advance(&self, task: &Task, from: TaskStatus, to: TaskStatus, note: &str) -> Result<bool> {
-        self.store.transition(&task.id, &[from], to, note).map_err(Into::into)
+        self.store
+            .transition(&task.id, &[from], to, note)
+            .map_err(Into::into)
     }
 
     async fn attempt(&self, task: &Task, cancel: &CancellationToken) -> Result<AttemptEnd> {
@@ -408,7 +415,15 @@ impl Engine {
             let why = format!("cancelled during {stage}");
             self.store.finish_attempt(
                 attempt.id,
-                &finish(AttemptStatus::Cancelled, None, None, None, None, None, Some(why.clone())),
+                &finish(
+                    AttemptStatus::Cancelled,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(why.clone()),
+                ),
             )?;
             self.rec.note(
                 Some(&tid),
@@ -496,13 +511,9 @@ impl Engine {
         };
 
         // The commit boundary: limits hold whatever wrote the files.
-        let refused = crate::changeset::enforce(
-            &self.git,
-            &worktree,
-            &task.allowed_files,
-            MAX_FILE_BYTES,
-        )
-        .await?;
+        let refused =
+            crate::changeset::enforce(&self.git, &worktree, &task.allowed_files, MAX_FILE_BYTES)
+                .await?;
         for r in &refused {
             self.rec.note(
                 Some(&tid),
@@ -530,7 +541,12 @@ impl Engine {
 
         // Verify.
         if cancel.is_cancelled()
-            || !self.advance(task, TaskStatus::Running, TaskStatus::Verifying, "worker finished")?
+            || !self.advance(
+                task,
+                TaskStatus::Running,
+                TaskStatus::Verifying,
+                "worker finished",
+            )?
         {
             let end = cancelled("verification");
             self.remove_worktree(&worktree).await?;
@@ -548,8 +564,12 @@ impl Engine {
             steps = run => steps?,
         };
         let baseline = self.baseline_if_needed(&base, &steps).await?;
-        let report =
-            orch_verify::assess(steps, baseline.as_ref(), head.is_none(), &self.test_goal(task));
+        let report = orch_verify::assess(
+            steps,
+            baseline.as_ref(),
+            head.is_none(),
+            &self.test_goal(task),
+        );
         self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "targeted_failures": report.targeted_failures, "preexisting_failures": report.preexisting_failures, "goal_unmet": report.goal_unmet}));
 
         // Judge.
@@ -626,7 +646,12 @@ impl Engine {
         let head_kept = head.clone();
         if verdict.passed {
             if cancel.is_cancelled()
-                || !self.advance(task, TaskStatus::Judging, TaskStatus::Passed, "verdict passed")?
+                || !self.advance(
+                    task,
+                    TaskStatus::Judging,
+                    TaskStatus::Passed,
+                    "verdict passed",
+                )?
             {
                 return cancelled("judging");
             }

@@ -97,9 +97,8 @@ fn refusal(
 
 /// The feedback paragraph that tells the next attempt what was refused.
 pub(crate) fn feedback(refused: &[Refusal]) -> String {
-    let mut f = String::from(
-        "These changes were not committed, because they break the task's limits:\n",
-    );
+    let mut f =
+        String::from("These changes were not committed, because they break the task's limits:\n");
     for r in refused {
         f.push_str(&format!("- `{}`: {}\n", r.path, r.reason));
     }

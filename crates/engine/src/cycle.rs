@@ -247,7 +247,11 @@ impl Engine {
         Ok(summary)
     }
 
-    async fn run_cycles(self: &Arc<Self>, opts: RunOptions, summary: &mut CycleSummary) -> Result<()> {
+    async fn run_cycles(
+        self: &Arc<Self>,
+        opts: RunOptions,
+        summary: &mut CycleSummary,
+    ) -> Result<()> {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         for n in 0..opts.cycles.max(1) {
             if self.store.is_paused(&self.project.name)? {
@@ -513,7 +517,12 @@ impl Engine {
             .planned_at
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| chrono::Utc::now().signed_duration_since(t).num_seconds().max(0) as u64);
+            .map(|t| {
+                chrono::Utc::now()
+                    .signed_duration_since(t)
+                    .num_seconds()
+                    .max(0) as u64
+            });
         if let (Some(interval), Some(since)) = (self.project.planner_interval_seconds, since) {
             if since >= interval {
                 return Ok(None);

@@ -72,12 +72,26 @@ impl Engine {
             match result {
                 MergeResult::Abandoned => {}
                 MergeResult::Merged { head } => {
-                    self.store.transition(
+                    let recorded = self.store.transition(
                         &task.id,
                         &[TaskStatus::Merging],
                         TaskStatus::Merged,
                         "landed on main",
                     )?;
+                    if !recorded {
+                        // Cancelled in the instant between the last check
+                        // and the landing: say so rather than hide it.
+                        self.rec.note(
+                            Some(&tid),
+                            EventKind::Warning,
+                            format!(
+                                "the task was cancelled while it landed; its work is on {} at {}",
+                                self.main_branch,
+                                &head[..head.len().min(12)]
+                            ),
+                            serde_json::json!({"commit": head}),
+                        );
+                    }
                     self.rec.note(
                         Some(&tid),
                         EventKind::Merged,

@@ -337,7 +337,10 @@ mod tests {
             metered.chat(&ask(Some(cap))).await.unwrap();
             let sink = |_: &StreamDelta| {};
             metered.chat_stream(&ask(None), &sink).await.unwrap();
-            metered.chat_stream(&ask(Some(cap * 2)), &sink).await.unwrap();
+            metered
+                .chat_stream(&ask(Some(cap * 2)), &sink)
+                .await
+                .unwrap();
             assert_eq!(
                 *inner.seen.lock().unwrap(),
                 [

@@ -120,7 +120,7 @@ impl Drop for Watch {
 
 /// Asks the guardian to kill process group `pgid` if orch dies first.
 pub fn watch_group(pgid: libc::pid_t) -> Watch {
-    if pgid > 1 {
+    if pgid <= 1 {
         return Watch { id: 0 };
     }
     register('g', &pgid.to_string())

@@ -256,16 +256,31 @@ impl OpenAiProvider {
             .map_err(|e| self.redact_error(e))
     }
 
-    /// OpenAI's own strict mode lists `minLength`/`maxLength` among the
-    /// keywords it does not support, so they are left out of what is sent
-    /// there (the answer is still checked against them). Servers that build
-    /// a grammar from the schema keep them: that is what bounds the answer.
+    /// Adjust a body to what this server accepts:
+    /// - OpenAI itself: its strict mode lists `minLength`/`maxLength` among
+    ///   the keywords it does not support, so they are left out (the answer
+    ///   is still checked against them); and the token cap goes as
+    ///   `max_completion_tokens`, since its reasoning models refuse
+    ///   `max_tokens`.
+    /// - llama.cpp-style servers turn the schema into a grammar, and a
+    ///   string bound over about a thousand characters breaks it
+    ///   (llama.cpp refuses the grammar, "number of rules that are going to
+    ///   be repeated ... exceeds sane defaults"; llama-cpp-python 0.3 dies
+    ///   on it). Larger `maxLength`s are lowered to [`GRAMMAR_MAX_LENGTH`],
+    ///   which still bounds the answer.
     fn fit_schema_to_server(&self, body: &mut Value) {
-        if !self.endpoint.starts_with("https://api.openai.com/") {
-            return;
+        if self.endpoint.starts_with("https://api.openai.com/") {
+            if let Some(schema) = body.pointer_mut("/response_format/json_schema/schema") {
+                strip_length_bounds(schema);
+            }
+            if let Some(max) = body.as_object_mut().and_then(|b| b.remove("max_tokens")) {
+                body["max_completion_tokens"] = max;
+            }
         }
-        if let Some(schema) = body.pointer_mut("/response_format/json_schema/schema") {
-            strip_length_bounds(schema);
+        if self.schema_style == SchemaStyle::JsonObjectSchema {
+            if let Some(schema) = body.pointer_mut("/response_format/schema") {
+                clamp_length_bounds(schema, GRAMMAR_MAX_LENGTH);
+            }
         }
     }
 
@@ -449,6 +464,30 @@ fn require_all(schema: &mut Value) {
         if let Some(Value::Array(list)) = obj.get_mut(key) {
             list.iter_mut().for_each(require_all);
         }
+    }
+}
+
+/// The largest `maxLength` sent to a server that builds a grammar from the
+/// schema ([`SchemaStyle::JsonObjectSchema`]): llama-cpp-python 0.3.36
+/// accepted 1000 and died on 1500 (measured with Gemma 3 270M).
+pub const GRAMMAR_MAX_LENGTH: u64 = 1000;
+
+fn clamp_length_bounds(schema: &mut Value, max: u64) {
+    match schema {
+        Value::Object(obj) => {
+            for key in ["minLength", "maxLength"] {
+                if obj
+                    .get(key)
+                    .and_then(Value::as_u64)
+                    .is_some_and(|n| n > max)
+                {
+                    obj.insert(key.into(), json!(max));
+                }
+            }
+            obj.values_mut().for_each(|v| clamp_length_bounds(v, max));
+        }
+        Value::Array(list) => list.iter_mut().for_each(|v| clamp_length_bounds(v, max)),
+        _ => {}
     }
 }
 
@@ -1688,7 +1727,9 @@ mod tests {
             schema
         );
 
-        // Only OpenAI itself loses the length bounds it does not support.
+        // Only OpenAI itself loses the length bounds it does not support,
+        // and gets its token cap as max_completion_tokens.
+        req.max_tokens = Some(300);
         let mut body = request_body(&req);
         let local = OpenAiProvider::new("l", "http://127.0.0.1:1/v1", None, Duration::from_secs(1))
             .unwrap();
@@ -1704,6 +1745,30 @@ mod tests {
         openai.fit_schema_to_server(&mut body);
         assert!(!body.to_string().contains("maxLength"), "{body}");
         assert!(body.to_string().contains("maxItems"), "{body}");
+        assert_eq!(body["max_completion_tokens"], 300);
+        assert!(body.get("max_tokens").is_none());
+
+        // A grammar-building server gets string bounds it can compile.
+        req.response_format = Some(ResponseFormat {
+            name: "task_plan".into(),
+            schema: json!({"type": "object", "properties": {
+                "short": {"type": "string", "maxLength": 200},
+                "long": {"type": "array", "items": {"type": "string", "minLength": 5000, "maxLength": 8000}}
+            }}),
+        });
+        let llama = OpenAiProvider::new("l", "http://127.0.0.1:1/v1", None, Duration::from_secs(1))
+            .unwrap()
+            .with_schema_style(SchemaStyle::JsonObjectSchema);
+        let mut body = request_body_styled(&req, SchemaStyle::JsonObjectSchema);
+        llama.fit_schema_to_server(&mut body);
+        assert_eq!(
+            body["response_format"]["schema"]["properties"],
+            json!({
+                "short": {"type": "string", "maxLength": 200},
+                "long": {"type": "array", "items": {"type": "string", "minLength": 1000, "maxLength": 1000}}
+            })
+        );
+        assert_eq!(body["max_tokens"], 300);
     }
 
     #[test]

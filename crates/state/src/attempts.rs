@@ -387,7 +387,10 @@ mod tests {
             .filter(|e| e.kind == EventKind::AttemptFinished)
             .map(|e| e.data["status"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(finished, vec!["failed", "needs_human", "error", "cancelled", "passed"]);
+        assert_eq!(
+            finished,
+            vec!["failed", "needs_human", "error", "cancelled", "passed"]
+        );
     }
 
     #[test]

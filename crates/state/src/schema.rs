@@ -284,13 +284,19 @@ mod tests {
         migrate(&mut conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len());
         let (status, error): (String, String) = conn
-            .query_row("SELECT status, error FROM attempts WHERE task_id = 't1'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT status, error FROM attempts WHERE task_id = 't1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((status.as_str(), error.as_str()), ("error", "boom"));
         let accept: String = conn
-            .query_row("SELECT acceptance_tests FROM tasks WHERE id = 't1'", [], |r| r.get(0))
+            .query_row(
+                "SELECT acceptance_tests FROM tasks WHERE id = 't1'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(accept, "[]");
         assert!(conn

@@ -521,13 +521,18 @@ mod tests {
         let t = s.add_task(&new_task("flaky git", 0)).unwrap();
         assert_eq!(s.claim_pending("p", 1).unwrap().len(), 1);
         let later = chrono::Utc::now() + chrono::Duration::seconds(60);
-        assert!(s.defer_task(&t.id, later, "infrastructure failure").unwrap());
+        assert!(s
+            .defer_task(&t.id, later, "infrastructure failure")
+            .unwrap());
         let back = s.task(t.id.as_str()).unwrap();
         assert_eq!(back.status, TaskStatus::Pending);
         assert!(back.not_before.is_some());
         assert!(s.claim_pending("p", 1).unwrap().is_empty());
         // Once the time has come it is claimed again.
-        assert!(!s.defer_task(&t.id, chrono::Utc::now(), "x").unwrap(), "pending is not in flight");
+        assert!(
+            !s.defer_task(&t.id, chrono::Utc::now(), "x").unwrap(),
+            "pending is not in flight"
+        );
         s.write(|tx| {
             tx.execute("UPDATE tasks SET not_before = ?1", [crate::codec::now()])?;
             Ok(())
