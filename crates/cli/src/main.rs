@@ -4,7 +4,7 @@
 
 // First, so its `println!` and friends shadow std's in every module below
 // (see output.rs for why).
-
+#[macro_use]
 mod output;
 mod commands;
 mod progress;
@@ -25,7 +25,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Send every model role to a simulated provider: try a config end to
-    /// end without spending anything. State goes to <data_dir>/dry-run.
+    /// end without spending anything. `run` works on a copy of the state and
+    /// a scratch clone of the repository in <data_dir>/dry-run; your
+    /// repository is not touched.
     #[arg(long, global = true, env = "ORCH_DRY_RUN")]
     pub dry_run: bool,
     #[command(subcommand)]

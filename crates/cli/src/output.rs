@@ -53,7 +53,13 @@ pub fn stdout(args: fmt::Arguments<'_>, newline: bool) {
     let mut out = std::io::stdout().lock();
     let result = out
         .write_fmt(args)
-        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
         // Without a flush a closed pipe would only be noticed at exit,
         // where std swallows the error, or by the next line.
         .and_then(|()| out.flush());
@@ -81,9 +87,13 @@ fn stdout_failed(e: &std::io::Error) {
 /// Writes `args` (and a newline when `newline`) to stderr, ignoring errors.
 pub fn stderr(args: fmt::Arguments<'_>, newline: bool) {
     let mut err = std::io::stderr().lock();
-    let _ = err
-        .write_fmt(args)
-        .and_then(|()| if newline { err.write_all(b"\n") } else { Ok(()) });
+    let _ = err.write_fmt(args).and_then(|()| {
+        if newline {
+            err.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
 }
 
 /// `println!` that never panics (see the module doc).

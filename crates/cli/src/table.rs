@@ -91,10 +91,7 @@ impl Table {
 
     /// Adds a row; missing cells are blank, extra cells are dropped.
     pub fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        let mut cells: Vec<String> = cells
-            .into_iter()
-            .map(|c| one_line(c.as_ref()))
-            .collect();
+        let mut cells: Vec<String> = cells.into_iter().map(|c| one_line(c.as_ref())).collect();
         cells.resize(self.columns.len(), String::new());
         self.rows.push(Row::Cells(cells));
     }
@@ -334,7 +331,12 @@ mod tests {
             Column::left("TITLE").truncate(),
         ]);
         t.row(["3f2a9c1b7d0e", "failed", "0", "fix"]);
-        t.row(["a1b2c3d4e5f6", "needs_human", "10", "Make the pagination helper return the last page when the offset is past the end"]);
+        t.row([
+            "a1b2c3d4e5f6",
+            "needs_human",
+            "10",
+            "Make the pagination helper return the last page when the offset is past the end",
+        ]);
         t.note("asks: which page size?");
         t
     }
@@ -374,11 +376,11 @@ a1b2c3d4e5f6  needs_human    10  Make the pagination helper return the last pagâ
 
     #[test]
     fn wrapped_columns_continue_under_themselves() {
-        let mut t = Table::new(vec![
-            Column::left("KIND"),
-            Column::left("MESSAGE").wrap(),
+        let mut t = Table::new(vec![Column::left("KIND"), Column::left("MESSAGE").wrap()]);
+        t.row([
+            "merged",
+            "merged into main after the post-merge verification passed",
         ]);
-        t.row(["merged", "merged into main after the post-merge verification passed"]);
         assert_eq!(
             t.render(40),
             "\

@@ -73,7 +73,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, i128,
             out.insert(rel, ("dir".into(), mode, mtime, Vec::new()));
             walk(root, &path, out);
         } else {
-            out.insert(rel, ("file".into(), mode, mtime, std::fs::read(&path).unwrap()));
+            out.insert(
+                rel,
+                ("file".into(), mode, mtime, std::fs::read(&path).unwrap()),
+            );
         }
     }
 }
@@ -89,13 +92,21 @@ fn snapshot(repo: &Path, side: &Path) -> Snapshot {
     Snapshot {
         refs: git_ro(
             repo,
-            &["for-each-ref", "--format=%(objectname) %(objecttype) %(refname)"],
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(objecttype) %(refname)",
+            ],
         ),
         head: git_ro(repo, &["symbolic-ref", "HEAD"]),
         worktrees: git_ro(repo, &["worktree", "list", "--porcelain"]),
         status: git_ro(
             repo,
-            &["status", "--porcelain=v1", "--untracked-files=all", "--ignored"],
+            &[
+                "status",
+                "--porcelain=v1",
+                "--untracked-files=all",
+                "--ignored",
+            ],
         ),
         tree,
     }
@@ -197,12 +208,25 @@ fn a_dry_run_leaves_the_repository_byte_identical_and_merges_in_its_clone() {
 
     // The whole path ran, on the clone: work, verify, judge, merge.
     let events = serde_json::from_str::<Vec<Value>>(&fx.orch_ok(
-        &["--dry-run", "events", "--task", &id, "--json", "--limit", "100000"],
+        &[
+            "--dry-run",
+            "events",
+            "--task",
+            &id,
+            "--json",
+            "--limit",
+            "100000",
+        ],
         0,
     ))
     .unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for kind in ["tool_call", "verification_finished", "verdict_recorded", "merged"] {
+    for kind in [
+        "tool_call",
+        "verification_finished",
+        "verdict_recorded",
+        "merged",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     let shown: Value =
@@ -222,7 +246,10 @@ fn a_dry_run_leaves_the_repository_byte_identical_and_merges_in_its_clone() {
     // user's main; the user's repository has neither.
     let note = "ORCH_DRY_RUN/describe-the-calculator.md";
     let merged = git(&clone, &["show", &format!("main:{note}")]);
-    assert!(merged.starts_with(&format!("# Dry run: {title}")), "{merged}");
+    assert!(
+        merged.starts_with(&format!("# Dry run: {title}")),
+        "{merged}"
+    );
     git(&clone, &["merge-base", "--is-ancestor", &base, "main"]);
     assert_ne!(git(&clone, &["rev-parse", "main"]), base);
     assert!(!fx.repo.join("ORCH_DRY_RUN").exists());
@@ -241,7 +268,14 @@ fn a_dry_run_leaves_the_repository_byte_identical_and_merges_in_its_clone() {
     // ORCH_DRY_RUN=true, with --json: a fresh clone and state, the same
     // path, the report in the JSON document.
     let out = fx
-        .orch_cmd(&["run", "--project", "calc", "--until-idle", "--json", "--quiet"])
+        .orch_cmd(&[
+            "run",
+            "--project",
+            "calc",
+            "--until-idle",
+            "--json",
+            "--quiet",
+        ])
         .env("ORCH_DRY_RUN", "true")
         .output()
         .unwrap();
@@ -255,7 +289,11 @@ fn a_dry_run_leaves_the_repository_byte_identical_and_merges_in_its_clone() {
     let dry = &doc["dry_run"];
     assert_eq!(dry["clone"], clone.display().to_string(), "{doc:#}");
     assert_eq!(dry["main_before"], base);
-    assert_eq!(dry["merged_commits"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(
+        dry["merged_commits"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
     assert_eq!(dry["repository_unchanged"], true);
     assert_eq!(doc["tasks"][0]["status"], "merged");
     assert_eq!(differences(&before, &snapshot(&fx.repo, &side)), "");
@@ -265,5 +303,62 @@ fn a_dry_run_leaves_the_repository_byte_identical_and_merges_in_its_clone() {
     std::fs::write(&fx.config, format!("dry_run = true\n{text}")).unwrap();
     fx.orch_ok(&["run", "--project", "calc", "--until-idle", "--quiet"], 0);
     assert_eq!(differences(&before, &snapshot(&fx.repo, &side)), "");
-    assert_eq!(git(&clone, &["show", &format!("main:{note}")]), merged.trim_end());
+    assert_eq!(
+        git(&clone, &["show", &format!("main:{note}")]),
+        merged.trim_end()
+    );
+}
+
+#[test]
+fn a_dry_run_with_a_planner_and_no_tasks_still_walks_the_whole_cycle() {
+    let (fx, side) = busy_repository();
+    fx.with_openai(
+        "http://127.0.0.1:9/v1",
+        "planner_model = \"local:planner\"\nauto_plan = true",
+    );
+    let before = snapshot(&fx.repo, &side);
+    let out = fx
+        .orch_cmd(&[
+            "--dry-run",
+            "run",
+            "--project",
+            "calc",
+            "--until-idle",
+            "--cycles",
+            "5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // One sample task planned, worked, verified, judged and merged — and
+    // no more: the simulated planner proposes once, so --until-idle ends.
+    assert_eq!(doc["planned"], 1, "{doc:#}");
+    assert_eq!(doc["tasks"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(doc["tasks"][0]["status"], "merged", "{doc:#}");
+    assert_eq!(
+        doc["tasks"][0]["title"],
+        "Dry run: a sample task from the simulated planner"
+    );
+    assert_eq!(
+        doc["dry_run"]["merged_commits"].as_array().unwrap().len(),
+        1
+    );
+    let clone = fx.root().join(".orch/dry-run/repos/calc");
+    assert!(git(&clone, &["ls-tree", "-r", "--name-only", "main"])
+        .contains("ORCH_DRY_RUN/dry-run-a-sample-task-from-the-simulated-planner.md"));
+    // The plan was written to the dry-run audit trail only.
+    assert!(fx.root().join(".orch/dry-run/audit/calc/plans").is_dir());
+    assert!(!fx.root().join(".orch/audit/calc/plans").exists());
+    assert_eq!(differences(&before, &snapshot(&fx.repo, &side)), "");
+    // The real state has no task at all.
+    let real: Vec<Value> =
+        serde_json::from_str(&fx.orch_ok(&["tasks", "--project", "calc", "--json"], 0)).unwrap();
+    assert!(real.is_empty(), "{real:?}");
 }

@@ -43,7 +43,14 @@ fn listings_end_quietly_when_stdout_is_closed() {
     fixed_by_replay(&fx);
     let id = fx.add_task("Fix add", "add() subtracts");
     let cases: Vec<Vec<&str>> = vec![
-        vec!["add-task", "--project", "calc", "--title", "Another", "--json"],
+        vec![
+            "add-task",
+            "--project",
+            "calc",
+            "--title",
+            "Another",
+            "--json",
+        ],
         vec!["add-task", "--project", "calc", "--title", "A third"],
         vec!["tasks", "--project", "calc"],
         vec!["tasks", "--project", "calc", "--json"],
@@ -138,8 +145,16 @@ fn tables_are_padded_and_fit_80_columns() {
     fx.orch_ok(&["run", "--project", "calc", "--quiet"], 0);
     let out = fx.orch_ok(
         &[
-            "add-task", "--project", "calc", "--title", long, "--priority", "10", "--type",
-            "fix", "--json",
+            "add-task",
+            "--project",
+            "calc",
+            "--title",
+            long,
+            "--priority",
+            "10",
+            "--type",
+            "fix",
+            "--json",
         ],
         0,
     );
@@ -149,7 +164,10 @@ fn tables_are_padded_and_fit_80_columns() {
         .to_string();
 
     // Ids are 12 hex digits; name them so the snapshot is stable.
-    let mask = |s: &str| s.replace(&fixed, "<id:merged_>").replace(&waiting, "<id:waiting>");
+    let mask = |s: &str| {
+        s.replace(&fixed, "<id:merged_>")
+            .replace(&waiting, "<id:waiting>")
+    };
     let tasks = at_80(&fx, &["tasks", "--project", "calc"]);
     assert_fits("tasks", &tasks);
     assert_eq!(
@@ -166,14 +184,23 @@ ID            STATUS   PRIO  TRY  TYPE  TITLE
     assert_fits("status", &status);
     let status = status.replace(&fx.repo.display().to_string(), "<repo>");
     let status: Vec<&str> = status.lines().collect();
-    assert_eq!(status[0], "PROJECT  STATE   TASKS                 IN  OUT     COST");
-    assert!(status[1].starts_with("calc     active  1 merged, 1 pending"), "{status:?}");
+    assert_eq!(
+        status[0],
+        "PROJECT  STATE   TASKS                 IN  OUT     COST"
+    );
+    assert!(
+        status[1].starts_with("calc     active  1 merged, 1 pending"),
+        "{status:?}"
+    );
     assert_eq!(status[2], "         path: <repo>");
 
     let cost = at_80(&fx, &["cost"]);
     assert_fits("cost", &cost);
     let header = cost.lines().next().unwrap();
-    assert!(header.starts_with("DAY         PROJECT  ROLE    MODEL   CALLS"), "{cost}");
+    assert!(
+        header.starts_with("DAY         PROJECT  ROLE    MODEL   CALLS"),
+        "{cost}"
+    );
 
     let events = at_80(&fx, &["events", "--project", "calc"]);
     assert_fits("events", &events);

@@ -1,29 +1,28 @@
 //! Working one task: attempts in a loop until one passes, a person is
-//! needed, or max_attempts trips. Each attempt gets a fresh worktree on
-//! `orch/<task-id>` from the current main, runs the agent in the sandbox,
-//! commits, verifies, judges, and records everything.
+//! needed, max_attempts trips, the task is cancelled, or orch's own failure
+//! puts it back for later. The stages of one attempt are in `stages`; this
+//! file holds the loop around them, the verification settings, the
+//! architect, the base-commit baseline and the feedback text.
 
-use crate::audit::{attempt_markdown, report_markdown, AttemptRecord};
 use crate::cycle::Engine;
-use crate::paths::write_atomic;
-use crate::{io_err, Result};
-use orch_agent::{AgentEvent, AgentObserver, WorkerEnd, WorkerSpec};
+use crate::Result;
+use orch_agent::{AgentEvent, AgentObserver};
 use orch_core::{
-    Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Usage, Verdict,
+    Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Verdict,
     VerificationReport,
 };
 use orch_state::AttemptFinish;
 use orch_verify::{VerifyCommands, VerifyOptions};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Largest diff shown to the judge.
-const JUDGE_DIFF_BYTES: usize = 60_000;
-/// Largest file a worker may write.
-const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
+/// Largest file a worker may write (checked by the file tools and again at
+/// the commit boundary).
+pub(crate) const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 
-enum AttemptEnd {
+/// How an attempt ended, for the task loop.
+pub(crate) enum AttemptEnd {
     Passed,
     NeedsHuman,
     /// The task was cancelled; the attempt stopped and nothing was queued.
@@ -46,9 +45,9 @@ enum AttemptEnd {
 }
 
 /// Records the agent's tool and model calls as events.
-struct EventObserver {
-    rec: crate::Recorder,
-    task: String,
+pub(crate) struct EventObserver {
+    pub(crate) rec: crate::Recorder,
+    pub(crate) task: String,
 }
 
 impl AgentObserver for EventObserver {
@@ -77,7 +76,7 @@ impl AgentObserver for EventObserver {
 }
 
 impl Engine {
-    fn verify_commands(&self) -> VerifyCommands {
+    pub(crate) fn verify_commands(&self) -> VerifyCommands {
         VerifyCommands {
             setup: self.project.setup_command.clone(),
             format: self.project.format_command.clone(),
@@ -109,7 +108,7 @@ impl Engine {
     }
 
     /// Only the variables the project lists in pass_env reach the sandbox.
-    fn sandbox_env(&self) -> Vec<(String, String)> {
+    pub(crate) fn sandbox_env(&self) -> Vec<(String, String)> {
         self.project
             .pass_env
             .iter()
@@ -289,430 +288,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves the task on, or reports that it left the states this attempt
-    /// expects (cancelled under us): a worker whose task left stops.
-    fn advance(&self, task: &Task, from: TaskStatus, to: TaskStatus, note: &str) -> Result<bool> {
-        self.store
-            .transition(&task.id, &[from], to, note)
-            .map_err(Into::into)
-    }
-
-    async fn attempt(&self, task: &Task, cancel: &CancellationToken) -> Result<AttemptEnd> {
-        let name = self.project.name.clone();
-        let tid = task.id.as_str().to_string();
-        let base = self.git.rev_parse(&self.main_branch).await?;
-        let attempt = self.store.start_attempt(&task.id, &base)?;
-        let started = Instant::now();
-        let worktree = self.paths.worktree(&name, &tid);
-        self.git
-            .worktree_add(&worktree, &task.branch(), &base)
-            .await?;
-
-        let system_prompt =
-            crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
-        let mut task_prompt =
-            crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
-        let route = crate::routing::route(&self.project, task, &self.meter.prices);
-        let worker_model = route
-            .model_for_attempt(attempt.number)
-            .cloned()
-            .unwrap_or_else(|| self.project.worker_model.clone());
-        let ctx = |role: &'static str| crate::metered::CallContext {
-            role,
-            task_id: Some(tid.clone()),
-            attempt_id: Some(attempt.id),
-        };
-        if let Some(architect) = &self.project.architect_model {
-            let plan = self
-                .architect_plan(architect, task, &task_prompt, &worktree, ctx("architect"))
-                .await;
-            task_prompt.push_str(&plan);
-        }
-        let (provider, model) = self.provider_for(&worker_model, ctx("worker"))?;
-        self.rec.note(
-            Some(&tid),
-            EventKind::StageStarted,
-            format!("attempt {}: worker {worker_model} started", attempt.number),
-            serde_json::json!({"stage": "work", "attempt": attempt.number, "model": worker_model.to_string(), "workflow": route.workflow}),
-        );
-        let spec = WorkerSpec {
-            provider,
-            model,
-            sandbox: self.sandbox.clone(),
-            worktree: worktree.clone(),
-            extra_ro: self.extra_ro.clone(),
-            sandbox_env: self.sandbox_env(),
-            system_prompt: system_prompt.clone(),
-            task_prompt: task_prompt.clone(),
-            allowed_files: task.allowed_files.clone(),
-            max_turns: self.project.max_turns,
-            deadline: Duration::from_secs(self.project.worker_timeout_seconds),
-            output_limit: self.project.output_limit_bytes,
-            max_run_timeout: Duration::from_secs(self.project.command_timeout_seconds),
-            max_file_bytes: MAX_FILE_BYTES,
-            cancel: cancel.clone(),
-        };
-        let observer = EventObserver {
-            rec: self.rec.clone(),
-            task: tid.clone(),
-        };
-        let outcome = orch_agent::run_worker(spec, &observer).await;
-        self.store.add_task_usage(&task.id, &outcome.usage)?;
-
-        let audit_base = self
-            .paths
-            .attempts(&name)
-            .join(format!("{tid}-{}", attempt.number));
-        let transcript_json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
-        write_atomic(&audit_base.with_extension("json"), &transcript_json)
-            .map_err(io_err("writing the attempt transcript"))?;
-        let audit_md = audit_base.with_extension("md");
-
-        let write_audit = |outcome_name: &str,
-                           diff_stat: &str,
-                           report: Option<&VerificationReport>,
-                           feedback: Option<&str>|
-         -> Result<()> {
-            let md = attempt_markdown(&AttemptRecord {
-                task,
-                attempt: &attempt,
-                outcome: outcome_name,
-                system_prompt: &system_prompt,
-                task_prompt: &task_prompt,
-                transcript: &outcome.transcript,
-                diff_stat,
-                usage: outcome.usage,
-                turns: outcome.turns,
-                duration_ms: started.elapsed().as_millis() as u64,
-                report,
-                feedback,
-            });
-            write_atomic(&audit_md, &md).map_err(io_err(format!("writing {}", audit_md.display())))
-        };
-        let finish = |status: AttemptStatus,
-                      head: Option<String>,
-                      summary: Option<String>,
-                      diff_stat: Option<String>,
-                      report: Option<&VerificationReport>,
-                      verdict: Option<&Verdict>,
-                      error: Option<String>| {
-            AttemptFinish {
-                status,
-                head_commit: head,
-                summary,
-                diff_stat,
-                usage: outcome.usage,
-                turns: outcome.turns,
-                verification: report.and_then(|r| serde_json::to_value(r).ok()),
-                verdict: verdict.and_then(|v| serde_json::to_value(v).ok()),
-                audit_path: Some(audit_md.display().to_string()),
-                error,
-            }
-        };
-        // A cancel seen at any step below ends the attempt the same way.
-        let cancelled = |stage: &str| -> Result<AttemptEnd> {
-            write_audit("cancelled", "", None, None)?;
-            let why = format!("cancelled during {stage}");
-            self.store.finish_attempt(
-                attempt.id,
-                &finish(
-                    AttemptStatus::Cancelled,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(why.clone()),
-                ),
-            )?;
-            self.rec.note(
-                Some(&tid),
-                EventKind::Cancelled,
-                format!("attempt {} stopped: {why}", attempt.number),
-                serde_json::json!({"stage": stage, "attempt": attempt.number}),
-            );
-            Ok(AttemptEnd::Cancelled)
-        };
-
-        let summary = match &outcome.end {
-            WorkerEnd::Finished { summary } => summary.clone(),
-            WorkerEnd::Cancelled => {
-                let end = cancelled("work");
-                self.remove_worktree(&worktree).await?;
-                return end;
-            }
-            WorkerEnd::AskedHuman { question } => {
-                write_audit("needs a person", "", None, None)?;
-                self.store.finish_attempt(
-                    attempt.id,
-                    &finish(
-                        AttemptStatus::NeedsHuman,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                    ),
-                )?;
-                let asked = self.store.ask_human(&task.id, question);
-                self.remove_worktree(&worktree).await?;
-                return match asked {
-                    Ok(()) => Ok(AttemptEnd::NeedsHuman),
-                    // Cancelled while the worker was asking.
-                    Err(orch_state::StateError::InvalidTransition { .. }) => {
-                        Ok(AttemptEnd::Cancelled)
-                    }
-                    Err(e) => Err(e.into()),
-                };
-            }
-            other => {
-                let why = match other {
-                    WorkerEnd::TurnLimit => format!("The worker used all {} turns (max_turns) without calling finish. Work in fewer, larger steps.", self.project.max_turns),
-                    WorkerEnd::TimedOut => format!("The worker ran out of time ({} s, worker_timeout_seconds) before calling finish.", self.project.worker_timeout_seconds),
-                    WorkerEnd::Stuck { detail } => format!("The worker was stopped as stuck: {detail}"),
-                    WorkerEnd::ModelError { message } => format!("The model call failed: {message}"),
-                    _ => String::new(),
-                };
-                write_audit("failed", "", None, Some(&why))?;
-                let refused_for = |marker: &str| matches!(other, WorkerEnd::ModelError { message } if message.contains(marker));
-                let budget = refused_for(crate::metered::TASK_BUDGET_REACHED);
-                let paused = refused_for(crate::metered::DAILY_BUDGET_REACHED);
-                let outage = matches!(other, WorkerEnd::ModelError { .. }) && !budget && !paused;
-                let status = if outage {
-                    AttemptStatus::Error
-                } else if paused {
-                    // Stopped from outside, like a crash: not counted.
-                    AttemptStatus::Interrupted
-                } else {
-                    AttemptStatus::Failed
-                };
-                let attempts = self.store.finish_attempt(
-                    attempt.id,
-                    &finish(status, None, None, None, None, None, Some(why.clone())),
-                )?;
-                self.remove_worktree(&worktree).await?;
-                if budget {
-                    return Ok(AttemptEnd::OutOfBudget {
-                        reason: format!("stopped before going over its budget: {why}"),
-                    });
-                }
-                if paused {
-                    return Ok(AttemptEnd::Paused);
-                }
-                if outage {
-                    // A provider outage (retries exhausted, breaker open) is
-                    // not the worker's fault: no counted attempt, no feedback.
-                    return Ok(AttemptEnd::Infra { message: why });
-                }
-                self.store.set_feedback(&task.id, Some(&why))?;
-                return Ok(AttemptEnd::Failed { attempts });
-            }
-        };
-
-        // The commit boundary: limits hold whatever wrote the files.
-        let refused =
-            crate::changeset::enforce(&self.git, &worktree, &task.allowed_files, MAX_FILE_BYTES)
-                .await?;
-        for r in &refused {
-            self.rec.note(
-                Some(&tid),
-                EventKind::ToolRefused,
-                format!("not committed: {}: {}", r.path, r.reason),
-                serde_json::json!({"stage": "commit", "path": r.path, "refused": r.reason, "attempt": attempt.number}),
-            );
-        }
-        let message = format!(
-            "orch: {}\n\nTask: {}\nAttempt: {}\n\n{}",
-            task.title, tid, attempt.number, summary
-        );
-        let head = self.git.commit_all(&worktree, &message).await?;
-        let head_sha = match &head {
-            Some(h) => {
-                // Kept whatever happens next, for inspection or pick-up.
-                self.git
-                    .keep_ref(&task.id.attempt_ref(attempt.number), h)
-                    .await?;
-                h.clone()
-            }
-            None => base.clone(),
-        };
-        let diff_stat = self.git.diff_stat(&base, &head_sha).await?;
-
-        // Verify.
-        if cancel.is_cancelled()
-            || !self.advance(
-                task,
-                TaskStatus::Running,
-                TaskStatus::Verifying,
-                "worker finished",
-            )?
-        {
-            let end = cancelled("verification");
-            self.remove_worktree(&worktree).await?;
-            return end;
-        }
-        let (commands, options) = (self.verify_commands(), self.verify_options());
-        let run = orch_verify::run_steps(self.sandbox.as_ref(), &worktree, &commands, &options);
-        let steps = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let end = cancelled("verification");
-                self.remove_worktree(&worktree).await?;
-                return end;
-            }
-            steps = run => steps?,
-        };
-        let baseline = self.baseline_if_needed(&base, &steps).await?;
-        let report = orch_verify::assess(
-            steps,
-            baseline.as_ref(),
-            head.is_none(),
-            &self.test_goal(task),
-        );
-        self.rec.note(Some(&tid), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "targeted_failures": report.targeted_failures, "preexisting_failures": report.preexisting_failures, "goal_unmet": report.goal_unmet}));
-
-        // Judge.
-        if cancel.is_cancelled()
-            || !self.advance(
-                task,
-                TaskStatus::Verifying,
-                TaskStatus::Judging,
-                "verification finished",
-            )?
-        {
-            let end = cancelled("judging");
-            self.remove_worktree(&worktree).await?;
-            return end;
-        }
-        let diff = self.git.diff(&base, &head_sha, JUDGE_DIFF_BYTES).await?;
-        let judge_provider = match &self.project.judge_model {
-            Some(m) => Some(self.provider_for(m, ctx("judge"))?),
-            None => None,
-        };
-        let input = orch_judge::JudgeInput {
-            task,
-            diff: &diff,
-            diff_stat: &diff_stat,
-            report: &report,
-        };
-        let judging = orch_judge::judge(
-            judge_provider
-                .as_ref()
-                .map(|(p, m)| (p.as_ref(), m.as_str())),
-            &input,
-            self.project.judge_min_score,
-        );
-        let judged = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                let end = cancelled("judging");
-                self.remove_worktree(&worktree).await?;
-                return end;
-            }
-            judged = judging => judged,
-        };
-        let (verdict, judge_usage) = match judged {
-            Ok(v) => v,
-            Err(e) => (
-                Verdict {
-                    passed: false,
-                    score: None,
-                    reasoning: format!("the judge could not be consulted: {e}"),
-                    issues: vec![format!("judge error: {e}")],
-                    gates: orch_judge::gates(&report),
-                },
-                Usage::default(),
-            ),
-        };
-        self.store.add_task_usage(&task.id, &judge_usage)?;
-        let verdict_path = self
-            .paths
-            .verdicts(&name)
-            .join(format!("{tid}-{}.md", attempt.number));
-        let mut verdict_md = orch_judge::render_markdown(&input, &verdict);
-        verdict_md.push_str("\n## Verification output\n\n");
-        verdict_md.push_str(&report_markdown(&report));
-        write_atomic(&verdict_path, &verdict_md)
-            .map_err(io_err(format!("writing {}", verdict_path.display())))?;
-        self.rec.note(
-            Some(&tid),
-            EventKind::VerdictRecorded,
-            format!("verdict: {}{}", if verdict.passed { "passed" } else { "failed" }, verdict.score.map(|s| format!(" (score {s:.1})")).unwrap_or_default()),
-            serde_json::json!({"passed": verdict.passed, "score": verdict.score, "issues": verdict.issues, "file": verdict_path.display().to_string()}),
-        );
-
-        self.remove_worktree(&worktree).await?;
-        let head_kept = head.clone();
-        if verdict.passed {
-            if cancel.is_cancelled()
-                || !self.advance(
-                    task,
-                    TaskStatus::Judging,
-                    TaskStatus::Passed,
-                    "verdict passed",
-                )?
-            {
-                return cancelled("judging");
-            }
-            write_audit("passed", &diff_stat, Some(&report), None)?;
-            self.store.finish_attempt(
-                attempt.id,
-                &finish(
-                    AttemptStatus::Passed,
-                    Some(head_sha),
-                    Some(summary),
-                    Some(diff_stat),
-                    Some(&report),
-                    Some(&verdict),
-                    None,
-                ),
-            )?;
-            self.store.set_feedback(&task.id, None)?;
-            self.store.reset_consecutive_failures(&name)?;
-            self.rec.note(
-                Some(&tid),
-                EventKind::MergeQueued,
-                "queued for merge",
-                serde_json::json!({"branch": task.branch()}),
-            );
-            Ok(AttemptEnd::Passed)
-        } else {
-            let mut feedback = feedback_text(&report, &verdict);
-            if !refused.is_empty() {
-                feedback.push('\n');
-                feedback.push_str(&crate::changeset::feedback(&refused));
-            }
-            if let Some(h) = &head_kept {
-                feedback.push_str(&format!(
-                    "\nThis attempt's commit is kept as {} ({}); start from the current main.\n",
-                    task.id.attempt_ref(attempt.number),
-                    &h[..h.len().min(12)]
-                ));
-            }
-            write_audit("failed", &diff_stat, Some(&report), Some(&feedback))?;
-            let attempts = self.store.finish_attempt(
-                attempt.id,
-                &finish(
-                    AttemptStatus::Failed,
-                    head_kept,
-                    Some(summary),
-                    Some(diff_stat),
-                    Some(&report),
-                    Some(&verdict),
-                    None,
-                ),
-            )?;
-            self.store.set_feedback(&task.id, Some(&feedback))?;
-            Ok(AttemptEnd::Failed { attempts })
-        }
-    }
-
     /// The architect role: before the worker starts, the architect model
     /// sees the task and the file tree and writes a short plan, which goes
     /// into the worker's prompt. A failed architect call is recorded and the
     /// worker goes on without a plan.
-    async fn architect_plan(
+    pub(crate) async fn architect_plan(
         &self,
         model: &orch_config::ModelRef,
         task: &Task,
@@ -872,6 +452,7 @@ fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
-fn first_line(s: &str) -> &str {
+/// The first line of a summary, for one-line event messages.
+pub(crate) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }

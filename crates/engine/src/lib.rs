@@ -20,6 +20,7 @@ mod recorder;
 mod recovery;
 mod registry;
 mod routing;
+mod stages;
 
 pub use cycle::{CycleSummary, Engine, RunOptions};
 pub use lock::{LockError, ProjectLock};

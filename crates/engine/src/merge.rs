@@ -4,7 +4,7 @@
 //! main is never moved to an untested commit, so a merge cut off half-way
 //! leaves main as it was.
 
-use crate::attempt::feedback_text;
+use crate::attempt::{feedback_text, first_line};
 use crate::cycle::{CycleSummary, Engine};
 use crate::Result;
 use orch_core::{EventKind, Task, TaskId, TaskStatus, Verdict};
@@ -258,8 +258,4 @@ impl Engine {
         }
         Ok(Ok(self.git.head(dir).await?))
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
 }

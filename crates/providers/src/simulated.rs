@@ -5,7 +5,10 @@
 //!
 //! - a structured request (planner, judge) gets a minimal instance of its
 //!   schema; a judge's verdict passes with the top score, so what decides
-//!   is orch's own deterministic gates;
+//!   is orch's own deterministic gates. The first `task_plan` a provider
+//!   is asked for proposes one sample task, so a dry run of a config with a
+//!   planner and an empty queue still shows the whole cycle; later plans
+//!   are empty, so `--until-idle` ends;
 //! - a tool-using request (the worker) makes a small visible change through
 //!   the ordinary tools: `write_file` of `ORCH_DRY_RUN/<task>.md`, a note
 //!   describing the task, then `finish`. The real tool loop, commit,
@@ -20,18 +23,53 @@ use crate::{ChatRequest, ChatResponse, Message, Provider, ProviderError, Role, T
 use async_trait::async_trait;
 use orch_core::Usage;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct SimulatedProvider {
     name: String,
+    /// Set once this provider proposed its one sample task.
+    planned: AtomicBool,
 }
 
 impl SimulatedProvider {
     pub fn new(name: &str) -> Self {
         SimulatedProvider {
             name: name.to_string(),
+            planned: AtomicBool::new(false),
         }
     }
+
+    /// A `task_plan` answer: one sample task the first time, none after.
+    fn plan(&self, schema: &Value) -> Value {
+        let mut plan = example_of(schema);
+        let Some(item_schema) = schema.pointer("/properties/tasks/items") else {
+            return plan;
+        };
+        if self.planned.swap(true, Ordering::SeqCst) {
+            plan["notes"] =
+                json!("dry run: the simulated planner proposes one sample task per run");
+            return plan;
+        }
+        let mut task = example_of(item_schema);
+        if let Some(obj) = task.as_object_mut() {
+            obj.insert("title".into(), json!(SAMPLE_TASK_TITLE));
+            obj.insert(
+                "description".into(),
+                json!(
+                    "A task the simulated planner proposes in a dry run, so the run shows \
+                       the whole cycle. The simulated worker writes a note describing it."
+                ),
+            );
+            obj.insert("type".into(), json!("code"));
+        }
+        plan["tasks"] = json!([task]);
+        plan["notes"] = json!("dry run: the simulated planner proposes one sample task per run");
+        plan
+    }
 }
+
+/// The title of the task the simulated planner proposes.
+pub const SAMPLE_TASK_TITLE: &str = "Dry run: a sample task from the simulated planner";
 
 /// A small value that satisfies `schema` (the subset orch's schemas use).
 pub fn example_of(schema: &Value) -> Value {
@@ -164,10 +202,12 @@ impl Provider for SimulatedProvider {
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let prompt: usize = request.messages.iter().map(|m| m.content.len()).sum();
         let (message, finish) = if let Some(format) = &request.response_format {
-            (
-                Message::assistant(example_of(&format.schema).to_string()),
-                "stop",
-            )
+            let answer = if format.name == "task_plan" {
+                self.plan(&format.schema)
+            } else {
+                example_of(&format.schema)
+            };
+            (Message::assistant(answer.to_string()), "stop")
         } else if request.tools.iter().any(|t| t.name == "finish") {
             (simulated_worker_turn(request), "tool_calls")
         } else {
@@ -280,6 +320,33 @@ mod tests {
         let r = p.chat(&req).await.unwrap();
         assert_eq!(r.message.tool_calls[0].name, "finish");
         assert_eq!(r.finish_reason, "tool_calls");
+    }
+
+    #[tokio::test]
+    async fn the_first_plan_proposes_one_sample_task_and_later_ones_none() {
+        let p = SimulatedProvider::new("sim");
+        let mut req = ChatRequest::new("planner", vec![Message::user("plan")]);
+        req.response_format = Some(ResponseFormat {
+            name: "task_plan".into(),
+            schema: json!({"type": "object", "properties": {
+                "tasks": {"type": "array", "maxItems": 3, "items": {"type": "object", "properties": {
+                    "title": {"type": "string"}, "description": {"type": "string"},
+                    "type": {"type": "string", "enum": ["code", "test", "fix", "review"]},
+                    "priority": {"type": "integer"},
+                    "allowed_files": {"type": "array", "items": {"type": "string"}}
+                }}},
+                "notes": {"type": "string"}
+            }}),
+        });
+        let first: Value =
+            serde_json::from_str(&p.chat(&req).await.unwrap().message.content).unwrap();
+        assert_eq!(first["tasks"].as_array().unwrap().len(), 1);
+        assert_eq!(first["tasks"][0]["title"], SAMPLE_TASK_TITLE);
+        assert_eq!(first["tasks"][0]["type"], "code");
+        assert_eq!(first["tasks"][0]["allowed_files"], json!([]));
+        let second: Value =
+            serde_json::from_str(&p.chat(&req).await.unwrap().message.content).unwrap();
+        assert_eq!(second["tasks"], json!([]));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! orch's own OpenAI-compatible client against a real server nobody here
 //! wrote: llama-cpp-python's server running Gemma 3 270M (Q4_K_M), both
 //! from PyPI, on 127.0.0.1. A real completion, a real stream, real
-//! structured output and a real forced tool call (whole and streamed), over
-//! real HTTP, through the `llamacpp` preset exactly as a user's config would
-//! build the client.
+//! structured output (also with string bounds too long for the server's
+//! grammar compiler as written), a real forced tool call (whole and
+//! streamed), and a multi-turn tool conversation (the call's result sent
+//! back, then the next turns answered), over real HTTP, through the
+//! `llamacpp` preset exactly as a user's config would build the client.
 //!
 //! Start the server first (it installs what is missing):
 //!
@@ -317,4 +319,121 @@ async fn real_streamed_tool_call_is_assembled_from_fragments() {
     let args: Value = serde_json::from_str(&calls[0].arguments)
         .unwrap_or_else(|e| panic!("arguments are not JSON ({e}): {:?}", calls[0].arguments));
     assert!(args.get("city").and_then(Value::as_str).is_some(), "{args}");
+}
+
+/// The conversation llama-cpp-python used to refuse at turn 2 (HTTP 500,
+/// "Input should be a valid string"): a tool call, its result sent back
+/// (the assistant turn with its tool calls and content `""`, then the tool
+/// message naming the call), and a next turn, which must be answered.
+#[tokio::test]
+async fn real_multi_turn_tool_conversation_is_answered() {
+    let Some(llama) = provider("real_multi_turn_tool_conversation_is_answered") else {
+        return;
+    };
+    let mut req = request("What is the weather like in Paris?", 64);
+    req.tools = vec![weather_tool()];
+    req.tool_choice = Some(ToolChoice::Tool("get_weather".into()));
+    let started = Instant::now();
+    let first = llama.chat(&req).await.unwrap();
+    report("multi-turn, turn 1", started, &first);
+    assert_eq!(first.message.tool_calls.len(), 1, "{first:?}");
+    let call = first.message.tool_calls[0].clone();
+
+    // Turn 2 as the worker sends it: the same tools, tool_choice auto.
+    req.messages.push(first.message.clone());
+    req.messages.push(Message::tool_result(
+        &call.id,
+        r#"{"city": "Paris", "weather": "sunny", "celsius": 21}"#,
+    ));
+    req.tool_choice = Some(ToolChoice::Auto);
+    req.max_tokens = Some(32);
+
+    // What goes on the wire: a string content and the call's id.
+    let body = orch_providers::openai::request_body_styled(
+        &req,
+        orch_providers::openai::SchemaStyle::JsonObjectSchema,
+    );
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["role"], "assistant");
+    assert!(messages[1]["content"].is_string(), "{}", messages[1]);
+    assert_eq!(messages[1]["tool_calls"][0]["id"], call.id.as_str());
+    assert_eq!(messages[2]["role"], "tool");
+    assert_eq!(messages[2]["tool_call_id"], call.id.as_str());
+
+    let started = Instant::now();
+    let second = llama.chat(&req).await.unwrap_or_else(|e| {
+        panic!(
+            "the server refused turn 2 of a tool conversation: {e} (is content null on the wire?)"
+        )
+    });
+    report("multi-turn, turn 2", started, &second);
+    assert!(
+        !second.message.content.is_empty() || !second.message.tool_calls.is_empty(),
+        "turn 2 answered nothing: {second:?}"
+    );
+
+    // And once more, streamed, with turn 2's answer in the history.
+    req.messages.push(second.message.clone());
+    if let Some(c) = second.message.tool_calls.first() {
+        req.messages
+            .push(Message::tool_result(&c.id, "no more data"));
+    } else {
+        req.messages
+            .push(Message::user("Thanks. One word: is it warm?"));
+    }
+    let sink = |_: &StreamDelta| {};
+    let started = Instant::now();
+    let third = llama.chat_stream(&req, &sink).await.unwrap();
+    report("multi-turn, turn 3 (streamed)", started, &third);
+    assert!(matches!(
+        third.finish_reason.as_str(),
+        "stop" | "length" | "tool_calls"
+    ));
+}
+
+/// A schema whose strings may be long (like the planner's 8000-character
+/// task description) is accepted: the client lowers string bounds to what
+/// the server's grammar compiler takes. Sent as written, llama-cpp-python
+/// 0.3.36 dies on it ("number of rules that are going to be repeated ...
+/// exceeds sane defaults").
+#[tokio::test]
+async fn real_long_string_bounds_are_sent_as_a_grammar_the_server_compiles() {
+    let Some(llama) = provider("real_long_string_bounds_are_sent_as_a_grammar_the_server_compiles")
+    else {
+        return;
+    };
+    let mut req = request("Propose one task for a calculator project, in JSON.", 48);
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "tasks": {
+                "type": "array",
+                "maxItems": 2,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "title": { "type": "string", "maxLength": 200 },
+                        "description": { "type": "string", "maxLength": 8000 }
+                    },
+                    "required": ["title", "description"],
+                    "additionalProperties": false
+                }
+            },
+            "notes": { "type": "string", "maxLength": 4000 }
+        },
+        "required": ["tasks", "notes"],
+        "additionalProperties": false
+    });
+    req.response_format = Some(ResponseFormat {
+        name: "task_plan".into(),
+        schema,
+    });
+    let started = Instant::now();
+    let response = llama
+        .chat(&req)
+        .await
+        .unwrap_or_else(|e| panic!("the server refused a schema with long string bounds: {e}"));
+    report("long string bounds", started, &response);
+    assert!(response.usage.output_tokens > 0, "{:?}", response.usage);
+    assert!(response.usage.output_tokens <= 48, "{:?}", response.usage);
 }

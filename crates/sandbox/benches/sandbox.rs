@@ -45,6 +45,7 @@ fn limited() -> SandboxOptions {
             pids: Some(256),
             cpus: Some(1.0),
         },
+        hidden: Vec::new(),
     }
 }
 

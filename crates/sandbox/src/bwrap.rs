@@ -1,17 +1,21 @@
 //! bubblewrap backend: the worktree read-write, the rest of the host
-//! read-only, a private /tmp, fresh namespaces (mount, PID, network unless
-//! allowed, IPC, UTS, user, cgroup), no capabilities, a seccomp filter
-//! (`seccomp.rs`) and resource limits (`limits.rs`: a cgroup per command
-//! where the machine allows, rlimits otherwise), and an empty environment.
+//! read-only except orch's secrets (the config file, its `.env` and
+//! data_dir are masked: see [`SandboxOptions::hidden`]), a private /tmp,
+//! fresh namespaces (mount, PID, network unless allowed, IPC, UTS, user,
+//! cgroup), no capabilities, a seccomp filter (`seccomp.rs`) and resource
+//! limits (`limits.rs`: a cgroup per command where the machine allows,
+//! rlimits otherwise), and an empty environment.
 //! bwrap runs in the process runner's own process group; with
-//! `--unshare-pid` and `--die-with-parent`, killing that group on timeout
-//! takes down everything inside the sandbox, and the command's cgroup is
-//! emptied and removed afterwards.
+//! `--unshare-pid` and `--die-with-parent`, killing that group (on timeout,
+//! or when the caller drops the `exec` future) takes down everything inside
+//! the sandbox, and the command's cgroup is emptied and removed afterwards.
+//! If orch itself is killed, the runner's parent-death signal kills bwrap
+//! and orch's guardian process removes the cgroup (`orch_process::reaper`).
 
 use crate::limits::{self, Rlimit};
 use crate::{
-    find_executable, sandbox_path, seccomp, ExecRequest, Limit, Sandbox, SandboxError,
-    SandboxOptions,
+    existing_hidden, find_executable, mask_file_or_null, sandbox_path, seccomp, ExecRequest,
+    Hidden, Limit, Sandbox, SandboxError, SandboxOptions,
 };
 use async_trait::async_trait;
 use orch_process::{PreExec, ProcessOutput, ProcessSpec};
@@ -91,20 +95,11 @@ impl BwrapSandbox {
             "--tmpfs",
             "/tmp",
         ]);
-        // Bound after the /tmp tmpfs so paths under /tmp stay visible, and
-        // shallowest first so a path nested in another bind (a worktree
-        // inside the git dir, or a read-only dir inside the worktree) wins.
-        let mut binds: Vec<(&Path, &str)> = request
-            .extra_ro
-            .iter()
-            .map(|p| (p.as_path(), "--ro-bind"))
-            .collect();
-        binds.push((request.workdir.as_path(), "--bind"));
-        binds.sort_by_key(|(p, _)| p.components().count());
-        for (p, flag) in binds {
-            let p = path_str(p);
-            a.extend([flag.to_string(), p.clone(), p]);
-        }
+        a.extend(layered_mounts(
+            request,
+            &existing_hidden(&self.opts.hidden),
+            mask_file_or_null,
+        ));
         let workdir = path_str(&request.workdir);
         a.extend(["--chdir".to_string(), workdir]);
         a.push("--clearenv".to_string());
@@ -128,6 +123,71 @@ impl BwrapSandbox {
         ]);
         a
     }
+}
+
+/// The worktree, the read-only paths and the masks over hidden paths, as
+/// bwrap arguments. All come after the root, /dev, /proc and the /tmp
+/// tmpfs (so paths under /tmp stay visible), ordered shallowest first by
+/// where they really are (symlinks resolved), masks before binds at equal
+/// depth: the deepest one wins. So a worktree inside the hidden data_dir
+/// is bound on top of its mask and stays visible read-write, a read-only
+/// git dir inside a hidden directory stays readable, and a hidden path
+/// inside a bound directory is masked in it. A hidden path that is already
+/// invisible (under the private /tmp and outside every bind) gets no mask.
+/// `mask` gives the file bound over hidden files (asked only if needed).
+fn layered_mounts(
+    request: &ExecRequest,
+    hidden: &[Hidden],
+    mask: impl FnOnce() -> PathBuf,
+) -> Vec<String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let depth = |p: &Path| p.components().count();
+    let mut binds: Vec<(PathBuf, &Path, &str)> = request
+        .extra_ro
+        .iter()
+        .map(|p| (real(p), p.as_path(), "--ro-bind"))
+        .collect();
+    binds.push((real(&request.workdir), request.workdir.as_path(), "--bind"));
+    // (depth, masks first, arguments)
+    let mut layers: Vec<(usize, u8, Vec<String>)> = binds
+        .iter()
+        .map(|(r, p, flag)| {
+            let p = path_str(p);
+            (depth(r), 1, vec![flag.to_string(), p.clone(), p])
+        })
+        .collect();
+    let mut mask = Some(mask);
+    let mut mask_path: Option<String> = None;
+    for h in hidden {
+        let shown_by_bind = binds
+            .iter()
+            .filter(|(r, _, _)| h.path.starts_with(r))
+            .map(|(r, _, _)| depth(r))
+            .max();
+        let private = ["/tmp", "/dev", "/proc"]
+            .iter()
+            .map(Path::new)
+            .filter(|s| h.path.starts_with(s))
+            .map(depth)
+            .max();
+        if let Some(private) = private {
+            if shown_by_bind.is_none_or(|b| b < private) {
+                continue;
+            }
+        }
+        let target = path_str(&h.path);
+        let args = if h.is_dir {
+            vec!["--tmpfs".to_string(), target]
+        } else {
+            let source = mask_path
+                .get_or_insert_with(|| path_str(&mask.take().map(|f| f()).unwrap_or_default()))
+                .clone();
+            vec!["--ro-bind".to_string(), source, target]
+        };
+        layers.push((depth(&h.path), 0, args));
+    }
+    layers.sort_by_key(|(d, rank, _)| (*d, *rank));
+    layers.into_iter().flat_map(|(_, _, args)| args).collect()
 }
 
 fn path_str(p: &Path) -> String {

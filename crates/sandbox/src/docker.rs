@@ -19,6 +19,18 @@
 //! orch is root (the worktree is then opened to that uid with ACLs, see
 //! `access`), else orch's own uid. Everything is labelled
 //! `orch.project=<project>` so `status` and `prune` find it.
+//!
+//! orch's own secrets are never mounted: the config file, the `.env` beside
+//! it and data_dir ([`SandboxOptions::hidden`]). A worker container mounts
+//! only the worktree and the repository's git dir (a worktree lies inside
+//! data_dir, but is mounted by itself), named volumes, and the shared data
+//! directory; a mounted host directory that contains a hidden path (shared
+//! data, or the checkout `orch sandbox shell` mounts) gets it masked inside
+//! the container (an empty tmpfs over a directory, an unreadable empty file
+//! over a file). The environment is the fixed base plus what the request
+//! passes (`pass_env`). Containers are not orch's children: after a
+//! `kill -9` of orch they are found stale by their labels and removed by
+//! the next run.
 
 mod access;
 mod admin;
@@ -339,6 +351,8 @@ pub(crate) struct ContainerPlan {
     pub shared_data: Option<(PathBuf, String)>,
     pub network: bool,
     pub limits: Limits,
+    /// Host paths that must stay unreadable ([`SandboxOptions::hidden`]).
+    pub hidden: Vec<PathBuf>,
 }
 
 impl ContainerPlan {
@@ -369,6 +383,7 @@ impl ContainerPlan {
             "/tmp".to_string(),
             "rw,exec,nosuid,nodev,mode=1777".to_string(),
         )]);
+        self.mask_hidden(&mut mounts, &mut tmpfs);
         if let Some(path) = &self.tmpfs_logs {
             tmpfs.insert(
                 path.clone(),
@@ -411,6 +426,53 @@ impl ContainerPlan {
             network_disabled: Some(!self.network),
             host_config: Some(host_config),
             ..Default::default()
+        }
+    }
+}
+
+impl ContainerPlan {
+    /// Masks every hidden path that a host bind would show: a directory
+    /// gets an empty tmpfs only root may enter (the sandbox user is never
+    /// root), a file the unreadable mask file, at
+    /// its place inside the container (Docker mounts the deeper target
+    /// last). Only the worktree itself is never masked; a worktree or git
+    /// dir that lies inside a hidden directory is mounted on its own and
+    /// does not show the rest of it.
+    fn mask_hidden(&self, mounts: &mut Vec<Mount>, tmpfs: &mut HashMap<String, String>) {
+        let hidden = crate::existing_hidden(&self.hidden);
+        if hidden.is_empty() {
+            return;
+        }
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let binds: Vec<(PathBuf, String, bool)> = mounts
+            .iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .filter_map(|m| {
+                let source = PathBuf::from(m.source.as_deref()?);
+                let target = m.target.clone()?;
+                let is_workspace = target == WORKSPACE;
+                Some((real(&source), target, is_workspace))
+            })
+            .collect();
+        let mut mask_file: Option<String> = None;
+        for h in &hidden {
+            for (source, target, is_workspace) in &binds {
+                let Ok(rel) = h.path.strip_prefix(source) else {
+                    continue;
+                };
+                if rel.as_os_str().is_empty() && *is_workspace {
+                    continue;
+                }
+                let inside = Path::new(target).join(rel).to_string_lossy().into_owned();
+                if h.is_dir {
+                    tmpfs.insert(inside, "rw,nosuid,nodev,noexec,size=4k,mode=0700".to_string());
+                } else {
+                    let file = mask_file.get_or_insert_with(|| {
+                        crate::mask_file_or_null().to_string_lossy().into_owned()
+                    });
+                    mounts.push(bind(Path::new(file.as_str()), &inside, true));
+                }
+            }
         }
     }
 }
@@ -907,6 +969,7 @@ impl DockerSandbox {
             shared_data: self.docker_opts.shared_data.clone(),
             network: self.opts.network,
             limits: clamp_cpus(self.opts.limits.clone()),
+            hidden: self.opts.hidden.clone(),
         };
         let name = format!(
             "orch-{}-{}-{}",
@@ -1467,6 +1530,7 @@ mod tests {
                 pids: Some(64),
                 cpus: Some(1.5),
             },
+            hidden: Vec::new(),
         };
         let body = plan.body();
         let hc = body.host_config.unwrap();

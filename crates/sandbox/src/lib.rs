@@ -79,6 +79,16 @@ pub trait Sandbox: Send + Sync {
 pub struct SandboxOptions {
     pub network: bool,
     pub limits: Limits,
+    /// Host paths sandboxed commands must not read: orch's config file, the
+    /// `.env` beside it and its data_dir (database, audit trail, locks).
+    /// bwrap masks each one that would be visible (a directory becomes an
+    /// empty tmpfs, a file an empty file nobody may read), except the
+    /// worktree and the read-only paths of a request, which are bound on
+    /// top and stay visible even when they lie inside a hidden directory
+    /// (worktrees live under data_dir). Docker never mounts them: a host
+    /// directory it mounts that contains one gets it masked the same way.
+    /// Paths that do not exist are skipped; symlinks are resolved.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Resource limits for everything a sandboxed command starts. `None`
@@ -110,6 +120,117 @@ pub fn from_kind(kind: &str, opts: SandboxOptions) -> Result<Arc<dyn Sandbox>, S
              or sandbox = \"none\" (no isolation)"
         ))),
     }
+}
+
+/// A path of [`SandboxOptions::hidden`] as it is on the host now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hidden {
+    /// Canonical (symlinks resolved).
+    pub path: PathBuf,
+    pub is_dir: bool,
+}
+
+/// The hidden paths that exist, canonical, without the ones inside another
+/// hidden directory (masking that one hides them already). `/` is never
+/// hidden: that would hide the whole system.
+pub(crate) fn existing_hidden(paths: &[PathBuf]) -> Vec<Hidden> {
+    let mut found: Vec<Hidden> = Vec::new();
+    for p in paths {
+        let Ok(path) = std::fs::canonicalize(p) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if path.parent().is_none() || found.iter().any(|h| h.path == path) {
+            continue;
+        }
+        found.push(Hidden {
+            path,
+            is_dir: meta.is_dir(),
+        });
+    }
+    let dirs: Vec<PathBuf> = found
+        .iter()
+        .filter(|h| h.is_dir)
+        .map(|h| h.path.clone())
+        .collect();
+    found.retain(|h| !dirs.iter().any(|d| d != &h.path && h.path.starts_with(d)));
+    found
+}
+
+/// An empty host file with no permissions at all, bound over hidden files:
+/// reading it fails (sandboxed commands hold no capability that would
+/// bypass file modes) and the bind is read-only, so it cannot be changed.
+/// Kept in a private directory `orch-mask-<uid>` of the temp dir (a fresh
+/// one if that name is taken by something else), and made again if a
+/// temp cleaner removed it. None when no such file can be made; callers
+/// then use /dev/null (reads give nothing).
+pub(crate) fn mask_file() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    static CACHE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let is_mask = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.file_type().is_file() && m.len() == 0 && m.uid() == uid && m.mode() & 0o777 == 0
+        })
+    };
+    let private_dir = |d: &Path| {
+        std::fs::symlink_metadata(d)
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
+    };
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cache.as_ref() {
+        if is_mask(p) {
+            return Some(p.clone());
+        }
+    }
+    let tmp = std::env::temp_dir();
+    let shared = tmp.join(format!("orch-mask-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&shared);
+    let dir = if private_dir(&shared) {
+        shared
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let own = tmp.join(format!("orch-mask-{uid}-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&own).ok()?;
+        own
+    };
+    let file = dir.join("unreadable");
+    if !is_mask(&file) {
+        let _ = std::fs::remove_file(&file);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0)
+            .open(&file)
+            .ok()?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0)).ok()?;
+    }
+    if !is_mask(&file) {
+        return None;
+    }
+    *cache = Some(file.clone());
+    Some(file)
+}
+
+/// [`mask_file`], or /dev/null (with a warning, once) where none can be made.
+pub(crate) fn mask_file_or_null() -> PathBuf {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    mask_file().unwrap_or_else(|| {
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot make an unreadable mask file in {}; hidden files (the config, .env) \
+                 read as empty inside the sandbox instead. Make the temp directory writable",
+                std::env::temp_dir().display()
+            );
+        }
+        PathBuf::from("/dev/null")
+    })
 }
 
 /// Directories always on the sandboxed PATH.

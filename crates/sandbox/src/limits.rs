@@ -300,8 +300,8 @@ fn user_tasks(uid: libc::uid_t) -> u64 {
 /// kills whatever is still inside and removes the directories.
 #[derive(Debug)]
 pub(crate) struct ExecCgroup {
-    /// Directories created, with the hierarchy version.
-    dirs: Vec<(Version, PathBuf)>,
+    /// Directories created.
+    dirs: Vec<CgroupDir>,
     memory: Option<(Version, PathBuf)>,
     pids: Option<(Version, PathBuf)>,
     /// `cgroup.procs` of every directory, ready for the child to write.
@@ -324,9 +324,15 @@ impl ExecCgroup {
         };
         for &(ctrl, h) in wanted {
             let dir = h.base.join(&name);
-            if !cg.dirs.iter().any(|(_, d)| d == &dir) {
+            if !cg.dirs.iter().any(|d| d.path == dir) {
+                // Watched before it exists, so no moment leaves it unwatched.
+                let watch = orch_process::watch_cgroup(&dir);
                 std::fs::create_dir(&dir).map_err(|e| setup_error(&dir, &e))?;
-                cg.dirs.push((h.version, dir.clone()));
+                cg.dirs.push(CgroupDir {
+                    version: h.version,
+                    path: dir.clone(),
+                    watch,
+                });
                 let procs = dir.join("cgroup.procs");
                 let c = CString::new(procs.as_os_str().as_encoded_bytes()).map_err(|_| {
                     SandboxError::Backend(format!("cgroup path {} contains NUL", procs.display()))
@@ -403,8 +409,13 @@ impl Drop for ExecCgroup {
                         return;
                     }
                 }
-                for (_, d) in &left {
-                    tracing::warn!("could not remove cgroup {} (still busy)", d.display());
+                for d in left {
+                    tracing::warn!(
+                        "could not remove cgroup {} (still busy); orch's guardian removes it \
+                         when orch exits",
+                        d.path.display()
+                    );
+                    d.watch.keep();
                 }
             });
         if let Err(e) = spawned {
@@ -413,16 +424,28 @@ impl Drop for ExecCgroup {
     }
 }
 
+/// One directory of a command's cgroup, registered with orch's guardian
+/// (`orch_process::reaper`) from creation until it is removed: if orch is
+/// killed before it removes the directory itself, the guardian kills what
+/// is inside and removes it. Cgroups left anyway (the guardian was killed
+/// too) are removed by the next orch start (`remove_stale`).
+#[derive(Debug)]
+struct CgroupDir {
+    version: Version,
+    path: PathBuf,
+    watch: orch_process::Watch,
+}
+
 /// Kills what is left in each cgroup and removes it; returns the ones that
-/// are still busy.
-fn remove_cgroups(dirs: Vec<(Version, PathBuf)>) -> Vec<(Version, PathBuf)> {
+/// are still busy. The removed ones are withdrawn from the guardian.
+fn remove_cgroups(dirs: Vec<CgroupDir>) -> Vec<CgroupDir> {
     let mut left = Vec::new();
-    for (version, dir) in dirs {
-        kill_all(version, &dir);
-        match std::fs::remove_dir(&dir) {
+    for d in dirs {
+        kill_all(d.version, &d.path);
+        match std::fs::remove_dir(&d.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => left.push((version, dir)),
+            Err(_) => left.push(d),
         }
     }
     left

@@ -378,6 +378,7 @@ fn limited() -> BwrapSandbox {
             pids: Some(64),
             cpus: Some(1.0),
         },
+        hidden: Vec::new(),
     })
 }
 

@@ -57,6 +57,7 @@ fn options() -> SandboxOptions {
             pids: Some(PIDS),
             cpus: Some(1.0),
         },
+        hidden: Vec::new(),
     }
 }
 

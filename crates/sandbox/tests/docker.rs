@@ -76,6 +76,7 @@ fn limited(memory: u64, pids: u64) -> SandboxOptions {
             pids: Some(pids),
             cpus: Some(1.0),
         },
+        hidden: Vec::new(),
     }
 }
 

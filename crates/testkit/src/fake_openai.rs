@@ -17,6 +17,13 @@
 //! dropped connection). A faulted request does not use up a script entry,
 //! so the retry gets the reply the script meant for it. [`Fault::mixed`]
 //! makes a reproducible mix for soak-style tests.
+//!
+//! Strict messages ([`FakeOpenAi::set_strict_messages`]): the server then
+//! checks the conversation as llama-cpp-python's server does and answers
+//! what it answers, HTTP 500 with its pydantic-style message, to an
+//! assistant message whose `content` is missing or not a string (a `null`
+//! next to tool calls) and to a tool message without `tool_call_id`
+//! ([`llama_cpp_python_rejection`]).
 
 use crate::wire::{
     chat_request_from_wire, chat_response_to_sse, chat_response_to_wire, error_body,
@@ -33,7 +40,7 @@ use orch_providers::replay::{to_chat_response, Script, ScriptCursor};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -159,6 +166,8 @@ struct Shared {
     stream_chunk_chars: AtomicUsize,
     /// Pause between stream events, in microseconds.
     stream_event_delay_us: AtomicU64,
+    /// Check messages as llama-cpp-python does.
+    strict_messages: AtomicBool,
 }
 
 /// Test data stays usable after a panicking test thread poisoned a lock.
@@ -198,6 +207,7 @@ impl FakeOpenAi {
             served_usage: Mutex::new(Usage::default()),
             stream_chunk_chars: AtomicUsize::new(DEFAULT_STREAM_CHUNK_CHARS),
             stream_event_delay_us: AtomicU64::new(0),
+            strict_messages: AtomicBool::new(false),
         });
 
         // Bind here so the port is known (and taken) before `start` returns.
@@ -303,6 +313,14 @@ impl FakeOpenAi {
             .store(n.max(1), Ordering::Relaxed);
     }
 
+    /// Check every conversation as llama-cpp-python's server does, and
+    /// answer what it answers (HTTP 500) when a message does not pass: see
+    /// [`llama_cpp_python_rejection`]. A rejected request uses up no
+    /// script entry and no fault.
+    pub fn set_strict_messages(&self, on: bool) {
+        self.shared.strict_messages.store(on, Ordering::Relaxed);
+    }
+
     /// Pause between stream events, so they leave in separate TCP writes.
     pub fn set_stream_event_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
@@ -384,6 +402,16 @@ async fn chat_completions(
         }
     }
 
+    if shared.strict_messages.load(Ordering::Relaxed) {
+        if let Some(message) = llama_cpp_python_rejection(&raw) {
+            // llama-cpp-python's own envelope for an unhandled exception.
+            let body = json!({"error": {
+                "message": message, "type": "internal_server_error", "param": null, "code": null
+            }});
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        }
+    }
+
     let request = match chat_request_from_wire(&raw) {
         Ok(r) => r,
         Err(e) => {
@@ -429,6 +457,53 @@ async fn chat_completions(
         return sse_response(&shared, events, false);
     }
     Json(chat_response_to_wire(&reply, &id, unix_now())).into_response()
+}
+
+/// What llama-cpp-python 0.3's server answers (as the error message of an
+/// HTTP 500) to a chat request whose messages it cannot take, or `None`
+/// when it takes them. Measured on its server: an assistant message whose
+/// `content` is `null` (or not a string) fails pydantic validation, one
+/// without `content` fails in the chat template (`KeyError: 'content'`),
+/// and a tool message needs `tool_call_id`. Only the first bad message is
+/// reported, in the wording the real server uses.
+pub fn llama_cpp_python_rejection(body: &Value) -> Option<String> {
+    let messages = body.get("messages")?.as_array()?;
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let content = m.get("content");
+        match role {
+            "assistant" => match content {
+                None => return Some("'content'".to_string()),
+                Some(Value::String(_)) => {}
+                Some(other) => {
+                    let input = python_repr(other);
+                    return Some(format!(
+                        "1 validation error:\n  {{'type': 'string_type', 'loc': ('body', 'messages', {i}, \
+                         'ChatCompletionRequestAssistantMessage', 'content'), \
+                         'msg': 'Input should be a valid string', 'input': {input}}}"
+                    ));
+                }
+            },
+            "tool" if !m.get("tool_call_id").is_some_and(Value::is_string) => {
+                return Some(format!(
+                    "1 validation error:\n  {{'type': 'missing', 'loc': ('body', 'messages', {i}, \
+                     'ChatCompletionRequestToolMessage', 'tool_call_id'), 'msg': 'Field required'}}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Python's spelling of a JSON scalar, as pydantic quotes inputs.
+fn python_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        other => other.to_string(),
+    }
 }
 
 fn unix_now() -> u64 {

@@ -11,6 +11,6 @@ pub mod raw_http;
 pub mod scripted;
 pub mod wire;
 
-pub use fake_openai::{FakeOpenAi, Fault};
+pub use fake_openai::{llama_cpp_python_rejection, FakeOpenAi, Fault};
 pub use orch_providers::replay::{Script, ScriptedResponse, ScriptedToolCall, ScriptedUsage};
 pub use scripted::ScriptedProvider;

@@ -331,3 +331,102 @@ fn mixed_fault_plans_are_reproducible_and_bounded() {
     )));
     assert!(Fault::mixed(1, 50, 0.0, 3).iter().all(Option::is_none));
 }
+
+/// Strict messages answer like llama-cpp-python's server: HTTP 500 with
+/// its message for `"content": null` on an assistant turn, a missing
+/// `content`, or a tool message without `tool_call_id`; the same
+/// conversation with `""` and ids is served from the script.
+#[test]
+fn strict_messages_reject_what_llama_cpp_python_rejects() {
+    let server = FakeOpenAi::start(script(json!({"responses": [
+        {"model": "m", "content": "accepted"},
+    ]})));
+    server.set_strict_messages(true);
+    let call = json!([{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}]);
+    let conversation = |assistant: Value, tool: Value| {
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            assistant,
+            tool,
+        ]})
+        .to_string()
+    };
+    let tool_ok = json!({"role": "tool", "tool_call_id": "call_1", "content": "text"});
+
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &conversation(
+            json!({"role": "assistant", "content": null, "tool_calls": call}),
+            tool_ok.clone(),
+        ),
+    );
+    assert_eq!(status, 500);
+    assert_eq!(v["error"]["type"], "internal_server_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "'loc': ('body', 'messages', 2, 'ChatCompletionRequestAssistantMessage', 'content')"
+        ) && message.contains("'msg': 'Input should be a valid string', 'input': None"),
+        "{message}"
+    );
+
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &conversation(
+            json!({"role": "assistant", "tool_calls": call}),
+            tool_ok.clone(),
+        ),
+    );
+    assert_eq!(
+        (status, v["error"]["message"].as_str()),
+        (500, Some("'content'"))
+    );
+
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &conversation(
+            json!({"role": "assistant", "content": "", "tool_calls": call}),
+            json!({"role": "tool", "content": "text"}),
+        ),
+    );
+    assert_eq!(status, 500);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'messages', 3, 'ChatCompletionRequestToolMessage', 'tool_call_id'), 'msg': 'Field required'"),
+        "{v}"
+    );
+    assert_eq!(server.remaining(), 1, "rejections use up no script entry");
+
+    let (status, v) = http(
+        &server,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &conversation(
+            json!({"role": "assistant", "content": "", "tool_calls": call}),
+            tool_ok,
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "accepted");
+    assert_eq!(server.requests().len(), 4, "every request is recorded");
+
+    // The check on its own, for tests that look at recorded bodies.
+    let null = json!({"model": "m", "messages": [{"role": "assistant", "content": null}]});
+    assert_eq!(
+        orch_testkit::llama_cpp_python_rejection(&null).as_deref(),
+        Some("1 validation error:\n  {'type': 'string_type', 'loc': ('body', 'messages', 0, 'ChatCompletionRequestAssistantMessage', 'content'), 'msg': 'Input should be a valid string', 'input': None}")
+    );
+}

@@ -102,7 +102,11 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
         Column::right("COST"),
     ]);
     for (role, t) in &by_role {
-        roles.row([role.clone(), t.calls.to_string(), format!("${:.4}", t.cost_usd)]);
+        roles.row([
+            role.clone(),
+            t.calls.to_string(),
+            format!("${:.4}", t.cost_usd),
+        ]);
     }
     roles.print();
     println!(

@@ -1,12 +1,19 @@
 //! `orch doctor`: sends a tiny request to every configured provider and
 //! says in plain words what is wrong (bad key, unknown model, unreachable),
-//! then checks each project's repository and sandbox.
+//! probes tool calling on the providers that serve worker models, then
+//! checks each project's repository and sandbox.
+//!
+//! The tool probe sends one tool with `tool_choice: "auto"`, the way the
+//! worker asks; when no tool call comes back it asks again with the tool
+//! forced, to tell "no tool calling at all" from "tool calls only when
+//! forced" (common for local servers whose chat template has no tool
+//! support: the worker, which relies on auto, would get no tool calls).
 
 use super::{load_config, print_json};
 use crate::CliResult;
 use clap::Args;
 use orch_config::Config;
-use orch_providers::{ChatRequest, Message, ProviderError};
+use orch_providers::{ChatRequest, Message, Provider, ProviderError, ToolChoice, ToolSpec};
 use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
@@ -49,6 +56,86 @@ pub fn explain(e: &ProviderError, key_env: Option<&str>, model: &str) -> String 
         ProviderError::Unreachable { url, detail, .. } => format!("unreachable at {url}: {detail}"),
         ProviderError::Timeout { seconds, .. } => format!("no answer within {seconds} s"),
         other => other.to_string(),
+    }
+}
+
+/// The first worker model any project runs on `provider`: the model the
+/// tool probe asks, since only workers call tools.
+fn worker_model_for(config: &Config, provider: &str) -> Option<String> {
+    config.projects.iter().find_map(|p| {
+        std::iter::once(&p.worker_model)
+            .chain(p.worker_models.iter())
+            .find(|m| m.provider == provider)
+            .map(|m| m.model.clone())
+    })
+}
+
+/// The tool the probe offers.
+const PROBE_TOOL: &str = "report_status";
+
+fn probe_request(model: &str, choice: ToolChoice) -> ChatRequest {
+    let mut request = ChatRequest::new(
+        model,
+        vec![Message::user(format!(
+            "Call the {PROBE_TOOL} tool with status \"ok\". Do not answer in text."
+        ))],
+    );
+    request.tools = vec![ToolSpec {
+        name: PROBE_TOOL.into(),
+        description: "Report a status word.".into(),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": { "status": { "type": "string", "maxLength": 20 } },
+            "required": ["status"],
+            "additionalProperties": false
+        }),
+    }];
+    request.tool_choice = Some(choice);
+    request.max_tokens = Some(64);
+    request.temperature = Some(0.0);
+    request
+}
+
+/// What tool calling looks like on `provider`: (works for the worker,
+/// plain words).
+async fn probe_tool_calls(
+    provider: &dyn Provider,
+    model: &str,
+    timeout: Duration,
+    key_env: Option<&str>,
+) -> (bool, String) {
+    let ask = |choice| async move {
+        match tokio::time::timeout(timeout, provider.chat(&probe_request(model, choice))).await {
+            Ok(Ok(r)) => Ok(!r.message.tool_calls.is_empty()),
+            Ok(Err(e)) => Err(explain(&e, key_env, model)),
+            Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+        }
+    };
+    match ask(ToolChoice::Auto).await {
+        Ok(true) => (true, "tool calls: yes".into()),
+        Err(e) => (
+            false,
+            format!("tool calls: unknown, the request with a tool failed: {e}"),
+        ),
+        Ok(false) => match ask(ToolChoice::Tool(PROBE_TOOL.into())).await {
+            Ok(true) => (
+                false,
+                "no tool call under tool_choice=auto; forced: yes — this server may not support \
+                 tool calls under auto, which the worker relies on (use a model or chat template \
+                 with tool-calling support)"
+                    .into(),
+            ),
+            Ok(false) => (
+                false,
+                "no tool call under tool_choice=auto, nor when forced — this server or model \
+                 does not call tools, and the worker needs them"
+                    .into(),
+            ),
+            Err(e) => (
+                false,
+                format!("no tool call under tool_choice=auto; forced: the request failed: {e}"),
+            ),
+        },
     }
 }
 
@@ -122,12 +209,42 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
         let latency = started.elapsed().as_millis() as u64;
         let what = format!("{what} model {model}");
         match result {
-            Ok(Ok(_)) => checks.push(Check {
-                what,
-                ok: true,
-                latency_ms: Some(latency),
-                detail: "answered".into(),
-            }),
+            Ok(Ok(_)) => {
+                checks.push(Check {
+                    what,
+                    ok: true,
+                    latency_ms: Some(latency),
+                    detail: "answered".into(),
+                });
+                // Scripted and simulated providers answer what they are
+                // told; only a real model's tool calling is worth probing.
+                let scripted = matches!(
+                    pc.kind,
+                    orch_config::ProviderKind::Replay | orch_config::ProviderKind::Simulated
+                ) || config.dry_run;
+                if let Some(worker) = worker_model_for(&config, name).filter(|_| !scripted) {
+                    let model_ref = orch_config::ModelRef {
+                        provider: name.clone(),
+                        model: worker.clone(),
+                    };
+                    if let Ok((provider, model_name)) = registry.resolve(&model_ref) {
+                        let started = Instant::now();
+                        let (ok, detail) = probe_tool_calls(
+                            provider.as_ref(),
+                            &model_name,
+                            Duration::from_secs(a.timeout),
+                            pc.api_key_env.as_deref(),
+                        )
+                        .await;
+                        checks.push(Check {
+                            what: format!("provider {name} model {worker} tool calls"),
+                            ok,
+                            latency_ms: Some(started.elapsed().as_millis() as u64),
+                            detail,
+                        });
+                    }
+                }
+            }
             Ok(Err(e)) => checks.push(Check {
                 what,
                 ok: false,
@@ -160,7 +277,7 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
         }
         let selection = orch_sandbox::select(
             p.sandbox.as_str(),
-            super::run::sandbox_options(p),
+            super::run::sandbox_options(&config, p),
             super::sandbox::docker_options(&config, p),
         )
         .await;

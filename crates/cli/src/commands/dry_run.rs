@@ -150,9 +150,8 @@ async fn make_clone(repository: &Path, clone: &Path, main_branch: &str) -> Resul
             ))
         })?;
     }
-    std::fs::create_dir_all(clone).map_err(|e| {
-        CliError::failed(format!("cannot create {}: {e}", clone.display()))
-    })?;
+    std::fs::create_dir_all(clone)
+        .map_err(|e| CliError::failed(format!("cannot create {}: {e}", clone.display())))?;
     let source = repository.display().to_string();
     git_out(clone, &["init", "--quiet", "--initial-branch", main_branch]).await?;
     git_out(
@@ -213,9 +212,12 @@ pub async fn report(s: &Scratch) -> Result<DryRunReport, CliError> {
         ],
     )
     .await?;
-    let user_main = git_out(&s.repository, &["rev-parse", "--verify", "--quiet", &main_ref])
-        .await
-        .unwrap_or_default();
+    let user_main = git_out(
+        &s.repository,
+        &["rev-parse", "--verify", "--quiet", &main_ref],
+    )
+    .await
+    .unwrap_or_default();
     Ok(DryRunReport {
         repository: s.repository.display().to_string(),
         clone: s.clone.display().to_string(),
@@ -256,11 +258,18 @@ pub fn print_report(r: &DryRunReport, project: &str, summary: &CycleSummary) {
             short(&r.main_after)
         );
         for c in &r.merged_commits {
-            println!("    {}", crate::table::ellipsize(c, width.saturating_sub(4)));
+            println!(
+                "    {}",
+                crate::table::ellipsize(c, width.saturating_sub(4))
+            );
         }
         println!("  look: git -C {} log --stat {}", r.clone, r.main_branch);
     }
-    let example = summary.tasks.first().map(|t| t.id.as_str()).unwrap_or("TASK");
+    let example = summary
+        .tasks
+        .first()
+        .map(|t| t.id.as_str())
+        .unwrap_or("TASK");
     println!("  details: orch --dry-run tasks --project {project}; orch --dry-run show {example}");
     println!("  the clone and the dry-run state are replaced by the next dry run");
 }

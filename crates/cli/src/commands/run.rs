@@ -101,7 +101,7 @@ pub async fn run_project(
     }
     let selection = orch_sandbox::select(
         pc.sandbox.as_str(),
-        sandbox_options(pc),
+        sandbox_options(config, pc),
         super::sandbox::docker_options(config, pc),
     )
     .await
@@ -119,8 +119,20 @@ pub async fn run_project(
     Ok(result?)
 }
 
-/// The sandbox settings of a project.
-pub fn sandbox_options(pc: &orch_config::ProjectConfig) -> orch_sandbox::SandboxOptions {
+/// The sandbox settings of a project. Sandboxed commands never see orch's
+/// secrets: the config file, the `.env` beside it and data_dir (in a dry
+/// run also the real data_dir it sits in) are hidden.
+pub fn sandbox_options(
+    config: &Config,
+    pc: &orch_config::ProjectConfig,
+) -> orch_sandbox::SandboxOptions {
+    let source = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
+    let data_dir = config.data_dir_abs();
+    let mut hidden = vec![source, config.base_dir.join(".env"), data_dir.clone()];
+    if config.dry_run && data_dir.file_name().is_some_and(|n| n == "dry-run") {
+        // A dry run's data_dir is `<real data_dir>/dry-run`.
+        hidden.extend(data_dir.parent().map(Path::to_path_buf));
+    }
     orch_sandbox::SandboxOptions {
         network: pc.network,
         limits: orch_sandbox::Limits {
@@ -128,6 +140,7 @@ pub fn sandbox_options(pc: &orch_config::ProjectConfig) -> orch_sandbox::Sandbox
             pids: Some(pc.pids_limit),
             cpus: pc.cpus,
         },
+        hidden,
     }
 }
 

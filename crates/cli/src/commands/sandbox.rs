@@ -234,7 +234,7 @@ async fn shell(config_flag: Option<&Path>, s: ShellArgs) -> CliResult {
     let workdir = s.workdir.clone().unwrap_or_else(|| config.project_path(pc));
     let code = docker::open_shell(ShellOptions {
         docker: docker_options(&config, pc),
-        sandbox: super::run::sandbox_options(pc),
+        sandbox: super::run::sandbox_options(&config, pc),
         workdir,
         read_only: !s.writable,
         command: s.command,

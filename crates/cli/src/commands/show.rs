@@ -62,7 +62,10 @@ pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
         print_json(&Shown { task, attempts })?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&task, &attempts, crate::table::terminal_width()));
+    print!(
+        "{}",
+        render(&task, &attempts, crate::table::terminal_width())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -91,7 +94,9 @@ fn render(task: &Task, attempts: &[Attempt], width: usize) -> String {
         ));
     }
     if task.acceptance_tests.is_empty() {
-        out.push("  acceptance tests: none (targeted tests come from the title and description)".into());
+        out.push(
+            "  acceptance tests: none (targeted tests come from the title and description)".into(),
+        );
     } else {
         out.push(format!(
             "  acceptance tests: {}",
@@ -99,7 +104,10 @@ fn render(task: &Task, attempts: &[Attempt], width: usize) -> String {
         ));
     }
     if !task.allowed_files.is_empty() {
-        out.push(format!("  allowed files: {}", task.allowed_files.join(", ")));
+        out.push(format!(
+            "  allowed files: {}",
+            task.allowed_files.join(", ")
+        ));
     }
     out.push(format!(
         "  tokens: {} in / {} out   cost: ${:.4}",
@@ -120,13 +128,21 @@ fn render(task: &Task, attempts: &[Attempt], width: usize) -> String {
     }
     if !attempts.is_empty() {
         out.push(String::new());
-        out.push(attempts_table(attempts).render(width).trim_end().to_string());
+        out.push(
+            attempts_table(attempts)
+                .render(width)
+                .trim_end()
+                .to_string(),
+        );
     }
     for at in attempts {
         out.push(attempt_details(task, at));
     }
     if let Some(f) = &task.feedback {
-        out.push(format!("\nfeedback for the next attempt:\n{}", indent(f, 2)));
+        out.push(format!(
+            "\nfeedback for the next attempt:\n{}",
+            indent(f, 2)
+        ));
     }
     let mut text = out.join("\n");
     if !text.ends_with('\n') {
@@ -187,7 +203,10 @@ fn attempt_details(task: &Task, at: &Attempt) -> String {
     }
     if let Some(v) = &at.verification {
         if let Some(s) = v.get("summary").and_then(Value::as_str) {
-            out.push(format!("  verification: {}", s.lines().next().unwrap_or("")));
+            out.push(format!(
+                "  verification: {}",
+                s.lines().next().unwrap_or("")
+            ));
         }
         if let Some(g) = v.get("goal_unmet").and_then(Value::as_str) {
             out.push(format!("    goal not met: {g}"));
@@ -302,7 +321,9 @@ mod tests {
                 "preexisting_failures": ["test_calc.py::test_div", "test_io.py::test_read"],
                 "goal_unmet": null
             })),
-            verdict: Some(serde_json::json!({"passed": false, "score": 2.0, "issues": ["add() still wrong"]})),
+            verdict: Some(
+                serde_json::json!({"passed": false, "score": 2.0, "issues": ["add() still wrong"]}),
+            ),
             audit_path: Some("/d/audit/calc/attempts/3f2a9c1b7d0e_1.md".into()),
             error: None,
         }
@@ -369,7 +390,10 @@ feedback for the next attempt:
         let v = serde_json::to_value(&shown).unwrap();
         assert_eq!(v["attempt_ref"], "refs/orch/attempts/3f2a9c1b7d0e/1");
         assert_eq!(v["number"], 1);
-        assert_eq!(v["verification"]["targeted_failures"][0], "test_calc.py::test_add");
+        assert_eq!(
+            v["verification"]["targeted_failures"][0],
+            "test_calc.py::test_add"
+        );
         assert!(attempt_ref(&t, &attempt(2, None)).is_none());
     }
 }

@@ -1,9 +1,9 @@
 //! `orch add-task`, `orch tasks`, `orch answer`, `orch cancel`.
 
 use super::{load_config, open_store, print_json, require_project};
+use crate::table::{Column, Table};
 use crate::{CliError, CliResult};
 use clap::Args;
-use crate::table::{Column, Table};
 use orch_core::{NewTask, Task, TaskSource, TaskStatus, TaskType};
 use std::path::Path;
 use std::process::ExitCode;

@@ -174,6 +174,7 @@ async fn make_container(
         shared_data: opts.docker.shared_data.clone(),
         network: opts.sandbox.network,
         limits: super::clamp_cpus(opts.sandbox.limits.clone()),
+        hidden: opts.sandbox.hidden.clone(),
     };
     let name = format!("orch-{}-shell-{}", sanitize(&opts.docker.project), nonce());
     match create_and_start(docker, name, plan.body(), &opts.docker.image, "shell").await {

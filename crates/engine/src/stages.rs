@@ -1,0 +1,529 @@
+//! One attempt, in named stages: prepare (worktree, prompts, architect) →
+//! work (the agent loop) → commit (the change set checked at the limits,
+//! the commit kept on its attempt ref) → verify → judge → conclude. Each
+//! stage checks the task's cancel token and the result of its state
+//! transition; a task that left its expected state ends the attempt as
+//! cancelled.
+
+use crate::attempt::{feedback_text, first_line, AttemptEnd, EventObserver, MAX_FILE_BYTES};
+use crate::audit::{attempt_markdown, report_markdown, AttemptRecord};
+use crate::cycle::Engine;
+use crate::paths::write_atomic;
+use crate::{io_err, Result};
+use orch_agent::{WorkerEnd, WorkerOutcome, WorkerSpec};
+use orch_core::{
+    Attempt, AttemptStatus, EventKind, Task, TaskStatus, Usage, Verdict, VerificationReport,
+};
+use orch_state::AttemptFinish;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Largest diff shown to the judge.
+const JUDGE_DIFF_BYTES: usize = 60_000;
+
+/// An attempt in progress: what every stage reads.
+struct Run<'a> {
+    engine: &'a Engine,
+    task: &'a Task,
+    cancel: &'a CancellationToken,
+    attempt: Attempt,
+    base: String,
+    worktree: PathBuf,
+    started: Instant,
+    system_prompt: String,
+    task_prompt: String,
+    audit_md: PathBuf,
+}
+
+/// What the commit stage produced.
+struct Committed {
+    /// The new commit, None when the attempt changed nothing.
+    head: Option<String>,
+    /// `head`, or the base when nothing was committed.
+    head_sha: String,
+    diff_stat: String,
+    refused: Vec<crate::changeset::Refusal>,
+}
+
+impl Engine {
+    /// Runs one attempt of `task` through every stage.
+    pub(crate) async fn attempt(
+        &self,
+        task: &Task,
+        cancel: &CancellationToken,
+    ) -> Result<AttemptEnd> {
+        let run = self.prepare(task, cancel).await?;
+        let outcome = run.work().await?;
+        let summary = match &outcome.end {
+            WorkerEnd::Finished { summary } => summary.clone(),
+            _ => return run.unfinished(&outcome).await,
+        };
+        let committed = run.commit(&summary).await?;
+        let Some(report) = run.verify(&outcome, &committed).await? else {
+            return Ok(AttemptEnd::Cancelled);
+        };
+        let Some(verdict) = run.judge(&outcome, &committed, &report).await? else {
+            return Ok(AttemptEnd::Cancelled);
+        };
+        run.engine.remove_worktree(&run.worktree).await?;
+        run.conclude(&outcome, committed, summary, &report, &verdict)
+    }
+
+    /// Stage 1: a fresh worktree on the task branch from current main, the
+    /// prompts, and the architect's plan when one is configured.
+    async fn prepare<'a>(
+        &'a self,
+        task: &'a Task,
+        cancel: &'a CancellationToken,
+    ) -> Result<Run<'a>> {
+        let tid = task.id.as_str();
+        let base = self.git.rev_parse(&self.main_branch).await?;
+        let attempt = self.store.start_attempt(&task.id, &base)?;
+        let worktree = self.paths.worktree(&self.project.name, tid);
+        self.git
+            .worktree_add(&worktree, &task.branch(), &base)
+            .await?;
+        let system_prompt =
+            crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
+        let mut task_prompt =
+            crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
+        if let Some(architect) = &self.project.architect_model {
+            let ctx = self.call_context("architect", task, &attempt);
+            let plan = self
+                .architect_plan(architect, task, &task_prompt, &worktree, ctx)
+                .await;
+            task_prompt.push_str(&plan);
+        }
+        let audit_md = self
+            .paths
+            .attempts(&self.project.name)
+            .join(format!("{tid}-{}.md", attempt.number));
+        Ok(Run {
+            engine: self,
+            task,
+            cancel,
+            attempt,
+            base,
+            worktree,
+            started: Instant::now(),
+            system_prompt,
+            task_prompt,
+            audit_md,
+        })
+    }
+
+    fn call_context(
+        &self,
+        role: &'static str,
+        task: &Task,
+        attempt: &Attempt,
+    ) -> crate::metered::CallContext {
+        crate::metered::CallContext {
+            role,
+            task_id: Some(task.id.as_str().to_string()),
+            attempt_id: Some(attempt.id),
+        }
+    }
+}
+
+impl Run<'_> {
+    fn tid(&self) -> &str {
+        self.task.id.as_str()
+    }
+
+    /// Stage 2: the agent loop in the sandbox; its transcript goes to the
+    /// audit trail whatever happens next.
+    async fn work(&self) -> Result<WorkerOutcome> {
+        let e = self.engine;
+        let route = crate::routing::route(&e.project, self.task, &e.meter.prices);
+        let worker_model = route
+            .model_for_attempt(self.attempt.number)
+            .cloned()
+            .unwrap_or_else(|| e.project.worker_model.clone());
+        let ctx = e.call_context("worker", self.task, &self.attempt);
+        let (provider, model) = e.provider_for(&worker_model, ctx)?;
+        e.rec.note(
+            Some(self.tid()),
+            EventKind::StageStarted,
+            format!("attempt {}: worker {worker_model} started", self.attempt.number),
+            serde_json::json!({"stage": "work", "attempt": self.attempt.number, "model": worker_model.to_string(), "workflow": route.workflow}),
+        );
+        let spec = WorkerSpec {
+            provider,
+            model,
+            sandbox: e.sandbox.clone(),
+            worktree: self.worktree.clone(),
+            extra_ro: e.extra_ro.clone(),
+            sandbox_env: e.sandbox_env(),
+            system_prompt: self.system_prompt.clone(),
+            task_prompt: self.task_prompt.clone(),
+            allowed_files: self.task.allowed_files.clone(),
+            max_turns: e.project.max_turns,
+            deadline: Duration::from_secs(e.project.worker_timeout_seconds),
+            output_limit: e.project.output_limit_bytes,
+            max_run_timeout: Duration::from_secs(e.project.command_timeout_seconds),
+            max_file_bytes: MAX_FILE_BYTES,
+            cancel: self.cancel.clone(),
+        };
+        let observer = EventObserver {
+            rec: e.rec.clone(),
+            task: self.tid().to_string(),
+        };
+        let outcome = orch_agent::run_worker(spec, &observer).await;
+        e.store.add_task_usage(&self.task.id, &outcome.usage)?;
+        let json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
+        write_atomic(&self.audit_md.with_extension("json"), &json)
+            .map_err(io_err("writing the attempt transcript"))?;
+        Ok(outcome)
+    }
+
+    /// Writes the attempt's markdown file.
+    fn write_audit(
+        &self,
+        outcome: &WorkerOutcome,
+        outcome_name: &str,
+        diff_stat: &str,
+        report: Option<&VerificationReport>,
+        feedback: Option<&str>,
+    ) -> Result<()> {
+        let md = attempt_markdown(&AttemptRecord {
+            task: self.task,
+            attempt: &self.attempt,
+            outcome: outcome_name,
+            system_prompt: &self.system_prompt,
+            task_prompt: &self.task_prompt,
+            transcript: &outcome.transcript,
+            diff_stat,
+            usage: outcome.usage,
+            turns: outcome.turns,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            report,
+            feedback,
+        });
+        write_atomic(&self.audit_md, &md)
+            .map_err(io_err(format!("writing {}", self.audit_md.display())))
+    }
+
+    /// The attempt's end record, with the worker's usage and turns.
+    fn finish(&self, outcome: &WorkerOutcome, status: AttemptStatus) -> AttemptFinish {
+        let mut fin = AttemptFinish::new(status);
+        fin.usage = outcome.usage;
+        fin.turns = outcome.turns;
+        fin.audit_path = Some(self.audit_md.display().to_string());
+        fin
+    }
+
+    /// Ends the attempt as cancelled during `stage` and frees the worktree.
+    async fn cancelled(&self, outcome: &WorkerOutcome, stage: &str) -> Result<AttemptEnd> {
+        self.write_audit(outcome, "cancelled", "", None, None)?;
+        let why = format!("cancelled during {stage}");
+        let mut fin = self.finish(outcome, AttemptStatus::Cancelled);
+        fin.error = Some(why.clone());
+        self.engine.store.finish_attempt(self.attempt.id, &fin)?;
+        self.engine.rec.note(
+            Some(self.tid()),
+            EventKind::Cancelled,
+            format!("attempt {} stopped: {why}", self.attempt.number),
+            serde_json::json!({"stage": stage, "attempt": self.attempt.number}),
+        );
+        self.engine.remove_worktree(&self.worktree).await?;
+        Ok(AttemptEnd::Cancelled)
+    }
+
+    /// True when the attempt may go on into `to`: not cancelled, and the
+    /// task was still in `from`.
+    fn advance(&self, from: TaskStatus, to: TaskStatus, note: &str) -> Result<bool> {
+        if self.cancel.is_cancelled() {
+            return Ok(false);
+        }
+        Ok(self
+            .engine
+            .store
+            .transition(&self.task.id, &[from], to, note)?)
+    }
+
+    /// The worker stopped without calling finish: a question, a cancel, a
+    /// limit, or a model failure.
+    async fn unfinished(&self, outcome: &WorkerOutcome) -> Result<AttemptEnd> {
+        let e = self.engine;
+        match &outcome.end {
+            WorkerEnd::Cancelled => return self.cancelled(outcome, "work").await,
+            WorkerEnd::AskedHuman { question } => {
+                self.write_audit(outcome, "needs a person", "", None, None)?;
+                let fin = self.finish(outcome, AttemptStatus::NeedsHuman);
+                e.store.finish_attempt(self.attempt.id, &fin)?;
+                let asked = e.store.ask_human(&self.task.id, question);
+                e.remove_worktree(&self.worktree).await?;
+                return match asked {
+                    Ok(()) => Ok(AttemptEnd::NeedsHuman),
+                    // Cancelled while the worker was asking.
+                    Err(orch_state::StateError::InvalidTransition { .. }) => {
+                        Ok(AttemptEnd::Cancelled)
+                    }
+                    Err(err) => Err(err.into()),
+                };
+            }
+            _ => {}
+        }
+        let p = &e.project;
+        let why = match &outcome.end {
+            WorkerEnd::TurnLimit => format!("The worker used all {} turns (max_turns) without calling finish. Work in fewer, larger steps.", p.max_turns),
+            WorkerEnd::TimedOut => format!("The worker ran out of time ({} s, worker_timeout_seconds) before calling finish.", p.worker_timeout_seconds),
+            WorkerEnd::Stuck { detail } => format!("The worker was stopped as stuck: {detail}"),
+            WorkerEnd::ModelError { message } => format!("The model call failed: {message}"),
+            _ => String::new(),
+        };
+        let refused_for = |marker: &str| matches!(&outcome.end, WorkerEnd::ModelError { message } if message.contains(marker));
+        let budget = refused_for(crate::metered::TASK_BUDGET_REACHED);
+        let paused = refused_for(crate::metered::DAILY_BUDGET_REACHED);
+        let outage = matches!(outcome.end, WorkerEnd::ModelError { .. }) && !budget && !paused;
+        let status = if outage {
+            // A provider outage (retries exhausted, breaker open) is not the
+            // worker's fault: no counted attempt, no feedback.
+            AttemptStatus::Error
+        } else if paused {
+            // Stopped from outside, like a crash: not counted.
+            AttemptStatus::Interrupted
+        } else {
+            AttemptStatus::Failed
+        };
+        self.write_audit(outcome, "failed", "", None, Some(&why))?;
+        let mut fin = self.finish(outcome, status);
+        fin.error = Some(why.clone());
+        let attempts = e.store.finish_attempt(self.attempt.id, &fin)?;
+        e.remove_worktree(&self.worktree).await?;
+        Ok(if budget {
+            AttemptEnd::OutOfBudget {
+                reason: format!("stopped before going over its budget: {why}"),
+            }
+        } else if paused {
+            AttemptEnd::Paused
+        } else if outage {
+            AttemptEnd::Infra { message: why }
+        } else {
+            e.store.set_feedback(&self.task.id, Some(&why))?;
+            AttemptEnd::Failed { attempts }
+        })
+    }
+
+    /// Stage 3: the commit boundary. Changes that break the task's limits
+    /// are reverted and recorded; the rest is committed and kept on the
+    /// attempt's ref whatever happens next.
+    async fn commit(&self, summary: &str) -> Result<Committed> {
+        let e = self.engine;
+        let refused = crate::changeset::enforce(
+            &e.git,
+            &self.worktree,
+            &self.task.allowed_files,
+            MAX_FILE_BYTES,
+        )
+        .await?;
+        for r in &refused {
+            e.rec.note(
+                Some(self.tid()),
+                EventKind::ToolRefused,
+                format!("not committed: {}: {}", r.path, r.reason),
+                serde_json::json!({"stage": "commit", "path": r.path, "refused": r.reason, "attempt": self.attempt.number}),
+            );
+        }
+        let message = format!(
+            "orch: {}\n\nTask: {}\nAttempt: {}\n\n{summary}",
+            self.task.title,
+            self.tid(),
+            self.attempt.number
+        );
+        let head = e.git.commit_all(&self.worktree, &message).await?;
+        if let Some(h) = &head {
+            let refname = self.task.id.attempt_ref(self.attempt.number);
+            e.git.keep_ref(&refname, h).await?;
+        }
+        let head_sha = head.clone().unwrap_or_else(|| self.base.clone());
+        let diff_stat = e.git.diff_stat(&self.base, &head_sha).await?;
+        Ok(Committed {
+            head,
+            head_sha,
+            diff_stat,
+            refused,
+        })
+    }
+
+    /// Stage 4: the project's own commands in the sandbox, assessed against
+    /// the task's goal. None when the attempt was cancelled.
+    async fn verify(
+        &self,
+        outcome: &WorkerOutcome,
+        c: &Committed,
+    ) -> Result<Option<VerificationReport>> {
+        let e = self.engine;
+        if !self.advance(
+            TaskStatus::Running,
+            TaskStatus::Verifying,
+            "worker finished",
+        )? {
+            self.cancelled(outcome, "verification").await?;
+            return Ok(None);
+        }
+        let (commands, options) = (e.verify_commands(), e.verify_options());
+        let run = orch_verify::run_steps(e.sandbox.as_ref(), &self.worktree, &commands, &options);
+        let steps = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => {
+                self.cancelled(outcome, "verification").await?;
+                return Ok(None);
+            }
+            steps = run => steps?,
+        };
+        let baseline = e.baseline_if_needed(&self.base, &steps).await?;
+        let goal = e.test_goal(self.task);
+        let report = orch_verify::assess(steps, baseline.as_ref(), c.head.is_none(), &goal);
+        e.rec.note(Some(self.tid()), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "targeted_failures": report.targeted_failures, "preexisting_failures": report.preexisting_failures, "goal_unmet": report.goal_unmet}));
+        Ok(Some(report))
+    }
+
+    /// Stage 5: the deterministic gates, then the judge model. None when
+    /// the attempt was cancelled.
+    async fn judge(
+        &self,
+        outcome: &WorkerOutcome,
+        c: &Committed,
+        report: &VerificationReport,
+    ) -> Result<Option<Verdict>> {
+        let e = self.engine;
+        if !self.advance(
+            TaskStatus::Verifying,
+            TaskStatus::Judging,
+            "verification finished",
+        )? {
+            self.cancelled(outcome, "judging").await?;
+            return Ok(None);
+        }
+        let diff = e
+            .git
+            .diff(&self.base, &c.head_sha, JUDGE_DIFF_BYTES)
+            .await?;
+        let judge_provider = match &e.project.judge_model {
+            Some(m) => Some(e.provider_for(m, e.call_context("judge", self.task, &self.attempt))?),
+            None => None,
+        };
+        let input = orch_judge::JudgeInput {
+            task: self.task,
+            diff: &diff,
+            diff_stat: &c.diff_stat,
+            report,
+        };
+        let model = judge_provider
+            .as_ref()
+            .map(|(p, m)| (p.as_ref(), m.as_str()));
+        let judging = orch_judge::judge(model, &input, e.project.judge_min_score);
+        let judged = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => {
+                self.cancelled(outcome, "judging").await?;
+                return Ok(None);
+            }
+            judged = judging => judged,
+        };
+        let (verdict, usage) = judged.unwrap_or_else(|err| {
+            let verdict = Verdict {
+                passed: false,
+                score: None,
+                reasoning: format!("the judge could not be consulted: {err}"),
+                issues: vec![format!("judge error: {err}")],
+                gates: orch_judge::gates(report),
+            };
+            (verdict, Usage::default())
+        });
+        e.store.add_task_usage(&self.task.id, &usage)?;
+        self.record_verdict(&input, &verdict, report)?;
+        Ok(Some(verdict))
+    }
+
+    fn record_verdict(
+        &self,
+        input: &orch_judge::JudgeInput<'_>,
+        verdict: &Verdict,
+        report: &VerificationReport,
+    ) -> Result<()> {
+        let e = self.engine;
+        let path = e.paths.verdicts(&e.project.name).join(format!(
+            "{}-{}.md",
+            self.tid(),
+            self.attempt.number
+        ));
+        let mut md = orch_judge::render_markdown(input, verdict);
+        md.push_str("\n## Verification output\n\n");
+        md.push_str(&report_markdown(report));
+        write_atomic(&path, &md).map_err(io_err(format!("writing {}", path.display())))?;
+        e.rec.note(
+            Some(self.tid()),
+            EventKind::VerdictRecorded,
+            format!("verdict: {}{}", if verdict.passed { "passed" } else { "failed" }, verdict.score.map(|s| format!(" (score {s:.1})")).unwrap_or_default()),
+            serde_json::json!({"passed": verdict.passed, "score": verdict.score, "issues": verdict.issues, "file": path.display().to_string()}),
+        );
+        Ok(())
+    }
+
+    /// Stage 6: passed work is queued for merge; failed work gets its
+    /// feedback, and its commit stays on the attempt ref.
+    fn conclude(
+        &self,
+        outcome: &WorkerOutcome,
+        c: Committed,
+        summary: String,
+        report: &VerificationReport,
+        verdict: &Verdict,
+    ) -> Result<AttemptEnd> {
+        let e = self.engine;
+        let mut fin = self.finish(outcome, AttemptStatus::Passed);
+        fin.head_commit = c.head.clone();
+        fin.summary = Some(summary);
+        fin.diff_stat = Some(c.diff_stat.clone());
+        fin.verification = serde_json::to_value(report).ok();
+        fin.verdict = serde_json::to_value(verdict).ok();
+        if verdict.passed {
+            if !self.advance(TaskStatus::Judging, TaskStatus::Passed, "verdict passed")? {
+                self.write_audit(outcome, "cancelled", &c.diff_stat, Some(report), None)?;
+                fin.status = AttemptStatus::Cancelled;
+                fin.error = Some("cancelled during judging".into());
+                e.store.finish_attempt(self.attempt.id, &fin)?;
+                return Ok(AttemptEnd::Cancelled);
+            }
+            self.write_audit(outcome, "passed", &c.diff_stat, Some(report), None)?;
+            fin.head_commit = Some(c.head_sha);
+            e.store.finish_attempt(self.attempt.id, &fin)?;
+            e.store.set_feedback(&self.task.id, None)?;
+            e.store.reset_consecutive_failures(&e.project.name)?;
+            e.rec.note(
+                Some(self.tid()),
+                EventKind::MergeQueued,
+                "queued for merge",
+                serde_json::json!({"branch": self.task.branch()}),
+            );
+            return Ok(AttemptEnd::Passed);
+        }
+        let mut feedback = feedback_text(report, verdict);
+        if !c.refused.is_empty() {
+            feedback.push('\n');
+            feedback.push_str(&crate::changeset::feedback(&c.refused));
+        }
+        if let Some(h) = &c.head {
+            feedback.push_str(&format!(
+                "\nThis attempt's commit is kept as {} ({}); start from the current main.\n",
+                self.task.id.attempt_ref(self.attempt.number),
+                &h[..h.len().min(12)]
+            ));
+        }
+        self.write_audit(
+            outcome,
+            "failed",
+            &c.diff_stat,
+            Some(report),
+            Some(&feedback),
+        )?;
+        fin.status = AttemptStatus::Failed;
+        let attempts = e.store.finish_attempt(self.attempt.id, &fin)?;
+        e.store.set_feedback(&self.task.id, Some(&feedback))?;
+        Ok(AttemptEnd::Failed { attempts })
+    }
+}
