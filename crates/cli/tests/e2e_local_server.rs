@@ -118,3 +118,89 @@ fn a_multi_turn_task_completes_against_a_server_that_rejects_null_content() {
     }
     assert!(llama_cpp_python_rejection(&old).is_some());
 }
+
+/// `orch doctor` probes tool calling on the worker's provider: with the
+/// tool offered under `tool_choice: "auto"`, then, when no call came, with
+/// the tool forced, and says which in plain words (also in `--json`).
+#[test]
+fn doctor_says_whether_the_server_calls_tools_under_auto() {
+    let doctor = |script: Value| -> (Option<i32>, Value, FakeOpenAi) {
+        let fx = Fixture::new();
+        let server = FakeOpenAi::start(serde_json::from_value(script).unwrap());
+        server.set_strict_messages(true);
+        with_llamacpp(&fx, &server.base_url());
+        let out = fx.orch(&["doctor", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v, server)
+    };
+    let tool_check = |v: &Value| -> Value {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["what"].as_str().unwrap().ends_with("tool calls"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no tool-call check: {v}"))
+    };
+    let call = json!([{"name": "report_status", "arguments": {"status": "ok"}}]);
+
+    // Calls under auto: one probe, ok.
+    let (code, v, server) = doctor(json!({"responses": [
+        {"when": "report_status", "times": 0, "tool_calls": call},
+        {"times": 0, "content": "OK"},
+    ]}));
+    assert_eq!(code, Some(0), "{v}");
+    let check = tool_check(&v);
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["detail"], "tool calls: yes");
+    assert_eq!(
+        check["what"], "provider local (openai) model worker tool calls",
+        "{check}"
+    );
+    let probes: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.get("tools").is_some())
+        .collect();
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0]["tool_choice"], "auto");
+    assert_eq!(probes[0]["tools"][0]["function"]["name"], "report_status");
+
+    // Only when forced (a tool grammar but no tool template): says so, fails.
+    let (code, v, server) = doctor(json!({"responses": [
+        {"when": "report_status", "times": 1, "content": "I would report ok."},
+        {"when": "report_status", "times": 1, "tool_calls": call},
+        {"times": 0, "content": "OK"},
+    ]}));
+    assert_eq!(code, Some(1), "{v}");
+    let check = tool_check(&v);
+    assert_eq!(check["ok"], false);
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("no tool call under tool_choice=auto; forced: yes")
+            && detail.contains("may not support tool calls under auto"),
+        "{detail}"
+    );
+    let choices: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.get("tools").is_some())
+        .map(|r| r["tool_choice"].clone())
+        .collect();
+    assert_eq!(
+        choices,
+        vec![
+            json!("auto"),
+            json!({"type": "function", "function": {"name": "report_status"}})
+        ]
+    );
+
+    // Never: says that.
+    let (code, v, _server) = doctor(json!({"responses": [{"times": 0, "content": "OK"}]}));
+    assert_eq!(code, Some(1));
+    let detail = tool_check(&v)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("nor when forced") && detail.contains("does not call tools"),
+        "{detail}"
+    );
+}

@@ -232,3 +232,43 @@ ID            STATUS   PRIO  TRY  TYPE  TITLE
         "{show}"
     );
 }
+
+#[test]
+fn acceptance_tests_are_shown_when_added_and_in_show() {
+    let fx = Fixture::new();
+    fixed_by_replay(&fx);
+    let out = fx.orch_ok(
+        &[
+            "add-task",
+            "--project",
+            "calc",
+            "--title",
+            "Fix add",
+            "--accept",
+            "test_calc.py::test_add",
+            "--accept",
+            "test_calc.py",
+        ],
+        0,
+    );
+    assert!(
+        out.contains(
+            "acceptance tests (must pass for the task to pass): test_calc.py::test_add, test_calc.py"
+        ),
+        "{out}"
+    );
+    let id = out.split_whitespace().nth(2).unwrap();
+    let show = at_80(&fx, &["show", id]);
+    assert!(
+        show.contains("acceptance tests: test_calc.py::test_add, test_calc.py"),
+        "{show}"
+    );
+    assert!(show.contains("infrastructure failures: 0"), "{show}");
+    let json: Value = serde_json::from_str(&fx.orch_ok(&["show", id, "--json"], 0)).unwrap();
+    assert_eq!(
+        json["task"]["acceptance_tests"],
+        json!(["test_calc.py::test_add", "test_calc.py"])
+    );
+    assert_eq!(json["task"]["infra_failures"], 0);
+    assert!(json["task"]["not_before"].is_null());
+}

@@ -151,7 +151,7 @@ fn a_dry_run_sends_nothing_and_leaves_real_state_alone() {
 fn doctor_explains_bad_keys_and_unreachable_providers() {
     let fx = Fixture::new();
     let script: Script =
-        serde_json::from_value(json!({"responses": [{"times": 0, "content": "OK"}]})).unwrap();
+        serde_json::from_value(json!({"responses": [{"when": "report_status", "times": 0, "tool_calls": [{"name": "report_status", "arguments": {"status": "ok"}}]}, {"times": 0, "content": "OK"}]})).unwrap();
     let server = FakeOpenAi::start(script);
     server.set_api_key(SECRET);
     fx.with_openai(&server.base_url(), "");

@@ -125,20 +125,18 @@ fn a_command_outlives_the_thread_that_started_it() {
     // Start the command on a thread that exits while it still runs: a
     // parent-death signal tied to that thread would kill it.
     let fut = std::thread::spawn(move || {
-        handle.block_on(async move {
-            let mut fut: Boxed = Box::pin(run(ProcessSpec::new("sh").args(["-c", &script])));
+        let mut fut: Boxed = Box::pin(run(ProcessSpec::new("sh").args(["-c", &script])));
+        handle.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
+            while !started.exists() {
                 tokio::select! {
                     out = &mut fut => panic!("ended before its thread did: {out:?}"),
                     () = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
-                if started.exists() {
-                    return fut;
-                }
                 assert!(Instant::now() < deadline, "the command never started");
             }
-        })
+        });
+        fut
     })
     .join()
     .unwrap();

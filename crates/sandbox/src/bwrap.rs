@@ -97,7 +97,7 @@ impl BwrapSandbox {
         ]);
         a.extend(layered_mounts(
             request,
-            &existing_hidden(&self.opts.hidden),
+            &existing_hidden(&[]),
             mask_file_or_null,
         ));
         let workdir = path_str(&request.workdir);
@@ -477,6 +477,60 @@ mod tests {
         let wt = position(&args, &["--bind", "/srv/repo/.git/orch/wt"]).unwrap();
         let deep = position(&args, &["--ro-bind", "/tmp/wt/vendor/x/y/z"]).unwrap();
         assert!(git < wt && wt < deep);
+    }
+
+    #[test]
+    fn masks_come_before_the_binds_inside_them() {
+        let mut req = request();
+        req.workdir = PathBuf::from("/srv/orch-data/worktrees/p/t");
+        req.extra_ro = vec![PathBuf::from("/srv/repo/.git")];
+        let hidden = [
+            Hidden {
+                path: PathBuf::from("/srv/orch-data"),
+                is_dir: true,
+            },
+            Hidden {
+                path: PathBuf::from("/srv/orch.toml"),
+                is_dir: false,
+            },
+            // Inside a read-only bind: masked in it, after it.
+            Hidden {
+                path: PathBuf::from("/srv/repo/.git/secret"),
+                is_dir: false,
+            },
+            // Under the private /tmp and outside every bind: invisible
+            // already, no mask.
+            Hidden {
+                path: PathBuf::from("/tmp/cfg/.env"),
+                is_dir: false,
+            },
+        ];
+        let args = layered_mounts(&req, &hidden, || PathBuf::from("/mask"));
+        let data = position(&args, &["--tmpfs", "/srv/orch-data"]).unwrap();
+        let wt = position(&args, &["--bind", "/srv/orch-data/worktrees/p/t"]).unwrap();
+        let git = position(&args, &["--ro-bind", "/srv/repo/.git", "/srv/repo/.git"]).unwrap();
+        let secret = position(&args, &["--ro-bind", "/mask", "/srv/repo/.git/secret"]).unwrap();
+        assert!(data < wt, "{args:?}");
+        assert!(git < secret, "{args:?}");
+        assert!(position(&args, &["--ro-bind", "/mask", "/srv/orch.toml"]).is_some());
+        assert!(!args.iter().any(|a| a.contains("/tmp/cfg")), "{args:?}");
+        // No hidden file, no mask file asked for.
+        let plain = layered_mounts(&req, &hidden[..1], || panic!("not needed"));
+        assert_eq!(plain.len(), 2 + 3 + 3);
+    }
+
+    #[test]
+    fn a_hidden_path_shown_by_a_bind_under_tmp_is_masked() {
+        let mut req = request();
+        req.workdir = PathBuf::from("/tmp/t/wt");
+        let hidden = [Hidden {
+            path: PathBuf::from("/tmp/t/wt/.env"),
+            is_dir: false,
+        }];
+        let args = layered_mounts(&req, &hidden, || PathBuf::from("/mask"));
+        let wt = position(&args, &["--bind", "/tmp/t/wt"]).unwrap();
+        let env = position(&args, &["--ro-bind", "/mask", "/tmp/t/wt/.env"]).unwrap();
+        assert!(wt < env, "{args:?}");
     }
 
     #[test]

@@ -465,7 +465,10 @@ impl ContainerPlan {
                 }
                 let inside = Path::new(target).join(rel).to_string_lossy().into_owned();
                 if h.is_dir {
-                    tmpfs.insert(inside, "rw,nosuid,nodev,noexec,size=4k,mode=0700".to_string());
+                    tmpfs.insert(
+                        inside,
+                        "rw,nosuid,nodev,noexec,size=4k,mode=0700".to_string(),
+                    );
                 } else {
                     let file = mask_file.get_or_insert_with(|| {
                         crate::mask_file_or_null().to_string_lossy().into_owned()

@@ -206,10 +206,10 @@ pub(crate) fn mask_file() -> Option<PathBuf> {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0)
+            .mode(0o000)
             .open(&file)
             .ok()?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0)).ok()?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).ok()?;
     }
     if !is_mask(&file) {
         return None;

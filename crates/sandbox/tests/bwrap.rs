@@ -369,6 +369,106 @@ async fn git_reads_a_worktree_whose_git_dir_is_mounted_read_only() {
     );
 }
 
+/// orch's secrets in the layout a user has, outside /tmp (a private /tmp
+/// would hide them anyway): the config and `.env` beside the repository,
+/// data_dir holding the database, the audit trail and the task worktrees.
+#[tokio::test]
+async fn the_config_env_and_data_dir_are_unreadable_but_the_worktree_inside_works() {
+    let root = dir_outside_tmp().unwrap();
+    let root = root.path().canonicalize().unwrap();
+    let secret = "sk-hidden-from-the-sandbox-4242";
+    std::fs::write(root.join("orch.toml"), "data_dir = \".orch\"\n").unwrap();
+    std::fs::write(root.join(".env"), format!("KEY={secret}\n")).unwrap();
+    // The config named through a symlink: the file it points to is hidden.
+    std::os::unix::fs::symlink(root.join("orch.toml"), root.join("config-link.toml")).unwrap();
+    let data = root.join(".orch");
+    std::fs::create_dir_all(data.join("audit/calc")).unwrap();
+    std::fs::write(data.join("orch.db"), format!("db {secret}")).unwrap();
+    std::fs::write(data.join("audit/calc/plan.md"), "audit").unwrap();
+    let repo = root.join("calc");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("calc.py"), "x = 1\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "calc.py"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "-q",
+            "-m",
+            "initial",
+        ],
+    ] {
+        assert!(host_git(&repo, args).status.success(), "git {args:?}");
+    }
+    let wt = data.join("worktrees/calc/task1");
+    let add = host_git(
+        &repo,
+        &["worktree", "add", "-q", "-b", "t", wt.to_str().unwrap()],
+    );
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    let sandbox = BwrapSandbox::new(SandboxOptions {
+        hidden: vec![
+            root.join("config-link.toml"),
+            root.join(".env"),
+            data.clone(),
+            root.join("absent.env"),
+        ],
+        ..Default::default()
+    });
+    let cmd = format!(
+        "cat {r}/orch.toml; echo rc=$?; base64 {r}/.env; echo rc=$?; cat {d}/orch.db; echo rc=$?; \
+         head -c 100 {d}/audit/calc/plan.md; echo rc=$?; ls -A {d}; git log --format=%s; \
+         cat calc.py; echo made > new.txt && echo wrote",
+        r = root.display(),
+        d = data.display()
+    );
+    let mut req = request(&wt, &cmd);
+    req.extra_ro = vec![repo.join(".git")];
+    let out = sandbox.exec(&req).await.unwrap();
+    let all = out.combined();
+    assert!(!all.contains(secret), "{all}");
+    assert!(
+        !all.contains("S0VZPXNr"),
+        "base64 of the .env leaked: {all}"
+    );
+    assert!(!all.contains("data_dir"), "the config leaked: {all}");
+    assert!(
+        out.stderr
+            .contains(&format!("{}/orch.toml: Permission denied", root.display())),
+        "{all}"
+    );
+    assert!(out.stderr.contains(".env: Permission denied"), "{all}");
+    assert!(out.stderr.contains("orch.db: No such file"), "{all}");
+    assert!(
+        out.stderr.contains("plan.md' for reading: No such file"),
+        "{all}"
+    );
+    assert_eq!(out.stdout.matches("rc=1").count(), 4, "{all}");
+    // data_dir shows only the way to the worktree; the worktree works,
+    // its git dir is readable.
+    assert!(out.stdout.contains("\nworktrees\n"), "{all}");
+    assert!(!out.stdout.contains("audit"), "{all}");
+    assert!(out.stdout.contains("initial\nx = 1\nwrote\n"), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(wt.join("new.txt")).unwrap(),
+        "made\n"
+    );
+    // The host files are untouched and nothing was left on the host.
+    assert!(std::fs::read_to_string(root.join(".env"))
+        .unwrap()
+        .contains(secret));
+    assert!(!root.join("absent.env").exists());
+}
+
 /// A sandbox with all three limits set.
 fn limited() -> BwrapSandbox {
     BwrapSandbox::new(SandboxOptions {
@@ -610,4 +710,53 @@ async fn rlimit_fallback_limits_memory_and_core_dumps() {
     assert_eq!(out.stdout, "0\nrefused\n");
     // Nothing reads a cgroup here, so nothing claims a limit fired.
     assert_eq!(out.killed_by, None);
+}
+
+/// Dropping an in-flight exec (a cancel) kills the whole tree inside the
+/// sandbox and removes the command's cgroup.
+#[tokio::test]
+async fn a_dropped_exec_kills_its_tree_and_removes_its_cgroup() {
+    let sandbox = limited();
+    let cgroups = sandbox.limits_enforcement().contains("pids: cgroup");
+    let wt = tempfile::tempdir().unwrap();
+    let marker = format!("6{}", &unique_marker()[..12]);
+    let cmd = format!("sleep {marker} & setsid sleep {marker} & sleep {marker}");
+    let req = request(wt.path(), &cmd);
+    let mut exec = Box::pin(sandbox.exec(&req));
+    let wt_path = wt.path().to_path_buf();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dirs = Vec::new();
+    while processes_matching(&format!("sleep {marker}")).len() < 4 || (cgroups && dirs.is_empty()) {
+        tokio::select! {
+            out = &mut exec => panic!("the command ended early: {out:?}"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        dirs = my_cgroups()
+            .into_iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|pid| {
+                        std::fs::read_link(format!("/proc/{pid}/cwd")).ok().as_ref()
+                            == Some(&wt_path)
+                    })
+            })
+            .collect();
+        assert!(Instant::now() < deadline, "the tree never started");
+    }
+    drop(exec);
+    let dropped = Instant::now();
+    loop {
+        let left = processes_matching(&marker);
+        let cgroups_left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+        if left.is_empty() && cgroups_left.is_empty() {
+            break;
+        }
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "5 s after the drop: processes {left:?}, cgroups {cgroups_left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -4,7 +4,9 @@
 //! memory hog is killed by the memory limit and reported as such; a hanging
 //! command is killed at its timeout with nothing left behind; output over
 //! the cap is cut with a marker; a reset clears what it must and keeps what
-//! it must; an environment variable reaches the sandbox only if passed.
+//! it must; an environment variable reaches the sandbox only if passed; a
+//! caller that stops waiting (drops the `exec` future) leaves nothing
+//! running.
 //!
 //! A backend that cannot run here is skipped with a message, except when
 //! `CI` is set: then its tests fail. Adding a backend is one `suite!` line
@@ -173,6 +175,7 @@ macro_rules! suite {
             output_over_the_cap_is_cut_with_a_marker,
             reset_clears_and_keeps_what_it_should,
             environment_reaches_the_sandbox_only_if_passed,
+            a_dropped_exec_leaves_nothing_running,
         );
     };
 }
@@ -517,4 +520,39 @@ async fn environment_reaches_the_sandbox_only_if_passed(b: &Backend) {
     let out = b.sandbox.exec(&req).await.unwrap();
     assert!(out.success(), "{}", out.combined());
     assert_eq!(out.stdout, "[][passed value]\n0\n");
+}
+
+/// The cancel contract: dropping an in-flight `exec` (a cancelled task, a
+/// timeout around the call) kills the whole tree it started, promptly.
+async fn a_dropped_exec_leaves_nothing_running(b: &Backend) {
+    let wt = tempfile::tempdir().unwrap();
+    // Warm up first (Docker makes its container on the first exec).
+    still_works(b, wt.path()).await;
+    let marker = format!("4{}", &unique_marker()[..12]);
+    let cmd = format!("sleep {marker} & (sleep {marker} & wait) & sleep {marker}");
+    let req = request(wt.path(), &cmd);
+    let mut exec = Box::pin(b.sandbox.exec(&req));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Three sleeps, and the shell and subshell naming them.
+    while processes_matching(&format!("sleep {marker}")).len() < 5 {
+        tokio::select! {
+            out = &mut exec => panic!("the command ended early: {out:?}"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        assert!(Instant::now() < deadline, "the tree never started");
+    }
+    drop(exec);
+    let dropped = Instant::now();
+    loop {
+        let left = processes_matching(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "still running 5 s after the drop: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    still_works(b, wt.path()).await;
 }

@@ -2,7 +2,7 @@
 //! about protecting nothing.
 
 use orch_sandbox::{ExecRequest, NoSandbox, Sandbox};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn request(workdir: &std::path::Path, command: &str) -> ExecRequest {
     ExecRequest {
@@ -48,4 +48,57 @@ async fn timeout_applies() {
     req.timeout = Duration::from_millis(300);
     let out = NoSandbox::new().exec(&req).await.unwrap();
     assert!(out.timed_out);
+}
+
+/// Live (non-zombie) processes whose command line contains `needle`.
+fn processes_matching(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline: Vec<u8> = cmdline
+                .iter()
+                .map(|&b| if b == 0 { b' ' } else { b })
+                .collect();
+            String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dropped_exec_leaves_nothing_running() {
+    let wt = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let marker = format!("5{}{nanos:09}", std::process::id());
+    let cmd = format!("sleep {marker} & (sleep {marker} & wait) & sleep {marker}");
+    let sandbox = NoSandbox::new();
+    let req = request(wt.path(), &cmd);
+    let mut exec = Box::pin(sandbox.exec(&req));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_matching(&format!("sleep {marker}")).len() < 5 {
+        tokio::select! {
+            out = &mut exec => panic!("the command ended early: {out:?}"),
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        assert!(Instant::now() < deadline, "the tree never started");
+    }
+    drop(exec);
+    let dropped = Instant::now();
+    while !processes_matching(&marker).is_empty() {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "still running after the drop: {:?}",
+            processes_matching(&marker)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

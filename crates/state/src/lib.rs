@@ -16,6 +16,7 @@
 
 mod attempts;
 mod baseline;
+mod bus;
 mod codec;
 mod costs;
 mod error;
@@ -25,6 +26,7 @@ mod schema;
 mod tasks;
 
 pub use attempts::AttemptFinish;
+pub use bus::BUS_CAPACITY;
 pub use costs::{CostRow, ModelCall};
 pub use error::{Result, StateError};
 pub use events::EventFilter;
@@ -42,6 +44,9 @@ use std::sync::{Mutex, MutexGuard};
 pub struct Store {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
+    /// Every committed event, live, for in-process followers (progress,
+    /// the server's SSE stream).
+    bus: bus::Bus,
 }
 
 impl fmt::Debug for Store {
@@ -81,6 +86,7 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
             path,
+            bus: bus::Bus::default(),
         })
     }
 
@@ -117,6 +123,8 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        // After the commit, so followers only ever see durable events.
+        self.bus.publish_new(&conn);
         Ok(out)
     }
 

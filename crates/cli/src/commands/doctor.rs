@@ -237,7 +237,10 @@ pub async fn doctor(config_flag: Option<&Path>, a: DoctorArgs) -> CliResult {
                         )
                         .await;
                         checks.push(Check {
-                            what: format!("provider {name} model {worker} tool calls"),
+                            what: format!(
+                                "provider {name} ({}) model {worker} tool calls",
+                                pc.kind.as_str()
+                            ),
                             ok,
                             latency_ms: Some(started.elapsed().as_millis() as u64),
                             detail,

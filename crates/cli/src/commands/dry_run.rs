@@ -177,18 +177,23 @@ async fn make_clone(repository: &Path, clone: &Path, main_branch: &str) -> Resul
 /// Runs git in `dir` and returns its trimmed stdout, or an error naming the
 /// command and what git said.
 async fn git_out(dir: &Path, args: &[&str]) -> Result<String, CliError> {
-    let out = orch_process::run(
-        orch_process::ProcessSpec::new("git")
-            // Never a prompt (credentials, editors) in a scratch clone.
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .args(args.iter().copied())
-            .cwd(dir),
-    )
-    .await
-    .map_err(|e| CliError::failed(format!("cannot run git for the dry run: {e}")))?;
+    let mut spec = orch_process::ProcessSpec::new("git")
+        // Never a prompt (credentials, editors) in a scratch clone.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args(args.iter().copied())
+        .cwd(dir);
+    if let Some(parent) = dir.parent() {
+        // git never looks above `dir` for a repository: should the clone
+        // be incomplete, a command meant for it fails instead of finding
+        // the user's repository (data_dir may lie inside it).
+        spec = spec.env("GIT_CEILING_DIRECTORIES", parent.display().to_string());
+    }
+    let out = orch_process::run(spec)
+        .await
+        .map_err(|e| CliError::failed(format!("cannot run git for the dry run: {e}")))?;
     if !out.success() {
         return Err(CliError::failed(format!(
-            "preparing the dry run's scratch clone in {}: `git {}` failed: {}",
+            "dry run: `git {1}` in {0} failed: {2}",
             dir.display(),
             args.join(" "),
             out.stderr.trim()
