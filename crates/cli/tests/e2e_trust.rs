@@ -12,8 +12,7 @@ use orch_testkit::FakeOpenAi;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const CALC_WRONG: &str =
-    "def add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n";
+const CALC_WRONG: &str = "def add(a, b):\n    return a * b\n\n\ndef mul(a, b):\n    return a * b\n";
 
 fn attempt_refs(fx: &Fixture, id: &str) -> Vec<String> {
     git(
@@ -80,13 +79,22 @@ fn a_wrong_fix_over_a_red_base_is_not_merged_and_the_retry_names_the_test() {
     assert_eq!(attempts[0]["status"], "failed");
     let report = &attempts[0]["verification"];
     assert_eq!(report["passed"], false);
-    assert_eq!(report["targeted_failures"], json!(["test_calc.py::test_add"]));
+    assert_eq!(
+        report["targeted_failures"],
+        json!(["test_calc.py::test_add"])
+    );
     assert_eq!(attempts[1]["status"], "passed");
     // Main never held the wrong fix; it holds the right one and is green.
-    let first_parents = git(&fx.repo, &["log", "--format=%H", &format!("{before}..main")]);
+    let first_parents = git(
+        &fx.repo,
+        &["log", "--format=%H", &format!("{before}..main")],
+    );
     for sha in first_parents.lines() {
         let calc = git(&fx.repo, &["show", &format!("{sha}:calc.py")]);
-        assert!(!calc.contains("a * b\n\n\ndef mul"), "wrong fix on main at {sha}");
+        assert!(
+            !calc.contains("a * b\n\n\ndef mul"),
+            "wrong fix on main at {sha}"
+        );
     }
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
     assert!(fx.main_is_green());
@@ -131,7 +139,10 @@ fn an_untargeted_preexisting_failure_is_tolerated_and_listed() {
     let shown = fx.task(&id);
     assert_eq!(shown["task"]["status"], "merged");
     let report = &shown["attempts"][0]["verification"];
-    assert_eq!(report["preexisting_failures"], json!(["test_calc.py::test_add"]));
+    assert_eq!(
+        report["preexisting_failures"],
+        json!(["test_calc.py::test_add"])
+    );
     assert!(report["summary"]
         .as_str()
         .unwrap()
@@ -191,7 +202,10 @@ fn acceptance_tests_must_pass() {
     fx.orch_ok(&["run", "--project", "calc"], 1);
     let shown = fx.task(&id);
     assert_eq!(shown["task"]["status"], "failed");
-    assert_eq!(shown["task"]["acceptance_tests"], json!(["test_calc.py::test_add"]));
+    assert_eq!(
+        shown["task"]["acceptance_tests"],
+        json!(["test_calc.py::test_add"])
+    );
     assert_eq!(fx.main_sha(), before);
     let feedback = shown["task"]["feedback"].as_str().unwrap();
     assert!(feedback.contains("test_calc.py::test_add"), "{feedback}");
@@ -232,7 +246,11 @@ fn run_writing_outside_allowed_files_lands_nothing_outside_them() {
     assert_eq!(fx.task(&id)["task"]["status"], "merged");
     let files = git(&fx.repo, &["ls-tree", "-r", "--name-only", "main"]);
     let files: Vec<&str> = files.lines().collect();
-    assert_eq!(files, [".gitignore", "calc.py", "test_calc.py"], "{files:?}");
+    assert_eq!(
+        files,
+        [".gitignore", "calc.py", "test_calc.py"],
+        "{files:?}"
+    );
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
 
     let refused: Vec<String> = fx
@@ -242,7 +260,10 @@ fn run_writing_outside_allowed_files_lands_nothing_outside_them() {
         .map(|e| e["data"]["path"].as_str().unwrap().to_string())
         .collect();
     for p in ["notes.txt", "sub/other.py", "leak"] {
-        assert!(refused.iter().any(|r| r == p), "{p} not refused: {refused:?}");
+        assert!(
+            refused.iter().any(|r| r == p),
+            "{p} not refused: {refused:?}"
+        );
     }
 }
 
@@ -367,7 +388,10 @@ fn the_planner_is_not_asked_again_when_nothing_changed() {
         fx.orch_ok(&["run", "--project", "calc"], 0);
     }
     assert_eq!(planner_calls(&fx), 1, "re-asked on an unchanged restart");
-    let events = fx.orch_ok(&["events", "--project", "calc", "--json", "--limit", "1000"], 0);
+    let events = fx.orch_ok(
+        &["events", "--project", "calc", "--json", "--limit", "1000"],
+        0,
+    );
     assert!(events.contains("\"plan_skipped\""));
 
     // A change in a file the planner reads is a reason to ask again.

@@ -58,7 +58,10 @@ fn twenty_tasks_on_eight_workers_at_once_have_no_infrastructure_failures() {
     assert!(!events.contains("\"infra_failure\""), "infra failures seen");
     let files = git(&fx.repo, &["ls-tree", "--name-only", "main"]);
     for i in 0..TASKS {
-        assert!(files.contains(&format!("f{i:02}.txt")), "f{i:02}.txt missing");
+        assert!(
+            files.contains(&format!("f{i:02}.txt")),
+            "f{i:02}.txt missing"
+        );
     }
     assert_eq!(fx.worktree_count(), 1);
 }

@@ -3,6 +3,7 @@
 //! the merge queue.
 
 use crate::lock::ProjectLock;
+use crate::merge::MergeRound;
 use crate::paths::{write_atomic, DataPaths};
 use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
@@ -304,6 +305,11 @@ impl Engine {
         Ok(n(TaskStatus::Pending) > 0 || n(TaskStatus::Passed) > 0)
     }
 
+    /// One cycle: plan if needed, then keep every worker slot busy until the
+    /// queue drains. There is no barrier: a slot takes the next pending task
+    /// the moment it frees, and passing work goes through the merge queue
+    /// while the other slots keep working. Tasks a rejected merge sends back
+    /// are picked up again in the same cycle.
     async fn cycle(
         self: &Arc<Self>,
         summary: &mut CycleSummary,
@@ -318,44 +324,48 @@ impl Engine {
         );
         summary.planned += self.plan_if_needed().await?;
 
-        let mut claimed = self
-            .store
-            .claim_pending(&name, self.project.max_workers as usize)?;
-        if claimed.is_empty() {
-            if let Some(wait) = self.backoff_left()? {
-                // Only tasks waiting out an infrastructure backoff are left.
-                tokio::time::sleep(wait).await;
-                claimed = self
-                    .store
-                    .claim_pending(&name, self.project.max_workers as usize)?;
-            }
-        }
-        summary.claimed += claimed.len();
+        let slots = self.project.max_workers as usize;
         let mut workers = tokio::task::JoinSet::new();
-        for task in claimed {
-            touched.insert(task.id.clone());
-            let engine = Arc::clone(self);
-            workers.spawn(async move { engine.work_task(task).await });
-        }
-        while let Some(joined) = workers.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.rec.note(
-                    None,
-                    EventKind::Warning,
-                    format!("worker stopped: {e}"),
-                    serde_json::Value::Null,
-                ),
-                Err(e) => self.rec.note(
-                    None,
-                    EventKind::Warning,
-                    format!("worker task panicked: {e}"),
-                    serde_json::Value::Null,
-                ),
+        let mut merging: Option<tokio::task::JoinHandle<Result<MergeRound>>> = None;
+        // A deferred merge (the user's checkout is dirty) stays deferred for
+        // the rest of the cycle instead of being retried in a loop.
+        let mut merges_blocked = false;
+        loop {
+            if workers.len() < slots && !self.store.is_paused(&name)? {
+                for task in self.store.claim_pending(&name, slots - workers.len())? {
+                    summary.claimed += 1;
+                    touched.insert(task.id.clone());
+                    let engine = Arc::clone(self);
+                    workers.spawn(async move { engine.work_task(task).await });
+                }
+            }
+            if merging.is_none() && !merges_blocked && self.has_passed()? {
+                let engine = Arc::clone(self);
+                merging = Some(tokio::spawn(async move { engine.merge_queue().await }));
+            }
+            if workers.is_empty() && merging.is_none() {
+                match self.backoff_left()? {
+                    // Only tasks waiting out an infrastructure backoff are left.
+                    Some(wait) if !self.store.is_paused(&name)? => {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            tokio::select! {
+                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                    self.note_worker_end(joined);
+                }
+                Some(round) = join_if_some(&mut merging) => {
+                    merging = None;
+                    let round = round.map_err(|e| EngineError::Config(format!("merge queue panicked: {e}")))??;
+                    touched.extend(round.handled);
+                    merges_blocked |= !round.notices.is_empty();
+                    summary.notices.extend(round.notices);
+                }
             }
         }
-        let merged = self.merge_queue(summary).await?;
-        touched.extend(merged);
         self.rec.note(
             None,
             EventKind::CycleFinished,
@@ -363,6 +373,25 @@ impl Engine {
             serde_json::Value::Null,
         );
         Ok(())
+    }
+
+    fn note_worker_end(&self, joined: std::result::Result<Result<()>, tokio::task::JoinError>) {
+        let message = match joined {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("worker stopped: {e}"),
+            Err(e) => format!("worker task panicked: {e}"),
+        };
+        self.rec
+            .note(None, EventKind::Warning, message, serde_json::Value::Null);
+    }
+
+    fn has_passed(&self) -> Result<bool> {
+        let counts = self.store.count_by_status(&self.project.name)?;
+        Ok(counts
+            .get(TaskStatus::Passed.as_str())
+            .copied()
+            .unwrap_or(0)
+            > 0)
     }
 
     /// Asks the planner for tasks when fewer than max_workers are pending
@@ -532,5 +561,16 @@ impl Engine {
             "nothing it reads changed since its last plan{} (main, the files and documents it reads, and the failed tasks are the same)",
             since.map(|s| format!(" {s} s ago")).unwrap_or_default()
         )))
+    }
+}
+
+/// Awaits the handle when there is one; never resolves otherwise, so a
+/// `select!` branch on it simply stays quiet.
+async fn join_if_some<T>(
+    handle: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Option<std::result::Result<T, tokio::task::JoinError>> {
+    match handle {
+        Some(h) => Some(h.await),
+        None => std::future::pending().await,
     }
 }

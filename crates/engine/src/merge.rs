@@ -5,7 +5,7 @@
 //! leaves main as it was.
 
 use crate::attempt::{feedback_text, first_line};
-use crate::cycle::{CycleSummary, Engine};
+use crate::cycle::Engine;
 use crate::Result;
 use orch_core::{EventKind, Task, TaskId, TaskStatus, Verdict};
 use orch_git::{AdvanceOutcome, MergeOutcome};
@@ -26,10 +26,20 @@ enum MergeResult {
     Abandoned,
 }
 
+/// What one pass of the merge queue did.
+#[derive(Debug, Default)]
+pub(crate) struct MergeRound {
+    /// Tasks it took out of `passed` (merged, sent back or deferred).
+    pub handled: Vec<TaskId>,
+    /// Messages a person should act on (a deferred landing).
+    pub notices: Vec<String>,
+}
+
 impl Engine {
-    /// Lands every passed task it can; returns the tasks it handled.
-    pub(crate) async fn merge_queue(&self, summary: &mut CycleSummary) -> Result<Vec<TaskId>> {
-        let mut handled = Vec::new();
+    /// Lands every passed task it can.
+    pub(crate) async fn merge_queue(&self) -> Result<MergeRound> {
+        let mut round = MergeRound::default();
+        let handled = &mut round.handled;
         let queue = self
             .store
             .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?;
@@ -144,13 +154,13 @@ impl Engine {
                         message.clone(),
                         serde_json::Value::Null,
                     );
-                    summary.notices.push(message);
+                    round.notices.push(message);
                     // Every later merge would meet the same checkout.
                     break;
                 }
             }
         }
-        Ok(handled)
+        Ok(round)
     }
 
     async fn merge_one(&self, task: &Task) -> Result<MergeResult> {

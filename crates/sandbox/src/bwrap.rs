@@ -97,7 +97,7 @@ impl BwrapSandbox {
         ]);
         a.extend(layered_mounts(
             request,
-            &existing_hidden(&[]),
+            &existing_hidden(&self.opts.hidden),
             mask_file_or_null,
         ));
         let workdir = path_str(&request.workdir);
