@@ -17,6 +17,6 @@ pub use load::{
 };
 pub use model::{
     Config, DockerConfig, DotEnv, ModelRef, PreexistingPolicy, PriceConfig, ProjectConfig,
-    ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind, Strategy,
+    ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind, ServerConfig, Strategy,
 };
 pub use validate::{MAX_OUTPUT_LIMIT, MIN_OUTPUT_LIMIT};

@@ -27,6 +27,9 @@ pub struct Config {
     /// `ORCH_DRY_RUN=true`): try a config end to end without spending.
     #[serde(default)]
     pub dry_run: bool,
+    /// `orch serve`: the HTTP API and the daemon's shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Directory of the config file (set by the loader, not read from it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -48,9 +51,38 @@ impl Default for Config {
             retry: RetryConfig::default(),
             prices: BTreeMap::new(),
             dry_run: false,
+            server: ServerConfig::default(),
             base_dir: PathBuf::new(),
             source: PathBuf::new(),
             dotenv: DotEnv::default(),
+        }
+    }
+}
+
+/// `[server]`: how `orch serve` listens and stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP API (`127.0.0.1:7777`); unset = no API unless
+    /// `orch serve --listen` gives one.
+    pub listen: Option<String>,
+    /// Environment variable holding the API's bearer token. Without a token
+    /// the server refuses to listen on anything but loopback.
+    pub token_env: Option<String>,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// On SIGTERM or Ctrl-C, how long running attempts may go on before
+    /// they are interrupted (a restart resumes them).
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: None,
+            token_env: None,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 60,
         }
     }
 }
@@ -557,6 +589,25 @@ pub struct ProjectConfig {
     /// `max_tokens` per role.
     #[serde(default)]
     pub max_tokens: RoleTokens,
+    /// `orch serve` runs the project on this schedule: `every 30m` (s, m, h,
+    /// d) or a cron expression. Unset = only on triggers, the API or by hand.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Files (globs, relative to the repository) whose change wakes the
+    /// project under `orch serve`: a backlog asks the planner, a plan file
+    /// (`## Task N.M` sections) is imported.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// An attempt with no event for this long is interrupted and retried by
+    /// the patrol.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after_seconds: u64,
+    /// Consecutive failed tasks that pause the project.
+    #[serde(default = "default_pause_after_failures")]
+    pub pause_after_failures: u32,
+    /// Most passing branches the merge queue merges and verifies together.
+    #[serde(default = "default_merge_batch_max")]
+    pub merge_batch_max: u32,
 }
 
 impl ProjectConfig {
@@ -600,10 +651,24 @@ impl ProjectConfig {
             infra_backoff_seconds: default_infra_backoff(),
             planner_interval_seconds: None,
             max_tokens: RoleTokens::default(),
+            schedule: None,
+            watch: Vec::new(),
+            stuck_after_seconds: default_stuck_after(),
+            pause_after_failures: default_pause_after_failures(),
+            merge_batch_max: default_merge_batch_max(),
         }
     }
 }
 
+fn default_stuck_after() -> u64 {
+    900
+}
+fn default_pause_after_failures() -> u32 {
+    5
+}
+fn default_merge_batch_max() -> u32 {
+    8
+}
 fn default_max_infra_failures() -> u32 {
     5
 }

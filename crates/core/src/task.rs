@@ -189,6 +189,13 @@ pub struct NewTask {
     /// or a test file. They must pass for the task to pass.
     #[serde(default)]
     pub acceptance_tests: Vec<String>,
+    /// Tasks that must be merged before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<TaskId>,
+    /// Where a plan file defined the task (`plans/m1.md#1.2`); a project
+    /// holds one task per key, so re-importing a plan adds nothing twice.
+    #[serde(default)]
+    pub plan_key: Option<String>,
 }
 
 /// A task as stored.
@@ -205,6 +212,12 @@ pub struct Task {
     /// Tests that prove the task's goal (see [`NewTask::acceptance_tests`]).
     #[serde(default)]
     pub acceptance_tests: Vec<String>,
+    /// Tasks that must be merged before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<TaskId>,
+    /// See [`NewTask::plan_key`].
+    #[serde(default)]
+    pub plan_key: Option<String>,
     pub status: TaskStatus,
     /// Attempts that counted against max_attempts (interrupted, cancelled and
     /// infrastructure-failed ones do not).

@@ -217,11 +217,11 @@ impl Engine {
     fn pause_after_repeated_failures(&self) -> Result<()> {
         let name = &self.project.name;
         let n = self.store.bump_consecutive_failures(name)?;
-        if n >= 5 {
+        if n >= self.project.pause_after_failures {
             self.store.set_paused(
                 name,
                 true,
-                Some(&format!("paused after {n} tasks failed in a row; look at `orch tasks --project {name} --status failed`, then `orch resume --project {name}`")),
+                Some(&format!("paused after {n} tasks failed in a row (pause_after_failures = {}); look at `orch tasks --project {name} --status failed`, then `orch resume --project {name}`", self.project.pause_after_failures)),
             )?;
         }
         Ok(())

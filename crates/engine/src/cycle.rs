@@ -491,6 +491,7 @@ impl Engine {
                 allowed_files: t.allowed_files.clone(),
                 source: TaskSource::Planner,
                 acceptance_tests: t.acceptance_tests.clone(),
+                ..NewTask::default()
             })?;
             created += 1;
         }

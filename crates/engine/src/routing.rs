@@ -110,6 +110,8 @@ mod tests {
             acceptance_tests: Vec::new(),
             infra_failures: 0,
             not_before: None,
+            depends_on: Vec::new(),
+            plan_key: None,
             source: TaskSource::Manual,
             status: TaskStatus::Pending,
             attempts: 0,

@@ -18,6 +18,8 @@ pub fn task() -> Task {
         acceptance_tests: Vec::new(),
         infra_failures: 0,
         not_before: None,
+        depends_on: Vec::new(),
+        plan_key: None,
         source: TaskSource::Manual,
         status: TaskStatus::Judging,
         attempts: 1,

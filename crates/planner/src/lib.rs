@@ -58,6 +58,7 @@ impl ProposedTask {
             allowed_files: self.allowed_files.clone(),
             source: TaskSource::Planner,
             acceptance_tests: self.acceptance_tests.clone(),
+            ..NewTask::default()
         }
     }
 }

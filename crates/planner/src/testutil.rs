@@ -17,6 +17,8 @@ pub fn stored_task(title: &str, description: &str, status: TaskStatus) -> Task {
         acceptance_tests: Vec::new(),
         infra_failures: 0,
         not_before: None,
+        depends_on: Vec::new(),
+        plan_key: None,
         source: TaskSource::Planner,
         status,
         attempts: 2,

@@ -1513,6 +1513,57 @@ mod tests {
     }
 
     #[test]
+    fn hidden_paths_inside_mounted_directories_are_masked_and_the_worktree_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().canonicalize().unwrap();
+        let shared = root.join("shared");
+        std::fs::create_dir_all(shared.join("state/worktrees/wt")).unwrap();
+        std::fs::write(shared.join("orch.toml"), "x").unwrap();
+        std::fs::write(shared.join(".env"), "K=v").unwrap();
+        let workdir = shared.join("state/worktrees/wt");
+        let plan = ContainerPlan {
+            image: "img".into(),
+            user: (10001, 10001),
+            labels: HashMap::new(),
+            workdir: workdir.clone(),
+            workdir_read_only: false,
+            extra_ro: Vec::new(),
+            volumes: Vec::new(),
+            tmpfs_logs: None,
+            shared_data: Some((shared.clone(), "/data".into())),
+            network: false,
+            limits: Limits::default(),
+            hidden: vec![
+                shared.join("orch.toml"),
+                shared.join(".env"),
+                shared.join("state"),
+                root.join("absent"),
+            ],
+        };
+        let hc = plan.body().host_config.unwrap();
+        let mounts = hc.mounts.unwrap();
+        let tmpfs = hc.tmpfs.unwrap();
+        let mask = crate::mask_file_or_null().to_string_lossy().into_owned();
+        for file in ["/data/orch.toml", "/data/.env"] {
+            let m = mounts
+                .iter()
+                .find(|m| m.target.as_deref() == Some(file))
+                .unwrap_or_else(|| panic!("{file} not masked: {mounts:?}"));
+            assert_eq!(m.source.as_deref(), Some(mask.as_str()));
+            assert_eq!(m.read_only, Some(true));
+        }
+        assert!(tmpfs.contains_key("/data/state"), "{tmpfs:?}");
+        // The worktree inside the hidden directory is mounted by itself.
+        let ws = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(WORKSPACE))
+            .unwrap();
+        assert_eq!(ws.source.as_deref(), workdir.to_str());
+        assert!(!tmpfs.keys().any(|k| k.starts_with(WORKSPACE)), "{tmpfs:?}");
+        assert_eq!(mounts.len(), 4, "{mounts:?}");
+    }
+
+    #[test]
     fn the_plan_hardens_and_mounts_as_designed() {
         let plan = ContainerPlan {
             image: "img".into(),

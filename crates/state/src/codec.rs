@@ -68,7 +68,7 @@ pub fn parse_event_kind(s: &str) -> std::result::Result<EventKind, String> {
 pub const TASK_COLUMNS: &str = "id, project, title, description, task_type, priority, \
     allowed_files, source, status, attempts, feedback, question, answer, failure_reason, \
     input_tokens, output_tokens, cost_usd, created_at, updated_at, acceptance_tests, \
-    infra_failures, not_before";
+    infra_failures, not_before, depends_on, plan_key";
 
 pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -89,6 +89,10 @@ pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         attempts: row.get("attempts")?,
         infra_failures: row.get("infra_failures")?,
         not_before: parsed_opt(row, "not_before", parse_ts)?,
+        depends_on: parsed(row, "depends_on", |s| {
+            serde_json::from_str::<Vec<TaskId>>(s)
+        })?,
+        plan_key: row.get("plan_key")?,
         feedback: row.get("feedback")?,
         question: row.get("question")?,
         answer: row.get("answer")?,

@@ -186,7 +186,18 @@ CREATE TRIGGER attempts_no_delete BEFORE DELETE ON attempts
     BEGIN SELECT RAISE(ABORT, 'attempts are append-only: rows are never deleted'); END;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Task dependencies and plan-file keys (a re-import adds nothing twice),
+/// and leases on running attempts (a heartbeat; recovery takes over only
+/// attempts whose lease expired).
+const V4: &str = r#"
+ALTER TABLE tasks ADD COLUMN depends_on TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE tasks ADD COLUMN plan_key TEXT;
+CREATE UNIQUE INDEX tasks_by_plan_key ON tasks(project, plan_key) WHERE plan_key IS NOT NULL;
+ALTER TABLE attempts ADD COLUMN lease_owner TEXT;
+ALTER TABLE attempts ADD COLUMN lease_expires_at TEXT;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Sets the per-connection pragmas. The busy timeout comes first so that
 /// switching to WAL waits for a concurrent opener instead of failing.

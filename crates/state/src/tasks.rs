@@ -135,14 +135,17 @@ impl Store {
         let accept = serde_json::to_string(&new.acceptance_tests).map_err(|e| {
             StateError::Invalid(format!("acceptance_tests are not serialisable: {e}"))
         })?;
+        let depends = serde_json::to_string(&new.depends_on)
+            .map_err(|e| StateError::Invalid(format!("depends_on is not serialisable: {e}")))?;
         self.write(|tx| {
             load_project(tx, &new.project)?;
             let id = TaskId::new();
             let at = now();
             tx.execute(
                 "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
-                                    source, status, created_at, updated_at, acceptance_tests)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10)",
+                                    source, status, created_at, updated_at, acceptance_tests,
+                                    depends_on, plan_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12)",
                 params![
                     id.as_str(),
                     new.project,
@@ -153,7 +156,9 @@ impl Store {
                     allowed,
                     new.source.as_str(),
                     at,
-                    accept
+                    accept,
+                    depends,
+                    new.plan_key
                 ],
             )?;
             let ev = Event::new(&new.project, EventKind::TaskCreated, format!("created task {id}: {}", new.title))
@@ -512,6 +517,7 @@ mod tests {
             allowed_files: vec!["src/**".into(), "README.md".into()],
             source: TaskSource::Planner,
             acceptance_tests: vec!["tests/test_a.py::test_x".into()],
+            ..NewTask::default()
         }
     }
 

@@ -281,6 +281,8 @@ mod tests {
             acceptance_tests: vec!["test_calc.py::test_add".into()],
             infra_failures: 1,
             not_before: Some(at(2)),
+            depends_on: Vec::new(),
+            plan_key: None,
             source: TaskSource::Manual,
             status: TaskStatus::Pending,
             attempts: 1,

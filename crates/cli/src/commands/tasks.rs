@@ -71,6 +71,7 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         allowed_files: a.allowed_files.clone(),
         source: TaskSource::Manual,
         acceptance_tests: accept,
+        ..NewTask::default()
     })?;
     if a.json {
         print_json(&task)?;
