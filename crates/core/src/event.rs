@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// What happened. Stored as its snake_case name; the details go in `data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     ProjectRegistered,
     ProjectPaused,
@@ -66,6 +67,7 @@ impl EventKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Assigned by the store; 0 before it is recorded.
     #[serde(default)]

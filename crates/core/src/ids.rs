@@ -13,6 +13,7 @@ pub fn new_id() -> String {
 /// Identifier of a task; also the suffix of its branch `orch/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskId(pub String);
 
 impl TaskId {

@@ -17,6 +17,7 @@ use std::str::FromStr;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskStatus {
     Pending,
     Running,
@@ -103,6 +104,7 @@ impl FromStr for TaskStatus {
 /// What kind of change a task asks for; selects the worker prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskType {
     #[default]
     Code,
@@ -146,6 +148,7 @@ impl FromStr for TaskType {
 /// Who created a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskSource {
     #[default]
     Manual,
@@ -200,6 +203,7 @@ pub struct NewTask {
 
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: TaskId,
     pub project: String,
@@ -254,6 +258,7 @@ impl Task {
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AttemptStatus {
     Running,
     Passed,
@@ -303,6 +308,7 @@ impl FromStr for AttemptStatus {
 /// One try at a task. Rows are appended, never overwritten: a finished
 /// attempt only gains its end fields once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub id: i64,
     pub task_id: TaskId,
@@ -321,8 +327,10 @@ pub struct Attempt {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
     /// Verification report, as JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::verify::VerificationReport>))]
     pub verification: Option<serde_json::Value>,
     /// Verdict, as JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::verdict::Verdict>))]
     pub verdict: Option<serde_json::Value>,
     /// Path of the attempt's markdown file in the audit trail.
     pub audit_path: Option<String>,

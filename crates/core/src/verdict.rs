@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One deterministic check (tests green, no new failures, non-empty diff…).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateResult {
     pub name: String,
     pub passed: bool,
@@ -11,6 +12,7 @@ pub struct GateResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Verdict {
     /// True only when every gate passed and the model passed the work.
     pub passed: bool,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepKind {
     Setup,
     Format,
@@ -26,6 +27,7 @@ impl StepKind {
 
 /// Pass/fail counts parsed from a test runner's output.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestCounts {
     /// Which parser understood the output: pytest, cargo, go, jest.
     pub runner: String,
@@ -37,6 +39,7 @@ pub struct TestCounts {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepResult {
     pub kind: StepKind,
     pub command: String,
@@ -55,6 +58,7 @@ impl StepResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerificationReport {
     pub passed: bool,
     pub steps: Vec<StepResult>,

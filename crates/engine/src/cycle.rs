@@ -361,7 +361,7 @@ impl Engine {
                     merging = None;
                     let round = round.map_err(|e| EngineError::Config(format!("merge queue panicked: {e}")))??;
                     touched.extend(round.handled);
-                    merges_blocked |= !round.notices.is_empty();
+                    merges_blocked |= round.blocked;
                     summary.notices.extend(round.notices);
                 }
             }

@@ -1,30 +1,24 @@
-//! The merge queue: one merge at a time per project. A passing branch is
-//! merged with the current main in a scratch worktree, verified again there,
-//! and only a green result advances main, by a compare-and-swap fast-forward.
-//! main is never moved to an untested commit, so a merge cut off half-way
-//! leaves main as it was.
+//! The merge queue: one landing at a time per project, in batches, as bors
+//! and Zuul do. Up to `merge_batch_max` passing branches are merged onto
+//! the current main, one after another, without a worktree (`git
+//! merge-tree`); a branch that conflicts is sent back. The candidate is
+//! verified once; green lands the whole batch by one compare-and-swap
+//! fast-forward of main, red splits the batch in halves to find the culprit
+//! and land the rest. A single branch whose merged tree is exactly the tree
+//! that already passed (main did not move under it) lands without a second
+//! verification. main only ever moves to a tested tree, so a merge cut off
+//! half-way leaves main as it was.
 
 use crate::attempt::{feedback_text, first_line};
 use crate::cycle::Engine;
 use crate::Result;
-use orch_core::{EventKind, Task, TaskId, TaskStatus, Verdict};
+use orch_core::{EventKind, Task, TaskId, TaskStatus, TestGoal, Verdict, VerificationReport};
 use orch_git::{AdvanceOutcome, MergeOutcome};
+use std::future::Future;
+use std::pin::Pin;
 
-enum MergeResult {
-    Merged {
-        head: String,
-    },
-    /// Sent back to the worker with this feedback.
-    Rejected {
-        feedback: String,
-    },
-    /// Landing would touch the user's uncommitted work; nothing was changed.
-    Deferred {
-        message: String,
-    },
-    /// The task left the merge queue (cancelled) before it landed.
-    Abandoned,
-}
+/// Times a batch is rebuilt when main moves under it (a person pushing).
+const MOVED_RETRIES: usize = 3;
 
 /// What one pass of the merge queue did.
 #[derive(Debug, Default)]
@@ -33,224 +27,250 @@ pub(crate) struct MergeRound {
     pub handled: Vec<TaskId>,
     /// Messages a person should act on (a deferred landing).
     pub notices: Vec<String>,
+    /// True when the queue cannot make progress now (a deferred landing, a
+    /// merge that failed inside orch): no further round this cycle.
+    pub blocked: bool,
 }
 
+/// How landing a batch ended.
+enum Landing {
+    /// Everything in it was merged, sent back or abandoned.
+    Done,
+    /// The user's checkout holds uncommitted work; the batch waits.
+    Deferred(String),
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 impl Engine {
-    /// Lands every passed task it can.
+    /// Lands every passed task it can, a batch at a time.
     pub(crate) async fn merge_queue(&self) -> Result<MergeRound> {
         let mut round = MergeRound::default();
-        let handled = &mut round.handled;
-        let queue = self
+        loop {
+            let batch = self.take_batch()?;
+            if batch.is_empty() {
+                return Ok(round);
+            }
+            round.handled.extend(batch.iter().map(|t| t.id.clone()));
+            let ids: Vec<TaskId> = batch.iter().map(|t| t.id.clone()).collect();
+            match self.land(batch).await {
+                Ok(Landing::Done) => {}
+                Ok(Landing::Deferred(message)) => {
+                    round.notices.push(message);
+                    round.blocked = true;
+                    return Ok(round);
+                }
+                Err(e) => {
+                    // main was not touched; the tasks wait for the next cycle.
+                    self.requeue(
+                        &ids,
+                        &format!("merge failed inside orch, will retry next cycle: {e}"),
+                    )?;
+                    round.blocked = true;
+                    return Ok(round);
+                }
+            }
+        }
+    }
+
+    /// Moves up to `merge_batch_max` passed tasks, highest priority first,
+    /// into `merging`.
+    fn take_batch(&self) -> Result<Vec<Task>> {
+        let max = self.project.merge_batch_max.max(1) as usize;
+        let mut batch = Vec::new();
+        for task in self
             .store
-            .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?;
-        for task in queue {
-            if !self.store.transition(
+            .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?
+        {
+            if batch.len() == max {
+                break;
+            }
+            if self.store.transition(
                 &task.id,
                 &[TaskStatus::Passed],
                 TaskStatus::Merging,
                 "merge queue",
             )? {
-                continue;
-            }
-            handled.push(task.id.clone());
-            let tid = task.id.as_str().to_string();
-            self.rec.note(
-                Some(&tid),
-                EventKind::StageStarted,
-                format!("merging {} into {}", task.branch(), self.main_branch),
-                serde_json::json!({"stage": "merge"}),
-            );
-            let result = match self.merge_one(&task).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Leave the task queued; main was not touched.
-                    self.store.transition(
-                        &task.id,
-                        &[TaskStatus::Merging],
-                        TaskStatus::Passed,
-                        "merge error; will retry",
-                    )?;
-                    self.rec.note(
-                        Some(&tid),
-                        EventKind::Warning,
-                        format!("merge failed inside orch, will retry next cycle: {e}"),
-                        serde_json::Value::Null,
-                    );
-                    continue;
-                }
-            };
-            match result {
-                MergeResult::Abandoned => {}
-                MergeResult::Merged { head } => {
-                    let recorded = self.store.transition(
-                        &task.id,
-                        &[TaskStatus::Merging],
-                        TaskStatus::Merged,
-                        "landed on main",
-                    )?;
-                    if !recorded {
-                        // Cancelled in the instant between the last check
-                        // and the landing: say so rather than hide it.
-                        self.rec.note(
-                            Some(&tid),
-                            EventKind::Warning,
-                            format!(
-                                "the task was cancelled while it landed; its work is on {} at {}",
-                                self.main_branch,
-                                &head[..head.len().min(12)]
-                            ),
-                            serde_json::json!({"commit": head}),
-                        );
-                    }
-                    self.rec.note(
-                        Some(&tid),
-                        EventKind::Merged,
-                        format!(
-                            "{} now at {}",
-                            self.main_branch,
-                            &head[..head.len().min(12)]
-                        ),
-                        serde_json::json!({"commit": head, "branch": self.main_branch}),
-                    );
-                    let _ = self.git.delete_branch(&task.branch()).await;
-                }
-                MergeResult::Rejected { feedback } => {
-                    self.rec.note(
-                        Some(&tid),
-                        EventKind::MergeRejected,
-                        first_line(&feedback).to_string(),
-                        serde_json::json!({"feedback": feedback}),
-                    );
-                    self.store.set_feedback(&task.id, Some(&feedback))?;
-                    let current = self.store.task(&tid)?;
-                    if current.attempts >= self.project.max_attempts {
-                        self.store.fail_task(
-                            &task.id,
-                            &format!(
-                                "could not be merged after {} attempt(s): {}",
-                                current.attempts,
-                                first_line(&feedback)
-                            ),
-                        )?;
-                    } else {
-                        self.store.transition(
-                            &task.id,
-                            &[TaskStatus::Merging],
-                            TaskStatus::Pending,
-                            "merge rejected; retry with feedback",
-                        )?;
-                    }
-                }
-                MergeResult::Deferred { message } => {
-                    self.store.transition(
-                        &task.id,
-                        &[TaskStatus::Merging],
-                        TaskStatus::Passed,
-                        "merge deferred",
-                    )?;
-                    self.rec.note(
-                        Some(&tid),
-                        EventKind::MergeDeferred,
-                        message.clone(),
-                        serde_json::Value::Null,
-                    );
-                    round.notices.push(message);
-                    // Every later merge would meet the same checkout.
-                    break;
-                }
+                batch.push(task);
             }
         }
-        Ok(round)
+        Ok(batch)
     }
 
-    async fn merge_one(&self, task: &Task) -> Result<MergeResult> {
-        let branch = task.branch();
-        if !self.git.branch_exists(&branch).await? {
-            return Ok(MergeResult::Rejected {
-                feedback: format!("the branch {branch} is gone; the work has to be done again"),
-            });
-        }
-        let dir = self
-            .paths
-            .worktree(&self.project.name, &format!("merge-{}", task.id));
-        // main may move under us (a person committing); retry a few times.
-        for _ in 0..3 {
-            let main_sha = self.git.rev_parse(&self.main_branch).await?;
-            self.git.worktree_add_detached(&dir, &main_sha).await?;
-            let result = self.merge_and_verify(task, &dir, &main_sha).await;
-            self.remove_worktree(&dir).await?;
-            let merged_head = match result? {
-                Ok(head) => head,
-                Err(rejected) => return Ok(rejected),
-            };
-            // A task cancelled while its merge was verified does not land.
-            if self.store.task(task.id.as_str())?.status != TaskStatus::Merging {
-                return Ok(MergeResult::Abandoned);
-            }
-            match self.git.advance_branch(&self.main_branch, &merged_head, &main_sha).await? {
-                AdvanceOutcome::Advanced => return Ok(MergeResult::Merged { head: merged_head }),
-                AdvanceOutcome::Moved { .. } => continue,
-                AdvanceOutcome::Deferred { checkout, reason } => {
-                    return Ok(MergeResult::Deferred {
-                        message: format!(
-                            "{} passed but was not landed: {} is checked out in {} with uncommitted changes ({reason}). orch left your checkout alone. Commit or stash your changes and run `orch run --project {}` again, or merge it yourself with `git merge {branch}`.",
-                            task.id,
+    /// Lands `batch` onto main, splitting it when its candidate is red.
+    fn land(&self, batch: Vec<Task>) -> Boxed<'_, Result<Landing>> {
+        Box::pin(async move {
+            let mut batch = batch;
+            for _ in 0..MOVED_RETRIES {
+                let main_sha = self.git.rev_parse(&self.main_branch).await?;
+                let (head, kept) = self.build_candidate(&main_sha, batch).await?;
+                if kept.is_empty() {
+                    return Ok(Landing::Done);
+                }
+                let report = self.verify_candidate(&head, &main_sha, &kept).await?;
+                if let Some(report) = report.filter(|r| !r.passed) {
+                    return self.after_red(kept, &report).await;
+                }
+                // A task cancelled while its candidate was verified does not land.
+                let kept = self.still_merging(kept)?;
+                if kept.is_empty() {
+                    return Ok(Landing::Done);
+                }
+                match self
+                    .git
+                    .advance_branch(&self.main_branch, &head, &main_sha)
+                    .await?
+                {
+                    AdvanceOutcome::Advanced => {
+                        self.record_merged(&kept, &head).await?;
+                        return Ok(Landing::Done);
+                    }
+                    AdvanceOutcome::Moved { .. } => batch = kept,
+                    AdvanceOutcome::Deferred { checkout, reason } => {
+                        let ids: Vec<TaskId> = kept.iter().map(|t| t.id.clone()).collect();
+                        let message = format!(
+                            "{} passed but {} not landed: {} is checked out in {} with uncommitted changes ({reason}). orch left your checkout alone. Commit or stash your changes and run `orch run --project {}` again, or merge it yourself with `git merge {}`.",
+                            ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
+                            if ids.len() == 1 { "was" } else { "were" },
                             self.main_branch,
                             checkout.display(),
-                            self.project.name
-                        ),
-                    })
+                            self.project.name,
+                            kept[0].branch(),
+                        );
+                        for t in &kept {
+                            self.store.transition(
+                                &t.id,
+                                &[TaskStatus::Merging],
+                                TaskStatus::Passed,
+                                "merge deferred",
+                            )?;
+                            self.rec.note(
+                                Some(t.id.as_str()),
+                                EventKind::MergeDeferred,
+                                message.clone(),
+                                serde_json::Value::Null,
+                            );
+                        }
+                        return Ok(Landing::Deferred(message));
+                    }
                 }
             }
-        }
-        Ok(MergeResult::Rejected {
-            feedback: format!(
-                "{} kept moving while orch tried to land this work; it will be retried",
-                self.main_branch
-            ),
+            let ids: Vec<TaskId> = batch.iter().map(|t| t.id.clone()).collect();
+            self.requeue(
+                &ids,
+                &format!(
+                    "{} kept moving while orch tried to land this work; it will be retried",
+                    self.main_branch
+                ),
+            )?;
+            Ok(Landing::Done)
         })
     }
 
-    /// Merges the task branch into `dir` (detached at main) and re-runs
-    /// verification. Ok(Ok(head)) is a green merge commit.
-    async fn merge_and_verify(
+    /// Merges each branch of `batch` onto `main_sha` in turn, without a
+    /// worktree. Branches that conflict (or vanished) are sent back; the
+    /// rest are returned with the candidate's head.
+    async fn build_candidate(
         &self,
-        task: &Task,
-        dir: &std::path::Path,
         main_sha: &str,
-    ) -> Result<std::result::Result<String, MergeResult>> {
-        let message = format!(
-            "Merge {}: {}\n\nTask: {}",
-            task.branch(),
-            task.title,
-            task.id
-        );
-        match self.git.merge_into_worktree(dir, &task.branch(), &message).await? {
-            MergeOutcome::Conflict { files, .. } => {
-                return Ok(Err(MergeResult::Rejected {
-                    feedback: format!(
+        batch: Vec<Task>,
+    ) -> Result<(String, Vec<Task>)> {
+        let mut head = main_sha.to_string();
+        let mut kept = Vec::new();
+        for task in batch {
+            let branch = task.branch();
+            let tid = task.id.as_str();
+            self.rec.note(
+                Some(tid),
+                EventKind::StageStarted,
+                format!("merging {branch} into {}", self.main_branch),
+                serde_json::json!({"stage": "merge"}),
+            );
+            if !self.git.branch_exists(&branch).await? {
+                self.reject(
+                    &task,
+                    &format!("the branch {branch} is gone; the work has to be done again"),
+                )?;
+                continue;
+            }
+            let message = format!("Merge {branch}: {}\n\nTask: {tid}", task.title);
+            match self.git.merge_commit(&head, &branch, &message).await? {
+                MergeOutcome::Clean { head: merged } => {
+                    head = merged;
+                    kept.push(task);
+                }
+                MergeOutcome::Conflict { files, .. } => {
+                    let feedback = format!(
                         "Your change conflicts with work that landed on {} since you started, in: {}. Start again from the current {} and make your change fit what is there now.",
                         self.main_branch,
                         files.join(", "),
                         self.main_branch
-                    ),
-                }))
+                    );
+                    self.reject(&task, &feedback)?;
+                }
             }
-            MergeOutcome::Clean { .. } => {}
         }
-        let cmds = orch_verify::VerifyCommands {
-            setup: self.project.setup_command.clone(),
-            format: self.project.format_command.clone(),
-            lint: self.project.lint_command.clone(),
-            test: self.project.test_command.clone(),
-        };
-        let steps =
-            orch_verify::run_steps(self.sandbox.as_ref(), dir, &cmds, &self.verify_options())
-                .await?;
+        Ok((head, kept))
+    }
+
+    /// Verifies the candidate in a scratch worktree; None when verification
+    /// is not needed because the merged tree is the one that already passed.
+    async fn verify_candidate(
+        &self,
+        head: &str,
+        main_sha: &str,
+        kept: &[Task],
+    ) -> Result<Option<VerificationReport>> {
+        if let [only] = kept {
+            if self.git.tree_of(head).await? == self.git.tree_of(&only.branch()).await? {
+                self.rec.note(
+                    Some(only.id.as_str()),
+                    EventKind::StageFinished,
+                    "post-merge verification skipped: the merged tree is the one that already passed",
+                    serde_json::json!({"stage": "merge", "skipped": true}),
+                );
+                return Ok(None);
+            }
+        }
+        let dir = self
+            .paths
+            .worktree(&self.project.name, &format!("merge-{}", kept[0].id));
+        self.git.worktree_add_detached(&dir, head).await?;
+        let (commands, options) = (self.verify_commands(), self.verify_options());
+        let steps = orch_verify::run_steps(self.sandbox.as_ref(), &dir, &commands, &options).await;
+        self.remove_worktree(&dir).await?;
+        let steps = steps?;
         let baseline = self.baseline_if_needed(main_sha, &steps).await?;
-        let report = orch_verify::assess(steps, baseline.as_ref(), false, &self.test_goal(task));
-        self.rec.note(Some(task.id.as_str()), EventKind::VerificationFinished, format!("post-merge verification {}", if report.passed { "passed" } else { "failed" }), serde_json::json!({"stage": "merge", "passed": report.passed, "new_failures": report.new_failures}));
-        if !report.passed {
+        let goal = match kept {
+            [only] => self.test_goal(only),
+            many => self.batch_goal(many),
+        };
+        let report = orch_verify::assess(steps, baseline.as_ref(), false, &goal);
+        for t in kept {
+            self.rec.note(Some(t.id.as_str()), EventKind::VerificationFinished, format!("post-merge verification {} (batch of {})", if report.passed { "passed" } else { "failed" }, kept.len()), serde_json::json!({"stage": "merge", "passed": report.passed, "batch": kept.len(), "new_failures": report.new_failures, "targeted_failures": report.targeted_failures}));
+        }
+        Ok(Some(report))
+    }
+
+    /// A batch targets every test any of its tasks targets.
+    fn batch_goal(&self, tasks: &[Task]) -> TestGoal {
+        let mut goal = TestGoal {
+            block_preexisting: self.test_goal(&tasks[0]).block_preexisting,
+            ..TestGoal::default()
+        };
+        for t in tasks {
+            let g = self.test_goal(t);
+            goal.acceptance.extend(g.acceptance);
+            goal.mentions.push_str(&g.mentions);
+            goal.mentions.push('\n');
+        }
+        goal
+    }
+
+    /// A red candidate: one task is sent back with the failure; a larger
+    /// batch is split in halves, each landed on its own.
+    async fn after_red(&self, kept: Vec<Task>, report: &VerificationReport) -> Result<Landing> {
+        if kept.len() == 1 {
             let verdict = Verdict {
                 passed: false,
                 score: None,
@@ -258,14 +278,129 @@ impl Engine {
                 issues: vec![],
                 gates: vec![],
             };
-            return Ok(Err(MergeResult::Rejected {
-                feedback: format!(
-                    "After merging with the current {}, verification fails.\n\n{}",
-                    self.main_branch,
-                    feedback_text(&report, &verdict)
-                ),
-            }));
+            let feedback = format!(
+                "After merging with the current {}, verification fails.\n\n{}",
+                self.main_branch,
+                feedback_text(report, &verdict)
+            );
+            self.reject(&kept[0], &feedback)?;
+            return Ok(Landing::Done);
         }
-        Ok(Ok(self.git.head(dir).await?))
+        let mut first = kept;
+        let second = first.split_off(first.len() / 2);
+        self.rec.note(
+            None,
+            EventKind::StageStarted,
+            format!(
+                "merge batch of {} is red; splitting it to find the culprit",
+                first.len() + second.len()
+            ),
+            serde_json::json!({"stage": "merge", "split": [first.len(), second.len()]}),
+        );
+        if let Landing::Deferred(m) = self.land(first).await? {
+            self.requeue(
+                &second.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+                "merge deferred",
+            )?;
+            return Ok(Landing::Deferred(m));
+        }
+        self.land(second).await
+    }
+
+    /// The tasks of `kept` still in `merging` (a cancel takes a task out).
+    fn still_merging(&self, kept: Vec<Task>) -> Result<Vec<Task>> {
+        let mut left = Vec::new();
+        for t in kept {
+            if self.store.task(t.id.as_str())?.status == TaskStatus::Merging {
+                left.push(t);
+            }
+        }
+        Ok(left)
+    }
+
+    async fn record_merged(&self, kept: &[Task], head: &str) -> Result<()> {
+        let short = &head[..head.len().min(12)];
+        for task in kept {
+            let tid = task.id.as_str();
+            let recorded = self.store.transition(
+                &task.id,
+                &[TaskStatus::Merging],
+                TaskStatus::Merged,
+                "landed on main",
+            )?;
+            if !recorded {
+                // Cancelled in the instant between the last check and the
+                // landing: say so rather than hide it.
+                self.rec.note(
+                    Some(tid),
+                    EventKind::Warning,
+                    format!(
+                        "the task was cancelled while it landed; its work is on {} at {short}",
+                        self.main_branch
+                    ),
+                    serde_json::json!({"commit": head}),
+                );
+            }
+            self.rec.note(
+                Some(tid),
+                EventKind::Merged,
+                format!("{} now at {short}{}", self.main_branch, if kept.len() > 1 { format!(" (batch of {})", kept.len()) } else { String::new() }),
+                serde_json::json!({"commit": head, "branch": self.main_branch, "batch": kept.len()}),
+            );
+            let _ = self.git.delete_branch(&task.branch()).await;
+        }
+        Ok(())
+    }
+
+    /// Sends a task back to its worker with `feedback`, or fails it when
+    /// its attempts are used up.
+    fn reject(&self, task: &Task, feedback: &str) -> Result<()> {
+        let tid = task.id.as_str();
+        self.rec.note(
+            Some(tid),
+            EventKind::MergeRejected,
+            first_line(feedback).to_string(),
+            serde_json::json!({"feedback": feedback}),
+        );
+        self.store.set_feedback(&task.id, Some(feedback))?;
+        let current = self.store.task(tid)?;
+        if current.attempts >= self.project.max_attempts {
+            if current.status == TaskStatus::Merging {
+                self.store.fail_task(
+                    &task.id,
+                    &format!(
+                        "could not be merged after {} attempt(s): {}",
+                        current.attempts,
+                        first_line(feedback)
+                    ),
+                )?;
+            }
+        } else {
+            self.store.transition(
+                &task.id,
+                &[TaskStatus::Merging],
+                TaskStatus::Pending,
+                "merge rejected; retry with feedback",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Puts tasks back in the queue untouched (main did not move for them).
+    fn requeue(&self, ids: &[TaskId], why: &str) -> Result<()> {
+        for id in ids {
+            if self
+                .store
+                .transition(id, &[TaskStatus::Merging], TaskStatus::Passed, why)?
+            {
+                self.rec.note(
+                    Some(id.as_str()),
+                    EventKind::Warning,
+                    why.to_string(),
+                    serde_json::Value::Null,
+                );
+            }
+        }
+        Ok(())
     }
 }

@@ -87,10 +87,10 @@ pub enum GitError {
     },
 }
 
-/// Result of `merge_into_worktree`.
+/// Result of `merge_into_worktree` and `merge_commit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
-    /// Merged; `head` is the worktree's new HEAD.
+    /// Merged; `head` is the new merge commit (the worktree's new HEAD).
     Clean { head: String },
     /// The merge conflicted and was aborted; the worktree is as before.
     Conflict { files: Vec<String>, output: String },
@@ -736,6 +736,70 @@ impl Git {
             files,
             output: out.combined(),
         })
+    }
+
+    /// Merges `branch` into `onto` without a worktree (`git merge-tree
+    /// --write-tree`, then `commit-tree` with both parents): the result is a
+    /// merge commit no branch points at yet, or the conflicting files. No
+    /// working tree is touched, so merges need no checkout and no worktree
+    /// lock; only verification needs a worktree.
+    pub async fn merge_commit(
+        &self,
+        onto: &str,
+        branch: &str,
+        message: &str,
+    ) -> Result<MergeOutcome, GitError> {
+        self.checked_revs(&[onto, branch])?;
+        let args = [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            onto,
+            branch,
+        ];
+        let out = self
+            .raw(&self.repo, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+            .await?;
+        let mut fields = split_z(&out.stdout).into_iter();
+        let tree = fields.next().unwrap_or_default();
+        match out.exit_code {
+            Some(0) => {}
+            Some(1) => {
+                return Ok(MergeOutcome::Conflict {
+                    files: fields.collect(),
+                    output: out.combined(),
+                })
+            }
+            _ => return Err(self.command_error(&self.repo, &args, &out)),
+        }
+        let mut commit = IDENTITY.to_vec();
+        let tree = tree.trim().to_string();
+        commit.extend([
+            "commit-tree",
+            tree.as_str(),
+            "-p",
+            onto,
+            "-p",
+            branch,
+            "-m",
+            message,
+        ]);
+        Ok(MergeOutcome::Clean {
+            head: self.ok(&self.repo, &commit).await?.trim().to_string(),
+        })
+    }
+
+    /// The tree (snapshot of files) of a commit: two commits with the same
+    /// tree verify the same way.
+    pub async fn tree_of(&self, rev: &str) -> Result<String, GitError> {
+        let rev = format!("{}^{{tree}}", checked("revision", rev)?);
+        Ok(self
+            .ok(&self.repo, &["rev-parse", "--verify", &rev])
+            .await?
+            .trim()
+            .to_string())
     }
 
     /// Whether `ancestor` is reachable from `descendant`.

@@ -689,3 +689,59 @@ async fn keep_ref_keeps_commits_and_refs_lists_them() {
     }
     assert!(g.keep_ref("refs/orch/x", "no-such-rev").await.is_err());
 }
+
+#[tokio::test]
+async fn merge_commit_merges_without_a_worktree_or_reports_conflicts() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let main = g.rev_parse("main").await.unwrap();
+    // A branch that only adds a file: a clean merge whose tree equals the
+    // branch's own when main has not moved.
+    git(&r.path, &["checkout", "-q", "-b", "feature"]);
+    write(&r.path, "b.txt", "two\n");
+    git(&r.path, &["add", "b.txt"]);
+    git(&r.path, &["commit", "-q", "-m", "b"]);
+    git(&r.path, &["checkout", "-q", "main"]);
+    let before_worktrees = g.worktrees().await.unwrap().len();
+    let MergeOutcome::Clean { head } = g
+        .merge_commit(&main, "feature", "Merge feature")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a clean merge");
+    };
+    assert_eq!(g.worktrees().await.unwrap().len(), before_worktrees);
+    assert_eq!(git(&r.path, &["rev-parse", &format!("{head}^1")]), main);
+    assert_eq!(
+        git(&r.path, &["rev-parse", &format!("{head}^2")]),
+        git(&r.path, &["rev-parse", "feature"])
+    );
+    assert_eq!(
+        g.tree_of(&head).await.unwrap(),
+        g.tree_of("feature").await.unwrap()
+    );
+    assert_eq!(
+        git(&r.path, &["log", "-1", "--format=%s", &head]),
+        "Merge feature"
+    );
+    // Nothing in the checkout changed and main did not move.
+    assert_eq!(g.rev_parse("main").await.unwrap(), main);
+    assert!(!r.path.join("b.txt").exists());
+
+    // Two branches that change the same line conflict, and say where.
+    git(&r.path, &["checkout", "-q", "-b", "left"]);
+    write(&r.path, "a.txt", "left\n");
+    git(&r.path, &["commit", "-q", "-am", "left"]);
+    git(&r.path, &["checkout", "-q", "-b", "right", "main"]);
+    write(&r.path, "a.txt", "right\n");
+    git(&r.path, &["commit", "-q", "-am", "right"]);
+    git(&r.path, &["checkout", "-q", "main"]);
+    match g
+        .merge_commit("left", "right", "Merge right")
+        .await
+        .unwrap()
+    {
+        MergeOutcome::Conflict { files, .. } => assert_eq!(files, ["a.txt"]),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}

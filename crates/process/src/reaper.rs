@@ -291,7 +291,9 @@ fn spawner() -> Option<&'static mpsc::Sender<Job>> {
                 .name("orch-spawner".into())
                 .spawn(move || {
                     for job in rx {
-                        job();
+                        // A panicking spawn fails that request (its reply
+                        // is dropped), never the thread every spawn needs.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
             match started {

@@ -21,6 +21,7 @@ mod codec;
 mod costs;
 mod error;
 mod events;
+mod plans;
 mod projects;
 mod schema;
 mod tasks;
@@ -30,6 +31,7 @@ pub use bus::BUS_CAPACITY;
 pub use costs::{CostRow, ModelCall};
 pub use error::{Result, StateError};
 pub use events::EventFilter;
+pub use plans::PlanImport;
 pub use projects::ProjectRow;
 pub use schema::BUSY_TIMEOUT;
 

@@ -119,59 +119,212 @@ fn record_status_changed(
         .task(task.id.as_str())
         .data(serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "note": note }));
     insert_event(conn, &ev)?;
+    if matches!(to, TaskStatus::Failed | TaskStatus::Cancelled) {
+        // In the same transaction: a task waiting for this one would
+        // otherwise wait forever, silently.
+        fail_dependents(conn, task.id.as_str())?;
+    }
     Ok(())
 }
 
-impl Store {
-    /// Creates a pending task in a registered project.
-    pub fn add_task(&self, new: &NewTask) -> Result<Task> {
-        if new.title.trim().is_empty() {
-            return Err(StateError::Invalid(
-                "task title is empty; give the task a title".into(),
-            ));
+/// Fails every pending task that depends on `dep_id` (now failed or
+/// cancelled), with a reason naming it. Their own dependents follow through
+/// `cas_status`, so a whole chain fails at once.
+fn fail_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
+    let dep = require_task(conn, dep_id)?;
+    let ids: Vec<String> = {
+        let mut st = conn.prepare(
+            "SELECT t.id FROM tasks t WHERE t.status = 'pending'
+               AND EXISTS (SELECT 1 FROM json_each(t.depends_on) d WHERE d.value = ?1)
+             ORDER BY t.created_at ASC, t.rowid ASC",
+        )?;
+        let ids = st
+            .query_map([dep_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids
+    };
+    let reason = dependency_failure_reason(&dep);
+    for id in ids {
+        let task = require_task(conn, &id)?;
+        fail_pending(conn, &task, &reason)?;
+    }
+    Ok(())
+}
+
+/// Why a task cannot start because `dep` will never merge.
+fn dependency_failure_reason(dep: &Task) -> String {
+    let what = match dep.status {
+        TaskStatus::Cancelled => "was cancelled".to_string(),
+        _ => match dep
+            .failure_reason
+            .as_deref()
+            .and_then(|r| r.lines().map(str::trim).find(|l| !l.is_empty()))
+        {
+            Some(why) if !why.is_empty() => {
+                let why: String = why.chars().take(200).collect();
+                format!("failed ({why})")
+            }
+            _ => "failed".to_string(),
+        },
+    };
+    format!(
+        "dependency {} \"{}\" {what}, so this task cannot start; \
+         retry or replace the dependency, then add this task again",
+        dep.id, dep.title
+    )
+}
+
+/// Moves a pending task to failed with `reason`.
+fn fail_pending(conn: &Connection, task: &Task, reason: &str) -> Result<bool> {
+    if task.status != TaskStatus::Pending {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE tasks SET failure_reason = ?1 WHERE id = ?2 AND status = 'pending'",
+        params![reason, task.id.as_str()],
+    )?;
+    cas_status(conn, task, TaskStatus::Pending, TaskStatus::Failed, reason)
+}
+
+/// Fails the project's pending tasks that wait for a failed or cancelled
+/// task: the safety net for dependencies that ended by a path that did not
+/// propagate (an older orch, a hand edit).
+fn fail_blocked_forever(conn: &Connection, project: &str) -> Result<()> {
+    let pairs: Vec<(String, String)> = {
+        let mut st = conn.prepare(
+            "SELECT t.id, u.id FROM tasks t, json_each(t.depends_on) d
+               JOIN tasks u ON u.id = d.value
+             WHERE t.project = ?1 AND t.status = 'pending' AND u.status IN ('failed', 'cancelled')
+             ORDER BY t.created_at ASC, t.rowid ASC",
+        )?;
+        let pairs = st
+            .query_map([project], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        pairs
+    };
+    for (id, dep_id) in pairs {
+        let task = require_task(conn, &id)?;
+        let dep = require_task(conn, &dep_id)?;
+        fail_pending(conn, &task, &dependency_failure_reason(&dep))?;
+    }
+    Ok(())
+}
+
+/// Resolves each dependency (an id or a unique prefix) to a full task id,
+/// without duplicates. A dependency that can never merge is refused: the
+/// new task would wait forever.
+fn resolve_dependencies(conn: &Connection, deps: &[TaskId]) -> Result<Vec<TaskId>> {
+    let mut out: Vec<TaskId> = Vec::with_capacity(deps.len());
+    for dep in deps {
+        let task = match resolve_task(conn, dep.as_str()) {
+            Ok(t) => t,
+            Err(StateError::NotFound { what }) => {
+                return Err(StateError::NotFound {
+                    what: format!("dependency `{}`: {what}", dep.as_str().trim()),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(StateError::InvalidTransition {
+                task: task.id.0.clone(),
+                from: task.status,
+                wanted: "be a dependency (it will never merge, so the new task would never start); \
+                         drop it from the dependencies, or retry it first"
+                    .into(),
+            });
         }
-        let allowed = serde_json::to_string(&new.allowed_files)
-            .map_err(|e| StateError::Invalid(format!("allowed_files are not serialisable: {e}")))?;
-        let accept = serde_json::to_string(&new.acceptance_tests).map_err(|e| {
-            StateError::Invalid(format!("acceptance_tests are not serialisable: {e}"))
-        })?;
-        let depends = serde_json::to_string(&new.depends_on)
-            .map_err(|e| StateError::Invalid(format!("depends_on is not serialisable: {e}")))?;
-        self.write(|tx| {
-            load_project(tx, &new.project)?;
-            let id = TaskId::new();
-            let at = now();
-            tx.execute(
-                "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
-                                    source, status, created_at, updated_at, acceptance_tests,
-                                    depends_on, plan_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12)",
-                params![
-                    id.as_str(),
-                    new.project,
-                    new.title,
-                    new.description,
-                    new.task_type.as_str(),
-                    new.priority,
-                    allowed,
-                    new.source.as_str(),
-                    at,
-                    accept,
-                    depends,
-                    new.plan_key
-                ],
-            )?;
-            let ev = Event::new(&new.project, EventKind::TaskCreated, format!("created task {id}: {}", new.title))
-                .task(id.as_str())
-                .data(serde_json::json!({
-                    "title": new.title,
-                    "type": new.task_type.as_str(),
-                    "priority": new.priority,
-                    "source": new.source.as_str(),
-                }));
-            insert_event(tx, &ev)?;
-            require_task(tx, id.as_str())
-        })
+        if !out.contains(&task.id) {
+            out.push(task.id);
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts a pending task and its `TaskCreated` event; `add_task` and plan
+/// imports share it.
+pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
+    if new.title.trim().is_empty() {
+        return Err(StateError::Invalid(
+            "task title is empty; give the task a title".into(),
+        ));
+    }
+    let allowed = serde_json::to_string(&new.allowed_files)
+        .map_err(|e| StateError::Invalid(format!("allowed_files are not serialisable: {e}")))?;
+    let accept = serde_json::to_string(&new.acceptance_tests)
+        .map_err(|e| StateError::Invalid(format!("acceptance_tests are not serialisable: {e}")))?;
+    load_project(conn, &new.project)?;
+    let depends_on = resolve_dependencies(conn, &new.depends_on)?;
+    let depends = serde_json::to_string(&depends_on)
+        .map_err(|e| StateError::Invalid(format!("depends_on is not serialisable: {e}")))?;
+    if let Some(key) = &new.plan_key {
+        let taken: Option<String> = conn
+            .query_row(
+                "SELECT id FROM tasks WHERE project = ?1 AND plan_key = ?2",
+                params![new.project, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = taken {
+            return Err(StateError::Invalid(format!(
+                "plan key `{key}` already belongs to task {id} in project {}; \
+                 each plan section becomes one task (import the plan again to add only new sections)",
+                new.project
+            )));
+        }
+    }
+    let id = TaskId::new();
+    let at = now();
+    conn.execute(
+        "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
+                            source, status, created_at, updated_at, acceptance_tests,
+                            depends_on, plan_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12)",
+        params![
+            id.as_str(),
+            new.project,
+            new.title,
+            new.description,
+            new.task_type.as_str(),
+            new.priority,
+            allowed,
+            new.source.as_str(),
+            at,
+            accept,
+            depends,
+            new.plan_key
+        ],
+    )?;
+    let mut data = serde_json::json!({
+        "title": new.title,
+        "type": new.task_type.as_str(),
+        "priority": new.priority,
+        "source": new.source.as_str(),
+    });
+    if !depends_on.is_empty() {
+        data["depends_on"] = serde_json::json!(depends_on);
+    }
+    if let Some(key) = &new.plan_key {
+        data["plan_key"] = serde_json::json!(key);
+    }
+    let ev = Event::new(
+        &new.project,
+        EventKind::TaskCreated,
+        format!("created task {id}: {}", new.title),
+    )
+    .task(id.as_str())
+    .data(data);
+    insert_event(conn, &ev)?;
+    require_task(conn, id.as_str())
+}
+
+impl Store {
+    /// Creates a pending task in a registered project. `depends_on` may
+    /// hold ids or unique prefixes (stored as full ids); each must exist
+    /// and must not be failed or cancelled. The task is not claimed until
+    /// every dependency is merged.
+    pub fn add_task(&self, new: &NewTask) -> Result<Task> {
+        self.write(|tx| insert_task(tx, new))
     }
 
     /// Looks a task up by exact id or by a unique prefix of at least four
@@ -223,8 +376,10 @@ impl Store {
         })
     }
 
-    /// Atomically moves up to `limit` pending tasks of `project` to running,
-    /// highest priority and oldest first, and returns them. Concurrent
+    /// Atomically moves up to `limit` pending tasks of `project` whose
+    /// dependencies are all merged to running, highest priority and oldest
+    /// first, and returns them. Pending tasks that wait for a failed or
+    /// cancelled task are failed first, naming it. Concurrent
     /// claimers (threads or processes) never receive the same task.
     pub fn claim_pending(&self, project: &str, limit: usize) -> Result<Vec<Task>> {
         if limit == 0 {
@@ -232,11 +387,15 @@ impl Store {
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(|tx| {
+            fail_blocked_forever(tx, project)?;
             let ids: Vec<String> = {
+                // A task waits until every task it depends on is merged.
                 let mut st = tx.prepare(
-                    "SELECT id FROM tasks WHERE project = ?1 AND status = 'pending'
-                       AND (not_before IS NULL OR not_before <= ?3)
-                     ORDER BY priority DESC, created_at ASC, rowid ASC LIMIT ?2",
+                    "SELECT t.id FROM tasks t WHERE t.project = ?1 AND t.status = 'pending'
+                       AND (t.not_before IS NULL OR t.not_before <= ?3)
+                       AND NOT EXISTS (SELECT 1 FROM json_each(t.depends_on) d
+                                       JOIN tasks u ON u.id = d.value WHERE u.status != 'merged')
+                     ORDER BY t.priority DESC, t.created_at ASC, t.rowid ASC LIMIT ?2",
                 )?;
                 let ids = st
                     .query_map(params![project, limit, now()], |r| r.get(0))?
