@@ -95,16 +95,9 @@ pub(crate) const INIT_SCRIPT: &str =
 
 /// Runs the command (`$1`) in its own session and kills that session's
 /// process group once it exits, so background leftovers die with it, as
-/// they do under the host process runner. The exec's stdin is orch's end
-/// of the attach connection, held open while orch waits: when it closes
-/// before the command ended (orch was killed, or stopped waiting), a
-/// watcher kills every process of the sandbox user in the container.
-const EXEC_WRAPPER: &str = r#"setsid sh -c "$1" </dev/null & p=$!
-{ cat >/dev/null; while kill -9 -1; do :; done; } 2>/dev/null &
-w=$!
-wait $p; s=$?
-kill -9 $w -$p 2>/dev/null
-exit $s"#;
+/// they do under the host process runner.
+const EXEC_WRAPPER: &str =
+    r#"setsid sh -c "$1" & p=$!; wait $p; s=$?; kill -9 -$p 2>/dev/null; exit $s"#;
 
 /// Kills every process of the sandbox user in the container except pid 1
 /// and itself; repeats while anything was left (a fork bomb keeps forking).
@@ -1157,7 +1150,6 @@ impl DockerSandbox {
             .create_exec(
                 container,
                 ExecConfig {
-                    attach_stdin: Some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     cmd: Some(vec![
@@ -1183,15 +1175,12 @@ impl DockerSandbox {
             user: user.clone(),
             armed: true,
         };
-        let (mut output, _stdin) = match docker
+        let mut output = match docker
             .start_exec(&exec.id, None::<StartExecOptions>)
             .await
             .map_err(|e| classify("starting an exec", e))?
         {
-            // `_stdin` stays open until this function returns (see
-            // EXEC_WRAPPER): closing it is what tells the container that
-            // orch is gone.
-            StartExecResults::Attached { output, input } => (output, input),
+            StartExecResults::Attached { output, .. } => output,
             StartExecResults::Detached => {
                 return Err(RunError::Other(backend(
                     "starting an exec",
