@@ -42,11 +42,14 @@ fn split(id: &str) -> TestId<'_> {
     }
 }
 
+/// A source file by its extension (a `/` alone is not enough: go subtests
+/// are `TestAdd/negative`).
 fn looks_like_file(s: &str) -> bool {
-    s.contains('/')
-        || [".py", ".rs", ".js", ".ts", ".go", ".jsx", ".tsx", ".mjs"]
-            .iter()
-            .any(|ext| s.ends_with(ext))
+    [
+        ".py", ".rs", ".js", ".ts", ".go", ".jsx", ".tsx", ".mjs", ".cjs",
+    ]
+    .iter()
+    .any(|ext| s.ends_with(ext))
 }
 
 /// True when `needle` occurs in `text` with no word character on either side.
