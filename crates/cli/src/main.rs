@@ -40,6 +40,8 @@ pub enum Command {
     Init(commands::init::InitArgs),
     /// Add a task to a project's queue.
     AddTask(commands::tasks::AddTaskArgs),
+    /// Milestone plan files: `orch plan import FILE --project P`.
+    Plan(commands::plan::PlanArgs),
     /// Run cycles: plan, work, verify, judge, merge.
     Run(commands::run::RunArgs),
     /// List a project's tasks.

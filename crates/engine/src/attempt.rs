@@ -1,6 +1,7 @@
 //! Working one task: attempts in a loop until one passes, a person is
-//! needed, max_attempts trips, the task is cancelled, or orch's own failure
-//! puts it back for later. The stages of one attempt are in `stages`; this
+//! needed, max_attempts trips, the task is cancelled, orch's own failure
+//! puts it back for later, or the task is interrupted (shutdown, patrol)
+//! and goes back to pending with its attempt not counted. The stages of one attempt are in `stages`; this
 //! file holds the loop around them, the verification settings, the
 //! architect, the base-commit baseline and the feedback text.
 
@@ -129,9 +130,16 @@ impl Engine {
     async fn work_task_until_done(&self, task: Task, cancel: &CancellationToken) -> Result<()> {
         let mut task = task;
         loop {
+            if let Some(reason) = self.stop_reason(&task) {
+                return self.requeue_interrupted(&task, &reason).await;
+            }
             let end = match self.attempt(&task, cancel).await {
                 Ok(end) => end,
                 Err(e) => {
+                    if let Some(reason) = self.cancels.interrupt_reason(&task.id) {
+                        // Stopped from outside; the error is a consequence.
+                        return self.requeue_interrupted(&task, &reason).await;
+                    }
                     // orch itself failed mid-attempt (git, sandbox, disk):
                     // not the worker's fault, so not one of its attempts.
                     let message = e.to_string();
@@ -140,8 +148,14 @@ impl Engine {
                 }
             };
             match end {
-                AttemptEnd::Passed | AttemptEnd::NeedsHuman | AttemptEnd::Cancelled => {
-                    return Ok(())
+                AttemptEnd::Passed | AttemptEnd::NeedsHuman => return Ok(()),
+                AttemptEnd::Cancelled => {
+                    // The attempt was recorded `interrupted` when nobody
+                    // cancelled the task; put the task back for a retry.
+                    if let Some(reason) = self.cancels.interrupt_reason(&task.id) {
+                        return self.requeue_interrupted(&task, &reason).await;
+                    }
+                    return Ok(());
                 }
                 AttemptEnd::Infra { message } => return self.after_infra_failure(&task, &message),
                 AttemptEnd::Paused => {
@@ -201,6 +215,39 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Why no further attempt of `task` may start here: it was interrupted,
+    /// or shutdown was requested.
+    fn stop_reason(&self, task: &Task) -> Option<String> {
+        self.cancels.interrupt_reason(&task.id).or_else(|| {
+            self.cancels
+                .draining()
+                .then(|| "shutdown: orch is stopping; a restart resumes the task".to_string())
+        })
+    }
+
+    /// After an interruption: any attempt still running is recorded
+    /// `interrupted` (not counted), its worktree goes, and the task goes
+    /// back to pending, to be claimed again (by this run, or the next one
+    /// after a shutdown).
+    async fn requeue_interrupted(&self, task: &Task, reason: &str) -> Result<()> {
+        self.store.interrupt_running(&task.id, reason)?;
+        let worktree = self.paths.worktree(&self.project.name, task.id.as_str());
+        if worktree.exists() {
+            let _ = self.remove_worktree(&worktree).await;
+        }
+        self.store.transition(
+            &task.id,
+            &[
+                TaskStatus::Running,
+                TaskStatus::Verifying,
+                TaskStatus::Judging,
+            ],
+            TaskStatus::Pending,
+            &format!("interrupted ({reason}); the task will be retried"),
+        )?;
+        Ok(())
     }
 
     /// Fails the task unless it already finished (a cancel got there

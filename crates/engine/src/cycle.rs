@@ -1,12 +1,15 @@
-//! The engine and its cycle: plan when the queue runs low, claim up to
-//! max_workers tasks, work them in parallel, then land passing work through
-//! the merge queue.
+//! The engine and its cycle: plan when the queue runs low, keep up to
+//! max_workers tasks in work, and land passing work through the merge queue
+//! as it comes. Beside the cycle run the cancel watcher, the patrol and the
+//! lease heartbeat; a [`Shutdown`] request stops claiming and, after its
+//! grace, interrupts what still runs.
 
 use crate::lock::ProjectLock;
 use crate::merge::MergeRound;
 use crate::paths::{write_atomic, DataPaths};
 use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
+use crate::shutdown::Shutdown;
 use crate::{io_err, EngineError, Result};
 use orch_config::{Config, ProjectConfig};
 use orch_core::{EventKind, NewTask, TaskId, TaskSource, TaskStatus};
@@ -48,6 +51,9 @@ pub struct CycleSummary {
     pub paused: Option<String>,
     /// Messages a person should act on (deferred merges, sandbox warnings).
     pub notices: Vec<String>,
+    /// Set when a shutdown request ended the run early: what was stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,6 +206,18 @@ impl Engine {
 
     /// Runs cycles under the project lock, after recovering from any crash.
     pub async fn run(self: &Arc<Self>, opts: RunOptions) -> Result<CycleSummary> {
+        self.run_until(opts, &Shutdown::default()).await
+    }
+
+    /// [`Engine::run`] that stops when `shutdown` is requested: no further
+    /// claims, merges or attempts; running attempts get the shutdown's
+    /// grace, then are interrupted (not counted; their tasks go back to
+    /// pending, and the next run resumes them).
+    pub async fn run_until(
+        self: &Arc<Self>,
+        opts: RunOptions,
+        shutdown: &Shutdown,
+    ) -> Result<CycleSummary> {
         let lock = ProjectLock::acquire(&self.paths.lock(&self.project.name), &self.project.name)?;
         if let Some(pid) = &lock.took_over_from {
             self.rec.note(
@@ -226,15 +244,25 @@ impl Engine {
         } else {
             self.sandbox.check().await?;
         }
+        self.cancels.set_draining(false);
         let stop_watch = tokio_util::sync::CancellationToken::new();
-        let watcher = tokio::spawn(
-            self.cancels
-                .clone()
-                .watch(self.store.clone(), stop_watch.clone()),
-        );
-        let result = self.run_cycles(opts, &mut summary).await;
+        let helpers = [
+            tokio::spawn(
+                self.cancels
+                    .clone()
+                    .watch(self.store.clone(), stop_watch.clone()),
+            ),
+            tokio::spawn(Arc::clone(self).patrol(stop_watch.clone())),
+            tokio::spawn(crate::patrol::heartbeat(
+                self.store.clone(),
+                stop_watch.clone(),
+            )),
+        ];
+        let result = self.run_cycles(opts, &mut summary, shutdown).await;
         stop_watch.cancel();
-        let _ = watcher.await;
+        for h in helpers {
+            let _ = h.await;
+        }
         result?;
         if let Err(e) = self.sandbox.shutdown().await {
             self.rec.note(
@@ -252,9 +280,13 @@ impl Engine {
         self: &Arc<Self>,
         opts: RunOptions,
         summary: &mut CycleSummary,
+        shutdown: &Shutdown,
     ) -> Result<()> {
         let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         for n in 0..opts.cycles.max(1) {
+            if shutdown.is_requested() {
+                break;
+            }
             if self.store.is_paused(&self.project.name)? {
                 let row = self.store.project(&self.project.name)?;
                 summary.paused = Some(
@@ -267,7 +299,13 @@ impl Engine {
                 break;
             }
             summary.cycles += 1;
-            self.cycle(summary, &mut touched).await?;
+            self.cycle(summary, &mut touched, shutdown).await?;
+        }
+        if shutdown.is_requested() && summary.stopped.is_none() {
+            summary.stopped = Some("stopped by a shutdown request before any work started".into());
+        }
+        if let Some(s) = &summary.stopped {
+            summary.notices.push(s.clone());
         }
         if summary.paused.is_none() && self.store.is_paused(&self.project.name)? {
             let row = self.store.project(&self.project.name)?;
@@ -314,6 +352,7 @@ impl Engine {
         self: &Arc<Self>,
         summary: &mut CycleSummary,
         touched: &mut BTreeSet<TaskId>,
+        shutdown: &Shutdown,
     ) -> Result<()> {
         let name = self.project.name.clone();
         self.rec.note(
@@ -322,7 +361,13 @@ impl Engine {
             format!("cycle {} of project {name}", summary.cycles),
             serde_json::Value::Null,
         );
-        summary.planned += self.plan_if_needed().await?;
+        // A shutdown request abandons a planner call under way: nothing is
+        // written until its answer is in.
+        summary.planned += tokio::select! {
+            biased;
+            _ = shutdown.requested() => 0,
+            planned = self.plan_if_needed() => planned?,
+        };
 
         let slots = self.project.max_workers as usize;
         let mut workers = tokio::task::JoinSet::new();
@@ -330,8 +375,27 @@ impl Engine {
         // A deferred merge (the user's checkout is dirty) stays deferred for
         // the rest of the cycle instead of being retried in a loop.
         let mut merges_blocked = false;
+        // Shutdown: interrupted once the grace is over; workers that do not
+        // stop by `abandon_at` are abandoned to the next start's recovery.
+        let mut interrupted = 0usize;
+        let mut abandon_at: Option<tokio::time::Instant> = None;
         loop {
-            if workers.len() < slots && !self.store.is_paused(&name)? {
+            let stopping = shutdown.is_requested();
+            if stopping && !self.cancels.draining() {
+                self.cancels.set_draining(true);
+                let msg = format!(
+                    "shutdown requested: no new work; {} running attempt(s) have {} s to finish, then are interrupted (a restart resumes them)",
+                    workers.len(),
+                    shutdown.grace().as_secs()
+                );
+                self.rec.note(
+                    None,
+                    EventKind::Warning,
+                    msg,
+                    serde_json::json!({"stage": "shutdown", "running": workers.len(), "grace_seconds": shutdown.grace().as_secs()}),
+                );
+            }
+            if !stopping && workers.len() < slots && !self.store.is_paused(&name)? {
                 for task in self.store.claim_pending(&name, slots - workers.len())? {
                     summary.claimed += 1;
                     touched.insert(task.id.clone());
@@ -339,15 +403,21 @@ impl Engine {
                     workers.spawn(async move { engine.work_task(task).await });
                 }
             }
-            if merging.is_none() && !merges_blocked && self.has_passed()? {
+            if !stopping && merging.is_none() && !merges_blocked && self.has_passed()? {
                 let engine = Arc::clone(self);
                 merging = Some(tokio::spawn(async move { engine.merge_queue().await }));
             }
             if workers.is_empty() && merging.is_none() {
+                if stopping {
+                    break;
+                }
                 match self.backoff_left()? {
                     // Only tasks waiting out an infrastructure backoff are left.
                     Some(wait) if !self.store.is_paused(&name)? => {
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.requested() => {}
+                        }
                         continue;
                     }
                     _ => break,
@@ -361,10 +431,39 @@ impl Engine {
                     merging = None;
                     let round = round.map_err(|e| EngineError::Config(format!("merge queue panicked: {e}")))??;
                     touched.extend(round.handled);
-                    merges_blocked |= round.blocked;
+                    merges_blocked |= round.blocked || !round.notices.is_empty();
                     summary.notices.extend(round.notices);
                 }
+                // Wakes the loop so it stops claiming.
+                _ = shutdown.requested(), if !stopping => {}
+                _ = shutdown.grace_over(), if stopping && abandon_at.is_none() && !workers.is_empty() => {
+                    let reason = "shutdown: orch is stopping; a restart resumes the task";
+                    interrupted += self.interrupt_all(reason);
+                    self.rec.note(
+                        None,
+                        EventKind::Warning,
+                        format!("shutdown: the grace of {} s is over; interrupted {interrupted} attempt(s)", shutdown.grace().as_secs()),
+                        serde_json::json!({"stage": "shutdown", "interrupted": interrupted}),
+                    );
+                    abandon_at = Some(tokio::time::Instant::now() + ABANDON_AFTER);
+                }
+                _ = sleep_until_some(abandon_at), if !workers.is_empty() => {
+                    let left = workers.len();
+                    workers.abort_all();
+                    while workers.join_next().await.is_some() {}
+                    self.rec.note(
+                        None,
+                        EventKind::Warning,
+                        format!("shutdown: {left} worker(s) did not stop within {} s of being interrupted and were abandoned; the next start recovers their attempts", ABANDON_AFTER.as_secs()),
+                        serde_json::json!({"stage": "shutdown", "abandoned": left}),
+                    );
+                }
             }
+        }
+        if shutdown.is_requested() {
+            summary.stopped = Some(format!(
+                "stopped by a shutdown request: {interrupted} running attempt(s) interrupted (not counted; their tasks are pending again and the next run resumes them)"
+            ));
         }
         self.rec.note(
             None,
@@ -562,6 +661,17 @@ impl Engine {
             "nothing it reads changed since its last plan{} (main, the files and documents it reads, and the failed tasks are the same)",
             since.map(|s| format!(" {s} s ago")).unwrap_or_default()
         )))
+    }
+}
+
+/// How long interrupted workers may take to stop before they are abandoned.
+const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sleeps until the instant when there is one; never resolves otherwise.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

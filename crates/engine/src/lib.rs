@@ -15,11 +15,13 @@ mod lock;
 mod merge;
 mod metered;
 mod paths;
+mod patrol;
 mod prompts;
 mod recorder;
 mod recovery;
 mod registry;
 mod routing;
+mod shutdown;
 mod stages;
 
 pub use cycle::{CycleSummary, Engine, RunOptions};
@@ -29,6 +31,7 @@ pub use paths::DataPaths;
 pub use recorder::Recorder;
 pub use registry::{build_provider, price_table, ProviderRegistry};
 pub use routing::{route, Route, Workflow};
+pub use shutdown::Shutdown;
 
 /// Errors that stop a run (as opposed to task failures, which are recorded
 /// and reported but do not stop orch).

@@ -1,7 +1,9 @@
 //! Crash recovery, run under the project lock before any work: attempts cut
-//! off by a crash are marked interrupted and their tasks requeued, a merge
-//! cut off half-way goes back to the queue (main was never moved), and
-//! stale worktrees and branches are removed.
+//! off by a crash (their lease expired, or their owner is gone) are marked
+//! interrupted and their tasks requeued, a merge cut off half-way goes back
+//! to the queue (main was never moved), and stale worktrees and branches are
+//! removed. An attempt a live process still holds by its lease is left
+//! alone, with its worktree.
 
 use crate::cycle::Engine;
 use crate::Result;
@@ -10,14 +12,31 @@ use orch_core::{EventKind, TaskStatus};
 impl Engine {
     pub(crate) async fn recover(&self) -> Result<()> {
         let name = self.project.name.clone();
-        let recovered = self.store.recover_interrupted(&name)?;
+        let recovery = self.store.recover_expired(&name)?;
+        let recovered = recovery.requeued;
+        let held: Vec<std::path::PathBuf> = recovery
+            .held
+            .iter()
+            .map(|h| self.paths.worktree(&name, h.task_id.as_str()))
+            .collect();
+        for h in &recovery.held {
+            self.rec.note(
+                Some(h.task_id.as_str()),
+                EventKind::Warning,
+                format!(
+                    "attempt {} is held by {} until {} (a live lease): left alone; it is taken over only if that lease expires",
+                    h.attempt_id, h.owner, h.expires_at.to_rfc3339()
+                ),
+                serde_json::json!({"stage": "recovery", "attempt_id": h.attempt_id, "owner": h.owner, "lease_expires_at": h.expires_at}),
+            );
+        }
 
-        // Every worktree under our directory is stale: we hold the lock.
+        // Every other worktree under our directory is stale: we hold the lock.
         self.git.worktree_prune().await?;
         let ours = self.paths.worktrees(&name);
         let mut removed = 0;
         for wt in self.git.worktrees().await? {
-            if wt.path.starts_with(&ours) {
+            if wt.path.starts_with(&ours) && !held.contains(&wt.path) {
                 self.git.worktree_remove(&wt.path).await?;
                 removed += 1;
             }
@@ -25,7 +44,9 @@ impl Engine {
         if ours.exists() {
             if let Ok(entries) = std::fs::read_dir(&ours) {
                 for entry in entries.flatten() {
-                    let _ = std::fs::remove_dir_all(entry.path());
+                    if !held.contains(&entry.path()) {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
                 }
             }
         }

@@ -12,8 +12,10 @@
 //! - [`render_markdown`] writes the plan into the audit trail.
 
 mod context;
+pub mod plan_file;
 mod prompt;
 mod render;
+pub mod task_file;
 mod validate;
 
 pub use context::{gather_context, PlanContext};

@@ -152,26 +152,6 @@ where
     }
 }
 
-/// Like [`ApiJson`], but also YAML (`application/yaml`, the task files of
-/// `orch add-task --file`).
-#[derive(Debug, Clone)]
-pub struct ApiJsonOrYaml<T>(pub T);
-
-#[async_trait::async_trait]
-impl<T, S> FromRequest<S> for ApiJsonOrYaml<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let format = body_format(req.headers(), true)?;
-        let bytes = read_body(req, state).await?;
-        decode(&bytes, format).map(ApiJsonOrYaml)
-    }
-}
-
 /// An optional JSON body: an empty body (with or without a content type)
 /// is `T::default()`; anything else must be valid JSON as for [`ApiJson`].
 #[derive(Debug, Clone)]
@@ -203,8 +183,9 @@ where
     }
 }
 
+/// How a request body is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     Yaml,
 }
@@ -221,7 +202,7 @@ fn missing_content_type(yaml: bool) -> ApiError {
     .field("Content-Type")
 }
 
-fn body_format(headers: &HeaderMap, yaml: bool) -> Result<Format, ApiError> {
+pub(crate) fn body_format(headers: &HeaderMap, yaml: bool) -> Result<Format, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(missing_content_type(yaml));
     };
@@ -253,7 +234,7 @@ fn body_format(headers: &HeaderMap, yaml: bool) -> Result<Format, ApiError> {
     .field("Content-Type"))
 }
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
     bytes::Bytes::from_request(req, state).await.map_err(|rej| {
         let status = rej.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -279,20 +260,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, ApiErr
             })?;
             Ok(value)
         }
-        Format::Yaml => {
-            let de = serde_yaml::Deserializer::from_slice(bytes);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." {
-                    ApiError::bad_request(format!(
-                        "the request body is not valid YAML for this request: {inner}"
-                    ))
-                } else {
-                    ApiError::invalid(path, format!("{inner}"))
-                }
-            })
-        }
+        Format::Yaml => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this route takes JSON only; send the body with `Content-Type: application/json`",
+        )
+        .field("Content-Type")),
     }
 }
 
@@ -427,9 +399,6 @@ mod tests {
         let e = decode::<Body>(br#"{"title": "x", "nope": 1}"#, Format::Json).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.message.contains("nope"), "{}", e.message);
-
-        let ok = decode::<Body>(b"title: x\ntags: [a]\n", Format::Yaml).unwrap();
-        assert_eq!(ok.tags, ["a"]);
     }
 
     #[test]

@@ -1,7 +1,14 @@
-//! Attempts: one appended row per try at a task, finished exactly once, and
-//! crash recovery for attempts a dead process left running.
+//! Attempts: one appended row per try at a task, finished exactly once,
+//! leases, and crash recovery for attempts a dead process left running.
+//!
+//! Leases: a running attempt is held by the process that started it
+//! (`lease_owner` = `host:pid:nonce`) until `lease_expires_at`, which that
+//! process's heartbeat keeps pushing forward ([`Store::renew_leases`]).
+//! Recovery takes over only attempts whose lease expired, or whose owner is
+//! this process or a dead predecessor on this host (same host, process gone)
+//! — never one a live process still heartbeats.
 
-use crate::codec::{attempt_from_row, insert_event, json_text, now, ts, ATTEMPT_COLUMNS};
+use crate::codec::{attempt_from_row, insert_event, json_text, ts, ATTEMPT_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::tasks::{cas_status, require_task};
 use crate::Store;
@@ -11,6 +18,104 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 /// The error recorded on attempts found still running after a restart.
 pub const INTERRUPTED_ERROR: &str = "process died mid-attempt";
+
+/// How long a lease holds without a heartbeat.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a running engine renews its leases (well inside the TTL, so
+/// one slow heartbeat does not lose them).
+pub const LEASE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// This process's lease owner: `host:pid:nonce`. The nonce tells this
+/// process apart from an earlier one that had the same pid (a container's
+/// pid 1 after a restart).
+pub fn lease_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS's randomness: enough for a nonce.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        format!("{}:{}:{:016x}", host_name(), std::process::id(), h.finish())
+    })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().replace(':', "_"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// True when `owner` is a process that is gone: this process itself (an
+/// attempt it no longer works on: recovery runs before any worker starts),
+/// an earlier process with this pid on this host, or a process of this host
+/// that no longer runs. Owners on other hosts cannot be checked; only their
+/// lease's expiry frees their attempts.
+fn owner_is_gone(owner: &str) -> bool {
+    let me = lease_owner();
+    if owner == me {
+        return true;
+    }
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(_nonce), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if host != host_name() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if pid == std::process::id() {
+        // Same pid, other nonce: a predecessor that had our pid.
+        return true;
+    }
+    !process_alive(pid)
+}
+
+/// Whether a process with this pid runs on this machine (a zombie does not).
+fn process_alive(pid: u32) -> bool {
+    let proc_root = std::path::Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        // No procfs: assume alive, so only the lease's expiry frees it.
+        return true;
+    }
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z") | Some("X")
+        ),
+        Err(_) => false,
+    }
+}
+
+/// What recovery did for a project.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    /// Tasks put back (to pending, or to passed for a cut-off merge).
+    pub requeued: Vec<TaskId>,
+    /// Tasks left alone because a live lease holds their running attempt:
+    /// another process is working on them.
+    pub held: Vec<HeldLease>,
+}
+
+/// A running attempt another process still holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldLease {
+    pub task_id: TaskId,
+    pub attempt_id: i64,
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
 
 /// How an attempt ended; written once by `finish_attempt`.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +169,10 @@ fn load_attempt(conn: &Connection, attempt_id: i64) -> Result<Attempt> {
     })
 }
 
+fn lease_expiry(from: DateTime<Utc>) -> DateTime<Utc> {
+    from + chrono::Duration::from_std(LEASE_TTL).unwrap_or(chrono::Duration::seconds(30))
+}
+
 fn elapsed_ms(since: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
     u64::try_from((until - since).num_milliseconds()).unwrap_or(0)
 }
@@ -80,10 +189,19 @@ impl Store {
                 [task.as_str()],
                 |r| r.get(0),
             )?;
+            let started = Utc::now();
             tx.execute(
-                "INSERT INTO attempts (task_id, number, status, base_commit, started_at)
-                 VALUES (?1, ?2, 'running', ?3, ?4)",
-                params![task.as_str(), number, base_commit, now()],
+                "INSERT INTO attempts (task_id, number, status, base_commit, started_at,
+                                       lease_owner, lease_expires_at)
+                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+                params![
+                    task.as_str(),
+                    number,
+                    base_commit,
+                    ts(started),
+                    lease_owner(),
+                    ts(lease_expiry(started))
+                ],
             )?;
             let attempt_id = tx.last_insert_rowid();
             let ev = Event::new(
@@ -108,6 +226,11 @@ impl Store {
     ///
     /// Usage in `fin` is stored on the attempt only; task totals grow through
     /// `add_task_usage`, so usage is never counted twice.
+    ///
+    /// A `cancelled` finish of a task that nobody cancelled (the task is not
+    /// `cancelled`) was stopped from outside — by shutdown, the patrol or a
+    /// takeover — and is recorded as `interrupted`, with the reason given to
+    /// [`Store::request_interrupt`] when there was one.
     pub fn finish_attempt(&self, attempt_id: i64, fin: &AttemptFinish) -> Result<u32> {
         if fin.status == AttemptStatus::Running {
             return Err(StateError::Invalid(
@@ -125,6 +248,15 @@ impl Store {
                     status: attempt.status.as_str().to_string(),
                 });
             }
+            let owner = require_task(tx, attempt.task_id.as_str())?;
+            let (status, error) = if fin.status == AttemptStatus::Cancelled
+                && owner.status != TaskStatus::Cancelled
+            {
+                // While running, `error` holds a requested interrupt's reason.
+                (AttemptStatus::Interrupted, attempt.error.clone().or_else(|| fin.error.clone()))
+            } else {
+                (fin.status, fin.error.clone())
+            };
             let finished = Utc::now();
             let n = tx.execute(
                 "UPDATE attempts SET status = ?1, head_commit = ?2, summary = ?3, diff_stat = ?4,
@@ -133,7 +265,7 @@ impl Store {
                         audit_path = ?14, error = ?15
                  WHERE id = ?16 AND status = 'running'",
                 params![
-                    fin.status.as_str(),
+                    status.as_str(),
                     fin.head_commit,
                     fin.summary,
                     fin.diff_stat,
@@ -147,14 +279,14 @@ impl Store {
                     verification,
                     verdict,
                     fin.audit_path,
-                    fin.error,
+                    error,
                     attempt_id
                 ],
             )?;
             if n != 1 {
                 return Err(StateError::AttemptNotRunning { attempt_id, status: "unknown".into() });
             }
-            let task_attempts: u32 = if counts_against_budget(fin.status) {
+            let task_attempts: u32 = if counts_against_budget(status) {
                 tx.query_row(
                     "UPDATE tasks SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1 RETURNING attempts",
                     params![attempt.task_id.as_str(), ts(finished)],
@@ -163,7 +295,7 @@ impl Store {
             } else {
                 tx.query_row("SELECT attempts FROM tasks WHERE id = ?1", [attempt.task_id.as_str()], |r| r.get(0))?
             };
-            if fin.status == AttemptStatus::Error {
+            if status == AttemptStatus::Error {
                 tx.execute(
                     "UPDATE tasks SET infra_failures = infra_failures + 1 WHERE id = ?1",
                     [attempt.task_id.as_str()],
@@ -173,18 +305,21 @@ impl Store {
             let ev = Event::new(
                 &task.project,
                 EventKind::AttemptFinished,
-                format!("attempt {} of task {} finished: {}", attempt.number, task.id, fin.status.as_str()),
+                match (status, &error) {
+                    (AttemptStatus::Interrupted, Some(why)) => format!("attempt {} of task {} finished: interrupted ({why})", attempt.number, task.id),
+                    _ => format!("attempt {} of task {} finished: {}", attempt.number, task.id, status.as_str()),
+                },
             )
             .task(task.id.as_str())
             .data(serde_json::json!({
                 "attempt_id": attempt_id,
                 "number": attempt.number,
-                "status": fin.status.as_str(),
+                "status": status.as_str(),
                 "turns": fin.turns,
                 "input_tokens": fin.usage.input_tokens,
                 "output_tokens": fin.usage.output_tokens,
                 "cost_usd": fin.usage.cost_usd,
-                "error": fin.error,
+                "error": error,
                 "task_attempts": task_attempts,
                 "infra_failures": task.infra_failures,
             }));
@@ -206,45 +341,100 @@ impl Store {
         })
     }
 
-    /// After a crash: in one transaction, marks the project's running
-    /// attempts interrupted (they do not count against max_attempts), puts
-    /// running/verifying/judging tasks back to pending and merging tasks back
-    /// to passed (the merge queue retries them). Returns the affected tasks.
+    /// Pushes the lease of every running attempt this process holds to
+    /// now + [`LEASE_TTL`]. Returns how many were renewed.
+    pub fn renew_leases(&self) -> Result<usize> {
+        let until = ts(lease_expiry(Utc::now()));
+        // No event: a heartbeat is not news, and would drown the log.
+        Ok(self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE attempts SET lease_expires_at = ?1 WHERE status = 'running' AND lease_owner = ?2",
+                params![until, lease_owner()],
+            )?)
+        })?)
+    }
+
+    /// Asks for the task's running attempt to be interrupted for `reason`
+    /// (shutdown, the patrol): the reason is kept on the attempt, and when
+    /// the attempt then ends as cancelled it is recorded as `interrupted`
+    /// with it (see [`Store::finish_attempt`]). False when no attempt of the
+    /// task is running. The first reason given wins.
+    pub fn request_interrupt(&self, task: &TaskId, reason: &str) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE attempts SET error = ?1 WHERE task_id = ?2 AND status = 'running' AND error IS NULL",
+                params![reason, task.as_str()],
+            )? > 0)
+        })
+    }
+
+    /// Finishes the task's running attempts as `interrupted` for `reason`
+    /// (when the attempt could not finish itself). Interrupted attempts do
+    /// not count. Returns how many there were.
+    pub fn interrupt_running(&self, task: &TaskId, reason: &str) -> Result<usize> {
+        self.write(|tx| {
+            let t = require_task(tx, task.as_str())?;
+            let running = running_attempts(tx, "a.task_id = ?1", task.as_str())?;
+            let at = Utc::now();
+            for a in &running {
+                interrupt_attempt(tx, &t.project, a, at, reason)?;
+            }
+            Ok(running.len())
+        })
+    }
+
+    /// After a crash or a restart: in one transaction, marks interrupted
+    /// (not counted against max_attempts) the project's running attempts
+    /// whose lease expired or whose owner is gone, puts their tasks and any
+    /// other in-flight task back to pending, and merging tasks back to
+    /// passed (the merge queue retries them). Attempts a live process still
+    /// holds, and their tasks, are left alone. Returns the affected tasks.
     pub fn recover_interrupted(&self, project: &str) -> Result<Vec<TaskId>> {
+        Ok(self.recover_expired(project)?.requeued)
+    }
+
+    /// [`Store::recover_interrupted`], also telling which tasks a live
+    /// lease kept.
+    pub fn recover_expired(&self, project: &str) -> Result<Recovery> {
+        self.recover_at(project, Utc::now())
+    }
+
+    fn recover_at(&self, project: &str, now: DateTime<Utc>) -> Result<Recovery> {
         self.write(|tx| {
             crate::projects::load_project(tx, project)?;
-            let finished = Utc::now();
-            let mut affected: Vec<TaskId> = Vec::new();
-            let mut note = |id: &TaskId| {
-                if !affected.contains(id) {
-                    affected.push(id.clone());
+            let mut out = Recovery::default();
+            let note = |out: &mut Recovery, id: &TaskId| {
+                if !out.requeued.contains(id) {
+                    out.requeued.push(id.clone());
                 }
             };
-
-            let stale: Vec<Attempt> = {
-                let mut st = tx.prepare(&format!(
-                    "SELECT {} FROM attempts a JOIN tasks t ON t.id = a.task_id
-                     WHERE t.project = ?1 AND a.status = 'running' ORDER BY a.id",
-                    ATTEMPT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ")
-                ))?;
-                let rows = st.query_map([project], attempt_from_row)?.collect::<rusqlite::Result<_>>()?;
-                rows
-            };
-            for a in &stale {
-                tx.execute(
-                    "UPDATE attempts SET status = 'interrupted', finished_at = ?1, duration_ms = ?2, error = ?3
-                     WHERE id = ?4 AND status = 'running'",
-                    params![ts(finished), elapsed_ms(a.started_at, finished), INTERRUPTED_ERROR, a.id],
-                )?;
-                let ev = Event::new(
-                    project,
-                    EventKind::AttemptInterrupted,
-                    format!("attempt {} of task {} was interrupted: {INTERRUPTED_ERROR}", a.number, a.task_id),
-                )
-                .task(a.task_id.as_str())
-                .data(serde_json::json!({ "attempt_id": a.id, "number": a.number }));
-                insert_event(tx, &ev)?;
-                note(&a.task_id);
+            for a in running_attempts(tx, "t.project = ?1", project)? {
+                let expired = match (&a.owner, a.expires_at) {
+                    (Some(owner), Some(at)) => at <= now || owner_is_gone(owner),
+                    // Started before leases existed, or by hand: nobody holds it.
+                    _ => true,
+                };
+                if !expired {
+                    out.held.push(HeldLease {
+                        task_id: a.attempt.task_id.clone(),
+                        attempt_id: a.attempt.id,
+                        owner: a.owner.clone().unwrap_or_default(),
+                        expires_at: a.expires_at.unwrap_or(now),
+                    });
+                    continue;
+                }
+                let why = match &a.owner {
+                    Some(owner) if a.expires_at.is_some_and(|at| at <= now) => {
+                        format!("{INTERRUPTED_ERROR} (its lease held by {owner} expired)")
+                    }
+                    Some(owner) if owner == lease_owner() => {
+                        format!("{INTERRUPTED_ERROR} (no worker of this process holds it any more)")
+                    }
+                    Some(owner) => format!("{INTERRUPTED_ERROR} ({owner} is no longer running)"),
+                    None => INTERRUPTED_ERROR.to_string(),
+                };
+                interrupt_attempt(tx, project, &a, now, &why)?;
+                note(&mut out, &a.attempt.task_id);
             }
 
             let in_flight: Vec<String> = {
@@ -252,12 +442,21 @@ impl Store {
                     "SELECT id FROM tasks WHERE project = ?1
                      AND status IN ('running', 'verifying', 'judging', 'merging') ORDER BY rowid",
                 )?;
-                let rows = st.query_map([project], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                let rows = st
+                    .query_map([project], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
                 rows
             };
             for id in in_flight {
                 let task = require_task(tx, &id)?;
-                let to = if task.status == TaskStatus::Merging { TaskStatus::Passed } else { TaskStatus::Pending };
+                if out.held.iter().any(|h| h.task_id == task.id) {
+                    continue;
+                }
+                let to = if task.status == TaskStatus::Merging {
+                    TaskStatus::Passed
+                } else {
+                    TaskStatus::Pending
+                };
                 let ev = Event::new(
                     project,
                     EventKind::Recovered,
@@ -267,11 +466,74 @@ impl Store {
                 .data(serde_json::json!({ "from": task.status.as_str(), "to": to.as_str() }));
                 insert_event(tx, &ev)?;
                 cas_status(tx, &task, task.status, to, "recovered after restart")?;
-                note(&task.id);
+                note(&mut out, &task.id);
             }
-            Ok(affected)
+            Ok(out)
         })
     }
+}
+
+/// A running attempt with its lease.
+struct Leased {
+    attempt: Attempt,
+    owner: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Running attempts matching `filter` (over `attempts a JOIN tasks t`, one
+/// parameter), oldest first.
+fn running_attempts(tx: &Connection, filter: &str, arg: &str) -> Result<Vec<Leased>> {
+    let columns = ATTEMPT_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut st = tx.prepare(&format!(
+        "SELECT {columns}, a.lease_owner, a.lease_expires_at FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE {filter} AND a.status = 'running' ORDER BY a.id"
+    ))?;
+    let rows = st
+        .query_map([arg], |r| {
+            let expires: Option<String> = r.get("lease_expires_at")?;
+            Ok(Leased {
+                attempt: attempt_from_row(r)?,
+                owner: r.get("lease_owner")?,
+                // An unreadable expiry frees the attempt: nobody can show a live lease.
+                expires_at: expires
+                    .and_then(|e| DateTime::parse_from_rfc3339(&e).ok())
+                    .map(|d| d.with_timezone(&Utc)),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Marks one running attempt interrupted, with its event.
+fn interrupt_attempt(
+    tx: &Connection,
+    project: &str,
+    a: &Leased,
+    at: DateTime<Utc>,
+    why: &str,
+) -> Result<()> {
+    let a = &a.attempt;
+    tx.execute(
+        "UPDATE attempts SET status = 'interrupted', finished_at = ?1, duration_ms = ?2, error = ?3
+         WHERE id = ?4 AND status = 'running'",
+        params![ts(at), elapsed_ms(a.started_at, at), why, a.id],
+    )?;
+    let ev = Event::new(
+        project,
+        EventKind::AttemptInterrupted,
+        format!(
+            "attempt {} of task {} was interrupted: {why}",
+            a.number, a.task_id
+        ),
+    )
+    .task(a.task_id.as_str())
+    .data(serde_json::json!({ "attempt_id": a.id, "number": a.number, "reason": why }));
+    insert_event(tx, &ev)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -389,7 +651,9 @@ mod tests {
             .collect();
         assert_eq!(
             finished,
-            vec!["failed", "needs_human", "error", "cancelled", "passed"]
+            // Nobody cancelled the task, so its `cancelled` finish was an
+            // interruption from outside (shutdown, patrol).
+            vec!["failed", "needs_human", "error", "interrupted", "passed"]
         );
     }
 
@@ -474,7 +738,11 @@ mod tests {
         );
         assert_eq!(atts[1].id, dead.id);
         assert_eq!(atts[1].status, AttemptStatus::Interrupted);
-        assert_eq!(atts[1].error.as_deref(), Some(INTERRUPTED_ERROR));
+        assert!(atts[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with(INTERRUPTED_ERROR));
         assert!(atts[1].finished_at.is_some());
 
         let t = s.task(running.as_str()).unwrap();
@@ -524,5 +792,231 @@ mod tests {
         assert!(recovered
             .iter()
             .any(|e| e.data["from"] == "merging" && e.data["to"] == "passed"));
+    }
+
+    /// Sets an attempt's lease by hand, as another process would have.
+    fn set_lease(s: &Store, attempt: i64, owner: &str, expires: DateTime<Utc>) {
+        let conn = s.lock().unwrap();
+        conn.execute(
+            "UPDATE attempts SET lease_owner = ?1, lease_expires_at = ?2 WHERE id = ?3",
+            params![owner, ts(expires), attempt],
+        )
+        .unwrap();
+    }
+
+    fn lease_of(s: &Store, attempt: i64) -> (Option<String>, Option<String>) {
+        let conn = s.lock().unwrap();
+        conn.query_row(
+            "SELECT lease_owner, lease_expires_at FROM attempts WHERE id = ?1",
+            [attempt],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    fn two_running_tasks(s: &Store) -> (TaskId, TaskId) {
+        let add = |title: &str| {
+            s.add_task(&NewTask {
+                project: "p".into(),
+                title: title.into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .id
+        };
+        let (a, b) = (add("a"), add("b"));
+        s.claim_pending("p", 2).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_new_attempt_is_leased_to_this_process() {
+        let (s, id) = store_with_task();
+        let before = Utc::now();
+        let a = s.start_attempt(&id, "b").unwrap();
+        let (owner, expires) = lease_of(&s, a.id);
+        assert_eq!(owner.as_deref(), Some(lease_owner()));
+        let expires = DateTime::parse_from_rfc3339(&expires.unwrap()).unwrap();
+        let ttl = chrono::Duration::from_std(LEASE_TTL).unwrap();
+        assert!(expires >= before + ttl && expires <= Utc::now() + ttl);
+        let parts: Vec<&str> = lease_owner().rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "host:pid:nonce, got {}", lease_owner());
+        assert_eq!(parts[1], std::process::id().to_string());
+    }
+
+    #[test]
+    fn a_live_lease_is_not_taken_over_and_an_expired_one_is() {
+        let s = Store::open_in_memory().unwrap();
+        s.ensure_project("p", "/repo").unwrap();
+        let (live, expired) = two_running_tasks(&s);
+        let now = Utc::now();
+        let a_live = s.start_attempt(&live, "b").unwrap();
+        let a_expired = s.start_attempt(&expired, "b").unwrap();
+        // Another host: its process cannot be checked, only its lease.
+        set_lease(
+            &s,
+            a_live.id,
+            "otherhost:4242:aa",
+            now + chrono::Duration::seconds(30),
+        );
+        set_lease(
+            &s,
+            a_expired.id,
+            "otherhost:4343:bb",
+            now - chrono::Duration::seconds(1),
+        );
+
+        let r = s.recover_at("p", now).unwrap();
+        assert_eq!(r.requeued, vec![expired.clone()]);
+        assert_eq!(r.held.len(), 1);
+        assert_eq!(r.held[0].task_id, live);
+        assert_eq!(r.held[0].attempt_id, a_live.id);
+        assert_eq!(r.held[0].owner, "otherhost:4242:aa");
+
+        assert_eq!(s.attempts(&live).unwrap()[0].status, AttemptStatus::Running);
+        assert_eq!(s.task(live.as_str()).unwrap().status, TaskStatus::Running);
+        let taken = &s.attempts(&expired).unwrap()[0];
+        assert_eq!(taken.status, AttemptStatus::Interrupted);
+        assert!(
+            taken.error.as_deref().unwrap().contains("expired"),
+            "{:?}",
+            taken.error
+        );
+        assert_eq!(
+            s.task(expired.as_str()).unwrap().status,
+            TaskStatus::Pending
+        );
+
+        // Once the live lease runs out without a heartbeat, it is taken over.
+        let later = now + chrono::Duration::seconds(31);
+        let r = s.recover_at("p", later).unwrap();
+        assert_eq!(r.requeued, vec![live.clone()]);
+        assert!(r.held.is_empty());
+        assert_eq!(s.task(live.as_str()).unwrap().status, TaskStatus::Pending);
+        assert_eq!(
+            s.task(live.as_str()).unwrap().attempts,
+            0,
+            "interrupted attempts do not count"
+        );
+    }
+
+    #[test]
+    fn a_dead_predecessor_on_this_host_is_taken_over_at_once() {
+        let s = Store::open_in_memory().unwrap();
+        s.ensure_project("p", "/repo").unwrap();
+        let (dead, alive) = two_running_tasks(&s);
+        let now = Utc::now();
+        let far = now + chrono::Duration::seconds(30);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let a_dead = s.start_attempt(&dead, "b").unwrap();
+        let a_alive = s.start_attempt(&alive, "b").unwrap();
+        set_lease(
+            &s,
+            a_dead.id,
+            &format!("{}:{dead_pid}:cc", host_name()),
+            far,
+        );
+        set_lease(
+            &s,
+            a_alive.id,
+            &format!("{}:{}:dd", host_name(), sleeper.id()),
+            far,
+        );
+
+        let r = s.recover_at("p", now).unwrap();
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert_eq!(r.requeued, vec![dead.clone()]);
+        assert_eq!(
+            r.held.iter().map(|h| h.task_id.clone()).collect::<Vec<_>>(),
+            vec![alive]
+        );
+        let taken = &s.attempts(&dead).unwrap()[0];
+        assert!(
+            taken
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("no longer running"),
+            "{:?}",
+            taken.error
+        );
+
+        // This process's own attempts (no worker holds them while recovery
+        // runs) and an earlier process with this pid are gone too.
+        assert!(owner_is_gone(lease_owner()));
+        assert!(owner_is_gone(&format!(
+            "{}:{}:other-nonce",
+            host_name(),
+            std::process::id()
+        )));
+        assert!(!owner_is_gone("not an owner"));
+    }
+
+    #[test]
+    fn the_heartbeat_renews_only_this_processs_leases() {
+        let s = Store::open_in_memory().unwrap();
+        s.ensure_project("p", "/repo").unwrap();
+        let (mine, theirs) = two_running_tasks(&s);
+        let past = Utc::now() - chrono::Duration::seconds(5);
+        let a_mine = s.start_attempt(&mine, "b").unwrap();
+        let a_theirs = s.start_attempt(&theirs, "b").unwrap();
+        set_lease(&s, a_mine.id, lease_owner(), past);
+        set_lease(&s, a_theirs.id, "otherhost:1:ee", past);
+        assert_eq!(s.renew_leases().unwrap(), 1);
+        let renewed = DateTime::parse_from_rfc3339(&lease_of(&s, a_mine.id).1.unwrap()).unwrap();
+        assert!(renewed > Utc::now() + chrono::Duration::seconds(20));
+        assert_eq!(lease_of(&s, a_theirs.id).1, Some(ts(past)));
+        // Finished attempts are not renewed.
+        s.finish_attempt(a_mine.id, &AttemptFinish::new(AttemptStatus::Failed))
+            .unwrap();
+        assert_eq!(s.renew_leases().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_requested_interrupt_is_recorded_as_interrupted_and_a_cancel_as_cancelled() {
+        let s = Store::open_in_memory().unwrap();
+        s.ensure_project("p", "/repo").unwrap();
+        let (stuck, cancelled) = two_running_tasks(&s);
+        let a = s.start_attempt(&stuck, "b").unwrap();
+        assert!(s
+            .request_interrupt(&stuck, "stuck: no event for 2 s")
+            .unwrap());
+        // The first reason wins.
+        assert!(!s.request_interrupt(&stuck, "shutdown").unwrap());
+        let mut fin = AttemptFinish::new(AttemptStatus::Cancelled);
+        fin.error = Some("cancelled during work".into());
+        assert_eq!(s.finish_attempt(a.id, &fin).unwrap(), 0);
+        let got = &s.attempts(&stuck).unwrap()[0];
+        assert_eq!(got.status, AttemptStatus::Interrupted);
+        assert_eq!(got.error.as_deref(), Some("stuck: no event for 2 s"));
+
+        // A person's cancel stays a cancel.
+        let b = s.start_attempt(&cancelled, "b").unwrap();
+        s.cancel_task(cancelled.as_str()).unwrap();
+        s.finish_attempt(b.id, &fin).unwrap();
+        assert_eq!(
+            s.attempts(&cancelled).unwrap()[0].status,
+            AttemptStatus::Cancelled
+        );
+
+        // No running attempt: nothing to mark.
+        assert!(!s.request_interrupt(&stuck, "x").unwrap());
+        let c = s.start_attempt(&stuck, "b").unwrap();
+        assert_eq!(
+            s.interrupt_running(&stuck, "shutdown: orch is stopping")
+                .unwrap(),
+            1
+        );
+        let got = s.attempts(&stuck).unwrap();
+        assert_eq!(got[1].id, c.id);
+        assert_eq!(got[1].status, AttemptStatus::Interrupted);
+        assert_eq!(s.task(stuck.as_str()).unwrap().attempts, 0);
     }
 }

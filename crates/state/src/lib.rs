@@ -26,7 +26,7 @@ mod projects;
 mod schema;
 mod tasks;
 
-pub use attempts::AttemptFinish;
+pub use attempts::{lease_owner, AttemptFinish, HeldLease, Recovery, LEASE_HEARTBEAT, LEASE_TTL};
 pub use bus::BUS_CAPACITY;
 pub use costs::{CostRow, ModelCall};
 pub use error::{Result, StateError};

@@ -213,8 +213,12 @@ mod tests {
     #[test]
     fn re_import_adds_nothing_twice_and_appends_new_sections_after_the_last() {
         let s = store();
-        let first = s.import_plan("p", &[section("1.1"), section("1.2")]).unwrap();
-        let again = s.import_plan("p", &[section("1.1"), section("1.2")]).unwrap();
+        let first = s
+            .import_plan("p", &[section("1.1"), section("1.2")])
+            .unwrap();
+        let again = s
+            .import_plan("p", &[section("1.1"), section("1.2")])
+            .unwrap();
         assert!(again.created.is_empty());
         assert_eq!(again.skipped.len(), 2);
         assert_eq!(s.tasks(Some("p"), None).unwrap().len(), 2);
@@ -228,7 +232,10 @@ mod tests {
         assert_eq!(more.created.len(), 1);
         assert_eq!(more.skipped.len(), 2);
         assert_eq!(more.skipped[0].status, TaskStatus::Merged);
-        assert_eq!(more.created[0].depends_on, vec![first.created[1].id.clone()]);
+        assert_eq!(
+            more.created[0].depends_on,
+            vec![first.created[1].id.clone()]
+        );
         assert_eq!(s.tasks(Some("p"), None).unwrap().len(), 3);
         // The next claim is 1.2, not the new section.
         assert_eq!(claim_one(&s).unwrap().id, first.created[1].id);
@@ -303,7 +310,8 @@ mod tests {
             .import_plan("p", &[section("1.1"), section("1.2"), section("1.3")])
             .unwrap();
         let t = claim_one(&s).unwrap();
-        s.fail_task(&t.id, "3 attempts failed\nmore detail").unwrap();
+        s.fail_task(&t.id, "3 attempts failed\nmore detail")
+            .unwrap();
         let second = s.task(out.created[1].id.as_str()).unwrap();
         let third = s.task(out.created[2].id.as_str()).unwrap();
         assert_eq!(second.status, TaskStatus::Failed);

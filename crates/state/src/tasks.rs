@@ -119,10 +119,53 @@ fn record_status_changed(
         .task(task.id.as_str())
         .data(serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "note": note }));
     insert_event(conn, &ev)?;
-    if matches!(to, TaskStatus::Failed | TaskStatus::Cancelled) {
+    let ended = |s: TaskStatus| matches!(s, TaskStatus::Failed | TaskStatus::Cancelled);
+    if ended(to) {
         // In the same transaction: a task waiting for this one would
         // otherwise wait forever, silently.
         fail_dependents(conn, task.id.as_str())?;
+    } else if ended(from) && to == TaskStatus::Pending {
+        // A retried dependency takes back the tasks it failed.
+        revive_dependents(conn, task.id.as_str())?;
+    }
+    Ok(())
+}
+
+/// How the failure reason of a task failed because of `dep_id` starts.
+fn dependency_reason_prefix(dep_id: &str) -> String {
+    format!("dependency {dep_id} ")
+}
+
+/// Puts back to pending the tasks that failed only because `dep_id`
+/// (pending again now) had failed or was cancelled; they wait for it again.
+fn revive_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
+    let ids: Vec<String> = {
+        let mut st = conn.prepare(
+            "SELECT t.id FROM tasks t WHERE t.status = 'failed'
+               AND substr(t.failure_reason, 1, length(?2)) = ?2
+               AND EXISTS (SELECT 1 FROM json_each(t.depends_on) d WHERE d.value = ?1)
+             ORDER BY t.created_at ASC, t.rowid ASC",
+        )?;
+        let ids = st
+            .query_map(params![dep_id, dependency_reason_prefix(dep_id)], |r| {
+                r.get(0)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        ids
+    };
+    for id in ids {
+        let task = require_task(conn, &id)?;
+        conn.execute(
+            "UPDATE tasks SET failure_reason = NULL WHERE id = ?1",
+            [id.as_str()],
+        )?;
+        cas_status(
+            conn,
+            &task,
+            TaskStatus::Failed,
+            TaskStatus::Pending,
+            &format!("dependency {dep_id} was retried"),
+        )?;
     }
     Ok(())
 }
@@ -168,9 +211,10 @@ fn dependency_failure_reason(dep: &Task) -> String {
         },
     };
     format!(
-        "dependency {} \"{}\" {what}, so this task cannot start; \
-         retry or replace the dependency, then add this task again",
-        dep.id, dep.title
+        "{}\"{}\" {what}, so this task cannot start; \
+         retrying the dependency puts this task back in the queue",
+        dependency_reason_prefix(dep.id.as_str()),
+        dep.title
     )
 }
 
@@ -229,9 +273,10 @@ fn resolve_dependencies(conn: &Connection, deps: &[TaskId]) -> Result<Vec<TaskId
             return Err(StateError::InvalidTransition {
                 task: task.id.0.clone(),
                 from: task.status,
-                wanted: "be a dependency (it will never merge, so the new task would never start); \
+                wanted:
+                    "be a dependency (it will never merge, so the new task would never start); \
                          drop it from the dependencies, or retry it first"
-                    .into(),
+                        .into(),
             });
         }
         if !out.contains(&task.id) {
@@ -606,6 +651,43 @@ impl Store {
         })
     }
 
+    /// A person asks for another go at a failed or cancelled task: it goes
+    /// back to pending (compare-and-set, `StatusChanged` recorded) with its
+    /// failure reason and backoff cleared. The attempt counters are kept, so
+    /// the retry gets one more attempt, not a fresh `max_attempts`; the
+    /// feedback is kept for the next attempt's prompt. Refused while a
+    /// cancelled attempt is still stopping, so two workers never overlap.
+    pub fn retry_task(&self, id_or_prefix: &str) -> Result<Task> {
+        self.write(|tx| {
+            let task = resolve_task(tx, id_or_prefix)?;
+            if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                return Err(StateError::InvalidTransition {
+                    task: task.id.0.clone(),
+                    from: task.status,
+                    wanted: "be retried (only failed or cancelled tasks can)".into(),
+                });
+            }
+            let running: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM attempts WHERE task_id = ?1 AND status = 'running'",
+                [task.id.as_str()],
+                |r| r.get(0),
+            )?;
+            if running > 0 {
+                return Err(StateError::InvalidTransition {
+                    task: task.id.0.clone(),
+                    from: task.status,
+                    wanted: "be retried yet (its cancelled attempt is still stopping; try again in a moment)".into(),
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET failure_reason = NULL, not_before = NULL WHERE id = ?1",
+                [task.id.as_str()],
+            )?;
+            cas_status(tx, &task, task.status, TaskStatus::Pending, "retried by a person")?;
+            require_task(tx, task.id.as_str())
+        })
+    }
+
     /// Adds model usage to the task's totals, by SQL arithmetic.
     pub fn add_task_usage(&self, id: &TaskId, usage: &Usage) -> Result<()> {
         self.write(|tx| {
@@ -958,6 +1040,208 @@ mod tests {
         let last = task_events(&s, &u.id).pop().unwrap();
         assert_eq!(last.data["from"], "pending");
         assert_eq!(last.data["to"], "cancelled");
+    }
+
+    fn with_deps(title: &str, deps: &[&TaskId]) -> NewTask {
+        NewTask {
+            depends_on: deps.iter().map(|d| (*d).clone()).collect(),
+            ..new_task(title, 0)
+        }
+    }
+
+    fn set_status(s: &Store, id: &TaskId, to: TaskStatus) {
+        let t = s.task(id.as_str()).unwrap();
+        assert!(s.transition(id, &[t.status], to, "test").unwrap());
+    }
+
+    #[test]
+    fn a_task_is_claimed_only_when_every_dependency_merged() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let b = s.add_task(&new_task("b", 0)).unwrap();
+        // Higher priority, but it waits for both.
+        let c = s
+            .add_task(&NewTask {
+                priority: 9,
+                ..with_deps("c", &[&a.id, &b.id])
+            })
+            .unwrap();
+        assert_eq!(c.depends_on, vec![a.id.clone(), b.id.clone()]);
+
+        let first: Vec<_> = s
+            .claim_pending("p", 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(first, vec![a.id.clone(), b.id.clone()]);
+        for status in [TaskStatus::Passed, TaskStatus::Merging] {
+            set_status(&s, &a.id, status);
+            assert!(
+                s.claim_pending("p", 10).unwrap().is_empty(),
+                "a is {status}"
+            );
+        }
+        set_status(&s, &a.id, TaskStatus::Merged);
+        assert!(
+            s.claim_pending("p", 10).unwrap().is_empty(),
+            "b is still running"
+        );
+        set_status(&s, &b.id, TaskStatus::NeedsHuman);
+        assert!(
+            s.claim_pending("p", 10).unwrap().is_empty(),
+            "waiting for a person is not merged"
+        );
+        set_status(&s, &b.id, TaskStatus::Merged);
+        let got = s.claim_pending("p", 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, c.id);
+    }
+
+    #[test]
+    fn dependencies_are_resolved_from_prefixes_and_checked() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let prefix = TaskId(a.id.0[..6].to_string());
+        let b = s.add_task(&with_deps("b", &[&prefix, &a.id])).unwrap();
+        assert_eq!(b.depends_on, vec![a.id.clone()], "full id, once");
+        let stored = task_events(&s, &b.id);
+        assert_eq!(stored[0].data["depends_on"], serde_json::json!([a.id.0]));
+
+        let before = s.tasks(Some("p"), None).unwrap().len();
+        let err = s
+            .add_task(&with_deps("c", &[&TaskId("ffffffff".into())]))
+            .unwrap_err();
+        assert!(matches!(err, StateError::NotFound { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("dependency `ffffffff`: no task"),
+            "{err}"
+        );
+        let err = s
+            .add_task(&with_deps("c", &[&TaskId("ab".into())]))
+            .unwrap_err();
+        assert!(err.to_string().contains("at least 4 characters"), "{err}");
+
+        s.cancel_task(a.id.as_str()).unwrap();
+        let err = s.add_task(&with_deps("c", &[&a.id])).unwrap_err();
+        assert!(
+            matches!(err, StateError::InvalidTransition { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("is cancelled") && err.to_string().contains("never merge"),
+            "{err}"
+        );
+        // Nothing was written by the refused ones (b failed with a).
+        assert_eq!(s.tasks(Some("p"), None).unwrap().len(), before);
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_dependency_fails_its_dependents_at_once() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let b = s.add_task(&with_deps("b", &[&a.id])).unwrap();
+        let c = s.add_task(&with_deps("c", &[&b.id])).unwrap();
+        let other = s.add_task(&new_task("other", 0)).unwrap();
+        s.claim_pending("p", 1).unwrap();
+        s.fail_task(&a.id, "3 attempts failed: tests still red")
+            .unwrap();
+
+        let b2 = s.task(b.id.as_str()).unwrap();
+        assert_eq!(b2.status, TaskStatus::Failed);
+        let why = b2.failure_reason.unwrap();
+        assert!(
+            why.contains(&format!(
+                "dependency {} \"a\" failed (3 attempts failed: tests still red)",
+                a.id
+            )),
+            "{why}"
+        );
+        // The chain follows, naming the task it waited for.
+        let c2 = s.task(c.id.as_str()).unwrap();
+        assert_eq!(c2.status, TaskStatus::Failed);
+        assert!(c2
+            .failure_reason
+            .unwrap()
+            .contains(&format!("dependency {} \"b\" failed", b.id)));
+        let last = task_events(&s, &c.id).pop().unwrap();
+        assert_eq!(last.data["from"], "pending");
+        assert_eq!(last.data["to"], "failed");
+        // Unrelated work goes on.
+        assert_eq!(
+            s.task(other.id.as_str()).unwrap().status,
+            TaskStatus::Pending
+        );
+
+        // Cancelling works the same way, through `transition` too.
+        let d = s.add_task(&new_task("d", 0)).unwrap();
+        let e = s.add_task(&with_deps("e", &[&d.id])).unwrap();
+        assert!(s
+            .transition(&d.id, &[TaskStatus::Pending], TaskStatus::Cancelled, "x")
+            .unwrap());
+        let e2 = s.task(e.id.as_str()).unwrap();
+        assert_eq!(e2.status, TaskStatus::Failed);
+        assert!(e2.failure_reason.unwrap().contains("was cancelled"));
+    }
+
+    #[test]
+    fn retrying_a_dependency_puts_the_tasks_it_failed_back_in_the_queue() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let b = s.add_task(&with_deps("b", &[&a.id])).unwrap();
+        let c = s.add_task(&with_deps("c", &[&b.id])).unwrap();
+        // d failed on its own; a's retry leaves it alone.
+        let d = s.add_task(&with_deps("d", &[&a.id])).unwrap();
+        s.cancel_task(a.id.as_str()).unwrap();
+        assert_eq!(s.task(c.id.as_str()).unwrap().status, TaskStatus::Failed);
+        s.write(|tx| {
+            tx.execute(
+                "UPDATE tasks SET failure_reason = 'tests failed' WHERE id = ?1",
+                [d.id.as_str()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+
+        assert!(s
+            .transition(
+                &a.id,
+                &[TaskStatus::Cancelled],
+                TaskStatus::Pending,
+                "retried"
+            )
+            .unwrap());
+        for id in [&b.id, &c.id] {
+            let t = s.task(id.as_str()).unwrap();
+            assert_eq!(t.status, TaskStatus::Pending, "{}", t.title);
+            assert_eq!(t.failure_reason, None);
+        }
+        assert_eq!(s.task(d.id.as_str()).unwrap().status, TaskStatus::Failed);
+        // And they wait for it again.
+        let claimed = s.claim_pending("p", 10).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id, a.id);
+    }
+
+    #[test]
+    fn claiming_fails_tasks_whose_dependency_ended_without_propagation() {
+        let s = store();
+        let a = s.add_task(&new_task("a", 0)).unwrap();
+        let b = s.add_task(&with_deps("b", &[&a.id])).unwrap();
+        // As an older orch or a hand edit would leave it.
+        s.write(|tx| {
+            tx.execute(
+                "UPDATE tasks SET status = 'failed' WHERE id = ?1",
+                [a.id.as_str()],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.claim_pending("p", 10).unwrap().is_empty());
+        let b2 = s.task(b.id.as_str()).unwrap();
+        assert_eq!(b2.status, TaskStatus::Failed);
+        assert!(b2.failure_reason.unwrap().contains(a.id.as_str()));
     }
 
     #[test]

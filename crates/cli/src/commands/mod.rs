@@ -6,6 +6,7 @@ pub mod demo;
 pub mod doctor;
 pub mod dry_run;
 pub mod init;
+pub mod plan;
 pub mod run;
 pub mod sandbox;
 pub mod show;
@@ -31,6 +32,7 @@ pub async fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Init(a) => init::run(config_flag, a).await,
         Command::AddTask(a) => tasks::add(config_flag, a),
+        Command::Plan(a) => plan::run(config_flag, a),
         Command::Run(a) => run::run(config_flag, a).await,
         Command::Tasks(a) => tasks::list(config_flag, a),
         Command::Status(a) => status::status(config_flag, a),

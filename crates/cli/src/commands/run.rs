@@ -7,7 +7,8 @@ use crate::{CliError, CliResult};
 use clap::Args;
 use orch_config::Config;
 use orch_core::TaskStatus;
-use orch_engine::{CycleSummary, Engine, ProviderRegistry, RunOptions};
+use orch_engine::{CycleSummary, RunOptions, Shutdown};
+use orch_runtime::SignalStep;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -85,7 +86,11 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
     Ok(exit_code(&summary))
 }
 
-/// Builds the engine for one project and runs it with live progress.
+/// Builds the engine for one project (through the composition root) and
+/// runs it with live progress. Ctrl-C or SIGTERM stops it gracefully:
+/// nothing new is claimed, running attempts get `[server]
+/// shutdown_grace_seconds` to finish, then are interrupted (a second Ctrl-C
+/// interrupts them at once); the next run resumes them.
 pub async fn run_project(
     config: &Config,
     store: Arc<orch_state::Store>,
@@ -94,53 +99,46 @@ pub async fn run_project(
     progress_to_stderr: bool,
     quiet: bool,
 ) -> Result<CycleSummary, CliError> {
-    let pc = require_project(config, project)?;
-    let providers = ProviderRegistry::from_config(config, config.dry_run)?;
+    require_project(config, project)?;
     if config.dry_run {
         eprintln!("dry run: every model role answers from the simulated provider; nothing is sent, nothing is spent; state in {}", config.data_dir_abs().display());
     }
-    let selection = orch_sandbox::select(
-        pc.sandbox.as_str(),
-        sandbox_options(config, pc),
-        super::sandbox::docker_options(config, pc),
-    )
-    .await
-    .map_err(|e| CliError::failed(e.to_string()))?;
-    for note in &selection.notes {
+    let built = orch_runtime::engine(config, store.clone(), project)
+        .await
+        .map_err(runtime_error)?;
+    for note in &built.notes {
         eprintln!("sandbox: {note}");
     }
-    let sandbox = selection.sandbox;
-    let engine = Engine::new(config, project, store.clone(), providers, sandbox).await?;
+    let shutdown = Shutdown::new(orch_runtime::shutdown_grace(config));
+    let grace = shutdown.grace().as_secs();
+    orch_runtime::on_signals(shutdown.clone(), move |step| match step {
+        SignalStep::Requested(sig) => eprintln!(
+            "\n{sig}: stopping — nothing new starts; running attempts have {grace} s to finish, then are interrupted (Ctrl-C again to interrupt them now)"
+        ),
+        SignalStep::Forced(sig) => {
+            eprintln!("\n{sig}: interrupting running attempts now; the next run resumes them")
+        }
+        SignalStep::Exiting(sig) => {
+            eprintln!("\n{sig}: exiting at once; the next run recovers what was running")
+        }
+    })
+    .map_err(runtime_error)?;
     let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
-    let result = engine.run(opts).await;
+    let result = built.engine.run_until(opts, &shutdown).await;
     if let Some(p) = progress {
         p.finish();
     }
     Ok(result?)
 }
 
-/// The sandbox settings of a project. Sandboxed commands never see orch's
-/// secrets: the config file, the `.env` beside it and data_dir (in a dry
-/// run also the real data_dir it sits in) are hidden.
-pub fn sandbox_options(
-    config: &Config,
-    pc: &orch_config::ProjectConfig,
-) -> orch_sandbox::SandboxOptions {
-    let source = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
-    let data_dir = config.data_dir_abs();
-    let mut hidden = vec![source, config.base_dir.join(".env"), data_dir.clone()];
-    if config.dry_run && data_dir.file_name().is_some_and(|n| n == "dry-run") {
-        // A dry run's data_dir is `<real data_dir>/dry-run`.
-        hidden.extend(data_dir.parent().map(Path::to_path_buf));
-    }
-    orch_sandbox::SandboxOptions {
-        network: pc.network,
-        limits: orch_sandbox::Limits {
-            memory_bytes: Some(pc.memory_mb * 1024 * 1024),
-            pids: Some(pc.pids_limit),
-            cpus: pc.cpus,
-        },
-        hidden,
+/// The sandbox settings of a project (see [`orch_runtime::sandbox_options`]).
+pub use orch_runtime::sandbox_options;
+
+/// A composition-root error with the exit code it deserves.
+pub fn runtime_error(e: orch_runtime::RuntimeError) -> CliError {
+    match e {
+        orch_runtime::RuntimeError::Usage(m) => CliError::usage(m),
+        orch_runtime::RuntimeError::Failed(m) => CliError::failed(m),
     }
 }
 

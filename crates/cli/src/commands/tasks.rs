@@ -1,43 +1,83 @@
-//! `orch add-task`, `orch tasks`, `orch answer`, `orch cancel`.
+//! `orch add-task` (from flags or a YAML/JSON task file), `orch tasks`,
+//! `orch answer`, `orch cancel`.
 
 use super::{load_config, open_store, print_json, require_project};
 use crate::table::{Column, Table};
 use crate::{CliError, CliResult};
 use clap::Args;
-use orch_core::{NewTask, Task, TaskSource, TaskStatus, TaskType};
-use std::path::Path;
+use orch_core::{NewTask, Task, TaskId, TaskSource, TaskStatus, TaskType};
+use orch_planner::task_file::{self, TaskFileFormat};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct AddTaskArgs {
-    #[arg(long)]
-    pub project: String,
-    #[arg(long)]
-    pub title: String,
-    #[arg(long = "desc", default_value = "")]
+    /// The project (with --file, may be named in the file instead).
+    #[arg(long, required_unless_present = "file")]
+    pub project: Option<String>,
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub title: Option<String>,
+    #[arg(long = "desc", default_value = "", conflicts_with = "file")]
     pub description: String,
     /// code | test | fix | review
-    #[arg(long = "type", default_value = "code")]
+    #[arg(long = "type", default_value = "code", conflicts_with = "file")]
     pub task_type: String,
     /// Higher runs first.
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_hyphen_values = true,
+        conflicts_with = "file"
+    )]
     pub priority: i64,
     /// Glob patterns of files the worker may write (repeat or comma-separate).
-    #[arg(long = "allowed-files", value_delimiter = ',')]
+    #[arg(long = "allowed-files", value_delimiter = ',', conflicts_with = "file")]
     pub allowed_files: Vec<String>,
     /// A test that proves the task done: a test id (`test_calc.py::test_add`)
     /// or a test file (repeatable). It must pass for the task to pass.
-    #[arg(long = "accept", value_name = "TEST")]
+    #[arg(long = "accept", value_name = "TEST", conflicts_with = "file")]
     pub acceptance_tests: Vec<String>,
+    /// A task (id or unique prefix) that must be merged before this one
+    /// starts (repeatable).
+    #[arg(long = "depends-on", value_name = "TASK", conflicts_with = "file")]
+    pub depends_on: Vec<String>,
+    /// Read the task from a YAML or JSON file (`-` for stdin) with the
+    /// fields project, title, description, type, priority, allowed_files,
+    /// acceptance_tests, depends_on (see examples/task_example.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    require_project(&config, &a.project)?;
+/// The task a `--file` describes.
+fn task_from_file(path: &Path, project: Option<&str>) -> Result<NewTask, CliError> {
+    let (text, shown) = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CliError::usage(format!("cannot read the task from stdin: {e}")))?;
+        (text, "stdin".to_string())
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read task file {}: {e}; give the path of a YAML or JSON task file",
+                path.display()
+            ))
+        })?;
+        (text, path.display().to_string())
+    };
+    let format = TaskFileFormat::detect(Some(path), &text);
+    let refused = |e: task_file::TaskFileError| {
+        CliError::usage(format!("task file {shown}: {e}; nothing was written"))
+    };
+    let spec = task_file::parse(&text, format).map_err(refused)?;
+    spec.to_new_task(project).map_err(refused)
+}
+
+/// The task the flags describe.
+fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> {
     let task_type: TaskType = a.task_type.parse().map_err(CliError::usage)?;
-    let title = a.title.trim();
+    let title = a.title.as_deref().unwrap_or_default().trim();
     if title.is_empty() {
         return Err(CliError::usage("--title must not be empty"));
     }
@@ -56,14 +96,13 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
             "--accept `{bad}`: expected a test id such as `tests/test_calc.py::test_add` or a test file"
         )));
     }
-    let store = open_store(&config)?;
-    let project = require_project(&config, &a.project)?;
-    store.ensure_project(
-        &project.name,
-        &config.project_path(project).display().to_string(),
-    )?;
-    let task = store.add_task(&NewTask {
-        project: a.project.clone(),
+    if let Some(bad) = a.depends_on.iter().find(|d| d.trim().is_empty()) {
+        return Err(CliError::usage(format!(
+            "--depends-on `{bad}`: expected a task id or a unique prefix of one (see `orch tasks --project {project}`)"
+        )));
+    }
+    Ok(NewTask {
+        project: project.to_string(),
         title: title.to_string(),
         description: a.description.clone(),
         task_type,
@@ -71,8 +110,31 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         allowed_files: a.allowed_files.clone(),
         source: TaskSource::Manual,
         acceptance_tests: accept,
+        depends_on: a
+            .depends_on
+            .iter()
+            .map(|d| TaskId(d.trim().to_string()))
+            .collect(),
         ..NewTask::default()
-    })?;
+    })
+}
+
+pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
+    let config = load_config(config_flag)?;
+    if let Some(p) = &a.project {
+        require_project(&config, p)?;
+    }
+    let new = match &a.file {
+        Some(path) => task_from_file(path, a.project.as_deref())?,
+        None => task_from_flags(&a, a.project.as_deref().unwrap_or_default())?,
+    };
+    let project = require_project(&config, &new.project)?;
+    let store = open_store(&config)?;
+    store.ensure_project(
+        &project.name,
+        &config.project_path(project).display().to_string(),
+    )?;
+    let task = store.add_task(&new)?;
     if a.json {
         print_json(&task)?;
     } else {
@@ -85,6 +147,10 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         }
         if !task.allowed_files.is_empty() {
             println!("  allowed files: {}", task.allowed_files.join(", "));
+        }
+        if !task.depends_on.is_empty() {
+            let ids: Vec<&str> = task.depends_on.iter().map(TaskId::as_str).collect();
+            println!("  starts after these tasks merged: {}", ids.join(", "));
         }
     }
     Ok(ExitCode::SUCCESS)

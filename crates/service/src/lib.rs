@@ -1,0 +1,1 @@
+//! `orch serve`: one process for the whole portfolio (in progress).
