@@ -197,6 +197,33 @@ impl AgentObserver for NoopObserver {
     fn on_event(&self, _event: &AgentEvent) {}
 }
 
+/// Something that does a task's work in its worktree: the built-in agent,
+/// or an agent CLI (Claude Code, Codex, aider). The engine only knows this
+/// trait; whatever runs, its result goes through the same commit boundary,
+/// verification, judge and merge queue.
+#[async_trait::async_trait]
+pub trait Worker: Send + Sync {
+    /// Short name for events and logs (`builtin`, `claude-code`, …).
+    fn name(&self) -> &str;
+    /// Does the work to its end; every way of stopping is a [`WorkerEnd`].
+    async fn run(&self, spec: WorkerSpec, observer: &dyn AgentObserver) -> WorkerOutcome;
+}
+
+/// orch's own tool-calling agent ([`run_worker`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuiltinWorker;
+
+#[async_trait::async_trait]
+impl Worker for BuiltinWorker {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    async fn run(&self, spec: WorkerSpec, observer: &dyn AgentObserver) -> WorkerOutcome {
+        run_worker(spec, observer).await
+    }
+}
+
 /// Runs the loop to its end. Never fails: every way of stopping is a
 /// [`WorkerEnd`], and the transcript so far is always returned.
 pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> WorkerOutcome {

@@ -89,6 +89,8 @@ pub struct Engine {
     pub(crate) meter: Arc<crate::metered::Meter>,
     /// Cancel tokens of the tasks being worked on.
     pub(crate) cancels: Arc<crate::cancel::Cancels>,
+    /// What does the work of each attempt.
+    pub(crate) worker: Arc<dyn orch_agent::Worker>,
 }
 
 impl Engine {
@@ -164,6 +166,7 @@ impl Engine {
             baseline_locks: Mutex::new(HashMap::new()),
             meter,
             cancels: Arc::default(),
+            worker: Arc::new(orch_agent::BuiltinWorker),
         }))
     }
 

@@ -147,7 +147,7 @@ impl Run<'_> {
             Some(self.tid()),
             EventKind::StageStarted,
             format!("attempt {}: worker {worker_model} started", self.attempt.number),
-            serde_json::json!({"stage": "work", "attempt": self.attempt.number, "model": worker_model.to_string(), "workflow": route.workflow}),
+            serde_json::json!({"stage": "work", "attempt": self.attempt.number, "model": worker_model.to_string(), "workflow": route.workflow, "worker": e.worker.name()}),
         );
         let spec = WorkerSpec {
             provider,
@@ -170,7 +170,7 @@ impl Run<'_> {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
         };
-        let outcome = orch_agent::run_worker(spec, &observer).await;
+        let outcome = e.worker.run(spec, &observer).await;
         e.store.add_task_usage(&self.task.id, &outcome.usage)?;
         let json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
         write_atomic(&self.audit_md.with_extension("json"), &json)
