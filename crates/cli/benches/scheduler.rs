@@ -24,7 +24,12 @@ const ANSWERS_PER_TASK: u64 = 3;
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"])
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.invalid",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -74,7 +79,11 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-qm", "initial"]);
-    std::fs::write(dir.path().join("script.json"), script(tasks, delay_ms).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("script.json"),
+        script(tasks, delay_ms).to_string(),
+    )
+    .unwrap();
     let config = dir.path().join("orch.toml");
     std::fs::write(
         &config,
@@ -89,7 +98,15 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
     for i in 0..tasks {
         let title = format!("bench-{i:03}");
         let out = Command::new(orch)
-            .args(["--config", config.to_str().unwrap(), "add-task", "--project", "bench", "--title", &title])
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "add-task",
+                "--project",
+                "bench",
+                "--title",
+                &title,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -97,7 +114,18 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
     let forks = forks_since_boot();
     let started = Instant::now();
     let out = Command::new(orch)
-        .args(["--config", config.to_str().unwrap(), "run", "--project", "bench", "--until-idle", "--cycles", "5", "--quiet", "--json"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--project",
+            "bench",
+            "--until-idle",
+            "--cycles",
+            "5",
+            "--quiet",
+            "--json",
+        ])
         .output()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
@@ -107,7 +135,11 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
         .as_array()
         .map(|t| t.iter().filter(|t| t["status"] == "merged").count())
         .unwrap_or(0);
-    Measured { seconds, forks, merged }
+    Measured {
+        seconds,
+        forks,
+        merged,
+    }
 }
 
 fn main() {
@@ -128,7 +160,8 @@ fn main() {
     println!("| workers | ideal s | measured s | efficiency | merged |");
     println!("|---|---|---|---|---|");
     for w in widths {
-        let ideal = Duration::from_millis(ANSWER_MS * ANSWERS_PER_TASK * tasks as u64).as_secs_f64()
+        let ideal = Duration::from_millis(ANSWER_MS * ANSWERS_PER_TASK * tasks as u64)
+            .as_secs_f64()
             / w as f64;
         let m = run(tasks, w, ANSWER_MS);
         println!(

@@ -6,6 +6,7 @@
 // (see output.rs for why).
 #[macro_use]
 mod output;
+mod client;
 mod commands;
 mod progress;
 mod table;
@@ -30,6 +31,11 @@ pub struct Cli {
     /// repository is not touched.
     #[arg(long, global = true, env = "ORCH_DRY_RUN")]
     pub dry_run: bool,
+    /// Talk to a running `orch serve` at this URL (e.g.
+    /// http://127.0.0.1:7777) instead of the local state: add-task, tasks,
+    /// show, answer, cancel, status and events. The token comes from ORCH_TOKEN.
+    #[arg(long, global = true, env = "ORCH_SERVER", value_name = "URL")]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +50,8 @@ pub enum Command {
     Plan(commands::plan::PlanArgs),
     /// Run cycles: plan, work, verify, judge, merge.
     Run(commands::run::RunArgs),
+    /// Serve every project on its schedule, file triggers and the HTTP API, until SIGTERM or Ctrl-C.
+    Serve(commands::serve::ServeArgs),
     /// List a project's tasks.
     Tasks(commands::tasks::TasksArgs),
     /// Every project's state at a glance.
@@ -137,6 +145,7 @@ impl std::io::Write for RedactingStderr {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    client::set_server(cli.server.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")

@@ -166,7 +166,11 @@ mod tests {
             .await
             .unwrap();
         assert!(!untouched.is_cancelled());
-        assert_eq!(cancels.interrupt_reason(&task.id), None, "a cancel is no interrupt");
+        assert_eq!(
+            cancels.interrupt_reason(&task.id),
+            None,
+            "a cancel is no interrupt"
+        );
         stop.cancel();
         watcher.await.unwrap();
     }

@@ -342,8 +342,11 @@ impl Engine {
 
     fn has_work(&self) -> Result<bool> {
         let counts = self.store.count_by_status(&self.project.name)?;
-        let n = |s: TaskStatus| counts.get(s.as_str()).copied().unwrap_or(0);
-        Ok(n(TaskStatus::Pending) > 0 || n(TaskStatus::Passed) > 0)
+        let passed = counts
+            .get(TaskStatus::Passed.as_str())
+            .copied()
+            .unwrap_or(0);
+        Ok(passed > 0 || self.store.count_ready(&self.project.name)? > 0)
     }
 
     /// One cycle: plan if needed, then keep every worker slot busy until the

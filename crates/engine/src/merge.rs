@@ -186,15 +186,18 @@ impl Engine {
                 format!("merging {branch} into {}", self.main_branch),
                 serde_json::json!({"stage": "merge"}),
             );
-            if !self.git.branch_exists(&branch).await? {
-                self.reject(
-                    &task,
-                    &format!("the branch {branch} is gone; the work has to be done again"),
-                )?;
-                continue;
-            }
             let message = format!("Merge {branch}: {}\n\nTask: {tid}", task.title);
-            match self.git.merge_commit(&head, &branch, &message).await? {
+            let merged = match self.git.merge_commit(&head, &branch, &message).await {
+                // Only a failed merge asks whether the branch still exists.
+                Err(_) if !self.git.branch_exists(&branch).await? => {
+                    let gone =
+                        format!("the branch {branch} is gone; the work has to be done again");
+                    self.reject(&task, &gone)?;
+                    continue;
+                }
+                other => other?,
+            };
+            match merged {
                 MergeOutcome::Clean { head: merged } => {
                     head = merged;
                     kept.push(task);
@@ -222,7 +225,7 @@ impl Engine {
         kept: &[Task],
     ) -> Result<Option<VerificationReport>> {
         if let [only] = kept {
-            if self.git.tree_of(head).await? == self.git.tree_of(&only.branch()).await? {
+            if self.git.same_tree(head, &only.branch()).await? {
                 self.rec.note(
                     Some(only.id.as_str()),
                     EventKind::StageFinished,

@@ -398,13 +398,18 @@ impl Run<'_> {
             self.cancelled(outcome, "judging").await?;
             return Ok(None);
         }
-        let diff = e
-            .git
-            .diff(&self.base, &c.head_sha, JUDGE_DIFF_BYTES)
-            .await?;
         let judge_provider = match &e.project.judge_model {
             Some(m) => Some(e.provider_for(m, e.call_context("judge", self.task, &self.attempt))?),
             None => None,
+        };
+        // Only the judge model reads the diff; the gates do not.
+        let diff = match judge_provider {
+            Some(_) => {
+                e.git
+                    .diff(&self.base, &c.head_sha, JUDGE_DIFF_BYTES)
+                    .await?
+            }
+            None => String::new(),
         };
         let input = orch_judge::JudgeInput {
             task: self.task,

@@ -152,6 +152,20 @@ fn checked<'a>(what: &'static str, name: &'a str) -> Result<&'a str, GitError> {
 }
 
 /// Splits NUL-separated output, dropping empty entries.
+/// A full (40 or 64 hex digit) object id.
+fn is_full_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit id in `git commit`'s summary line (`[main <id>] message`,
+/// `[detached HEAD <id>] …`), when it is a full id.
+fn commit_id_from_summary(stdout: &str) -> Option<String> {
+    let first = stdout.lines().next()?;
+    let inside = first.strip_prefix('[')?.split(']').next()?;
+    let id = inside.rsplit(' ').next()?;
+    is_full_id(id).then(|| id.to_string())
+}
+
 fn split_z(s: &str) -> Vec<String> {
     s.split('\0')
         .filter(|p| !p.is_empty())
@@ -348,14 +362,16 @@ impl Git {
 
     /// Deletes a local branch (even unmerged); Ok if it does not exist.
     pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
-        if !self.branch_exists(name).await? {
-            return Ok(());
-        }
+        checked("branch", name)?;
         // `branch -D` reads every worktree's record to refuse deleting a
         // checked-out branch, so it races with worktree changes too.
         let _lock = self.lock.acquire().await?;
-        self.ok(&self.repo, &["branch", "-D", name]).await?;
-        Ok(())
+        let args = ["branch", "-D", name];
+        let out = self.raw(&self.repo, &args, TIMEOUT, OUTPUT_LIMIT).await?;
+        if out.success() || out.stderr.contains("not found") {
+            return Ok(());
+        }
+        Err(self.command_error(&self.repo, &args, &out))
     }
 
     /// Creates (or resets) `branch` at `base` and checks it out in a new
@@ -366,8 +382,25 @@ impl Git {
         let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
         let dir = path_arg(&dir);
-        let args = ["worktree", "add", "-B", branch, dir.as_str(), base];
-        self.ok_with(&self.repo, &args, CHECKOUT_TIMEOUT).await?;
+        self.add_worktree_locked(&["worktree", "add", "-B", branch, dir.as_str(), base])
+            .await
+    }
+
+    /// Runs `git worktree add …`; when git still holds a record of a
+    /// worktree whose directory is gone at that path, prunes it and tries
+    /// once more (cheaper than listing worktrees before every add).
+    async fn add_worktree_locked(&self, args: &[&str]) -> Result<(), GitError> {
+        let out = self
+            .raw(&self.repo, args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+            .await?;
+        if out.success() {
+            return Ok(());
+        }
+        if !out.stderr.contains("already registered") {
+            return Err(self.command_error(&self.repo, args, &out));
+        }
+        self.worktree_prune_locked().await?;
+        self.ok_with(&self.repo, args, CHECKOUT_TIMEOUT).await?;
         Ok(())
     }
 
@@ -377,9 +410,8 @@ impl Git {
         let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
         let dir = path_arg(&dir);
-        let args = ["worktree", "add", "--detach", dir.as_str(), commit];
-        self.ok_with(&self.repo, &args, CHECKOUT_TIMEOUT).await?;
-        Ok(())
+        self.add_worktree_locked(&["worktree", "add", "--detach", dir.as_str(), commit])
+            .await
     }
 
     /// Removes the worktree at `dir` (discarding its changes) and its
@@ -398,6 +430,18 @@ impl Git {
                 code: None,
                 stderr: "refusing to remove the repository's main work tree".to_string(),
             });
+        }
+        if dir.join(".git").is_file() {
+            // A linked worktree: one `git worktree remove` drops both the
+            // directory and git's record of it.
+            let d = path_arg(&dir);
+            let args = ["worktree", "remove", "--force", "--force", d.as_str()];
+            let out = self
+                .raw(&self.repo, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+                .await?;
+            if out.success() && !dir.exists() {
+                return Ok(());
+            }
         }
         let registered = self
             .worktrees_locked()
@@ -473,25 +517,33 @@ impl Git {
         add.extend(EXCLUDED_FROM_COMMITS);
         self.ok(worktree, &add).await?;
 
-        let args = ["diff", "--cached", "--quiet"];
-        let staged = self.raw(worktree, &args, TIMEOUT, 4096).await?;
-        match staged.exit_code {
-            Some(0) => return Ok(None),
-            Some(1) => {}
-            _ => return Err(self.command_error(worktree, &args, &staged)),
-        }
+        // core.abbrev=40 makes the summary line `[branch <full id>] …`, so
+        // the new commit is known without another process.
         let mut commit = IDENTITY.to_vec();
         commit.extend([
             "-c",
             "commit.gpgsign=false",
+            "-c",
+            "core.abbrev=40",
             "commit",
             "--no-verify",
-            "-q",
             "-m",
             message,
         ]);
-        self.ok(worktree, &commit).await?;
-        Ok(Some(self.head(worktree).await?))
+        let out = self.raw(worktree, &commit, TIMEOUT, OUTPUT_LIMIT).await?;
+        if out.success() {
+            return match commit_id_from_summary(&out.stdout) {
+                Some(id) => Ok(Some(id)),
+                None => Ok(Some(self.head(worktree).await?)),
+            };
+        }
+        // Exit 1 is also "nothing to commit"; tell it apart from a failure.
+        let args = ["diff", "--cached", "--quiet"];
+        let staged = self.raw(worktree, &args, TIMEOUT, 4096).await?;
+        match staged.exit_code {
+            Some(0) => Ok(None),
+            _ => Err(self.command_error(worktree, &commit, &out)),
+        }
     }
 
     /// Every path `commit_all` would commit in `worktree`: tracked
@@ -598,7 +650,11 @@ impl Git {
                 reason: "orch only writes refs under `refs/orch/<name>`".to_string(),
             });
         }
-        let sha = self.rev_parse(commit).await?;
+        let sha = if is_full_id(commit) {
+            commit.to_string()
+        } else {
+            self.rev_parse(commit).await?
+        };
         let args = ["update-ref", "-m", "orch: keep commit", refname, &sha];
         self.ok(&self.repo, &args).await?;
         Ok(())
@@ -802,6 +858,33 @@ impl Git {
             .to_string())
     }
 
+    /// Whether two commits hold the same tree (one process).
+    pub async fn same_tree(&self, a: &str, b: &str) -> Result<bool, GitError> {
+        let (a, b) = (format!("{a}^{{tree}}"), format!("{b}^{{tree}}"));
+        let [ta, tb] = self.rev_parse_all([a.as_str(), b.as_str()]).await?;
+        Ok(ta == tb)
+    }
+
+    /// Full ids of several revisions in one `git rev-parse`.
+    async fn rev_parse_all<const N: usize>(
+        &self,
+        revs: [&str; N],
+    ) -> Result<[String; N], GitError> {
+        self.checked_revs(&revs)?;
+        // `--verify` takes one name; without it rev-parse resolves each and
+        // fails on any that does not exist.
+        let mut args = vec!["rev-parse"];
+        args.extend(revs);
+        let out = self.ok(&self.repo, &args).await?;
+        let ids: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+        ids.try_into()
+            .map_err(|ids: Vec<String>| GitError::Command {
+                args: args.join(" "),
+                code: None,
+                stderr: format!("expected {N} object ids, got {}", ids.len()),
+            })
+    }
+
     /// Whether `ancestor` is reachable from `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
         self.checked_revs(&[ancestor, descendant])?;
@@ -839,12 +922,13 @@ impl Git {
     ) -> Result<AdvanceOutcome, GitError> {
         checked("branch", branch)?;
         let refname = format!("refs/heads/{branch}");
-        let current = self.rev_parse(&refname).await?;
-        let old = self.rev_parse(expected_old).await?;
+        let commits = [refname.as_str(), expected_old, new].map(|r| format!("{r}^{{commit}}"));
+        let [current, old, new] = self
+            .rev_parse_all([&commits[0], &commits[1], &commits[2]].map(String::as_str))
+            .await?;
         if current != old {
             return Ok(AdvanceOutcome::Moved { current });
         }
-        let new = self.rev_parse(new).await?;
         if new == old {
             return Ok(AdvanceOutcome::Advanced);
         }
@@ -856,14 +940,20 @@ impl Git {
             });
         }
 
-        // Records of deleted worktrees would otherwise look like checkouts.
         let checkout = {
             let _lock = self.lock.acquire().await?;
-            self.worktree_prune_locked().await?;
-            self.worktrees_locked()
-                .await?
-                .into_iter()
-                .find(|w| w.branch.as_deref() == Some(branch))
+            let find = |list: Vec<WorktreeInfo>| {
+                list.into_iter()
+                    .find(|w| w.branch.as_deref() == Some(branch))
+            };
+            match find(self.worktrees_locked().await?) {
+                // The record of a deleted worktree is not a checkout.
+                Some(w) if !w.path.exists() => {
+                    self.worktree_prune_locked().await?;
+                    find(self.worktrees_locked().await?)
+                }
+                found => found,
+            }
         };
 
         let Some(checkout) = checkout else {
@@ -935,6 +1025,10 @@ impl Git {
                     source,
                 })?;
         }
+        if !dir.exists() {
+            // A stale record at this path is pruned by the add if needed.
+            return Ok(dir);
+        }
         let registered = self
             .worktrees_locked()
             .await?
@@ -960,8 +1054,6 @@ impl Git {
                 });
             }
             self.worktree_remove_locked(&dir).await?;
-        } else {
-            self.worktree_prune_locked().await?;
         }
         Ok(normalize(&dir))
     }

@@ -355,6 +355,10 @@ fn read_entries(
             // Blank lines after a bare label are the description's.
             consumed = 0;
         }
+    } else if inline.contains('`') {
+        // Code spans may hold commas (`src/{a,b}.py`): take each span.
+        let spans = inline.split('`').skip(1).step_by(2);
+        items.extend(spans.map(|s| (line, format!("`{s}`"))));
     } else {
         items.extend(inline.split(',').map(|s| (line, s.to_string())));
     }
@@ -723,6 +727,12 @@ Not part of task 1.2.
         let e = error("## Task 1.1: a\n\n```\n## Task 1.2: b\n");
         assert_eq!(e.line, 3);
         assert!(e.message.contains("never closed"), "{e}");
+    }
+
+    #[test]
+    fn code_spans_keep_their_commas() {
+        let plan = parse("## Task 1: a\nFiles: `src/{a,b}.py`, `docs/x.md`\n").unwrap();
+        assert_eq!(plan.tasks[0].allowed_files, ["src/{a,b}.py", "docs/x.md"]);
     }
 
     #[test]

@@ -156,7 +156,8 @@ pub fn parse(text: &str, format: TaskFileFormat) -> Result<TaskSpec, TaskFileErr
             let spec: TaskSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let field = clean_path(&e.path().to_string());
                 let inner = e.into_inner();
-                let kind = if inner.is_syntax() || inner.is_eof() {
+                // An enum given a number is a "syntax" error to serde_json.
+                let kind = if (inner.is_syntax() && field != "type") || inner.is_eof() {
                     TaskFileErrorKind::Syntax
                 } else {
                     TaskFileErrorKind::Invalid
@@ -243,7 +244,8 @@ fn located(
     } else if let Some(rest) = raw.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
         format!("missing required field `{name}`")
-    } else if raw.contains("unknown variant") && field == "type" {
+    } else if field == "type" && !raw.contains("expected one of") {
+        // serde_json says only "expected value" for a number here.
         format!("{raw}; use one of code, test, fix, review")
     } else {
         raw
@@ -539,7 +541,8 @@ depends_on: [abcd1234]
         let e = yaml_err("title: x\ntype: feature\n");
         assert_eq!(e.field, "type");
         assert!(
-            e.message.contains("use one of code, test, fix, review"),
+            e.message
+                .contains("expected one of `code`, `test`, `fix`, `review`"),
             "{}",
             e.message
         );
@@ -567,6 +570,9 @@ depends_on: [abcd1234]
         assert_eq!(e.kind, TaskFileErrorKind::Syntax, "{e:?}");
         let e = json_err("{\"title\": \"x\"} {}");
         assert!(e.message.contains("one JSON object"), "{}", e.message);
+        let e = json_err("{\"title\": \"x\", \"type\": 3}");
+        assert_eq!(e.kind, TaskFileErrorKind::Invalid, "{e:?}");
+        assert!(e.message.contains("use one of code"), "{}", e.message);
         let e = json_err("[]");
         assert_eq!(e.kind, TaskFileErrorKind::Invalid, "{e:?}");
     }

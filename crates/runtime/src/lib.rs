@@ -130,7 +130,10 @@ pub fn docker_options(config: &Config, pc: &ProjectConfig) -> DockerOptions {
 
 /// The project's sandbox, checked, and what a person should know about the
 /// choice (an `auto` fallback, no isolation).
-pub async fn sandbox(config: &Config, pc: &ProjectConfig) -> Result<(Arc<dyn Sandbox>, Vec<String>)> {
+pub async fn sandbox(
+    config: &Config,
+    pc: &ProjectConfig,
+) -> Result<(Arc<dyn Sandbox>, Vec<String>)> {
     let selection = orch_sandbox::select(
         pc.sandbox.as_str(),
         sandbox_options(config, pc),
@@ -219,10 +222,12 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.source = "/etc/orch/orch.toml".into();
-        c.base_dir = "/etc/orch".into();
-        c.data_dir = "/var/lib/orch".into();
+        let mut c = Config {
+            source: "/etc/orch/orch.toml".into(),
+            base_dir: "/etc/orch".into(),
+            data_dir: "/var/lib/orch".into(),
+            ..Default::default()
+        };
         c.projects.push(ProjectConfig::new(
             "app",
             "/src/app",
@@ -236,7 +241,9 @@ mod tests {
         let c = config();
         assert!(project(&c, "app").is_ok());
         let err = project(&c, "nope").err().unwrap();
-        assert!(matches!(&err, RuntimeError::Usage(m) if m.contains("`nope`") && m.contains("app")));
+        assert!(
+            matches!(&err, RuntimeError::Usage(m) if m.contains("`nope`") && m.contains("app"))
+        );
     }
 
     #[test]
@@ -244,9 +251,16 @@ mod tests {
         let c = config();
         let opts = sandbox_options(&c, &c.projects[0]);
         for p in ["/etc/orch/orch.toml", "/etc/orch/.env", "/var/lib/orch"] {
-            assert!(opts.hidden.iter().any(|h| h == Path::new(p)), "{p} not hidden: {:?}", opts.hidden);
+            assert!(
+                opts.hidden.iter().any(|h| h == Path::new(p)),
+                "{p} not hidden: {:?}",
+                opts.hidden
+            );
         }
-        assert_eq!(opts.limits.memory_bytes, Some(c.projects[0].memory_mb * 1024 * 1024));
+        assert_eq!(
+            opts.limits.memory_bytes,
+            Some(c.projects[0].memory_mb * 1024 * 1024)
+        );
         assert_eq!(docker_options(&c, &c.projects[0]).image, DEFAULT_IMAGE);
         assert_eq!(shutdown_grace(&c), Duration::from_secs(60));
     }

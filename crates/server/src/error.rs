@@ -113,7 +113,9 @@ impl From<StateError> for ApiError {
             // An id prefix the client can lengthen: a bad request, not a conflict.
             StateError::Ambiguous { .. } => ApiError::bad_request(e.to_string()),
             StateError::InvalidTransition { .. } => ApiError::conflict(e.to_string()),
-            StateError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            StateError::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             StateError::Sqlite(rusqlite_err) if is_busy(&rusqlite_err.to_string()) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
@@ -214,14 +216,15 @@ pub(crate) fn body_format(headers: &HeaderMap, yaml: bool) -> Result<Format, Api
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-    {
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         return Ok(Format::Json);
     }
-    if yaml && matches!(
-        mime.as_str(),
-        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
-    ) {
+    if yaml
+        && matches!(
+            mime.as_str(),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
+        )
+    {
         return Ok(Format::Yaml);
     }
     Err(ApiError::new(
@@ -234,7 +237,10 @@ pub(crate) fn body_format(headers: &HeaderMap, yaml: bool) -> Result<Format, Api
     .field("Content-Type"))
 }
 
-pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<bytes::Bytes, ApiError> {
     bytes::Bytes::from_request(req, state).await.map_err(|rej| {
         let status = rej.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -274,7 +280,7 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     use serde_json::error::Category;
     match inner.classify() {
         Category::Data => {
-            let message = format!("{}", strip_position(&inner.to_string()));
+            let message = strip_position(&inner.to_string()).to_string();
             if path == "." {
                 // The document as a whole has the wrong shape (an array
                 // where an object belongs, a missing required field).
@@ -404,8 +410,14 @@ mod tests {
     #[test]
     fn content_types() {
         let mut h = HeaderMap::new();
-        assert_eq!(body_format(&h, false).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        assert_eq!(
+            body_format(&h, false).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert_eq!(body_format(&h, false).unwrap(), Format::Json);
         h.insert(header::CONTENT_TYPE, "application/yaml".parse().unwrap());
         assert!(body_format(&h, false).is_err());

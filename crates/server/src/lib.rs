@@ -83,7 +83,10 @@ impl ServerOptions {
     /// (as `orch serve --listen` does), the token read from the variable
     /// `token_env` names (the environment first, then the `.env` beside the
     /// config). Checks that the address may be served (see [`check_options`]).
-    pub fn from_config(config: &Config, listen: Option<&str>) -> Result<ServerOptions, ServerError> {
+    pub fn from_config(
+        config: &Config,
+        listen: Option<&str>,
+    ) -> Result<ServerOptions, ServerError> {
         let text = listen
             .map(str::to_string)
             .or_else(|| config.server.listen.clone())

@@ -3,16 +3,18 @@
 //! operation (a compare-and-set transaction), done only after every check on
 //! the request passed, so a rejected request writes nothing.
 
-use crate::error::{body_format, read_body, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Format, OptionalJson};
+use crate::error::{
+    body_format, read_body, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, Format, OptionalJson,
+};
 use crate::views::{self, CostDoc, ProjectStatus, Shown, StatusDoc};
-use axum::extract::{FromRequest, Request};
-use orch_planner::task_file::{self, TaskFileErrorKind, TaskFileFormat, TaskSpec};
 use crate::{blocking, AppState, RunStarted};
 use axum::extract::State;
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::Json;
 use orch_config::{Config, ProjectConfig};
 use orch_core::Task;
+use orch_planner::task_file::{self, TaskFileErrorKind, TaskFileFormat, TaskSpec};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -431,7 +433,9 @@ async fn set_paused(
     paused: bool,
     reason: Option<String>,
 ) -> Result<Json<ProjectStatus>, ApiError> {
-    let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+    let reason = reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
     let status = blocking(move || {
         let p = require_project(&state.config, &project)?;
         ensure_registered(&state.config, &state.store, p)?;

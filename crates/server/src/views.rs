@@ -185,7 +185,11 @@ pub fn parse_since(s: &str, today: chrono::NaiveDate) -> Result<String, String> 
 }
 
 /// The cost report of one project or all, from `since` (a UTC day).
-pub fn cost(store: &Store, project: Option<&str>, since: Option<String>) -> Result<CostDoc, StateError> {
+pub fn cost(
+    store: &Store,
+    project: Option<&str>,
+    since: Option<String>,
+) -> Result<CostDoc, StateError> {
     let rows = store.cost_report(project, since.as_deref())?;
     let mut total = Totals::default();
     let mut by_role: BTreeMap<String, Totals> = BTreeMap::new();
@@ -268,7 +272,9 @@ mod tests {
         assert_eq!(parse_since("today", today).unwrap(), "2026-03-10");
         assert_eq!(parse_since("7d", today).unwrap(), "2026-03-03");
         assert_eq!(parse_since("2026-01-02", today).unwrap(), "2026-01-02");
-        assert!(parse_since("last week", today).unwrap_err().contains("YYYY-MM-DD"));
+        assert!(parse_since("last week", today)
+            .unwrap_err()
+            .contains("YYYY-MM-DD"));
         assert!(parse_since("99999999999999d", today).is_err());
     }
 
@@ -321,8 +327,12 @@ mod tests {
         };
         let e = new_task(&s, "p", &req(&|r| r.title = "  ".into())).unwrap_err();
         assert_eq!(e.field, "title");
-        let e = new_task(&s, "p", &req(&|r| r.allowed_files = vec!["ok/*.py".into(), "../x".into()]))
-            .unwrap_err();
+        let e = new_task(
+            &s,
+            "p",
+            &req(&|r| r.allowed_files = vec!["ok/*.py".into(), "../x".into()]),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "allowed_files[1]");
         let e = new_task(&s, "p", &req(&|r| r.project = Some("q".into()))).unwrap_err();
         assert_eq!(e.field, "project");

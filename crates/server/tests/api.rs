@@ -71,7 +71,10 @@ async fn add_and_list_tasks() {
 
     // YAML, a task file, with a dependency given by prefix.
     let first = t["id"].as_str().unwrap();
-    let yaml = format!("title: Add sub\ntask_type: code\ndepends_on: [{}]\n", &first[..6]);
+    let yaml = format!(
+        "title: Add sub\ntask_type: code\ndepends_on: [{}]\n",
+        &first[..6]
+    );
     let resp = s
         .http
         .post(s.url("/api/v1/projects/calc/tasks"))
@@ -84,7 +87,12 @@ async fn add_and_list_tasks() {
     let second: Value = resp.json().await.unwrap();
     assert_eq!(second["depends_on"], json!([first]));
 
-    let all: Vec<Value> = s.get("/api/v1/projects/calc/tasks").await.json().await.unwrap();
+    let all: Vec<Value> = s
+        .get("/api/v1/projects/calc/tasks")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0]["id"], first, "higher priority first");
     let pending: Vec<Value> = s
@@ -116,10 +124,18 @@ async fn show_a_task_with_its_attempts_and_transcript() {
     let id = TaskId(t["id"].as_str().unwrap().to_string());
     s.store.claim_pending("calc", 1).unwrap();
     let a = s.store.start_attempt(&id, "base0").unwrap();
-    let md = s.dir.path().join("data/audit/calc/attempts").join(format!("{id}-1.md"));
+    let md = s
+        .dir
+        .path()
+        .join("data/audit/calc/attempts")
+        .join(format!("{id}-1.md"));
     std::fs::create_dir_all(md.parent().unwrap()).unwrap();
     std::fs::write(&md, "# attempt 1\n").unwrap();
-    std::fs::write(md.with_extension("json"), r#"[{"role": "assistant", "content": "hi"}]"#).unwrap();
+    std::fs::write(
+        md.with_extension("json"),
+        r#"[{"role": "assistant", "content": "hi"}]"#,
+    )
+    .unwrap();
     let mut fin = orch_state::AttemptFinish::new(AttemptStatus::Failed);
     fin.head_commit = Some("abc123".into());
     fin.audit_path = Some(md.display().to_string());
@@ -127,10 +143,17 @@ async fn show_a_task_with_its_attempts_and_transcript() {
         "passed": false, "steps": [], "preexisting_failures": [], "new_failures": ["t::x"],
         "targeted_failures": [], "goal_unmet": null, "empty_diff": false, "summary": "1 new failure"
     }));
-    fin.verdict = Some(json!({"passed": false, "score": null, "reasoning": "gate", "issues": [], "gates": []}));
+    fin.verdict = Some(
+        json!({"passed": false, "score": null, "reasoning": "gate", "issues": [], "gates": []}),
+    );
     s.store.finish_attempt(a.id, &fin).unwrap();
 
-    let shown: Value = s.get(&format!("/api/v1/tasks/{}", &id.0[..5])).await.json().await.unwrap();
+    let shown: Value = s
+        .get(&format!("/api/v1/tasks/{}", &id.0[..5]))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(shown["task"]["id"], id.0);
     let at = &shown["attempts"][0];
     assert_eq!(at["number"], 1);
@@ -150,9 +173,19 @@ async fn show_a_task_with_its_attempts_and_transcript() {
         .await
         .unwrap();
     assert_eq!(tr[0]["content"], "hi");
-    let err = expect_error(s.get(&format!("/api/v1/tasks/{id}/attempts/2/transcript")).await, 404).await;
+    let err = expect_error(
+        s.get(&format!("/api/v1/tasks/{id}/attempts/2/transcript"))
+            .await,
+        404,
+    )
+    .await;
     assert_eq!(err["field"], "n");
-    expect_error(s.get(&format!("/api/v1/tasks/{id}/attempts/x/transcript")).await, 400).await;
+    expect_error(
+        s.get(&format!("/api/v1/tasks/{id}/attempts/x/transcript"))
+            .await,
+        400,
+    )
+    .await;
     expect_error(s.get("/api/v1/tasks/ffffffffffff").await, 404).await;
     expect_error(s.get("/api/v1/tasks/ab").await, 404).await;
 }
@@ -166,7 +199,11 @@ async fn answer_cancel_and_retry() {
     // Not waiting for an answer yet: 409, nothing written.
     let before = s.written();
     let err = expect_error(
-        s.post_json(&format!("/api/v1/tasks/{id}/answer"), json!({"answer": "v2"})).await,
+        s.post_json(
+            &format!("/api/v1/tasks/{id}/answer"),
+            json!({"answer": "v2"}),
+        )
+        .await,
         409,
     )
     .await;
@@ -176,39 +213,67 @@ async fn answer_cancel_and_retry() {
     s.store.claim_pending("calc", 1).unwrap();
     s.store.ask_human(&id, "v1 or v2?").unwrap();
     let err = expect_error(
-        s.post_json(&format!("/api/v1/tasks/{id}/answer"), json!({"answer": "  "})).await,
+        s.post_json(
+            &format!("/api/v1/tasks/{id}/answer"),
+            json!({"answer": "  "}),
+        )
+        .await,
         422,
     )
     .await;
     assert_eq!(err["field"], "answer");
     let resp = s
-        .post_json(&format!("/api/v1/tasks/{id}/answer"), json!({"answer": "Use v2"}))
+        .post_json(
+            &format!("/api/v1/tasks/{id}/answer"),
+            json!({"answer": "Use v2"}),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let answered: Value = resp.json().await.unwrap();
     assert_eq!(answered["status"], "pending");
     assert_eq!(answered["answer"], "Use v2");
 
-    let resp = s.http.post(s.url(&format!("/api/v1/tasks/{id}/cancel"))).send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/v1/tasks/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let cancelled: Value = resp.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
     let before = s.written();
     expect_error(
-        s.http.post(s.url(&format!("/api/v1/tasks/{id}/cancel"))).send().await.unwrap(),
+        s.http
+            .post(s.url(&format!("/api/v1/tasks/{id}/cancel")))
+            .send()
+            .await
+            .unwrap(),
         409,
     )
     .await;
     assert_eq!(s.written(), before);
 
-    let resp = s.http.post(s.url(&format!("/api/v1/tasks/{id}/retry"))).send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/v1/tasks/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let retried: Value = resp.json().await.unwrap();
     assert_eq!(retried["status"], "pending");
-    assert_eq!(s.store.task(id.as_str()).unwrap().status, TaskStatus::Pending);
+    assert_eq!(
+        s.store.task(id.as_str()).unwrap().status,
+        TaskStatus::Pending
+    );
     // A pending task cannot be retried.
     expect_error(
-        s.http.post(s.url(&format!("/api/v1/tasks/{id}/retry"))).send().await.unwrap(),
+        s.http
+            .post(s.url(&format!("/api/v1/tasks/{id}/retry")))
+            .send()
+            .await
+            .unwrap(),
         409,
     )
     .await;
@@ -217,17 +282,34 @@ async fn answer_cancel_and_retry() {
 #[tokio::test]
 async fn run_pause_resume_status_and_cost() {
     let s = Server::start(None).await;
-    let resp = s.http.post(s.url("/api/v1/projects/calc/run")).send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url("/api/v1/projects/calc/run"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let r: Value = resp.json().await.unwrap();
     assert_eq!(r["started"], true);
     let err = expect_error(
-        s.http.post(s.url("/api/v1/projects/busy/run")).send().await.unwrap(),
+        s.http
+            .post(s.url("/api/v1/projects/busy/run"))
+            .send()
+            .await
+            .unwrap(),
         409,
     )
     .await;
     assert!(err["message"].as_str().unwrap().contains("paused"));
-    expect_error(s.http.post(s.url("/api/v1/projects/nope/run")).send().await.unwrap(), 404).await;
+    expect_error(
+        s.http
+            .post(s.url("/api/v1/projects/nope/run"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     assert_eq!(*s.control.calls.lock().unwrap(), ["calc", "busy"]);
 
     let st: Value = s.get("/api/v1/status").await.json().await.unwrap();
@@ -237,7 +319,10 @@ async fn run_pause_resume_status_and_cost() {
     assert_eq!(st["projects"].as_array().unwrap().len(), 2);
 
     let p: Value = s
-        .post_json("/api/v1/projects/calc/pause", json!({"reason": "release freeze"}))
+        .post_json(
+            "/api/v1/projects/calc/pause",
+            json!({"reason": "release freeze"}),
+        )
         .await
         .json()
         .await
@@ -246,7 +331,12 @@ async fn run_pause_resume_status_and_cost() {
     assert_eq!(p["pause_reason"], "release freeze");
     assert!(s.store.is_paused("calc").unwrap());
     // No body at all pauses too.
-    let resp = s.http.post(s.url("/api/v1/projects/busy/pause")).send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url("/api/v1/projects/busy/pause"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let st: Value = s.get("/api/v1/status").await.json().await.unwrap();
     assert_eq!(st["projects"][1]["paused"], true);
@@ -298,12 +388,12 @@ async fn run_pause_resume_status_and_cost() {
 async fn a_token_is_required_when_configured() {
     let s = Server::start(Some("s3cret-token")).await;
     let resp = s.get("/api/v1/status").await;
-    assert_eq!(
-        resp.headers()[reqwest::header::WWW_AUTHENTICATE],
-        "Bearer"
-    );
+    assert_eq!(resp.headers()[reqwest::header::WWW_AUTHENTICATE], "Bearer");
     let err = expect_error(resp, 401).await;
-    assert!(err["message"].as_str().unwrap().contains("Authorization: Bearer"));
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("Authorization: Bearer"));
     let before = s.written();
     let resp = s
         .http
@@ -341,9 +431,8 @@ async fn a_token_is_required_when_configured() {
 #[tokio::test]
 async fn no_token_means_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
-    let config = std::sync::Arc::new(
-        orch_config::load(&common::write_config(dir.path(), "")).unwrap(),
-    );
+    let config =
+        std::sync::Arc::new(orch_config::load(&common::write_config(dir.path(), "")).unwrap());
     let store = std::sync::Arc::new(orch_state::Store::open_in_memory().unwrap());
     let control = std::sync::Arc::new(common::RecordingControl::default());
     let opts = ServerOptions {
@@ -360,13 +449,23 @@ async fn no_token_means_loopback_only() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ServerError::NoTokenOffLoopback { .. }), "{err:?}");
+    assert!(
+        matches!(err, ServerError::NoTokenOffLoopback { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("token_env"), "{err}");
 
     // From the config: a listen address off loopback without token_env.
-    let cfg = orch_config::load(&common::write_config(dir.path(), "listen = \"0.0.0.0:7777\"")).unwrap();
+    let cfg = orch_config::load(&common::write_config(
+        dir.path(),
+        "listen = \"0.0.0.0:7777\"",
+    ))
+    .unwrap();
     let err = ServerOptions::from_config(&cfg, None).unwrap_err();
-    assert!(matches!(err, ServerError::NoTokenOffLoopback { .. }), "{err:?}");
+    assert!(
+        matches!(err, ServerError::NoTokenOffLoopback { .. }),
+        "{err:?}"
+    );
     // token_env naming an unset variable is refused, whatever the address.
     let cfg = orch_config::load(&common::write_config(
         dir.path(),
@@ -374,13 +473,19 @@ async fn no_token_means_loopback_only() {
     ))
     .unwrap();
     let err = ServerOptions::from_config(&cfg, None).unwrap_err();
-    assert!(err.to_string().contains("ORCH_TEST_UNSET_TOKEN_VAR"), "{err}");
+    assert!(
+        err.to_string().contains("ORCH_TEST_UNSET_TOKEN_VAR"),
+        "{err}"
+    );
     let ok = ServerOptions::from_config(&cfg, Some("localhost:0"));
     assert!(ok.is_err(), "still no token");
     let cfg = orch_config::load(&common::write_config(dir.path(), "")).unwrap();
     let ok = ServerOptions::from_config(&cfg, Some("127.0.0.1:7778")).unwrap();
     assert_eq!(ok.listen.port(), 7778);
-    assert!(ServerOptions::from_config(&cfg, None).is_err(), "no address");
+    assert!(
+        ServerOptions::from_config(&cfg, None).is_err(),
+        "no address"
+    );
 
     // With a token, any address may be served.
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -422,7 +527,13 @@ async fn bad_requests_get_the_error_shape_and_write_nothing() {
         .unwrap();
     expect_error(resp, 400).await;
     // Wrong or missing content type: 415, naming the header.
-    let resp = s.http.post(s.url(tasks)).body("title=x").send().await.unwrap();
+    let resp = s
+        .http
+        .post(s.url(tasks))
+        .body("title=x")
+        .send()
+        .await
+        .unwrap();
     let err = expect_error(resp, 415).await;
     assert_eq!(err["field"], "Content-Type");
     let resp = s
@@ -436,34 +547,68 @@ async fn bad_requests_get_the_error_shape_and_write_nothing() {
     expect_error(resp, 415).await;
     // A field of the wrong type, an unknown field, a missing title, a bad
     // value: 422 naming the field.
-    let err = expect_error(s.post_json(tasks, json!({"title": "x", "priority": "high"})).await, 422).await;
+    let err = expect_error(
+        s.post_json(tasks, json!({"title": "x", "priority": "high"}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(err["field"], "priority");
-    let err = expect_error(s.post_json(tasks, json!({"title": "x", "colour": "red"})).await, 422).await;
+    let err = expect_error(
+        s.post_json(tasks, json!({"title": "x", "colour": "red"}))
+            .await,
+        422,
+    )
+    .await;
     assert!(err["message"].as_str().unwrap().contains("colour"), "{err}");
-    let err = expect_error(s.post_json(tasks, json!({"description": "no title"})).await, 422).await;
+    let err = expect_error(
+        s.post_json(tasks, json!({"description": "no title"})).await,
+        422,
+    )
+    .await;
     assert!(err["message"].as_str().unwrap().contains("title"), "{err}");
     let err = expect_error(
-        s.post_json(tasks, json!({"title": "x", "allowed_files": ["ok.py", "/etc/passwd"]})).await,
+        s.post_json(
+            tasks,
+            json!({"title": "x", "allowed_files": ["ok.py", "/etc/passwd"]}),
+        )
+        .await,
         422,
     )
     .await;
     assert_eq!(err["field"], "allowed_files[1]");
     let err = expect_error(
-        s.post_json(tasks, json!({"title": "x", "depends_on": ["deadbeef0000"]})).await,
+        s.post_json(tasks, json!({"title": "x", "depends_on": ["deadbeef0000"]}))
+            .await,
         422,
     )
     .await;
     assert_eq!(err["field"], "depends_on[0]");
-    let err = expect_error(s.post_json(tasks, json!({"title": "x", "type": "refactor"})).await, 422).await;
+    let err = expect_error(
+        s.post_json(tasks, json!({"title": "x", "type": "refactor"}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(err["field"], "type");
     let err = expect_error(s.post_json(tasks, json!(["title"])).await, 422).await;
     assert!(err["message"].as_str().is_some());
     // Too large: 413.
     let big = "x".repeat(4096);
-    let err = expect_error(s.post_json(tasks, json!({"title": "x", "description": big})).await, 413).await;
+    let err = expect_error(
+        s.post_json(tasks, json!({"title": "x", "description": big}))
+            .await,
+        413,
+    )
+    .await;
     assert!(err["message"].as_str().unwrap().contains("max_body_bytes"));
     // Unknown project (with a good body): 404.
-    expect_error(s.post_json("/api/v1/projects/nope/tasks", json!({"title": "x"})).await, 404).await;
+    expect_error(
+        s.post_json("/api/v1/projects/nope/tasks", json!({"title": "x"}))
+            .await,
+        404,
+    )
+    .await;
     // Unknown route and wrong method: JSON too.
     expect_error(s.get("/api/v2/tasks").await, 404).await;
     let resp = s.http.delete(s.url("/api/v1/status")).send().await.unwrap();
@@ -479,10 +624,14 @@ async fn bad_requests_get_the_error_shape_and_write_nothing() {
         .await
         .unwrap();
     expect_error(resp, 400).await;
-    let err = expect_error(s.post_json("/api/v1/projects/calc/pause", json!({"reason": 5})).await, 422).await;
+    let err = expect_error(
+        s.post_json("/api/v1/projects/calc/pause", json!({"reason": 5}))
+            .await,
+        422,
+    )
+    .await;
     assert_eq!(err["field"], "reason");
     // An ambiguous prefix: 400.
     assert_eq!(s.written(), before, "no rejected request wrote anything");
     assert!(!s.store.is_paused("calc").unwrap());
 }
-

@@ -31,7 +31,11 @@ async fn backlog_then_live_then_resume_after_last_event_id() {
     for e in &backlog {
         let got = rd.next(T).await.unwrap();
         assert_eq!(got.id, e.id);
-        assert_eq!(got.data, serde_json::to_value(e).unwrap(), "the stored event, as JSON");
+        assert_eq!(
+            got.data,
+            serde_json::to_value(e).unwrap(),
+            "the stored event, as JSON"
+        );
     }
     // Live: an event committed now arrives.
     let live = record(&s, "calc", "live one");
@@ -41,7 +45,10 @@ async fn backlog_then_live_then_resume_after_last_event_id() {
     // So does one made through the API.
     let resp = s
         .http
-        .post(s.url(&format!("/api/v1/tasks/{}/cancel", t["id"].as_str().unwrap())))
+        .post(s.url(&format!(
+            "/api/v1/tasks/{}/cancel",
+            t["id"].as_str().unwrap()
+        )))
         .send()
         .await
         .unwrap();
@@ -53,7 +60,9 @@ async fn backlog_then_live_then_resume_after_last_event_id() {
     drop(rd);
 
     // While disconnected, more happens; resuming sends exactly what was missed.
-    let missed: Vec<i64> = (0..3).map(|i| record(&s, "calc", &format!("missed {i}"))).collect();
+    let missed: Vec<i64> = (0..3)
+        .map(|i| record(&s, "calc", &format!("missed {i}")))
+        .collect();
     let resp = s
         .http
         .get(s.url("/api/v1/events"))
@@ -125,24 +134,29 @@ async fn filters_by_project_and_task() {
     expect_error(s.get("/api/v1/events?follow=maybe").await, 400).await;
 }
 
-/// A client that reads nothing while far more events than the bus holds
-/// are committed lags behind the bus; it catches up from the database and
-/// still sees every event once, in order.
+/// A burst of more events than the bus holds, committed while the client
+/// reads nothing, arrives whole: every event once, in order. (Whether the
+/// stream lagged depends on socket buffers; the unit test in sse.rs forces
+/// a lag.)
 #[tokio::test]
-async fn a_lagging_client_catches_up_without_gaps_or_duplicates() {
+async fn a_burst_larger_than_the_bus_arrives_whole() {
     let s = Server::start(None).await;
     let first = record(&s, "calc", "start");
     let resp = s.get(&format!("/api/v1/events?after={}", first - 1)).await;
     let mut rd = SseReader::new(resp);
     assert_eq!(rd.next(T).await.unwrap().id, first);
 
-    let n = orch_state::BUS_CAPACITY * 3;
+    let n = orch_state::BUS_CAPACITY * 2;
     let store = s.store.clone();
     let last = tokio::task::spawn_blocking(move || {
         let mut last = 0;
         for i in 0..n {
             last = store
-                .record(&Event::new("calc", EventKind::Warning, format!("burst {i}")))
+                .record(&Event::new(
+                    "calc",
+                    EventKind::Warning,
+                    format!("burst {i}"),
+                ))
                 .unwrap();
         }
         last
@@ -164,9 +178,13 @@ async fn a_lagging_client_catches_up_without_gaps_or_duplicates() {
 async fn shutdown_ends_open_streams_and_the_server() {
     let s = Server::start(None).await;
     let mut rd = SseReader::new(s.get("/api/v1/events").await);
-    record(&s, "calc", "x");
-    assert!(rd.next(T).await.is_some());
+    let x = record(&s, "calc", "x");
+    while rd.next(T).await.unwrap().id != x {}
     s.shutdown.cancel();
     assert!(rd.next(T).await.is_none(), "the stream ends");
-    tokio::time::timeout(T, s.handle).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(T, s.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

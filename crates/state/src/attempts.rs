@@ -346,12 +346,12 @@ impl Store {
     pub fn renew_leases(&self) -> Result<usize> {
         let until = ts(lease_expiry(Utc::now()));
         // No event: a heartbeat is not news, and would drown the log.
-        Ok(self.write(|tx| {
+        self.write(|tx| {
             Ok(tx.execute(
                 "UPDATE attempts SET lease_expires_at = ?1 WHERE status = 'running' AND lease_owner = ?2",
                 params![until, lease_owner()],
             )?)
-        })?)
+        })
     }
 
     /// Asks for the task's running attempt to be interrupted for `reason`

@@ -426,6 +426,21 @@ impl Store {
     /// first, and returns them. Pending tasks that wait for a failed or
     /// cancelled task are failed first, naming it. Concurrent
     /// claimers (threads or processes) never receive the same task.
+    /// Pending tasks that can run now or after their backoff: every task
+    /// they depend on is merged. (Tasks held up behind a person or an
+    /// unfinished dependency are not counted.)
+    pub fn count_ready(&self, project: &str) -> Result<u64> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT COUNT(*) FROM tasks t WHERE t.project = ?1 AND t.status = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM json_each(t.depends_on) d
+                                   JOIN tasks u ON u.id = d.value WHERE u.status != 'merged')",
+                [project],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     pub fn claim_pending(&self, project: &str, limit: usize) -> Result<Vec<Task>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -1133,7 +1148,7 @@ mod tests {
             err.to_string().contains("is cancelled") && err.to_string().contains("never merge"),
             "{err}"
         );
-        // Nothing was written by the refused ones (b failed with a).
+        // The refused ones wrote nothing.
         assert_eq!(s.tasks(Some("p"), None).unwrap().len(), before);
     }
 

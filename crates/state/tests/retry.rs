@@ -54,8 +54,14 @@ fn only_failed_or_cancelled_tasks_and_nothing_written_otherwise() {
     let count = || s.events(&EventFilter::default()).unwrap().len();
     let n = count();
     let err = s.retry_task(t.id.as_str()).unwrap_err();
-    assert!(matches!(err, StateError::InvalidTransition { .. }), "{err:?}");
-    assert!(err.to_string().contains("only failed or cancelled"), "{err}");
+    assert!(
+        matches!(err, StateError::InvalidTransition { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("only failed or cancelled"),
+        "{err}"
+    );
     assert_eq!(count(), n);
 
     s.cancel_task(t.id.as_str()).unwrap();

@@ -5,9 +5,8 @@ use super::{load_config, open_store, print_json, require_project};
 use crate::table::{Column, Table};
 use crate::{CliError, CliResult};
 use clap::Args;
+use orch_server::views::CostDoc;
 use orch_state::CostRow;
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -22,43 +21,9 @@ pub struct CostArgs {
     pub json: bool,
 }
 
-#[derive(Serialize, Default)]
-struct Totals {
-    calls: u64,
-    failed_calls: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cached_tokens: u64,
-    cost_usd: f64,
-}
-
-impl Totals {
-    fn add(&mut self, r: &CostRow) {
-        self.calls += r.calls;
-        self.failed_calls += r.failed_calls;
-        self.input_tokens += r.input_tokens;
-        self.output_tokens += r.output_tokens;
-        self.cached_tokens += r.cached_tokens;
-        self.cost_usd += r.cost_usd;
-    }
-}
-
 /// Parses `--since` into a UTC day.
 pub fn parse_since(s: &str, today: chrono::NaiveDate) -> Result<String, CliError> {
-    if s == "today" {
-        return Ok(today.format("%Y-%m-%d").to_string());
-    }
-    if let Some(n) = s.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
-        let day = today - chrono::Days::new(n);
-        return Ok(day.format("%Y-%m-%d").to_string());
-    }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| {
-            CliError::usage(format!(
-                "--since `{s}`: expected YYYY-MM-DD, `today`, or days back like `7d`"
-            ))
-        })
+    orch_server::views::parse_since(s, today).map_err(|m| CliError::usage(format!("--since {m}")))
 }
 
 pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
@@ -72,21 +37,19 @@ pub fn cost(config_flag: Option<&Path>, a: CostArgs) -> CliResult {
         .map(|s| parse_since(s, chrono::Utc::now().date_naive()))
         .transpose()?;
     let store = open_store(&config)?;
-    let rows = store.cost_report(a.project.as_deref(), since.as_deref())?;
-    let mut total = Totals::default();
-    let mut by_role: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut by_project: BTreeMap<String, Totals> = BTreeMap::new();
-    for r in &rows {
-        total.add(r);
-        by_role.entry(r.role.clone()).or_default().add(r);
-        by_project.entry(r.project.clone()).or_default().add(r);
-    }
+    // The document `GET /api/v1/cost` answers too.
+    let doc = orch_server::views::cost(&store, a.project.as_deref(), since)?;
     if a.json {
-        print_json(&serde_json::json!({
-            "since": since, "rows": rows, "by_role": by_role, "by_project": by_project, "total": total,
-        }))?;
+        print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let CostDoc {
+        since,
+        rows,
+        by_role,
+        total,
+        ..
+    } = doc;
     if rows.is_empty() {
         println!(
             "no model calls recorded{}",

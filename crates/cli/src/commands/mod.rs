@@ -9,6 +9,7 @@ pub mod init;
 pub mod plan;
 pub mod run;
 pub mod sandbox;
+pub mod serve;
 pub mod show;
 pub mod status;
 pub mod tasks;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: Cli) -> CliResult {
         Command::AddTask(a) => tasks::add(config_flag, a),
         Command::Plan(a) => plan::run(config_flag, a),
         Command::Run(a) => run::run(config_flag, a).await,
+        Command::Serve(a) => serve::serve(config_flag, a).await,
         Command::Tasks(a) => tasks::list(config_flag, a),
         Command::Status(a) => status::status(config_flag, a),
         Command::Show(a) => show::show(config_flag, a),

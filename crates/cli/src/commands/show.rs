@@ -10,7 +10,7 @@ use crate::table::{Column, Table};
 use crate::CliResult;
 use clap::Args;
 use orch_core::{Attempt, Task};
-use serde::Serialize;
+use orch_server::views::{attempt_ref, Shown};
 use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,48 +23,27 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct Shown {
-    task: Task,
-    attempts: Vec<ShownAttempt>,
-}
-
-/// An attempt as `--json` shows it: the stored attempt plus the ref that
-/// keeps its commit.
-#[derive(Serialize)]
-struct ShownAttempt {
-    #[serde(flatten)]
-    attempt: Attempt,
-    /// `refs/orch/attempts/<task>/<n>`, for attempts that made a commit.
-    attempt_ref: Option<String>,
-}
-
-/// The ref that keeps an attempt's commit, when it made one.
-fn attempt_ref(task: &Task, at: &Attempt) -> Option<String> {
-    at.head_commit
-        .as_ref()
-        .map(|_| task.id.attempt_ref(at.number))
-}
-
 pub fn show(config_flag: Option<&Path>, a: ShowArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    let store = open_store(&config)?;
-    let task = store.task(&a.task)?;
-    let attempts = store.attempts(&task.id)?;
+    // The same document locally and from a server (`--server`).
+    let shown: Shown = match crate::client::connect()? {
+        Some(server) => server.get(
+            &format!("/api/v1/tasks/{}", crate::client::segment(&a.task)),
+            &[],
+        )?,
+        None => {
+            let config = load_config(config_flag)?;
+            let store = open_store(&config)?;
+            orch_server::views::show(&store, &a.task)?
+        }
+    };
     if a.json {
-        let attempts = attempts
-            .into_iter()
-            .map(|at| ShownAttempt {
-                attempt_ref: attempt_ref(&task, &at),
-                attempt: at,
-            })
-            .collect();
-        print_json(&Shown { task, attempts })?;
+        print_json(&shown)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let attempts: Vec<Attempt> = shown.attempts.into_iter().map(|s| s.attempt).collect();
     print!(
         "{}",
-        render(&task, &attempts, crate::table::terminal_width())
+        render(&shown.task, &attempts, crate::table::terminal_width())
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -262,6 +241,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use orch_core::{AttemptStatus, TaskId, TaskSource, TaskStatus, TaskType};
+    use orch_server::views::ShownAttempt;
 
     fn at(day: u32) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::parse_from_rfc3339(&format!("2026-03-{day:02}T10:00:00Z"))

@@ -4,8 +4,7 @@ use super::{load_config, open_store, print_json, require_project};
 use crate::table::{Column, Table};
 use crate::CliResult;
 use clap::Args;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use orch_server::views::{ProjectStatus, StatusDoc};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -24,47 +23,31 @@ pub struct ProjectArg {
     pub reason: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ProjectStatus {
-    name: String,
-    path: String,
-    paused: bool,
-    pause_reason: Option<String>,
-    tasks: BTreeMap<String, u64>,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: f64,
-}
-
 pub fn status(config_flag: Option<&Path>, a: StatusArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    let store = open_store(&config)?;
-    let mut out = Vec::new();
-    for p in &config.projects {
-        let path = config.project_path(p).display().to_string();
-        store.ensure_project(&p.name, &path)?;
-        let row = store.project(&p.name)?;
-        let usage = store.usage_totals(Some(&p.name))?;
-        out.push(ProjectStatus {
-            name: p.name.clone(),
-            path,
-            paused: row.paused,
-            pause_reason: row.pause_reason,
-            tasks: store.count_by_status(&p.name)?,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost_usd: usage.cost_usd,
-        });
-    }
+    let (doc, source) = match crate::client::connect()? {
+        Some(server) => (
+            server.get::<StatusDoc>("/api/v1/status", &[])?,
+            "the server's config".to_string(),
+        ),
+        None => {
+            let config = load_config(config_flag)?;
+            let store = open_store(&config)?;
+            for p in &config.projects {
+                store.ensure_project(&p.name, &config.project_path(p).display().to_string())?;
+            }
+            (
+                orch_server::views::status(&config, &store)?,
+                config.source.display().to_string(),
+            )
+        }
+    };
     if a.json {
-        print_json(&serde_json::json!({ "projects": out }))?;
+        print_json(&doc)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let out = doc.projects;
     if out.is_empty() {
-        println!(
-            "no projects in {}; add one with `orch init PATH`",
-            config.source.display()
-        );
+        println!("no projects in {source}; add one with `orch init PATH`");
         return Ok(ExitCode::SUCCESS);
     }
     status_table(&out).print();
@@ -141,18 +124,23 @@ pub struct EventsArgs {
 }
 
 pub fn events(config_flag: Option<&Path>, a: EventsArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    let store = open_store(&config)?;
-    let task_id = match &a.task {
-        Some(t) => Some(store.task(t)?.id.0),
-        None => None,
+    let mut events = match crate::client::connect()? {
+        Some(server) => server.events(a.project.as_deref(), a.task.as_deref())?,
+        None => {
+            let config = load_config(config_flag)?;
+            let store = open_store(&config)?;
+            let task_id = match &a.task {
+                Some(t) => Some(store.task(t)?.id.0),
+                None => None,
+            };
+            store.events(&orch_state::EventFilter {
+                project: a.project.clone(),
+                task_id,
+                after_id: None,
+                limit: None,
+            })?
+        }
     };
-    let mut events = store.events(&orch_state::EventFilter {
-        project: a.project.clone(),
-        task_id,
-        after_id: None,
-        limit: None,
-    })?;
     if events.len() > a.limit {
         events.drain(..events.len() - a.limit);
     }

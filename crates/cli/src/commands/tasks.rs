@@ -119,14 +119,14 @@ fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> 
     })
 }
 
-pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
+fn add_local(config_flag: Option<&Path>, a: &AddTaskArgs) -> Result<Task, CliError> {
     let config = load_config(config_flag)?;
     if let Some(p) = &a.project {
         require_project(&config, p)?;
     }
     let new = match &a.file {
         Some(path) => task_from_file(path, a.project.as_deref())?,
-        None => task_from_flags(&a, a.project.as_deref().unwrap_or_default())?,
+        None => task_from_flags(a, a.project.as_deref().unwrap_or_default())?,
     };
     let project = require_project(&config, &new.project)?;
     let store = open_store(&config)?;
@@ -134,7 +134,39 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         &project.name,
         &config.project_path(project).display().to_string(),
     )?;
-    let task = store.add_task(&new)?;
+    Ok(store.add_task(&new)?)
+}
+
+/// `orch --server URL add-task`: the same checks, then the task is sent to
+/// the server, which checks it again and adds it.
+fn add_via_server(server: &crate::client::Client, a: &AddTaskArgs) -> Result<Task, CliError> {
+    let new = match &a.file {
+        Some(path) => task_from_file(path, a.project.as_deref())?,
+        None => task_from_flags(a, a.project.as_deref().unwrap_or_default())?,
+    };
+    let body = serde_json::json!({
+        "title": new.title,
+        "description": new.description,
+        "type": new.task_type,
+        "priority": new.priority,
+        "allowed_files": new.allowed_files,
+        "acceptance_tests": new.acceptance_tests,
+        "depends_on": new.depends_on,
+    });
+    server.post(
+        &format!(
+            "/api/v1/projects/{}/tasks",
+            crate::client::segment(&new.project)
+        ),
+        crate::client::Body::Json(body),
+    )
+}
+
+pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
+    let task = match crate::client::connect()? {
+        Some(server) => add_via_server(&server, &a)?,
+        None => add_local(config_flag, &a)?,
+    };
     if a.json {
         print_json(&task)?;
     } else {
@@ -169,16 +201,29 @@ pub struct TasksArgs {
 }
 
 pub fn list(config_flag: Option<&Path>, a: TasksArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    require_project(&config, &a.project)?;
     let status: Option<TaskStatus> = a
         .status
         .as_deref()
         .map(str::parse)
         .transpose()
         .map_err(CliError::usage)?;
-    let store = open_store(&config)?;
-    let tasks = store.tasks(Some(&a.project), status)?;
+    let tasks: Vec<Task> = match crate::client::connect()? {
+        Some(server) => server.get(
+            &format!(
+                "/api/v1/projects/{}/tasks",
+                crate::client::segment(&a.project)
+            ),
+            &status
+                .map(|s| vec![("status", s.to_string())])
+                .unwrap_or_default(),
+        )?,
+        None => {
+            let config = load_config(config_flag)?;
+            require_project(&config, &a.project)?;
+            let store = open_store(&config)?;
+            store.tasks(Some(&a.project), status)?
+        }
+    };
     if a.json {
         print_json(&tasks)?;
         return Ok(ExitCode::SUCCESS);
@@ -235,12 +280,20 @@ pub struct AnswerArgs {
 }
 
 pub fn answer(config_flag: Option<&Path>, a: AnswerArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    let store = open_store(&config)?;
     if a.text.trim().is_empty() {
         return Err(CliError::usage("the answer must not be empty"));
     }
-    let task = store.answer(&a.task, a.text.trim())?;
+    let task: Task = match crate::client::connect()? {
+        Some(server) => server.post(
+            &format!("/api/v1/tasks/{}/answer", crate::client::segment(&a.task)),
+            crate::client::Body::Json(serde_json::json!({ "answer": a.text.trim() })),
+        )?,
+        None => {
+            let config = load_config(config_flag)?;
+            let store = open_store(&config)?;
+            store.answer(&a.task, a.text.trim())?
+        }
+    };
     println!(
         "answered {}; it is pending again and the next attempt will see your answer",
         task.id
@@ -254,9 +307,17 @@ pub struct CancelArgs {
 }
 
 pub fn cancel(config_flag: Option<&Path>, a: CancelArgs) -> CliResult {
-    let config = load_config(config_flag)?;
-    let store = open_store(&config)?;
-    let task = store.cancel_task(&a.task)?;
+    let task: Task = match crate::client::connect()? {
+        Some(server) => server.post(
+            &format!("/api/v1/tasks/{}/cancel", crate::client::segment(&a.task)),
+            crate::client::Body::None,
+        )?,
+        None => {
+            let config = load_config(config_flag)?;
+            let store = open_store(&config)?;
+            store.cancel_task(&a.task)?
+        }
+    };
     println!("cancelled {}: {}", task.id, task.title);
     Ok(ExitCode::SUCCESS)
 }
