@@ -67,8 +67,17 @@ impl Engine {
                 task.status,
                 TaskStatus::Pending | TaskStatus::Merged | TaskStatus::Cancelled
             ) {
-                self.git.delete_branch(&branch).await?;
-                deleted += 1;
+                // A branch that cannot go now (a git lock held elsewhere)
+                // is cleaned up next time; it must not stop the run.
+                match self.git.delete_branch(&branch).await {
+                    Ok(()) => deleted += 1,
+                    Err(e) => self.rec.note(
+                        None,
+                        EventKind::Warning,
+                        format!("could not delete the stale branch {branch}: {e}"),
+                        serde_json::Value::Null,
+                    ),
+                }
             }
         }
         if !recovered.is_empty() || removed > 0 || deleted > 0 {

@@ -1082,6 +1082,9 @@ impl Git {
         spec.env.push(("LC_ALL".into(), "C".into()));
         // `status` must not rewrite the user's index as a side effect.
         spec.env.push(("GIT_OPTIONAL_LOCKS".into(), "0".into()));
+        // Git commands are short and must not be cut off mid-write: a ref
+        // update killed with orch would leave a `.lock` behind.
+        spec.finish_if_orch_dies = true;
         Ok(orch_process::run(spec).await?)
     }
 

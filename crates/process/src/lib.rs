@@ -37,6 +37,11 @@ pub struct ProcessSpec {
     /// process group): for sandboxes that move it into a cgroup, set
     /// rlimits or hand it a file descriptor.
     pub pre_exec: Option<PreExec>,
+    /// Let the command run to its end if orch dies, instead of killing it
+    /// with orch. For short commands that must not be cut off half-way:
+    /// a git ref update killed mid-write leaves a `.lock` file that blocks
+    /// every later git command on that ref, the user's own included.
+    pub finish_if_orch_dies: bool,
 }
 
 /// Code run in the forked child right before exec. Built only through the
@@ -358,6 +363,7 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
         timeout,
         output_limit,
         pre_exec,
+        finish_if_orch_dies,
     } = spec;
     let io_err = |source| ProcessError::Io {
         program: program.clone(),
@@ -391,7 +397,7 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
 
     let started = Instant::now();
     // From the long-lived spawner thread, with a parent-death signal.
-    let mut child = reaper::spawn(cmd)
+    let mut child = reaper::spawn(cmd, !finish_if_orch_dies)
         .await
         .map_err(|source| ProcessError::Spawn {
             program: program.clone(),
@@ -401,7 +407,9 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     let mut guard = GroupGuard {
         pgid,
         armed: true,
-        _watch: pgid.map(reaper::watch_group),
+        _watch: pgid
+            .filter(|_| !finish_if_orch_dies)
+            .map(reaper::watch_group),
     };
 
     let child_stdin = child.stdin.take();

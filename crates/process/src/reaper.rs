@@ -331,17 +331,22 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Spawns `cmd` from the spawner thread with a parent-death signal. If the
-/// caller stops waiting before the child exists, the child's group is
-/// killed at once.
-pub(crate) async fn spawn(mut cmd: tokio::process::Command) -> io::Result<tokio::process::Child> {
+/// Spawns `cmd` from the spawner thread, with a parent-death signal when
+/// `dies_with_orch`. If the caller stops waiting before the child exists,
+/// the child's group is killed at once.
+pub(crate) async fn spawn(
+    mut cmd: tokio::process::Command,
+    dies_with_orch: bool,
+) -> io::Result<tokio::process::Child> {
     let (Some(spawner), Ok(handle)) = (spawner(), tokio::runtime::Handle::try_current()) else {
         return cmd.spawn();
     };
     let parent = std::process::id();
-    // SAFETY: die_with_parent makes only raw syscalls.
-    unsafe {
-        cmd.pre_exec(move || die_with_parent(parent));
+    if dies_with_orch {
+        // SAFETY: die_with_parent makes only raw syscalls.
+        unsafe {
+            cmd.pre_exec(move || die_with_parent(parent));
+        }
     }
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
