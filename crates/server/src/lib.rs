@@ -44,15 +44,25 @@ pub trait Control: Send + Sync + 'static {
     async fn run_now(&self, project: &str) -> Result<RunStarted, String>;
 }
 
-/// How the server listens.
-#[derive(Debug, Clone)]
+/// How the server listens. (`Debug` does not show the token.)
+#[derive(Clone)]
 pub struct ServerOptions {
     pub listen: SocketAddr,
-    /// The bearer token every request but `/healthz` must carry; None means
-    /// no auth, which is allowed on loopback only.
+    /// The bearer token every request but `/healthz` and `/openapi.json`
+    /// must carry; None means no auth, which is allowed on loopback only.
     pub token: Option<String>,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
 }
 
 /// Why the server could not start or stopped.
@@ -101,7 +111,11 @@ impl ServerOptions {
                     .map(|v| v.trim().to_string())
                     .filter(|v| !v.is_empty());
                 match value {
-                    Some(v) => Some(v),
+                    Some(v) => {
+                        // Never printed: not in logs, events or output.
+                        orch_core::redact::register(&v);
+                        Some(v)
+                    }
                     None => return Err(ServerError::TokenUnset { var: var.clone() }),
                 }
             }

@@ -113,35 +113,14 @@ fn optional_config(flag: Option<&Path>) -> Result<Option<Config>, CliError> {
     load_config(flag).map(Some)
 }
 
-/// The image a project runs: `docker.image`, else a per-project tag when it
-/// builds its own Dockerfile, else the default image.
+/// The image a project runs (see [`orch_runtime::project_image`]).
 pub fn project_image(pc: &ProjectConfig) -> String {
-    match (&pc.docker.image, &pc.docker.dockerfile) {
-        (Some(image), _) => image.clone(),
-        (None, Some(_)) => format!("orch-sandbox-{}:latest", pc.name.to_lowercase()),
-        (None, None) => DEFAULT_IMAGE.to_string(),
-    }
+    orch_runtime::project_image(pc)
 }
 
-/// The Docker sandbox settings of a project (for `DockerSandbox::new`).
+/// The Docker sandbox settings of a project (see [`orch_runtime::docker_options`]).
 pub fn docker_options(config: &Config, pc: &ProjectConfig) -> DockerOptions {
-    DockerOptions {
-        image: project_image(pc),
-        project: pc.name.clone(),
-        volumes: pc
-            .docker
-            .volumes
-            .iter()
-            .map(|(name, path)| (name.clone(), path.clone()))
-            .collect(),
-        logs_path: pc.docker.logs_path.clone(),
-        shared_data: pc
-            .docker
-            .shared_data
-            .as_deref()
-            .map(|p| (config.resolve_path(p), pc.docker.shared_data_path.clone())),
-        user: None,
-    }
+    orch_runtime::docker_options(config, pc)
 }
 
 pub async fn run(config_flag: Option<&Path>, a: SandboxArgs) -> CliResult {
