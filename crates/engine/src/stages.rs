@@ -216,14 +216,22 @@ impl Run<'_> {
 
     /// Ends the attempt as cancelled during `stage` and frees the worktree.
     async fn cancelled(&self, outcome: &WorkerOutcome, stage: &str) -> Result<AttemptEnd> {
-        self.write_audit(outcome, "cancelled", "", None, None)?;
-        let why = format!("cancelled during {stage}");
+        // The token is tripped by a person's cancel, and also by a shutdown
+        // or the patrol, which interrupt (the store records which).
+        let by_person = self.engine.store.task(self.tid())?.status == TaskStatus::Cancelled;
+        let (outcome_name, kind, verb) = if by_person {
+            ("cancelled", EventKind::Cancelled, "cancelled")
+        } else {
+            ("interrupted", EventKind::AttemptInterrupted, "interrupted")
+        };
+        self.write_audit(outcome, outcome_name, "", None, None)?;
+        let why = format!("{verb} during {stage}");
         let mut fin = self.finish(outcome, AttemptStatus::Cancelled);
         fin.error = Some(why.clone());
         self.engine.store.finish_attempt(self.attempt.id, &fin)?;
         self.engine.rec.note(
             Some(self.tid()),
-            EventKind::Cancelled,
+            kind,
             format!("attempt {} stopped: {why}", self.attempt.number),
             serde_json::json!({"stage": stage, "attempt": self.attempt.number}),
         );
