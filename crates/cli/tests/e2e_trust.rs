@@ -401,3 +401,35 @@ fn the_planner_is_not_asked_again_when_nothing_changed() {
     fx.orch_ok(&["run", "--project", "calc"], 0);
     assert_eq!(planner_calls(&fx), 2);
 }
+
+#[test]
+fn a_provider_outage_is_an_infrastructure_failure_not_an_attempt() {
+    let fx = Fixture::new();
+    // Nothing listens on port 9: every call fails to connect.
+    fx.with_openai(
+        "http://127.0.0.1:9/v1",
+        "max_infra_failures = 2\ninfra_backoff_seconds = 0\nmax_attempts = 1",
+    );
+    fx.append_config("[retry]\nschedule_seconds = [0]\n");
+    let id = fx.add_task("Fix add", "");
+    let before = fx.main_sha();
+    fx.orch_ok(&["run", "--project", "calc"], 1);
+    let shown = fx.task(&id);
+    assert_eq!(shown["task"]["status"], "failed", "{shown:#}");
+    // The outage cost no counted attempt, only infrastructure failures.
+    assert_eq!(shown["task"]["attempts"], 0);
+    assert_eq!(shown["task"]["infra_failures"], 2);
+    let reason = shown["task"]["failure_reason"].as_str().unwrap();
+    assert!(reason.starts_with("infrastructure:"), "{reason}");
+    assert!(reason.contains("max_infra_failures = 2"), "{reason}");
+    let statuses: Vec<&str> = shown["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["error", "error"]);
+    let events = fx.orch_ok(&["events", "--task", &id, "--json"], 0);
+    assert!(events.contains("\"infra_failure\""));
+    assert_eq!(fx.main_sha(), before);
+}
