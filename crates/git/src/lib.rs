@@ -1066,9 +1066,13 @@ impl Git {
         timeout: Duration,
         output_limit: usize,
     ) -> Result<ProcessOutput, GitError> {
+        // No automatic `git maintenance`/`gc` after orch's own commits and
+        // merges: it would add two processes to each, in the middle of a
+        // run. The user's own git commands still run it as they always do.
         let mut spec = ProcessSpec::new("git")
             .arg("-C")
             .arg(path_arg(dir))
+            .args(["-c", "maintenance.auto=false", "-c", "gc.auto=0"])
             .args(args.iter().copied())
             .timeout(timeout)
             .output_limit(output_limit);
