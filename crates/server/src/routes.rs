@@ -129,6 +129,7 @@ pub(crate) async fn add_task(
     ApiPath(project): ApiPath<String>,
     TaskBody(spec): TaskBody,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let control = state.control.clone();
     let task = blocking(move || {
         let p = require_project(&state.config, &project)?;
         let new = views::new_task(&state.store, &p.name, &spec)
@@ -137,6 +138,11 @@ pub(crate) async fn add_task(
         Ok(state.store.add_task(&new)?)
     })
     .await?;
+    // A task added to a running daemon starts without a separate
+    // `POST …/run`; a run in progress takes it, or another follows it.
+    // The task is stored either way, so a refusal (paused, shutting down)
+    // only means it waits.
+    let _ = control.run_now(&task.project).await;
     Ok((StatusCode::CREATED, Json(task)))
 }
 

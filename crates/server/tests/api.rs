@@ -68,6 +68,8 @@ async fn add_and_list_tasks() {
     // The same document the store (and `orch add-task --json`) gives.
     let stored = s.store.task(t["id"].as_str().unwrap()).unwrap();
     assert_eq!(t, serde_json::to_value(&stored).unwrap());
+    // Adding a task asks the daemon to start work on its project.
+    assert_eq!(*s.control.calls.lock().unwrap(), ["calc"]);
 
     // YAML, a task file, with a dependency given by prefix.
     let first = t["id"].as_str().unwrap();
