@@ -57,9 +57,9 @@ fn forbidden(env_file: &str) -> Vec<String> {
     f
 }
 
-/// The usual calc repository, but under the target directory.
+/// The usual calc repository, but outside /tmp.
 fn fixture_outside_tmp() -> Fixture {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = dir_outside_tmp();
     let repo = dir.path().join("calc");
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::write(repo.join("calc.py"), CALC_BROKEN).unwrap();

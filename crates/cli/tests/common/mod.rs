@@ -40,6 +40,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A temporary directory outside /tmp, for tests that must see how the
+/// sandbox treats host paths (its private /tmp would simply hide them): in
+/// the target dir, else /var/tmp when the checkout itself is under /tmp.
+pub fn dir_outside_tmp() -> tempfile::TempDir {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if !target.starts_with("/tmp") {
+        if let Ok(dir) = tempfile::tempdir_in(target) {
+            return dir;
+        }
+    }
+    std::fs::create_dir_all("/var/tmp").expect("/var/tmp can be created");
+    tempfile::tempdir_in("/var/tmp").expect("a temporary directory in /var/tmp")
+}
+
 /// The sandbox the end-to-end tests use; bwrap unless ORCH_TEST_SANDBOX says otherwise.
 pub fn sandbox() -> String {
     std::env::var("ORCH_TEST_SANDBOX").unwrap_or_else(|_| "bwrap".into())
