@@ -59,17 +59,7 @@ fn forbidden(env_file: &str) -> Vec<String> {
 
 /// The usual calc repository, but outside /tmp.
 fn fixture_outside_tmp() -> Fixture {
-    let dir = dir_outside_tmp();
-    let repo = dir.path().join("calc");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(repo.join("calc.py"), CALC_BROKEN).unwrap();
-    std::fs::write(repo.join("test_calc.py"), TEST_CALC).unwrap();
-    std::fs::write(repo.join(".gitignore"), "__pycache__/\n.pytest_cache/\n").unwrap();
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "initial"]);
-    let config = dir.path().join("orch.toml");
-    Fixture { dir, repo, config }
+    Fixture::in_dir(dir_outside_tmp())
 }
 
 fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -128,6 +128,23 @@ impl Config {
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
     }
+
+    /// The project named `name`, or a message that names the config file
+    /// and lists the configured projects (for every caller's own error).
+    pub fn project_or_hint(&self, name: &str) -> Result<&ProjectConfig, String> {
+        self.project(name).ok_or_else(|| {
+            let names: Vec<_> = self.projects.iter().map(|p| p.name.as_str()).collect();
+            format!(
+                "no project named `{name}` in {}; configured projects: {}",
+                self.source.display(),
+                if names.is_empty() {
+                    "(none; add one with `orch init PATH`)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
+    }
     /// A path from the file, resolved against the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {

@@ -101,18 +101,10 @@ impl Engine {
         providers: ProviderRegistry,
         sandbox: Arc<dyn Sandbox>,
     ) -> Result<Arc<Engine>> {
-        let project = config.project(project_name).cloned().ok_or_else(|| {
-            let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
-            EngineError::Config(format!(
-                "no project named `{project_name}` in {}; configured projects: {}",
-                config.source.display(),
-                if names.is_empty() {
-                    "(none; add one with `orch init PATH`)".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })?;
+        let project = config
+            .project_or_hint(project_name)
+            .map_err(EngineError::Config)?
+            .clone();
         let repo_path = config.project_path(&project);
         let git = Git::open(&repo_path).await?;
         let main_branch = if project.main_branch.is_empty() {

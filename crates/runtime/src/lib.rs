@@ -43,18 +43,7 @@ pub type Result<T> = std::result::Result<T, RuntimeError>;
 
 /// The project named `name`, or a usage error listing the configured ones.
 pub fn project<'a>(config: &'a Config, name: &str) -> Result<&'a ProjectConfig> {
-    config.project(name).ok_or_else(|| {
-        let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
-        RuntimeError::Usage(format!(
-            "no project named `{name}` in {}; configured projects: {}",
-            config.source.display(),
-            if names.is_empty() {
-                "(none; add one with `orch init PATH`)".to_string()
-            } else {
-                names.join(", ")
-            }
-        ))
-    })
+    config.project_or_hint(name).map_err(RuntimeError::Usage)
 }
 
 /// Opens the state database in the config's data_dir (creating it).

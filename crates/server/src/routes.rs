@@ -20,18 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 /// The configured project named `name`, or a 404 that lists them.
 fn require_project<'a>(config: &'a Config, name: &str) -> Result<&'a ProjectConfig, ApiError> {
-    config.project(name).ok_or_else(|| {
-        let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
-        ApiError::not_found(format!(
-            "no project named `{name}` is configured; configured projects: {}",
-            if names.is_empty() {
-                "(none; add one with `orch init PATH`)".to_string()
-            } else {
-                names.join(", ")
-            }
-        ))
-        .field("project")
-    })
+    config
+        .project_or_hint(name)
+        .map_err(|m| ApiError::not_found(m).field("project"))
 }
 
 /// Registers the project in the store (as `orch` commands do before their

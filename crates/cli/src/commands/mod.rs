@@ -81,18 +81,7 @@ pub fn require_project<'a>(
     config: &'a Config,
     name: &str,
 ) -> Result<&'a orch_config::ProjectConfig, CliError> {
-    config.project(name).ok_or_else(|| {
-        let names: Vec<_> = config.projects.iter().map(|p| p.name.as_str()).collect();
-        CliError::usage(format!(
-            "no project named `{name}` in {}; configured projects: {}",
-            config.source.display(),
-            if names.is_empty() {
-                "(none; add one with `orch init PATH`)".to_string()
-            } else {
-                names.join(", ")
-            }
-        ))
-    })
+    config.project_or_hint(name).map_err(CliError::usage)
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {

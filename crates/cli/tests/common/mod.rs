@@ -62,7 +62,11 @@ pub fn sandbox() -> String {
 impl Fixture {
     /// A repository `calc` whose add() is broken (test_add fails).
     pub fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Fixture::in_dir(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// The same repository in `dir` (see [`dir_outside_tmp`]).
+    pub fn in_dir(dir: tempfile::TempDir) -> Fixture {
         let repo = dir.path().join("calc");
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("calc.py"), CALC_BROKEN).unwrap();
