@@ -316,13 +316,11 @@ fn cancel_mid_attempt_stops_the_worker_and_nothing_is_merged() {
     assert_eq!(shown["task"]["attempts"], 0);
     // The sandboxed sleep is gone with it.
     std::thread::sleep(Duration::from_millis(500));
-    let alive = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| String::from_utf8_lossy(c).contains("orch-cancel-marker"))
-        .count();
-    assert_eq!(alive, 0, "the cancelled command still runs");
+    let alive = orch_testkit::procs::processes_matching("orch-cancel-marker");
+    assert!(
+        alive.is_empty(),
+        "the cancelled command still runs: {alive:?}"
+    );
     assert_eq!(fx.worktree_count(), 1);
 }
 

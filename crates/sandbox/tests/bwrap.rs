@@ -45,42 +45,7 @@ fn unique_marker() -> String {
     format!("{}{:09}", std::process::id(), nanos)
 }
 
-/// Live (non-zombie) processes whose command line contains `needle`.
-fn processes_matching(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        if matches!(state, Some("Z") | Some("X") | None) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline: Vec<u8> = cmdline
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
+use orch_testkit::procs::processes_matching;
 
 #[tokio::test]
 async fn check_passes_on_this_machine() {

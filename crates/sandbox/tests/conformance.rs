@@ -216,39 +216,7 @@ fn dir_outside_tmp() -> tempfile::TempDir {
     tempfile::tempdir_in("/var/tmp").unwrap()
 }
 
-/// Live (non-zombie) host processes whose command line contains `needle`.
-/// Processes in containers are host processes too.
-fn processes_matching(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next());
-        if matches!(state, Some("Z") | Some("X") | None) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline: Vec<u8> = cmdline
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
+use orch_testkit::procs::processes_matching;
 
 /// Whether `killed_by` can be checked here (see `no_limit_reports`).
 fn limit_reports(b: &Backend) -> bool {

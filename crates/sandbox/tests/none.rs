@@ -50,26 +50,7 @@ async fn timeout_applies() {
     assert!(out.timed_out);
 }
 
-/// Live (non-zombie) processes whose command line contains `needle`.
-fn processes_matching(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline: Vec<u8> = cmdline
-                .iter()
-                .map(|&b| if b == 0 { b' ' } else { b })
-                .collect();
-            String::from_utf8_lossy(&cmdline).contains(needle)
-        })
-        .collect()
-}
+use orch_testkit::procs::processes_matching;
 
 #[tokio::test]
 async fn a_dropped_exec_leaves_nothing_running() {

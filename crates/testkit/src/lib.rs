@@ -7,6 +7,7 @@
 //! [`raw_http`] a byte-exact HTTP server for streaming wire tests.
 
 pub mod fake_openai;
+pub mod procs;
 pub mod raw_http;
 pub mod scripted;
 pub mod wire;

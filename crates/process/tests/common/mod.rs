@@ -55,38 +55,7 @@ pub fn group_is_gone(pgid: i32) -> bool {
     }
 }
 
-/// Live processes whose command line contains `needle`.
-pub fn processes_matching(needle: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        // Arguments are NUL-separated; compare as a shell would show them.
-        let cmdline: Vec<u8> = cmdline
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
-}
+pub use orch_testkit::procs::processes_matching;
 
 /// A string no other test (or earlier run) uses.
 pub fn unique_marker() -> String {
