@@ -468,7 +468,7 @@ pub(crate) fn feedback_text(report: &VerificationReport, verdict: &Verdict) -> S
             f.push_str(&format!(
                 "\nOutput of `{}` (last part):\n\n```\n{}\n```\n",
                 test.command,
-                tail(&test.output_tail, 3000)
+                orch_verify::tail(&test.output_tail, 3000)
             ));
         }
     }
@@ -486,17 +486,6 @@ pub(crate) fn feedback_text(report: &VerificationReport, verdict: &Verdict) -> S
         f.push_str("The attempt was not accepted, but no reason was recorded; re-read the task, check your change against it, and run the tests before you finish.\n");
     }
     f
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    if s.len() <= n {
-        return s;
-    }
-    let mut start = s.len() - n;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
 }
 
 /// The first line of a summary, for one-line event messages.

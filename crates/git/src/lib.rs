@@ -847,18 +847,8 @@ impl Git {
         })
     }
 
-    /// The tree (snapshot of files) of a commit: two commits with the same
-    /// tree verify the same way.
-    pub async fn tree_of(&self, rev: &str) -> Result<String, GitError> {
-        let rev = format!("{}^{{tree}}", checked("revision", rev)?);
-        Ok(self
-            .ok(&self.repo, &["rev-parse", "--verify", &rev])
-            .await?
-            .trim()
-            .to_string())
-    }
-
-    /// Whether two commits hold the same tree (one process).
+    /// Whether two commits hold the same tree (snapshot of files), so they
+    /// verify the same way. One process.
     pub async fn same_tree(&self, a: &str, b: &str) -> Result<bool, GitError> {
         let (a, b) = (format!("{a}^{{tree}}"), format!("{b}^{{tree}}"));
         let [ta, tb] = self.rev_parse_all([a.as_str(), b.as_str()]).await?;
