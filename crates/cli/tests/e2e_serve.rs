@@ -319,7 +319,7 @@ fn the_patrol_interrupts_a_stuck_attempt_and_the_task_is_retried() {
     stuck["delay_ms"] = json!(60_000);
     fx.with_replay(
         json!({"responses": [stuck, worker_call(Some("Attempt: 2 of"), fix_calls()), judge_pass()]}),
-        "stuck_after_seconds = 2",
+        "stuck_after_seconds = 8",
     );
     let id = fx.add_task("Fix add", "add() subtracts");
     let mut serve = Serve::start(&fx, &[]);
@@ -329,7 +329,7 @@ fn the_patrol_interrupts_a_stuck_attempt_and_the_task_is_retried() {
     assert_eq!(attempts[0]["status"], "interrupted");
     assert_eq!(
         attempts[0]["error"].as_str().unwrap(),
-        "stuck: no event for 2 s"
+        "stuck: no event for 8 s"
     );
     assert_eq!(attempts[1]["status"], "passed");
     assert_eq!(
@@ -343,11 +343,11 @@ fn the_patrol_interrupts_a_stuck_attempt_and_the_task_is_retried() {
             && e["message"]
                 .as_str()
                 .unwrap()
-                .contains("stuck: no event for 2 s")),
+                .contains("stuck: no event for 8 s")),
         "{events:?}"
     );
     assert!(
-        serve.log().contains("stuck: no event for 2 s"),
+        serve.log().contains("stuck: no event for 8 s"),
         "{}",
         serve.log()
     );
