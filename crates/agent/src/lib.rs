@@ -156,6 +156,9 @@ pub struct ToolRecord {
     pub refused: Option<String>,
     /// The start of what the model was told, capped at [`RECORD_PREVIEW_LIMIT`] bytes.
     pub output_preview: String,
+    /// How long the tool ran.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// The result of a run.
@@ -348,6 +351,7 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 };
             }
 
+            let started = std::time::Instant::now();
             let run = tools::execute(&ctx, &call.name, &call.arguments, left);
             // Dropping a running tool kills its sandboxed process tree.
             let mut result = tokio::select! {
@@ -370,6 +374,7 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 ok: result.ok,
                 refused: result.refused.clone(),
                 output_preview: orch_process::cap_output(&result.content, RECORD_PREVIEW_LIMIT).0,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             };
             if let Some(reason) = &record.refused {
                 tracing::info!(tool = %record.tool, %reason, "tool call refused");

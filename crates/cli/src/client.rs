@@ -8,7 +8,7 @@
 //! runtime through `block_in_place`.
 
 use crate::CliError;
-use orch_core::Event;
+use orch_protocol::Event;
 use serde::de::DeserializeOwned;
 use std::sync::OnceLock;
 

@@ -1,76 +1,100 @@
-//! Live progress: a tail of the events table, printed as readable lines
-//! (elapsed time, task, stage, message). Because it reads the database, it
-//! shows exactly what was recorded, and nothing more.
+//! Live progress: the event bus, printed as readable lines (elapsed time,
+//! task, stage, message). The store broadcasts each event after it commits
+//! it, so this shows exactly what was recorded, and nothing more.
 
-use orch_core::{Event, EventKind};
-use orch_state::{EventFilter, Store};
+use orch_protocol::{Event, Payload};
+use orch_state::Store;
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
 
 pub struct Progress {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Progress {
-    /// Starts tailing events of `project` recorded after now. Lines go to
-    /// stderr when `to_stderr` (so `--json` keeps stdout clean).
-    pub fn start(store: Arc<Store>, project: &str, to_stderr: bool) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
-        let after = store
-            .events(&EventFilter {
-                project: Some(project.to_string()),
-                ..Default::default()
-            })
-            .ok()
-            .and_then(|e| e.last().map(|e| e.id))
-            .unwrap_or(0);
-        let project = project.to_string();
-        let stop2 = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut after = after;
-            let mut titles: HashMap<String, String> = HashMap::new();
-            loop {
-                let done = stop2.load(Ordering::SeqCst);
-                let filter = EventFilter {
-                    project: Some(project.clone()),
-                    after_id: Some(after),
-                    ..Default::default()
-                };
-                if let Ok(events) = store.events(&filter) {
-                    for e in events {
-                        after = after.max(e.id);
-                        if let Some(line) = render(&e, started.elapsed(), &store, &mut titles) {
-                            if to_stderr {
-                                eprintln!("{line}");
-                            } else {
-                                println!("{line}");
-                                let _ = std::io::stdout().flush();
-                            }
-                        }
-                    }
-                }
-                if done {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        });
-        Progress {
-            stop,
-            handle: Some(handle),
+/// Prints the events of one project.
+struct Printer {
+    store: Arc<Store>,
+    project: String,
+    to_stderr: bool,
+    started: Instant,
+    titles: HashMap<String, String>,
+}
+
+impl Printer {
+    fn print(&mut self, e: &Event) {
+        if e.project != self.project {
+            return;
+        }
+        let Some(line) = render(e, self.started.elapsed(), &self.store, &mut self.titles) else {
+            return;
+        };
+        if self.to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
         }
     }
 
+    async fn follow(mut self, mut rx: Receiver<Event>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Ok(e) => self.print(&e),
+                    // Too far behind to show every line: skip ahead.
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+        // What was committed before the stop is already in the channel.
+        loop {
+            match rx.try_recv() {
+                Ok(e) => self.print(&e),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Progress {
+    /// Starts following events of `project` recorded after now. Lines go to
+    /// stderr when `to_stderr` (so `--json` keeps stdout clean). Must be
+    /// called inside the tokio runtime.
+    pub fn start(store: Arc<Store>, project: &str, to_stderr: bool) -> Progress {
+        let stop = CancellationToken::new();
+        let handle = match store.subscribe() {
+            Ok(rx) => {
+                let printer = Printer {
+                    store: store.clone(),
+                    project: project.to_string(),
+                    to_stderr,
+                    started: Instant::now(),
+                    titles: HashMap::new(),
+                };
+                Some(tokio::spawn(printer.follow(rx, stop.clone())))
+            }
+            Err(e) => {
+                eprintln!("orch: no live progress: {e}");
+                None
+            }
+        };
+        Progress { stop, handle }
+    }
+
     /// Prints what is left and stops.
-    pub fn finish(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+    pub async fn finish(mut self) {
+        self.stop.cancel();
         if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            let _ = h.await;
         }
     }
 }
@@ -81,39 +105,31 @@ fn render(
     store: &Store,
     titles: &mut HashMap<String, String>,
 ) -> Option<String> {
-    let stage = match e.kind {
-        EventKind::StatusChanged => e
-            .data
-            .get("to")
-            .and_then(|v| v.as_str())
-            .unwrap_or("status")
-            .to_string(),
-        EventKind::StageStarted => e
-            .data
-            .get("stage")
-            .and_then(|v| v.as_str())
-            .unwrap_or("stage")
-            .to_string(),
-        EventKind::ModelCall => "model".into(),
-        EventKind::ToolCall => "tool".into(),
-        EventKind::ToolRefused => "REFUSED".into(),
-        EventKind::Warning => "WARNING".into(),
-        EventKind::TaskClaimed => return None,
+    let stage = match &e.payload {
+        Payload::StatusChanged(c) => c.to.as_str().to_string(),
+        Payload::StageStarted(s) => s.stage.as_str().to_string(),
+        Payload::StageFinished(_) => return None,
+        Payload::ModelCall(_) => "model".into(),
+        Payload::ToolCall(_) => "tool".into(),
+        Payload::ToolRefused(_) => "REFUSED".into(),
+        Payload::Warning(_) => "WARNING".into(),
+        Payload::TaskClaimed(_) => return None,
         // Successful tries are the normal case; show only failed ones.
-        EventKind::ModelTry if e.data.get("error").is_none_or(|v| v.is_null()) => return None,
-        EventKind::ModelTry => "retry".into(),
-        EventKind::ProviderHealth => "provider".into(),
-        EventKind::CycleStarted | EventKind::CycleFinished => "cycle".into(),
-        EventKind::TaskCreated => "created".into(),
-        EventKind::PlanCreated => "planned".into(),
-        EventKind::AttemptStarted | EventKind::AttemptFinished => "attempt".into(),
-        EventKind::AttemptInterrupted => "interrupted".into(),
-        EventKind::VerificationFinished => "verified".into(),
-        EventKind::VerdictRecorded => "verdict".into(),
-        EventKind::MergeQueued => "queued".into(),
-        EventKind::MergeRejected => "merge-rejected".into(),
-        EventKind::MergeDeferred => "merge-deferred".into(),
-        other => other.as_str(),
+        Payload::ModelTry(t) if t.error.is_none() => return None,
+        Payload::ModelTry(_) => "retry".into(),
+        Payload::ProviderHealth(_) => "provider".into(),
+        Payload::CycleStarted(_) | Payload::CycleFinished(_) => "cycle".into(),
+        Payload::TaskCreated(_) => "created".into(),
+        Payload::PlanCreated(_) => "planned".into(),
+        Payload::AttemptStarted(_) | Payload::AttemptFinished(_) => "attempt".into(),
+        Payload::AttemptInterrupted(_) => "interrupted".into(),
+        Payload::VerificationFinished(_) => "verified".into(),
+        Payload::VerdictRecorded(_) => "verdict".into(),
+        Payload::MergeQueued(_) => "queued".into(),
+        Payload::MergeRejected(_) => "merge-rejected".into(),
+        Payload::MergeDeferred(_) => "merge-deferred".into(),
+        Payload::PatrolInterrupted(_) => "patrol".into(),
+        other => other.kind().as_str().to_string(),
     };
     let task = match &e.task_id {
         Some(id) => {
@@ -126,10 +142,13 @@ fn render(
         None => String::new(),
     };
     let mut message = e.message.clone();
-    if e.kind == EventKind::ToolCall || e.kind == EventKind::ToolRefused {
-        if let Some(args) = e.data.get("arguments").and_then(|a| a.as_str()) {
-            message = format!("{message} {}", shorten(args, 70));
-        }
+    let args = match &e.payload {
+        Payload::ToolCall(t) => Some(t.arguments.as_str()),
+        Payload::ToolRefused(t) => t.arguments.as_deref(),
+        _ => None,
+    };
+    if let Some(args) = args {
+        message = format!("{message} {}", shorten(args, 70));
     }
     Some(format!(
         "{:>7.1}s  {:<42} {:<14} {}",

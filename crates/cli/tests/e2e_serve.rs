@@ -338,8 +338,8 @@ fn the_patrol_interrupts_a_stuck_attempt_and_the_task_is_retried() {
     );
     let events = fx.events(&id);
     assert!(
-        events.iter().any(|e| e["kind"] == "warning"
-            && e["data"]["stage"] == "patrol"
+        events.iter().any(|e| e["kind"] == "patrol_interrupted"
+            && e["data"]["stuck_after_seconds"] == 8
             && e["message"]
                 .as_str()
                 .unwrap()

@@ -1,10 +1,9 @@
-//! Domain types for orch: tasks, attempts, verdicts, verification reports and
-//! the one event type that every component records.
+//! Domain types for orch: tasks, attempts, verdicts and verification
+//! reports. (The events every component records are in orch-protocol.)
 //!
 //! This crate does no IO. Every other crate depends on it; it depends on none
 //! of them, so the vocabulary of the system lives in one place.
 
-pub mod event;
 pub mod ids;
 pub mod redact;
 pub mod task;
@@ -12,7 +11,6 @@ pub mod usage;
 pub mod verdict;
 pub mod verify;
 
-pub use event::{Event, EventKind};
 pub use ids::{new_id, TaskId};
 pub use task::{Attempt, AttemptStatus, NewTask, Task, TaskSource, TaskStatus, TaskType};
 pub use usage::Usage;

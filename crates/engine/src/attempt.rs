@@ -9,9 +9,9 @@ use crate::cycle::Engine;
 use crate::Result;
 use orch_agent::{AgentEvent, AgentObserver};
 use orch_core::{
-    Attempt, AttemptStatus, EventKind, StepKind, StepResult, Task, TaskStatus, Verdict,
-    VerificationReport,
+    Attempt, AttemptStatus, StepKind, StepResult, Task, TaskStatus, Verdict, VerificationReport,
 };
+use orch_protocol::{self as protocol, Stage};
 use orch_state::AttemptFinish;
 use orch_verify::{VerifyCommands, VerifyOptions};
 use std::sync::Arc;
@@ -54,24 +54,36 @@ pub(crate) struct EventObserver {
 impl AgentObserver for EventObserver {
     fn on_event(&self, event: &AgentEvent) {
         match event {
-            AgentEvent::ModelCall { turn, usage } => self.rec.note(
-                Some(&self.task),
-                EventKind::ModelCall,
-                format!("turn {turn}: model answered ({} in / {} out tokens)", usage.input_tokens, usage.output_tokens),
-                serde_json::json!({"turn": turn, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd}),
-            ),
-            AgentEvent::ToolCall(t) => {
-                let (kind, msg) = match &t.refused {
-                    Some(reason) => (EventKind::ToolRefused, format!("refused {}: {reason}", t.tool)),
-                    None => (EventKind::ToolCall, format!("{} {}", t.tool, if t.ok { "ok" } else { "error" })),
-                };
-                self.rec.note(
+            // The metered provider records every model call, with its
+            // role, model and duration; a turn adds nothing to that.
+            AgentEvent::ModelCall { .. } => {}
+            AgentEvent::ToolCall(t) => match &t.refused {
+                Some(reason) => self.rec.note(
                     Some(&self.task),
-                    kind,
-                    msg,
-                    serde_json::json!({"turn": t.turn, "tool": t.tool, "arguments": t.arguments, "ok": t.ok, "refused": t.refused, "output": t.output_preview}),
-                );
-            }
+                    protocol::ToolRefused {
+                        stage: Some(Stage::Work),
+                        turn: Some(t.turn),
+                        tool: Some(t.tool.clone()),
+                        arguments: Some(t.arguments.clone()),
+                        path: None,
+                        refused: reason.clone(),
+                        attempt: None,
+                    },
+                    format!("refused {}: {reason}", t.tool),
+                ),
+                None => self.rec.note(
+                    Some(&self.task),
+                    protocol::ToolCall {
+                        turn: t.turn,
+                        tool: t.tool.clone(),
+                        arguments: t.arguments.clone(),
+                        ok: t.ok,
+                        output: t.output_preview.clone(),
+                        duration_ms: t.duration_ms,
+                    },
+                    format!("{} {}", t.tool, if t.ok { "ok" } else { "error" }),
+                ),
+            },
         }
     }
 }
@@ -299,9 +311,13 @@ impl Engine {
         let until = chrono::Utc::now() + chrono::Duration::seconds(wait as i64);
         self.rec.note(
             Some(task.id.as_str()),
-            EventKind::InfraFailure,
+            protocol::InfraFailure {
+                infra_failures: n,
+                max_infra_failures: max,
+                backoff_seconds: wait,
+                error: message.to_string(),
+            },
             format!("infrastructure failure {n} of {max}; retrying in {wait} s: {message}"),
-            serde_json::json!({"infra_failures": n, "max_infra_failures": max, "backoff_seconds": wait, "error": message}),
         );
         self.store.defer_task(
             &task.id,
@@ -328,9 +344,8 @@ impl Engine {
             .await;
         self.rec.note(
             Some(task.id.as_str()),
-            EventKind::Warning,
+            protocol::Warning::default(),
             format!("attempt failed inside orch: {message}"),
-            serde_json::Value::Null,
         );
         Ok(())
     }
@@ -370,7 +385,15 @@ impl Engine {
         };
         match answer {
             Ok(r) if !r.message.content.trim().is_empty() => {
-                self.rec.note(Some(tid), EventKind::StageStarted, "architect wrote a plan for the worker", serde_json::json!({"stage": "architect", "model": model.to_string(), "plan": r.message.content}));
+                self.rec.note(
+                    Some(tid),
+                    protocol::StageStarted {
+                        model: Some(model.to_string()),
+                        plan: Some(r.message.content.clone()),
+                        ..protocol::StageStarted::new(Stage::Architect)
+                    },
+                    "architect wrote a plan for the worker",
+                );
                 format!(
                     "\n## Plan from the architect\n\n{}\n",
                     r.message.content.trim()
@@ -380,9 +403,8 @@ impl Engine {
             Err(e) => {
                 self.rec.note(
                     Some(tid),
-                    EventKind::Warning,
+                    protocol::Warning::at(Stage::Architect),
                     format!("architect {model} failed; the worker goes on without a plan: {e}"),
-                    serde_json::json!({"stage": "architect"}),
                 );
                 String::new()
             }
@@ -422,9 +444,11 @@ impl Engine {
         let short = &base[..base.len().min(12)];
         self.rec.note(
             None,
-            EventKind::StageStarted,
+            protocol::StageStarted {
+                commit: Some(base.to_string()),
+                ..protocol::StageStarted::new(Stage::Baseline)
+            },
             format!("running the test command on base {short} to tell old failures from new"),
-            serde_json::json!({"stage": "baseline", "commit": base}),
         );
         let dir = self.paths.worktree(name, &format!("base-{short}"));
         self.git.worktree_add_detached(&dir, base).await?;
@@ -446,12 +470,14 @@ impl Engine {
         )?;
         self.rec.note(
             None,
-            EventKind::BaselineComputed,
+            protocol::BaselineComputed {
+                commit: base.to_string(),
+                failed: step.counts.as_ref().map(|c| c.failed).unwrap_or(0),
+            },
             format!(
                 "base {short}: {} failing test(s)",
                 step.counts.as_ref().map(|c| c.failed).unwrap_or(0)
             ),
-            serde_json::json!({"commit": base}),
         );
         Ok(Some(step))
     }

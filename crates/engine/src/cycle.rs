@@ -12,8 +12,9 @@ use crate::registry::ProviderRegistry;
 use crate::shutdown::Shutdown;
 use crate::{io_err, EngineError, Result};
 use orch_config::{Config, ProjectConfig};
-use orch_core::{EventKind, NewTask, TaskId, TaskSource, TaskStatus};
+use orch_core::{NewTask, TaskId, TaskSource, TaskStatus};
 use orch_git::Git;
+use orch_protocol::{self as protocol, Stage};
 use orch_sandbox::Sandbox;
 use orch_state::Store;
 use serde::Serialize;
@@ -122,16 +123,10 @@ impl Engine {
         let rec = Recorder::new(store.clone(), &project.name);
         let observer_rec = rec.clone();
         let observer: orch_providers::resilient::Observer = Arc::new(move |event| {
-            use orch_providers::resilient::ResilienceEvent;
-            let kind = match event {
-                ResilienceEvent::Try(_) => EventKind::ModelTry,
-                _ => EventKind::ProviderHealth,
-            };
             observer_rec.note(
                 None,
-                kind,
+                crate::recorder::resilience_payload(event),
                 event.message(),
-                serde_json::to_value(event).unwrap_or_default(),
             );
         });
         let providers = providers.with_resilience(config, observer)?;
@@ -168,9 +163,8 @@ impl Engine {
         if let Err(e) = self.sandbox.release(dir).await {
             self.rec.note(
                 None,
-                EventKind::Warning,
+                protocol::Warning::default(),
                 format!("sandbox could not release {}: {e}", dir.display()),
-                serde_json::Value::Null,
             );
         }
         self.git.worktree_remove(dir).await?;
@@ -217,9 +211,11 @@ impl Engine {
         if let Some(pid) = &lock.took_over_from {
             self.rec.note(
                 None,
-                EventKind::Recovered,
+                protocol::Recovered {
+                    pid: Some(pid.clone()),
+                    ..Default::default()
+                },
                 format!("took over the lock left by process {pid}, which is no longer running"),
-                serde_json::json!({"pid": pid}),
             );
         }
         let mut summary = CycleSummary::default();
@@ -229,12 +225,8 @@ impl Engine {
                 "sandbox = \"{}\": model-written code runs with your own permissions, with nothing isolating it",
                 self.sandbox.name()
             );
-            self.rec.note(
-                None,
-                EventKind::Warning,
-                msg.clone(),
-                serde_json::Value::Null,
-            );
+            self.rec
+                .note(None, protocol::Warning::default(), msg.clone());
             summary.notices.push(msg);
         } else {
             self.sandbox.check().await?;
@@ -262,9 +254,8 @@ impl Engine {
         if let Err(e) = self.sandbox.shutdown().await {
             self.rec.note(
                 None,
-                EventKind::Warning,
+                protocol::Warning::at(Stage::Shutdown),
                 format!("sandbox shutdown: {e}"),
-                serde_json::Value::Null,
             );
         }
         drop(lock);
@@ -355,9 +346,10 @@ impl Engine {
         let name = self.project.name.clone();
         self.rec.note(
             None,
-            EventKind::CycleStarted,
+            protocol::CycleStarted {
+                cycle: summary.cycles.into(),
+            },
             format!("cycle {} of project {name}", summary.cycles),
-            serde_json::Value::Null,
         );
         // A shutdown request abandons a planner call under way: nothing is
         // written until its answer is in.
@@ -388,9 +380,12 @@ impl Engine {
                 );
                 self.rec.note(
                     None,
-                    EventKind::Warning,
+                    protocol::Shutdown {
+                        running: workers.len(),
+                        grace_seconds: shutdown.grace().as_secs(),
+                        ..Default::default()
+                    },
                     msg,
-                    serde_json::json!({"stage": "shutdown", "running": workers.len(), "grace_seconds": shutdown.grace().as_secs()}),
                 );
             }
             if !stopping && workers.len() < slots && !self.store.is_paused(&name)? {
@@ -439,9 +434,13 @@ impl Engine {
                     interrupted += self.interrupt_all(reason);
                     self.rec.note(
                         None,
-                        EventKind::Warning,
+                        protocol::Shutdown {
+                            running: workers.len(),
+                            grace_seconds: shutdown.grace().as_secs(),
+                            interrupted,
+                            ..Default::default()
+                        },
                         format!("shutdown: the grace of {} s is over; interrupted {interrupted} attempt(s)", shutdown.grace().as_secs()),
-                        serde_json::json!({"stage": "shutdown", "interrupted": interrupted}),
                     );
                     abandon_at = Some(tokio::time::Instant::now() + ABANDON_AFTER);
                 }
@@ -451,9 +450,12 @@ impl Engine {
                     while workers.join_next().await.is_some() {}
                     self.rec.note(
                         None,
-                        EventKind::Warning,
+                        protocol::Shutdown {
+                            grace_seconds: shutdown.grace().as_secs(),
+                            abandoned: left,
+                            ..Default::default()
+                        },
                         format!("shutdown: {left} worker(s) did not stop within {} s of being interrupted and were abandoned; the next start recovers their attempts", ABANDON_AFTER.as_secs()),
-                        serde_json::json!({"stage": "shutdown", "abandoned": left}),
                     );
                 }
             }
@@ -465,9 +467,10 @@ impl Engine {
         }
         self.rec.note(
             None,
-            EventKind::CycleFinished,
+            protocol::CycleFinished {
+                cycle: summary.cycles.into(),
+            },
             format!("cycle {} finished", summary.cycles),
-            serde_json::Value::Null,
         );
         Ok(())
     }
@@ -478,8 +481,7 @@ impl Engine {
             Ok(Err(e)) => format!("worker stopped: {e}"),
             Err(e) => format!("worker task panicked: {e}"),
         };
-        self.rec
-            .note(None, EventKind::Warning, message, serde_json::Value::Null);
+        self.rec.note(None, protocol::Warning::default(), message);
     }
 
     fn has_passed(&self) -> Result<bool> {
@@ -519,18 +521,21 @@ impl Engine {
         if let Some(why) = self.plan_unneeded(&fingerprint)? {
             self.rec.note(
                 None,
-                EventKind::PlanSkipped,
+                protocol::PlanSkipped {
+                    fingerprint: fingerprint.clone(),
+                },
                 format!("planner not asked: {why}"),
-                serde_json::json!({"stage": "plan", "fingerprint": fingerprint}),
             );
             return Ok(0);
         }
         failures.truncate(10);
         self.rec.note(
             None,
-            EventKind::StageStarted,
+            protocol::StageStarted {
+                model: Some(model.to_string()),
+                ..protocol::StageStarted::new(Stage::Plan)
+            },
             format!("planning: asking {model} for up to {want} task(s)"),
-            serde_json::json!({"stage": "plan"}),
         );
         let (provider, model_name) = self.provider_for(
             &model,
@@ -562,9 +567,8 @@ impl Engine {
                 }
                 self.rec.note(
                     None,
-                    EventKind::Warning,
+                    protocol::Warning::at(Stage::Plan),
                     format!("planner failed, continuing with existing tasks: {e}"),
-                    serde_json::json!({"stage": "plan"}),
                 );
                 return Ok(0);
             }
@@ -577,9 +581,9 @@ impl Engine {
             &orch_planner::render_markdown(name, &plan, &context),
         )
         .map_err(io_err(format!("writing {}", plan_path.display())))?;
-        let mut created = 0;
+        let mut created = Vec::new();
         for t in &plan.tasks {
-            self.store.add_task(&NewTask {
+            let task = self.store.add_task(&NewTask {
                 project: name.clone(),
                 title: t.title.clone(),
                 description: t.description.clone(),
@@ -590,19 +594,38 @@ impl Engine {
                 acceptance_tests: t.acceptance_tests.clone(),
                 ..NewTask::default()
             })?;
-            created += 1;
+            created.push(protocol::PlannedTask {
+                id: task.id.to_string(),
+                plan_key: None,
+            });
         }
+        let count = created.len();
+        let dropped = plan
+            .dropped
+            .iter()
+            .map(|(title, reason)| protocol::DroppedTask {
+                title: title.clone(),
+                reason: reason.clone(),
+            });
         self.rec.note(
             None,
-            EventKind::PlanCreated,
-            format!("planner proposed {created} task(s), dropped {}", plan.dropped.len()),
-            serde_json::json!({
-                "stage": "plan", "created": created, "dropped": plan.dropped, "notes": plan.notes,
-                "file": plan_path.display().to_string(),
-                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd,
-            }),
+            protocol::PlanCreated {
+                source: protocol::PlanSource::Planner,
+                created,
+                skipped: Vec::new(),
+                dropped: dropped.collect(),
+                notes: Some(plan.notes.clone()),
+                file: Some(plan_path.display().to_string()),
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cost_usd: usage.cost_usd,
+            },
+            format!(
+                "planner proposed {count} task(s), dropped {}",
+                plan.dropped.len()
+            ),
         );
-        Ok(created)
+        Ok(count)
     }
 
     /// A digest of everything the planner's answer depends on: its model,

@@ -12,8 +12,9 @@
 use crate::attempt::{feedback_text, first_line};
 use crate::cycle::Engine;
 use crate::Result;
-use orch_core::{EventKind, Task, TaskId, TaskStatus, TestGoal, Verdict, VerificationReport};
+use orch_core::{Task, TaskId, TaskStatus, TestGoal, Verdict, VerificationReport};
 use orch_git::{AdvanceOutcome, MergeOutcome};
+use orch_protocol::{self as protocol, Stage};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -53,8 +54,9 @@ impl Engine {
             }
             round.handled.extend(batch.iter().map(|t| t.id.clone()));
             let ids: Vec<TaskId> = batch.iter().map(|t| t.id.clone()).collect();
+            let started = std::time::Instant::now();
             match self.land(batch).await {
-                Ok(Landing::Done) => {}
+                Ok(Landing::Done) => self.merge_finished(&ids, started)?,
                 Ok(Landing::Deferred(message)) => {
                     round.notices.push(message);
                     round.blocked = true;
@@ -71,6 +73,20 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Records how long each task of a landed batch spent in the merge
+    /// stage, and whether it landed.
+    fn merge_finished(&self, ids: &[TaskId], started: std::time::Instant) -> Result<()> {
+        for id in ids {
+            let landed = self.store.task(id.as_str())?.status == TaskStatus::Merged;
+            self.rec.note(
+                Some(id.as_str()),
+                protocol::StageFinished::new(Stage::Merge, None, started.elapsed(), landed),
+                format!("merge {}", if landed { "landed" } else { "sent it back" }),
+            );
+        }
+        Ok(())
     }
 
     /// Moves up to `merge_batch_max` passed tasks, highest priority first,
@@ -146,9 +162,10 @@ impl Engine {
                             )?;
                             self.rec.note(
                                 Some(t.id.as_str()),
-                                EventKind::MergeDeferred,
+                                protocol::MergeDeferred {
+                                    reason: reason.clone(),
+                                },
                                 message.clone(),
-                                serde_json::Value::Null,
                             );
                         }
                         return Ok(Landing::Deferred(message));
@@ -182,9 +199,11 @@ impl Engine {
             let tid = task.id.as_str();
             self.rec.note(
                 Some(tid),
-                EventKind::StageStarted,
+                protocol::StageStarted {
+                    commit: Some(head.clone()),
+                    ..protocol::StageStarted::new(Stage::Merge)
+                },
                 format!("merging {branch} into {}", self.main_branch),
-                serde_json::json!({"stage": "merge"}),
             );
             let message = format!("Merge {branch}: {}\n\nTask: {tid}", task.title);
             let merged = match self.git.merge_commit(&head, &branch, &message).await {
@@ -228,9 +247,12 @@ impl Engine {
             if self.git.same_tree(head, &only.branch()).await? {
                 self.rec.note(
                     Some(only.id.as_str()),
-                    EventKind::StageFinished,
+                    protocol::StageFinished {
+                        skipped: true,
+                        ok: true,
+                        ..protocol::StageFinished::new(Stage::Verify, None, Default::default(), true)
+                    },
                     "post-merge verification skipped: the merged tree is the one that already passed",
-                    serde_json::json!({"stage": "merge", "skipped": true}),
                 );
                 return Ok(None);
             }
@@ -250,7 +272,19 @@ impl Engine {
         };
         let report = orch_verify::assess(steps, baseline.as_ref(), false, &goal);
         for t in kept {
-            self.rec.note(Some(t.id.as_str()), EventKind::VerificationFinished, format!("post-merge verification {} (batch of {})", if report.passed { "passed" } else { "failed" }, kept.len()), serde_json::json!({"stage": "merge", "passed": report.passed, "batch": kept.len(), "new_failures": report.new_failures, "targeted_failures": report.targeted_failures}));
+            self.rec.note(
+                Some(t.id.as_str()),
+                protocol::VerificationFinished::from_report(
+                    &report,
+                    Some(Stage::Merge),
+                    Some(kept.len()),
+                ),
+                format!(
+                    "post-merge verification {} (batch of {})",
+                    if report.passed { "passed" } else { "failed" },
+                    kept.len()
+                ),
+            );
         }
         Ok(Some(report))
     }
@@ -293,12 +327,14 @@ impl Engine {
         let second = first.split_off(first.len() / 2);
         self.rec.note(
             None,
-            EventKind::StageStarted,
+            protocol::StageStarted {
+                split: Some((first.len(), second.len())),
+                ..protocol::StageStarted::new(Stage::Merge)
+            },
             format!(
                 "merge batch of {} is red; splitting it to find the culprit",
                 first.len() + second.len()
             ),
-            serde_json::json!({"stage": "merge", "split": [first.len(), second.len()]}),
         );
         if let Landing::Deferred(m) = self.land(first).await? {
             self.requeue(
@@ -336,19 +372,33 @@ impl Engine {
                 // landing: say so rather than hide it.
                 self.rec.note(
                     Some(tid),
-                    EventKind::Warning,
+                    protocol::Warning {
+                        stage: Some(Stage::Merge),
+                        commit: Some(head.to_string()),
+                        ..Default::default()
+                    },
                     format!(
                         "the task was cancelled while it landed; its work is on {} at {short}",
                         self.main_branch
                     ),
-                    serde_json::json!({"commit": head}),
                 );
             }
             self.rec.note(
                 Some(tid),
-                EventKind::Merged,
-                format!("{} now at {short}{}", self.main_branch, if kept.len() > 1 { format!(" (batch of {})", kept.len()) } else { String::new() }),
-                serde_json::json!({"commit": head, "branch": self.main_branch, "batch": kept.len()}),
+                protocol::Merged {
+                    commit: head.to_string(),
+                    branch: self.main_branch.clone(),
+                    batch: kept.len(),
+                },
+                format!(
+                    "{} now at {short}{}",
+                    self.main_branch,
+                    if kept.len() > 1 {
+                        format!(" (batch of {})", kept.len())
+                    } else {
+                        String::new()
+                    }
+                ),
             );
             let _ = self.git.delete_branch(&task.branch()).await;
         }
@@ -361,9 +411,10 @@ impl Engine {
         let tid = task.id.as_str();
         self.rec.note(
             Some(tid),
-            EventKind::MergeRejected,
+            protocol::MergeRejected {
+                feedback: feedback.to_string(),
+            },
             first_line(feedback).to_string(),
-            serde_json::json!({"feedback": feedback}),
         );
         self.store.set_feedback(&task.id, Some(feedback))?;
         let current = self.store.task(tid)?;
@@ -398,9 +449,8 @@ impl Engine {
             {
                 self.rec.note(
                     Some(id.as_str()),
-                    EventKind::Warning,
+                    protocol::Warning::at(Stage::Merge),
                     why.to_string(),
-                    serde_json::Value::Null,
                 );
             }
         }

@@ -12,7 +12,6 @@
 
 use crate::recorder::Recorder;
 use async_trait::async_trait;
-use orch_core::EventKind;
 use orch_providers::pricing::PriceTable;
 use orch_providers::{Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError};
 use orch_state::{ModelCall, Store};
@@ -162,23 +161,10 @@ impl MeteredProvider {
             cost_usd: usage.cost_usd,
             duration_ms: started.elapsed().as_millis() as u64,
             ok,
-            error: error.clone(),
+            error,
         };
         if let Err(e) = self.meter.store.record_model_call(&call) {
             tracing::warn!("could not record a model call: {e}");
-        }
-        if let Some(error) = error {
-            self.meter.rec.note(
-                self.ctx.task_id.as_deref(),
-                EventKind::ModelCall,
-                format!(
-                    "{} call to {}:{} failed: {error}",
-                    self.ctx.role,
-                    self.inner.name(),
-                    request.model
-                ),
-                serde_json::json!({"role": self.ctx.role, "ok": false}),
-            );
         }
     }
 

@@ -8,7 +8,7 @@
 //! sign of life.
 
 use crate::cycle::Engine;
-use orch_core::{EventKind, TaskId};
+use orch_core::TaskId;
 use orch_state::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,9 +88,11 @@ impl Engine {
                         if self.interrupt_task(&id, &reason) {
                             self.rec.note(
                                 Some(id.as_str()),
-                                EventKind::Warning,
+                                orch_protocol::PatrolInterrupted {
+                                    reason: reason.clone(),
+                                    stuck_after_seconds: secs,
+                                },
                                 format!("patrol: {reason} (stuck_after_seconds = {secs}); interrupting the attempt, which does not count, and retrying the task"),
-                                serde_json::json!({"stage": "patrol", "reason": reason, "stuck_after_seconds": secs}),
                             );
                         }
                     }

@@ -1,9 +1,10 @@
 //! Records events. State changes record their own events inside the store's
 //! transactions; everything else (tool calls, model calls, stages, warnings)
-//! is recorded here. Live progress is a tail of the same events table, so
-//! what a person sees is exactly what the database keeps.
+//! is recorded here. The store redacts every event on its way in and then
+//! broadcasts it, so live progress, the event stream, metrics and traces see
+//! exactly what the database keeps.
 
-use orch_core::{Event, EventKind};
+use orch_protocol::{Event, Payload};
 use orch_state::Store;
 use std::sync::Arc;
 
@@ -29,25 +30,75 @@ impl Recorder {
     /// raised: losing one informational event must not stop work whose
     /// state changes are recorded transactionally anyway.
     pub fn emit(&self, event: Event) {
-        let mut event = event;
-        event.message = orch_core::redact::redact(&event.message).into_owned();
-        orch_core::redact::redact_json(&mut event.data);
         if let Err(e) = self.store.record(&event) {
-            tracing::warn!("could not record event {:?}: {e}", event.kind);
+            tracing::warn!("could not record event {}: {e}", event.kind());
         }
     }
 
     pub fn note(
         &self,
         task: Option<&str>,
-        kind: EventKind,
+        payload: impl Into<Payload>,
         message: impl Into<String>,
-        data: serde_json::Value,
     ) {
-        let mut e = Event::new(self.project.clone(), kind, message).data(data);
+        let mut e = Event::new(self.project.clone(), payload, message);
         if let Some(t) = task {
             e = e.task(t);
         }
         self.emit(e);
+    }
+}
+
+/// The event a retry or circuit-breaker report becomes.
+pub(crate) fn resilience_payload(event: &orch_providers::resilient::ResilienceEvent) -> Payload {
+    use orch_protocol::{HealthChange, ModelTry, ProviderHealth};
+    use orch_providers::resilient::ResilienceEvent as R;
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let health = |change, provider: &str| ProviderHealth {
+        change,
+        provider: provider.to_string(),
+        ..Default::default()
+    };
+    match event {
+        R::Try(t) => ModelTry {
+            provider: t.provider.clone(),
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            error: t.error.clone(),
+            retryable: t.retryable,
+            wait_ms: t.wait.map(millis),
+            wait_reason: t
+                .wait_reason
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_str().map(str::to_string)),
+            took_ms: millis(t.took),
+        }
+        .into(),
+        R::CircuitOpened {
+            provider,
+            failures,
+            cool_down,
+        } => ProviderHealth {
+            failures: Some(*failures),
+            cool_down_seconds: Some(cool_down.as_secs_f64()),
+            ..health(HealthChange::CircuitOpened, provider)
+        }
+        .into(),
+        R::CircuitHalfOpen { provider } => health(HealthChange::CircuitHalfOpen, provider).into(),
+        R::CircuitClosed { provider } => health(HealthChange::CircuitClosed, provider).into(),
+        R::Fallback {
+            from_provider,
+            from_model,
+            to_provider,
+            to_model,
+            reason,
+        } => ProviderHealth {
+            from_model: Some(from_model.clone()),
+            to_provider: Some(to_provider.clone()),
+            to_model: Some(to_model.clone()),
+            reason: Some(reason.clone()),
+            ..health(HealthChange::Fallback, from_provider)
+        }
+        .into(),
     }
 }

@@ -7,7 +7,8 @@
 
 use crate::cycle::Engine;
 use crate::Result;
-use orch_core::{EventKind, TaskStatus};
+use orch_core::TaskStatus;
+use orch_protocol::{self as protocol, Stage};
 
 impl Engine {
     pub(crate) async fn recover(&self) -> Result<()> {
@@ -22,12 +23,15 @@ impl Engine {
         for h in &recovery.held {
             self.rec.note(
                 Some(h.task_id.as_str()),
-                EventKind::Warning,
+                protocol::LeaseHeld {
+                    attempt_id: h.attempt_id,
+                    owner: h.owner.clone(),
+                    lease_expires_at: h.expires_at,
+                },
                 format!(
                     "attempt {} is held by {} until {} (a live lease): left alone; it is taken over only if that lease expires",
                     h.attempt_id, h.owner, h.expires_at.to_rfc3339()
                 ),
-                serde_json::json!({"stage": "recovery", "attempt_id": h.attempt_id, "owner": h.owner, "lease_expires_at": h.expires_at}),
             );
         }
 
@@ -73,9 +77,8 @@ impl Engine {
                     Ok(()) => deleted += 1,
                     Err(e) => self.rec.note(
                         None,
-                        EventKind::Warning,
+                        protocol::Warning::at(Stage::Recovery),
                         format!("could not delete the stale branch {branch}: {e}"),
-                        serde_json::Value::Null,
                     ),
                 }
             }
@@ -84,9 +87,13 @@ impl Engine {
             let ids: Vec<_> = recovered.iter().map(|t| t.0.clone()).collect();
             self.rec.note(
                 None,
-                EventKind::Recovered,
+                protocol::Recovered {
+                    tasks: ids.iter().map(|i| i.to_string()).collect(),
+                    worktrees: removed,
+                    branches: deleted,
+                    ..Default::default()
+                },
                 format!("recovered after an interrupted run: {} task(s) requeued, {removed} stale worktree(s) and {deleted} branch(es) removed", ids.len()),
-                serde_json::json!({"tasks": ids, "worktrees": removed, "branches": deleted}),
             );
         }
         Ok(())

@@ -26,6 +26,17 @@ pub enum Workflow {
     Review,
 }
 
+impl Workflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workflow::Implement => "implement",
+            Workflow::Test => "test",
+            Workflow::Fix => "fix",
+            Workflow::Review => "review",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub workflow: Workflow,

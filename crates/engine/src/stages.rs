@@ -11,9 +11,8 @@ use crate::cycle::Engine;
 use crate::paths::write_atomic;
 use crate::{io_err, Result};
 use orch_agent::{WorkerEnd, WorkerOutcome, WorkerSpec};
-use orch_core::{
-    Attempt, AttemptStatus, EventKind, Task, TaskStatus, Usage, Verdict, VerificationReport,
-};
+use orch_core::{Attempt, AttemptStatus, Task, TaskStatus, Usage, Verdict, VerificationReport};
+use orch_protocol::{self as protocol, Stage};
 use orch_state::AttemptFinish;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -145,10 +144,19 @@ impl Run<'_> {
         let (provider, model) = e.provider_for(&worker_model, ctx)?;
         e.rec.note(
             Some(self.tid()),
-            EventKind::StageStarted,
-            format!("attempt {}: worker {worker_model} started", self.attempt.number),
-            serde_json::json!({"stage": "work", "attempt": self.attempt.number, "model": worker_model.to_string(), "workflow": route.workflow, "worker": e.worker.name()}),
+            protocol::StageStarted {
+                attempt: Some(self.attempt.number),
+                model: Some(worker_model.to_string()),
+                worker: Some(e.worker.name().to_string()),
+                workflow: Some(route.workflow.as_str().to_string()),
+                ..protocol::StageStarted::new(Stage::Work)
+            },
+            format!(
+                "attempt {}: worker {worker_model} started",
+                self.attempt.number
+            ),
         );
+        let started = Instant::now();
         let spec = WorkerSpec {
             provider,
             model,
@@ -171,6 +179,8 @@ impl Run<'_> {
             task: self.tid().to_string(),
         };
         let outcome = e.worker.run(spec, &observer).await;
+        let finished = matches!(outcome.end, WorkerEnd::Finished { .. });
+        self.stage_finished(Stage::Work, started, finished);
         e.store.add_task_usage(&self.task.id, &outcome.usage)?;
         let json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
         write_atomic(&self.audit_md.with_extension("json"), &json)
@@ -214,26 +224,60 @@ impl Run<'_> {
         fin
     }
 
+    /// Records that `stage`, begun at `started`, ended.
+    fn stage_finished(&self, stage: Stage, started: Instant, ok: bool) {
+        let number = self.attempt.number;
+        self.engine.rec.note(
+            Some(self.tid()),
+            protocol::StageFinished::new(stage, Some(number), started.elapsed(), ok),
+            format!(
+                "attempt {number}: {stage} {}",
+                if ok { "done" } else { "did not pass" }
+            ),
+        );
+    }
+
     /// Ends the attempt as cancelled during `stage` and frees the worktree.
-    async fn cancelled(&self, outcome: &WorkerOutcome, stage: &str) -> Result<AttemptEnd> {
+    async fn cancelled(&self, outcome: &WorkerOutcome, stage: Stage) -> Result<AttemptEnd> {
         // The token is tripped by a person's cancel, and also by a shutdown
         // or the patrol, which interrupt (the store records which).
         let by_person = self.engine.store.task(self.tid())?.status == TaskStatus::Cancelled;
-        let (outcome_name, kind, verb) = if by_person {
-            ("cancelled", EventKind::Cancelled, "cancelled")
+        let (outcome_name, verb) = if by_person {
+            ("cancelled", "cancelled")
         } else {
-            ("interrupted", EventKind::AttemptInterrupted, "interrupted")
+            ("interrupted", "interrupted")
         };
         self.write_audit(outcome, outcome_name, "", None, None)?;
-        let why = format!("{verb} during {stage}");
+        let during = match stage {
+            Stage::Verify => "verification",
+            Stage::Judge => "judging",
+            other => other.as_str(),
+        };
+        let why = format!("{verb} during {during}");
         let mut fin = self.finish(outcome, AttemptStatus::Cancelled);
         fin.error = Some(why.clone());
         self.engine.store.finish_attempt(self.attempt.id, &fin)?;
+        let (attempt_id, number) = (self.attempt.id, self.attempt.number);
+        let payload: protocol::Payload = if by_person {
+            protocol::Cancelled {
+                attempt_id,
+                number,
+                stage: Some(stage),
+            }
+            .into()
+        } else {
+            protocol::AttemptInterrupted {
+                attempt_id,
+                number,
+                reason: why.clone(),
+                stage: Some(stage),
+            }
+            .into()
+        };
         self.engine.rec.note(
             Some(self.tid()),
-            kind,
-            format!("attempt {} stopped: {why}", self.attempt.number),
-            serde_json::json!({"stage": stage, "attempt": self.attempt.number}),
+            payload,
+            format!("attempt {number} stopped: {why}"),
         );
         self.engine.remove_worktree(&self.worktree).await?;
         Ok(AttemptEnd::Cancelled)
@@ -256,7 +300,7 @@ impl Run<'_> {
     async fn unfinished(&self, outcome: &WorkerOutcome) -> Result<AttemptEnd> {
         let e = self.engine;
         match &outcome.end {
-            WorkerEnd::Cancelled => return self.cancelled(outcome, "work").await,
+            WorkerEnd::Cancelled => return self.cancelled(outcome, Stage::Work).await,
             WorkerEnd::AskedHuman { question } => {
                 self.write_audit(outcome, "needs a person", "", None, None)?;
                 let fin = self.finish(outcome, AttemptStatus::NeedsHuman);
@@ -330,9 +374,14 @@ impl Run<'_> {
         for r in &refused {
             e.rec.note(
                 Some(self.tid()),
-                EventKind::ToolRefused,
+                protocol::ToolRefused {
+                    stage: Some(Stage::Commit),
+                    path: Some(r.path.clone()),
+                    refused: r.reason.clone(),
+                    attempt: Some(self.attempt.number),
+                    ..Default::default()
+                },
                 format!("not committed: {}: {}", r.path, r.reason),
-                serde_json::json!({"stage": "commit", "path": r.path, "refused": r.reason, "attempt": self.attempt.number}),
             );
         }
         let message = format!(
@@ -369,15 +418,16 @@ impl Run<'_> {
             TaskStatus::Verifying,
             "worker finished",
         )? {
-            self.cancelled(outcome, "verification").await?;
+            self.cancelled(outcome, Stage::Verify).await?;
             return Ok(None);
         }
+        let started = Instant::now();
         let (commands, options) = (e.verify_commands(), e.verify_options());
         let run = orch_verify::run_steps(e.sandbox.as_ref(), &self.worktree, &commands, &options);
         let steps = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => {
-                self.cancelled(outcome, "verification").await?;
+                self.cancelled(outcome, Stage::Verify).await?;
                 return Ok(None);
             }
             steps = run => steps?,
@@ -385,7 +435,16 @@ impl Run<'_> {
         let baseline = e.baseline_if_needed(&self.base, &steps).await?;
         let goal = e.test_goal(self.task);
         let report = orch_verify::assess(steps, baseline.as_ref(), c.head.is_none(), &goal);
-        e.rec.note(Some(self.tid()), EventKind::VerificationFinished, format!("verification {}: {}", if report.passed { "passed" } else { "failed" }, first_line(&report.summary)), serde_json::json!({"passed": report.passed, "new_failures": report.new_failures, "targeted_failures": report.targeted_failures, "preexisting_failures": report.preexisting_failures, "goal_unmet": report.goal_unmet}));
+        e.rec.note(
+            Some(self.tid()),
+            protocol::VerificationFinished::from_report(&report, None, None),
+            format!(
+                "verification {}: {}",
+                if report.passed { "passed" } else { "failed" },
+                first_line(&report.summary)
+            ),
+        );
+        self.stage_finished(Stage::Verify, started, report.passed);
         Ok(Some(report))
     }
 
@@ -403,9 +462,10 @@ impl Run<'_> {
             TaskStatus::Judging,
             "verification finished",
         )? {
-            self.cancelled(outcome, "judging").await?;
+            self.cancelled(outcome, Stage::Judge).await?;
             return Ok(None);
         }
+        let started = Instant::now();
         let judge_provider = match &e.project.judge_model {
             Some(m) => Some(e.provider_for(m, e.call_context("judge", self.task, &self.attempt))?),
             None => None,
@@ -432,7 +492,7 @@ impl Run<'_> {
         let judged = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => {
-                self.cancelled(outcome, "judging").await?;
+                self.cancelled(outcome, Stage::Judge).await?;
                 return Ok(None);
             }
             judged = judging => judged,
@@ -449,6 +509,7 @@ impl Run<'_> {
         });
         e.store.add_task_usage(&self.task.id, &usage)?;
         self.record_verdict(&input, &verdict, report)?;
+        self.stage_finished(Stage::Judge, started, verdict.passed);
         Ok(Some(verdict))
     }
 
@@ -470,9 +531,20 @@ impl Run<'_> {
         write_atomic(&path, &md).map_err(io_err(format!("writing {}", path.display())))?;
         e.rec.note(
             Some(self.tid()),
-            EventKind::VerdictRecorded,
-            format!("verdict: {}{}", if verdict.passed { "passed" } else { "failed" }, verdict.score.map(|s| format!(" (score {s:.1})")).unwrap_or_default()),
-            serde_json::json!({"passed": verdict.passed, "score": verdict.score, "issues": verdict.issues, "file": path.display().to_string()}),
+            protocol::VerdictRecorded {
+                passed: verdict.passed,
+                score: verdict.score,
+                issues: verdict.issues.clone(),
+                file: path.display().to_string(),
+            },
+            format!(
+                "verdict: {}{}",
+                if verdict.passed { "passed" } else { "failed" },
+                verdict
+                    .score
+                    .map(|s| format!(" (score {s:.1})"))
+                    .unwrap_or_default()
+            ),
         );
         Ok(())
     }
@@ -509,9 +581,10 @@ impl Run<'_> {
             e.store.reset_consecutive_failures(&e.project.name)?;
             e.rec.note(
                 Some(self.tid()),
-                EventKind::MergeQueued,
+                protocol::MergeQueued {
+                    branch: self.task.branch(),
+                },
                 "queued for merge",
-                serde_json::json!({"branch": self.task.branch()}),
             );
             return Ok(AttemptEnd::Passed);
         }

@@ -8,6 +8,7 @@
 //! store refuses writes nothing.
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod openapi;
 pub mod routes;
@@ -220,6 +221,8 @@ fn build(
         .route("/healthz", get(routes::healthz))
         .route("/openapi.json", get(openapi_json))
         .merge(api)
+        // The web dashboard (`/`, `/tasks/…`): not in the OpenAPI document.
+        .merge(dashboard::router(state.clone()))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_method_not_allowed))
         .layer(DefaultBodyLimit::max(opts.max_body_bytes))

@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::cost,
         crate::sse::events,
     ),
-    components(schemas(crate::error::ErrorBody, orch_core::Event, orch_core::EventKind)),
+    components(schemas(crate::error::ErrorBody, orch_protocol::Event, orch_protocol::EventKind, orch_protocol::Payload)),
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "Add, list, show, answer, cancel and retry tasks."),

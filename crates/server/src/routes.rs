@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// The configured project named `name`, or a 404 that lists them.
-fn require_project<'a>(config: &'a Config, name: &str) -> Result<&'a ProjectConfig, ApiError> {
+pub(crate) fn require_project<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<&'a ProjectConfig, ApiError> {
     config
         .project_or_hint(name)
         .map_err(|m| ApiError::not_found(m).field("project"))
@@ -27,7 +30,7 @@ fn require_project<'a>(config: &'a Config, name: &str) -> Result<&'a ProjectConf
 
 /// Registers the project in the store (as `orch` commands do before their
 /// first write to it).
-fn ensure_registered(
+pub(crate) fn ensure_registered(
     config: &Config,
     store: &orch_state::Store,
     project: &ProjectConfig,
@@ -120,6 +123,17 @@ pub(crate) async fn add_task(
     ApiPath(project): ApiPath<String>,
     TaskBody(spec): TaskBody,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let task = add_task_spec(state, project, spec).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// Adds `spec` to `project` and starts work on it: the API's and the
+/// dashboard's form's one way to add a task.
+pub(crate) async fn add_task_spec(
+    state: AppState,
+    project: String,
+    spec: TaskSpec,
+) -> Result<Task, ApiError> {
     let control = state.control.clone();
     let task = blocking(move || {
         let p = require_project(&state.config, &project)?;
@@ -134,7 +148,7 @@ pub(crate) async fn add_task(
     // The task is stored either way, so a refusal (paused, shutting down)
     // only means it waits.
     let _ = control.run_now(&task.project).await;
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok(task)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -290,15 +304,23 @@ pub(crate) async fn answer(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AnswerRequest>,
 ) -> Result<Json<Task>, ApiError> {
-    let text = req.answer.trim().to_string();
+    Ok(Json(answer_task(state, id, &req.answer).await?))
+}
+
+/// Answers a `needs_human` task (the API's and the dashboard's one way).
+pub(crate) async fn answer_task(
+    state: AppState,
+    id: String,
+    answer: &str,
+) -> Result<Task, ApiError> {
+    let text = answer.trim().to_string();
     if text.is_empty() {
         return Err(ApiError::invalid(
             "answer",
             "the answer must not be empty; write what the worker should know",
         ));
     }
-    let task = blocking(move || Ok(state.store.answer(&id, &text)?)).await?;
-    Ok(Json(task))
+    blocking(move || Ok(state.store.answer(&id, &text)?)).await
 }
 
 #[utoipa::path(
@@ -362,13 +384,18 @@ pub(crate) async fn run(
     State(state): State<AppState>,
     ApiPath(project): ApiPath<String>,
 ) -> Result<Json<RunStarted>, ApiError> {
-    let name = require_project(&state.config, &project)?.name.clone();
+    Ok(Json(run_project(&state, &project).await?))
+}
+
+/// Starts work on `project` now (the API's and the dashboard's one way).
+pub(crate) async fn run_project(state: &AppState, project: &str) -> Result<RunStarted, ApiError> {
+    let name = require_project(&state.config, project)?.name.clone();
     let started = state
         .control
         .run_now(&name)
         .await
         .map_err(|m| ApiError::conflict(m).field("project"))?;
-    Ok(Json(started))
+    Ok(started)
 }
 
 /// `POST /api/v1/projects/{project}/pause`'s optional body.
@@ -424,7 +451,7 @@ pub(crate) async fn resume(
     set_paused(state, project, false, None).await
 }
 
-async fn set_paused(
+pub(crate) async fn set_paused(
     state: AppState,
     project: String,
     paused: bool,

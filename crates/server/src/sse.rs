@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use orch_core::Event;
+use orch_protocol::Event;
 use orch_state::{EventFilter, Store};
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -273,7 +273,7 @@ mod tests {
             for i in 0..n {
                 s2.record(&Event::new(
                     "p",
-                    orch_core::EventKind::Warning,
+                    orch_protocol::Warning::default(),
                     format!("e{i}"),
                 ))
                 .unwrap();
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn wanted_filters_by_project_and_task() {
-        let e = Event::new("p", orch_core::EventKind::Merged, "m").task("t1");
+        let e = Event::new("p", orch_protocol::Merged::default(), "m").task("t1");
         let all = Wanted {
             project: None,
             task_id: None,

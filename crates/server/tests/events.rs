@@ -8,7 +8,7 @@
 mod common;
 
 use common::{expect_error, Server, SseReader};
-use orch_core::{Event, EventKind};
+use orch_protocol::Event;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(10);
 fn record(s: &Server, project: &str, msg: &str) -> i64 {
     s.store.ensure_project(project, "/x").unwrap();
     s.store
-        .record(&Event::new(project, EventKind::Warning, msg))
+        .record(&Event::new(project, orch_protocol::Warning::default(), msg))
         .unwrap()
 }
 
@@ -154,7 +154,7 @@ async fn a_burst_larger_than_the_bus_arrives_whole() {
             last = store
                 .record(&Event::new(
                     "calc",
-                    EventKind::Warning,
+                    orch_protocol::Warning::default(),
                     format!("burst {i}"),
                 ))
                 .unwrap();

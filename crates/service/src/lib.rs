@@ -13,8 +13,9 @@ pub mod schedule;
 pub mod watch;
 
 use orch_config::Config;
-use orch_core::{EventKind, TaskStatus};
+use orch_core::{AttemptStatus, TaskStatus};
 use orch_engine::{Engine, Shutdown};
+use orch_protocol::{Payload, Stage};
 use orch_server::{Control, RunStarted};
 pub use orch_server::{ServerError, ServerOptions};
 use orch_state::Store;
@@ -274,24 +275,26 @@ async fn narrate(
     }
 }
 
-fn tell(ev: &orch_core::Event, projects: &[String], log: &Log) {
+fn tell(ev: &orch_protocol::Event, projects: &[String], log: &Log) {
     if !projects.contains(&ev.project) {
         return;
     }
-    let field = |k: &str| ev.data.get(k).and_then(|s| s.as_str()).unwrap_or("");
-    let worth = match ev.kind {
-        EventKind::Merged
-        | EventKind::ProjectPaused
-        | EventKind::ProjectResumed
-        | EventKind::AttemptInterrupted
-        | EventKind::HumanAsked
-        | EventKind::PlanCreated
-        | EventKind::Recovered => true,
-        EventKind::AttemptFinished => field("status") == "interrupted",
-        EventKind::StatusChanged => field("to") == TaskStatus::Failed.as_str(),
-        EventKind::Warning => matches!(
-            field("stage"),
-            "patrol" | "shutdown" | "recovery" | "plan_import"
+    let worth = match &ev.payload {
+        Payload::Merged(_)
+        | Payload::ProjectPaused(_)
+        | Payload::ProjectResumed(_)
+        | Payload::AttemptInterrupted(_)
+        | Payload::HumanAsked(_)
+        | Payload::PlanCreated(_)
+        | Payload::PatrolInterrupted(_)
+        | Payload::Shutdown(_)
+        | Payload::LeaseHeld(_)
+        | Payload::Recovered(_) => true,
+        Payload::AttemptFinished(a) => a.status == AttemptStatus::Interrupted,
+        Payload::StatusChanged(c) => c.to == TaskStatus::Failed,
+        Payload::Warning(w) => matches!(
+            w.stage,
+            Some(Stage::Patrol | Stage::Shutdown | Stage::Recovery | Stage::PlanImport)
         ),
         _ => false,
     };

@@ -6,8 +6,9 @@ use crate::schedule::Schedule;
 use crate::watch::FileWatch;
 use crate::Log;
 use chrono::Utc;
-use orch_core::{Event, EventKind, TaskStatus};
+use orch_core::TaskStatus;
 use orch_engine::{Engine, EngineError, RunOptions, Shutdown};
+use orch_protocol::{Event, Stage};
 use orch_state::Store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,8 +228,12 @@ fn import_if_plan(store: &Store, p: &Served, path: &Path, log: &Log) {
         .to_string();
     let warn = |message: String| {
         log(&format!("{}: {message}", p.name));
-        let ev = Event::new(&p.name, EventKind::Warning, message)
-            .data(serde_json::json!({"stage": "plan_import", "file": rel}));
+        let payload = orch_protocol::Warning {
+            stage: Some(Stage::PlanImport),
+            file: Some(rel.to_string()),
+            ..Default::default()
+        };
+        let ev = Event::new(&p.name, payload, message);
         if let Err(e) = store.record(&ev) {
             tracing::warn!("cannot record event: {e}");
         }

@@ -13,7 +13,10 @@ use crate::error::{Result, StateError};
 use crate::tasks::{cas_status, require_task};
 use crate::Store;
 use chrono::{DateTime, Utc};
-use orch_core::{Attempt, AttemptStatus, Event, EventKind, TaskId, TaskStatus, Usage};
+use orch_core::{Attempt, AttemptStatus, TaskId, TaskStatus, Usage};
+#[cfg(test)]
+use orch_protocol::EventKind;
+use orch_protocol::{self as protocol, Event};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// The error recorded on attempts found still running after a restart.
@@ -206,15 +209,14 @@ impl Store {
             let attempt_id = tx.last_insert_rowid();
             let ev = Event::new(
                 &t.project,
-                EventKind::AttemptStarted,
+                protocol::AttemptStarted {
+                    attempt_id,
+                    number,
+                    base_commit: Some(base_commit.to_string()),
+                },
                 format!("attempt {number} of task {task} started"),
             )
-            .task(task.as_str())
-            .data(serde_json::json!({
-                "attempt_id": attempt_id,
-                "number": number,
-                "base_commit": base_commit,
-            }));
+            .task(task.as_str());
             insert_event(tx, &ev)?;
             load_attempt(tx, attempt_id)
         })
@@ -304,25 +306,24 @@ impl Store {
             let task = require_task(tx, attempt.task_id.as_str())?;
             let ev = Event::new(
                 &task.project,
-                EventKind::AttemptFinished,
+                protocol::AttemptFinished {
+                    attempt_id,
+                    number: attempt.number,
+                    status,
+                    turns: fin.turns,
+                    input_tokens: fin.usage.input_tokens,
+                    output_tokens: fin.usage.output_tokens,
+                    cost_usd: fin.usage.cost_usd,
+                    error: error.clone(),
+                    task_attempts,
+                    infra_failures: task.infra_failures,
+                },
                 match (status, &error) {
                     (AttemptStatus::Interrupted, Some(why)) => format!("attempt {} of task {} finished: interrupted ({why})", attempt.number, task.id),
                     _ => format!("attempt {} of task {} finished: {}", attempt.number, task.id, status.as_str()),
                 },
             )
-            .task(task.id.as_str())
-            .data(serde_json::json!({
-                "attempt_id": attempt_id,
-                "number": attempt.number,
-                "status": status.as_str(),
-                "turns": fin.turns,
-                "input_tokens": fin.usage.input_tokens,
-                "output_tokens": fin.usage.output_tokens,
-                "cost_usd": fin.usage.cost_usd,
-                "error": error,
-                "task_attempts": task_attempts,
-                "infra_failures": task.infra_failures,
-            }));
+            .task(task.id.as_str());
             insert_event(tx, &ev)?;
             Ok(task_attempts)
         })
@@ -459,11 +460,14 @@ impl Store {
                 };
                 let ev = Event::new(
                     project,
-                    EventKind::Recovered,
+                    protocol::Recovered {
+                        from: Some(task.status),
+                        to: Some(to),
+                        ..Default::default()
+                    },
                     format!("task {id} was {} when orch stopped; now {to}", task.status),
                 )
-                .task(id.as_str())
-                .data(serde_json::json!({ "from": task.status.as_str(), "to": to.as_str() }));
+                .task(id.as_str());
                 insert_event(tx, &ev)?;
                 cas_status(tx, &task, task.status, to, "recovered after restart")?;
                 note(&mut out, &task.id);
@@ -524,14 +528,18 @@ fn interrupt_attempt(
     )?;
     let ev = Event::new(
         project,
-        EventKind::AttemptInterrupted,
+        protocol::AttemptInterrupted {
+            attempt_id: a.id,
+            number: a.number,
+            reason: why.to_string(),
+            stage: None,
+        },
         format!(
             "attempt {} of task {} was interrupted: {why}",
             a.number, a.task_id
         ),
     )
-    .task(a.task_id.as_str())
-    .data(serde_json::json!({ "attempt_id": a.id, "number": a.number, "reason": why }));
+    .task(a.task_id.as_str());
     insert_event(tx, &ev)?;
     Ok(())
 }
@@ -646,8 +654,8 @@ mod tests {
             })
             .unwrap()
             .into_iter()
-            .filter(|e| e.kind == EventKind::AttemptFinished)
-            .map(|e| e.data["status"].as_str().unwrap().to_string())
+            .filter(|e| e.kind() == EventKind::AttemptFinished)
+            .map(|e| e.data_json()["status"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(
             finished,
@@ -780,18 +788,18 @@ mod tests {
             .unwrap();
         assert_eq!(
             evs.iter()
-                .filter(|e| e.kind == EventKind::AttemptInterrupted)
+                .filter(|e| e.kind() == EventKind::AttemptInterrupted)
                 .count(),
             1
         );
         let recovered: Vec<_> = evs
             .iter()
-            .filter(|e| e.kind == EventKind::Recovered)
+            .filter(|e| e.kind() == EventKind::Recovered)
             .collect();
         assert_eq!(recovered.len(), 3);
         assert!(recovered
             .iter()
-            .any(|e| e.data["from"] == "merging" && e.data["to"] == "passed"));
+            .any(|e| e.data_json()["from"] == "merging" && e.data_json()["to"] == "passed"));
     }
 
     /// Sets an attempt's lease by hand, as another process would have.

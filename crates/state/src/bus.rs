@@ -5,7 +5,7 @@
 //! it lagged and can catch up from the table by id.
 
 use crate::codec::{event_from_row, EVENT_COLUMNS};
-use orch_core::Event;
+use orch_protocol::Event;
 use rusqlite::Connection;
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::broadcast;
@@ -90,7 +90,8 @@ impl crate::Store {
 #[cfg(test)]
 mod tests {
     use crate::Store;
-    use orch_core::{EventKind, NewTask};
+    use orch_core::NewTask;
+    use orch_protocol::EventKind;
 
     #[test]
     fn subscribers_get_each_committed_event_once_in_order() {
@@ -108,7 +109,7 @@ mod tests {
         let mut kinds = Vec::new();
         while let Ok(e) = rx.try_recv() {
             assert_eq!(e.project, "p");
-            kinds.push(e.kind);
+            kinds.push(e.kind());
         }
         assert_eq!(
             kinds,

@@ -5,7 +5,8 @@
 
 use crate::error::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
-use orch_core::{Attempt, Event, EventKind, Task, TaskId};
+use orch_core::{Attempt, Task, TaskId};
+use orch_protocol::{Event, EventKind};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 use std::fmt::Display;
@@ -61,8 +62,7 @@ fn parse_json(s: &str) -> std::result::Result<serde_json::Value, serde_json::Err
 }
 
 pub fn parse_event_kind(s: &str) -> std::result::Result<EventKind, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown event kind `{s}`"))
+    EventKind::parse(s).ok_or_else(|| format!("unknown event kind `{s}`"))
 }
 
 pub const TASK_COLUMNS: &str = "id, project, title, description, task_type, priority, \
@@ -136,21 +136,33 @@ pub fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
 pub const EVENT_COLUMNS: &str = "id, at, project, task_id, kind, message, data";
 
 pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let kind = parsed(row, "kind", parse_event_kind)?;
+    let data = parsed(row, "data", parse_json)?;
+    // The payload is decoded as its kind's type: a row that does not fit
+    // is reported like any other undecodable column.
+    let payload = parsed(row, "data", |_| {
+        Event::payload_from_parts(kind.as_str(), data)
+    })?;
     Ok(Event {
         id: row.get("id")?,
         at: parsed(row, "at", parse_ts)?,
         project: row.get("project")?,
         task_id: row.get("task_id")?,
-        kind: parsed(row, "kind", parse_event_kind)?,
         message: row.get("message")?,
-        data: parsed(row, "data", parse_json)?,
+        payload,
     })
 }
 
 /// Appends one event; the caller's transaction makes it atomic with the
 /// change it describes.
+///
+/// Every event is redacted here, on its way into the database, so no
+/// emitter can forget to: the message and every string in the payload.
 pub fn insert_event(conn: &Connection, event: &Event) -> Result<i64> {
-    let data = serde_json::to_string(&event.data)
+    let mut data = event.data_json();
+    orch_core::redact::redact_json(&mut data);
+    let message = orch_core::redact::redact(&event.message);
+    let data = serde_json::to_string(&data)
         .map_err(|e| crate::StateError::Invalid(format!("event data is not serialisable: {e}")))?;
     conn.execute(
         "INSERT INTO events (at, project, task_id, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -158,8 +170,8 @@ pub fn insert_event(conn: &Connection, event: &Event) -> Result<i64> {
             ts(event.at),
             event.project,
             event.task_id,
-            event.kind.as_str(),
-            event.message,
+            event.kind().as_str(),
+            message,
             data
         ],
     )?;

@@ -69,7 +69,9 @@ impl Store {
                     call.error,
                 ],
             )?;
-            Ok(tx.last_insert_rowid())
+            let id = tx.last_insert_rowid();
+            crate::codec::insert_event(tx, &model_call_event(call))?;
+            Ok(id)
         })
     }
 
@@ -126,6 +128,39 @@ impl Store {
             )?)
         })
     }
+}
+
+/// The event a model call records, in the same transaction as its row.
+fn model_call_event(call: &ModelCall) -> orch_protocol::Event {
+    let outcome = match &call.error {
+        None => format!(
+            "{} in / {} out tokens, {:.1} s",
+            call.input_tokens,
+            call.output_tokens,
+            call.duration_ms as f64 / 1000.0
+        ),
+        Some(e) => format!("failed: {e}"),
+    };
+    let payload = orch_protocol::ModelCall {
+        role: call.role.clone(),
+        provider: call.provider.clone(),
+        model: call.model.clone(),
+        input_tokens: call.input_tokens,
+        output_tokens: call.output_tokens,
+        cached_tokens: call.cached_tokens,
+        cost_usd: call.cost_usd,
+        duration_ms: call.duration_ms,
+        ok: call.ok,
+        error: call.error.clone(),
+    };
+    let message = format!(
+        "{} call to {}:{}: {outcome}",
+        call.role, call.provider, call.model
+    );
+    let mut event = orch_protocol::Event::new(&call.project, payload, message);
+    event.at = call.at;
+    event.task_id = call.task_id.clone();
+    event
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use crate::codec::{event_from_row, insert_event, EVENT_COLUMNS};
 use crate::error::Result;
 use crate::Store;
-use orch_core::Event;
+use orch_protocol::Event;
 use rusqlite::params_from_iter;
 use rusqlite::types::Value;
 
@@ -59,7 +59,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_core::EventKind;
+    use orch_protocol::EventKind;
 
     #[test]
     fn record_and_filter_events() {
@@ -67,9 +67,12 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..5 {
             let project = if i % 2 == 0 { "a" } else { "b" };
-            let ev = Event::new(project, EventKind::Warning, format!("w{i}"))
-                .task(format!("t{}", i % 3))
-                .data(serde_json::json!({ "i": i }));
+            let ev = Event::new(
+                project,
+                orch_protocol::CycleStarted { cycle: i },
+                format!("w{i}"),
+            )
+            .task(format!("t{}", i % 3));
             ids.push(s.record(&ev).unwrap());
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
@@ -78,8 +81,8 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].id, ids[0]);
         assert_eq!(all[0].message, "w0");
-        assert_eq!(all[0].data["i"], 0);
-        assert_eq!(all[0].kind, EventKind::Warning);
+        assert_eq!(all[0].data_json()["cycle"], 0);
+        assert_eq!(all[0].kind(), EventKind::CycleStarted);
 
         let a = s
             .events(&EventFilter {
@@ -128,7 +131,11 @@ mod tests {
     fn events_are_append_only_in_the_database() {
         let s = Store::open_in_memory().unwrap();
         let id = s
-            .record(&Event::new("p", EventKind::Warning, "original"))
+            .record(&Event::new(
+                "p",
+                orch_protocol::Warning::default(),
+                "original",
+            ))
             .unwrap();
         let conn = s.lock().unwrap();
         let err = conn

@@ -19,6 +19,7 @@ mod baseline;
 mod bus;
 mod codec;
 mod costs;
+pub mod dashboard;
 mod error;
 mod events;
 mod plans;

@@ -13,7 +13,8 @@ use crate::error::{Result, StateError};
 use crate::projects::load_project;
 use crate::tasks::{insert_task, load_task};
 use crate::Store;
-use orch_core::{Event, EventKind, NewTask, Task, TaskId};
+use orch_core::{NewTask, Task, TaskId};
+use orch_protocol::{self as protocol, Event};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -116,18 +117,25 @@ impl Store {
             let key_of = |t: &Task| t.plan_key.clone().unwrap_or_default();
             let ev = Event::new(
                 project,
-                EventKind::PlanCreated,
+                protocol::PlanCreated {
+                    source: protocol::PlanSource::PlanFile,
+                    created: out
+                        .created
+                        .iter()
+                        .map(|t| protocol::PlannedTask {
+                            id: t.id.to_string(),
+                            plan_key: t.plan_key.clone(),
+                        })
+                        .collect(),
+                    skipped: out.skipped.iter().map(key_of).collect(),
+                    ..Default::default()
+                },
                 format!(
                     "imported a plan: {} task(s) created, {} already present",
                     out.created.len(),
                     out.skipped.len()
                 ),
-            )
-            .data(serde_json::json!({
-                "source": "plan_file",
-                "created": out.created.iter().map(|t| serde_json::json!({"id": t.id, "plan_key": key_of(t)})).collect::<Vec<_>>(),
-                "skipped": out.skipped.iter().map(key_of).collect::<Vec<_>>(),
-            }));
+            );
             insert_event(tx, &ev)?;
             Ok(out)
         })
@@ -207,7 +215,9 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert!(ev.iter().any(|e| e.kind == EventKind::PlanCreated));
+        assert!(ev
+            .iter()
+            .any(|e| e.kind() == orch_protocol::EventKind::PlanCreated));
     }
 
     #[test]

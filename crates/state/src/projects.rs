@@ -3,7 +3,7 @@
 use crate::codec::{insert_event, now};
 use crate::error::{Result, StateError};
 use crate::Store;
-use orch_core::{Event, EventKind};
+use orch_protocol::{self as protocol, Event};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -88,10 +88,11 @@ impl Store {
             if inserted == 1 {
                 let ev = Event::new(
                     name,
-                    EventKind::ProjectRegistered,
+                    protocol::ProjectRegistered {
+                        path: path.to_string(),
+                    },
                     format!("registered project {name} at {path}"),
-                )
-                .data(serde_json::json!({ "path": path }));
+                );
                 insert_event(tx, &ev)?;
             } else {
                 tx.execute(
@@ -141,16 +142,17 @@ impl Store {
                 )?;
             }
             if before.paused != paused {
-                let (kind, verb) = if paused {
-                    (EventKind::ProjectPaused, "paused")
+                let reason_owned = reason.map(str::to_string);
+                let (payload, verb): (protocol::Payload, _) = if paused {
+                    (protocol::ProjectPaused { reason: reason_owned }.into(), "paused")
                 } else {
-                    (EventKind::ProjectResumed, "resumed")
+                    (protocol::ProjectResumed { reason: reason_owned }.into(), "resumed")
                 };
                 let message = match reason {
                     Some(r) => format!("project {project} {verb}: {r}"),
                     None => format!("project {project} {verb}"),
                 };
-                let ev = Event::new(project, kind, message).data(serde_json::json!({ "reason": reason }));
+                let ev = Event::new(project, payload, message);
                 insert_event(tx, &ev)?;
             }
             Ok(())
@@ -206,14 +208,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::{EventFilter, StateError, Store};
-    use orch_core::EventKind;
+    use orch_protocol::EventKind;
 
     fn kinds(store: &Store) -> Vec<EventKind> {
         store
             .events(&EventFilter::default())
             .unwrap()
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind())
             .collect()
     }
 
@@ -292,7 +294,7 @@ mod tests {
             ]
         );
         let paused = &s.events(&EventFilter::default()).unwrap()[1];
-        assert_eq!(paused.data["reason"], "3 failures in a row");
+        assert_eq!(paused.data_json()["reason"], "3 failures in a row");
     }
 
     #[test]

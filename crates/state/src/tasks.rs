@@ -8,7 +8,10 @@ use crate::codec::{insert_event, now, task_from_row, TASK_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::projects::load_project;
 use crate::Store;
-use orch_core::{Event, EventKind, NewTask, Task, TaskId, TaskStatus, Usage};
+use orch_core::{NewTask, Task, TaskId, TaskStatus, Usage};
+#[cfg(test)]
+use orch_protocol::EventKind;
+use orch_protocol::{self as protocol, Event};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use std::collections::BTreeMap;
@@ -115,9 +118,12 @@ fn record_status_changed(
     } else {
         format!("{from} → {to}: {note}")
     };
-    let ev = Event::new(&task.project, EventKind::StatusChanged, message)
-        .task(task.id.as_str())
-        .data(serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "note": note }));
+    let payload = protocol::StatusChanged {
+        from,
+        to,
+        note: (!note.is_empty()).then(|| note.to_string()),
+    };
+    let ev = Event::new(&task.project, payload, message).task(task.id.as_str());
     insert_event(conn, &ev)?;
     let ended = |s: TaskStatus| matches!(s, TaskStatus::Failed | TaskStatus::Cancelled);
     if ended(to) {
@@ -340,25 +346,20 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
             new.plan_key
         ],
     )?;
-    let mut data = serde_json::json!({
-        "title": new.title,
-        "type": new.task_type.as_str(),
-        "priority": new.priority,
-        "source": new.source.as_str(),
-    });
-    if !depends_on.is_empty() {
-        data["depends_on"] = serde_json::json!(depends_on);
-    }
-    if let Some(key) = &new.plan_key {
-        data["plan_key"] = serde_json::json!(key);
-    }
+    let payload = protocol::TaskCreated {
+        title: new.title.clone(),
+        task_type: new.task_type.as_str().to_string(),
+        priority: new.priority.into(),
+        source: new.source.as_str().to_string(),
+        depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        plan_key: new.plan_key.clone(),
+    };
     let ev = Event::new(
         &new.project,
-        EventKind::TaskCreated,
+        payload,
         format!("created task {id}: {}", new.title),
     )
-    .task(id.as_str())
-    .data(data);
+    .task(id.as_str());
     insert_event(conn, &ev)?;
     require_task(conn, id.as_str())
 }
@@ -476,7 +477,7 @@ impl Store {
                 }
                 let ev = Event::new(
                     project,
-                    EventKind::TaskClaimed,
+                    protocol::TaskClaimed {},
                     format!("claimed task {id}: {}", task.title),
                 )
                 .task(id.as_str());
@@ -577,11 +578,12 @@ impl Store {
             )?;
             let ev = Event::new(
                 &task.project,
-                EventKind::HumanAsked,
+                protocol::HumanAsked {
+                    question: question.to_string(),
+                },
                 format!("task {id} asks: {question}"),
             )
-            .task(id.as_str())
-            .data(serde_json::json!({ "question": question }));
+            .task(id.as_str());
             insert_event(tx, &ev)?;
             cas_status(
                 tx,
@@ -612,11 +614,13 @@ impl Store {
             )?;
             let ev = Event::new(
                 &task.project,
-                EventKind::HumanAnswered,
+                protocol::HumanAnswered {
+                    question: task.question.clone(),
+                    answer: answer.to_string(),
+                },
                 format!("task {} answered", task.id),
             )
-            .task(task.id.as_str())
-            .data(serde_json::json!({ "question": task.question, "answer": answer }));
+            .task(task.id.as_str());
             insert_event(tx, &ev)?;
             cas_status(
                 tx,
@@ -807,7 +811,7 @@ mod tests {
         assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Cancelled);
     }
 
-    fn task_events(s: &Store, id: &TaskId) -> Vec<orch_core::Event> {
+    fn task_events(s: &Store, id: &TaskId) -> Vec<orch_protocol::Event> {
         s.events(&EventFilter {
             task_id: Some(id.0.clone()),
             ..Default::default()
@@ -830,11 +834,11 @@ mod tests {
         assert_eq!(s.task(t.id.as_str()).unwrap(), t);
         let evs = task_events(&s, &t.id);
         assert_eq!(evs.len(), 1);
-        assert_eq!(evs[0].kind, EventKind::TaskCreated);
-        assert_eq!(evs[0].data["title"], "one");
-        assert_eq!(evs[0].data["type"], "fix");
-        assert_eq!(evs[0].data["priority"], 3);
-        assert_eq!(evs[0].data["source"], "planner");
+        assert_eq!(evs[0].kind(), EventKind::TaskCreated);
+        assert_eq!(evs[0].data_json()["title"], "one");
+        assert_eq!(evs[0].data_json()["type"], "fix");
+        assert_eq!(evs[0].data_json()["priority"], 3);
+        assert_eq!(evs[0].data_json()["source"], "planner");
     }
 
     #[test]
@@ -930,7 +934,10 @@ mod tests {
         assert_eq!(rest[0].id, c.id);
         assert!(s.claim_pending("p", 10).unwrap().is_empty());
 
-        let kinds: Vec<_> = task_events(&s, &b.id).into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<_> = task_events(&s, &b.id)
+            .into_iter()
+            .map(|e| e.kind())
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -965,9 +972,9 @@ mod tests {
             .unwrap());
         assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Running);
         let last = task_events(&s, &t.id).pop().unwrap();
-        assert_eq!(last.kind, EventKind::StatusChanged);
+        assert_eq!(last.kind(), EventKind::StatusChanged);
         assert_eq!(
-            last.data,
+            last.data_json(),
             serde_json::json!({"from": "pending", "to": "running", "note": "go"})
         );
         // The same CAS again fails: the status moved on.
@@ -1018,7 +1025,10 @@ mod tests {
         }
         assert!(err.to_string().contains("is pending"), "{err}");
 
-        let kinds: Vec<_> = task_events(&s, &t.id).into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<_> = task_events(&s, &t.id)
+            .into_iter()
+            .map(|e| e.kind())
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -1053,8 +1063,8 @@ mod tests {
         let c = s.cancel_task(u.id.as_str()).unwrap();
         assert_eq!(c.status, TaskStatus::Cancelled);
         let last = task_events(&s, &u.id).pop().unwrap();
-        assert_eq!(last.data["from"], "pending");
-        assert_eq!(last.data["to"], "cancelled");
+        assert_eq!(last.data_json()["from"], "pending");
+        assert_eq!(last.data_json()["to"], "cancelled");
     }
 
     fn with_deps(title: &str, deps: &[&TaskId]) -> NewTask {
@@ -1121,7 +1131,10 @@ mod tests {
         let b = s.add_task(&with_deps("b", &[&prefix, &a.id])).unwrap();
         assert_eq!(b.depends_on, vec![a.id.clone()], "full id, once");
         let stored = task_events(&s, &b.id);
-        assert_eq!(stored[0].data["depends_on"], serde_json::json!([a.id.0]));
+        assert_eq!(
+            stored[0].data_json()["depends_on"],
+            serde_json::json!([a.id.0])
+        );
 
         let before = s.tasks(Some("p"), None).unwrap().len();
         let err = s
@@ -1181,8 +1194,8 @@ mod tests {
             .unwrap()
             .contains(&format!("dependency {} \"b\" failed", b.id)));
         let last = task_events(&s, &c.id).pop().unwrap();
-        assert_eq!(last.data["from"], "pending");
-        assert_eq!(last.data["to"], "failed");
+        assert_eq!(last.data_json()["from"], "pending");
+        assert_eq!(last.data_json()["to"], "failed");
         // Unrelated work goes on.
         assert_eq!(
             s.task(other.id.as_str()).unwrap().status,

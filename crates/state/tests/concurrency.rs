@@ -5,7 +5,8 @@
 // Helpers outside #[test] fns panic on failure on purpose: this is a test.
 #![allow(clippy::unwrap_used)]
 
-use orch_core::{AttemptStatus, EventKind, NewTask, TaskId, TaskStatus, Usage};
+use orch_core::{AttemptStatus, NewTask, TaskId, TaskStatus, Usage};
+use orch_protocol::EventKind;
 use orch_state::{AttemptFinish, EventFilter, Store};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -94,7 +95,7 @@ fn concurrent_claimers_never_get_the_same_task() {
         })
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == EventKind::TaskClaimed)
+        .filter(|e| e.kind() == EventKind::TaskClaimed)
         .count();
     assert_eq!(claims, 60, "one TaskClaimed event per task");
 }

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use orch_core::{AttemptStatus, EventKind, NewTask, TaskStatus};
+use orch_core::{AttemptStatus, NewTask, TaskStatus};
+use orch_protocol::EventKind;
 use orch_state::{AttemptFinish, EventFilter, StateError, Store};
 
 fn store_with_task() -> (Store, orch_core::Task) {
@@ -43,9 +44,9 @@ fn a_failed_task_goes_back_to_pending_keeping_its_attempts() {
         .unwrap()
         .pop()
         .unwrap();
-    assert_eq!(last.kind, EventKind::StatusChanged);
-    assert_eq!(last.data["from"], "failed");
-    assert_eq!(last.data["to"], "pending");
+    assert_eq!(last.kind(), EventKind::StatusChanged);
+    assert_eq!(last.data_json()["from"], "failed");
+    assert_eq!(last.data_json()["to"], "pending");
 }
 
 #[test]

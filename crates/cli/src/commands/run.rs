@@ -126,7 +126,7 @@ pub async fn run_project(
     let progress = (!quiet).then(|| Progress::start(store.clone(), project, progress_to_stderr));
     let result = built.engine.run_until(opts, &shutdown).await;
     if let Some(p) = progress {
-        p.finish();
+        p.finish().await;
     }
     Ok(result?)
 }

@@ -159,7 +159,7 @@ pub fn events(config_flag: Option<&Path>, a: EventsArgs) -> CliResult {
 /// `orch events` as a table; the message wraps rather than being cut, so
 /// nothing of the log is lost in a narrow terminal. The project column is
 /// left out when `--project` already says which.
-fn events_table(events: &[orch_core::Event], with_project: bool) -> Table {
+fn events_table(events: &[orch_protocol::Event], with_project: bool) -> Table {
     let mut columns = vec![Column::left("TIME (UTC)")];
     if with_project {
         columns.push(Column::left("PROJECT"));
@@ -177,7 +177,7 @@ fn events_table(events: &[orch_core::Event], with_project: bool) -> Table {
         }
         cells.extend([
             e.task_id.clone().unwrap_or_else(|| "-".into()),
-            e.kind.as_str(),
+            e.kind().as_str().to_string(),
             e.message.clone(),
         ]);
         table.row(cells);

@@ -1,0 +1,568 @@
+//! The payload of each event kind. Field names are the wire names; a field
+//! that older rows may lack has a default.
+
+use chrono::{DateTime, Utc};
+use orch_core::{AttemptStatus, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// The common derives of every payload type.
+macro_rules! payloads {
+    ($( $(#[$m:meta])* pub struct $name:ident { $($body:tt)* } )*) => {
+        $(
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+            $(#[$m])*
+            pub struct $name { $($body)* }
+        )*
+    };
+}
+
+/// Where in orch's work an event happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Stage {
+    /// The planner proposing tasks.
+    Plan,
+    /// A plan file being imported.
+    PlanImport,
+    /// The architect writing a plan for the worker.
+    Architect,
+    /// The test command on the base commit.
+    Baseline,
+    /// The worker (an agent) changing the worktree.
+    Work,
+    /// The attempt's change set being checked and committed.
+    Commit,
+    /// The project's own checks on the attempt.
+    Verify,
+    /// The deterministic gates and the judge model.
+    Judge,
+    /// The merge queue landing passing work.
+    Merge,
+    Recovery,
+    Patrol,
+    Shutdown,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Plan => "plan",
+            Stage::PlanImport => "plan_import",
+            Stage::Architect => "architect",
+            Stage::Baseline => "baseline",
+            Stage::Work => "work",
+            Stage::Commit => "commit",
+            Stage::Verify => "verify",
+            Stage::Judge => "judge",
+            Stage::Merge => "merge",
+            Stage::Recovery => "recovery",
+            Stage::Patrol => "patrol",
+            Stage::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a plan came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PlanSource {
+    #[default]
+    Planner,
+    PlanFile,
+}
+
+payloads! {
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProjectRegistered {
+        /// The repository's path.
+        pub path: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProjectPaused {
+        pub reason: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProjectResumed {
+        pub reason: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct CycleStarted {
+        /// 1 for the run's first cycle.
+        pub cycle: u64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct CycleFinished {
+        pub cycle: u64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct PlannedTask {
+        pub id: String,
+        pub plan_key: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct DroppedTask {
+        pub title: String,
+        pub reason: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct PlanCreated {
+        pub source: PlanSource,
+        /// The tasks the plan created.
+        pub created: Vec<PlannedTask>,
+        /// Plan keys already imported (a re-import adds nothing twice).
+        pub skipped: Vec<String>,
+        /// Proposals the planner's checks refused, with why.
+        pub dropped: Vec<DroppedTask>,
+        pub notes: Option<String>,
+        /// The plan as written to disk, or the plan file imported.
+        pub file: Option<String>,
+        pub input_tokens: u64,
+        pub output_tokens: u64,
+        pub cost_usd: f64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct PlanSkipped {
+        pub fingerprint: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct TaskCreated {
+        pub title: String,
+        #[serde(rename = "type")]
+        pub task_type: String,
+        pub priority: i64,
+        pub source: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub depends_on: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub plan_key: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct TaskClaimed {}
+
+    pub struct StatusChanged {
+        pub from: TaskStatus,
+        pub to: TaskStatus,
+        #[serde(default)]
+        pub note: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct AttemptStarted {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub base_commit: Option<String>,
+    }
+
+    pub struct AttemptFinished {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub status: AttemptStatus,
+        #[serde(default)]
+        pub turns: u32,
+        #[serde(default)]
+        pub input_tokens: u64,
+        #[serde(default)]
+        pub output_tokens: u64,
+        #[serde(default)]
+        pub cost_usd: f64,
+        #[serde(default)]
+        pub error: Option<String>,
+        /// The task's counted attempts after this one.
+        #[serde(default)]
+        pub task_attempts: u32,
+        #[serde(default)]
+        pub infra_failures: u32,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct AttemptInterrupted {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub reason: String,
+        /// The stage it was in, when known.
+        pub stage: Option<Stage>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct Cancelled {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub stage: Option<Stage>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ModelCall {
+        /// planner, architect, worker, judge, ...
+        pub role: String,
+        pub provider: String,
+        pub model: String,
+        pub input_tokens: u64,
+        pub output_tokens: u64,
+        pub cached_tokens: u64,
+        pub cost_usd: f64,
+        pub duration_ms: u64,
+        pub ok: bool,
+        pub error: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ModelTry {
+        pub provider: String,
+        /// 1 for the first try.
+        pub attempt: u32,
+        pub max_attempts: u32,
+        /// None when the try succeeded.
+        pub error: Option<String>,
+        pub retryable: bool,
+        /// The wait before the next try, when there is one.
+        pub wait_ms: Option<u64>,
+        /// Why that wait (a Retry-After header, the backoff schedule).
+        pub wait_reason: Option<String>,
+        pub took_ms: u64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProviderHealth {
+        pub change: HealthChange,
+        pub provider: String,
+        /// Consecutive failures that opened the circuit.
+        pub failures: Option<u32>,
+        pub cool_down_seconds: Option<f64>,
+        /// For a fallback: the model that took over, and why.
+        pub to_provider: Option<String>,
+        pub to_model: Option<String>,
+        pub from_model: Option<String>,
+        pub reason: Option<String>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ToolCall {
+        /// The model call (1-based) whose reply made this call.
+        pub turn: u32,
+        pub tool: String,
+        /// The raw arguments, capped.
+        pub arguments: String,
+        pub ok: bool,
+        /// The start of what the model was told, capped.
+        pub output: String,
+        pub duration_ms: u64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ToolRefused {
+        /// Where it was refused: while working (a tool call) or at the
+        /// commit boundary.
+        pub stage: Option<Stage>,
+        pub turn: Option<u32>,
+        pub tool: Option<String>,
+        pub arguments: Option<String>,
+        /// The offending path, for a change refused at commit.
+        pub path: Option<String>,
+        /// Why.
+        pub refused: String,
+        pub attempt: Option<u32>,
+    }
+
+    pub struct StageStarted {
+        pub stage: Stage,
+        #[serde(default)]
+        pub attempt: Option<u32>,
+        #[serde(default)]
+        pub model: Option<String>,
+        #[serde(default)]
+        pub worker: Option<String>,
+        #[serde(default)]
+        pub workflow: Option<String>,
+        /// The commit a baseline or merge is about.
+        #[serde(default)]
+        pub commit: Option<String>,
+        /// The architect's plan.
+        #[serde(default)]
+        pub plan: Option<String>,
+        /// A red merge batch split in two: the halves' sizes.
+        #[serde(default)]
+        pub split: Option<(usize, usize)>,
+    }
+
+    pub struct StageFinished {
+        pub stage: Stage,
+        #[serde(default)]
+        pub attempt: Option<u32>,
+        #[serde(default)]
+        pub duration_ms: u64,
+        /// The stage reached its goal (the work finished, the checks
+        /// passed, the verdict passed, the batch landed).
+        #[serde(default)]
+        pub ok: bool,
+        /// The stage had nothing to do (a post-merge check of a tree that
+        /// already passed).
+        #[serde(default)]
+        pub skipped: bool,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct StepSummary {
+        /// setup, format, lint or test.
+        pub kind: String,
+        pub exit_code: Option<i32>,
+        pub timed_out: bool,
+        pub duration_ms: u64,
+        pub passed: Option<u32>,
+        pub failed: Option<u32>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct VerificationFinished {
+        /// Merge for the merge queue's check of a candidate; None for an
+        /// attempt's own verification.
+        pub stage: Option<Stage>,
+        pub passed: bool,
+        pub new_failures: Vec<String>,
+        pub targeted_failures: Vec<String>,
+        pub preexisting_failures: Vec<String>,
+        pub goal_unmet: Option<String>,
+        /// The merge batch's size, for a merge check.
+        pub batch: Option<usize>,
+        pub steps: Vec<StepSummary>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct BaselineComputed {
+        pub commit: String,
+        pub failed: u32,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct VerdictRecorded {
+        pub passed: bool,
+        pub score: Option<f64>,
+        pub issues: Vec<String>,
+        /// The verdict's audit file.
+        pub file: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct HumanAsked {
+        pub question: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct HumanAnswered {
+        pub question: Option<String>,
+        pub answer: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct MergeQueued {
+        pub branch: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct Merged {
+        /// The main branch's new commit.
+        pub commit: String,
+        /// The main branch.
+        pub branch: String,
+        /// How many tasks landed together.
+        pub batch: usize,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct MergeRejected {
+        pub feedback: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct MergeDeferred {
+        pub reason: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct InfraFailure {
+        pub infra_failures: u32,
+        pub max_infra_failures: u32,
+        pub backoff_seconds: u64,
+        pub error: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct PatrolInterrupted {
+        pub reason: String,
+        pub stuck_after_seconds: u64,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct Shutdown {
+        /// Attempts still running when this was written.
+        pub running: usize,
+        pub grace_seconds: u64,
+        pub interrupted: usize,
+        pub abandoned: usize,
+    }
+
+    pub struct LeaseHeld {
+        pub attempt_id: i64,
+        pub owner: String,
+        pub lease_expires_at: DateTime<Utc>,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct Recovered {
+        /// The dead process whose lock was taken over.
+        pub pid: Option<String>,
+        /// One task's status before and after recovery.
+        pub from: Option<TaskStatus>,
+        pub to: Option<TaskStatus>,
+        /// A recovery summary: tasks requeued, worktrees and branches removed.
+        pub tasks: Vec<String>,
+        pub worktrees: usize,
+        pub branches: usize,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct Warning {
+        pub stage: Option<Stage>,
+        /// A file the warning is about.
+        pub file: Option<String>,
+        /// A commit the warning is about.
+        pub commit: Option<String>,
+    }
+}
+
+/// What changed in a provider's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum HealthChange {
+    #[default]
+    CircuitOpened,
+    CircuitHalfOpen,
+    CircuitClosed,
+    Fallback,
+}
+
+impl StageStarted {
+    /// A stage starting, with no details yet.
+    pub fn new(stage: Stage) -> Self {
+        StageStarted {
+            stage,
+            attempt: None,
+            model: None,
+            worker: None,
+            workflow: None,
+            commit: None,
+            plan: None,
+            split: None,
+        }
+    }
+}
+
+impl StageFinished {
+    /// A stage that ended after `elapsed`, `ok` when it reached its goal.
+    pub fn new(stage: Stage, attempt: Option<u32>, elapsed: std::time::Duration, ok: bool) -> Self {
+        StageFinished {
+            stage,
+            attempt,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            ok,
+            skipped: false,
+        }
+    }
+}
+
+impl Warning {
+    /// A warning about `stage`.
+    pub fn at(stage: Stage) -> Self {
+        Warning {
+            stage: Some(stage),
+            ..Default::default()
+        }
+    }
+}
+
+impl From<&orch_core::StepResult> for StepSummary {
+    fn from(s: &orch_core::StepResult) -> Self {
+        StepSummary {
+            kind: s.kind.as_str().to_string(),
+            exit_code: s.exit_code,
+            timed_out: s.timed_out,
+            duration_ms: s.duration_ms,
+            passed: s.counts.as_ref().map(|c| c.passed),
+            failed: s.counts.as_ref().map(|c| c.failed),
+        }
+    }
+}
+
+impl VerificationFinished {
+    /// What a verification report says, for the event log: `stage` is
+    /// Merge for the merge queue's check of a batch of `batch`.
+    pub fn from_report(
+        report: &orch_core::VerificationReport,
+        stage: Option<Stage>,
+        batch: Option<usize>,
+    ) -> Self {
+        VerificationFinished {
+            stage,
+            passed: report.passed,
+            new_failures: report.new_failures.clone(),
+            targeted_failures: report.targeted_failures.clone(),
+            preexisting_failures: report.preexisting_failures.clone(),
+            goal_unmet: report.goal_unmet.clone(),
+            batch,
+            steps: report.steps.iter().map(StepSummary::from).collect(),
+        }
+    }
+}

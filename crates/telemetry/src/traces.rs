@@ -1,0 +1,1296 @@
+//! OpenTelemetry traces, built from the event stream: no span is opened
+//! inside the engine; a subscriber to the store's bus turns committed events
+//! into spans with explicit start and end times and exports them over
+//! OTLP/HTTP (protobuf).
+//!
+//! One trace per task attempt: the root span `attempt` runs from
+//! `attempt_started` to its end (`attempt_finished`, `attempt_interrupted`
+//! or `cancelled`); under it are the stages (`work`, `verify`, `judge`),
+//! each model call (`chat <model>`), each tool call (`execute_tool <tool>`,
+//! under `work`), each verification step (`step <kind>`, under `verify`),
+//! and the merge (`merge`, which comes after the attempt ended and joins the
+//! task's last attempt's trace). The planner's rounds are traces of their
+//! own (`plan`, with the planner's model calls under it).
+//!
+//! A span is emitted whole once its end is known. Its id is chosen when it
+//! is first referred to, so children (a model call during `work`) can point
+//! at a parent that is emitted after them. Per-attempt state lives until the
+//! attempt ends; every map is bounded.
+//!
+//! No prompt, tool argument or output, model error text or judge issue goes
+//! into a span unless `trace_content` is set; events reach the bus redacted.
+
+use opentelemetry::trace::{
+    Event as SpanEvent, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt,
+    TraceFlags, TraceId, TraceState, Tracer, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
+use opentelemetry_sdk::Resource;
+use orch_core::AttemptStatus;
+use orch_protocol::{
+    AttemptFinished, Event, ModelCall, Payload, PlanCreated, Stage, StageFinished, StageStarted,
+    StepSummary, ToolCall, VerificationFinished,
+};
+use orch_state::Store;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, oneshot};
+
+/// The variables that turn traces on; without either, nothing is started.
+pub const ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+/// Open attempts, merges, plans and remembered last attempts, each.
+const MAX_OPEN: usize = 4096;
+
+/// How long the exit waits for the collector to take the last spans.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Keeps the export running; dropping it (or [`TraceGuard::shutdown`])
+/// turns what is still in the bus into spans, ends the spans still open,
+/// and flushes everything to the collector before it returns.
+pub struct TraceGuard {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TraceGuard {
+    /// Exports what is left and shuts the exporter down.
+    pub fn shutdown(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::warn!("traces: the export thread panicked; some spans may be lost");
+            }
+        }
+    }
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Starts exporting traces of every project's events, when an OTLP endpoint
+/// is configured; None (and nothing started) otherwise.
+pub fn start(store: Arc<Store>, trace_content: bool) -> Option<TraceGuard> {
+    start_for(store, trace_content, Vec::new())
+}
+
+/// As [`start`], for the events of `projects` only (all when empty): the
+/// bus also carries events other processes committed to the same database,
+/// which their own exporters report.
+pub fn start_for(
+    store: Arc<Store>,
+    trace_content: bool,
+    projects: Vec<String>,
+) -> Option<TraceGuard> {
+    let endpoint = configured_endpoint()?;
+    let rx = match store.subscribe() {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!("traces: cannot follow the event log, no traces: {e}");
+            return None;
+        }
+    };
+    let provider = match provider(&endpoint) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("traces: cannot export to {endpoint}: {e}; check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_HEADERS");
+            return None;
+        }
+    };
+    let (stop, stopped) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("orch-traces".into())
+        .spawn(move || export(provider, rx, stopped, trace_content, projects));
+    match spawned {
+        Ok(thread) => Some(TraceGuard {
+            stop: Some(stop),
+            thread: Some(thread),
+        }),
+        Err(e) => {
+            tracing::warn!("traces: cannot start the export thread, no traces: {e}");
+            None
+        }
+    }
+}
+
+/// The traces endpoint the environment names, if any.
+fn configured_endpoint() -> Option<String> {
+    ENDPOINT_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+}
+
+/// The SDK provider: OTLP/HTTP protobuf (endpoint, headers and timeout from
+/// the standard variables), every trace kept, `service.name` from
+/// OTEL_SERVICE_NAME or `orch`.
+fn provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let service = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "orch".into());
+    let resource = Resource::builder()
+        .with_service_name(service)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(Reported {
+            inner: exporter,
+            endpoint: endpoint.to_string(),
+            failures: AtomicU64::new(0),
+        })
+        .with_sampler(Sampler::AlwaysOn)
+        .with_resource(resource)
+        .build())
+}
+
+/// The export thread: follows the bus on a runtime of its own until told to
+/// stop, then drains it, ends what is open and shuts the provider down.
+fn export(
+    provider: SdkTracerProvider,
+    rx: broadcast::Receiver<Event>,
+    stop: oneshot::Receiver<()>,
+    content: bool,
+    projects: Vec<String>,
+) {
+    let mut projector = Projector::new(provider.tracer("orch"), content, projects);
+    match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt.block_on(follow(&mut projector, rx, stop)),
+        Err(e) => tracing::warn!("traces: cannot start the export runtime: {e}"),
+    }
+    projector.close_all(SystemTime::now());
+    if let Err(e) = provider.shutdown_with_timeout(SHUTDOWN_WAIT) {
+        tracing::warn!("traces: the exporter did not shut down cleanly: {e}");
+    }
+}
+
+async fn follow<T: Tracer>(
+    projector: &mut Projector<T>,
+    mut rx: broadcast::Receiver<Event>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    use broadcast::error::{RecvError, TryRecvError};
+    loop {
+        tokio::select! {
+            biased;
+            ev = rx.recv() => match ev {
+                Ok(ev) => projector.on_event(&ev),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!("traces: fell {n} events behind; some spans are missing");
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = &mut stop => loop {
+                match rx.try_recv() {
+                    Ok(ev) => projector.on_event(&ev),
+                    Err(TryRecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            },
+        }
+    }
+}
+
+/// The OTLP exporter, saying when the collector does not take spans (the
+/// SDK itself is silent): on the first failure and then ever more rarely.
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    endpoint: String,
+    failures: AtomicU64,
+}
+
+impl<E: SpanExporter> SpanExporter for Reported<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "traces: {spans} span(s) not taken by {} ({n} failed export(s) so far): {e}; is the collector listening?",
+                    self.endpoint
+                );
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&mut self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The projection: events in, spans out.
+
+/// A span whose id is fixed before its end is known.
+struct Pending {
+    id: SpanId,
+    start: SystemTime,
+    attrs: Vec<KeyValue>,
+    events: Vec<SpanEvent>,
+}
+
+/// An attempt's trace while the attempt runs.
+struct AttemptTrace {
+    trace: TraceId,
+    root: Pending,
+    number: Option<u32>,
+    /// Stages referred to and not yet finished.
+    stages: Vec<(Stage, Pending)>,
+    seq: u64,
+}
+
+/// Where a finished attempt's trace is, for what comes after it (the merge,
+/// a late event).
+#[derive(Clone, Copy)]
+struct Finished {
+    trace: TraceId,
+    root: SpanId,
+    number: Option<u32>,
+    seq: u64,
+}
+
+/// A merge under way for one task, and where it hangs.
+struct MergeTrace {
+    trace: TraceId,
+    /// The last attempt's root; None when the merge is its trace's root.
+    parent: Option<SpanId>,
+    span: Pending,
+    seq: u64,
+}
+
+/// A planning round of one project.
+struct PlanTrace {
+    trace: TraceId,
+    root: Pending,
+    seq: u64,
+}
+
+/// One span, complete.
+struct SpanOut {
+    name: Cow<'static, str>,
+    kind: SpanKind,
+    trace: TraceId,
+    parent: Option<SpanId>,
+    span: Pending,
+    end: SystemTime,
+    status: Status,
+}
+
+/// The tracer, the ids, and whether content may go into spans.
+struct Out<T> {
+    tracer: T,
+    ids: RandomIdGenerator,
+    content: bool,
+}
+
+impl<T: Tracer> Out<T> {
+    fn pending(&self, start: SystemTime) -> Pending {
+        Pending {
+            id: self.ids.new_span_id(),
+            start,
+            attrs: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn emit(&self, s: SpanOut) {
+        let start = s.span.start;
+        let mut b = self
+            .tracer
+            .span_builder(s.name)
+            .with_kind(s.kind)
+            .with_start_time(start)
+            .with_attributes(s.span.attrs)
+            .with_status(s.status);
+        b.span_id = Some(s.span.id);
+        b.trace_id = Some(s.trace);
+        if !s.span.events.is_empty() {
+            b.events = Some(s.span.events);
+        }
+        let cx = match s.parent {
+            Some(parent) => Context::new().with_remote_span_context(SpanContext::new(
+                s.trace,
+                parent,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            )),
+            None => Context::new(),
+        };
+        let mut span = b.start_with_context(&self.tracer, &cx);
+        span.end_with_timestamp(s.end.max(start));
+    }
+}
+
+/// Turns events into spans.
+pub(crate) struct Projector<T> {
+    out: Out<T>,
+    projects: Vec<String>,
+    attempts: HashMap<String, AttemptTrace>,
+    finished: HashMap<String, Finished>,
+    merges: HashMap<String, MergeTrace>,
+    plans: HashMap<String, PlanTrace>,
+    seq: u64,
+}
+
+fn at(ev: &Event) -> SystemTime {
+    SystemTime::from(ev.at)
+}
+
+/// `ms` before `t`.
+fn before(t: SystemTime, ms: u64) -> SystemTime {
+    t.checked_sub(Duration::from_millis(ms)).unwrap_or(t)
+}
+
+fn int(n: impl TryInto<i64>) -> Value {
+    Value::I64(n.try_into().unwrap_or(i64::MAX))
+}
+
+fn kv(key: &'static str, value: impl Into<Value>) -> KeyValue {
+    KeyValue::new(key, value)
+}
+
+/// The stage a model role works in, when it has a stage span of its own.
+fn stage_of_role(role: &str) -> Option<Stage> {
+    match role {
+        "worker" => Some(Stage::Work),
+        "judge" => Some(Stage::Judge),
+        _ => None,
+    }
+}
+
+/// The key of the oldest entry, by `seq`.
+fn oldest<V>(map: &HashMap<String, V>, seq: impl Fn(&V) -> u64) -> Option<String> {
+    map.iter()
+        .min_by_key(|(_, v)| seq(v))
+        .map(|(k, _)| k.clone())
+}
+
+impl<T: Tracer> Projector<T> {
+    pub(crate) fn new(tracer: T, content: bool, projects: Vec<String>) -> Self {
+        Projector {
+            out: Out {
+                tracer,
+                ids: RandomIdGenerator::default(),
+                content,
+            },
+            projects,
+            attempts: HashMap::new(),
+            finished: HashMap::new(),
+            merges: HashMap::new(),
+            plans: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Turns one event into spans (or into state for spans to come).
+    pub(crate) fn on_event(&mut self, ev: &Event) {
+        if !self.projects.is_empty() && !self.projects.contains(&ev.project) {
+            return;
+        }
+        let task = ev.task_id.as_deref();
+        match (&ev.payload, task) {
+            (Payload::AttemptStarted(p), Some(t)) => {
+                self.attempt_started(ev, t, p.number, p.attempt_id, p.base_commit.as_deref())
+            }
+            (Payload::AttemptFinished(p), Some(t)) => self.attempt_finished(ev, t, p),
+            (Payload::AttemptInterrupted(p), Some(t)) => {
+                let mut attrs = vec![kv("orch.attempt.interrupted_reason", p.reason.clone())];
+                attrs.extend(p.stage.map(|s| kv("orch.attempt.stage", s.as_str())));
+                self.end_attempt(ev, t, p.number, AttemptStatus::Interrupted, attrs);
+            }
+            (Payload::Cancelled(p), Some(t)) => {
+                let attrs = p
+                    .stage
+                    .map(|s| kv("orch.attempt.stage", s.as_str()))
+                    .into_iter()
+                    .collect();
+                self.end_attempt(ev, t, p.number, AttemptStatus::Cancelled, attrs);
+            }
+            (Payload::ModelCall(p), _) if p.role == "planner" || task.is_none() => {
+                self.planner_call(ev, p)
+            }
+            (Payload::ModelCall(p), Some(t)) => self.model_call(ev, t, p),
+            (Payload::ToolCall(p), Some(t)) => self.tool_call(ev, t, p),
+            (Payload::ToolRefused(p), Some(t)) => {
+                let mut attrs = vec![];
+                attrs.extend(p.tool.clone().map(|x| kv("gen_ai.tool.name", x)));
+                attrs.extend(p.turn.map(|n| kv("orch.turn", int(n))));
+                if self.out.content {
+                    attrs.push(kv("orch.refused", p.refused.clone()));
+                    attrs.extend(p.path.clone().map(|x| kv("orch.path", x)));
+                }
+                let stage = p.stage.unwrap_or(Stage::Work);
+                self.stage_event(ev, t, p.attempt, stage, "tool_refused", attrs);
+            }
+            (Payload::StageStarted(p), Some(t)) => self.stage_started(ev, t, p),
+            (Payload::StageStarted(p), None) if p.stage == Stage::Plan => self.plan_started(ev, p),
+            (Payload::StageFinished(p), Some(t)) => self.stage_finished(ev, t, p),
+            (Payload::VerificationFinished(p), Some(t)) => self.verification(ev, t, p),
+            (Payload::VerdictRecorded(p), Some(t)) => {
+                let mut attrs = vec![
+                    kv("orch.verdict.passed", p.passed),
+                    kv("orch.verdict.issues", int(p.issues.len())),
+                ];
+                attrs.extend(p.score.map(|s| kv("orch.verdict.score", s)));
+                if self.out.content && !p.issues.is_empty() {
+                    attrs.push(kv("orch.verdict.issue_text", p.issues.join("\n")));
+                }
+                self.stage_attrs(ev, t, Stage::Judge, attrs);
+            }
+            (Payload::HumanAsked(p), Some(t)) => {
+                let attrs = if self.out.content {
+                    vec![kv("orch.question", p.question.clone())]
+                } else {
+                    vec![]
+                };
+                self.root_event(ev, t, "human_asked", attrs);
+            }
+            (Payload::InfraFailure(p), Some(t)) => {
+                let mut attrs = vec![
+                    kv("orch.infra_failures", int(p.infra_failures)),
+                    kv("orch.backoff_seconds", int(p.backoff_seconds)),
+                ];
+                if self.out.content {
+                    attrs.push(kv("orch.error", p.error.clone()));
+                }
+                self.root_event(ev, t, "infra_failure", attrs);
+            }
+            (Payload::Merged(p), Some(t)) => {
+                if let Some(m) = self.merges.get_mut(t) {
+                    m.span.attrs.extend([
+                        kv("orch.merge.commit", p.commit.clone()),
+                        kv("orch.merge.branch", p.branch.clone()),
+                        kv("orch.merge.batch", int(p.batch)),
+                    ]);
+                }
+            }
+            (Payload::MergeRejected(p), Some(t)) => {
+                // The merge's own end (landed = false) follows.
+                if let Some(m) = self.merges.get_mut(t) {
+                    let attrs = if self.out.content {
+                        vec![kv("orch.merge.feedback", p.feedback.clone())]
+                    } else {
+                        vec![]
+                    };
+                    m.span
+                        .events
+                        .push(SpanEvent::new("merge_rejected", at(ev), attrs, 0));
+                }
+            }
+            (Payload::PlanCreated(p), None) => self.plan_created(ev, p),
+            (Payload::Warning(w), None) if w.stage == Some(Stage::Plan) => {
+                if let Some(mut plan) = self.plans.remove(&ev.project) {
+                    if self.out.content {
+                        plan.root.attrs.push(kv("orch.error", ev.message.clone()));
+                    }
+                    self.emit_plan(plan, at(ev), Status::error("planning failed"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // --- attempts -----------------------------------------------------------
+
+    fn attempt_started(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: u32,
+        id: i64,
+        base: Option<&str>,
+    ) {
+        if let Some(stale) = self.attempts.remove(task) {
+            // Its end was never seen (the bus lagged): end it here.
+            self.close_attempt(task, stale, at(ev));
+        }
+        if let Some(stale) = self.merges.remove(task) {
+            // A merge that was deferred or failed inside orch.
+            self.emit_merge(stale, at(ev), Status::error("the merge did not finish"));
+        }
+        self.open_attempt(ev, task, Some(number), at(ev), false);
+        if let Some(a) = self.attempts.get_mut(task) {
+            a.root.attrs.push(kv("orch.attempt.id", id));
+            a.root
+                .attrs
+                .extend(base.map(|b| kv("orch.attempt.base_commit", b.to_string())));
+        }
+    }
+
+    /// Opens the attempt's trace; `partial` when its start was not seen.
+    fn open_attempt(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        start: SystemTime,
+        partial: bool,
+    ) {
+        let seq = self.next_seq();
+        let mut root = self.out.pending(start);
+        root.attrs.extend([
+            kv("orch.project", ev.project.clone()),
+            kv("orch.task.id", task.to_string()),
+        ]);
+        root.attrs
+            .extend(number.map(|n| kv("orch.attempt.number", int(n))));
+        if partial {
+            root.attrs.push(kv("orch.attempt.partial", true));
+        }
+        let trace = self.out.ids.new_trace_id();
+        self.attempts.insert(
+            task.to_string(),
+            AttemptTrace {
+                trace,
+                root,
+                number,
+                stages: Vec::new(),
+                seq,
+            },
+        );
+        if self.attempts.len() > MAX_OPEN {
+            if let Some(k) = oldest(&self.attempts, |a| a.seq) {
+                if let Some(a) = self.attempts.remove(&k) {
+                    self.close_attempt(&k, a, start);
+                }
+            }
+        }
+    }
+
+    /// Where an attempt-scoped event of `task` goes: its open attempt (opened
+    /// now, partial, when never seen), or the finished attempt it is late
+    /// for (Some).
+    fn resolve(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        start: SystemTime,
+    ) -> Option<Finished> {
+        if self.attempts.contains_key(task) {
+            return None;
+        }
+        if let Some(f) = self.finished.get(task) {
+            if number.is_none() || number == f.number {
+                return Some(*f);
+            }
+        }
+        self.open_attempt(ev, task, number, start, true);
+        None
+    }
+
+    fn attempt_finished(&mut self, ev: &Event, task: &str, p: &AttemptFinished) {
+        let mut attrs = vec![
+            kv("orch.attempt.turns", int(p.turns)),
+            kv("gen_ai.usage.input_tokens", int(p.input_tokens)),
+            kv("gen_ai.usage.output_tokens", int(p.output_tokens)),
+            kv("orch.cost_usd", p.cost_usd),
+            kv("orch.attempt.task_attempts", int(p.task_attempts)),
+            kv("orch.attempt.infra_failures", int(p.infra_failures)),
+        ];
+        if self.out.content {
+            attrs.extend(p.error.clone().map(|e| kv("orch.error", e)));
+        }
+        self.end_attempt(ev, task, p.number, p.status, attrs);
+    }
+
+    fn end_attempt(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: u32,
+        status: AttemptStatus,
+        attrs: Vec<KeyValue>,
+    ) {
+        if self.resolve(ev, task, Some(number), at(ev)).is_some() {
+            return; // already ended
+        }
+        let Some(mut a) = self.attempts.remove(task) else {
+            return;
+        };
+        a.number = a.number.or(Some(number));
+        if !a
+            .root
+            .attrs
+            .iter()
+            .any(|k| k.key.as_str() == "orch.attempt.number")
+        {
+            a.root.attrs.push(kv("orch.attempt.number", int(number)));
+        }
+        a.root
+            .attrs
+            .push(kv("orch.attempt.status", status.as_str()));
+        a.root.attrs.extend(attrs);
+        let status = match status {
+            AttemptStatus::Passed => Status::Ok,
+            AttemptStatus::Failed | AttemptStatus::Error => {
+                Status::error(format!("attempt {}", status.as_str()))
+            }
+            _ => Status::Unset,
+        };
+        self.emit_attempt(task, a, at(ev), status);
+    }
+
+    /// Ends an attempt whose end was not seen, at `end`.
+    fn close_attempt(&mut self, task: &str, mut a: AttemptTrace, end: SystemTime) {
+        a.root.attrs.push(kv("orch.attempt.unfinished", true));
+        self.emit_attempt(
+            task,
+            a,
+            end,
+            Status::error("the attempt's end was not seen"),
+        );
+    }
+
+    /// Emits the stages still open, then the root; remembers the trace for
+    /// the merge.
+    fn emit_attempt(&mut self, task: &str, a: AttemptTrace, end: SystemTime, status: Status) {
+        for (stage, mut span) in a.stages {
+            span.attrs.extend([
+                kv("orch.stage", stage.as_str()),
+                kv("orch.stage.unfinished", true),
+            ]);
+            self.out.emit(SpanOut {
+                name: Cow::Borrowed(stage.as_str()),
+                kind: SpanKind::Internal,
+                trace: a.trace,
+                parent: Some(a.root.id),
+                span,
+                end,
+                status: Status::error("the attempt ended before this stage"),
+            });
+        }
+        let finished = Finished {
+            trace: a.trace,
+            root: a.root.id,
+            number: a.number,
+            seq: self.next_seq(),
+        };
+        self.out.emit(SpanOut {
+            name: Cow::Borrowed("attempt"),
+            kind: SpanKind::Internal,
+            trace: a.trace,
+            parent: None,
+            span: a.root,
+            end,
+            status,
+        });
+        self.finished.insert(task.to_string(), finished);
+        if self.finished.len() > MAX_OPEN {
+            if let Some(k) = oldest(&self.finished, |f| f.seq) {
+                self.finished.remove(&k);
+            }
+        }
+    }
+
+    // --- stages -------------------------------------------------------------
+
+    /// The open stage `stage` of the attempt of `task`, referred to first at
+    /// `start`; None when the event is late for a finished attempt.
+    fn stage_mut(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        stage: Stage,
+        start: SystemTime,
+    ) -> Option<&mut Pending> {
+        if self.resolve(ev, task, number, start).is_some() {
+            return None;
+        }
+        let a = self.attempts.get_mut(task)?;
+        let i = match a.stages.iter().position(|(s, _)| *s == stage) {
+            Some(i) => i,
+            None => {
+                a.stages.push((stage, self.out.pending(start)));
+                a.stages.len() - 1
+            }
+        };
+        let span = &mut a.stages[i].1;
+        span.start = span.start.min(start);
+        Some(span)
+    }
+
+    fn stage_started(&mut self, ev: &Event, task: &str, p: &StageStarted) {
+        match p.stage {
+            Stage::Merge => self.merge_started(ev, task, p),
+            Stage::Work | Stage::Verify | Stage::Judge => {
+                let content = self.out.content;
+                let Some(span) = self.stage_mut(ev, task, p.attempt, p.stage, at(ev)) else {
+                    return;
+                };
+                span.attrs
+                    .extend(p.model.clone().map(|m| kv("orch.model", m)));
+                span.attrs
+                    .extend(p.worker.clone().map(|w| kv("orch.worker", w)));
+                span.attrs
+                    .extend(p.workflow.clone().map(|w| kv("orch.workflow", w)));
+                if content {
+                    span.attrs
+                        .extend(p.plan.clone().map(|x| kv("orch.plan", x)));
+                }
+            }
+            // The architect's note comes after its model call and has no
+            // end of its own: an event on the root.
+            _ => {
+                let mut attrs = vec![kv("orch.stage", p.stage.as_str())];
+                attrs.extend(p.model.clone().map(|m| kv("orch.model", m)));
+                if self.out.content {
+                    attrs.extend(p.plan.clone().map(|x| kv("orch.plan", x)));
+                }
+                self.root_event(ev, task, p.stage.as_str(), attrs);
+            }
+        }
+    }
+
+    fn stage_finished(&mut self, ev: &Event, task: &str, p: &StageFinished) {
+        if p.stage == Stage::Merge {
+            return self.merge_finished(ev, task, p);
+        }
+        let end = at(ev);
+        let start = before(end, p.duration_ms);
+        let attrs = vec![
+            kv("orch.stage", p.stage.as_str()),
+            kv("orch.stage.ok", p.ok),
+            kv("orch.stage.skipped", p.skipped),
+        ];
+        let status = if p.ok {
+            Status::Unset
+        } else {
+            Status::error(format!("{} did not reach its goal", p.stage))
+        };
+        // After the attempt (the merge queue's post-merge check): under the
+        // merge, else the last attempt.
+        if p.attempt.is_none() && !self.attempts.contains_key(task) {
+            if let Some((trace, parent)) = self.after_attempt(task) {
+                let mut span = self.out.pending(start);
+                span.attrs = attrs;
+                return self.out.emit(SpanOut {
+                    name: Cow::Borrowed(p.stage.as_str()),
+                    kind: SpanKind::Internal,
+                    trace,
+                    parent: Some(parent),
+                    span,
+                    end,
+                    status,
+                });
+            }
+        }
+        if let Some(f) = self.resolve(ev, task, p.attempt, start) {
+            let mut span = self.out.pending(start);
+            span.attrs = attrs;
+            return self.out.emit(SpanOut {
+                name: Cow::Borrowed(p.stage.as_str()),
+                kind: SpanKind::Internal,
+                trace: f.trace,
+                parent: Some(f.root),
+                span,
+                end,
+                status,
+            });
+        }
+        let Some(a) = self.attempts.get_mut(task) else {
+            return;
+        };
+        let mut span = match a.stages.iter().position(|(s, _)| *s == p.stage) {
+            Some(i) => a.stages.remove(i).1,
+            None => self.out.pending(start),
+        };
+        span.start = start.min(span.start);
+        span.attrs.extend(attrs);
+        self.out.emit(SpanOut {
+            name: Cow::Borrowed(p.stage.as_str()),
+            kind: SpanKind::Internal,
+            trace: a.trace,
+            parent: Some(a.root.id),
+            span,
+            end,
+            status,
+        });
+    }
+
+    /// Adds attributes to an open stage of the attempt of `task`.
+    fn stage_attrs(&mut self, ev: &Event, task: &str, stage: Stage, attrs: Vec<KeyValue>) {
+        if let Some(span) = self.stage_mut(ev, task, None, stage, at(ev)) {
+            span.attrs.extend(attrs);
+        }
+    }
+
+    /// Adds an event to an open stage of the attempt of `task`.
+    fn stage_event(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        stage: Stage,
+        name: &'static str,
+        attrs: Vec<KeyValue>,
+    ) {
+        if let Some(span) = self.stage_mut(ev, task, number, stage, at(ev)) {
+            span.events.push(SpanEvent::new(name, at(ev), attrs, 0));
+        }
+    }
+
+    /// Adds an event to the root of the attempt of `task`.
+    fn root_event(&mut self, ev: &Event, task: &str, name: &'static str, attrs: Vec<KeyValue>) {
+        if self.resolve(ev, task, None, at(ev)).is_some() {
+            return;
+        }
+        if let Some(a) = self.attempts.get_mut(task) {
+            a.root.events.push(SpanEvent::new(name, at(ev), attrs, 0));
+        }
+    }
+
+    // --- model and tool calls -------------------------------------------------
+
+    fn model_span(&self, ev: &Event, p: &ModelCall) -> (Pending, Status) {
+        let end = at(ev);
+        let mut span = self.out.pending(before(end, p.duration_ms));
+        span.attrs = vec![
+            kv("gen_ai.operation.name", "chat"),
+            kv("gen_ai.provider.name", p.provider.clone()),
+            kv("gen_ai.request.model", p.model.clone()),
+            kv("gen_ai.usage.input_tokens", int(p.input_tokens)),
+            kv("gen_ai.usage.output_tokens", int(p.output_tokens)),
+            kv("orch.usage.cached_tokens", int(p.cached_tokens)),
+            kv("orch.cost_usd", p.cost_usd),
+            kv("orch.role", p.role.clone()),
+            kv("orch.ok", p.ok),
+        ];
+        let status = if p.ok {
+            Status::Unset
+        } else {
+            span.attrs.push(kv("error.type", "model_call_failed"));
+            if self.out.content {
+                span.attrs
+                    .extend(p.error.clone().map(|e| kv("orch.error", e)));
+            }
+            Status::error("the model call failed")
+        };
+        (span, status)
+    }
+
+    fn model_call(&mut self, ev: &Event, task: &str, p: &ModelCall) {
+        let (span, status) = self.model_span(ev, p);
+        let name = Cow::Owned(format!("chat {}", p.model));
+        let parent = match stage_of_role(&p.role) {
+            Some(stage) => self.child_of_stage(ev, task, None, stage, span.start),
+            None => self.child_of_root(ev, task, span.start),
+        };
+        let Some((trace, parent)) = parent else {
+            return;
+        };
+        self.out.emit(SpanOut {
+            name,
+            kind: SpanKind::Client,
+            trace,
+            parent: Some(parent),
+            span,
+            end: at(ev),
+            status,
+        });
+    }
+
+    fn tool_call(&mut self, ev: &Event, task: &str, p: &ToolCall) {
+        let end = at(ev);
+        let mut span = self.out.pending(before(end, p.duration_ms));
+        span.attrs = vec![
+            kv("gen_ai.operation.name", "execute_tool"),
+            kv("gen_ai.tool.name", p.tool.clone()),
+            kv("orch.turn", int(p.turn)),
+            kv("orch.ok", p.ok),
+        ];
+        if self.out.content {
+            span.attrs.extend([
+                kv("gen_ai.tool.call.arguments", p.arguments.clone()),
+                kv("gen_ai.tool.call.result", p.output.clone()),
+            ]);
+        }
+        let status = if p.ok {
+            Status::Unset
+        } else {
+            Status::error("the tool call failed")
+        };
+        let Some((trace, parent)) = self.child_of_stage(ev, task, None, Stage::Work, span.start)
+        else {
+            return;
+        };
+        self.out.emit(SpanOut {
+            name: Cow::Owned(format!("execute_tool {}", p.tool)),
+            kind: SpanKind::Internal,
+            trace,
+            parent: Some(parent),
+            span,
+            end,
+            status,
+        });
+    }
+
+    /// The trace and parent for a child of `stage` (the root of a finished
+    /// attempt, for a late event).
+    fn child_of_stage(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        stage: Stage,
+        start: SystemTime,
+    ) -> Option<(TraceId, SpanId)> {
+        if let Some(f) = self.resolve(ev, task, number, start) {
+            return Some((f.trace, f.root));
+        }
+        let id = self.stage_mut(ev, task, number, stage, start)?.id;
+        Some((self.attempts.get(task)?.trace, id))
+    }
+
+    fn child_of_root(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        start: SystemTime,
+    ) -> Option<(TraceId, SpanId)> {
+        if let Some(f) = self.resolve(ev, task, None, start) {
+            return Some((f.trace, f.root));
+        }
+        let a = self.attempts.get(task)?;
+        Some((a.trace, a.root.id))
+    }
+
+    // --- verification ---------------------------------------------------------
+
+    fn verification(&mut self, ev: &Event, task: &str, p: &VerificationFinished) {
+        let mut attrs = vec![
+            kv("orch.verify.passed", p.passed),
+            kv("orch.verify.new_failures", int(p.new_failures.len())),
+            kv(
+                "orch.verify.targeted_failures",
+                int(p.targeted_failures.len()),
+            ),
+            kv(
+                "orch.verify.preexisting_failures",
+                int(p.preexisting_failures.len()),
+            ),
+        ];
+        attrs.extend(p.batch.map(|b| kv("orch.verify.batch", int(b))));
+        if self.out.content {
+            attrs.extend(
+                p.goal_unmet
+                    .clone()
+                    .map(|g| kv("orch.verify.goal_unmet", g)),
+            );
+        }
+        let total: u64 = p.steps.iter().map(|s| s.duration_ms).sum();
+        let first = before(at(ev), total);
+        let target = if p.stage == Some(Stage::Merge) {
+            // The merge queue's check of a candidate: under the merge.
+            match self.merges.get_mut(task) {
+                Some(m) => {
+                    m.span.attrs.extend(attrs);
+                    Some((m.trace, m.span.id))
+                }
+                None => self.after_attempt(task),
+            }
+        } else {
+            let target = self.child_of_stage(ev, task, None, Stage::Verify, first);
+            if let Some(span) = self.stage_mut(ev, task, None, Stage::Verify, first) {
+                span.attrs.extend(attrs);
+            }
+            target
+        };
+        if let Some((trace, parent)) = target {
+            self.steps(trace, parent, &p.steps, first);
+        }
+    }
+
+    /// The steps, laid end to end from `start`.
+    fn steps(&self, trace: TraceId, parent: SpanId, steps: &[StepSummary], start: SystemTime) {
+        let mut t = start;
+        for s in steps {
+            let end = t + Duration::from_millis(s.duration_ms);
+            let mut span = self.out.pending(t);
+            span.attrs = vec![
+                kv("orch.step.kind", s.kind.clone()),
+                kv("orch.step.timed_out", s.timed_out),
+                kv("orch.step.duration_ms", int(s.duration_ms)),
+            ];
+            span.attrs
+                .extend(s.exit_code.map(|c| kv("process.exit.code", i64::from(c))));
+            span.attrs
+                .extend(s.passed.map(|n| kv("orch.step.tests_passed", int(n))));
+            span.attrs
+                .extend(s.failed.map(|n| kv("orch.step.tests_failed", int(n))));
+            let status = if s.timed_out {
+                Status::error("timed out")
+            } else if s.exit_code.is_some_and(|c| c != 0) {
+                Status::error("exited non-zero")
+            } else {
+                Status::Unset
+            };
+            self.out.emit(SpanOut {
+                name: Cow::Owned(format!("step {}", s.kind)),
+                kind: SpanKind::Internal,
+                trace,
+                parent: Some(parent),
+                span,
+                end,
+                status,
+            });
+            t = end;
+        }
+    }
+
+    // --- merge ----------------------------------------------------------------
+
+    /// Where spans after the attempt hang: the merge under way, else the
+    /// task's last attempt's root.
+    fn after_attempt(&self, task: &str) -> Option<(TraceId, SpanId)> {
+        if let Some(m) = self.merges.get(task) {
+            return Some((m.trace, m.span.id));
+        }
+        self.finished.get(task).map(|f| (f.trace, f.root))
+    }
+
+    /// A merge trace for `task` from `start`: in the last attempt's trace,
+    /// or a trace of its own when that is not known.
+    fn new_merge(&mut self, ev: &Event, task: &str, start: SystemTime) -> MergeTrace {
+        let seq = self.next_seq();
+        let mut span = self.out.pending(start);
+        span.attrs.push(kv("orch.stage", "merge"));
+        let (trace, parent) = match self.finished.get(task) {
+            Some(f) => (f.trace, Some(f.root)),
+            None => {
+                span.attrs.extend([
+                    kv("orch.project", ev.project.clone()),
+                    kv("orch.task.id", task.to_string()),
+                ]);
+                (self.out.ids.new_trace_id(), None)
+            }
+        };
+        MergeTrace {
+            trace,
+            parent,
+            span,
+            seq,
+        }
+    }
+
+    fn merge_started(&mut self, ev: &Event, task: &str, p: &StageStarted) {
+        if let Some(m) = self.merges.get_mut(task) {
+            // The batch is built again (main moved, a red batch split).
+            let attrs = p
+                .commit
+                .clone()
+                .map(|c| kv("orch.merge.onto", c))
+                .into_iter()
+                .collect();
+            m.span
+                .events
+                .push(SpanEvent::new("merge_rebuilt", at(ev), attrs, 0));
+            return;
+        }
+        let mut m = self.new_merge(ev, task, at(ev));
+        m.span
+            .attrs
+            .extend(p.commit.clone().map(|c| kv("orch.merge.onto", c)));
+        self.merges.insert(task.to_string(), m);
+        if self.merges.len() > MAX_OPEN {
+            if let Some(k) = oldest(&self.merges, |m| m.seq) {
+                if let Some(m) = self.merges.remove(&k) {
+                    self.emit_merge(m, at(ev), Status::error("the merge's end was not seen"));
+                }
+            }
+        }
+    }
+
+    fn merge_finished(&mut self, ev: &Event, task: &str, p: &StageFinished) {
+        let end = at(ev);
+        let start = before(end, p.duration_ms);
+        let mut m = match self.merges.remove(task) {
+            Some(m) => m,
+            None => self.new_merge(ev, task, start),
+        };
+        m.span.start = start;
+        m.span
+            .attrs
+            .extend([kv("orch.stage.ok", p.ok), kv("orch.merge.landed", p.ok)]);
+        let status = if p.ok {
+            Status::Ok
+        } else {
+            Status::error("the merge did not land")
+        };
+        if p.ok {
+            // Landed: nothing more comes for this task.
+            self.finished.remove(task);
+        }
+        self.emit_merge(m, end, status);
+    }
+
+    fn emit_merge(&self, m: MergeTrace, end: SystemTime, status: Status) {
+        self.out.emit(SpanOut {
+            name: Cow::Borrowed("merge"),
+            kind: SpanKind::Internal,
+            trace: m.trace,
+            parent: m.parent,
+            span: m.span,
+            end,
+            status,
+        });
+    }
+
+    // --- planner --------------------------------------------------------------
+
+    fn plan_started(&mut self, ev: &Event, p: &StageStarted) {
+        if let Some(stale) = self.plans.remove(&ev.project) {
+            self.emit_plan(stale, at(ev), Status::error("the plan's end was not seen"));
+        }
+        self.open_plan(ev, at(ev));
+        if let Some(plan) = self.plans.get_mut(&ev.project) {
+            plan.root
+                .attrs
+                .extend(p.model.clone().map(|m| kv("orch.model", m)));
+        }
+    }
+
+    fn open_plan(&mut self, ev: &Event, start: SystemTime) {
+        let seq = self.next_seq();
+        let mut root = self.out.pending(start);
+        root.attrs.push(kv("orch.project", ev.project.clone()));
+        let trace = self.out.ids.new_trace_id();
+        self.plans
+            .insert(ev.project.clone(), PlanTrace { trace, root, seq });
+        if self.plans.len() > MAX_OPEN {
+            if let Some(k) = oldest(&self.plans, |p| p.seq) {
+                if let Some(p) = self.plans.remove(&k) {
+                    self.emit_plan(p, start, Status::error("the plan's end was not seen"));
+                }
+            }
+        }
+    }
+
+    fn planner_call(&mut self, ev: &Event, p: &ModelCall) {
+        let (span, status) = self.model_span(ev, p);
+        if !self.plans.contains_key(&ev.project) {
+            self.open_plan(ev, span.start);
+        }
+        let Some(plan) = self.plans.get(&ev.project) else {
+            return;
+        };
+        self.out.emit(SpanOut {
+            name: Cow::Owned(format!("chat {}", p.model)),
+            kind: SpanKind::Client,
+            trace: plan.trace,
+            parent: Some(plan.root.id),
+            span,
+            end: at(ev),
+            status,
+        });
+    }
+
+    fn plan_created(&mut self, ev: &Event, p: &PlanCreated) {
+        let source = match p.source {
+            orch_protocol::PlanSource::Planner => "planner",
+            orch_protocol::PlanSource::PlanFile => "plan_file",
+        };
+        let mut plan = match self.plans.remove(&ev.project) {
+            Some(plan) if source == "planner" => plan,
+            other => {
+                // A plan file (or a plan whose start was not seen): a span
+                // of its own, at this moment.
+                if let Some(o) = other {
+                    self.plans.insert(ev.project.clone(), o);
+                }
+                let mut root = self.out.pending(at(ev));
+                root.attrs.push(kv("orch.project", ev.project.clone()));
+                PlanTrace {
+                    trace: self.out.ids.new_trace_id(),
+                    root,
+                    seq: 0,
+                }
+            }
+        };
+        plan.root.attrs.extend([
+            kv("orch.plan.source", source),
+            kv("orch.plan.created", int(p.created.len())),
+            kv("orch.plan.skipped", int(p.skipped.len())),
+            kv("orch.plan.dropped", int(p.dropped.len())),
+            kv("gen_ai.usage.input_tokens", int(p.input_tokens)),
+            kv("gen_ai.usage.output_tokens", int(p.output_tokens)),
+            kv("orch.cost_usd", p.cost_usd),
+        ]);
+        plan.root
+            .attrs
+            .extend(p.file.clone().map(|f| kv("orch.plan.file", f)));
+        if self.out.content {
+            plan.root
+                .attrs
+                .extend(p.notes.clone().map(|n| kv("orch.plan.notes", n)));
+        }
+        self.emit_plan(plan, at(ev), Status::Ok);
+    }
+
+    fn emit_plan(&self, plan: PlanTrace, end: SystemTime, status: Status) {
+        self.out.emit(SpanOut {
+            name: Cow::Borrowed("plan"),
+            kind: SpanKind::Internal,
+            trace: plan.trace,
+            parent: None,
+            span: plan.root,
+            end,
+            status,
+        });
+    }
+
+    /// Ends everything still open at `end` (the process is stopping).
+    pub(crate) fn close_all(&mut self, end: SystemTime) {
+        for (task, a) in std::mem::take(&mut self.attempts) {
+            self.close_attempt(&task, a, end);
+        }
+        for (_, m) in std::mem::take(&mut self.merges) {
+            self.emit_merge(m, end, Status::error("orch stopped during the merge"));
+        }
+        for (_, p) in std::mem::take(&mut self.plans) {
+            self.emit_plan(p, end, Status::error("orch stopped during planning"));
+        }
+    }
+}
