@@ -11,7 +11,7 @@
 //! as `interrupted` (not counted) and the task goes back to pending.
 
 use orch_core::{TaskId, TaskStatus};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -101,7 +101,7 @@ impl Cancels {
     }
 
     /// Trips the token of every watched task the store shows cancelled.
-    fn check(&self, store: &Store) {
+    fn check(&self, store: &dyn StateStore) {
         let watched: Vec<(TaskId, CancellationToken)> = self
             .lock()
             .iter()
@@ -120,7 +120,11 @@ impl Cancels {
     }
 
     /// Polls until `stop` is cancelled.
-    pub(crate) async fn watch(self: Arc<Self>, store: Arc<Store>, stop: CancellationToken) {
+    pub(crate) async fn watch(
+        self: Arc<Self>,
+        store: Arc<dyn StateStore>,
+        stop: CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -128,7 +132,7 @@ impl Cancels {
             }
             let (me, st) = (self.clone(), store.clone());
             // SQLite reads block; keep them off the async workers.
-            let _ = tokio::task::spawn_blocking(move || me.check(&st)).await;
+            let _ = tokio::task::spawn_blocking(move || me.check(st.as_ref())).await;
         }
     }
 }
@@ -140,7 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_cancelled_in_the_store_trips_its_token() {
-        let store = Arc::new(Store::open_in_memory().unwrap());
+        let store = Arc::new(orch_state::Store::open_in_memory().unwrap());
         store.ensure_project("p", "/repo").unwrap();
         let task = store
             .add_task(&NewTask {

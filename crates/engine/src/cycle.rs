@@ -16,7 +16,7 @@ use orch_core::{NewTask, TaskId, TaskSource, TaskStatus};
 use orch_git::Git;
 use orch_protocol::{self as protocol, Stage};
 use orch_sandbox::Sandbox;
-use orch_state::Store;
+use orch_state::StateStore;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -74,7 +74,7 @@ impl CycleSummary {
 pub struct Engine {
     pub(crate) config: Config,
     pub(crate) project: ProjectConfig,
-    pub(crate) store: Arc<Store>,
+    pub(crate) store: Arc<dyn StateStore>,
     pub(crate) providers: ProviderRegistry,
     pub(crate) sandbox: Arc<dyn Sandbox>,
     pub(crate) git: Git,
@@ -98,7 +98,7 @@ impl Engine {
     pub async fn new(
         config: &Config,
         project_name: &str,
-        store: Arc<Store>,
+        store: Arc<dyn StateStore>,
         providers: ProviderRegistry,
         sandbox: Arc<dyn Sandbox>,
     ) -> Result<Arc<Engine>> {

@@ -14,7 +14,7 @@ use crate::recorder::Recorder;
 use async_trait::async_trait;
 use orch_providers::pricing::PriceTable;
 use orch_providers::{Capabilities, ChatRequest, ChatResponse, DeltaSink, Provider, ProviderError};
-use orch_state::{ModelCall, Store};
+use orch_state::{ModelCall, StateStore};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +32,7 @@ const ASSUMED_OUTPUT_TOKENS: u64 = 1024;
 
 /// What every metered provider of one project shares.
 pub struct Meter {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn StateStore>,
     pub prices: Arc<PriceTable>,
     pub rec: Recorder,
     pub project: String,
@@ -273,7 +273,7 @@ mod tests {
     }
 
     fn meter(max_tokens: orch_config::RoleTokens) -> Arc<Meter> {
-        let store = Arc::new(Store::open_in_memory().unwrap());
+        let store = Arc::new(orch_state::Store::open_in_memory().unwrap());
         Arc::new(Meter {
             store: store.clone(),
             prices: Arc::new(PriceTable::default()),

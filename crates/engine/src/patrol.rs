@@ -9,7 +9,7 @@
 
 use crate::cycle::Engine;
 use orch_core::TaskId;
-use orch_state::Store;
+use orch_state::StateStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,7 +103,7 @@ impl Engine {
 }
 
 /// Renews this process's leases every `LEASE_HEARTBEAT` until `stop`.
-pub(crate) async fn heartbeat(store: Arc<Store>, stop: CancellationToken) {
+pub(crate) async fn heartbeat(store: Arc<dyn StateStore>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

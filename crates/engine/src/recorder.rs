@@ -5,17 +5,17 @@
 //! exactly what the database keeps.
 
 use orch_protocol::{Event, Payload};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Recorder {
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     project: String,
 }
 
 impl Recorder {
-    pub fn new(store: Arc<Store>, project: &str) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, project: &str) -> Self {
         Recorder {
             store,
             project: project.to_string(),
