@@ -123,6 +123,12 @@ impl Engine {
         let rec = Recorder::new(store.clone(), &project.name);
         let observer_rec = rec.clone();
         let observer: orch_providers::resilient::Observer = Arc::new(move |event| {
+            use orch_providers::resilient::ResilienceEvent;
+            // A first try that succeeded says nothing its model_call event
+            // does not; only retries and their causes are worth a row.
+            if matches!(event, ResilienceEvent::Try(t) if t.attempt == 1 && t.error.is_none()) {
+                return;
+            }
             observer_rec.note(
                 None,
                 crate::recorder::resilience_payload(event),
