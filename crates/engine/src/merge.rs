@@ -400,8 +400,12 @@ impl Engine {
                     }
                 ),
             );
-            let _ = self.git.delete_branch(&task.branch()).await;
         }
+        // One git run for the whole batch; a branch left behind is only
+        // clutter, which the next recovery removes.
+        let branches: Vec<String> = kept.iter().map(|t| t.branch()).collect();
+        let names: Vec<&str> = branches.iter().map(String::as_str).collect();
+        let _ = self.git.delete_branches(&names).await;
         Ok(())
     }
 

@@ -362,13 +362,30 @@ impl Git {
 
     /// Deletes a local branch (even unmerged); Ok if it does not exist.
     pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
-        checked("branch", name)?;
+        self.delete_branches(&[name]).await
+    }
+
+    /// Deletes every branch of `names` in one git run (a landed merge
+    /// batch); branches already gone are not an error.
+    pub async fn delete_branches(&self, names: &[&str]) -> Result<(), GitError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for name in names {
+            checked("branch", name)?;
+        }
         // `branch -D` reads every worktree's record to refuse deleting a
         // checked-out branch, so it races with worktree changes too.
         let _lock = self.lock.acquire().await?;
-        let args = ["branch", "-D", name];
+        let mut args = vec!["branch", "-D"];
+        args.extend_from_slice(names);
         let out = self.raw(&self.repo, &args, TIMEOUT, OUTPUT_LIMIT).await?;
-        if out.success() || out.stderr.contains("not found") {
+        let only_missing = out
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.contains("not found"));
+        if out.success() || only_missing {
             return Ok(());
         }
         Err(self.command_error(&self.repo, &args, &out))

@@ -172,6 +172,16 @@ async fn worktrees_add_list_remove() {
     g.delete_branch("orch/t1").await.unwrap();
     g.delete_branch("orch/t1").await.unwrap();
     assert!(g.branches("orch/").await.unwrap().is_empty());
+    // A batch in one run: present and missing branches alike.
+    for b in ["orch/b1", "orch/b2"] {
+        git(&r.path, &["branch", b, "main"]);
+    }
+    g.delete_branches(&["orch/b1", "orch/gone", "orch/b2"])
+        .await
+        .unwrap();
+    assert!(g.branches("orch/").await.unwrap().is_empty());
+    // A checked-out branch cannot be deleted, and says so.
+    assert!(g.delete_branches(&["main"]).await.is_err());
 }
 
 #[tokio::test]
