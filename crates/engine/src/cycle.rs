@@ -92,6 +92,8 @@ pub struct Engine {
     pub(crate) cancels: Arc<crate::cancel::Cancels>,
     /// What does the work of each attempt.
     pub(crate) worker: Arc<dyn orch_agent::Worker>,
+    /// Set while the merge queue runs a verification (a slow landing).
+    pub(crate) slow_merge: crate::merge::SlowMerge,
 }
 
 impl Engine {
@@ -160,6 +162,7 @@ impl Engine {
             meter,
             cancels: Arc::default(),
             worker: Arc::new(orch_agent::BuiltinWorker),
+            slow_merge: Default::default(),
         }))
     }
 
@@ -394,17 +397,29 @@ impl Engine {
                     msg,
                 );
             }
-            if !stopping && workers.len() < slots && !self.store.is_paused(&name)? {
+            if !stopping && merging.is_none() && !merges_blocked && self.has_passed()? {
+                self.slow_merge.clear();
+                let engine = Arc::clone(self);
+                merging = Some(tokio::spawn(async move { engine.merge_queue().await }));
+            }
+            // With no attempt running, a landing that needs no verification
+            // (a fast-forward of a tree that passed) takes a moment: the next
+            // attempt waits for it, starts from the new main, and so lands
+            // as a fast-forward too instead of needing a verification of its
+            // own. A landing that verifies releases the wait at once.
+            let await_landing =
+                workers.is_empty() && merging.is_some() && !self.slow_merge.is_set();
+            if !stopping
+                && !await_landing
+                && workers.len() < slots
+                && !self.store.is_paused(&name)?
+            {
                 for task in self.store.claim_pending(&name, slots - workers.len())? {
                     summary.claimed += 1;
                     touched.insert(task.id.clone());
                     let engine = Arc::clone(self);
                     workers.spawn(async move { engine.work_task(task).await });
                 }
-            }
-            if !stopping && merging.is_none() && !merges_blocked && self.has_passed()? {
-                let engine = Arc::clone(self);
-                merging = Some(tokio::spawn(async move { engine.merge_queue().await }));
             }
             if workers.is_empty() && merging.is_none() {
                 if stopping {
@@ -433,6 +448,8 @@ impl Engine {
                     merges_blocked |= round.blocked || !round.notices.is_empty();
                     summary.notices.extend(round.notices);
                 }
+                // The landing turned out to need a verification: claim now.
+                _ = self.slow_merge.started(), if await_landing => {}
                 // Wakes the loop so it stops claiming.
                 _ = shutdown.requested(), if !stopping => {}
                 _ = shutdown.grace_over(), if stopping && abandon_at.is_none() && !workers.is_empty() => {

@@ -43,6 +43,39 @@ enum Landing {
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Tells the scheduler that the merge queue started verifying a candidate,
+/// so an idle slot stops waiting for the landing (see `Engine::cycle`).
+#[derive(Debug, Default)]
+pub(crate) struct SlowMerge {
+    verifying: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl SlowMerge {
+    pub(crate) fn set(&self) {
+        self.verifying
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // A stored permit: a waiter that starts late still wakes.
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn clear(&self) {
+        self.verifying
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.verifying.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once a verification started (at once if one already did).
+    pub(crate) async fn started(&self) {
+        while !self.is_set() {
+            self.wake.notified().await;
+        }
+    }
+}
+
 impl Engine {
     /// Lands every passed task it can, a batch at a time.
     pub(crate) async fn merge_queue(&self) -> Result<MergeRound> {
@@ -257,6 +290,7 @@ impl Engine {
                 return Ok(None);
             }
         }
+        self.slow_merge.set();
         let dir = self
             .paths
             .worktree(&self.project.name, &format!("merge-{}", kept[0].id));

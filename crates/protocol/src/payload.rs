@@ -228,6 +228,8 @@ payloads! {
     pub struct ModelCall {
         /// planner, architect, worker, judge, ...
         pub role: String,
+        /// The attempt the call was made for, when it was.
+        pub attempt_id: Option<i64>,
         pub provider: String,
         pub model: String,
         pub input_tokens: u64,

@@ -143,6 +143,7 @@ fn model_call_event(call: &ModelCall) -> orch_protocol::Event {
     };
     let payload = orch_protocol::ModelCall {
         role: call.role.clone(),
+        attempt_id: call.attempt_id,
         provider: call.provider.clone(),
         model: call.model.clone(),
         input_tokens: call.input_tokens,
