@@ -298,6 +298,50 @@ fn doomed_task_stops_at_max_attempts_with_main_untouched() {
     assert_eq!(fx.task(&id)["attempts"].as_array().unwrap().len(), 2);
 }
 
+/// The same wrong fix every time: after two identical failures the task
+/// stops and asks a person instead of spending its other attempts; with
+/// `loop_similarity = 0` it runs to max_attempts.
+#[test]
+fn identical_failures_stop_early_and_ask_a_person() {
+    let wrong = "def add(a, b):\n    return 42\n\n\ndef mul(a, b):\n    return 0\n";
+    let script = json!({"responses": [
+        {"model": "worker", "times": 0, "tool_calls": [
+            {"name": "write_file", "arguments": {"path": "calc.py", "content": wrong}},
+            {"name": "finish", "arguments": {"summary": "hard-coded"}}
+        ]},
+        judge_pass(),
+    ]});
+    let fx = Fixture::new();
+    fx.with_replay(script.clone(), "max_attempts = 5");
+    let id = fx.add_task("Fix add", "add() subtracts");
+    fx.orch_ok(&["run", "--project", "calc"], 0);
+    let shown = fx.task(&id);
+    assert_eq!(shown["task"]["status"], "needs_human", "{shown:#}");
+    assert_eq!(shown["task"]["attempts"], 2, "stopped after the repeat");
+    let question = shown["task"]["question"].as_str().unwrap();
+    assert!(question.contains("failed the same way"), "{question}");
+    assert!(
+        question.contains("test_add"),
+        "the repeated failure is shown: {question}"
+    );
+    let events = fx.events(&id);
+    let found = events
+        .iter()
+        .find(|e| e["kind"] == "loop_detected")
+        .expect("a loop_detected event");
+    assert_eq!(found["data"]["kind"], "repeated_failure");
+    assert!(found["data"]["similarity"].as_f64().unwrap() >= 0.8);
+    assert_eq!(found["data"]["attempts"], json!([1, 2]));
+
+    let off = Fixture::new();
+    off.with_replay(script, "max_attempts = 3\nloop_similarity = 0.0");
+    let id = off.add_task("Fix add", "add() subtracts");
+    off.orch_ok(&["run", "--project", "calc"], 1);
+    let shown = off.task(&id);
+    assert_eq!(shown["task"]["status"], "failed");
+    assert_eq!(shown["task"]["attempts"], 3);
+}
+
 #[test]
 fn ask_human_then_answer_then_merged() {
     let fx = Fixture::new();

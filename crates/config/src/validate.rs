@@ -4,7 +4,9 @@
 
 use crate::dotenv::is_env_name;
 use crate::load::ConfigError;
-use crate::model::{Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind};
+use crate::model::{
+    Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind, SandboxKind, WorkerKind,
+};
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::Path;
@@ -220,6 +222,14 @@ fn validate_project(
             }
         }
     }
+    if p.worker != WorkerKind::Builtin && p.sandbox == SandboxKind::Docker {
+        return Err(invalid(
+            key("worker"),
+            "`builtin` when sandbox = \"docker\" (agent CLIs run in the bwrap or none sandbox, \
+             which show the host's files; set sandbox = \"bwrap\")",
+            p.worker.as_str().to_string(),
+        ));
+    }
     check_range(&key("max_workers"), p.max_workers, 1, 64, invalid)?;
     check_range(
         &key("max_infra_failures"),
@@ -278,6 +288,13 @@ fn validate_project(
             key("judge_min_score"),
             "a number from 0 to 10",
             p.judge_min_score.to_string(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.loop_similarity) {
+        return Err(invalid(
+            key("loop_similarity"),
+            "a number from 0 (off) to 1 (identical output only)",
+            p.loop_similarity.to_string(),
         ));
     }
     if !(16..=1024 * 1024).contains(&p.memory_mb) {

@@ -194,6 +194,9 @@ impl Engine {
                         }
                         return Ok(());
                     }
+                    if self.stop_if_looping(&task).await? {
+                        return Ok(());
+                    }
                     if self.store.is_paused(&self.project.name)? {
                         self.store.transition(
                             &task.id,

@@ -12,6 +12,7 @@ mod cancel;
 mod changeset;
 mod cycle;
 mod lock;
+mod loops;
 mod merge;
 mod metered;
 mod paths;

@@ -113,6 +113,9 @@ protocol! {
     InfraFailure(InfraFailure),
     /// Patrol interrupted an attempt that made no progress.
     PatrolInterrupted(PatrolInterrupted),
+    /// Attempts kept failing the same way (or went in circles); the task
+    /// was handed to a person.
+    LoopDetected(LoopDetected),
     /// A graceful shutdown made progress (waiting, interrupting, abandoning).
     Shutdown(Shutdown),
     /// Recovery left an attempt alone: another runner's lease is live.

@@ -445,6 +445,20 @@ payloads! {
 
     #[derive(Default)]
     #[serde(default)]
+    pub struct LoopDetected {
+        pub kind: LoopKind,
+        /// How alike the last two failures were (repeated failures only).
+        pub similarity: Option<f64>,
+        /// The project's loop_similarity.
+        pub threshold: Option<f64>,
+        /// The attempt numbers involved.
+        pub attempts: Vec<u32>,
+        /// The repeated failure, as people read it (capped).
+        pub excerpt: String,
+    }
+
+    #[derive(Default)]
+    #[serde(default)]
     pub struct Shutdown {
         /// Attempts still running when this was written.
         pub running: usize,
@@ -481,6 +495,27 @@ payloads! {
         pub file: Option<String>,
         /// A commit the warning is about.
         pub commit: Option<String>,
+    }
+}
+
+/// How a task was found to loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum LoopKind {
+    /// Consecutive failures at least `loop_similarity` alike.
+    #[default]
+    RepeatedFailure,
+    /// An attempt produced the same tree as the one two before it.
+    Oscillation,
+}
+
+impl LoopKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopKind::RepeatedFailure => "repeated_failure",
+            LoopKind::Oscillation => "oscillation",
+        }
     }
 }
 

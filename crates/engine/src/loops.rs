@@ -1,0 +1,219 @@
+//! Loop detection: a task whose attempts keep failing the same way, or
+//! whose worker goes back and forth between two versions of its change, is
+//! stopped and handed to a person instead of burning its remaining
+//! attempts. The design notes stop at a similarity of 0.8 between
+//! consecutive failures; `loop_similarity` sets it, `stop_on_oscillation`
+//! turns the A → B → A check on or off.
+
+use crate::cycle::Engine;
+use crate::Result;
+use orch_core::{Attempt, AttemptStatus, Task, VerificationReport};
+use orch_protocol::{LoopDetected, LoopKind};
+
+/// Characters of each failure compared; enough for a test run's tail.
+const SIGNATURE_CHARS: usize = 4000;
+
+/// What a failed attempt failed with, normalised so that run-to-run noise
+/// (timings, ports, temporary paths with numbers) does not hide a repeat.
+pub(crate) fn failure_signature(attempt: &Attempt) -> String {
+    let mut text = String::new();
+    if let Some(e) = &attempt.error {
+        text.push_str(e);
+        text.push('\n');
+    }
+    let report = attempt
+        .verification
+        .clone()
+        .and_then(|v| serde_json::from_value::<VerificationReport>(v).ok());
+    if let Some(r) = report {
+        for step in r.steps.iter().filter(|s| !s.succeeded()) {
+            text.push_str(&step.output_tail);
+            text.push('\n');
+        }
+        for t in r.new_failures.iter().chain(&r.targeted_failures) {
+            text.push_str(t);
+            text.push('\n');
+        }
+    }
+    if let Some(issues) = attempt
+        .verdict
+        .as_ref()
+        .and_then(|v| v.get("issues"))
+        .and_then(|i| i.as_array())
+    {
+        for i in issues.iter().filter_map(|i| i.as_str()) {
+            text.push_str(i);
+            text.push('\n');
+        }
+    }
+    normalise(&text)
+}
+
+fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(SIGNATURE_CHARS));
+    let mut last_digit = false;
+    let mut last_space = false;
+    for c in text.chars() {
+        if out.len() >= SIGNATURE_CHARS {
+            break;
+        }
+        if c.is_ascii_digit() {
+            if !last_digit {
+                out.push('#');
+            }
+            last_digit = true;
+            last_space = false;
+        } else if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
+            last_digit = false;
+        } else {
+            out.push(c);
+            last_digit = false;
+            last_space = false;
+        }
+    }
+    out.trim().to_string()
+}
+
+/// How alike two failures are, from 0 to 1 (difflib's ratio over chars).
+pub(crate) fn similarity(a: &str, b: &str) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    f64::from(similar::TextDiff::from_chars(a, b).ratio())
+}
+
+impl Engine {
+    /// Why `task` should stop and ask a person rather than try again, from
+    /// its counted attempts so far.
+    pub(crate) async fn loop_detected(&self, task: &Task) -> Result<Option<LoopDetected>> {
+        let failed: Vec<Attempt> = self
+            .store
+            .attempts(&task.id)?
+            .into_iter()
+            .filter(|a| a.status == AttemptStatus::Failed)
+            .collect();
+        let threshold = self.project.loop_similarity;
+        if let [.., before, last] = failed.as_slice() {
+            let (a, b) = (failure_signature(before), failure_signature(last));
+            let score = similarity(&a, &b);
+            if threshold > 0.0 && !a.is_empty() && score >= threshold {
+                return Ok(Some(LoopDetected {
+                    kind: LoopKind::RepeatedFailure,
+                    similarity: Some(score),
+                    threshold: Some(threshold),
+                    attempts: vec![before.number, last.number],
+                    excerpt: excerpt(&last_failure_text(last)),
+                }));
+            }
+        }
+        if self.project.stop_on_oscillation {
+            if let [.., first, middle, last] = failed.as_slice() {
+                if let (Some(a), Some(b), Some(c)) =
+                    (&first.head_commit, &middle.head_commit, &last.head_commit)
+                {
+                    if self.git.same_tree(a, c).await? && !self.git.same_tree(b, c).await? {
+                        return Ok(Some(LoopDetected {
+                            kind: LoopKind::Oscillation,
+                            similarity: None,
+                            threshold: None,
+                            attempts: vec![first.number, middle.number, last.number],
+                            excerpt: excerpt(&last_failure_text(last)),
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stops `task` for a person with what repeated; true when it did.
+    pub(crate) async fn stop_if_looping(&self, task: &Task) -> Result<bool> {
+        let Some(found) = self.loop_detected(task).await? else {
+            return Ok(false);
+        };
+        let question = match found.kind {
+            LoopKind::RepeatedFailure => format!(
+                "Attempts {} failed the same way (similarity {:.2} ≥ loop_similarity {:.2}), so another try is unlikely to help. The repeated failure:\n\n{}\n\nHow should the worker proceed? Answer with a hint, or cancel the task.",
+                join(&found.attempts),
+                found.similarity.unwrap_or(1.0),
+                found.threshold.unwrap_or(1.0),
+                found.excerpt
+            ),
+            LoopKind::Oscillation => format!(
+                "Attempts {} went back and forth: the last one produced the same files as the one two before it. The last failure:\n\n{}\n\nWhich way is right? Answer with a hint, or cancel the task.",
+                join(&found.attempts),
+                found.excerpt
+            ),
+        };
+        self.rec.note(
+            Some(task.id.as_str()),
+            found.clone(),
+            format!("loop detected ({}); asking a person", found.kind.as_str()),
+        );
+        self.store.ask_human(&task.id, &question)?;
+        Ok(true)
+    }
+}
+
+fn join(numbers: &[u32]) -> String {
+    numbers
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The failure as people read it (not normalised).
+fn last_failure_text(a: &Attempt) -> String {
+    let report = a
+        .verification
+        .clone()
+        .and_then(|v| serde_json::from_value::<VerificationReport>(v).ok());
+    match (report, &a.error) {
+        (Some(r), _) if !r.passed => r
+            .steps
+            .iter()
+            .filter(|s| !s.succeeded())
+            .map(|s| s.output_tail.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        (_, Some(e)) => e.clone(),
+        _ => a.summary.clone().unwrap_or_default(),
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    orch_verify::tail(text.trim(), 1500)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn digits_and_spacing_do_not_hide_a_repeat() {
+        let a = normalise("FAILED test_calc.py::test_add - assert -1 == 3\n1 failed in 0.03s");
+        let b = normalise("FAILED test_calc.py::test_add - assert -1 == 3\n1 failed in  0.11s");
+        assert_eq!(a, b);
+        assert!(similarity(&a, &b) >= 0.999);
+    }
+
+    #[test]
+    fn different_failures_are_not_similar() {
+        let a = normalise("ImportError: cannot import name 'sub' from 'calc'");
+        let b = normalise("FAILED test_calc.py::test_mul - AssertionError: 6 != 5");
+        assert!(similarity(&a, &b) < 0.5, "{}", similarity(&a, &b));
+    }
+
+    #[test]
+    fn nearly_identical_failures_pass_the_default_threshold() {
+        let a = "FAILED test_calc.py::test_add - assert -1 == 3 where -1 = add(1, 2)";
+        let b = "FAILED test_calc.py::test_add - assert -1 == 3 where -1 = add(1, 2)\n";
+        assert!(similarity(&normalise(a), &normalise(b)) >= 0.8);
+    }
+}
