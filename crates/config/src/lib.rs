@@ -16,7 +16,8 @@ pub use load::{
     NOT_FOUND_HINT,
 };
 pub use model::{
-    Config, DockerConfig, DotEnv, ModelRef, PreexistingPolicy, PriceConfig, ProjectConfig,
-    ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind, ServerConfig, Strategy,
+    AgentConfig, AgentsConfig, Config, DockerConfig, DotEnv, ModelRef, PreexistingPolicy,
+    PriceConfig, ProjectConfig, ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind,
+    ServerConfig, Strategy, WorkerKind,
 };
 pub use validate::{MAX_OUTPUT_LIMIT, MIN_OUTPUT_LIMIT};

@@ -27,6 +27,11 @@ pub struct Config {
     /// `ORCH_DRY_RUN=true`): try a config end to end without spending.
     #[serde(default)]
     pub dry_run: bool,
+    /// Put tool arguments and output, the architect's plan, judge issues and
+    /// error texts into exported trace spans (off: spans carry only names,
+    /// timings, counts and ids).
+    #[serde(default)]
+    pub trace_content: bool,
     /// `orch serve`: the HTTP API and the daemon's shutdown.
     #[serde(default)]
     pub server: ServerConfig,
@@ -51,6 +56,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             prices: BTreeMap::new(),
             dry_run: false,
+            trace_content: false,
             server: ServerConfig::default(),
             base_dir: PathBuf::new(),
             source: PathBuf::new(),
@@ -458,6 +464,74 @@ fn default_shared_data_path() -> String {
     "/shared/data".into()
 }
 
+/// What does a task's work: orch's own tool loop or an agent CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerKind {
+    /// orch's built-in tool-calling agent.
+    #[default]
+    Builtin,
+    /// Anthropic's Claude Code CLI (`claude -p`), over the Messages API.
+    ClaudeCode,
+    /// OpenAI's Codex CLI (`codex exec`), over the Responses API.
+    Codex,
+    /// aider (`aider --message`), over Chat Completions.
+    Aider,
+    /// mini-swe-agent (`mini`), over Chat Completions.
+    MiniSweAgent,
+}
+
+impl WorkerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Builtin => "builtin",
+            WorkerKind::ClaudeCode => "claude-code",
+            WorkerKind::Codex => "codex",
+            WorkerKind::Aider => "aider",
+            WorkerKind::MiniSweAgent => "mini-swe-agent",
+        }
+    }
+}
+
+/// `[projects.agents.<name>]`: how one agent CLI is started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The program: a path (relative to the config file) or a name on PATH.
+    pub binary: Option<String>,
+    /// Extra arguments, appended to the ones orch passes.
+    pub args: Vec<String>,
+    /// The model name the CLI is told to use (some pick prompts, tools or
+    /// edit formats by it). The calls still go to the project's worker
+    /// model: orch's proxy answers every call with it.
+    pub model: Option<String>,
+}
+
+/// `[projects.agents]`: settings per agent CLI, by worker name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    #[serde(rename = "claude-code")]
+    pub claude_code: AgentConfig,
+    pub codex: AgentConfig,
+    pub aider: AgentConfig,
+    #[serde(rename = "mini-swe-agent")]
+    pub mini_swe_agent: AgentConfig,
+}
+
+impl AgentsConfig {
+    /// The settings of `kind`'s CLI (defaults for the built-in worker).
+    pub fn for_kind(&self, kind: WorkerKind) -> AgentConfig {
+        match kind {
+            WorkerKind::Builtin => AgentConfig::default(),
+            WorkerKind::ClaudeCode => self.claude_code.clone(),
+            WorkerKind::Codex => self.codex.clone(),
+            WorkerKind::Aider => self.aider.clone(),
+            WorkerKind::MiniSweAgent => self.mini_swe_agent.clone(),
+        }
+    }
+}
+
 /// `provider:model`, e.g. `local:qwen2.5-coder`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -625,6 +699,22 @@ pub struct ProjectConfig {
     /// Most passing branches the merge queue merges and verifies together.
     #[serde(default = "default_merge_batch_max")]
     pub merge_batch_max: u32,
+    /// Two failed attempts in a row whose failure output is at least this
+    /// similar (0–1, as difflib's ratio, digits ignored) stop the task and
+    /// ask a person instead of retrying; 1.0 stops only identical output,
+    /// 0 disables the check.
+    #[serde(default = "default_loop_similarity")]
+    pub loop_similarity: f64,
+    /// Stop and ask a person when an attempt's tree is the one two attempts
+    /// before it produced (A → B → A): the worker is going in circles.
+    #[serde(default = "default_true")]
+    pub stop_on_oscillation: bool,
+    /// What does the work: `builtin` or an agent CLI.
+    #[serde(default)]
+    pub worker: WorkerKind,
+    /// Per-agent settings (`binary`, `args`, `model`).
+    #[serde(default)]
+    pub agents: AgentsConfig,
 }
 
 impl ProjectConfig {
@@ -673,6 +763,10 @@ impl ProjectConfig {
             stuck_after_seconds: default_stuck_after(),
             pause_after_failures: default_pause_after_failures(),
             merge_batch_max: default_merge_batch_max(),
+            loop_similarity: default_loop_similarity(),
+            stop_on_oscillation: true,
+            worker: WorkerKind::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -685,6 +779,9 @@ fn default_pause_after_failures() -> u32 {
 }
 fn default_merge_batch_max() -> u32 {
     8
+}
+fn default_loop_similarity() -> f64 {
+    0.8
 }
 fn default_max_infra_failures() -> u32 {
     5
