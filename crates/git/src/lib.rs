@@ -4,6 +4,7 @@
 //! without ever touching a checkout that holds the user's uncommitted work.
 
 mod lock;
+mod reader;
 
 use lock::RepoLock;
 use orch_process::{ProcessOutput, ProcessSpec};
@@ -134,6 +135,8 @@ pub struct WorktreeChange {
 pub struct Git {
     repo: PathBuf,
     lock: Arc<RepoLock>,
+    /// In-process reads (see `reader`); the CLI answers what it cannot.
+    reader: Arc<reader::Reader>,
 }
 
 fn path_arg(p: &Path) -> String {
@@ -237,6 +240,7 @@ impl Git {
         let probe = Git {
             repo: path.to_path_buf(),
             lock: Arc::new(RepoLock::unshared()),
+            reader: Arc::default(),
         };
         let out = probe
             .raw(
@@ -260,6 +264,7 @@ impl Git {
         let mut git = Git {
             repo: normalize(Path::new(top)),
             lock: probe.lock,
+            reader: Arc::default(),
         };
         let head = git
             .raw(
@@ -326,6 +331,9 @@ impl Git {
     /// Full commit id of `rev`.
     pub async fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
         let rev = format!("{}^{{commit}}", checked("revision", rev)?);
+        if let Some(id) = self.reader.resolve(&self.repo, &rev) {
+            return Ok(id);
+        }
         let out = self
             .ok(&self.repo, &["rev-parse", "--verify", &rev])
             .await?;
@@ -672,6 +680,12 @@ impl Git {
         } else {
             self.rev_parse(commit).await?
         };
+        if self
+            .reader
+            .write_ref(&self.repo, refname, &sha, "orch: keep commit")
+        {
+            return Ok(());
+        }
         let args = ["update-ref", "-m", "orch: keep commit", refname, &sha];
         self.ok(&self.repo, &args).await?;
         Ok(())
@@ -878,6 +892,13 @@ impl Git {
         revs: [&str; N],
     ) -> Result<[String; N], GitError> {
         self.checked_revs(&revs)?;
+        let known: Option<Vec<String>> = revs
+            .iter()
+            .map(|r| self.reader.resolve(&self.repo, r))
+            .collect();
+        if let Some(ids) = known.and_then(|ids| <[String; N]>::try_from(ids).ok()) {
+            return Ok(ids);
+        }
         // `--verify` takes one name; without it rev-parse resolves each and
         // fails on any that does not exist.
         let mut args = vec!["rev-parse"];
@@ -895,6 +916,9 @@ impl Git {
     /// Whether `ancestor` is reachable from `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
         self.checked_revs(&[ancestor, descendant])?;
+        if let Some(known) = self.reader.is_ancestor(&self.repo, ancestor, descendant) {
+            return Ok(known);
+        }
         let args = ["merge-base", "--is-ancestor", ancestor, descendant];
         let out = self.raw(&self.repo, &args, TIMEOUT, 4096).await?;
         match out.exit_code {

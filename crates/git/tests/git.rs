@@ -753,3 +753,53 @@ async fn merge_commit_merges_without_a_worktree_or_reports_conflicts() {
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
+
+/// The in-process reads (gix) answer exactly as the git CLI does, also for
+/// refs git itself moved a moment ago and for packed refs.
+#[tokio::test]
+async fn in_process_reads_agree_with_the_git_cli() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let first = git(&r.path, &["rev-parse", "HEAD"]);
+    git(&r.path, &["checkout", "-q", "-b", "side"]);
+    write(&r.path, "b.txt", "two\n");
+    git(&r.path, &["add", "b.txt"]);
+    git(&r.path, &["commit", "-q", "-m", "side"]);
+    let side = git(&r.path, &["rev-parse", "HEAD"]);
+    git(&r.path, &["checkout", "-q", "main"]);
+    write(&r.path, "c.txt", "three\n");
+    git(&r.path, &["add", "c.txt"]);
+    git(&r.path, &["commit", "-q", "-m", "main moves"]);
+    let main = git(&r.path, &["rev-parse", "HEAD"]);
+
+    assert_eq!(g.rev_parse("main").await.unwrap(), main);
+    assert_eq!(g.rev_parse("side").await.unwrap(), side);
+    assert!(g.is_ancestor(&first, &side).await.unwrap());
+    assert!(g.is_ancestor(&first, &main).await.unwrap());
+    assert!(!g.is_ancestor(&side, &main).await.unwrap());
+    assert!(!g.is_ancestor(&main, &first).await.unwrap());
+    assert!(g.is_ancestor(&main, &main).await.unwrap());
+    assert!(!g.same_tree(&main, &side).await.unwrap());
+    assert!(g.same_tree("main", &main).await.unwrap());
+
+    // git moves a ref, then packs every ref: the next read sees both.
+    git(&r.path, &["update-ref", "refs/heads/main", &side]);
+    assert_eq!(g.rev_parse("main").await.unwrap(), side);
+    git(&r.path, &["pack-refs", "--all"]);
+    assert_eq!(g.rev_parse("main").await.unwrap(), side);
+    assert!(g.rev_parse("no-such-branch").await.is_err());
+
+    // orch's own refs, written in process, are where git reads them.
+    g.keep_ref("refs/orch/attempts/t1/1", &main).await.unwrap();
+    assert_eq!(
+        git(&r.path, &["rev-parse", "refs/orch/attempts/t1/1"]),
+        main
+    );
+    g.keep_ref("refs/orch/attempts/t1/1", &side).await.unwrap();
+    assert_eq!(
+        git(&r.path, &["rev-parse", "refs/orch/attempts/t1/1"]),
+        side
+    );
+    let listed = g.refs("refs/orch/attempts/").await.unwrap();
+    assert_eq!(listed, vec![("refs/orch/attempts/t1/1".to_string(), side)]);
+}

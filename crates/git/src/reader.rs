@@ -1,0 +1,88 @@
+//! In-process reads of the object database and refs through gix: resolving
+//! a revision, comparing trees, ancestry, and writing orch's own refs under
+//! `refs/orch/`. None of these touches a working tree, and each would
+//! otherwise cost a git process; with many workers, those processes are
+//! most of orch's own overhead.
+//!
+//! Every answer is optional: when gix cannot answer (a repository format it
+//! does not read, an unusual revision), the caller asks the git CLI, which
+//! stays the authority and gives the error message people know.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// A lazily opened, shareable handle on one repository.
+#[derive(Default)]
+pub(crate) struct Reader {
+    repo: OnceLock<Option<gix::ThreadSafeRepository>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    fn repo(&self, path: &Path) -> Option<gix::Repository> {
+        self.repo
+            .get_or_init(|| gix::ThreadSafeRepository::open(path).ok())
+            .as_ref()
+            .map(gix::ThreadSafeRepository::to_thread_local)
+    }
+
+    /// The full id `spec` (e.g. `main^{commit}`, `<id>^{tree}`) names.
+    pub(crate) fn resolve(&self, path: &Path, spec: &str) -> Option<String> {
+        let repo = self.repo(path)?;
+        let id = repo.rev_parse_single(spec).ok()?;
+        Some(id.detach().to_string())
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` (both full ids or
+    /// revisions).
+    pub(crate) fn is_ancestor(
+        &self,
+        path: &Path,
+        ancestor: &str,
+        descendant: &str,
+    ) -> Option<bool> {
+        let repo = self.repo(path)?;
+        let a = repo.rev_parse_single(ancestor).ok()?.detach();
+        let d = repo.rev_parse_single(descendant).ok()?.detach();
+        if a == d {
+            return Some(true);
+        }
+        // The merge base of the two is the ancestor exactly when it is one.
+        match repo.merge_base(a, d).ok()? {
+            Some(base) => Some(base.detach() == a),
+            // Unrelated histories: no common ancestor at all.
+            None => Some(false),
+        }
+    }
+
+    /// Points `refname` at the full id `commit`, creating or moving it,
+    /// with a reflog entry. True when written.
+    pub(crate) fn write_ref(
+        &self,
+        path: &Path,
+        refname: &str,
+        commit: &str,
+        message: &str,
+    ) -> bool {
+        let Some(repo) = self.repo(path) else {
+            return false;
+        };
+        let Ok(id) = gix::ObjectId::from_hex(commit.as_bytes()) else {
+            return false;
+        };
+        let written = repo
+            .reference(
+                refname,
+                id,
+                gix::refs::transaction::PreviousValue::Any,
+                message,
+            )
+            .is_ok();
+        written
+    }
+}
