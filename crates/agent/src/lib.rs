@@ -16,8 +16,12 @@
 //! itself) and are recorded in [`ToolRecord::refused`].
 //!
 //! Module map: `specs` (tool names and schemas), `tools` (implementations),
-//! `paths` (path safety), this file (the loop and its public types).
+//! `paths` (path safety), this file (the loop and its public types);
+//! `external` runs agent CLIs (Claude Code, Codex, aider, mini-swe-agent)
+//! as workers behind a metering proxy, and picks the worker a project's
+//! config asks for (`external::factory`).
 
+pub mod external;
 pub mod paths;
 pub mod specs;
 mod tools;

@@ -144,6 +144,11 @@ impl std::io::Write for RedactingStderr {
 }
 
 fn main() -> ExitCode {
+    // Inside an agent's sandbox: relay its loopback to orch's model proxy.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(orch_agent::external::relay::SUBCOMMAND) {
+        return orch_agent::external::relay::main(&args[1..]);
+    }
     let cli = Cli::parse();
     client::set_server(cli.server.clone());
     tracing_subscriber::fmt()

@@ -207,11 +207,15 @@ impl Browser {
         }
     }
 
-    /// Polls `script` until it returns `want`.
+    /// Polls `script` until it returns `want` (a script that fails, as
+    /// while a page is replaced, is tried again).
     async fn wait_for(&self, script: &str, want: &Value, within: Duration, serve: &Serve) {
         let deadline = Instant::now() + within;
         loop {
-            let got = self.js(script).await;
+            let got = match self.c().execute(script, vec![]).await {
+                Ok(v) => v,
+                Err(e) => Value::String(format!("script error: {e}")),
+            };
             if &got == want {
                 return;
             }
@@ -224,12 +228,17 @@ impl Browser {
         }
     }
 
-    /// Polls until the URL has `needle` (after a form's redirect).
+    /// Polls until the URL has `needle` (after a form's redirect) and that
+    /// page has loaded.
     async fn wait_url(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let p = self.path().await;
-            if p.contains(needle) {
+            let ready = self
+                .c()
+                .execute("return document.readyState;", vec![])
+                .await;
+            if p.contains(needle) && matches!(ready, Ok(Value::String(r)) if r == "complete") {
                 return p;
             }
             assert!(
@@ -394,10 +403,13 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
     ))
     .await;
     b.wait_url(&format!("/tasks/{q}")).await;
-    let asked = b
-        .js("return document.querySelector('#question').textContent;")
-        .await;
-    assert_eq!(asked, json!("Sum or difference?"));
+    b.wait_for(
+        "var q = document.querySelector('#question'); return q ? q.textContent : null;",
+        &json!("Sum or difference?"),
+        Duration::from_secs(10),
+        &serve,
+    )
+    .await;
     b.fill("#f-answer", "add sub()").await;
     b.click("#answer button[type=submit]").await;
     b.wait_url("done=answered").await;
@@ -441,7 +453,10 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
         .js("return document.querySelectorAll('pre.diff .d-add').length;")
         .await;
     assert!(added_lines.as_u64().unwrap() >= 2, "{added_lines}");
+    // Tall enough to show the diff and the transcript too.
+    b.c().set_window_size(1400, 3400).await.unwrap();
     b.screenshot("task.png").await;
+    b.c().set_window_size(1400, 1800).await.unwrap();
 
     // 4. The plots have their bars: spending and throughput.
     b.c().goto(&serve.url("/")).await.unwrap();

@@ -161,7 +161,8 @@ impl Engine {
             baseline_locks: Mutex::new(HashMap::new()),
             meter,
             cancels: Arc::default(),
-            worker: Arc::new(orch_agent::BuiltinWorker),
+            worker: orch_agent::external::factory::worker_for(config, project_name)
+                .map_err(EngineError::Config)?,
             slow_merge: Default::default(),
         }))
     }

@@ -149,6 +149,18 @@ pub async fn engine(config: &Config, store: Arc<Store>, project: &str) -> Result
     Ok(ProjectRuntime { engine, notes })
 }
 
+/// Starts exporting OpenTelemetry traces of `projects`' events when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+/// set (None, and nothing started, otherwise). Keep the guard for the whole
+/// run: dropping it exports what is left before it returns.
+pub fn traces(
+    config: &Config,
+    store: &Arc<Store>,
+    projects: &[String],
+) -> Option<orch_telemetry::traces::TraceGuard> {
+    orch_telemetry::traces::start_for(store.clone(), config.trace_content, projects.to_vec())
+}
+
 /// The grace running attempts get on SIGTERM or Ctrl-C (`[server]
 /// shutdown_grace_seconds`).
 pub fn shutdown_grace(config: &Config) -> Duration {

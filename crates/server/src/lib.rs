@@ -10,6 +10,7 @@
 pub mod auth;
 mod dashboard;
 pub mod error;
+mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -212,6 +213,8 @@ fn build(
         .route("/api/v1/status", get(routes::status))
         .route("/api/v1/cost", get(routes::cost))
         .route("/api/v1/events", get(sse::events))
+        // Prometheus' scrape target; not in the OpenAPI document.
+        .route("/metrics", get(metrics::metrics))
         // Only matched routes: an unknown path is a 404, not a 401.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -113,6 +113,12 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let names: Vec<String> = engines.iter().map(|e| e.project().name.clone()).collect();
     check(&config, &names)?;
+    // Metrics follow the event bus from before the first run starts to the
+    // end of this function (`GET /metrics` renders them).
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _metrics =
+        orch_telemetry::metrics::Metrics::install().follow(store.clone(), metrics_stop.clone());
+    let _stop_metrics = metrics_stop.drop_guard();
     let mut projects: BTreeMap<String, Arc<Served>> = BTreeMap::new();
     let mut runners = Vec::new();
     let mut helpers = Vec::new();

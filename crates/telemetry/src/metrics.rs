@@ -145,6 +145,19 @@ const TOOLS: &[&str] = &[
     "ask_human",
     "finish",
 ];
+/// The counters labelled by project alone, shown at 0 for every project.
+const PER_PROJECT_COUNTERS: &[&str] = &[
+    TASKS_CREATED,
+    TASKS_MERGED,
+    TASKS_FAILED,
+    TASKS_CANCELLED,
+    ESCALATIONS,
+    PATROL_INTERRUPTIONS,
+    PROJECT_PAUSES,
+    INFRA_FAILURES,
+    MERGE_REJECTIONS,
+    TOOL_REFUSALS,
+];
 /// How often [`Metrics::follow`] trims the exporter's histogram buffers.
 const UPKEEP: Duration = Duration::from_secs(5);
 
@@ -481,6 +494,11 @@ fn refresh(store: &Store, config: &Config) {
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     for name in &names {
         let p = labels(&[("project", name)]);
+        for counter in PER_PROJECT_COUNTERS {
+            // A series that exists at 0 before its first event, so that
+            // `increase()` sees that first event too.
+            metrics::counter!(*counter, p.clone()).increment(0);
+        }
         let flag = if paused.get(name).copied().unwrap_or(false) {
             1.0
         } else {
@@ -516,11 +534,14 @@ fn store_error(what: &str, e: &orch_state::StateError) {
     metrics::counter!(SCRAPE_ERRORS).increment(1);
 }
 
+/// One fractional counter's series: label pairs → value.
+type Series = BTreeMap<Vec<(String, String)>, f64>;
+
 /// Counters with fractional values, rendered after the exporter's text.
 #[derive(Default)]
 struct FloatCounters {
-    /// name → sorted label pairs → value.
-    values: Mutex<BTreeMap<&'static str, BTreeMap<Vec<(String, String)>, f64>>>,
+    /// name → series.
+    values: Mutex<BTreeMap<&'static str, Series>>,
 }
 
 impl FloatCounters {
@@ -565,4 +586,477 @@ fn escape(v: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use orch_core::{AttemptStatus, NewTask};
+    use orch_protocol as pr;
+
+    /// The value of the one series `name` whose labels include `pairs`
+    /// (summed when several match), None when none does.
+    pub(crate) fn sample(text: &str, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                continue;
+            }
+            let rest = rest.trim_end_matches('}');
+            let have: Vec<(&str, &str)> = rest
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k, v.trim_matches('"'))
+                })
+                .collect();
+            if pairs.iter().all(|p| have.contains(p)) {
+                *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+            }
+        }
+        found
+    }
+
+    fn ev(payload: impl Into<Payload>) -> Event {
+        Event::new("calc", payload, "m")
+    }
+
+    fn finished(status: AttemptStatus) -> Event {
+        ev(pr::AttemptFinished {
+            attempt_id: 1,
+            number: 1,
+            status,
+            turns: 1,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            error: None,
+            task_attempts: 1,
+            infra_failures: 0,
+        })
+    }
+
+    fn stage(stage: pr::Stage, ms: u64, skipped: bool) -> Event {
+        let mut s = pr::StageFinished::new(stage, Some(1), Duration::from_millis(ms), true);
+        s.skipped = skipped;
+        ev(s)
+    }
+
+    fn worker_call(cost: f64) -> Event {
+        ev(pr::ModelCall {
+            role: "worker".into(),
+            provider: "replay".into(),
+            model: "worker".into(),
+            input_tokens: 100,
+            output_tokens: 20,
+            cached_tokens: 5,
+            cost_usd: cost,
+            duration_ms: 1200,
+            ok: true,
+            ..Default::default()
+        })
+    }
+
+    fn render(m: &Metrics) -> String {
+        m.render(&Store::open_in_memory().unwrap(), &Config::default())
+    }
+
+    #[test]
+    fn attempts_stages_and_model_calls_are_counted_with_their_labels() {
+        let m = Metrics::private();
+        for e in [
+            finished(AttemptStatus::Passed),
+            finished(AttemptStatus::Passed),
+            finished(AttemptStatus::Failed),
+            stage(pr::Stage::Work, 1500, false),
+            stage(pr::Stage::Work, 500, false),
+            stage(pr::Stage::Verify, 0, true),
+            worker_call(0.25),
+            worker_call(0.5),
+        ] {
+            m.observe(&e);
+        }
+        let t = render(&m);
+        let outcome = |o| sample(&t, ATTEMPTS, &[("project", "calc"), ("outcome", o)]);
+        assert_eq!(outcome("passed"), Some(2.0), "{t}");
+        assert_eq!(outcome("failed"), Some(1.0));
+        assert_eq!(outcome("error"), None);
+        let work = [("project", "calc"), ("stage", "work")];
+        assert_eq!(
+            sample(&t, "orch_stage_duration_seconds_count", &work),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&t, "orch_stage_duration_seconds_sum", &work),
+            Some(2.0)
+        );
+        // 0.5 s and 1.5 s: one at or under 1 s, both under 2.5 s.
+        let le = |b| {
+            sample(
+                &t,
+                "orch_stage_duration_seconds_bucket",
+                &[work[1], ("le", b)],
+            )
+        };
+        assert_eq!((le("1"), le("2.5")), (Some(1.0), Some(2.0)), "{t}");
+        // A skipped stage is not a duration.
+        assert_eq!(
+            sample(
+                &t,
+                "orch_stage_duration_seconds_count",
+                &[("stage", "verify")]
+            ),
+            None
+        );
+        let worker = [
+            ("role", "worker"),
+            ("provider", "replay"),
+            ("model", "worker"),
+        ];
+        assert_eq!(sample(&t, MODEL_CALLS, &worker), Some(2.0));
+        let tokens = |k| sample(&t, MODEL_TOKENS, &[worker[0], ("kind", k)]);
+        assert_eq!(
+            (tokens("input"), tokens("output"), tokens("cached")),
+            (Some(200.0), Some(40.0), Some(10.0))
+        );
+        assert_eq!(sample(&t, MODEL_COST, &worker), Some(0.75));
+        assert!(
+            t.contains("# TYPE orch_model_cost_usd_total counter"),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, "orch_model_call_duration_seconds_sum", &worker),
+            Some(2.4)
+        );
+        assert_eq!(sample(&t, EVENTS, &[("kind", "model_call")]), Some(2.0));
+    }
+
+    #[test]
+    fn retries_circuits_merges_sandbox_runs_and_task_outcomes_are_counted() {
+        let m = Metrics::private();
+        let try_ = |error: Option<&str>, attempt, wait_ms| {
+            ev(pr::ModelTry {
+                provider: "openai".into(),
+                attempt,
+                max_attempts: 3,
+                error: error.map(str::to_string),
+                retryable: true,
+                wait_ms,
+                ..Default::default()
+            })
+        };
+        let health = |change| {
+            ev(pr::ProviderHealth {
+                change,
+                provider: "openai".into(),
+                ..Default::default()
+            })
+        };
+        let status = |to| {
+            ev(pr::StatusChanged {
+                from: TaskStatus::Merging,
+                to,
+                note: None,
+            })
+        };
+        let tool = |name: &str, ms| {
+            ev(pr::ToolCall {
+                tool: name.into(),
+                ok: true,
+                duration_ms: ms,
+                ..Default::default()
+            })
+        };
+        let steps = vec![
+            pr::StepSummary {
+                kind: "test".into(),
+                duration_ms: 2000,
+                ..Default::default()
+            },
+            pr::StepSummary {
+                kind: "lint".into(),
+                duration_ms: 100,
+                ..Default::default()
+            },
+        ];
+        for e in [
+            try_(Some("HTTP 503"), 1, Some(10)),
+            try_(Some("HTTP 503"), 2, Some(20)),
+            try_(Some("HTTP 503"), 3, None),
+            try_(None, 1, None),
+            health(HealthChange::CircuitOpened),
+            health(HealthChange::CircuitHalfOpen),
+            ev(pr::Merged {
+                batch: 3,
+                ..Default::default()
+            }),
+            tool("run", 250),
+            tool("made_up_tool", 1),
+            ev(pr::VerificationFinished {
+                passed: true,
+                steps,
+                ..Default::default()
+            }),
+            ev(pr::HumanAsked {
+                question: "which?".into(),
+            }),
+            ev(pr::PatrolInterrupted::default()),
+            ev(pr::ProjectPaused::default()),
+            status(TaskStatus::Merged),
+            status(TaskStatus::Failed),
+            status(TaskStatus::Pending),
+        ] {
+            m.observe(&e);
+        }
+        let t = render(&m);
+        let openai = [("provider", "openai")];
+        assert_eq!(sample(&t, MODEL_TRY_ERRORS, &openai), Some(3.0), "{t}");
+        assert_eq!(
+            sample(&t, MODEL_RETRIES, &openai),
+            Some(2.0),
+            "the last try is not retried"
+        );
+        assert_eq!(
+            sample(&t, CIRCUIT_STATE, &openai),
+            Some(1.0),
+            "half-open after open"
+        );
+        m.observe(&health(HealthChange::CircuitClosed));
+        assert_eq!(sample(&render(&m), CIRCUIT_STATE, &openai), Some(0.0));
+        assert_eq!(sample(&t, "orch_merge_batch_size_sum", &[]), Some(3.0));
+        assert_eq!(
+            sample(&t, "orch_merge_batch_size_bucket", &[("le", "2")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&t, "orch_merge_batch_size_bucket", &[("le", "3")]),
+            Some(1.0)
+        );
+        let exec = |kind| {
+            sample(
+                &t,
+                "orch_sandbox_exec_duration_seconds_sum",
+                &[("kind", kind)],
+            )
+        };
+        assert_eq!(
+            (exec("run"), exec("test"), exec("lint")),
+            (Some(0.25), Some(2.0), Some(0.1))
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "orch_sandbox_exec_duration_seconds_count",
+                &[("stage", "verify")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&t, TOOL_CALLS, &[("tool", "other")]),
+            Some(1.0),
+            "a made-up name is not a label"
+        );
+        assert_eq!(
+            sample(
+                &t,
+                VERIFICATIONS,
+                &[("stage", "verify"), ("passed", "true")]
+            ),
+            Some(1.0)
+        );
+        for (name, n) in [
+            (ESCALATIONS, 1.0),
+            (PATROL_INTERRUPTIONS, 1.0),
+            (PROJECT_PAUSES, 1.0),
+            (TASKS_MERGED, 1.0),
+            (TASKS_FAILED, 1.0),
+        ] {
+            assert_eq!(sample(&t, name, &[("project", "calc")]), Some(n), "{name}");
+        }
+        assert_eq!(sample(&t, TASKS_CANCELLED, &[]), None);
+    }
+
+    #[test]
+    fn gauges_are_read_from_the_store_at_scrape_time() {
+        let store = Store::open_in_memory().unwrap();
+        store.ensure_project("calc", "/repo").unwrap();
+        let add = |title: &str| {
+            store
+                .add_task(&NewTask {
+                    project: "calc".into(),
+                    title: title.into(),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        let (a, b, _c) = (add("a"), add("b"), add("c"));
+        assert!(store
+            .transition(&a.id, &[TaskStatus::Pending], TaskStatus::Passed, "t")
+            .unwrap());
+        assert!(store
+            .transition(&b.id, &[TaskStatus::Pending], TaskStatus::Merging, "t")
+            .unwrap());
+        store
+            .record_model_call(&orch_state::ModelCall {
+                at: chrono::Utc::now(),
+                project: "calc".into(),
+                task_id: None,
+                attempt_id: None,
+                role: "worker".into(),
+                provider: "replay".into(),
+                model: "worker".into(),
+                input_tokens: 1,
+                output_tokens: 1,
+                cached_tokens: 0,
+                cost_usd: 1.5,
+                duration_ms: 1,
+                ok: true,
+                error: None,
+            })
+            .unwrap();
+        store.set_paused("calc", true, Some("by hand")).unwrap();
+        let mut config = Config::default();
+        let idle =
+            serde_json::json!({"name": "idle", "path": "idle", "worker_model": "sim:worker"});
+        config.projects.push(serde_json::from_value(idle).unwrap());
+        let m = Metrics::private();
+        let t = m.render(&store, &config);
+        let tasks = |s| sample(&t, TASKS, &[("project", "calc"), ("status", s)]);
+        assert_eq!(
+            (
+                tasks("pending"),
+                tasks("passed"),
+                tasks("merging"),
+                tasks("merged")
+            ),
+            (Some(1.0), Some(1.0), Some(1.0), Some(0.0)),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, MERGE_QUEUE_DEPTH, &[("project", "calc")]),
+            Some(2.0)
+        );
+        assert_eq!(sample(&t, SPEND_TODAY, &[("project", "calc")]), Some(1.5));
+        assert_eq!(
+            sample(&t, PROJECT_PAUSED, &[("project", "calc")]),
+            Some(1.0)
+        );
+        // A configured project with nothing in the store yet reads as zeros.
+        assert_eq!(sample(&t, TASKS, &[("project", "idle")]), Some(0.0));
+        assert_eq!(
+            sample(&t, PROJECT_PAUSED, &[("project", "idle")]),
+            Some(0.0)
+        );
+        // Its counters exist at 0, so the first merge is an increase.
+        assert_eq!(sample(&t, TASKS_MERGED, &[("project", "idle")]), Some(0.0));
+        // The next scrape sees the next state.
+        assert!(store
+            .transition(&a.id, &[TaskStatus::Passed], TaskStatus::Merged, "t")
+            .unwrap());
+        store.set_paused("calc", false, None).unwrap();
+        let t = m.render(&store, &config);
+        assert_eq!(
+            sample(&t, MERGE_QUEUE_DEPTH, &[("project", "calc")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, PROJECT_PAUSED, &[("project", "calc")]),
+            Some(0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn follow_counts_what_the_store_commits_until_stopped() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        store.ensure_project("calc", "/repo").unwrap();
+        let m = Metrics::private();
+        let stop = CancellationToken::new();
+        let task = m.follow(store.clone(), stop.clone());
+        let t = store
+            .add_task(&NewTask {
+                project: "calc".into(),
+                title: "t".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        store.fail_task(&t.id, "gave up").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let created = loop {
+            let text = m.render(&store, &Config::default());
+            if sample(&text, TASKS_FAILED, &[("project", "calc")]) == Some(1.0) {
+                break text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not followed:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            sample(&created, TASKS_CREATED, &[("project", "calc")]),
+            Some(1.0)
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn install_twice_gives_the_one_process_wide_handle() {
+        let a = Metrics::install();
+        let b = Metrics::install();
+        assert!(
+            a.local.is_none(),
+            "the first install owns the global recorder"
+        );
+        let e = Event::new("install-test", pr::HumanAsked::default(), "m");
+        observe(&e);
+        a.observe(&e);
+        let t = render(&b);
+        assert_eq!(
+            sample(&t, ESCALATIONS, &[("project", "install-test")]),
+            Some(2.0),
+            "{t}"
+        );
+        // A private set sees none of it.
+        assert_eq!(sample(&render(&Metrics::private()), ESCALATIONS, &[]), None);
+    }
+
+    #[test]
+    fn fractional_counters_escape_label_values_and_skip_bad_amounts() {
+        let f = FloatCounters::default();
+        f.add(MODEL_COST, &[("model", "a\"b\\c\nd")], 0.5);
+        f.add(MODEL_COST, &[("model", "x")], f64::NAN);
+        f.add(MODEL_COST, &[("model", "x")], -1.0);
+        let mut out = String::new();
+        f.render_into(&mut out);
+        assert!(
+            out.contains(r#"orch_model_cost_usd_total{model="a\"b\\c\nd"} 0.5"#),
+            "{out}"
+        );
+        assert!(!out.contains("model=\"x\""), "{out}");
+    }
+
+    #[test]
+    fn the_readme_documents_every_metric() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let names: BTreeSet<&str> = CATALOGUE.iter().map(|m| m.name).collect();
+        assert_eq!(names.len(), CATALOGUE.len(), "a name is listed twice");
+        for m in CATALOGUE {
+            assert!(m.name.starts_with("orch_"), "{}", m.name);
+            let row = format!("| `{}` | {} |", m.name, m.kind);
+            assert!(
+                readme.contains(&row),
+                "README.md's Metrics table lacks the row starting {row}"
+            );
+        }
+    }
+}

@@ -1294,3 +1294,502 @@ impl<T: Tracer> Projector<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use orch_protocol::{AttemptStarted, MergeRejected, Merged, PlannedTask, VerdictRecorded};
+
+    const T: &str = "task-1";
+
+    struct Rig {
+        exporter: InMemorySpanExporter,
+        projector: Projector<opentelemetry_sdk::trace::SdkTracer>,
+        base: chrono::DateTime<chrono::Utc>,
+    }
+
+    impl Rig {
+        fn new(content: bool) -> Rig {
+            let exporter = InMemorySpanExporter::default();
+            let provider = SdkTracerProvider::builder()
+                .with_simple_exporter(exporter.clone())
+                .build();
+            Rig {
+                exporter,
+                projector: Projector::new(provider.tracer("test"), content, vec!["p".into()]),
+                base: chrono::Utc::now(),
+            }
+        }
+
+        /// Feeds `payload` for `task` at `ms` after the start.
+        fn feed(&mut self, ms: i64, task: Option<&str>, payload: impl Into<Payload>) {
+            let mut e = Event::new("p", payload, "message text that never goes into a span");
+            e.task_id = task.map(str::to_string);
+            e.at = self.base + chrono::Duration::milliseconds(ms);
+            self.projector.on_event(&e);
+        }
+
+        fn spans(&self) -> Vec<SpanData> {
+            self.exporter.get_finished_spans().unwrap()
+        }
+
+        fn time(&self, ms: i64) -> SystemTime {
+            SystemTime::from(self.base + chrono::Duration::milliseconds(ms))
+        }
+    }
+
+    fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+        spans.iter().filter(|s| s.name == name).collect()
+    }
+
+    fn one<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+        let found = named(spans, name);
+        assert_eq!(found.len(), 1, "one `{name}` span in {:?}", names(spans));
+        found[0]
+    }
+
+    fn names(spans: &[SpanData]) -> Vec<String> {
+        spans.iter().map(|s| s.name.to_string()).collect()
+    }
+
+    fn attr(s: &SpanData, key: &str) -> Option<Value> {
+        s.attributes
+            .iter()
+            .find(|k| k.key.as_str() == key)
+            .map(|k| k.value.clone())
+    }
+
+    fn finished(number: u32, status: AttemptStatus) -> AttemptFinished {
+        AttemptFinished {
+            attempt_id: 7,
+            number,
+            status,
+            turns: 3,
+            input_tokens: 120,
+            output_tokens: 40,
+            cost_usd: 0.25,
+            error: None,
+            task_attempts: number,
+            infra_failures: 0,
+        }
+    }
+
+    fn model(role: &str, duration_ms: u64) -> ModelCall {
+        ModelCall {
+            role: role.into(),
+            provider: "replay".into(),
+            model: role.into(),
+            input_tokens: 10,
+            output_tokens: 5,
+            duration_ms,
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    fn tool() -> ToolCall {
+        ToolCall {
+            turn: 1,
+            tool: "write_file".into(),
+            arguments: r#"{"path":"calc.py","content":"SECRET-CONTENT"}"#.into(),
+            ok: true,
+            output: "TOOL-OUTPUT".into(),
+            duration_ms: 20,
+        }
+    }
+
+    fn stage(s: Stage, ms: u64, ok: bool) -> StageFinished {
+        StageFinished::new(s, Some(1), Duration::from_millis(ms), ok)
+    }
+
+    /// One whole attempt and its merge, as the engine records them.
+    fn whole_attempt(r: &mut Rig) {
+        r.feed(
+            0,
+            Some(T),
+            AttemptStarted {
+                attempt_id: 7,
+                number: 1,
+                base_commit: Some("abc".into()),
+            },
+        );
+        r.feed(
+            10,
+            Some(T),
+            StageStarted {
+                attempt: Some(1),
+                model: Some("replay:worker".into()),
+                ..StageStarted::new(Stage::Work)
+            },
+        );
+        r.feed(110, Some(T), model("worker", 100));
+        r.feed(140, Some(T), tool());
+        r.feed(200, Some(T), stage(Stage::Work, 190, true));
+        let steps = vec![
+            StepSummary {
+                kind: "lint".into(),
+                exit_code: Some(0),
+                duration_ms: 30,
+                ..Default::default()
+            },
+            StepSummary {
+                kind: "test".into(),
+                exit_code: Some(1),
+                duration_ms: 50,
+                failed: Some(1),
+                ..Default::default()
+            },
+        ];
+        r.feed(
+            300,
+            Some(T),
+            VerificationFinished {
+                passed: true,
+                steps,
+                ..Default::default()
+            },
+        );
+        r.feed(301, Some(T), stage(Stage::Verify, 101, true));
+        r.feed(400, Some(T), model("judge", 60));
+        r.feed(
+            410,
+            Some(T),
+            VerdictRecorded {
+                passed: true,
+                score: Some(9.0),
+                issues: vec!["ISSUE-TEXT".into()],
+                file: "v.md".into(),
+            },
+        );
+        r.feed(411, Some(T), stage(Stage::Judge, 100, true));
+        r.feed(420, Some(T), finished(1, AttemptStatus::Passed));
+        r.feed(
+            500,
+            Some(T),
+            StageStarted {
+                commit: Some("abc".into()),
+                ..StageStarted::new(Stage::Merge)
+            },
+        );
+        r.feed(
+            540,
+            Some(T),
+            Merged {
+                commit: "def".into(),
+                branch: "main".into(),
+                batch: 1,
+            },
+        );
+        r.feed(
+            550,
+            Some(T),
+            StageFinished::new(Stage::Merge, None, Duration::from_millis(60), true),
+        );
+    }
+
+    #[test]
+    fn an_attempt_is_one_trace_whose_spans_form_a_tree_under_the_root() {
+        let mut r = Rig::new(false);
+        whole_attempt(&mut r);
+        let spans = r.spans();
+        let root = one(&spans, "attempt");
+        let trace = root.span_context.trace_id();
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        assert!(
+            spans.iter().all(|s| s.span_context.trace_id() == trace),
+            "{:?}",
+            names(&spans)
+        );
+        let by_id: HashMap<SpanId, &SpanData> = spans
+            .iter()
+            .map(|s| (s.span_context.span_id(), s))
+            .collect();
+        let parent_name = |s: &SpanData| by_id[&s.parent_span_id].name.to_string();
+        // Every span leads up to the root.
+        for s in &spans {
+            let mut cur: &SpanData = s;
+            let mut hops = 0;
+            while cur.parent_span_id != SpanId::INVALID {
+                cur = by_id
+                    .get(&cur.parent_span_id)
+                    .copied()
+                    .unwrap_or_else(|| panic!("{}'s parent is missing", s.name));
+                hops += 1;
+                assert!(hops < 10);
+            }
+            assert_eq!(cur.span_context.span_id(), root.span_context.span_id());
+        }
+        assert_eq!(parent_name(one(&spans, "chat worker")), "work");
+        assert_eq!(parent_name(one(&spans, "execute_tool write_file")), "work");
+        assert_eq!(parent_name(one(&spans, "chat judge")), "judge");
+        assert_eq!(parent_name(one(&spans, "step lint")), "verify");
+        assert_eq!(parent_name(one(&spans, "step test")), "verify");
+        for s in ["work", "verify", "judge", "merge"] {
+            assert_eq!(parent_name(one(&spans, s)), "attempt", "{s}");
+        }
+        // Times: the root from start to end, a stage from at − duration,
+        // a model call ending at its event, steps end to end up to the event.
+        assert_eq!(root.start_time, r.time(0));
+        assert_eq!(root.end_time, r.time(420));
+        let work = one(&spans, "work");
+        assert_eq!((work.start_time, work.end_time), (r.time(10), r.time(200)));
+        let chat = one(&spans, "chat worker");
+        assert_eq!((chat.start_time, chat.end_time), (r.time(10), r.time(110)));
+        let (lint, test) = (one(&spans, "step lint"), one(&spans, "step test"));
+        assert_eq!((lint.start_time, lint.end_time), (r.time(220), r.time(250)));
+        assert_eq!((test.start_time, test.end_time), (r.time(250), r.time(300)));
+        let merge = one(&spans, "merge");
+        assert_eq!(
+            (merge.start_time, merge.end_time),
+            (r.time(490), r.time(550))
+        );
+        // Attributes.
+        assert_eq!(attr(root, "orch.task.id"), Some(Value::from(T)));
+        assert_eq!(attr(root, "orch.attempt.number"), Some(Value::I64(1)));
+        assert_eq!(
+            attr(root, "orch.attempt.status"),
+            Some(Value::from("passed"))
+        );
+        assert_eq!(
+            attr(root, "gen_ai.usage.input_tokens"),
+            Some(Value::I64(120))
+        );
+        assert_eq!(attr(root, "orch.cost_usd"), Some(Value::F64(0.25)));
+        assert_eq!(root.status, Status::Ok);
+        assert_eq!(
+            attr(chat, "gen_ai.request.model"),
+            Some(Value::from("worker"))
+        );
+        assert_eq!(
+            attr(chat, "gen_ai.provider.name"),
+            Some(Value::from("replay"))
+        );
+        assert_eq!(attr(chat, "orch.role"), Some(Value::from("worker")));
+        assert_eq!(attr(test, "process.exit.code"), Some(Value::I64(1)));
+        assert!(matches!(test.status, Status::Error { .. }));
+        let judge = one(&spans, "judge");
+        assert_eq!(attr(judge, "orch.verdict.passed"), Some(Value::Bool(true)));
+        assert_eq!(attr(judge, "orch.verdict.score"), Some(Value::F64(9.0)));
+        assert_eq!(attr(merge, "orch.merge.commit"), Some(Value::from("def")));
+        assert_eq!(attr(merge, "orch.merge.landed"), Some(Value::Bool(true)));
+        // No content: tool arguments, output and judge issues stay out.
+        let text = format!("{spans:?}");
+        for secret in [
+            "SECRET-CONTENT",
+            "TOOL-OUTPUT",
+            "ISSUE-TEXT",
+            "message text",
+        ] {
+            assert!(!text.contains(secret), "{secret} in a span");
+        }
+        // Nothing is left open; the merge landed, so the task is forgotten.
+        assert!(r.projector.attempts.is_empty());
+        assert!(r.projector.merges.is_empty());
+        assert!(r.projector.finished.is_empty());
+    }
+
+    #[test]
+    fn trace_content_puts_tool_arguments_output_and_issues_in() {
+        let mut r = Rig::new(true);
+        whole_attempt(&mut r);
+        let spans = r.spans();
+        let t = one(&spans, "execute_tool write_file");
+        let args = attr(t, "gen_ai.tool.call.arguments").unwrap().to_string();
+        assert!(args.contains("SECRET-CONTENT"), "{args}");
+        assert_eq!(
+            attr(t, "gen_ai.tool.call.result"),
+            Some(Value::from("TOOL-OUTPUT"))
+        );
+        let judge = one(&spans, "judge");
+        assert_eq!(
+            attr(judge, "orch.verdict.issue_text"),
+            Some(Value::from("ISSUE-TEXT"))
+        );
+    }
+
+    #[test]
+    fn an_attempt_never_seen_starting_is_traced_from_its_first_event() {
+        let mut r = Rig::new(false);
+        r.feed(100, Some(T), tool());
+        r.feed(200, Some(T), stage(Stage::Work, 150, true));
+        assert_eq!(r.projector.attempts.len(), 1);
+        r.feed(300, Some(T), finished(2, AttemptStatus::Failed));
+        // A repeat of the end is late, not a second trace.
+        r.feed(301, Some(T), finished(2, AttemptStatus::Failed));
+        let spans = r.spans();
+        let root = one(&spans, "attempt");
+        assert_eq!(attr(root, "orch.attempt.partial"), Some(Value::Bool(true)));
+        assert_eq!(attr(root, "orch.attempt.number"), Some(Value::I64(2)));
+        assert_eq!(root.start_time, r.time(80), "from the tool call's start");
+        assert!(matches!(root.status, Status::Error { .. }));
+        let work = one(&spans, "work");
+        assert_eq!(work.parent_span_id, root.span_context.span_id());
+        assert_eq!(work.start_time, r.time(50));
+        assert!(r.projector.attempts.is_empty());
+    }
+
+    #[test]
+    fn stages_the_attempt_did_not_finish_end_with_it_and_shutdown_ends_the_rest() {
+        let mut r = Rig::new(false);
+        r.feed(
+            0,
+            Some(T),
+            AttemptStarted {
+                attempt_id: 1,
+                number: 1,
+                base_commit: None,
+            },
+        );
+        r.feed(10, Some(T), StageStarted::new(Stage::Work));
+        r.feed(
+            50,
+            Some(T),
+            orch_protocol::AttemptInterrupted {
+                attempt_id: 1,
+                number: 1,
+                reason: "shutdown".into(),
+                stage: Some(Stage::Work),
+            },
+        );
+        r.feed(
+            60,
+            Some("other"),
+            AttemptStarted {
+                attempt_id: 2,
+                number: 1,
+                base_commit: None,
+            },
+        );
+        r.projector.close_all(r.time(90));
+        let spans = r.spans();
+        let roots = named(&spans, "attempt");
+        assert_eq!(roots.len(), 2);
+        let work = one(&spans, "work");
+        assert_eq!(work.end_time, r.time(50));
+        assert_eq!(attr(work, "orch.stage.unfinished"), Some(Value::Bool(true)));
+        let other = roots
+            .iter()
+            .find(|s| attr(s, "orch.task.id") == Some(Value::from("other")))
+            .unwrap();
+        assert_eq!(other.end_time, r.time(90));
+        assert_eq!(
+            attr(other, "orch.attempt.unfinished"),
+            Some(Value::Bool(true))
+        );
+        assert!(r.projector.attempts.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_merge_is_one_span_in_the_last_attempts_trace() {
+        let mut r = Rig::new(false);
+        r.feed(
+            0,
+            Some(T),
+            AttemptStarted {
+                attempt_id: 1,
+                number: 1,
+                base_commit: None,
+            },
+        );
+        r.feed(10, Some(T), finished(1, AttemptStatus::Passed));
+        r.feed(20, Some(T), StageStarted::new(Stage::Merge));
+        r.feed(25, Some(T), StageStarted::new(Stage::Merge));
+        r.feed(
+            30,
+            Some(T),
+            MergeRejected {
+                feedback: "FEEDBACK-TEXT".into(),
+            },
+        );
+        r.feed(
+            40,
+            Some(T),
+            StageFinished::new(Stage::Merge, None, Duration::from_millis(25), false),
+        );
+        let spans = r.spans();
+        let root = one(&spans, "attempt");
+        let merge = one(&spans, "merge");
+        assert_eq!(merge.span_context.trace_id(), root.span_context.trace_id());
+        assert_eq!(merge.parent_span_id, root.span_context.span_id());
+        assert_eq!(attr(merge, "orch.merge.landed"), Some(Value::Bool(false)));
+        let events: Vec<&str> = merge.events.iter().map(|e| e.name.as_ref()).collect();
+        assert_eq!(events, ["merge_rebuilt", "merge_rejected"]);
+        assert!(!format!("{spans:?}").contains("FEEDBACK-TEXT"));
+        // Not landed: the task's trace is kept for its next merge.
+        assert!(r.projector.finished.contains_key(T));
+    }
+
+    #[test]
+    fn the_planner_has_traces_of_its_own_and_other_projects_are_ignored() {
+        let mut r = Rig::new(false);
+        r.feed(
+            0,
+            None,
+            StageStarted {
+                model: Some("replay:planner".into()),
+                ..StageStarted::new(Stage::Plan)
+            },
+        );
+        r.feed(100, None, model("planner", 80));
+        r.feed(
+            120,
+            None,
+            PlanCreated {
+                created: vec![PlannedTask {
+                    id: "a".into(),
+                    plan_key: None,
+                }],
+                notes: Some("PLANNER-NOTES".into()),
+                input_tokens: 10,
+                ..Default::default()
+            },
+        );
+        let mut other = Event::new("elsewhere", AttemptStarted::default(), "m").task("x");
+        other.at = r.base;
+        r.projector.on_event(&other);
+        let spans = r.spans();
+        assert_eq!(names(&spans), ["chat planner", "plan"]);
+        let plan = one(&spans, "plan");
+        let chat = one(&spans, "chat planner");
+        assert_eq!(chat.parent_span_id, plan.span_context.span_id());
+        assert_eq!(chat.span_context.trace_id(), plan.span_context.trace_id());
+        assert_eq!(attr(plan, "orch.plan.created"), Some(Value::I64(1)));
+        assert_eq!(attr(plan, "orch.plan.source"), Some(Value::from("planner")));
+        assert_eq!((plan.start_time, plan.end_time), (r.time(0), r.time(120)));
+        assert!(!format!("{spans:?}").contains("PLANNER-NOTES"));
+        assert!(r.projector.attempts.is_empty() && r.projector.plans.is_empty());
+    }
+
+    #[test]
+    fn open_state_is_bounded() {
+        let mut r = Rig::new(false);
+        for i in 0..(MAX_OPEN + 10) {
+            r.feed(
+                i as i64,
+                Some(&format!("t{i}")),
+                AttemptStarted {
+                    attempt_id: i as i64,
+                    number: 1,
+                    base_commit: None,
+                },
+            );
+        }
+        assert_eq!(r.projector.attempts.len(), MAX_OPEN);
+        // The oldest were ended, not dropped.
+        assert_eq!(r.spans().len(), 10);
+        assert!(!r.projector.attempts.contains_key("t0"));
+    }
+
+    #[test]
+    fn nothing_starts_without_an_endpoint() {
+        if ENDPOINT_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+            eprintln!("skipped: an OTLP endpoint is set in this environment");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("orch.db")).unwrap());
+        assert!(start(store, false).is_none());
+    }
+}

@@ -103,6 +103,8 @@ pub async fn run_project(
     if config.dry_run {
         eprintln!("dry run: every model role answers from the simulated provider; nothing is sent, nothing is spent; state in {}", config.data_dir_abs().display());
     }
+    // Traces follow the event log from here, when an OTLP endpoint is set.
+    let traces = orch_runtime::traces(config, &store, &[project.to_string()]);
     let built = orch_runtime::engine(config, store.clone(), project)
         .await
         .map_err(runtime_error)?;
@@ -127,6 +129,10 @@ pub async fn run_project(
     let result = built.engine.run_until(opts, &shutdown).await;
     if let Some(p) = progress {
         p.finish().await;
+    }
+    if let Some(t) = traces {
+        // Exports the last spans before orch exits.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     Ok(result?)
 }

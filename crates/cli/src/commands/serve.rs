@@ -80,6 +80,8 @@ pub async fn serve(config_flag: Option<&Path>, a: ServeArgs) -> CliResult {
     .map_err(runtime_error)?;
 
     let store = open_store(&config)?;
+    // Traces follow the event log from here, when an OTLP endpoint is set.
+    let traces = orch_runtime::traces(&config, &store, &names);
     let mut engines = Vec::new();
     for name in &names {
         let built = orch_runtime::engine(&config, store.clone(), name)
@@ -95,7 +97,7 @@ pub async fn serve(config_flag: Option<&Path>, a: ServeArgs) -> CliResult {
         engines.len(),
         config.data_dir_abs().display()
     ));
-    orch_service::serve(
+    let served = orch_service::serve(
         Arc::new(config),
         store,
         engines,
@@ -103,7 +105,11 @@ pub async fn serve(config_flag: Option<&Path>, a: ServeArgs) -> CliResult {
         shutdown,
         Arc::new(log_line),
     )
-    .await
-    .map_err(|e| CliError::failed(e.to_string()))?;
+    .await;
+    if let Some(t) = traces {
+        // Exports the last spans before orch exits.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+    }
+    served.map_err(|e| CliError::failed(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -77,11 +77,12 @@ impl AddTaskDraft {
     /// The task file the form describes; the type and priority are
     /// checked here, everything else by the API's own validation.
     fn spec(&self) -> Result<TaskSpec, ApiError> {
-        let task_type = self
-            .task_type
-            .trim()
-            .parse()
-            .map_err(|e: String| ApiError::invalid("type", e))?;
+        let task_type = match self.task_type.trim() {
+            "" => orch_core::TaskType::default(),
+            t => t
+                .parse()
+                .map_err(|e: String| ApiError::invalid("type", e))?,
+        };
         let priority = match self.priority.trim() {
             "" => 0,
             p => p.parse::<i64>().map_err(|_| {

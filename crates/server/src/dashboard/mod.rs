@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `GET /` | projects, queue, workers, merge queue, spending, plots |
 //! | `GET /tasks/{id}` | one task: attempts, transcript, diff, verification, verdict |
-//! | `GET /fragments/overview`, `/fragments/tasks/{id}` | the pages' live parts |
+//! | `GET /fragments/overview[/plots]`, `/fragments/tasks/{id}` | the pages' live parts |
 //! | `POST /actions/…` | add, answer, cancel, retry; pause, resume, run now |
 //! | `GET`/`POST /login`, `POST /logout` | the token, kept in a cookie |
 //! | `GET /assets/dashboard.{js,css}` | the script and the style sheet |
@@ -51,6 +51,7 @@ pub(crate) fn router(app: AppState) -> Router<AppState> {
     let protected = Router::new()
         .route("/", get(pages::overview))
         .route("/fragments/overview", get(pages::overview_fragment))
+        .route("/fragments/overview/plots", get(pages::plots_fragment))
         .route("/tasks/:id", get(task_page::page))
         .route("/fragments/tasks/:id", get(task_page::fragment))
         .route("/actions/tasks", post(forms::add_task))

@@ -327,7 +327,7 @@ pub(crate) async fn overview_fragment(
     }
 }
 
-/// The whole overview: the live part and the add-task form.
+/// The whole overview: the live parts (status, plots) and the add-task form.
 pub(crate) fn overview_page(
     dash: &Dash,
     session: &Session,
@@ -346,6 +346,15 @@ pub(crate) fn overview_page(
                 (draft.render(&csrf_token(&dash.secret, &session.id), &data.projects))
             }
         }
+        div #live-plots data-live="/fragments/overview/plots" { (plots_section(data)) }
+    }
+}
+
+/// `GET /fragments/overview/plots`.
+pub(crate) async fn plots_fragment(State(dash): State<Dash>) -> Response {
+    match load_overview(&dash).await {
+        Ok(data) => fragment_response(StatusCode::OK, plots_section(&data)),
+        Err(e) => fragment_response(e.status, html! { p.error role="alert" { (e.message) } }),
     }
 }
 
@@ -359,7 +368,6 @@ fn overview_live(dash: &Dash, session: &Session, d: &OverviewData) -> Markup {
         (merge_queue_section(d))
         (recent_section(d))
         (spending_section(d))
-        (plots_section(d))
     }
 }
 
@@ -631,7 +639,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let mid = v.len() / 2;
-    if v.len() % 2 == 0 {
+    if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]

@@ -38,6 +38,7 @@ impl Unit {
     pub(crate) fn format(self, v: f64) -> String {
         match self {
             Unit::Usd if v != 0.0 && v.abs() < 0.01 => format!("${v:.4}"),
+            Unit::Usd if v != 0.0 && v.abs() < 1.0 => format!("${v:.3}"),
             Unit::Usd => format!("${v:.2}"),
             Unit::Count => format!("{v:.0}"),
             Unit::Score => format!("{v:.1}"),
@@ -361,5 +362,7 @@ mod tests {
         assert_eq!(Unit::Seconds.format(30.0), "30 s");
         assert_eq!(Unit::Seconds.format(180.0), "3.0 min");
         assert_eq!(Unit::Usd.format(0.0012), "$0.0012");
+        assert_eq!(Unit::Usd.format(0.025), "$0.025");
+        assert_eq!(Unit::Usd.format(0.0), "$0.00");
     }
 }

@@ -12,7 +12,7 @@
 //!   the browser sends them, `Sec-Fetch-Site` says same-origin and
 //!   `Origin` is this server. This holds without a server token too.
 
-use super::pages::{html_page, layout, Nav};
+use super::pages::{fragment_response, html_page, layout, Nav};
 use super::Dash;
 use crate::auth;
 use axum::extract::{Query, Request, State};
@@ -181,11 +181,10 @@ pub(crate) async fn require_login(State(dash): State<Dash>, req: Request, next: 
             .unwrap_or_else(|| "/".into());
         return Redirect::to(&format!("/login?next={}", encode_query(&next_url))).into_response();
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        "this dashboard needs its token: open /login in the browser and give it",
-    )
-        .into_response()
+    let body = html! {
+        p.error role="alert" { "This dashboard needs its token: " a href="/login" { "log in" } " and give it." }
+    };
+    fragment_response(StatusCode::UNAUTHORIZED, body)
 }
 
 /// Percent-encodes a query value.

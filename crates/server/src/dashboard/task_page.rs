@@ -220,7 +220,7 @@ fn live(dash: &Dash, session: &Session, d: &TaskData, answer: Option<(&str, &str
                 p.muted { "No attempt yet." }
             } @else {
                 (attempts_table(d))
-                (score_chart(&d.shown.attempts).render())
+                div.plots { (score_chart(&d.shown.attempts).render()) }
                 @for a in d.shown.attempts.iter().rev() {
                     (attempt_detail(d, a, Some(a.attempt.number) == latest))
                 }

@@ -1,12 +1,12 @@
 // orch dashboard: live updates. The page works without this script; with
-// it, the page's live part (the element with data-live) is re-fetched from
-// its fragment URL when an event for it arrives on /api/v1/events
-// (debounced), and elapsed times keep counting. Only the events' kind,
-// project, task_id and message are read.
+// it, each live part of the page (an element with data-live) is re-fetched
+// from its fragment URL when an event for the page arrives on
+// /api/v1/events (debounced), and elapsed times keep counting. Only the
+// events' kind, project, task_id and message are read.
 (function () {
   "use strict";
 
-  var root = document.querySelector("[data-live]");
+  var roots = document.querySelectorAll("[data-live]");
   var status = document.getElementById("live-status");
 
   function say(text) {
@@ -29,20 +29,17 @@
   }
   setInterval(tick, 1000);
 
-  if (!root || !window.EventSource || !window.fetch) {
+  if (!roots.length || !window.EventSource || !window.fetch) {
     say("Live updates are off in this browser; reload to refresh.");
     return;
   }
 
-  var fragment = root.getAttribute("data-live");
-  var task = root.getAttribute("data-task");
-  var after = root.getAttribute("data-after") || "0";
-  var timer = null;
-  var inFlight = false;
-  var pending = false;
+  var first = roots[0];
+  var task = first.getAttribute("data-task");
+  var after = first.getAttribute("data-after") || "0";
 
-  // A person typing in a form inside the live part is not interrupted.
-  function editing() {
+  // A person typing in a form inside a live part is not interrupted.
+  function editing(root) {
     var fields = root.querySelectorAll("input, textarea, select");
     for (var i = 0; i < fields.length; i++) {
       var f = fields[i];
@@ -59,22 +56,34 @@
     return false;
   }
 
-  function schedule(ms) {
-    if (timer === null) timer = setTimeout(refresh, ms);
+  // One live part: its fragment is fetched at most once at a time, and
+  // again after the fetch when events came in meanwhile.
+  function Part(root) {
+    this.root = root;
+    this.fragment = root.getAttribute("data-live");
+    this.timer = null;
+    this.inFlight = false;
+    this.pending = false;
   }
 
-  function refresh() {
-    timer = null;
-    if (inFlight) {
-      pending = true;
+  Part.prototype.schedule = function (ms) {
+    var self = this;
+    if (self.timer === null) self.timer = setTimeout(function () { self.refresh(); }, ms);
+  };
+
+  Part.prototype.refresh = function () {
+    var self = this;
+    self.timer = null;
+    if (self.inFlight) {
+      self.pending = true;
       return;
     }
-    if (editing()) {
-      schedule(1000);
+    if (editing(self.root)) {
+      self.schedule(1000);
       return;
     }
-    inFlight = true;
-    fetch(fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    self.inFlight = true;
+    fetch(self.fragment, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) {
         if (r.status === 401) {
           // The token cookie is gone: the page itself asks for it.
@@ -85,25 +94,27 @@
         return r.text();
       })
       .then(function (html) {
-        if (editing()) {
-          pending = true;
+        if (editing(self.root)) {
+          self.pending = true;
           return;
         }
-        root.innerHTML = html;
-        root.setAttribute("data-updated", new Date().toISOString());
+        self.root.innerHTML = html;
+        self.root.setAttribute("data-updated", new Date().toISOString());
         tick();
       })
       .catch(function (e) {
         say("Update failed (" + e.message + "); retrying on the next event.");
       })
       .then(function () {
-        inFlight = false;
-        if (pending) {
-          pending = false;
-          schedule(250);
+        self.inFlight = false;
+        if (self.pending) {
+          self.pending = false;
+          self.schedule(250);
         }
       });
-  }
+  };
+
+  var parts = Array.prototype.map.call(roots, function (r) { return new Part(r); });
 
   var url = "/api/v1/events?after=" + encodeURIComponent(after);
   if (task) url += "&task=" + encodeURIComponent(task);
@@ -120,7 +131,7 @@
     }
     if (task && e.task_id !== task) return;
     say("Live · " + (e.project || "") + " · " + (e.kind || "") + ": " + (e.message || ""));
-    schedule(300);
+    parts.forEach(function (p) { p.schedule(300); });
   };
   source.onerror = function () {
     say("Live updates lost; reconnecting…");

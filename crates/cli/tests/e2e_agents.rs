@@ -1,0 +1,439 @@
+//! End-to-end: agent CLIs as workers. Each installed CLI (Claude Code,
+//! Codex, aider, mini-swe-agent; `scripts/install-agents.sh` puts them in
+//! ~/.cache/orch-agents) runs for real, in the bwrap sandbox, in the task's
+//! worktree, on the calc repository whose `add` subtracts. Only the model
+//! is replaced: orch's configured provider is the replay script, and the
+//! CLI reaches it through orch's metering proxy in its own wire format
+//! (Anthropic Messages, OpenAI Responses, OpenAI Chat Completions), via the
+//! relay on the sandbox's loopback. Checked for each CLI:
+//! - the fix goes through commit → verify → judge → merge, its calls and
+//!   cost are in `model_calls` with role `worker` (`orch cost --json`), its
+//!   tool calls are events;
+//! - a tiny `max_budget_per_task_usd` stops it: the task fails saying
+//!   budget and never spends past it;
+//! - `worker_timeout_seconds` kills its whole tree (no process of the run
+//!   is left);
+//! - a final `ORCH_ASK_HUMAN:` line puts the task in `needs_human`.
+//!
+//! A CLI that is not installed is skipped with a note, except under CI,
+//! where the test fails and says how to install it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use orch_testkit::procs::processes_matching;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The marker the scripted fix prints once the tests pass; the answer
+/// after it matches on it.
+const FIXED: &str = "ORCH-FIXED-MARK";
+/// Price of the worker model: output only, $10 per million tokens.
+const PRICES: &str = "[prices.worker]\ninput = 0.0\noutput = 10.0\n";
+/// What each scripted worker reply reports: 1000 output tokens = $0.01.
+const CALL_COST: f64 = 0.01;
+/// A budget the first call fits under and the second does not (every
+/// call is estimated at its 4096-token cap, $0.041, before it is sent).
+const BUDGET: f64 = 0.045;
+/// A `sleep` nothing else on the machine runs.
+const SLEEP: &str = "sleep 314159";
+
+/// How to drive one CLI with scripted replies.
+struct Agent {
+    /// The `worker` value.
+    name: &'static str,
+    /// Its line in `scripts/install-agents.sh --print`.
+    key: &'static str,
+}
+
+const CLAUDE_CODE: Agent = Agent {
+    name: "claude-code",
+    key: "ORCH_AGENT_CLAUDE_CODE",
+};
+const CODEX: Agent = Agent {
+    name: "codex",
+    key: "ORCH_AGENT_CODEX",
+};
+const AIDER: Agent = Agent {
+    name: "aider",
+    key: "ORCH_AGENT_AIDER",
+};
+const MINI: Agent = Agent {
+    name: "mini-swe-agent",
+    key: "ORCH_AGENT_MINI_SWE_AGENT",
+};
+
+fn usage() -> Value {
+    json!({"input_tokens": 1000, "output_tokens": 1000})
+}
+
+fn reply(mut entry: Value) -> Value {
+    entry["model"] = json!("worker");
+    entry["usage"] = usage();
+    entry
+}
+
+/// A call of the agent's shell tool running `command`.
+fn shell(agent: &Agent, command: &str) -> Value {
+    match agent.name {
+        "claude-code" => json!({"name": "Bash", "arguments": {
+            "command": command, "description": "run it", "timeout": 600000}}),
+        "codex" => json!({"name": "exec_command", "arguments": {
+            "cmd": command, "yield_time_ms": 600000}}),
+        _ => json!({"name": "bash", "arguments": {"command": command}}),
+    }
+}
+
+const SED: &str = "sed -i 's/a - b/a + b/' calc.py && python3 -m pytest -q";
+
+/// aider's edit block for the fix.
+fn aider_edit(search: &str) -> String {
+    format!(
+        "calc.py\n```python\n<<<<<<< SEARCH\n{search}\n=======\n    return a + b\n>>>>>>> REPLACE\n```\n\
+         Fixed add() to return the sum."
+    )
+}
+
+/// The replies that fix calc, and how many worker calls they take.
+fn fix_script(agent: &Agent) -> (Vec<Value>, u64) {
+    let fixed = format!("{SED} && echo {FIXED}");
+    match agent.name {
+        "aider" => (
+            vec![reply(json!({"content": aider_edit("    return a - b")}))],
+            1,
+        ),
+        "mini-swe-agent" => (
+            vec![
+                reply(json!({"when": FIXED, "content": "Fixed add() to return a + b.",
+                             "tool_calls": [shell(agent, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]})),
+                reply(json!({"content": "Fix the sign in add().",
+                             "tool_calls": [shell(agent, &fixed)]})),
+            ],
+            2,
+        ),
+        _ => (
+            vec![
+                reply(json!({"when": FIXED, "content": "Fixed add() to return a + b; the tests pass."})),
+                reply(json!({"tool_calls": [shell(agent, &fixed)]})),
+            ],
+            2,
+        ),
+    }
+}
+
+/// A first reply that costs $0.01 and makes the agent call again.
+fn budget_script(agent: &Agent) -> Vec<Value> {
+    match agent.name {
+        // An edit that does not apply: aider sends the error back.
+        "aider" => vec![reply(json!({"content": aider_edit("    return a ** b")}))],
+        _ => vec![reply(json!({"content": "Checking first.",
+                               "tool_calls": [shell(agent, "ls")]}))],
+    }
+}
+
+/// Replies that keep the agent busy past any deadline.
+fn endless_script(agent: &Agent) -> Vec<Value> {
+    let mut entry = match agent.name {
+        // aider runs no commands: its model never answers instead.
+        "aider" => json!({"content": "thinking", "delay_ms": 600000}),
+        _ => json!({"content": "Waiting.", "tool_calls": [shell(agent, SLEEP)]}),
+    };
+    entry["times"] = json!(0);
+    vec![reply(entry)]
+}
+
+/// A final answer that asks a person.
+fn ask_script(agent: &Agent) -> Vec<Value> {
+    let ask = "ORCH_ASK_HUMAN: Should add() saturate at the int limits?";
+    match agent.name {
+        "mini-swe-agent" => vec![reply(json!({"content": ask,
+            "tool_calls": [shell(agent, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]}))],
+        _ => vec![reply(json!({"content": ask}))],
+    }
+}
+
+/// `scripts/install-agents.sh --print`, once: agent key → binary.
+fn installed() -> &'static Vec<(String, String)> {
+    static FOUND: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-agents.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg("--print")
+            .output();
+        let stdout = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
+}
+
+/// The agent's binary, or None (skip) when it is not installed here.
+fn binary(agent: &Agent) -> Option<String> {
+    let found = installed()
+        .iter()
+        .find(|(k, _)| k == agent.key)
+        .map(|(_, v)| v.clone());
+    if found.is_none() {
+        let msg = format!(
+            "the {} CLI is not installed: run scripts/install-agents.sh",
+            agent.name
+        );
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("skipped: {msg}");
+    }
+    found
+}
+
+/// The calc repository with `agent` as its worker on `script`.
+fn fixture(agent: &Agent, binary: &str, mut script: Vec<Value>, extra: &str) -> Fixture {
+    let f = Fixture::new();
+    script.push(judge_pass());
+    f.with_replay(
+        json!({ "responses": script }),
+        &format!("worker = \"{}\"\nmax_infra_failures = 1\n{extra}", agent.name),
+    );
+    f.append_config(&format!(
+        "[projects.agents.{}]\nbinary = \"{binary}\"\n\n{PRICES}",
+        agent.name
+    ));
+    f
+}
+
+fn add_fix_task(f: &Fixture) -> String {
+    f.add_task(
+        "Fix add",
+        "add() in calc.py subtracts; make test_calc.py::test_add pass",
+    )
+}
+
+/// The worker role's row of `orch cost --json`.
+fn worker_cost(f: &Fixture) -> Value {
+    let cost: Value = serde_json::from_str(&f.orch_ok(&["cost", "--json"], 0)).unwrap();
+    cost["by_role"]["worker"].clone()
+}
+
+/// Live processes of the run: sandboxed ones work in the fixture's
+/// worktrees, and bwrap names them on its command line.
+fn leftovers(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().to_string();
+    let mut found: Vec<String> = processes_matching(&root)
+        .into_iter()
+        .chain(processes_matching(SLEEP))
+        .map(|pid| format!("{pid}: {}", cmdline(pid)))
+        .collect();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cwd.starts_with(&root) && !zombie {
+            found.push(format!("{pid} (in {}): {}", cwd.display(), cmdline(pid)));
+        }
+    }
+    found
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn fixes_calc(agent: &Agent) {
+    let Some(binary) = binary(agent) else { return };
+    let (script, calls) = fix_script(agent);
+    let f = fixture(agent, &binary, script, "");
+    let id = add_fix_task(&f);
+    let out = f.orch(&["run", "--project", "calc"]);
+    let task = f.task(&id);
+    assert_eq!(
+        task["task"]["status"], "merged",
+        "{}\nstderr:\n{}\ntask: {task:#}",
+        agent.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert_eq!(f.main_file("calc.py"), CALC_FIXED);
+    assert!(f.main_is_green());
+
+    let attempt = &task["attempts"][0];
+    assert_eq!(attempt["turns"], calls, "{attempt:#}");
+    assert!(!attempt["summary"].as_str().unwrap_or_default().is_empty());
+    let worker = worker_cost(&f);
+    assert_eq!(worker["calls"], calls, "{worker:#}");
+    assert_eq!(worker["failed_calls"], 0);
+    let cost = worker["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - calls as f64 * CALL_COST).abs() < 1e-9,
+        "each call is priced: {cost}"
+    );
+    assert!((task["task"]["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9);
+
+    let events = f.events(&id);
+    let started = events
+        .iter()
+        .find(|e| e["kind"] == "stage_started" && e["data"]["stage"] == "work")
+        .unwrap();
+    assert_eq!(started["data"]["worker"], agent.name);
+    let tools: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tool_call").collect();
+    assert!(
+        tools.iter().any(|e| e["data"]["ok"] == true),
+        "the agent's tool calls are events: {tools:#?}"
+    );
+    assert!(leftovers(f.root()).is_empty(), "{:?}", leftovers(f.root()));
+}
+
+fn stops_at_the_budget(agent: &Agent) {
+    let Some(binary) = binary(agent) else { return };
+    let f = fixture(
+        agent,
+        &binary,
+        budget_script(agent),
+        &format!("max_budget_per_task_usd = {BUDGET}"),
+    );
+    let id = add_fix_task(&f);
+    let started = Instant::now();
+    f.orch(&["run", "--project", "calc"]);
+    let task = f.task(&id);
+    assert_eq!(task["task"]["status"], "failed", "{task:#}");
+    let reason = task["task"]["failure_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("budget"), "{reason}");
+    let worker = worker_cost(&f);
+    assert_eq!(worker["calls"], 1, "the second call was not sent: {worker:#}");
+    let spent = worker["cost_usd"].as_f64().unwrap();
+    assert!(spent <= BUDGET, "spent {spent} of {BUDGET}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the refusal ended the run: {:?}",
+        started.elapsed()
+    );
+    assert!(leftovers(f.root()).is_empty(), "{:?}", leftovers(f.root()));
+}
+
+fn timeout_kills_the_tree(agent: &Agent) {
+    let Some(binary) = binary(agent) else { return };
+    let f = fixture(
+        agent,
+        &binary,
+        endless_script(agent),
+        "worker_timeout_seconds = 20\nmax_attempts = 1",
+    );
+    let id = add_fix_task(&f);
+    let started = Instant::now();
+    f.orch(&["run", "--project", "calc"]);
+    let took = started.elapsed();
+    let task = f.task(&id);
+    assert_eq!(task["task"]["status"], "failed", "{task:#}");
+    let error = task["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ran out of time"), "{error}");
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    assert!(
+        leftovers(f.root()).is_empty(),
+        "the deadline killed the whole tree: {:?}",
+        leftovers(f.root())
+    );
+}
+
+fn asks_a_person(agent: &Agent) {
+    let Some(binary) = binary(agent) else { return };
+    let f = fixture(agent, &binary, ask_script(agent), "");
+    let id = add_fix_task(&f);
+    f.orch(&["run", "--project", "calc"]);
+    let task = f.task(&id);
+    assert_eq!(task["task"]["status"], "needs_human", "{task:#}");
+    assert_eq!(
+        task["task"]["question"],
+        "Should add() saturate at the int limits?"
+    );
+}
+
+#[test]
+fn claude_code_fixes_calc_behind_the_proxy() {
+    fixes_calc(&CLAUDE_CODE);
+}
+
+#[test]
+fn claude_code_stops_at_the_task_budget() {
+    stops_at_the_budget(&CLAUDE_CODE);
+}
+
+#[test]
+fn claude_code_timeout_kills_its_tree() {
+    timeout_kills_the_tree(&CLAUDE_CODE);
+}
+
+#[test]
+fn claude_code_asks_a_person() {
+    asks_a_person(&CLAUDE_CODE);
+}
+
+#[test]
+fn codex_fixes_calc_behind_the_proxy() {
+    fixes_calc(&CODEX);
+}
+
+#[test]
+fn codex_stops_at_the_task_budget() {
+    stops_at_the_budget(&CODEX);
+}
+
+#[test]
+fn codex_timeout_kills_its_tree() {
+    timeout_kills_the_tree(&CODEX);
+}
+
+#[test]
+fn codex_asks_a_person() {
+    asks_a_person(&CODEX);
+}
+
+#[test]
+fn aider_fixes_calc_behind_the_proxy() {
+    fixes_calc(&AIDER);
+}
+
+#[test]
+fn aider_stops_at_the_task_budget() {
+    stops_at_the_budget(&AIDER);
+}
+
+#[test]
+fn aider_timeout_kills_its_tree() {
+    timeout_kills_the_tree(&AIDER);
+}
+
+#[test]
+fn aider_asks_a_person() {
+    asks_a_person(&AIDER);
+}
+
+#[test]
+fn mini_swe_agent_fixes_calc_behind_the_proxy() {
+    fixes_calc(&MINI);
+}
+
+#[test]
+fn mini_swe_agent_stops_at_the_task_budget() {
+    stops_at_the_budget(&MINI);
+}
+
+#[test]
+fn mini_swe_agent_timeout_kills_its_tree() {
+    timeout_kills_the_tree(&MINI);
+}
+
+#[test]
+fn mini_swe_agent_asks_a_person() {
+    asks_a_person(&MINI);
+}
