@@ -377,6 +377,15 @@ impl Engine {
                 )),
             ],
         );
+        self.rec.note(
+            Some(tid),
+            protocol::StageStarted {
+                model: Some(model.to_string()),
+                ..protocol::StageStarted::new(Stage::Architect)
+            },
+            format!("architect {model} is planning the work"),
+        );
+        let started = std::time::Instant::now();
         let answer = match self.provider_for(model, ctx) {
             Ok((provider, name)) => {
                 let mut request = request;
@@ -386,17 +395,18 @@ impl Engine {
             }
             Err(e) => Err(e.to_string()),
         };
+        let planned = matches!(&answer, Ok(r) if !r.message.content.trim().is_empty());
+        self.rec.note(
+            Some(tid),
+            protocol::StageFinished::new(Stage::Architect, None, started.elapsed(), planned),
+            if planned {
+                "architect wrote a plan for the worker"
+            } else {
+                "architect wrote no plan"
+            },
+        );
         match answer {
             Ok(r) if !r.message.content.trim().is_empty() => {
-                self.rec.note(
-                    Some(tid),
-                    protocol::StageStarted {
-                        model: Some(model.to_string()),
-                        plan: Some(r.message.content.clone()),
-                        ..protocol::StageStarted::new(Stage::Architect)
-                    },
-                    "architect wrote a plan for the worker",
-                );
                 format!(
                     "\n## Plan from the architect\n\n{}\n",
                     r.message.content.trim()

@@ -316,9 +316,6 @@ payloads! {
         /// The commit a baseline or merge is about.
         #[serde(default)]
         pub commit: Option<String>,
-        /// The architect's plan.
-        #[serde(default)]
-        pub plan: Option<String>,
         /// A red merge batch split in two: the halves' sizes.
         #[serde(default)]
         pub split: Option<(usize, usize)>,
@@ -541,7 +538,6 @@ impl StageStarted {
             worker: None,
             workflow: None,
             commit: None,
-            plan: None,
             split: None,
         }
     }

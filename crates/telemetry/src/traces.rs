@@ -756,7 +756,6 @@ impl<T: Tracer> Projector<T> {
         match p.stage {
             Stage::Merge => self.merge_started(ev, task, p),
             Stage::Work | Stage::Verify | Stage::Judge => {
-                let content = self.out.content;
                 let Some(span) = self.stage_mut(ev, task, p.attempt, p.stage, at(ev)) else {
                     return;
                 };
@@ -766,19 +765,12 @@ impl<T: Tracer> Projector<T> {
                     .extend(p.worker.clone().map(|w| kv("orch.worker", w)));
                 span.attrs
                     .extend(p.workflow.clone().map(|w| kv("orch.workflow", w)));
-                if content {
-                    span.attrs
-                        .extend(p.plan.clone().map(|x| kv("orch.plan", x)));
-                }
             }
-            // The architect's note comes after its model call and has no
-            // end of its own: an event on the root.
+            // Other stages (the architect's, say) become spans from their
+            // finish event; their start is an event on the root.
             _ => {
                 let mut attrs = vec![kv("orch.stage", p.stage.as_str())];
                 attrs.extend(p.model.clone().map(|m| kv("orch.model", m)));
-                if self.out.content {
-                    attrs.extend(p.plan.clone().map(|x| kv("orch.plan", x)));
-                }
                 self.root_event(ev, task, p.stage.as_str(), attrs);
             }
         }
