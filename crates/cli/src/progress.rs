@@ -3,7 +3,7 @@
 //! it, so this shows exactly what was recorded, and nothing more.
 
 use orch_protocol::{Event, Payload};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub struct Progress {
 
 /// Prints the events of one project.
 struct Printer {
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     project: String,
     to_stderr: bool,
     started: Instant,
@@ -69,7 +69,7 @@ impl Progress {
     /// Starts following events of `project` recorded after now. Lines go to
     /// stderr when `to_stderr` (so `--json` keeps stdout clean). Must be
     /// called inside the tokio runtime.
-    pub fn start(store: Arc<Store>, project: &str, to_stderr: bool) -> Progress {
+    pub fn start(store: Arc<dyn StateStore>, project: &str, to_stderr: bool) -> Progress {
         let stop = CancellationToken::new();
         let handle = match store.subscribe() {
             Ok(rx) => {
@@ -102,7 +102,7 @@ impl Progress {
 fn render(
     e: &Event,
     elapsed: Duration,
-    store: &Store,
+    store: &dyn StateStore,
     titles: &mut HashMap<String, String>,
 ) -> Option<String> {
     let stage = match &e.payload {

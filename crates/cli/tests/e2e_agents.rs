@@ -39,8 +39,6 @@ const CALL_COST: f64 = 0.01;
 /// A budget the first call fits under and the second does not (every
 /// call is estimated at its 4096-token cap, $0.041, before it is sent).
 const BUDGET: f64 = 0.045;
-/// A `sleep` nothing else on the machine runs.
-const SLEEP: &str = "sleep 314159";
 
 /// How to drive one CLI with scripted replies.
 struct Agent {
@@ -48,23 +46,42 @@ struct Agent {
     name: &'static str,
     /// Its line in `scripts/install-agents.sh --print`.
     key: &'static str,
+    /// How long its endless command sleeps: a number nothing else on the
+    /// machine sleeps, so the process is found by it.
+    sleep: u32,
+}
+
+impl Agent {
+    /// What finds its endless command in a process list.
+    fn sleep_mark(&self) -> String {
+        format!("time.sleep({})", self.sleep)
+    }
+
+    /// A long sleep (Claude Code refuses a bare `sleep N`).
+    fn sleep_command(&self) -> String {
+        format!("python3 -c 'import time; {}'", self.sleep_mark())
+    }
 }
 
 const CLAUDE_CODE: Agent = Agent {
     name: "claude-code",
     key: "ORCH_AGENT_CLAUDE_CODE",
+    sleep: 314151,
 };
 const CODEX: Agent = Agent {
     name: "codex",
     key: "ORCH_AGENT_CODEX",
+    sleep: 314152,
 };
 const AIDER: Agent = Agent {
     name: "aider",
     key: "ORCH_AGENT_AIDER",
+    sleep: 314153,
 };
 const MINI: Agent = Agent {
     name: "mini-swe-agent",
     key: "ORCH_AGENT_MINI_SWE_AGENT",
+    sleep: 314154,
 };
 
 fn usage() -> Value {
@@ -108,8 +125,10 @@ fn fix_script(agent: &Agent) -> (Vec<Value>, u64) {
         ),
         "mini-swe-agent" => (
             vec![
-                reply(json!({"when": FIXED, "content": "Fixed add() to return a + b.",
-                             "tool_calls": [shell(agent, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]})),
+                reply(
+                    json!({"when": FIXED, "content": "Fixed add() to return a + b.",
+                             "tool_calls": [shell(agent, "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")]}),
+                ),
                 reply(json!({"content": "Fix the sign in add().",
                              "tool_calls": [shell(agent, &fixed)]})),
             ],
@@ -117,7 +136,9 @@ fn fix_script(agent: &Agent) -> (Vec<Value>, u64) {
         ),
         _ => (
             vec![
-                reply(json!({"when": FIXED, "content": "Fixed add() to return a + b; the tests pass."})),
+                reply(
+                    json!({"when": FIXED, "content": "Fixed add() to return a + b; the tests pass."}),
+                ),
                 reply(json!({"tool_calls": [shell(agent, &fixed)]})),
             ],
             2,
@@ -140,7 +161,7 @@ fn endless_script(agent: &Agent) -> Vec<Value> {
     let mut entry = match agent.name {
         // aider runs no commands: its model never answers instead.
         "aider" => json!({"content": "thinking", "delay_ms": 600000}),
-        _ => json!({"content": "Waiting.", "tool_calls": [shell(agent, SLEEP)]}),
+        _ => json!({"content": "Waiting.", "tool_calls": [shell(agent, &agent.sleep_command())]}),
     };
     entry["times"] = json!(0);
     vec![reply(entry)]
@@ -199,7 +220,10 @@ fn fixture(agent: &Agent, binary: &str, mut script: Vec<Value>, extra: &str) -> 
     script.push(judge_pass());
     f.with_replay(
         json!({ "responses": script }),
-        &format!("worker = \"{}\"\nmax_infra_failures = 1\n{extra}", agent.name),
+        &format!(
+            "worker = \"{}\"\nmax_infra_failures = 1\n{extra}",
+            agent.name
+        ),
     );
     f.append_config(&format!(
         "[projects.agents.{}]\nbinary = \"{binary}\"\n\n{PRICES}",
@@ -222,12 +246,13 @@ fn worker_cost(f: &Fixture) -> Value {
 }
 
 /// Live processes of the run: sandboxed ones work in the fixture's
-/// worktrees, and bwrap names them on its command line.
-fn leftovers(root: &Path) -> Vec<String> {
+/// worktrees, bwrap names them on its command line, and the agent's
+/// endless command has its own mark.
+fn leftovers(root: &Path, agent: &Agent) -> Vec<String> {
     let root = root.to_string_lossy().to_string();
     let mut found: Vec<String> = processes_matching(&root)
         .into_iter()
-        .chain(processes_matching(SLEEP))
+        .chain(processes_matching(&agent.sleep_mark()))
         .map(|pid| format!("{pid}: {}", cmdline(pid)))
         .collect();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -236,7 +261,9 @@ fn leftovers(root: &Path) -> Vec<String> {
         };
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
         if cwd.starts_with(&root) && !zombie {
             found.push(format!("{pid} (in {}): {}", cwd.display(), cmdline(pid)));
         }
@@ -258,13 +285,14 @@ fn fixes_calc(agent: &Agent) {
     let out = f.orch(&["run", "--project", "calc"]);
     let task = f.task(&id);
     assert_eq!(
-        task["task"]["status"], "merged",
+        task["task"]["status"],
+        "merged",
         "{}\nstderr:\n{}\ntask: {task:#}",
         agent.name,
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success());
-    assert_eq!(f.main_file("calc.py"), CALC_FIXED);
+    assert_eq!(f.main_file("calc.py"), CALC_FIXED.trim_end());
     assert!(f.main_is_green());
 
     let attempt = &task["attempts"][0];
@@ -291,7 +319,11 @@ fn fixes_calc(agent: &Agent) {
         tools.iter().any(|e| e["data"]["ok"] == true),
         "the agent's tool calls are events: {tools:#?}"
     );
-    assert!(leftovers(f.root()).is_empty(), "{:?}", leftovers(f.root()));
+    assert!(
+        leftovers(f.root(), agent).is_empty(),
+        "{:?}",
+        leftovers(f.root(), agent)
+    );
 }
 
 fn stops_at_the_budget(agent: &Agent) {
@@ -310,7 +342,10 @@ fn stops_at_the_budget(agent: &Agent) {
     let reason = task["task"]["failure_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("budget"), "{reason}");
     let worker = worker_cost(&f);
-    assert_eq!(worker["calls"], 1, "the second call was not sent: {worker:#}");
+    assert_eq!(
+        worker["calls"], 1,
+        "the second call was not sent: {worker:#}"
+    );
     let spent = worker["cost_usd"].as_f64().unwrap();
     assert!(spent <= BUDGET, "spent {spent} of {BUDGET}");
     assert!(
@@ -318,7 +353,11 @@ fn stops_at_the_budget(agent: &Agent) {
         "the refusal ended the run: {:?}",
         started.elapsed()
     );
-    assert!(leftovers(f.root()).is_empty(), "{:?}", leftovers(f.root()));
+    assert!(
+        leftovers(f.root(), agent).is_empty(),
+        "{:?}",
+        leftovers(f.root(), agent)
+    );
 }
 
 fn timeout_kills_the_tree(agent: &Agent) {
@@ -338,10 +377,14 @@ fn timeout_kills_the_tree(agent: &Agent) {
     let error = task["attempts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("ran out of time"), "{error}");
     assert!(took < Duration::from_secs(90), "took {took:?}");
+    if agent.name != "aider" {
+        // The call that started the endless command was made and metered.
+        assert!(worker_cost(&f)["calls"].as_u64().unwrap() >= 1);
+    }
     assert!(
-        leftovers(f.root()).is_empty(),
+        leftovers(f.root(), agent).is_empty(),
         "the deadline killed the whole tree: {:?}",
-        leftovers(f.root())
+        leftovers(f.root(), agent)
     );
 }
 

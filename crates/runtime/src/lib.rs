@@ -8,7 +8,7 @@ use orch_config::{Config, ProjectConfig};
 use orch_engine::{DataPaths, Engine, ProviderRegistry, Shutdown};
 use orch_sandbox::docker::{DockerOptions, DEFAULT_IMAGE};
 use orch_sandbox::{Sandbox, SandboxOptions};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,7 @@ pub fn project<'a>(config: &'a Config, name: &str) -> Result<&'a ProjectConfig> 
 }
 
 /// Opens the state database in the config's data_dir (creating it).
-pub fn open_store(config: &Config) -> Result<Arc<Store>> {
+pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>> {
     let paths = DataPaths::new(config.data_dir_abs());
     paths.ensure().map_err(|e| {
         RuntimeError::Failed(format!(
@@ -55,7 +55,7 @@ pub fn open_store(config: &Config) -> Result<Arc<Store>> {
             paths.root.display()
         ))
     })?;
-    Ok(Arc::new(Store::open(&paths.db())?))
+    Ok(Arc::new(orch_state::Store::open(&paths.db())?))
 }
 
 /// Every configured provider; in a dry run every role answers from the
@@ -141,7 +141,11 @@ pub struct ProjectRuntime {
 }
 
 /// Builds the engine of `project`: providers, sandbox, git, store.
-pub async fn engine(config: &Config, store: Arc<Store>, project: &str) -> Result<ProjectRuntime> {
+pub async fn engine(
+    config: &Config,
+    store: Arc<dyn StateStore>,
+    project: &str,
+) -> Result<ProjectRuntime> {
     let pc = self::project(config, project)?;
     let providers = providers(config)?;
     let (sandbox, notes) = sandbox(config, pc).await?;
@@ -155,7 +159,7 @@ pub async fn engine(config: &Config, store: Arc<Store>, project: &str) -> Result
 /// run: dropping it exports what is left before it returns.
 pub fn traces(
     config: &Config,
-    store: &Arc<Store>,
+    store: &Arc<dyn StateStore>,
     projects: &[String],
 ) -> Option<orch_telemetry::traces::TraceGuard> {
     orch_telemetry::traces::start_for(store.clone(), config.trace_content, projects.to_vec())

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::ApiError;
 use orch_config::Config;
-use orch_state::Store;
+use orch_state::StateStore;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, ServerError> {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) config: Arc<Config>,
-    pub(crate) store: Arc<Store>,
+    pub(crate) store: Arc<dyn StateStore>,
     pub(crate) control: Arc<dyn Control>,
     /// SHA-256 of the expected bearer token; None = no auth (loopback only).
     pub(crate) token_digest: Option<[u8; 32]>,
@@ -173,7 +173,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// The API's routes, ready to serve.
 pub fn router(
     config: Arc<Config>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     control: Arc<dyn Control>,
     opts: &ServerOptions,
 ) -> axum::Router {
@@ -182,7 +182,7 @@ pub fn router(
 
 fn build(
     config: Arc<Config>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     control: Arc<dyn Control>,
     opts: &ServerOptions,
     shutdown: CancellationToken,
@@ -271,7 +271,7 @@ pub fn check_options(opts: &ServerOptions) -> Result<(), ServerError> {
 pub async fn serve(
     opts: ServerOptions,
     config: Arc<Config>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     control: Arc<dyn Control>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
@@ -291,7 +291,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     opts: ServerOptions,
     config: Arc<Config>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     control: Arc<dyn Control>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {

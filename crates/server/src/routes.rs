@@ -32,7 +32,7 @@ pub(crate) fn require_project<'a>(
 /// first write to it).
 pub(crate) fn ensure_registered(
     config: &Config,
-    store: &orch_state::Store,
+    store: &dyn orch_state::StateStore,
     project: &ProjectConfig,
 ) -> Result<(), ApiError> {
     store.ensure_project(

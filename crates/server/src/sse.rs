@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use orch_protocol::Event;
-use orch_state::{EventFilter, Store};
+use orch_state::{EventFilter, StateStore};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -158,7 +158,7 @@ fn sse_event(e: &Event) -> SseEvent {
 /// Sends the matching events after `cursor` from the database, in pages.
 /// Returns the new cursor, or None when the client went away.
 async fn catch_up(
-    store: &Arc<Store>,
+    store: &Arc<dyn StateStore>,
     wanted: &Wanted,
     mut cursor: i64,
     tx: &mpsc::Sender<SseEvent>,
@@ -196,7 +196,7 @@ async fn catch_up(
 /// Feeds one client: backlog, then live events, until the client leaves,
 /// the server shuts down, or (without `follow`) the backlog is sent.
 async fn pump(
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     wanted: Wanted,
     mut bus: broadcast::Receiver<Event>,
     after: i64,
@@ -249,7 +249,7 @@ mod tests {
     /// the pump catches up from the database: every event once, in order.
     #[tokio::test]
     async fn a_lagged_pump_catches_up_from_the_database() {
-        let store = Arc::new(Store::open_in_memory().unwrap());
+        let store = Arc::new(orch_state::Store::open_in_memory().unwrap());
         store.ensure_project("p", "/r").unwrap();
         let bus = store.subscribe().unwrap();
         let (tx, mut rx) = mpsc::channel(1);

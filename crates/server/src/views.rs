@@ -9,7 +9,7 @@
 use orch_config::{Config, ProjectConfig};
 use orch_core::{Attempt, NewTask, Task, TaskId, TaskSource};
 use orch_planner::task_file::{TaskFileError, TaskSpec};
-use orch_state::{CostRow, StateError, Store};
+use orch_state::{CostRow, StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -40,7 +40,7 @@ pub struct StatusDoc {
 /// The status of one configured project.
 pub fn project_status(
     config: &Config,
-    store: &Store,
+    store: &dyn StateStore,
     project: &ProjectConfig,
 ) -> Result<ProjectStatus, StateError> {
     let path = config.project_path(project).display().to_string();
@@ -66,7 +66,7 @@ pub fn project_status(
 }
 
 /// Every configured project, in config order.
-pub fn status(config: &Config, store: &Store) -> Result<StatusDoc, StateError> {
+pub fn status(config: &Config, store: &dyn StateStore) -> Result<StatusDoc, StateError> {
     let projects = config
         .projects
         .iter()
@@ -100,7 +100,7 @@ pub fn attempt_ref(task: &Task, at: &Attempt) -> Option<String> {
 }
 
 /// One task (by id or unique prefix) with its attempts.
-pub fn show(store: &Store, id_or_prefix: &str) -> Result<Shown, StateError> {
+pub fn show(store: &dyn StateStore, id_or_prefix: &str) -> Result<Shown, StateError> {
     let task = store.task(id_or_prefix)?;
     let attempts = store
         .attempts(&task.id)?
@@ -186,7 +186,7 @@ pub fn parse_since(s: &str, today: chrono::NaiveDate) -> Result<String, String> 
 
 /// The cost report of one project or all, from `since` (a UTC day).
 pub fn cost(
-    store: &Store,
+    store: &dyn StateStore,
     project: Option<&str>,
     since: Option<String>,
 ) -> Result<CostDoc, StateError> {
@@ -230,7 +230,11 @@ impl FieldError {
 /// /api/v1/projects/{project}/tasks`) into a task of `project`, resolving
 /// its dependencies (ids or unique prefixes of tasks of the same project);
 /// nothing is written. The result is ready for `Store::add_task`.
-pub fn new_task(store: &Store, project: &str, spec: &TaskSpec) -> Result<NewTask, FieldError> {
+pub fn new_task(
+    store: &dyn StateStore,
+    project: &str,
+    spec: &TaskSpec,
+) -> Result<NewTask, FieldError> {
     let file_err = |e: TaskFileError| FieldError::new(e.field, e.message);
     spec.validate().map_err(file_err)?;
     let mut new = spec.to_new_task(Some(project)).map_err(file_err)?;
@@ -307,8 +311,8 @@ mod tests {
         assert_eq!(keys, props);
     }
 
-    fn store() -> Store {
-        let s = Store::open_in_memory().unwrap();
+    fn store() -> orch_state::Store {
+        let s = orch_state::Store::open_in_memory().unwrap();
         s.ensure_project("p", "/r").unwrap();
         s.ensure_project("q", "/q").unwrap();
         s

@@ -18,7 +18,7 @@ use orch_engine::{Engine, Shutdown};
 use orch_protocol::{Payload, Stage};
 use orch_server::{Control, RunStarted};
 pub use orch_server::{ServerError, ServerOptions};
-use orch_state::Store;
+use orch_state::StateStore;
 use runner::{Served, Trigger};
 use schedule::Schedule;
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ pub fn check(config: &Config, projects: &[String]) -> Result<(), ServiceError> {
 /// Serves `engines` until `shutdown` is requested and every run ended.
 pub async fn serve(
     config: Arc<Config>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     engines: Vec<Arc<Engine>>,
     opts: ServiceOptions,
     shutdown: Shutdown,
@@ -255,7 +255,7 @@ pub async fn serve(
 /// pauses, interruptions, questions, shutdown and patrol notes. Until
 /// `done`, then what is left in the queue.
 async fn narrate(
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     projects: Vec<String>,
     done: tokio_util::sync::CancellationToken,
     log: Log,

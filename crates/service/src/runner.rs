@@ -9,7 +9,7 @@ use chrono::Utc;
 use orch_core::TaskStatus;
 use orch_engine::{Engine, EngineError, RunOptions, Shutdown};
 use orch_protocol::{Event, Stage};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -189,7 +189,7 @@ pub async fn watcher(
     p: Arc<Served>,
     mut watch: FileWatch,
     mut raw: mpsc::UnboundedReceiver<Vec<PathBuf>>,
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     shutdown: Shutdown,
     log: Log,
 ) {
@@ -217,7 +217,7 @@ pub async fn watcher(
 /// Imports `path` when it is a plan file; a backlog-like file is left to
 /// the planner. A plan file with errors is reported (log and a warning
 /// event) and not imported; a re-import adds nothing twice.
-fn import_if_plan(store: &Store, p: &Served, path: &Path, log: &Log) {
+fn import_if_plan(store: &dyn StateStore, p: &Served, path: &Path, log: &Log) {
     let Ok(text) = std::fs::read_to_string(path) else {
         return; // Deleted or unreadable: nothing to import.
     };

@@ -16,6 +16,7 @@
 //! use a pool of blocking connections); async callers call them directly or
 //! through `spawn_blocking`, as the server does.
 
+use crate::dashboard::{AttemptModel, EventLine, StatusSpan};
 use crate::{
     AttemptFinish, CostRow, EventFilter, ModelCall, PlanImport, ProjectRow, Recovery, Result, Store,
 };
@@ -37,6 +38,16 @@ macro_rules! state_store {
             $(
                 fn $name(&self $(, $arg: $ty)*) -> $ret {
                     Store::$name(self $(, $arg)*)
+                }
+            )*
+        }
+
+        /// A shared store is a store: `&Arc<dyn StateStore>` passes where
+        /// `&dyn StateStore` is asked for.
+        impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+            $(
+                fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    (**self).$name($($arg),*)
                 }
             )*
         }
@@ -108,6 +119,17 @@ state_store! {
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     /// Every event committed from now on, in order.
     fn subscribe(&self) -> Result<broadcast::Receiver<Event>>;
+
+    // Read models for the dashboard.
+    fn recent_tasks(&self, project: Option<&str>, limit: usize) -> Result<Vec<Task>>;
+    fn tasks_in_flight(&self) -> Result<Vec<(Task, Option<Attempt>)>>;
+    fn last_events(&self, ids: &[TaskId]) -> Result<BTreeMap<String, EventLine>>;
+    fn last_event_id(&self) -> Result<i64>;
+    fn attempt_models(&self, task: &TaskId) -> Result<Vec<AttemptModel>>;
+    fn attempt_workers(&self, task: &TaskId) -> Result<BTreeMap<u32, String>>;
+    fn merged_per_hour(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<(String, u64)>>;
+    fn status_spans(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<StatusSpan>>;
+    fn attempts_of(&self, ids: &[TaskId]) -> Result<BTreeMap<String, Vec<Attempt>>>;
 }
 
 #[cfg(test)]

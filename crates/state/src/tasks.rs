@@ -349,7 +349,7 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
     let payload = protocol::TaskCreated {
         title: new.title.clone(),
         task_type: new.task_type.as_str().to_string(),
-        priority: new.priority.into(),
+        priority: new.priority,
         source: new.source.as_str().to_string(),
         depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
         plan_key: new.plan_key.clone(),

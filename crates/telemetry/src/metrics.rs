@@ -23,7 +23,7 @@ use metrics_exporter_prometheus::{
 use orch_config::Config;
 use orch_core::TaskStatus;
 use orch_protocol::{Event, HealthChange, Payload};
-use orch_state::Store;
+use orch_state::StateStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -251,7 +251,7 @@ impl Metrics {
     /// missed; falling behind the bus is counted and skipped over.
     pub fn follow(
         &self,
-        store: Arc<Store>,
+        store: Arc<dyn StateStore>,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let rx = store.subscribe();
@@ -296,7 +296,7 @@ impl Metrics {
 
     /// The metrics in Prometheus' text format, the store's gauges read
     /// first (for every configured project and every one in the store).
-    pub fn render(&self, store: &Store, config: &Config) -> String {
+    pub fn render(&self, store: &dyn StateStore, config: &Config) -> String {
         self.scoped(|| refresh(store, config));
         let mut text = self.handle.render();
         self.floats.render_into(&mut text);
@@ -484,7 +484,7 @@ fn verification(project: &str, v: &orch_protocol::VerificationFinished) {
 
 /// Sets the gauges read from the store. A failed read is counted and the
 /// gauge keeps its last value.
-fn refresh(store: &Store, config: &Config) {
+fn refresh(store: &dyn StateStore, config: &Config) {
     let mut names: BTreeSet<String> = config.projects.iter().map(|p| p.name.clone()).collect();
     let paused: BTreeMap<String, bool> = match store.projects() {
         Ok(rows) => rows.into_iter().map(|r| (r.name, r.paused)).collect(),
@@ -662,7 +662,10 @@ mod tests {
     }
 
     fn render(m: &Metrics) -> String {
-        m.render(&Store::open_in_memory().unwrap(), &Config::default())
+        m.render(
+            &orch_state::Store::open_in_memory().unwrap(),
+            &Config::default(),
+        )
     }
 
     #[test]
@@ -882,7 +885,7 @@ mod tests {
 
     #[test]
     fn gauges_are_read_from_the_store_at_scrape_time() {
-        let store = Store::open_in_memory().unwrap();
+        let store = orch_state::Store::open_in_memory().unwrap();
         store.ensure_project("calc", "/repo").unwrap();
         let add = |title: &str| {
             store
@@ -971,7 +974,7 @@ mod tests {
 
     #[tokio::test]
     async fn follow_counts_what_the_store_commits_until_stopped() {
-        let store = Arc::new(Store::open_in_memory().unwrap());
+        let store = Arc::new(orch_state::Store::open_in_memory().unwrap());
         store.ensure_project("calc", "/repo").unwrap();
         let m = Metrics::private();
         let stop = CancellationToken::new();

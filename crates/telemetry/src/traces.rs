@@ -35,7 +35,7 @@ use orch_protocol::{
     AttemptFinished, Event, ModelCall, Payload, PlanCreated, Stage, StageFinished, StageStarted,
     StepSummary, ToolCall, VerificationFinished,
 };
-use orch_state::Store;
+use orch_state::StateStore;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +89,7 @@ impl Drop for TraceGuard {
 
 /// Starts exporting traces of every project's events, when an OTLP endpoint
 /// is configured; None (and nothing started) otherwise.
-pub fn start(store: Arc<Store>, trace_content: bool) -> Option<TraceGuard> {
+pub fn start(store: Arc<dyn StateStore>, trace_content: bool) -> Option<TraceGuard> {
     start_for(store, trace_content, Vec::new())
 }
 
@@ -97,7 +97,7 @@ pub fn start(store: Arc<Store>, trace_content: bool) -> Option<TraceGuard> {
 /// bus also carries events other processes committed to the same database,
 /// which their own exporters report.
 pub fn start_for(
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     trace_content: bool,
     projects: Vec<String>,
 ) -> Option<TraceGuard> {
@@ -1781,7 +1781,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("orch.db")).unwrap());
+        let store = Arc::new(orch_state::Store::open(&dir.path().join("orch.db")).unwrap());
         assert!(start(store, false).is_none());
     }
 }

@@ -1,19 +1,23 @@
 //! aider (`worker = "aider"`, the `aider-chat` package).
 //!
 //! **Started** headless as
-//! `aider --message-file prompt.md --yes-always --no-auto-commits
+//! `aider --message-file prompt.md --yes-always --no-git --no-auto-commits
 //! --no-dirty-commits --no-gitignore --no-check-update --no-analytics
-//! --no-show-model-warnings --no-pretty --no-fancy-input
-//! --no-suggest-shell-commands --no-detect-urls --map-tokens 0
-//! --chat-history-file $HOME/aider.chat.md --input-history-file
-//! $HOME/aider.input --model openai/<model> --openai-api-base <proxy>/v1
-//! --openai-api-key <dummy> <args…> [files…]`: one message, every
-//! confirmation answered yes, no commits of its own (orch commits at its
-//! boundary), nothing written into the worktree besides the edits, Chat
-//! Completions (streamed) through litellm, with litellm's price map read
-//! locally (`LITELLM_LOCAL_MODEL_COST_MAP`). The task's `allowed_files`
-//! that name files (not globs) are added to the chat; aider finds others
-//! through git and adds them when the model edits them (`--yes-always`).
+//! --no-show-model-warnings --no-show-release-notes --no-pretty
+//! --no-fancy-input --no-suggest-shell-commands --no-detect-urls
+//! --no-restore-chat-history --no-auto-lint --no-auto-test
+//! --edit-format diff --map-tokens 0 --chat-history-file $HOME/aider.chat.md
+//! --input-history-file $HOME/aider.input --model openai/<model>
+//! --openai-api-base <proxy>/v1 --openai-api-key <dummy> <args…> [files…]`:
+//! one message, every confirmation answered yes, no git of its own (its
+//! setup writes `.git/config`, which the sandbox shows read-only; orch
+//! commits at its boundary), nothing written into the worktree besides the
+//! edits, no lint or test rounds of its own (orch verifies), SEARCH/REPLACE
+//! edits (unknown model names would get `whole`), Chat Completions
+//! (streamed) through litellm with its price map read locally
+//! (`LITELLM_LOCAL_MODEL_COST_MAP`). The task's `allowed_files` that name
+//! files (not globs) are added to the chat; a file the model edits that is
+//! not in it is added when it does (`--yes-always`).
 //!
 //! **Prompt**: `prompt.md` (`--message-file`): orch's rules, then the task
 //! prompt with the task, earlier attempts' feedback and a person's answers.
@@ -83,6 +87,10 @@ impl Agent for Aider {
             cmd.push(flag.into());
         }
         cmd.extend([
+            // Unknown models default to `whole`; SEARCH/REPLACE blocks are
+            // what works best across models (args may override it).
+            "--edit-format".into(),
+            "diff".into(),
             "--map-tokens".into(),
             "0".into(),
             "--chat-history-file".into(),

@@ -141,7 +141,9 @@ pub fn read_stream(stdout: &str) -> Report {
                     if let Some(p) = pending.remove(id) {
                         let ok = block["is_error"].as_bool() != Some(true);
                         let output = super::proxy::text_of(block.get("content"));
-                        report.tools.push(record(p.turn, &p.name, &p.input, ok, &output));
+                        report
+                            .tools
+                            .push(record(p.turn, &p.name, &p.input, ok, &output));
                     }
                 }
             }
@@ -151,9 +153,13 @@ pub fn read_stream(stdout: &str) -> Report {
     }
     for id in order {
         if let Some(p) = pending.remove(&id) {
-            report
-                .tools
-                .push(record(p.turn, &p.name, &p.input, false, "no result: the run ended"));
+            report.tools.push(record(
+                p.turn,
+                &p.name,
+                &p.input,
+                false,
+                "no result: the run ended",
+            ));
         }
     }
     report
@@ -184,7 +190,9 @@ fn read_result(event: &Value, report: &mut Report) {
     let u = &event["usage"];
     let n = |k: &str| u[k].as_u64().unwrap_or_default();
     report.usage = Some(Usage {
-        input_tokens: n("input_tokens") + n("cache_read_input_tokens") + n("cache_creation_input_tokens"),
+        input_tokens: n("input_tokens")
+            + n("cache_read_input_tokens")
+            + n("cache_creation_input_tokens"),
         output_tokens: n("output_tokens"),
         cached_tokens: n("cache_read_input_tokens"),
         cost_usd: event["total_cost_usd"].as_f64().unwrap_or_default(),
@@ -217,7 +225,10 @@ mod tests {
         assert_eq!(r.error, None);
         assert_eq!(r.turns, Some(4));
         let u = r.usage.unwrap();
-        assert_eq!((u.input_tokens, u.cached_tokens, u.output_tokens), (15, 5, 3));
+        assert_eq!(
+            (u.input_tokens, u.cached_tokens, u.output_tokens),
+            (15, 5, 3)
+        );
     }
 
     #[test]

@@ -66,54 +66,75 @@ mod tests {
 
     use super::*;
 
-    fn config(worker: &str, agents: &str) -> Config {
+    /// A project `p` with `project_lines` added, in a fresh directory (kept
+    /// alive with the config).
+    fn load(project_lines: &str) -> (tempfile::TempDir, Result<Config, String>) {
         let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(dir.path().join("repo/.git")).unwrap();
         let text = format!(
             "[providers.r]\nkind = \"simulated\"\n\n[[projects]]\nname = \"p\"\npath = \"repo\"\n\
-             worker_model = \"r:m\"\nworker = \"{worker}\"\n{agents}"
+             worker_model = \"r:m\"\n{project_lines}"
         );
         let path = dir.path().join("orch.toml");
         let c = orch_config::load_str(&text, orch_config::ConfigFormat::Toml, &path)
-            .unwrap_or_else(|e| panic!("{e}"));
-        // The repository must outlive the config that names it.
-        std::mem::forget(dir);
-        c
+            .map_err(|e| e.to_string());
+        (dir, c)
     }
 
     #[test]
     fn builtin_is_the_default_and_agents_are_built_by_name() {
-        let w = worker_for(&config("builtin", ""), "p").unwrap();
-        assert_eq!(w.name(), "builtin");
-        let w = worker_for(
-            &config("aider", "[projects.agents.aider]\nbinary = \"/bin/sh\"\nargs = [\"--x\"]\n"),
-            "p",
-        )
-        .unwrap();
-        assert_eq!(w.name(), "aider");
+        let (_d, c) = load("");
+        assert_eq!(worker_for(&c.unwrap(), "p").unwrap().name(), "builtin");
+        let (_d, c) = load(
+            "worker = \"aider\"\n[projects.agents.aider]\nbinary = \"/bin/sh\"\nargs = [\"--x\"]\n",
+        );
+        let c = c.unwrap();
+        assert_eq!(c.projects[0].agents.aider.args, ["--x"]);
+        assert_eq!(worker_for(&c, "p").unwrap().name(), "aider");
+        let mut dry = c.clone();
+        dry.dry_run = true;
+        assert_eq!(worker_for(&dry, "p").unwrap().name(), "builtin");
     }
 
     #[test]
     fn a_missing_cli_is_a_config_error_that_says_how_to_install_it() {
-        let err = worker_for(
-            &config(
-                "claude-code",
-                "[projects.agents.claude-code]\nbinary = \"no/such/claude\"\n",
-            ),
-            "p",
-        )
-        .err()
-        .unwrap();
+        let (_d, c) = load(
+            "worker = \"claude-code\"\n[projects.agents.claude-code]\nbinary = \"no/such/claude\"\n",
+        );
+        let err = worker_for(&c.unwrap(), "p").err().unwrap();
         assert!(err.contains("claude-code"), "{err}");
         assert!(err.contains("scripts/install-agents.sh"), "{err}");
-        assert!(err.contains("[projects.agents.claude-code] binary"), "{err}");
+        assert!(
+            err.contains("[projects.agents.claude-code] binary"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_workers_agents_and_docker_are_refused_by_name() {
+        let (_d, c) = load("worker = \"cursor\"\n");
+        let err = c.err().unwrap();
+        assert!(
+            err.contains("cursor") && err.contains("claude-code"),
+            "{err}"
+        );
+        let (_d, c) = load("[projects.agents.cursor]\nbinary = \"x\"\n");
+        assert!(c.err().unwrap().contains("cursor"));
+        let (_d, c) = load("worker = \"codex\"\nsandbox = \"docker\"\n");
+        let err = c.err().unwrap();
+        assert!(err.contains("worker") && err.contains("bwrap"), "{err}");
     }
 
     #[test]
     fn names_are_found_on_path_and_relative_paths_against_the_config() {
         assert!(locate("sh", Path::new("/")).is_some());
-        assert_eq!(locate("bin/sh", Path::new("/")), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            locate("bin/sh", Path::new("/")),
+            Some(PathBuf::from("/bin/sh"))
+        );
         assert!(locate("orch-no-such-agent", Path::new("/")).is_none());
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let plain = plain.path().to_string_lossy().to_string();
+        assert!(locate(&plain, Path::new("/")).is_none(), "not executable");
     }
 }

@@ -38,6 +38,8 @@ use std::collections::HashMap;
 
 /// Printed on stdout before the trajectory.
 pub const TRAJECTORY_MARKER: &str = "<<<orch: mini-swe-agent trajectory>>>";
+/// The command that ends a mini run.
+const SUBMIT: &str = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT";
 /// orch's config file for mini, in the run directory.
 const CONFIG_NAME: &str = "orch-mini.yaml";
 
@@ -63,10 +65,7 @@ impl Agent for MiniSweAgent {
             "-c".into(),
             sh_quote(&l.run_dir.join(CONFIG_NAME).to_string_lossy()),
             "-t".into(),
-            format!(
-                "\"$(cat {})\"",
-                sh_quote(&l.prompt_file.to_string_lossy())
-            ),
+            format!("\"$(cat {})\"", sh_quote(&l.prompt_file.to_string_lossy())),
             "-y".into(),
             "--exit-immediately".into(),
             "-o".into(),
@@ -90,7 +89,10 @@ impl Agent for MiniSweAgent {
         ];
         Launched {
             script,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             files: vec![(CONFIG_NAME.to_string(), config_file(l))],
         }
     }
@@ -158,8 +160,12 @@ pub fn read_trajectory(t: &Value) -> Report {
                 if !text.trim().is_empty() {
                     report.final_text = Some(text);
                 }
+                // The submit command is the end signal, not work: mini
+                // answers it "not executed".
                 for (id, command) in actions(m) {
-                    pending.insert(id, (turn, command));
+                    if !command.contains(SUBMIT) {
+                        pending.insert(id, (turn, command));
+                    }
                 }
             }
             Some("tool") => {
@@ -168,7 +174,9 @@ pub fn read_trajectory(t: &Value) -> Report {
                     let output = super::proxy::text_of(m.get("content"));
                     let ok = output.contains("\"returncode\": 0")
                         || output.contains("<returncode>0</returncode>");
-                    report.tools.push(record(turn, "bash", &command, ok, &output));
+                    report
+                        .tools
+                        .push(record(turn, "bash", &command, ok, &output));
                 }
             }
             _ => {}
@@ -249,11 +257,12 @@ mod tests {
                 {"role": "tool", "tool_call_id": "c1", "content": "{\n  \"returncode\": 0,\n  \"output\": \"\"\n}"},
                 {"role": "assistant", "content": "Done: add() returns a + b.",
                  "tool_calls": [{"id": "c2", "function": {"name": "bash", "arguments": "{\"command\":\"echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\"}"}}]},
+                {"role": "tool", "tool_call_id": "c2", "content": "{\"returncode\": -1, \"exception_info\": \"action was not executed\"}"},
                 {"role": "exit", "content": "", "extra": {"exit_status": "Submitted", "submission": ""}}
             ]
         });
         let r = read_trajectory(&t);
-        assert_eq!(r.tools.len(), 1);
+        assert_eq!(r.tools.len(), 1, "the submit command is not a tool call");
         assert!(r.tools[0].ok);
         assert_eq!(r.tools[0].arguments, "sed -i s/-/+/ calc.py");
         assert_eq!(r.final_text.as_deref(), Some("Done: add() returns a + b."));

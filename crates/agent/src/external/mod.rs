@@ -282,15 +282,19 @@ impl ExternalWorker {
         // Under bwrap /tmp is the sandbox's own (writable, private); under
         // `none` this is a fresh host directory, removed after the run.
         let home = Path::new("/tmp").join(format!(
-            "orch-agent-home-{}",
+            "{}-home",
             dir.path()
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
+                .unwrap_or_else(|| "orch-agent".into())
         ));
         let prompt_file = dir.path().join("prompt.md");
         let binary = self.binary();
-        let model = self.settings.model.clone().unwrap_or_else(|| spec.model.clone());
+        let model = self
+            .settings
+            .model
+            .clone()
+            .unwrap_or_else(|| spec.model.clone());
         let launched = self.agent.launch(&Launch {
             binary: &binary,
             args: &self.settings.args,
@@ -442,7 +446,10 @@ fn decide(name: &str, ended: &Ended, tally: &proxy::Tally, report: &Report) -> W
     if out.timed_out {
         return WorkerEnd::TimedOut;
     }
-    let last = report.final_text.clone().or_else(|| tally.last_text.clone());
+    let last = report
+        .final_text
+        .clone()
+        .or_else(|| tally.last_text.clone());
     if let Some(question) = last.as_deref().and_then(asked_question) {
         return WorkerEnd::AskedHuman { question };
     }

@@ -130,7 +130,14 @@ mod tests {
     #[test]
     fn arguments_are_read_and_mistakes_named() {
         let a = parse(&strings(&[
-            "--listen", "127.0.0.1:4100", "--unix", "/r/s.sock", "--", "sh", "-c", "x",
+            "--listen",
+            "127.0.0.1:4100",
+            "--unix",
+            "/r/s.sock",
+            "--",
+            "sh",
+            "-c",
+            "x",
         ]))
         .unwrap();
         assert_eq!(a.listen, "127.0.0.1:4100");
@@ -152,7 +159,9 @@ mod tests {
             let (mut s, _) = server.accept().await.unwrap();
             let mut buf = [0u8; 4];
             s.read_exact(&mut buf).await.unwrap();
-            s.write_all(&buf.map(|b| b.to_ascii_uppercase())).await.unwrap();
+            s.write_all(&buf.map(|b| b.to_ascii_uppercase()))
+                .await
+                .unwrap();
         });
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();

@@ -16,7 +16,7 @@ pub mod tasks;
 
 use crate::{Cli, CliError, CliResult, Command};
 use orch_config::Config;
-use orch_state::Store;
+use orch_state::StateStore;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ pub fn load_config(flag: Option<&Path>) -> Result<Config, CliError> {
 }
 
 /// Opens the state database in the config's data_dir.
-pub fn open_store(config: &Config) -> Result<Arc<Store>, CliError> {
+pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, CliError> {
     let paths = orch_engine::DataPaths::new(config.data_dir_abs());
     paths.ensure().map_err(|e| {
         CliError::failed(format!(
@@ -73,7 +73,7 @@ pub fn open_store(config: &Config) -> Result<Arc<Store>, CliError> {
             paths.root.display()
         ))
     })?;
-    Ok(Arc::new(Store::open(&paths.db())?))
+    Ok(Arc::new(orch_state::Store::open(&paths.db())?))
 }
 
 /// Checks `--project` names a configured project.

@@ -93,7 +93,7 @@ pub async fn run(config_flag: Option<&Path>, a: RunArgs) -> CliResult {
 /// interrupts them at once); the next run resumes them.
 pub async fn run_project(
     config: &Config,
-    store: Arc<orch_state::Store>,
+    store: Arc<dyn orch_state::StateStore>,
     project: &str,
     opts: RunOptions,
     progress_to_stderr: bool,

@@ -25,7 +25,10 @@ pub(crate) async fn handle(AxState(state): AxState<Arc<State>>, body: bytes::Byt
     let result = async {
         let body = json_body(&body)?;
         let request = request_from_wire(&body).map_err(ProxyError::bad_request)?;
-        let asked = body.get("model").and_then(Value::as_str).unwrap_or_default();
+        let asked = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
         let usage_chunk = body.pointer("/stream_options/include_usage") == Some(&json!(true));
         let response = state.complete(request).await?;
@@ -41,7 +44,10 @@ pub(crate) async fn handle(AxState(state): AxState<Arc<State>>, body: bytes::Byt
 
 /// A Chat Completions body as a [`ChatRequest`]; the error names the field.
 pub fn request_from_wire(body: &Value) -> Result<ChatRequest, String> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -274,10 +280,7 @@ mod tests {
         };
         let whole = response_to_wire(&response, "x", "gpt-4o");
         assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(
-            whole["choices"][0]["message"]["tool_calls"][0]["id"],
-            "c9"
-        );
+        assert_eq!(whole["choices"][0]["message"]["tool_calls"][0]["id"], "c9");
         assert_eq!(whole["usage"]["total_tokens"], 13);
         let stream = response_to_sse(&response, "x", "gpt-4o", true);
         assert!(stream.ends_with("data: [DONE]\n\n"));
@@ -288,7 +291,10 @@ mod tests {
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
         assert_eq!(chunks.len(), 4);
-        assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "THOUGHT: run it");
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"]["content"],
+            "THOUGHT: run it"
+        );
         assert_eq!(
             chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
             "{\"command\":\"pytest\"}"

@@ -29,7 +29,10 @@ pub(crate) async fn handle(AxState(state): AxState<Arc<State>>, body: bytes::Byt
     let result = async {
         let body = json_body(&body)?;
         let request = request_from_wire(&body).map_err(ProxyError::bad_request)?;
-        let asked = body.get("model").and_then(Value::as_str).unwrap_or_default();
+        let asked = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
         let response = state.complete(request).await?;
         let id = state.next_id("msg");
@@ -53,7 +56,10 @@ pub(crate) async fn count_tokens(body: bytes::Bytes) -> Response {
 
 /// A Messages request body as a [`ChatRequest`]; the error names the field.
 pub fn request_from_wire(body: &Value) -> Result<ChatRequest, String> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut messages = Vec::new();
     let system = text_of(body.get("system"));
     if !system.trim().is_empty() {
@@ -94,7 +100,10 @@ pub fn request_from_wire(body: &Value) -> Result<ChatRequest, String> {
 
 /// Appends the neutral messages of one wire message.
 fn read_message(m: &Value, out: &mut Vec<Message>) -> Result<(), String> {
-    let role = m.get("role").and_then(Value::as_str).ok_or("`role` is missing")?;
+    let role = m
+        .get("role")
+        .and_then(Value::as_str)
+        .ok_or("`role` is missing")?;
     let blocks: Vec<Value> = match m.get("content") {
         Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
         Some(Value::Array(a)) => a.clone(),
@@ -314,7 +323,14 @@ mod tests {
         let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
-            [Role::System, Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::User]
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::User
+            ]
         );
         assert_eq!(r.messages[0].content, "You are Claude.\nBe brief.");
         assert!(r.messages[1].content.ends_with("fix calc"));

@@ -259,13 +259,19 @@ impl State {
 
     /// A fresh id for answers (`<prefix>_orch_<n>`).
     pub(crate) fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}_orch_{}", self.ids.fetch_add(1, Ordering::Relaxed) + 1)
+        format!(
+            "{prefix}_orch_{}",
+            self.ids.fetch_add(1, Ordering::Relaxed) + 1
+        )
     }
 
     /// Answers one call through the metered provider, enforcing the turn
     /// limit and the end of a failed run; records turns, usage and the
     /// conversation.
-    pub(crate) async fn complete(&self, mut request: ChatRequest) -> Result<ChatResponse, ProxyError> {
+    pub(crate) async fn complete(
+        &self,
+        mut request: ChatRequest,
+    ) -> Result<ChatResponse, ProxyError> {
         let turn = self.claim_turn()?;
         request.model = self.config.model.clone();
         redact_request(&mut request);

@@ -30,7 +30,10 @@ pub(crate) async fn handle(AxState(state): AxState<Arc<State>>, body: bytes::Byt
     let result = async {
         let body = json_body(&body)?;
         let request = request_from_wire(&body).map_err(ProxyError::bad_request)?;
-        let asked = body.get("model").and_then(Value::as_str).unwrap_or_default();
+        let asked = body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
         let response = state.complete(request).await?;
         let id = state.next_id("resp");
@@ -45,7 +48,10 @@ pub(crate) async fn handle(AxState(state): AxState<Arc<State>>, body: bytes::Byt
 
 /// A Responses body as a [`ChatRequest`]; the error names the item.
 pub fn request_from_wire(body: &Value) -> Result<ChatRequest, String> {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut messages = Vec::new();
     let instructions = text_of(body.get("instructions"));
     if !instructions.trim().is_empty() {
@@ -106,7 +112,10 @@ fn tool_from_wire(t: &Value) -> Option<ToolSpec> {
 }
 
 fn read_item(item: &Value, out: &mut Vec<Message>) -> Result<(), String> {
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match kind {
         "message" => {
             let role = match item.get("role").and_then(Value::as_str) {
@@ -244,10 +253,14 @@ fn item_events(item: &Value, index: usize, event: &mut impl FnMut(Value)) {
         added["arguments"] = json!("");
         event(json!({"type": "response.output_item.added", "output_index": index, "item": added}));
         let arguments = item["arguments"].clone();
-        event(json!({"type": "response.function_call_arguments.delta", "item_id": item_id,
-                     "output_index": index, "delta": arguments}));
-        event(json!({"type": "response.function_call_arguments.done", "item_id": item_id,
-                     "output_index": index, "arguments": arguments}));
+        event(
+            json!({"type": "response.function_call_arguments.delta", "item_id": item_id,
+                     "output_index": index, "delta": arguments}),
+        );
+        event(
+            json!({"type": "response.function_call_arguments.done", "item_id": item_id,
+                     "output_index": index, "arguments": arguments}),
+        );
     }
     event(json!({"type": "response.output_item.done", "output_index": index, "item": item}));
 }
@@ -284,7 +297,14 @@ mod tests {
         let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
-            [Role::System, Role::System, Role::User, Role::Assistant, Role::Tool, Role::Tool]
+            [
+                Role::System,
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool
+            ]
         );
         assert_eq!(r.messages[3].content, "On it.");
         assert_eq!(r.messages[3].tool_calls.len(), 2);
