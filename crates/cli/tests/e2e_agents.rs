@@ -11,8 +11,8 @@
 //!   tool calls are events;
 //! - a tiny `max_budget_per_task_usd` stops it: the task fails saying
 //!   budget and never spends past it;
-//! - `worker_timeout_seconds` kills its whole tree (no process of the run
-//!   is left);
+//! - `worker_timeout_seconds` and `orch cancel` kill its whole tree (no
+//!   process of the run is left);
 //! - a final `ORCH_ASK_HUMAN:` line puts the task in `needs_human`.
 //!
 //! A CLI that is not installed is skipped with a note, except under CI,
@@ -271,6 +271,22 @@ fn leftovers(root: &Path, agent: &Agent) -> Vec<String> {
     found
 }
 
+/// Live processes working in one of the fixture's worktrees.
+fn in_worktrees(root: &Path) -> Vec<i32> {
+    let worktrees = root.join(".orch/worktrees");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if cwd.starts_with(&worktrees) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
@@ -388,6 +404,60 @@ fn timeout_kills_the_tree(agent: &Agent) {
     );
 }
 
+fn cancel_kills_the_tree(agent: &Agent) {
+    let Some(binary) = binary(agent) else { return };
+    let f = fixture(
+        agent,
+        &binary,
+        endless_script(agent),
+        "worker_timeout_seconds = 300",
+    );
+    let id = add_fix_task(&f);
+    let mut run = f
+        .orch_cmd(&["run", "--project", "calc"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the agent runs its endless command (aider: until it
+    // waits on its model call).
+    let started = Instant::now();
+    let running = || match agent.name {
+        "aider" => !in_worktrees(f.root()).is_empty(),
+        _ => !processes_matching(&agent.sleep_mark()).is_empty(),
+    };
+    while !running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the agent never got going"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(if agent.name == "aider" {
+        15
+    } else {
+        1
+    }));
+    assert!(!in_worktrees(f.root()).is_empty(), "the agent still runs");
+    f.orch_ok(&["cancel", &id], 0);
+    let cancelled = Instant::now();
+    let status = run.wait().unwrap();
+    assert!(status.success() || status.code() == Some(1), "{status:?}");
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(30),
+        "a cancel stops the run at once: {:?}",
+        cancelled.elapsed()
+    );
+    let task = f.task(&id);
+    assert_eq!(task["task"]["status"], "cancelled", "{task:#}");
+    assert_eq!(task["attempts"][0]["status"], "cancelled");
+    assert!(
+        leftovers(f.root(), agent).is_empty(),
+        "the cancel killed the whole tree: {:?}",
+        leftovers(f.root(), agent)
+    );
+}
+
 fn asks_a_person(agent: &Agent) {
     let Some(binary) = binary(agent) else { return };
     let f = fixture(agent, &binary, ask_script(agent), "");
@@ -417,6 +487,11 @@ fn claude_code_timeout_kills_its_tree() {
 }
 
 #[test]
+fn claude_code_cancel_kills_its_tree() {
+    cancel_kills_the_tree(&CLAUDE_CODE);
+}
+
+#[test]
 fn claude_code_asks_a_person() {
     asks_a_person(&CLAUDE_CODE);
 }
@@ -434,6 +509,11 @@ fn codex_stops_at_the_task_budget() {
 #[test]
 fn codex_timeout_kills_its_tree() {
     timeout_kills_the_tree(&CODEX);
+}
+
+#[test]
+fn codex_cancel_kills_its_tree() {
+    cancel_kills_the_tree(&CODEX);
 }
 
 #[test]
@@ -457,6 +537,11 @@ fn aider_timeout_kills_its_tree() {
 }
 
 #[test]
+fn aider_cancel_kills_its_tree() {
+    cancel_kills_the_tree(&AIDER);
+}
+
+#[test]
 fn aider_asks_a_person() {
     asks_a_person(&AIDER);
 }
@@ -474,6 +559,11 @@ fn mini_swe_agent_stops_at_the_task_budget() {
 #[test]
 fn mini_swe_agent_timeout_kills_its_tree() {
     timeout_kills_the_tree(&MINI);
+}
+
+#[test]
+fn mini_swe_agent_cancel_kills_its_tree() {
+    cancel_kills_the_tree(&MINI);
 }
 
 #[test]
