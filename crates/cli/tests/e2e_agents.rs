@@ -214,6 +214,38 @@ fn binary(agent: &Agent) -> Option<String> {
     found
 }
 
+/// At most this many agent runs at once: each agent CLI is a heavy
+/// process tree, and on a 2-core machine twenty of them at once starve one
+/// another past the deadlines the tests check.
+const AT_ONCE: usize = 3;
+
+/// A slot among [`AT_ONCE`], held for a test's whole run.
+struct Slot;
+
+static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl Slot {
+    fn take() -> Slot {
+        let (busy, freed) = &SLOTS;
+        let mut n = busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= AT_ONCE {
+            n = freed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (busy, freed) = &SLOTS;
+        let mut n = busy.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        freed.notify_one();
+    }
+}
+
 /// The calc repository with `agent` as its worker on `script`.
 fn fixture(agent: &Agent, binary: &str, mut script: Vec<Value>, extra: &str) -> Fixture {
     let f = Fixture::new();
@@ -294,6 +326,7 @@ fn cmdline(pid: i32) -> String {
 }
 
 fn fixes_calc(agent: &Agent) {
+    let _slot = Slot::take();
     let Some(binary) = binary(agent) else { return };
     let (script, calls) = fix_script(agent);
     let f = fixture(agent, &binary, script, "");
@@ -343,6 +376,7 @@ fn fixes_calc(agent: &Agent) {
 }
 
 fn stops_at_the_budget(agent: &Agent) {
+    let _slot = Slot::take();
     let Some(binary) = binary(agent) else { return };
     let f = fixture(
         agent,
@@ -377,6 +411,7 @@ fn stops_at_the_budget(agent: &Agent) {
 }
 
 fn timeout_kills_the_tree(agent: &Agent) {
+    let _slot = Slot::take();
     let Some(binary) = binary(agent) else { return };
     let f = fixture(
         agent,
@@ -405,6 +440,7 @@ fn timeout_kills_the_tree(agent: &Agent) {
 }
 
 fn cancel_kills_the_tree(agent: &Agent) {
+    let _slot = Slot::take();
     let Some(binary) = binary(agent) else { return };
     let f = fixture(
         agent,
@@ -459,6 +495,7 @@ fn cancel_kills_the_tree(agent: &Agent) {
 }
 
 fn asks_a_person(agent: &Agent) {
+    let _slot = Slot::take();
     let Some(binary) = binary(agent) else { return };
     let f = fixture(agent, &binary, ask_script(agent), "");
     let id = add_fix_task(&f);
