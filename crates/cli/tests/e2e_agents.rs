@@ -51,15 +51,23 @@ struct Agent {
     sleep: u32,
 }
 
+/// Which scenario sleeps: the timeout and the cancel tests of one agent
+/// may run at once, so each has its own number to be found by.
+#[derive(Clone, Copy)]
+enum Sleeper {
+    Timeout = 0,
+    Cancel = 1,
+}
+
 impl Agent {
-    /// What finds its endless command in a process list.
-    fn sleep_mark(&self) -> String {
-        format!("time.sleep({})", self.sleep)
+    /// What finds `who`'s endless command in a process list.
+    fn sleep_mark(&self, who: Sleeper) -> String {
+        format!("time.sleep({})", self.sleep * 10 + who as u32)
     }
 
     /// A long sleep (Claude Code refuses a bare `sleep N`).
-    fn sleep_command(&self) -> String {
-        format!("python3 -c 'import time; {}'", self.sleep_mark())
+    fn sleep_command(&self, who: Sleeper) -> String {
+        format!("python3 -c 'import time; {}'", self.sleep_mark(who))
     }
 }
 
@@ -157,11 +165,13 @@ fn budget_script(agent: &Agent) -> Vec<Value> {
 }
 
 /// Replies that keep the agent busy past any deadline.
-fn endless_script(agent: &Agent) -> Vec<Value> {
+fn endless_script(agent: &Agent, who: Sleeper) -> Vec<Value> {
     let mut entry = match agent.name {
         // aider runs no commands: its model never answers instead.
         "aider" => json!({"content": "thinking", "delay_ms": 600000}),
-        _ => json!({"content": "Waiting.", "tool_calls": [shell(agent, &agent.sleep_command())]}),
+        _ => {
+            json!({"content": "Waiting.", "tool_calls": [shell(agent, &agent.sleep_command(who))]})
+        }
     };
     entry["times"] = json!(0);
     vec![reply(entry)]
@@ -280,11 +290,16 @@ fn worker_cost(f: &Fixture) -> Value {
 /// Live processes of the run: sandboxed ones work in the fixture's
 /// worktrees, bwrap names them on its command line, and the agent's
 /// endless command has its own mark.
-fn leftovers(root: &Path, agent: &Agent) -> Vec<String> {
+/// Processes of this fixture still alive: in its directories, or (for the
+/// scenarios that sleep) its own endless command.
+fn leftovers(root: &Path, agent: &Agent, sleeper: Option<Sleeper>) -> Vec<String> {
     let root = root.to_string_lossy().to_string();
+    let marks = sleeper
+        .map(|who| processes_matching(&agent.sleep_mark(who)))
+        .unwrap_or_default();
     let mut found: Vec<String> = processes_matching(&root)
         .into_iter()
-        .chain(processes_matching(&agent.sleep_mark()))
+        .chain(marks)
         .map(|pid| format!("{pid}: {}", cmdline(pid)))
         .collect();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -369,9 +384,9 @@ fn fixes_calc(agent: &Agent) {
         "the agent's tool calls are events: {tools:#?}"
     );
     assert!(
-        leftovers(f.root(), agent).is_empty(),
+        leftovers(f.root(), agent, None).is_empty(),
         "{:?}",
-        leftovers(f.root(), agent)
+        leftovers(f.root(), agent, None)
     );
 }
 
@@ -404,9 +419,9 @@ fn stops_at_the_budget(agent: &Agent) {
         started.elapsed()
     );
     assert!(
-        leftovers(f.root(), agent).is_empty(),
+        leftovers(f.root(), agent, None).is_empty(),
         "{:?}",
-        leftovers(f.root(), agent)
+        leftovers(f.root(), agent, None)
     );
 }
 
@@ -416,7 +431,7 @@ fn timeout_kills_the_tree(agent: &Agent) {
     let f = fixture(
         agent,
         &binary,
-        endless_script(agent),
+        endless_script(agent, Sleeper::Timeout),
         "worker_timeout_seconds = 20\nmax_attempts = 1",
     );
     let id = add_fix_task(&f);
@@ -433,9 +448,9 @@ fn timeout_kills_the_tree(agent: &Agent) {
         assert!(worker_cost(&f)["calls"].as_u64().unwrap() >= 1);
     }
     assert!(
-        leftovers(f.root(), agent).is_empty(),
+        leftovers(f.root(), agent, Some(Sleeper::Timeout)).is_empty(),
         "the deadline killed the whole tree: {:?}",
-        leftovers(f.root(), agent)
+        leftovers(f.root(), agent, Some(Sleeper::Timeout))
     );
 }
 
@@ -445,7 +460,7 @@ fn cancel_kills_the_tree(agent: &Agent) {
     let f = fixture(
         agent,
         &binary,
-        endless_script(agent),
+        endless_script(agent, Sleeper::Cancel),
         "worker_timeout_seconds = 300",
     );
     let id = add_fix_task(&f);
@@ -460,7 +475,7 @@ fn cancel_kills_the_tree(agent: &Agent) {
     let started = Instant::now();
     let running = || match agent.name {
         "aider" => !in_worktrees(f.root()).is_empty(),
-        _ => !processes_matching(&agent.sleep_mark()).is_empty(),
+        _ => !processes_matching(&agent.sleep_mark(Sleeper::Cancel)).is_empty(),
     };
     while !running() {
         assert!(
@@ -488,9 +503,9 @@ fn cancel_kills_the_tree(agent: &Agent) {
     assert_eq!(task["task"]["status"], "cancelled", "{task:#}");
     assert_eq!(task["attempts"][0]["status"], "cancelled");
     assert!(
-        leftovers(f.root(), agent).is_empty(),
+        leftovers(f.root(), agent, Some(Sleeper::Cancel)).is_empty(),
         "the cancel killed the whole tree: {:?}",
-        leftovers(f.root(), agent)
+        leftovers(f.root(), agent, Some(Sleeper::Cancel))
     );
 }
 
