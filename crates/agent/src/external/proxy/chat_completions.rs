@@ -17,7 +17,7 @@
 use super::{json_body, now_secs, sse, text_of, ProxyError, State};
 use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
-use orch_providers::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolChoice, ToolSpec};
+use orch_providers::{ChatRequest, ChatResponse, Message, Role, ToolCall, ToolSpec};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -62,19 +62,11 @@ pub fn request_from_wire(body: &Value) -> Result<ChatRequest, String> {
         .and_then(Value::as_array)
         .map(|tools| tools.iter().filter_map(tool_from_wire).collect())
         .unwrap_or_default();
-    request.tool_choice = match body.get("tool_choice") {
-        Some(Value::String(s)) if s == "required" => Some(ToolChoice::Required),
-        Some(Value::String(s)) if s == "none" => {
-            request.tools.clear();
-            None
-        }
-        Some(obj @ Value::Object(_)) => obj
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .map(|n| ToolChoice::Tool(n.to_string())),
-        _ if request.tools.is_empty() => None,
-        _ => Some(ToolChoice::Auto),
-    };
+    request.tool_choice = super::tool_choice(
+        body.get("tool_choice"),
+        "/function/name",
+        &mut request.tools,
+    );
     request.max_tokens = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
@@ -249,7 +241,7 @@ mod tests {
         });
         let r = request_from_wire(&body).unwrap();
         assert_eq!(r.max_tokens, Some(9000));
-        assert_eq!(r.tool_choice, Some(ToolChoice::Auto));
+        assert_eq!(r.tool_choice, Some(orch_providers::ToolChoice::Auto));
         assert_eq!(r.messages[1].content, "fix it");
         assert_eq!(r.messages[2].content, "");
         assert_eq!(r.messages[2].tool_calls[0].name, "bash");

@@ -420,3 +420,28 @@ pub(crate) fn text_of(content: Option<&serde_json::Value>) -> String {
         _ => String::new(),
     }
 }
+
+/// An OpenAI-style `tool_choice` (`"auto"`, `"required"`, `"none"`, or an
+/// object naming one tool at `name_at`, a JSON pointer): `"none"` drops the
+/// tools, since orch's request has no way to offer tools and forbid them.
+pub(crate) fn tool_choice(
+    choice: Option<&serde_json::Value>,
+    name_at: &str,
+    tools: &mut Vec<orch_providers::ToolSpec>,
+) -> Option<orch_providers::ToolChoice> {
+    use orch_providers::ToolChoice;
+    use serde_json::Value;
+    match choice {
+        Some(Value::String(s)) if s == "required" => Some(ToolChoice::Required),
+        Some(Value::String(s)) if s == "none" => {
+            tools.clear();
+            None
+        }
+        Some(obj @ Value::Object(_)) => obj
+            .pointer(name_at)
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Tool(n.to_string())),
+        _ if tools.is_empty() => None,
+        _ => Some(ToolChoice::Auto),
+    }
+}
