@@ -5,9 +5,11 @@
 //!     task, `true` as the test command: efficiency = ideal / measured at
 //!     1, 8, 32 and 64 workers (ideal = tasks × 1.5 s / workers).
 //! (b) The same 64 tasks with an instant model, one worker: orchestration
-//!     time per task, and processes spawned per task (the kernel's fork
-//!     counter in /proc/stat, so everything orch, git and bwrap start is
-//!     counted; run it on a quiet machine).
+//!     time per task, and processes started per task: a second run under
+//!     `strace -f -e trace=execve` counts every program orch's process tree
+//!     starts (git, bwrap, the test command; threads are not processes and
+//!     other programs on the machine are not counted). Time it on a quiet
+//!     machine; the count does not depend on load.
 //!
 //! `cargo bench -p orch-cli --bench scheduler`; `ORCH_BENCH_WORKERS=1,8`
 //! picks the widths, `ORCH_BENCH_TASKS` the task count.
@@ -39,13 +41,22 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(ok, "git {args:?}");
 }
 
-fn forks_since_boot() -> u64 {
-    std::fs::read_to_string("/proc/stat")
+/// Programs that `trace` (an `strace -f -e trace=execve` log) shows were
+/// started: successful execve calls only, not the PATH lookups that failed.
+fn programs_started(trace: &Path) -> u64 {
+    std::fs::read_to_string(trace)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("processes "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+        .filter(|l| l.contains("execve(") && l.trim_end().ends_with("= 0"))
+        .count() as u64
+}
+
+fn have_strace() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Three answers per task: write its file, list files, finish.
@@ -67,11 +78,12 @@ fn script(tasks: usize, delay_ms: u64) -> Value {
 
 struct Measured {
     seconds: f64,
-    forks: u64,
+    /// Programs started by the run, when it was traced.
+    programs: Option<u64>,
     merged: usize,
 }
 
-fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
+fn run(tasks: usize, workers: usize, delay_ms: u64, traced: bool) -> Measured {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -111,9 +123,18 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
             .unwrap();
         assert!(out.status.success());
     }
-    let forks = forks_since_boot();
+    let trace = dir.path().join("execve.trace");
+    let mut command = if traced {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-e", "trace=execve", "-o"])
+            .arg(&trace)
+            .arg(orch);
+        c
+    } else {
+        Command::new(orch)
+    };
     let started = Instant::now();
-    let out = Command::new(orch)
+    let out = command
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -129,7 +150,8 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
         .output()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    let forks = forks_since_boot().saturating_sub(forks);
+    // The traced run counts orch itself too: one program for the run.
+    let programs = traced.then(|| programs_started(&trace).saturating_sub(1));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let merged = summary["tasks"]
         .as_array()
@@ -137,7 +159,7 @@ fn run(tasks: usize, workers: usize, delay_ms: u64) -> Measured {
         .unwrap_or(0);
     Measured {
         seconds,
-        forks,
+        programs,
         merged,
     }
 }
@@ -163,7 +185,7 @@ fn main() {
         let ideal = Duration::from_millis(ANSWER_MS * ANSWERS_PER_TASK * tasks as u64)
             .as_secs_f64()
             / w as f64;
-        let m = run(tasks, w, ANSWER_MS);
+        let m = run(tasks, w, ANSWER_MS, false);
         println!(
             "| {w} | {ideal:.1} | {:.1} | {:.2} | {}/{tasks} |",
             m.seconds,
@@ -171,14 +193,21 @@ fn main() {
             m.merged
         );
     }
-    let m = run(tasks, 1, 0);
+    let m = run(tasks, 1, 0, false);
+    let per_task = match have_strace() {
+        true => {
+            let traced = run(tasks, 1, 0, true);
+            let n = traced.programs.unwrap_or(0) as f64 / tasks as f64;
+            format!("{n:.1}")
+        }
+        false => "(install strace to count)".to_string(),
+    };
     println!("\n(b) {tasks} tasks, instant model, test `true`, 1 worker\n");
     println!("| per-task overhead | processes per task | merged |");
     println!("|---|---|---|");
     println!(
-        "| {:.0} ms | {:.1} | {}/{tasks} |",
+        "| {:.0} ms | {per_task} | {}/{tasks} |",
         m.seconds * 1000.0 / tasks as f64,
-        m.forks as f64 / tasks as f64,
         m.merged
     );
 }

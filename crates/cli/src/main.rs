@@ -46,6 +46,10 @@ pub enum Command {
     Init(commands::init::InitArgs),
     /// Add a task to a project's queue.
     AddTask(commands::tasks::AddTaskArgs),
+    /// A new project from a requirements file: repository, PLAN.md by the architect, the run, an archive.
+    New(commands::new::NewArgs),
+    /// Archive a finished project's main tree under <data_dir>/archive/.
+    Archive(commands::new::ArchiveArgs),
     /// Milestone plan files: `orch plan import FILE --project P`.
     Plan(commands::plan::PlanArgs),
     /// Run cycles: plan, work, verify, judge, merge.

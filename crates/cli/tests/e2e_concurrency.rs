@@ -34,7 +34,8 @@ fn two_parallel_conflicting_tasks_end_merged_with_main_green() {
             ]},
             judge_pass(),
         ]}),
-        "max_workers = 2",
+        // The conflict goes back as feedback (e2e_conflicts tests the resolver).
+        "max_workers = 2\nresolve_conflicts = \"feedback\"",
     );
     // Fix add runs first in the merge queue (higher priority).
     let a = {

@@ -9,6 +9,7 @@ mod dotenv;
 mod interpolate;
 mod load;
 mod model;
+mod template;
 mod validate;
 
 pub use load::{
@@ -17,7 +18,8 @@ pub use load::{
 };
 pub use model::{
     AgentConfig, AgentsConfig, Config, DockerConfig, DotEnv, ModelRef, PreexistingPolicy,
-    PriceConfig, ProjectConfig, ProviderConfig, ProviderKind, RetryConfig, RoleTokens, SandboxKind,
-    ServerConfig, Strategy, WorkerKind,
+    PriceConfig, ProjectConfig, ProviderConfig, ProviderKind, RefineConfig, ResolveConflicts,
+    RetryConfig, RoleTokens, SandboxKind, ServerConfig, Strategy, WorkerKind,
 };
+pub use template::PER_PROJECT_KEYS;
 pub use validate::{MAX_OUTPUT_LIMIT, MIN_OUTPUT_LIMIT};

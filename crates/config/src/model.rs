@@ -35,6 +35,12 @@ pub struct Config {
     /// `orch serve`: the HTTP API and the daemon's shutdown.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[new_projects]`: the project settings `orch new` (and `orch serve`'s
+    /// requirements folder) give each project they create: any
+    /// `[[projects]]` key but `name` and `path`, copied as written into the
+    /// new project's entry. Checked at load as a project would be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_projects: Option<toml::Table>,
     /// Directory of the config file (set by the loader, not read from it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -58,6 +64,7 @@ impl Default for Config {
             dry_run: false,
             trace_content: false,
             server: ServerConfig::default(),
+            new_projects: None,
             base_dir: PathBuf::new(),
             source: PathBuf::new(),
             dotenv: DotEnv::default(),
@@ -80,6 +87,11 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C, how long running attempts may go on before
     /// they are interrupted (a restart resumes them).
     pub shutdown_grace_seconds: u64,
+    /// A folder `orch serve` watches for requirements files (`*.md`,
+    /// `*.txt`): each new one becomes a project, as `orch new` makes it.
+    /// Relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +101,7 @@ impl Default for ServerConfig {
             token_env: None,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 60,
+            requirements_dir: None,
         }
     }
 }
@@ -289,6 +302,18 @@ pub enum PreexistingPolicy {
     Block,
 }
 
+/// What the merge queue does with passing work that no longer merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolveConflicts {
+    /// The task's worker resolves the conflict in a scratch worktree; only
+    /// a resolution that passes the whole verification lands.
+    #[default]
+    Agent,
+    /// The task goes back to its worker with the conflict as feedback.
+    Feedback,
+}
+
 /// The `max_tokens` sent with each role's requests, so no model can
 /// generate without end (a single-slot local server would hang on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +348,32 @@ impl RoleTokens {
             "architect" => self.architect,
             "reviewer" => self.reviewer,
             _ => self.worker,
+        }
+    }
+}
+
+/// `[projects.refine]`: one attempt iterates on its branch, with the
+/// verifier's report and the judge's issues as feedback, until the judge's
+/// score reaches `threshold`; it keeps the best-scoring snapshot and stops
+/// after `max_iterations`, or after `plateau` iterations in a row that did
+/// not beat the best score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefineConfig {
+    /// Judge score (0–10) that ends refinement.
+    pub threshold: f64,
+    /// Most iterations per attempt.
+    pub max_iterations: u32,
+    /// Iterations in a row without a better score that end refinement.
+    pub plateau: u32,
+}
+
+impl Default for RefineConfig {
+    fn default() -> Self {
+        RefineConfig {
+            threshold: 8.0,
+            max_iterations: 10,
+            plateau: 3,
         }
     }
 }
@@ -680,6 +731,9 @@ pub struct ProjectConfig {
     /// `max_tokens` per role.
     #[serde(default)]
     pub max_tokens: RoleTokens,
+    /// Refinement to a score; unset = one pass per attempt.
+    #[serde(default)]
+    pub refine: Option<RefineConfig>,
     /// `orch serve` runs the project on this schedule: `every 30m` (s, m, h,
     /// d) or a cron expression. Unset = only on triggers, the API or by hand.
     #[serde(default)]
@@ -699,6 +753,10 @@ pub struct ProjectConfig {
     /// Most passing branches the merge queue merges and verifies together.
     #[serde(default = "default_merge_batch_max")]
     pub merge_batch_max: u32,
+    /// A passing branch that no longer merges: resolved by the worker
+    /// (`agent`) or sent back with the conflict (`feedback`).
+    #[serde(default)]
+    pub resolve_conflicts: ResolveConflicts,
     /// Two failed attempts in a row whose failure output is at least this
     /// similar (0–1, as difflib's ratio, digits ignored) stop the task and
     /// ask a person instead of retrying; 1.0 stops only identical output,
@@ -715,6 +773,18 @@ pub struct ProjectConfig {
     /// Per-agent settings (`binary`, `args`, `model`).
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// Best-of-N: attempts of one task run in parallel per round, each on
+    /// its own branch and worktree; the judge ranks those that pass and the
+    /// best goes to the merge queue. 1 = one attempt at a time.
+    #[serde(default = "default_candidates")]
+    pub candidates: u32,
+    /// The worker model of each candidate: candidate k takes the k-th,
+    /// cycling; empty = the usual routing (`worker_model`, `worker_models`).
+    #[serde(default)]
+    pub candidate_models: Vec<ModelRef>,
+    /// The worker of each candidate, likewise; empty = `worker`.
+    #[serde(default)]
+    pub candidate_workers: Vec<WorkerKind>,
 }
 
 impl ProjectConfig {
@@ -758,17 +828,26 @@ impl ProjectConfig {
             infra_backoff_seconds: default_infra_backoff(),
             planner_interval_seconds: None,
             max_tokens: RoleTokens::default(),
+            refine: None,
             schedule: None,
             watch: Vec::new(),
             stuck_after_seconds: default_stuck_after(),
             pause_after_failures: default_pause_after_failures(),
             merge_batch_max: default_merge_batch_max(),
+            resolve_conflicts: ResolveConflicts::default(),
             loop_similarity: default_loop_similarity(),
             stop_on_oscillation: true,
             worker: WorkerKind::default(),
             agents: AgentsConfig::default(),
+            candidates: default_candidates(),
+            candidate_models: Vec::new(),
+            candidate_workers: Vec::new(),
         }
     }
+}
+
+fn default_candidates() -> u32 {
+    1
 }
 
 fn default_stuck_after() -> u64 {

@@ -5,7 +5,8 @@
 use crate::dotenv::is_env_name;
 use crate::load::ConfigError;
 use crate::model::{
-    Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind, SandboxKind, WorkerKind,
+    Config, ModelRef, ProjectConfig, ProviderConfig, ProviderKind, RefineConfig, SandboxKind,
+    WorkerKind,
 };
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -91,6 +92,18 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             ));
         }
         validate_project(cfg, project, &key, &invalid)?;
+    }
+    if let Some(template) = &cfg.new_projects {
+        // The project the template would make, at a stand-in path.
+        let project = crate::template::from_template(template, "new-project", &cfg.base_dir)
+            .map_err(|message| ConfigError::Parse {
+                path: cfg.source.clone(),
+                line: None,
+                column: None,
+                message,
+            })?;
+        let key = |field: &str| format!("new_projects.{field}");
+        validate_project(cfg, &project, &key, &invalid)?;
     }
     Ok(())
 }
@@ -179,6 +192,28 @@ fn validate_provider(
     Ok(())
 }
 
+/// Best-of-N: 1 to 8 candidates; agent CLIs among them need the sandbox
+/// `worker` itself would need.
+fn validate_candidates(
+    p: &ProjectConfig,
+    key: &dyn Fn(&str) -> String,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
+    let max = orch_core::MAX_CANDIDATES;
+    check_range(&key("candidates"), p.candidates, 1, max, invalid)?;
+    for (j, w) in p.candidate_workers.iter().enumerate() {
+        if *w != WorkerKind::Builtin && p.sandbox == SandboxKind::Docker {
+            return Err(invalid(
+                key(&format!("candidate_workers[{j}]")),
+                "`builtin` when sandbox = \"docker\" (agent CLIs run in the bwrap or none \
+                 sandbox; set sandbox = \"bwrap\")",
+                w.as_str().to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_project(
     cfg: &Config,
     p: &ProjectConfig,
@@ -202,6 +237,9 @@ fn validate_project(
     ];
     for (j, m) in p.worker_models.iter().enumerate() {
         models.push((format!("worker_models[{j}]"), Some(m)));
+    }
+    for (j, m) in p.candidate_models.iter().enumerate() {
+        models.push((format!("candidate_models[{j}]"), Some(m)));
     }
     for (field, model) in models {
         if let Some(m) = model {
@@ -231,6 +269,7 @@ fn validate_project(
         ));
     }
     check_range(&key("max_workers"), p.max_workers, 1, 64, invalid)?;
+    validate_candidates(p, key, invalid)?;
     check_range(
         &key("max_infra_failures"),
         p.max_infra_failures,
@@ -329,7 +368,42 @@ fn validate_project(
             ));
         }
     }
+    if let Some(r) = &p.refine {
+        validate_refine(p, r, key, invalid)?;
+    }
     Ok(())
+}
+
+/// `[projects.refine]`: the judge's score decides, so a judge model is
+/// needed; the numbers must be in range.
+fn validate_refine(
+    p: &ProjectConfig,
+    r: &RefineConfig,
+    key: &dyn Fn(&str) -> String,
+    invalid: &Invalid,
+) -> Result<(), ConfigError> {
+    if p.judge_model.is_none() {
+        return Err(invalid(
+            key("judge_model"),
+            "a judge model when [projects.refine] is set (refinement iterates until the judge's score reaches the threshold): set judge_model = \"provider:model\", or remove the refine table",
+            "none".into(),
+        ));
+    }
+    if !(r.threshold.is_finite() && (0.0..=10.0).contains(&r.threshold)) {
+        return Err(invalid(
+            key("refine.threshold"),
+            "a judge score from 0 to 10",
+            r.threshold.to_string(),
+        ));
+    }
+    check_range(
+        &key("refine.max_iterations"),
+        r.max_iterations,
+        1,
+        100,
+        invalid,
+    )?;
+    check_range(&key("refine.plateau"), r.plateau, 1, 100, invalid)
 }
 
 fn check_model(

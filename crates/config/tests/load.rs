@@ -9,7 +9,7 @@
 
 use orch_config::{
     load, load_str, load_str_with_env, Config, ConfigError, ConfigFormat, ModelRef, ProjectConfig,
-    ProviderKind, SandboxKind,
+    ProviderKind, ResolveConflicts, SandboxKind,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -531,6 +531,22 @@ fn unknown_enum_value_lists_choices() {
     );
 }
 
+#[test]
+fn resolve_conflicts_defaults_to_agent_and_takes_feedback() {
+    let fx = Fixture::new();
+    let cfg = fx.toml(&fx.example(""), &[]).unwrap();
+    assert_eq!(cfg.projects[0].resolve_conflicts, ResolveConflicts::Agent);
+    let cfg = fx
+        .toml(&fx.example("resolve_conflicts = \"feedback\""), &[])
+        .unwrap();
+    assert_eq!(cfg.projects[0].resolve_conflicts, ResolveConflicts::Feedback);
+    let e = fx.err(&fx.example("resolve_conflicts = \"rebase\""));
+    assert_contains(
+        &e,
+        &["resolve_conflicts: unknown variant `rebase`, expected `agent` or `feedback`"],
+    );
+}
+
 // ---- validation ----
 
 /// Each (edit to the example, expected full message after "orch.toml: ").
@@ -886,4 +902,71 @@ fn retry_prices_and_budgets_are_validated() {
         .unwrap();
     assert_eq!(ok.projects[0].daily_budget_usd, Some(5.0));
     assert_eq!(ok.retry.schedule_seconds, vec![2, 30, 60, 120, 300, 600]);
+}
+
+#[test]
+fn refine_takes_its_defaults_and_needs_a_judge_and_ranges() {
+    let fx = Fixture::new();
+    let cfg = fx.toml(&fx.example(""), &[]).unwrap();
+    assert_eq!(cfg.projects[0].refine, None);
+    let cfg = fx
+        .toml(&fx.example("[projects.refine]\nthreshold = 8.5"), &[])
+        .unwrap();
+    let r = cfg.projects[0].refine.unwrap();
+    assert_eq!((r.threshold, r.max_iterations, r.plateau), (8.5, 10, 3));
+
+    let no_judge = fx
+        .example("[projects.refine]\nthreshold = 8.0")
+        .replace("judge_model = \"local:any-model\"\n", "");
+    assert_contains(
+        &fx.err(&no_judge),
+        &["projects[0].judge_model", "[projects.refine]", "none"],
+    );
+    for (edit, key, found) in [
+        ("threshold = 11", "projects[0].refine.threshold", "11"),
+        ("max_iterations = 0", "projects[0].refine.max_iterations", "0"),
+        ("plateau = 0", "projects[0].refine.plateau", "0"),
+    ] {
+        let e = fx.err(&fx.example(&format!("[projects.refine]\n{edit}")));
+        assert_contains(&e, &[key, found]);
+    }
+    let e = fx.err(&fx.example("[projects.refine]\nscore = 8"));
+    assert_contains(&e, &["score"]);
+}
+
+#[test]
+fn candidates_default_to_one_and_are_checked() {
+    let fx = Fixture::new();
+    let cfg = fx.toml(&fx.example(""), &[]).unwrap();
+    let p = &cfg.projects[0];
+    assert_eq!(p.candidates, 1);
+    assert!(p.candidate_models.is_empty() && p.candidate_workers.is_empty());
+    let cfg = fx
+        .toml(
+            &fx.example(
+                "candidates = 3\ncandidate_models = [\"local:a\", \"local:b\"]\ncandidate_workers = [\"builtin\", \"aider\"]",
+            ),
+            &[],
+        )
+        .unwrap();
+    let p = &cfg.projects[0];
+    assert_eq!(p.candidates, 3);
+    assert_eq!(p.candidate_models[1].to_string(), "local:b");
+    assert_eq!(p.candidate_workers[1].as_str(), "aider");
+    let e = fx.err(&fx.example("candidates = 9"));
+    assert_contains(
+        &e,
+        &["projects[0].candidates: expected an integer from 1 to 8, found 9"],
+    );
+    let e = fx.err(&fx.example("candidates = 0"));
+    assert_contains(&e, &["projects[0].candidates", "found 0"]);
+    let e = fx.err(&fx.example("candidate_models = [\"nowhere:x\"]"));
+    assert_contains(&e, &["candidate_models[0]", "nowhere"]);
+    let e = fx.err(&fx.example("candidate_workers = [\"cursor\"]"));
+    assert_contains(&e, &["candidate_workers", "cursor"]);
+    let docker = fx
+        .example("candidate_workers = [\"builtin\", \"codex\"]")
+        .replace("sandbox = \"bwrap\"", "sandbox = \"docker\"");
+    let e = fx.err(&docker);
+    assert_contains(&e, &["projects[0].candidate_workers[1]", "bwrap", "codex"]);
 }

@@ -6,13 +6,18 @@
 
 pub mod ids;
 pub mod redact;
+pub mod refine;
 pub mod task;
 pub mod usage;
 pub mod verdict;
 pub mod verify;
 
 pub use ids::{new_id, TaskId};
-pub use task::{Attempt, AttemptStatus, NewTask, Task, TaskSource, TaskStatus, TaskType};
+pub use refine::{IterationOutcome, RefineIteration};
+pub use task::{
+    Attempt, AttemptKind, AttemptStatus, NewTask, Task, TaskSource, TaskStatus, TaskType,
+    MAX_CANDIDATES,
+};
 pub use usage::Usage;
 pub use verdict::{GateResult, Verdict};
 pub use verify::{StepKind, StepResult, TestCounts, TestGoal, VerificationReport};

@@ -175,6 +175,9 @@ impl FromStr for TaskSource {
     }
 }
 
+/// Most candidates (best-of-N attempts per round) a project or task may ask for.
+pub const MAX_CANDIDATES: u32 = 8;
+
 /// Input for creating a task.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTask {
@@ -199,6 +202,10 @@ pub struct NewTask {
     /// holds one task per key, so re-importing a plan adds nothing twice.
     #[serde(default)]
     pub plan_key: Option<String>,
+    /// Best-of-N: attempts run in parallel per round for this task (1–8);
+    /// None = the project's `candidates`.
+    #[serde(default)]
+    pub candidates: Option<u32>,
 }
 
 /// A task as stored.
@@ -222,6 +229,9 @@ pub struct Task {
     /// See [`NewTask::plan_key`].
     #[serde(default)]
     pub plan_key: Option<String>,
+    /// See [`NewTask::candidates`].
+    #[serde(default)]
+    pub candidates: Option<u32>,
     pub status: TaskStatus,
     /// Attempts that counted against max_attempts (interrupted, cancelled and
     /// infrastructure-failed ones do not).
@@ -305,6 +315,40 @@ impl FromStr for AttemptStatus {
     }
 }
 
+/// What an attempt did: the task's work, or resolving the merge conflict of
+/// work that already passed (which does not count against max_attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum AttemptKind {
+    #[default]
+    Work,
+    /// The merge queue's resolver (`resolve_conflicts = "agent"`).
+    Resolve,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Work => "work",
+            AttemptKind::Resolve => "resolve",
+        }
+    }
+}
+
+impl FromStr for AttemptKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "work" => Ok(AttemptKind::Work),
+            "resolve" => Ok(AttemptKind::Resolve),
+            other => Err(format!(
+                "unknown attempt kind `{other}` (expected work or resolve)"
+            )),
+        }
+    }
+}
+
 /// One try at a task. Rows are appended, never overwritten: a finished
 /// attempt only gains its end fields once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +358,9 @@ pub struct Attempt {
     pub task_id: TaskId,
     /// 1-based sequence number within the task, interrupted attempts included.
     pub number: u32,
+    /// Rows and documents from before attempt kinds existed are work.
+    #[serde(default)]
+    pub kind: AttemptKind,
     pub status: AttemptStatus,
     pub base_commit: Option<String>,
     pub head_commit: Option<String>,
@@ -335,6 +382,29 @@ pub struct Attempt {
     /// Path of the attempt's markdown file in the audit trail.
     pub audit_path: Option<String>,
     pub error: Option<String>,
+    /// Refinement iterations (`[projects.refine]`), in order; empty for an
+    /// attempt that did not refine, and in documents from before refinement.
+    #[serde(default)]
+    pub iterations: Vec<crate::refine::RefineIteration>,
+    /// Best-of-N (`candidates`): which candidate of its round this attempt
+    /// was, from 1; None for a lone attempt.
+    #[serde(default)]
+    pub candidate: Option<u32>,
+    /// Best-of-N: the round the candidate ran in (the task's counted
+    /// attempts before it, plus one); its candidates share it.
+    #[serde(default)]
+    pub round: Option<u32>,
+    /// The branch a candidate worked on (`orch/<task>-c<k>`); None for the
+    /// task's own branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The candidate's place in its round's ranking (1 = the one that went
+    /// to the merge queue); None when it was not ranked (it did not pass).
+    #[serde(default)]
+    pub rank: Option<u32>,
+    /// Why the ranking put it there.
+    #[serde(default)]
+    pub rank_reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -368,5 +438,25 @@ mod tests {
             .parse::<TaskType>()
             .unwrap_err()
             .contains("code, test, fix, review"));
+    }
+
+    #[test]
+    fn an_attempt_without_a_kind_reads_as_work() {
+        let json = serde_json::json!({
+            "id": 1, "task_id": "t", "number": 1, "status": "passed",
+            "base_commit": null, "head_commit": null, "summary": null, "diff_stat": null,
+            "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "turns": 0,
+            "started_at": "2026-03-01T10:00:00Z", "finished_at": null, "duration_ms": null,
+            "verification": null, "verdict": null, "audit_path": null, "error": null
+        });
+        let a: Attempt = serde_json::from_value(json).unwrap();
+        assert_eq!(a.kind, AttemptKind::Work);
+        let mut v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["kind"], "work");
+        v["kind"] = "resolve".into();
+        let r: Attempt = serde_json::from_value(v).unwrap();
+        assert_eq!(r.kind, AttemptKind::Resolve);
+        assert_eq!("resolve".parse::<AttemptKind>(), Ok(AttemptKind::Resolve));
+        assert!("x".parse::<AttemptKind>().unwrap_err().contains("work or resolve"));
     }
 }

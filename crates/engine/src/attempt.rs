@@ -194,7 +194,9 @@ impl Engine {
                         }
                         return Ok(());
                     }
-                    if self.stop_if_looping(&task).await? {
+                    // A round of candidates differs by design; loops are
+                    // looked for between single attempts only.
+                    if self.candidate_count(&task) <= 1 && self.stop_if_looping(&task).await? {
                         return Ok(());
                     }
                     if self.store.is_paused(&self.project.name)? {

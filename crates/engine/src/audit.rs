@@ -2,7 +2,7 @@
 //! per plan, attempt and verdict. They are written atomically, so a crash
 //! never leaves half a file.
 
-use orch_core::{Attempt, Task, Usage, VerificationReport};
+use orch_core::{Attempt, IterationOutcome, RefineIteration, Task, Usage, VerificationReport};
 use orch_providers::{Message, Role};
 use std::fmt::Write as _;
 
@@ -58,6 +58,9 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
             r.diff_stat.trim_end()
         }
     );
+    if !r.attempt.iterations.is_empty() {
+        md.push_str(&iterations_markdown(&r.attempt.iterations));
+    }
     if let Some(report) = r.report {
         let _ = writeln!(
             md,
@@ -112,6 +115,48 @@ pub fn attempt_markdown(r: &AttemptRecord<'_>) -> String {
         }
     }
     md
+}
+
+/// The refinement iterations: score, commit, tests, verdict, and whether
+/// each was kept or undone.
+fn iterations_markdown(iterations: &[RefineIteration]) -> String {
+    let mut md = String::from(
+        "## Refinement\n\n| iteration | score | commit | tests | verdict | outcome |\n|---|---|---|---|---|---|\n",
+    );
+    for it in iterations {
+        let outcome = match it.outcome {
+            IterationOutcome::Reverted => format!("reverted to iteration {}", it.best_iteration),
+            other => other.as_str().to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {outcome} |",
+            it.iteration,
+            it.score.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            it.commit
+                .as_deref()
+                .map(|c| format!("`{}`", &c[..c.len().min(12)]))
+                .unwrap_or_else(|| "-".into()),
+            judged(it, it.tests_passed),
+            judged(it, it.verdict_passed),
+        );
+    }
+    for it in iterations {
+        if let Some(note) = &it.note {
+            let _ = writeln!(md, "\nIteration {}: {}", it.iteration, note.trim());
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// `passed`/`failed` for a judged iteration, `-` for one that was not.
+fn judged(it: &RefineIteration, passed: bool) -> &'static str {
+    match (it.note.is_some(), passed) {
+        (true, _) => "-",
+        (false, true) => "passed",
+        (false, false) => "failed",
+    }
 }
 
 pub fn report_markdown(report: &VerificationReport) -> String {

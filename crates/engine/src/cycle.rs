@@ -92,6 +92,8 @@ pub struct Engine {
     pub(crate) cancels: Arc<crate::cancel::Cancels>,
     /// What does the work of each attempt.
     pub(crate) worker: Arc<dyn orch_agent::Worker>,
+    /// The workers of `candidate_workers`, in order (best-of-N).
+    pub(crate) candidate_workers: Vec<Arc<dyn orch_agent::Worker>>,
     /// Set while the merge queue runs a verification (a slow landing).
     pub(crate) slow_merge: crate::merge::SlowMerge,
 }
@@ -146,6 +148,7 @@ impl Engine {
             task_budget_usd: project.max_budget_per_task_usd,
             daily_budget_usd: project.daily_budget_usd,
             max_tokens: project.max_tokens,
+            in_flight: Default::default(),
         });
         Ok(Arc::new(Engine {
             config: config.clone(),
@@ -163,6 +166,7 @@ impl Engine {
             cancels: Arc::default(),
             worker: orch_agent::external::factory::worker_for(config, project_name)
                 .map_err(EngineError::Config)?,
+            candidate_workers: crate::stages::candidate_workers(config, project_name)?,
             slow_merge: Default::default(),
         }))
     }

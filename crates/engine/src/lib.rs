@@ -17,10 +17,12 @@ mod merge;
 mod metered;
 mod paths;
 mod patrol;
+mod project_plan;
 mod prompts;
 mod recorder;
 mod recovery;
 mod registry;
+mod resolve;
 mod routing;
 mod shutdown;
 mod stages;
@@ -28,7 +30,9 @@ mod stages;
 pub use cycle::{CycleSummary, Engine, RunOptions};
 pub use lock::{LockError, ProjectLock};
 pub use metered::{CallContext, Meter, MeteredProvider};
-pub use paths::DataPaths;
+pub use paths::{write_atomic, DataPaths};
+pub use project_plan::PROJECT_ARCHITECT_PROMPT;
+pub use prompts::{worker_system_prompt, worker_task_prompt};
 pub use recorder::Recorder;
 pub use registry::{build_provider, price_table, ProviderRegistry};
 pub use routing::{route, Route, Workflow};
@@ -50,6 +54,10 @@ pub enum EngineError {
     Provider(String),
     #[error("{0}")]
     Config(String),
+    /// Work stopped from outside (the patrol, a shutdown) where no attempt
+    /// loop can take it back; the caller puts the task back untouched.
+    #[error("{0}")]
+    Interrupted(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

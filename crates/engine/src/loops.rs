@@ -7,7 +7,7 @@
 
 use crate::cycle::Engine;
 use crate::Result;
-use orch_core::{Attempt, AttemptStatus, Task, VerificationReport};
+use orch_core::{Attempt, AttemptKind, AttemptStatus, Task, VerificationReport};
 use orch_protocol::{LoopDetected, LoopKind};
 
 /// Characters of each failure compared; enough for a test run's tail.
@@ -94,7 +94,8 @@ impl Engine {
             .store
             .attempts(&task.id)?
             .into_iter()
-            .filter(|a| a.status == AttemptStatus::Failed)
+            // A failed conflict resolution is not the work failing again.
+            .filter(|a| a.status == AttemptStatus::Failed && a.kind == AttemptKind::Work)
             .collect();
         let threshold = self.project.loop_similarity;
         if let [.., before, last] = failed.as_slice() {

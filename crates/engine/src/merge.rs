@@ -1,7 +1,8 @@
 //! The merge queue: one landing at a time per project, in batches, as bors
 //! and Zuul do. Up to `merge_batch_max` passing branches are merged onto
 //! the current main, one after another, without a worktree (`git
-//! merge-tree`); a branch that conflicts is sent back. The candidate is
+//! merge-tree`; a branch built on the candidate so far is taken as it is,
+//! a fast-forward); a branch that conflicts is sent back. The candidate is
 //! verified once; green lands the whole batch by one compare-and-swap
 //! fast-forward of main, red splits the batch in halves to find the culprit
 //! and land the rest. A single branch whose merged tree is exactly the tree
@@ -11,6 +12,7 @@
 
 use crate::attempt::{feedback_text, first_line};
 use crate::cycle::Engine;
+use crate::resolve::Resolution;
 use crate::Result;
 use orch_core::{Task, TaskId, TaskStatus, TestGoal, Verdict, VerificationReport};
 use orch_git::{AdvanceOutcome, MergeOutcome};
@@ -239,7 +241,7 @@ impl Engine {
                 format!("merging {branch} into {}", self.main_branch),
             );
             let message = format!("Merge {branch}: {}\n\nTask: {tid}", task.title);
-            let merged = match self.git.merge_commit(&head, &branch, &message).await {
+            let merged = match self.fast_forward_or_merge(&head, &branch, &message).await {
                 // Only a failed merge asks whether the branch still exists.
                 Err(_) if !self.git.branch_exists(&branch).await? => {
                     let gone =
@@ -261,11 +263,45 @@ impl Engine {
                         files.join(", "),
                         self.main_branch
                     );
-                    self.reject(&task, &feedback)?;
+                    // The resolver (resolve.rs) first, unless configured off.
+                    match self
+                        .resolve_conflict(&task, &head, main_sha, &files)
+                        .await?
+                    {
+                        Resolution::Resolved { head: resolved } => {
+                            head = resolved;
+                            kept.push(task);
+                        }
+                        Resolution::Failed { why } => self.reject(
+                            &task,
+                            &format!(
+                                "{feedback}\n\norch's conflict resolver could not land it: {why}"
+                            ),
+                        )?,
+                        Resolution::Cancelled => {}
+                        Resolution::NotTried => self.reject(&task, &feedback)?,
+                    }
                 }
             }
         }
         Ok((head, kept))
+    }
+
+    /// A branch built on `head` itself lands as a fast-forward: its own
+    /// commit, already verified, with no merge commit (two git runs fewer,
+    /// and the merged tree is the tested one). Any other branch gets a merge
+    /// commit.
+    async fn fast_forward_or_merge(
+        &self,
+        head: &str,
+        branch: &str,
+        message: &str,
+    ) -> std::result::Result<MergeOutcome, orch_git::GitError> {
+        if self.git.is_ancestor(head, branch).await? {
+            let tip = self.git.rev_parse(branch).await?;
+            return Ok(MergeOutcome::Clean { head: tip });
+        }
+        self.git.merge_commit(head, branch, message).await
     }
 
     /// Verifies the candidate in a scratch worktree; None when verification

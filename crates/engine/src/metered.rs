@@ -40,6 +40,38 @@ pub struct Meter {
     pub daily_budget_usd: Option<f64>,
     /// The most output tokens each role may ask for.
     pub max_tokens: orch_config::RoleTokens,
+    /// Estimated costs of each task's calls in flight.
+    pub in_flight: InFlight,
+}
+
+/// The estimated cost of every task's model calls under way, so calls in
+/// parallel (best-of-N candidates) cannot each fit the task's budget on
+/// their own and pass it together: each is checked against what is spent
+/// plus what the others may still spend.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashMap<String, f64>>);
+
+/// A call's share of [`InFlight`], given back when the call is recorded.
+struct Reserved<'a> {
+    in_flight: &'a InFlight,
+    task: String,
+    usd: f64,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .in_flight
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(v) = map.get_mut(&self.task) {
+            *v -= self.usd;
+            if *v <= 1e-12 {
+                map.remove(&self.task);
+            }
+        }
+    }
 }
 
 /// Who is calling: recorded with each call.
@@ -103,8 +135,9 @@ impl MeteredProvider {
         self.meter.prices.cost(&request.model, &usage)
     }
 
-    /// Refuses the call when it would break a budget.
-    fn check_budgets(&self, request: &ChatRequest) -> Result<(), ProviderError> {
+    /// Refuses the call when it would break a budget; otherwise holds its
+    /// estimate against the task's budget until it is recorded.
+    fn check_budgets(&self, request: &ChatRequest) -> Result<Option<Reserved<'_>>, ProviderError> {
         let m = &self.meter;
         let estimate = self.estimate(request);
         let internal =
@@ -122,14 +155,32 @@ impl MeteredProvider {
             }
         }
         if let (Some(limit), Some(task)) = (m.task_budget_usd, &self.ctx.task_id) {
+            // Held while reading, so two parallel calls see each other.
+            let mut in_flight = m
+                .in_flight
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let spent = m.store.spent_on_task(task).map_err(internal)?;
-            if spent + estimate > limit {
+            let pending = in_flight.get(task).copied().unwrap_or(0.0);
+            if spent + pending + estimate > limit {
+                let under_way = if pending > 0.0 {
+                    format!(" (and about ${pending:.4} under way in parallel)")
+                } else {
+                    String::new()
+                };
                 return Err(ProviderError::Budget(format!(
-                    "{TASK_BUDGET_REACHED}: ${spent:.4} spent, the next call would cost about ${estimate:.4}, and max_budget_per_task_usd = ${limit:.2}"
+                    "{TASK_BUDGET_REACHED}: ${spent:.4} spent{under_way}, the next call would cost about ${estimate:.4}, and max_budget_per_task_usd = ${limit:.2}"
                 )));
             }
+            *in_flight.entry(task.clone()).or_insert(0.0) += estimate;
+            return Ok(Some(Reserved {
+                in_flight: &m.in_flight,
+                task: task.clone(),
+                usd: estimate,
+            }));
         }
-        Ok(())
+        Ok(None)
     }
 
     fn record(
@@ -198,7 +249,7 @@ impl Provider for MeteredProvider {
 
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let request = &*self.capped(request);
-        self.check_budgets(request)?;
+        let _reserved = self.check_budgets(request)?;
         let started = Instant::now();
         let mut result = self.inner.chat(request).await;
         if let Ok(r) = &mut result {
@@ -214,7 +265,7 @@ impl Provider for MeteredProvider {
         sink: DeltaSink<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let request = &*self.capped(request);
-        self.check_budgets(request)?;
+        let _reserved = self.check_budgets(request)?;
         let started = Instant::now();
         let mut result = self.inner.chat_stream(request, sink).await;
         if let Ok(r) = &mut result {
@@ -282,6 +333,7 @@ mod tests {
             task_budget_usd: None,
             daily_budget_usd: None,
             max_tokens,
+            in_flight: InFlight::default(),
         })
     }
 
@@ -361,5 +413,91 @@ mod tests {
         let metered = MeteredProvider::wrap(inner.clone(), meter, other);
         metered.chat(&ask(None)).await.unwrap();
         assert_eq!(*inner.seen.lock().unwrap(), [Some(1024), Some(4096)]);
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use orch_providers::pricing::Price;
+    use orch_providers::Message;
+
+    /// Answers after a pause, so two calls overlap; costs nothing itself.
+    struct Slow;
+
+    #[async_trait]
+    impl Provider for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            Ok(ChatResponse {
+                message: Message::assistant("ok"),
+                usage: orch_core::Usage::default(),
+                finish_reason: "stop".into(),
+                model: request.model.clone(),
+            })
+        }
+        async fn chat_stream(
+            &self,
+            request: &ChatRequest,
+            _sink: DeltaSink<'_>,
+        ) -> Result<ChatResponse, ProviderError> {
+            self.chat(request).await
+        }
+    }
+
+    #[tokio::test]
+    async fn parallel_calls_of_one_task_share_its_budget() {
+        let store = Arc::new(orch_state::Store::open_in_memory().unwrap());
+        store.ensure_project("p", "/repo").unwrap();
+        let task = store
+            .add_task(&orch_core::NewTask {
+                project: "p".into(),
+                title: "t".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        // One output token costs $1; each call asks for one: about $1.
+        let mut prices = PriceTable::default();
+        prices.set("m", Price::new(0.0, 1_000_000.0, 0.0));
+        let meter = Arc::new(Meter {
+            store: store.clone(),
+            prices: Arc::new(prices),
+            rec: Recorder::new(store, "p"),
+            project: "p".into(),
+            task_budget_usd: Some(1.5),
+            daily_budget_usd: None,
+            max_tokens: orch_config::RoleTokens::default(),
+            in_flight: InFlight::default(),
+        });
+        let ctx = CallContext {
+            role: "worker",
+            task_id: Some(task.id.to_string()),
+            attempt_id: None,
+        };
+        let a = MeteredProvider::wrap(Arc::new(Slow), meter.clone(), ctx.clone());
+        let b = MeteredProvider::wrap(Arc::new(Slow), meter.clone(), ctx);
+        let mut req = ChatRequest::new("m", vec![Message::user("hi")]);
+        req.max_tokens = Some(1);
+        let (first, second) = tokio::join!(a.chat(&req), async {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            b.chat(&req).await
+        });
+        assert!(first.is_ok());
+        let refused = second.unwrap_err().to_string();
+        assert!(
+            refused.contains(TASK_BUDGET_REACHED) && refused.contains("under way"),
+            "{refused}"
+        );
+        // The first call cost nothing in the end: its share was given back.
+        assert!(meter.in_flight.0.lock().unwrap().is_empty());
+        assert!(b.chat(&req).await.is_ok());
     }
 }

@@ -96,6 +96,7 @@ mod tests {
             not_before: None,
             depends_on: Vec::new(),
             plan_key: None,
+            candidates: None,
             source: TaskSource::Manual,
             status: TaskStatus::Running,
             attempts: 1,

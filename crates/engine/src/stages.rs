@@ -18,6 +18,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Refinement to a score drives these stages in a loop; as a child
+/// module it uses them without widening their visibility.
+#[path = "refine.rs"]
+mod refine;
+
+/// Best-of-N runs these stages for several candidates at once, on their
+/// own branches, and concludes the round itself.
+#[path = "candidates.rs"]
+mod candidates;
+pub(crate) use candidates::candidate_workers;
+
 /// Largest diff shown to the judge.
 const JUDGE_DIFF_BYTES: usize = 60_000;
 
@@ -33,6 +44,9 @@ struct Run<'a> {
     system_prompt: String,
     task_prompt: String,
     audit_md: PathBuf,
+    /// A best-of-N candidate's slot; its stages leave the task's status to
+    /// the round (see `advance`).
+    slot: Option<candidates::Slot>,
 }
 
 /// What the commit stage produced.
@@ -45,6 +59,20 @@ struct Committed {
     refused: Vec<crate::changeset::Refusal>,
 }
 
+/// How a worker that did not call finish stopped (see `stopped_short`).
+struct Short {
+    /// What the next attempt (or a person) is told.
+    why: String,
+    /// The task's budget refused a call: retrying cannot help.
+    budget: bool,
+    /// The project's daily budget paused it: not counted.
+    paused: bool,
+    /// A provider outage: not the worker's fault, not counted.
+    outage: bool,
+    /// How the attempt is recorded.
+    status: AttemptStatus,
+}
+
 impl Engine {
     /// Runs one attempt of `task` through every stage.
     pub(crate) async fn attempt(
@@ -52,7 +80,13 @@ impl Engine {
         task: &Task,
         cancel: &CancellationToken,
     ) -> Result<AttemptEnd> {
+        if self.candidate_count(task) > 1 {
+            return self.best_of_n(task, cancel).await;
+        }
         let run = self.prepare(task, cancel).await?;
+        if let Some(cfg) = self.project.refine {
+            return run.refine(cfg).await;
+        }
         let outcome = run.work().await?;
         let summary = match &outcome.end {
             WorkerEnd::Finished { summary } => summary.clone(),
@@ -76,17 +110,49 @@ impl Engine {
         task: &'a Task,
         cancel: &'a CancellationToken,
     ) -> Result<Run<'a>> {
+        self.prepare_in(task, cancel, None).await
+    }
+
+    /// [`Self::prepare`], for a best-of-N candidate when `slot` is set: its
+    /// own branch, worktree and attempt row, and the round's number in the
+    /// prompt (a round counts as one attempt).
+    async fn prepare_in<'a>(
+        &'a self,
+        task: &'a Task,
+        cancel: &'a CancellationToken,
+        slot: Option<candidates::Slot>,
+    ) -> Result<Run<'a>> {
         let tid = task.id.as_str();
         let base = self.git.rev_parse(&self.main_branch).await?;
-        let attempt = self.store.start_attempt(&task.id, &base)?;
-        let worktree = self.paths.worktree(&self.project.name, tid);
-        self.git
-            .worktree_add(&worktree, &task.branch(), &base)
-            .await?;
+        let (attempt, worktree, branch) = match &slot {
+            Some(s) => (
+                self.store.start_candidate(
+                    &task.id,
+                    &base,
+                    &orch_state::CandidateStart {
+                        candidate: s.candidate,
+                        round: task.attempts + 1,
+                        branch: &s.branch,
+                    },
+                )?,
+                s.worktree.clone(),
+                s.branch.clone(),
+            ),
+            None => (
+                self.store.start_attempt(&task.id, &base)?,
+                self.paths.worktree(&self.project.name, tid),
+                task.branch(),
+            ),
+        };
+        self.git.worktree_add(&worktree, &branch, &base).await?;
         let system_prompt =
             crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
+        let shown = match slot {
+            Some(_) => task.attempts + 1,
+            None => attempt.number,
+        };
         let mut task_prompt =
-            crate::prompts::worker_task_prompt(task, attempt.number, self.project.max_attempts);
+            crate::prompts::worker_task_prompt(task, shown, self.project.max_attempts);
         if let Some(architect) = &self.project.architect_model {
             let ctx = self.call_context("architect", task, &attempt);
             let plan = self
@@ -109,6 +175,7 @@ impl Engine {
             system_prompt,
             task_prompt,
             audit_md,
+            slot,
         })
     }
 
@@ -136,10 +203,16 @@ impl Run<'_> {
     async fn work(&self) -> Result<WorkerOutcome> {
         let e = self.engine;
         let route = crate::routing::route(&e.project, self.task, &e.meter.prices);
-        let worker_model = route
-            .model_for_attempt(self.attempt.number)
-            .cloned()
-            .unwrap_or_else(|| e.project.worker_model.clone());
+        let routed = || {
+            route
+                .model_for_attempt(self.attempt.number)
+                .cloned()
+                .unwrap_or_else(|| e.project.worker_model.clone())
+        };
+        // A candidate may have its own model and worker.
+        let slot = self.slot.as_ref();
+        let worker_model = slot.and_then(|s| s.model.clone()).unwrap_or_else(routed);
+        let worker = slot.map_or_else(|| e.worker.clone(), |s| s.worker.clone());
         let ctx = e.call_context("worker", self.task, &self.attempt);
         let (provider, model) = e.provider_for(&worker_model, ctx)?;
         e.rec.note(
@@ -147,7 +220,7 @@ impl Run<'_> {
             protocol::StageStarted {
                 attempt: Some(self.attempt.number),
                 model: Some(worker_model.to_string()),
-                worker: Some(e.worker.name().to_string()),
+                worker: Some(worker.name().to_string()),
                 workflow: Some(route.workflow.as_str().to_string()),
                 ..protocol::StageStarted::new(Stage::Work)
             },
@@ -178,7 +251,7 @@ impl Run<'_> {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
         };
-        let outcome = e.worker.run(spec, &observer).await;
+        let outcome = worker.run(spec, &observer).await;
         let finished = matches!(outcome.end, WorkerEnd::Finished { .. });
         self.stage_finished(Stage::Work, started, finished);
         e.store.add_task_usage(&self.task.id, &outcome.usage)?;
@@ -289,6 +362,10 @@ impl Run<'_> {
         if self.cancel.is_cancelled() {
             return Ok(false);
         }
+        if self.slot.is_some() {
+            // N candidates cannot all move the task; the round does, once.
+            return Ok(true);
+        }
         Ok(self
             .engine
             .store
@@ -318,7 +395,36 @@ impl Run<'_> {
             }
             _ => {}
         }
-        let p = &e.project;
+        let Short {
+            why,
+            budget,
+            paused,
+            outage,
+            status,
+        } = self.stopped_short(outcome);
+        self.write_audit(outcome, "failed", "", None, Some(&why))?;
+        let mut fin = self.finish(outcome, status);
+        fin.error = Some(why.clone());
+        let attempts = e.store.finish_attempt(self.attempt.id, &fin)?;
+        e.remove_worktree(&self.worktree).await?;
+        Ok(if budget {
+            AttemptEnd::OutOfBudget {
+                reason: format!("stopped before going over its budget: {why}"),
+            }
+        } else if paused {
+            AttemptEnd::Paused
+        } else if outage {
+            AttemptEnd::Infra { message: why }
+        } else {
+            e.store.set_feedback(&self.task.id, Some(&why))?;
+            AttemptEnd::Failed { attempts }
+        })
+    }
+
+    /// Why the worker stopped without calling finish (a limit, a model
+    /// failure), and what that means for the attempt.
+    fn stopped_short(&self, outcome: &WorkerOutcome) -> Short {
+        let p = &self.engine.project;
         let why = match &outcome.end {
             WorkerEnd::TurnLimit => format!("The worker used all {} turns (max_turns) without calling finish. Work in fewer, larger steps.", p.max_turns),
             WorkerEnd::TimedOut => format!("The worker ran out of time ({} s, worker_timeout_seconds) before calling finish.", p.worker_timeout_seconds),
@@ -340,23 +446,13 @@ impl Run<'_> {
         } else {
             AttemptStatus::Failed
         };
-        self.write_audit(outcome, "failed", "", None, Some(&why))?;
-        let mut fin = self.finish(outcome, status);
-        fin.error = Some(why.clone());
-        let attempts = e.store.finish_attempt(self.attempt.id, &fin)?;
-        e.remove_worktree(&self.worktree).await?;
-        Ok(if budget {
-            AttemptEnd::OutOfBudget {
-                reason: format!("stopped before going over its budget: {why}"),
-            }
-        } else if paused {
-            AttemptEnd::Paused
-        } else if outage {
-            AttemptEnd::Infra { message: why }
-        } else {
-            e.store.set_feedback(&self.task.id, Some(&why))?;
-            AttemptEnd::Failed { attempts }
-        })
+        Short {
+            why,
+            budget,
+            paused,
+            outage,
+            status,
+        }
     }
 
     /// Stage 3: the commit boundary. Changes that break the task's limits

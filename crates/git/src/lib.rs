@@ -3,9 +3,11 @@
 //! merges, and `advance_branch`, which lands passing work on a branch
 //! without ever touching a checkout that holds the user's uncommitted work.
 
+mod create;
 mod lock;
 mod reader;
 
+pub use create::ArchiveFormat;
 use lock::RepoLock;
 use orch_process::{ProcessOutput, ProcessSpec};
 use std::path::{Path, PathBuf};
@@ -399,6 +401,20 @@ impl Git {
         Err(self.command_error(&self.repo, &args, &out))
     }
 
+    /// Points the local branch `branch` at `commit`, creating or moving it
+    /// (refused while a worktree has it checked out).
+    pub async fn set_branch(&self, branch: &str, commit: &str) -> Result<(), GitError> {
+        checked("branch", branch)?;
+        checked("revision", commit)?;
+        let _lock = self.lock.acquire().await?;
+        if self.branch_at_in_process(branch, commit) {
+            return Ok(());
+        }
+        let args = ["branch", "--force", "--no-track", branch, commit];
+        self.ok(&self.repo, &args).await?;
+        Ok(())
+    }
+
     /// Creates (or resets) `branch` at `base` and checks it out in a new
     /// worktree at `dir`, replacing a stale worktree left there.
     pub async fn worktree_add(&self, dir: &Path, branch: &str, base: &str) -> Result<(), GitError> {
@@ -407,8 +423,28 @@ impl Git {
         let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
         let dir = path_arg(&dir);
+        if self.branch_at_in_process(branch, base) {
+            return self
+                .add_worktree_locked(&["worktree", "add", dir.as_str(), branch])
+                .await;
+        }
         self.add_worktree_locked(&["worktree", "add", "-B", branch, dir.as_str(), base])
             .await
+    }
+
+    /// Creates or resets `branch` at `base` in-process, when no worktree has
+    /// it checked out (otherwise `worktree add -B` refuses, as it should).
+    /// Saves the `git branch --force` that `worktree add -B` starts.
+    fn branch_at_in_process(&self, branch: &str, base: &str) -> bool {
+        if self.reader.checkout_of(&self.repo, branch) != Some(None) {
+            return false;
+        }
+        let Some(sha) = self.reader.resolve(&self.repo, &format!("{base}^{{commit}}")) else {
+            return false;
+        };
+        let refname = format!("refs/heads/{branch}");
+        self.reader
+            .write_ref(&self.repo, &refname, &sha, "orch: branch for a worktree")
     }
 
     /// Runs `git worktree add …`; when git still holds a record of a
@@ -455,6 +491,9 @@ impl Git {
                 code: None,
                 stderr: "refusing to remove the repository's main work tree".to_string(),
             });
+        }
+        if dir.join(".git").is_file() && self.remove_linked_in_process(&dir).await {
+            return Ok(());
         }
         if dir.join(".git").is_file() {
             // A linked worktree: one `git worktree remove` drops both the
@@ -504,6 +543,23 @@ impl Git {
                 })?;
         }
         self.worktree_prune_locked().await
+    }
+
+    /// Removes the linked worktree at `dir` as `git worktree remove --force
+    /// --force` does, without a process: its directory, then git's record
+    /// of it (found in the common directory; see `Reader::worktree_git_dir`).
+    /// False when it could not, and the CLI should.
+    async fn remove_linked_in_process(&self, dir: &Path) -> bool {
+        let Some(record) = self.reader.worktree_git_dir(&self.repo, dir) else {
+            return false;
+        };
+        if tokio::fs::remove_dir_all(dir).await.is_err() {
+            return false;
+        }
+        // With the directory gone, a record left behind is what `git
+        // worktree prune` removes: harmless until then.
+        let _ = tokio::fs::remove_dir_all(&record).await;
+        !dir.exists()
     }
 
     /// Forgets worktrees whose directories are gone.
@@ -756,6 +812,22 @@ impl Git {
         Ok(out.stdout)
     }
 
+    /// The subjects of the commits on `to`'s first-parent line since
+    /// `from`, newest first, at most `max` (what landed on a branch).
+    pub async fn log_subjects(
+        &self,
+        from: &str,
+        to: &str,
+        max: usize,
+    ) -> Result<Vec<String>, GitError> {
+        self.checked_revs(&[from, to])?;
+        let range = format!("{from}..{to}");
+        let count = format!("--max-count={max}");
+        let args = ["log", "--first-parent", "--format=%s", &count, &range, "--"];
+        let out = self.ok(&self.repo, &args).await?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
     /// Paths that differ between `base` and `head`.
     pub async fn changed_files(&self, base: &str, head: &str) -> Result<Vec<String>, GitError> {
         self.checked_revs(&[base, head])?;
@@ -780,11 +852,36 @@ impl Git {
         rev: &str,
         message: &str,
     ) -> Result<MergeOutcome, GitError> {
+        self.merge_in_worktree(worktree, rev, message, true).await
+    }
+
+    /// Like `merge_into_worktree`, but a conflicted merge is left in
+    /// progress: the files hold git's conflict markers (diff3 style, with
+    /// the common base) for someone to resolve, and a later `commit_all`
+    /// records the merge with both parents.
+    pub async fn merge_keeping_conflicts(
+        &self,
+        worktree: &Path,
+        rev: &str,
+        message: &str,
+    ) -> Result<MergeOutcome, GitError> {
+        self.merge_in_worktree(worktree, rev, message, false).await
+    }
+
+    async fn merge_in_worktree(
+        &self,
+        worktree: &Path,
+        rev: &str,
+        message: &str,
+        abort: bool,
+    ) -> Result<MergeOutcome, GitError> {
         checked("revision", rev)?;
         let mut args = IDENTITY.to_vec();
         args.extend([
             "-c",
             "commit.gpgsign=false",
+            "-c",
+            "merge.conflictStyle=diff3",
             "merge",
             "--no-ff",
             "--no-edit",
@@ -818,7 +915,9 @@ impl Git {
             // Refused before starting (dirty tree, untracked file in the way…).
             return Err(self.command_error(worktree, &args, &out));
         }
-        self.ok(worktree, &["merge", "--abort"]).await?;
+        if abort {
+            self.ok(worktree, &["merge", "--abort"]).await?;
+        }
         Ok(MergeOutcome::Conflict {
             files,
             output: out.combined(),
@@ -928,6 +1027,17 @@ impl Git {
         }
     }
 
+    /// Moves `worktree`'s branch and files back to `commit` (`git reset
+    /// --hard`) and deletes untracked files that are not ignored, so the
+    /// worktree is exactly that commit again (ignored caches stay).
+    pub async fn reset_worktree(&self, worktree: &Path, commit: &str) -> Result<(), GitError> {
+        checked("commit", commit)?;
+        self.ok_with(worktree, &["reset", "--hard", "-q", commit], CHECKOUT_TIMEOUT)
+            .await?;
+        self.ok(worktree, &["clean", "-f", "-d", "-q"]).await?;
+        Ok(())
+    }
+
     /// Whether `worktree` has changes to tracked files (staged or not).
     /// Untracked files do not count.
     pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
@@ -971,22 +1081,12 @@ impl Git {
             });
         }
 
-        let checkout = {
-            let _lock = self.lock.acquire().await?;
-            let find = |list: Vec<WorktreeInfo>| {
-                list.into_iter()
-                    .find(|w| w.branch.as_deref() == Some(branch))
-            };
-            match find(self.worktrees_locked().await?) {
-                // The record of a deleted worktree is not a checkout.
-                Some(w) if !w.path.exists() => {
-                    self.worktree_prune_locked().await?;
-                    find(self.worktrees_locked().await?)
-                }
-                found => found,
-            }
+        let checkout = match self.reader.checkout_of(&self.repo, branch) {
+            // A recorded worktree whose directory is gone is not a checkout:
+            // let the CLI path below prune it.
+            Some(found) if found.as_ref().is_none_or(|p| p.exists()) => found,
+            _ => self.checkout_of_branch(branch).await?,
         };
-
         let Some(checkout) = checkout else {
             let args = [
                 "update-ref",
@@ -1008,7 +1108,7 @@ impl Git {
             return Err(self.command_error(&self.repo, &args, &out));
         };
 
-        let w = checkout.path;
+        let w = checkout;
         if self.is_dirty(&w).await? {
             return Ok(AdvanceOutcome::Deferred {
                 reason: format!(
@@ -1033,6 +1133,25 @@ impl Git {
             });
         }
         Ok(AdvanceOutcome::Advanced)
+    }
+
+    /// The worktree that has `branch` checked out, from `git worktree
+    /// list` (pruning records of deleted worktrees first).
+    async fn checkout_of_branch(&self, branch: &str) -> Result<Option<PathBuf>, GitError> {
+        let _lock = self.lock.acquire().await?;
+        let find = |list: Vec<WorktreeInfo>| {
+            list.into_iter()
+                .find(|w| w.branch.as_deref() == Some(branch))
+                .map(|w| w.path)
+        };
+        Ok(match find(self.worktrees_locked().await?) {
+            // The record of a deleted worktree is not a checkout.
+            Some(p) if !p.exists() => {
+                self.worktree_prune_locked().await?;
+                find(self.worktrees_locked().await?)
+            }
+            found => found,
+        })
     }
 
     fn checked_revs(&self, revs: &[&str]) -> Result<(), GitError> {

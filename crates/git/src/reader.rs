@@ -1,6 +1,6 @@
 //! In-process reads of the object database and refs through gix: resolving
-//! a revision, comparing trees, ancestry, and writing orch's own refs under
-//! `refs/orch/`. None of these touches a working tree, and each would
+//! a revision, comparing trees, ancestry, which worktree has a branch
+//! checked out, and writing orch's own refs. None of these touches a working tree, and each would
 //! otherwise cost a git process; with many workers, those processes are
 //! most of orch's own overhead.
 //!
@@ -8,7 +8,7 @@
 //! does not read, an unusual revision), the caller asks the git CLI, which
 //! stays the authority and gives the error message people know.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// A lazily opened, shareable handle on one repository.
@@ -84,5 +84,48 @@ impl Reader {
             )
             .is_ok();
         written
+    }
+
+    /// The worktree that has `branch` checked out: `Some(None)` when none
+    /// has, `None` when gix cannot tell (the caller asks the CLI). Reads each
+    /// worktree's HEAD file, as `git worktree list` does.
+    pub(crate) fn checkout_of(&self, path: &Path, branch: &str) -> Option<Option<PathBuf>> {
+        let repo = self.repo(path)?;
+        if repo.kind() != gix::repository::Kind::Common || repo.workdir().is_none() {
+            return None;
+        }
+        let wanted = format!("refs/heads/{branch}");
+        let on_branch = |name: Option<gix::refs::FullName>| {
+            name.is_some_and(|n| n.as_bstr() == wanted.as_bytes())
+        };
+        if on_branch(repo.head_name().ok()?) {
+            return Some(Some(repo.workdir()?.to_path_buf()));
+        }
+        for proxy in repo.worktrees().ok()? {
+            let head = std::fs::read_to_string(proxy.git_dir().join("HEAD")).ok()?;
+            let name = head.trim().strip_prefix("ref: ").map(str::trim);
+            if name == Some(wanted.as_str()) {
+                return Some(Some(proxy.base().ok()?));
+            }
+        }
+        Some(None)
+    }
+
+    /// git's private directory for the linked worktree at `dir` (normalized),
+    /// found through git's own records in the common directory, never
+    /// through the worktree's `.git` file, which whatever ran in the
+    /// worktree could have rewritten. None when there is no such record or
+    /// gix cannot tell.
+    pub(crate) fn worktree_git_dir(&self, path: &Path, dir: &Path) -> Option<PathBuf> {
+        let repo = self.repo(path)?;
+        let proxies = repo.worktrees().ok()?;
+        proxies
+            .iter()
+            .find(|p| {
+                p.base()
+                    .ok()
+                    .is_some_and(|b| b == dir || b.canonicalize().ok().as_deref() == Some(dir))
+            })
+            .map(|p| p.git_dir().to_path_buf())
     }
 }

@@ -334,6 +334,40 @@ async fn merge_clean_and_conflict() {
 }
 
 #[tokio::test]
+async fn a_kept_conflict_leaves_markers_and_commits_with_both_parents() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let (_, left) = commit_on_branch(&g, &r, "orch/left", "a.txt", "left\n").await;
+    let (right_wt, right) = commit_on_branch(&g, &r, "orch/right", "a.txt", "right\n").await;
+    match g
+        .merge_keeping_conflicts(&right_wt, &left, "merge left")
+        .await
+        .unwrap()
+    {
+        MergeOutcome::Conflict { files, .. } => assert_eq!(files, vec!["a.txt"]),
+        c => panic!("expected conflict, got {c:?}"),
+    }
+    // diff3 markers, with the common base between ours and theirs.
+    let marked = read(&right_wt, "a.txt");
+    assert!(marked.starts_with("<<<<<<< "), "{marked}");
+    assert!(marked.contains("right\n||||||| "), "{marked}");
+    assert!(marked.contains("one\n=======\nleft\n>>>>>>> "), "{marked}");
+    // The merge stays in progress: resolving and committing records it.
+    write(&right_wt, "a.txt", "left and right\n");
+    let merged = g.commit_all(&right_wt, "resolved").await.unwrap().unwrap();
+    assert_eq!(g.rev_parse(&format!("{merged}^1")).await.unwrap(), right);
+    assert_eq!(g.rev_parse(&format!("{merged}^2")).await.unwrap(), left);
+    assert_eq!(
+        g.log_subjects(&right, &merged, 10).await.unwrap(),
+        vec!["resolved".to_string()]
+    );
+    assert_eq!(
+        g.log_subjects("main", &merged, 1).await.unwrap(),
+        vec!["resolved".to_string()]
+    );
+}
+
+#[tokio::test]
 async fn is_dirty_counts_tracked_changes_only() {
     let r = repo();
     let g = Git::open(&r.path).await.unwrap();
@@ -409,6 +443,42 @@ async fn advance_branch_fast_forwards_a_clean_checkout() {
     assert_eq!(read(&r.path, "b.txt"), "b\n");
     assert_eq!(read(&r.path, "untracked-note.txt"), "kept");
     assert!(!g.is_dirty(&r.path).await.unwrap());
+}
+
+/// The branch may be checked out in a linked worktree rather than the main
+/// one: that checkout follows, and the main one is left alone.
+#[tokio::test]
+async fn advance_branch_fast_forwards_a_linked_worktree_checkout() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let old = g.rev_parse("main").await.unwrap();
+    git(&r.path, &["branch", "release"]);
+    let linked = r.path.parent().unwrap().join(format!(
+        "{}-release",
+        r.path.file_name().unwrap().to_string_lossy()
+    ));
+    git(&r.path, &["worktree", "add", "-q", linked.to_str().unwrap(), "release"]);
+    let (_, new) = commit_on_branch(&g, &r, "orch/t", "b.txt", "b\n").await;
+
+    // Dirty there: deferred, and the checkout named is the linked one.
+    write(&linked, "a.txt", "edited\n");
+    match g.advance_branch("release", &new, &old).await.unwrap() {
+        AdvanceOutcome::Deferred { checkout, .. } => assert_eq!(
+            checkout.canonicalize().unwrap(),
+            linked.canonicalize().unwrap()
+        ),
+        o => panic!("expected Deferred, got {o:?}"),
+    }
+    git(&linked, &["checkout", "-q", "--", "."]);
+
+    assert_eq!(
+        g.advance_branch("release", &new, &old).await.unwrap(),
+        AdvanceOutcome::Advanced
+    );
+    assert_eq!(g.head(&linked).await.unwrap(), new);
+    assert_eq!(read(&linked, "b.txt"), "b\n");
+    assert_eq!(g.head(&r.path).await.unwrap(), old);
+    std::fs::remove_dir_all(&linked).unwrap();
 }
 
 #[tokio::test]
@@ -802,4 +872,63 @@ async fn in_process_reads_agree_with_the_git_cli() {
     );
     let listed = g.refs("refs/orch/attempts/").await.unwrap();
     assert_eq!(listed, vec![("refs/orch/attempts/t1/1".to_string(), side)]);
+}
+
+#[tokio::test]
+async fn reset_worktree_goes_back_to_a_commit_and_drops_untracked_files() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let (wt, first) = commit_on_branch(&g, &r, "orch/r", "a.txt", "two\n").await;
+    write(&wt, "a.txt", "three\n");
+    let second = g.commit_all(&wt, "second").await.unwrap().unwrap();
+    write(&wt, "a.txt", "uncommitted\n");
+    write(&wt, "new/loose.txt", "untracked\n");
+
+    g.reset_worktree(&wt, &first).await.unwrap();
+    assert_eq!(g.head(&wt).await.unwrap(), first);
+    assert_eq!(g.rev_parse("orch/r").await.unwrap(), first);
+    assert_eq!(read(&wt, "a.txt"), "two\n");
+    assert!(!wt.join("new").exists());
+    // The later commit is still there to go forward to.
+    g.reset_worktree(&wt, &second).await.unwrap();
+    assert_eq!(read(&wt, "a.txt"), "three\n");
+    assert!(g.reset_worktree(&wt, "--hard").await.is_err());
+}
+
+/// Removing a worktree drops its directory and git's record of it, found
+/// through git's own records: a `.git` file rewritten by whatever ran in the
+/// worktree cannot make orch delete something else.
+#[tokio::test]
+async fn removing_a_worktree_trusts_only_gits_records() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let wt = r.wt_root.join("t");
+    g.worktree_add(&wt, "orch/t", "main").await.unwrap();
+    assert_eq!(git(&wt, &["symbolic-ref", "HEAD"]), "refs/heads/orch/t");
+    let victim = r.wt_root.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    write(&victim, "keep.txt", "x");
+    std::fs::write(wt.join(".git"), format!("gitdir: {}\n", victim.display())).unwrap();
+
+    g.worktree_remove(&wt).await.unwrap();
+    assert!(!wt.exists());
+    assert_eq!(read(&victim, "keep.txt"), "x");
+    assert_eq!(g.worktrees().await.unwrap().len(), 1, "only the main worktree");
+    // No longer checked out anywhere, so the branch can go.
+    g.delete_branch("orch/t").await.unwrap();
+    assert!(!g.branch_exists("orch/t").await.unwrap());
+}
+
+#[tokio::test]
+async fn set_branch_creates_and_moves_a_branch_but_not_a_checked_out_one() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let base = g.rev_parse("main").await.unwrap();
+    let (wt, sha) = commit_on_branch(&g, &r, "orch/t-c2", "b.txt", "two\n").await;
+    g.set_branch("orch/t", &sha).await.unwrap();
+    assert_eq!(g.rev_parse("orch/t").await.unwrap(), sha);
+    g.set_branch("orch/t", &base).await.unwrap();
+    assert_eq!(g.rev_parse("orch/t").await.unwrap(), base);
+    assert!(g.set_branch("orch/t-c2", &base).await.is_err(), "checked out in {wt:?}");
+    assert!(g.set_branch("-x", &base).await.is_err());
 }

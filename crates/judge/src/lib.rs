@@ -14,10 +14,12 @@
 
 mod answer;
 mod prompt;
+pub mod ranking;
 mod render;
 
 pub use answer::{parse_answer, ModelAnswer};
 pub use prompt::{system_prompt, user_message};
+pub use ranking::{rank, RankCandidate, RankMethod, Ranked, Ranking};
 pub use render::render_markdown;
 
 use orch_core::{GateResult, StepKind, StepResult, Task, Usage, Verdict, VerificationReport};

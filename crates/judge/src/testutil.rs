@@ -20,6 +20,7 @@ pub fn task() -> Task {
         not_before: None,
         depends_on: Vec::new(),
         plan_key: None,
+        candidates: None,
         source: TaskSource::Manual,
         status: TaskStatus::Judging,
         attempts: 1,

@@ -112,6 +112,7 @@ impl PlanFile {
                 acceptance_tests: s.acceptance_tests.clone(),
                 depends_on: Vec::new(),
                 plan_key: Some(plan_key(source, &s.number)),
+                candidates: None,
             })
             .collect()
     }

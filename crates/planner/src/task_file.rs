@@ -5,7 +5,8 @@
 //! Fields: `project` (optional when the caller names the project),
 //! `title` (required), `description`, `type` (`code`, `test`, `fix`,
 //! `review`; `task_type` is accepted too), `priority`, `allowed_files`,
-//! `acceptance_tests`, `depends_on` (task ids or unique prefixes). Unknown
+//! `acceptance_tests`, `depends_on` (task ids or unique prefixes),
+//! `candidates` (best-of-N, 1–8). Unknown
 //! fields are refused by name, so a misspelt key never goes unnoticed.
 
 use crate::validate::{
@@ -28,6 +29,7 @@ pub const FIELDS: &[&str] = &[
     "allowed_files",
     "acceptance_tests",
     "depends_on",
+    "candidates",
 ];
 
 /// One task as a person (or a client of the API) writes it.
@@ -61,6 +63,10 @@ pub struct TaskSpec {
     /// starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Best-of-N: attempts run in parallel per round (1–8); unset = the
+    /// project's `candidates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u32>,
 }
 
 /// How a task file is written.
@@ -399,6 +405,17 @@ impl TaskSpec {
             "a task id or a unique prefix of one (see `orch tasks`)",
             |d| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric()),
         )?;
+        if let Some(n) = self.candidates {
+            if !(1..=orch_core::MAX_CANDIDATES).contains(&n) {
+                return Err(TaskFileError::invalid(
+                    "candidates",
+                    format!(
+                        "is {n}; expected 1 to {} (attempts run in parallel per round; 1 = one at a time)",
+                        orch_core::MAX_CANDIDATES
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -439,6 +456,7 @@ impl TaskSpec {
                 .map(|d| TaskId(d.trim().to_string()))
                 .collect(),
             plan_key: None,
+            candidates: self.candidates,
         })
     }
 }

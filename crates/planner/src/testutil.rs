@@ -19,6 +19,7 @@ pub fn stored_task(title: &str, description: &str, status: TaskStatus) -> Task {
         not_before: None,
         depends_on: Vec::new(),
         plan_key: None,
+        candidates: None,
         source: TaskSource::Planner,
         status,
         attempts: 2,

@@ -65,6 +65,10 @@ macro_rules! protocol {
 
 protocol! {
     ProjectRegistered(ProjectRegistered),
+    /// A project was made from a requirements file (`orch new`).
+    ProjectCreated(ProjectCreated),
+    /// A project's finished main tree was archived.
+    ProjectArchived(ProjectArchived),
     ProjectPaused(ProjectPaused),
     ProjectResumed(ProjectResumed),
     CycleStarted(CycleStarted),
@@ -101,12 +105,26 @@ protocol! {
     VerificationFinished(VerificationFinished),
     BaselineComputed(BaselineComputed),
     VerdictRecorded(VerdictRecorded),
+    /// A refinement iteration was judged: its score, and whether its
+    /// snapshot was kept or the branch went back to the best one.
+    RefineIteration(RefineIteration),
+    /// Refinement stopped (threshold, max_iterations, plateau, or the worker
+    /// could not go on) with its best snapshot.
+    RefineStopped(RefineStopped),
+    /// Best-of-N: a round of candidates started for a task.
+    CandidatesStarted(CandidatesStarted),
+    /// Best-of-N: the candidates that passed, ranked; the first is queued.
+    CandidatesRanked(CandidatesRanked),
     HumanAsked(HumanAsked),
     HumanAnswered(HumanAnswered),
     MergeQueued(MergeQueued),
     Merged(Merged),
     MergeRejected(MergeRejected),
     MergeDeferred(MergeDeferred),
+    /// The merge queue's resolver started on a branch that no longer merges.
+    ConflictResolving(ConflictResolving),
+    /// The resolver ended: resolved (verified green), failed or stopped.
+    ConflictResolved(ConflictResolved),
     /// orch's own failure (git, filesystem, sandbox start-up, provider
     /// outage) cost an attempt; the task waits for a backoff and does not
     /// lose one of its max_attempts.

@@ -17,6 +17,22 @@ macro_rules! payloads {
     };
 }
 
+/// How the merge queue's resolver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ResolutionOutcome {
+    /// Verified green: the resolution is the task's merge.
+    Resolved,
+    /// Markers left, a side dropped, the worker failed or verification was
+    /// red: the task goes back with the conflict as feedback.
+    #[default]
+    Failed,
+    /// The task was cancelled, or the resolution interrupted (a shutdown,
+    /// the patrol); nothing landed.
+    Stopped,
+}
+
 /// Where in orch's work an event happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,6 +102,31 @@ payloads! {
     pub struct ProjectRegistered {
         /// The repository's path.
         pub path: String,
+    }
+
+    /// `orch new` (or a requirements file under `orch serve`) made a
+    /// project: its repository, with the requirements committed.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProjectCreated {
+        /// The new repository's path.
+        pub path: String,
+        /// The requirements file it was made from.
+        pub requirements: String,
+        /// The first commit (REQUIREMENTS.md).
+        pub commit: String,
+    }
+
+    /// A project's main tree was archived.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ProjectArchived {
+        /// The archive file.
+        pub path: String,
+        /// Its size.
+        pub bytes: u64,
+        /// The commit of main that was archived.
+        pub commit: String,
     }
 
     #[derive(Default)]
@@ -395,6 +436,51 @@ payloads! {
         pub answer: String,
     }
 
+    /// Best-of-N: a round of candidates started for a task.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct CandidatesStarted {
+        /// How many candidates run in this round.
+        pub candidates: u32,
+        /// Each candidate, in order.
+        pub slots: Vec<CandidateSlot>,
+    }
+
+    /// One candidate of a round: what works on it, and where.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct CandidateSlot {
+        /// From 1.
+        pub candidate: u32,
+        /// `provider:model`.
+        pub model: String,
+        /// `builtin` or an agent CLI.
+        pub worker: String,
+        /// `orch/<task>-c<k>`.
+        pub branch: String,
+    }
+
+    /// Best-of-N: the round's candidates that passed their gates and judge,
+    /// best first; the first goes to the merge queue.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct CandidatesRanked {
+        /// Candidate numbers, best first (only those that passed).
+        pub order: Vec<u32>,
+        /// Why each is where it is, in the same order.
+        pub reasons: Vec<String>,
+        /// Their attempt numbers, in the same order.
+        pub attempts: Vec<u32>,
+        /// The candidate that goes to the merge queue; None when none passed.
+        pub winner: Option<u32>,
+        /// How the order was decided: `judge` (the ranking model), `scores`
+        /// (the judges' scores, when the ranking is not asked for or not
+        /// usable), `only` (one passed), `none` (none passed).
+        pub method: String,
+        /// Why the judge's ranking was not used, when it was asked for.
+        pub warning: Option<String>,
+    }
+
     #[derive(Default)]
     #[serde(default)]
     pub struct MergeQueued {
@@ -422,6 +508,36 @@ payloads! {
     #[serde(default)]
     pub struct MergeDeferred {
         pub reason: String,
+    }
+
+    /// The resolver started on a passing branch that no longer merges.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ConflictResolving {
+        pub attempt_id: i64,
+        pub number: u32,
+        /// The files git could not merge.
+        pub files: Vec<String>,
+        /// The commit the branch is merged onto: main, or main with the
+        /// batch's earlier branches.
+        pub onto: String,
+        pub model: Option<String>,
+        pub worker: Option<String>,
+    }
+
+    /// How a conflict resolution ended.
+    #[derive(Default)]
+    #[serde(default)]
+    pub struct ConflictResolved {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub files: Vec<String>,
+        pub outcome: ResolutionOutcome,
+        /// Why it did not land, when it did not.
+        pub reason: Option<String>,
+        /// The verified merge commit, when resolved.
+        pub commit: Option<String>,
+        pub duration_ms: u64,
     }
 
     #[derive(Default)]
@@ -484,6 +600,40 @@ payloads! {
         pub branches: usize,
     }
 
+    /// One refinement iteration was judged (`[projects.refine]`).
+    pub struct RefineIteration {
+        pub attempt_id: i64,
+        /// The attempt's number.
+        pub number: u32,
+        pub iteration: u32,
+        pub score: Option<f64>,
+        pub outcome: orch_core::IterationOutcome,
+        /// The best score so far, and its iteration.
+        pub best_score: Option<f64>,
+        pub best_iteration: u32,
+        /// The iteration's commit.
+        #[serde(default)]
+        pub commit: Option<String>,
+        /// When reverted: the commit the branch went back to.
+        #[serde(default)]
+        pub reverted_to: Option<String>,
+    }
+
+    /// Refinement stopped; the attempt concludes with its best snapshot.
+    pub struct RefineStopped {
+        pub attempt_id: i64,
+        pub number: u32,
+        pub reason: RefineStop,
+        pub iterations: u32,
+        pub best_iteration: u32,
+        pub best_score: Option<f64>,
+        /// Whether the best snapshot's verdict passed (it is queued for merge).
+        pub passed: bool,
+        /// What stopped the worker, for `worker_stopped`.
+        #[serde(default)]
+        pub detail: Option<String>,
+    }
+
     #[derive(Default)]
     #[serde(default)]
     pub struct Warning {
@@ -512,6 +662,32 @@ impl LoopKind {
         match self {
             LoopKind::RepeatedFailure => "repeated_failure",
             LoopKind::Oscillation => "oscillation",
+        }
+    }
+}
+
+/// Why refinement stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RefineStop {
+    /// The best score reached the threshold.
+    Threshold,
+    /// `max_iterations` iterations ran.
+    MaxIterations,
+    /// `plateau` iterations in a row did not beat the best score.
+    Plateau,
+    /// The worker could not go on (its model failed or the budget ran out).
+    WorkerStopped,
+}
+
+impl RefineStop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefineStop::Threshold => "threshold",
+            RefineStop::MaxIterations => "max_iterations",
+            RefineStop::Plateau => "plateau",
+            RefineStop::WorkerStopped => "worker_stopped",
         }
     }
 }

@@ -4,6 +4,8 @@
 //! serve` and the commands that need a sandbox (`doctor`, `sandbox`) build
 //! through here, so they all see a project the same way.
 
+pub mod new_project;
+
 use orch_config::{Config, ProjectConfig};
 use orch_engine::{DataPaths, Engine, ProviderRegistry, Shutdown};
 use orch_sandbox::docker::{DockerOptions, DEFAULT_IMAGE};

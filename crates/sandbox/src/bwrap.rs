@@ -115,12 +115,8 @@ impl BwrapSandbox {
         for (k, v) in &request.env {
             a.extend(["--setenv".to_string(), k.clone(), v.clone()]);
         }
-        a.extend([
-            "--".to_string(),
-            "sh".to_string(),
-            "-c".to_string(),
-            request.command.clone(),
-        ]);
+        a.push("--".to_string());
+        a.extend(crate::command_argv(&request.command, &request.env));
         a
     }
 }
@@ -461,7 +457,12 @@ mod tests {
         assert!(position(&args, &["--setenv", "K", "V"]).is_some());
         assert!(position(&args, &["--setenv", "HOME", "/tmp"]).is_some());
         assert!(!args.contains(&"--share-net".to_string()));
-        assert_eq!(&args[args.len() - 4..], ["--", "sh", "-c", "echo hi"]);
+        // Plain words run without a shell.
+        let [dashes, program, arg] = &args[args.len() - 3..] else {
+            panic!("{args:?}")
+        };
+        assert_eq!((dashes.as_str(), arg.as_str()), ("--", "hi"));
+        assert!(program.ends_with("/echo"), "{program}");
     }
 
     #[test]

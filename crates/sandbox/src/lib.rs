@@ -266,6 +266,43 @@ pub(crate) fn sandbox_path() -> String {
         .join(":")
 }
 
+/// Shell builtins that also exist as programs but must run in the shell
+/// to mean what people mean by them.
+const SHELL_ONLY: [&str; 6] = ["cd", "exec", "exit", "export", "set", "ulimit"];
+
+/// The program and arguments that run `command` in the sandbox. A command
+/// that is plain words (no quotes, variables, globs, redirections,
+/// operators or assignments) naming a program on the PATH is started
+/// directly: one process fewer per run, and `sh -c` would do exactly the
+/// same. Anything else goes to `sh -c`. `env` is the request's own
+/// environment: a PATH of its own changes where the program is found, so
+/// then the shell looks it up.
+pub(crate) fn command_argv(command: &str, env: &[(String, String)]) -> Vec<String> {
+    let shell = || vec!["sh".to_string(), "-c".to_string(), command.to_string()];
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:,+@%= ".contains(c);
+    if !command.chars().all(plain) || env.iter().any(|(k, _)| k == "PATH") {
+        return shell();
+    }
+    let words: Vec<&str> = command.split(' ').filter(|w| !w.is_empty()).collect();
+    let Some(program) = words.first() else {
+        return shell();
+    };
+    if program.contains('=') || SHELL_ONLY.contains(program) {
+        return shell();
+    }
+    // Absolute paths and PATH names only: a relative path is relative to
+    // the sandbox's working directory, which this process cannot check.
+    if program.contains('/') && !program.starts_with('/') {
+        return shell();
+    }
+    match find_executable(program) {
+        Some(path) => std::iter::once(path.to_string_lossy().into_owned())
+            .chain(words[1..].iter().map(|w| w.to_string()))
+            .collect(),
+        None => shell(),
+    }
+}
+
 /// Finds an executable by name on the host PATH (or checks an explicit path).
 pub(crate) fn find_executable(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -314,6 +351,34 @@ mod tests {
             err.to_string().contains("unknown sandbox `podman`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn plain_commands_run_without_a_shell() {
+        let env: Vec<(String, String)> = vec![];
+        let argv = command_argv("true", &env);
+        assert!(argv[0].ends_with("/true") && argv.len() == 1, "{argv:?}");
+        let argv = command_argv("  python3 -m pytest -q tests/  ", &env);
+        assert!(argv[0].ends_with("/python3"), "{argv:?}");
+        assert_eq!(argv[1..], ["-m", "pytest", "-q", "tests/"]);
+        for shell in [
+            "pytest -q && echo ok",
+            "echo $HOME",
+            "ls *.py",
+            "FOO=1 make",
+            "cd src",
+            "exit 3",
+            "./run_tests.sh",
+            "echo 'quoted'",
+            "make 2>&1",
+            "orch-definitely-not-a-program --x",
+            "",
+            "true\nfalse",
+        ] {
+            assert_eq!(command_argv(shell, &env)[..2], ["sh", "-c"], "{shell}");
+        }
+        let own_path = vec![("PATH".to_string(), "/opt/venv/bin".to_string())];
+        assert_eq!(command_argv("true", &own_path)[..2], ["sh", "-c"]);
     }
 
     #[test]

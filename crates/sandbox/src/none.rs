@@ -44,9 +44,9 @@ impl Sandbox for NoSandbox {
             );
         }
         let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".to_string());
-        let mut spec = ProcessSpec::new("sh")
-            .arg("-c")
-            .arg(request.command.clone())
+        let argv = crate::command_argv(&request.command, &request.env);
+        let mut spec = ProcessSpec::new(&argv[0])
+            .args(argv[1..].iter().cloned())
             .cwd(&request.workdir)
             .env("PATH", sandbox_path())
             .env("HOME", home)

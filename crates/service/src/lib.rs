@@ -7,7 +7,10 @@
 //! patrol (stuck attempts) and lease heartbeat. On shutdown (SIGTERM or
 //! Ctrl-C, see `orch_runtime::on_signals`) nothing new starts, running
 //! attempts get the grace, and the process exits once every run ended.
+//! With `[server] requirements_dir`, each new requirements file dropped
+//! there becomes a project, as `orch new` makes one (see [`requirements`]).
 
+pub mod requirements;
 pub mod runner;
 pub mod schedule;
 pub mod watch;
@@ -173,6 +176,17 @@ pub async fn serve(
             log.clone(),
         )));
         projects.insert(pc.name.clone(), served);
+    }
+    // `[server] requirements_dir`: new files there become projects. Awaited
+    // like a run, so the project being made gets the shutdown's grace.
+    if let Some(dir) = &config.server.requirements_dir {
+        runners.push(tokio::spawn(requirements::follow(
+            config.clone(),
+            store.clone(),
+            config.resolve_path(dir),
+            shutdown.clone(),
+            log.clone(),
+        )));
     }
     // Narration outlives the runs, so their shutdown is told too.
     let narrated = tokio_util::sync::CancellationToken::new();

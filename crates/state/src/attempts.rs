@@ -13,7 +13,7 @@ use crate::error::{Result, StateError};
 use crate::tasks::{cas_status, require_task};
 use crate::Store;
 use chrono::{DateTime, Utc};
-use orch_core::{Attempt, AttemptStatus, TaskId, TaskStatus, Usage};
+use orch_core::{Attempt, AttemptKind, AttemptStatus, TaskId, TaskStatus, Usage};
 #[cfg(test)]
 use orch_protocol::EventKind;
 use orch_protocol::{self as protocol, Event};
@@ -120,6 +120,16 @@ pub struct HeldLease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Which candidate of which best-of-N round an attempt is, and its branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateStart<'a> {
+    /// From 1.
+    pub candidate: u32,
+    /// The task's counted attempts before the round, plus one.
+    pub round: u32,
+    pub branch: &'a str,
+}
+
 /// How an attempt ended; written once by `finish_attempt`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptFinish {
@@ -133,6 +143,13 @@ pub struct AttemptFinish {
     pub verdict: Option<serde_json::Value>,
     pub audit_path: Option<String>,
     pub error: Option<String>,
+    /// Whether a passed or failed outcome adds one to the task's attempt
+    /// counter. A round of best-of-N candidates counts once: one of its
+    /// rows counts, the others are recorded with `counted = false`.
+    pub counted: bool,
+    /// A ranked candidate's place in its round (1 = first) and why.
+    pub rank: Option<u32>,
+    pub rank_reason: Option<String>,
 }
 
 impl AttemptFinish {
@@ -149,6 +166,9 @@ impl AttemptFinish {
             verdict: None,
             audit_path: None,
             error: None,
+            counted: true,
+            rank: None,
+            rank_reason: None,
         }
     }
 }
@@ -183,47 +203,36 @@ fn elapsed_ms(since: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
 impl Store {
     /// Appends a running attempt numbered one past the task's last.
     pub fn start_attempt(&self, task: &TaskId, base_commit: &str) -> Result<Attempt> {
-        self.write(|tx| {
-            let t = require_task(tx, task.as_str())?;
-            // Computed inside the write transaction, so two starters cannot
-            // pick the same number (and UNIQUE(task_id, number) backs it up).
-            let number: u32 = tx.query_row(
-                "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE task_id = ?1",
-                [task.as_str()],
-                |r| r.get(0),
-            )?;
-            let started = Utc::now();
-            tx.execute(
-                "INSERT INTO attempts (task_id, number, status, base_commit, started_at,
-                                       lease_owner, lease_expires_at)
-                 VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
-                params![
-                    task.as_str(),
-                    number,
-                    base_commit,
-                    ts(started),
-                    lease_owner(),
-                    ts(lease_expiry(started))
-                ],
-            )?;
-            let attempt_id = tx.last_insert_rowid();
-            let ev = Event::new(
-                &t.project,
-                protocol::AttemptStarted {
-                    attempt_id,
-                    number,
-                    base_commit: Some(base_commit.to_string()),
-                },
-                format!("attempt {number} of task {task} started"),
-            )
-            .task(task.as_str());
-            insert_event(tx, &ev)?;
-            load_attempt(tx, attempt_id)
-        })
+        self.start_attempt_of_kind(task, base_commit, AttemptKind::Work)
     }
 
-    /// Writes an attempt's outcome, once. Passed, failed and error outcomes
-    /// add one to the task's attempt counter in the same transaction.
+    /// [`Store::start_attempt`] for an attempt of `kind`; a resolver
+    /// attempt is numbered with the task's others but never counts against
+    /// max_attempts (see [`Store::finish_attempt`]).
+    pub fn start_attempt_of_kind(
+        &self,
+        task: &TaskId,
+        base_commit: &str,
+        kind: AttemptKind,
+    ) -> Result<Attempt> {
+        self.write(|tx| insert_attempt(tx, task, base_commit, kind, None))
+    }
+
+    /// A running attempt that is a candidate of a best-of-N round, on its
+    /// own branch; numbered with the task's other attempts.
+    pub fn start_candidate(
+        &self,
+        task: &TaskId,
+        base_commit: &str,
+        slot: &CandidateStart<'_>,
+    ) -> Result<Attempt> {
+        self.write(|tx| insert_attempt(tx, task, base_commit, AttemptKind::Work, Some(slot)))
+    }
+
+    /// Writes an attempt's outcome, once. Passed and failed outcomes of a
+    /// work attempt add one to the task's attempt counter in the same
+    /// transaction, unless `fin.counted` is false (the other candidates of
+    /// a best-of-N round).
     /// Returns the task's attempt count afterwards.
     ///
     /// Usage in `fin` is stored on the attempt only; task totals grow through
@@ -264,7 +273,7 @@ impl Store {
                 "UPDATE attempts SET status = ?1, head_commit = ?2, summary = ?3, diff_stat = ?4,
                         input_tokens = ?5, output_tokens = ?6, cached_tokens = ?7, cost_usd = ?8, turns = ?9,
                         finished_at = ?10, duration_ms = ?11, verification = ?12, verdict = ?13,
-                        audit_path = ?14, error = ?15
+                        audit_path = ?14, error = ?15, rank = ?17, rank_reason = ?18
                  WHERE id = ?16 AND status = 'running'",
                 params![
                     status.as_str(),
@@ -282,13 +291,20 @@ impl Store {
                     verdict,
                     fin.audit_path,
                     error,
-                    attempt_id
+                    attempt_id,
+                    fin.rank,
+                    fin.rank_reason
                 ],
             )?;
             if n != 1 {
                 return Err(StateError::AttemptNotRunning { attempt_id, status: "unknown".into() });
             }
-            let task_attempts: u32 = if counts_against_budget(status) {
+            // A resolver attempt works on work that already passed: it
+            // never uses up one of the task's max_attempts.
+            let task_attempts: u32 = if counts_against_budget(status)
+                && attempt.kind == AttemptKind::Work
+                && fin.counted
+            {
                 tx.query_row(
                     "UPDATE tasks SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1 RETURNING attempts",
                     params![attempt.task_id.as_str(), ts(finished)],
@@ -477,6 +493,56 @@ impl Store {
     }
 }
 
+/// Appends a running attempt numbered one past the task's last, with its
+/// `attempt_started` event, inside `tx`.
+fn insert_attempt(
+    tx: &Connection,
+    task: &TaskId,
+    base_commit: &str,
+    kind: AttemptKind,
+    candidate: Option<&CandidateStart<'_>>,
+) -> Result<Attempt> {
+    let t = require_task(tx, task.as_str())?;
+    // Computed inside the write transaction, so two starters cannot
+    // pick the same number (and UNIQUE(task_id, number) backs it up).
+    let number: u32 = tx.query_row(
+        "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE task_id = ?1",
+        [task.as_str()],
+        |r| r.get(0),
+    )?;
+    let started = Utc::now();
+    tx.execute(
+        "INSERT INTO attempts (task_id, number, status, base_commit, started_at,
+                               lease_owner, lease_expires_at, kind, candidate, round, branch)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            task.as_str(),
+            number,
+            base_commit,
+            ts(started),
+            lease_owner(),
+            ts(lease_expiry(started)),
+            kind.as_str(),
+            candidate.map(|c| c.candidate),
+            candidate.map(|c| c.round),
+            candidate.map(|c| c.branch)
+        ],
+    )?;
+    let attempt_id = tx.last_insert_rowid();
+    let ev = Event::new(
+        &t.project,
+        protocol::AttemptStarted {
+            attempt_id,
+            number,
+            base_commit: Some(base_commit.to_string()),
+        },
+        format!("attempt {number} of task {task} started"),
+    )
+    .task(task.as_str());
+    insert_event(tx, &ev)?;
+    load_attempt(tx, attempt_id)
+}
+
 /// A running attempt with its lease.
 struct Leased {
     attempt: Attempt,
@@ -561,6 +627,98 @@ mod tests {
             })
             .unwrap();
         (s, t.id)
+    }
+
+    #[test]
+    fn a_resolver_attempt_is_numbered_with_the_others_and_never_counted() {
+        let (s, id) = store_with_task();
+        let work = s.start_attempt(&id, "base").unwrap();
+        assert_eq!(work.kind, AttemptKind::Work);
+        assert_eq!(
+            s.finish_attempt(work.id, &AttemptFinish::new(AttemptStatus::Passed))
+                .unwrap(),
+            1
+        );
+        for status in [AttemptStatus::Passed, AttemptStatus::Failed] {
+            let r = s
+                .start_attempt_of_kind(&id, "main", AttemptKind::Resolve)
+                .unwrap();
+            assert_eq!(r.kind, AttemptKind::Resolve);
+            assert_eq!(s.finish_attempt(r.id, &AttemptFinish::new(status)).unwrap(), 1);
+        }
+        let all = s.attempts(&id).unwrap();
+        let kinds: Vec<(u32, AttemptKind)> = all.iter().map(|a| (a.number, a.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, AttemptKind::Work),
+                (2, AttemptKind::Resolve),
+                (3, AttemptKind::Resolve)
+            ]
+        );
+        assert_eq!(s.task(id.as_str()).unwrap().attempts, 1);
+    }
+
+    #[test]
+    fn candidates_keep_their_slot_and_rank_and_a_round_counts_once() {
+        let (s, id) = store_with_task();
+        let slot = |candidate, branch| CandidateStart {
+            candidate,
+            round: 1,
+            branch,
+        };
+        let a = s
+            .start_candidate(&id, "base", &slot(1, "orch/x-c1"))
+            .unwrap();
+        let b = s
+            .start_candidate(&id, "base", &slot(2, "orch/x-c2"))
+            .unwrap();
+        assert_eq!((a.round, b.round), (Some(1), Some(1)));
+        assert_eq!(
+            (a.number, a.candidate, b.number, b.candidate),
+            (1, Some(1), 2, Some(2))
+        );
+        assert_eq!(b.branch.as_deref(), Some("orch/x-c2"));
+        let mut won = AttemptFinish::new(AttemptStatus::Passed);
+        won.rank = Some(1);
+        won.rank_reason = Some("smaller and correct".into());
+        assert_eq!(s.finish_attempt(b.id, &won).unwrap(), 1);
+        let mut lost = AttemptFinish::new(AttemptStatus::Passed);
+        lost.counted = false;
+        lost.rank = Some(2);
+        assert_eq!(
+            s.finish_attempt(a.id, &lost).unwrap(),
+            1,
+            "the round counted once"
+        );
+        let all = s.attempts(&id).unwrap();
+        assert_eq!(all[0].rank, Some(2));
+        assert_eq!(all[1].rank, Some(1));
+        assert_eq!(all[1].rank_reason.as_deref(), Some("smaller and correct"));
+        let lone = s.start_attempt(&id, "base").unwrap();
+        assert_eq!(
+            (lone.candidate, lone.branch.clone(), lone.rank),
+            (None, None, None)
+        );
+        // A task may ask for its own number of candidates, within bounds.
+        let t = s
+            .add_task(&NewTask {
+                project: "p".into(),
+                title: "three".into(),
+                candidates: Some(3),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(s.task(t.id.as_str()).unwrap().candidates, Some(3));
+        let err = s
+            .add_task(&NewTask {
+                project: "p".into(),
+                title: "too many".into(),
+                candidates: Some(9),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("1 to 8"), "{err}");
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn parse_event_kind(s: &str) -> std::result::Result<EventKind, String> {
 pub const TASK_COLUMNS: &str = "id, project, title, description, task_type, priority, \
     allowed_files, source, status, attempts, feedback, question, answer, failure_reason, \
     input_tokens, output_tokens, cost_usd, created_at, updated_at, acceptance_tests, \
-    infra_failures, not_before, depends_on, plan_key";
+    infra_failures, not_before, depends_on, plan_key, candidates";
 
 pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -93,6 +93,7 @@ pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             serde_json::from_str::<Vec<TaskId>>(s)
         })?,
         plan_key: row.get("plan_key")?,
+        candidates: row.get("candidates")?,
         feedback: row.get("feedback")?,
         question: row.get("question")?,
         answer: row.get("answer")?,
@@ -107,13 +108,15 @@ pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
 
 pub const ATTEMPT_COLUMNS: &str = "id, task_id, number, status, base_commit, head_commit, \
     summary, diff_stat, input_tokens, output_tokens, cost_usd, turns, started_at, finished_at, \
-    duration_ms, verification, verdict, audit_path, error";
+    duration_ms, verification, verdict, audit_path, error, kind, iterations, candidate, round, \
+    branch, rank, rank_reason";
 
 pub fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
         id: row.get("id")?,
         task_id: TaskId(row.get("task_id")?),
         number: row.get("number")?,
+        kind: parsed(row, "kind", str::parse)?,
         status: parsed(row, "status", str::parse)?,
         base_commit: row.get("base_commit")?,
         head_commit: row.get("head_commit")?,
@@ -130,6 +133,14 @@ pub fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         verdict: parsed_opt(row, "verdict", parse_json)?,
         audit_path: row.get("audit_path")?,
         error: row.get("error")?,
+        iterations: parsed(row, "iterations", |s| {
+            serde_json::from_str::<Vec<orch_core::RefineIteration>>(s)
+        })?,
+        candidate: row.get("candidate")?,
+        round: row.get("round")?,
+        branch: row.get("branch")?,
+        rank: row.get("rank")?,
+        rank_reason: row.get("rank_reason")?,
     })
 }
 

@@ -18,9 +18,10 @@
 
 use crate::dashboard::{AttemptModel, EventLine, StatusSpan};
 use crate::{
-    AttemptFinish, CostRow, EventFilter, ModelCall, PlanImport, ProjectRow, Recovery, Result, Store,
+    AttemptFinish, CandidateStart, CostRow, EventFilter, ModelCall, PlanImport, ProjectRow, Recovery,
+    RequirementsFile, RequirementsStatus, Result, Store,
 };
-use orch_core::{Attempt, NewTask, Task, TaskId, TaskStatus, Usage};
+use orch_core::{Attempt, AttemptKind, NewTask, Task, TaskId, TaskStatus, Usage};
 use orch_protocol::Event;
 use std::collections::BTreeMap;
 use tokio::sync::broadcast;
@@ -66,6 +67,12 @@ state_store! {
     fn reset_consecutive_failures(&self, project: &str) -> Result<()>;
     fn set_plan_fingerprint(&self, project: &str, fingerprint: &str) -> Result<()>;
 
+    // Requirements files (`orch serve`'s requirements folder).
+    /// Claims a requirements file by path: true only for the first claim ever.
+    fn claim_requirements_file(&self, path: &str, sha256: &str, project: &str) -> Result<bool>;
+    fn finish_requirements_file(&self, path: &str, status: RequirementsStatus, detail: Option<&str>) -> Result<()>;
+    fn requirements_file(&self, path: &str) -> Result<Option<RequirementsFile>>;
+
     // Tasks.
     fn add_task(&self, new: &NewTask) -> Result<Task>;
     /// A task by id or unique id prefix.
@@ -92,8 +99,14 @@ state_store! {
 
     // Attempts and leases.
     fn start_attempt(&self, task: &TaskId, base_commit: &str) -> Result<Attempt>;
+    /// A running attempt of `kind`; a resolver attempt never counts against max_attempts.
+    fn start_attempt_of_kind(&self, task: &TaskId, base_commit: &str, kind: AttemptKind) -> Result<Attempt>;
+    /// A running attempt that is a candidate of a best-of-N round, on its own branch.
+    fn start_candidate(&self, task: &TaskId, base_commit: &str, slot: &CandidateStart<'_>) -> Result<Attempt>;
     fn finish_attempt(&self, attempt_id: i64, fin: &AttemptFinish) -> Result<u32>;
     fn attempts(&self, task: &TaskId) -> Result<Vec<Attempt>>;
+    /// Appends a refinement iteration to a running attempt, with its event.
+    fn record_iteration(&self, attempt_id: i64, iteration: &orch_core::RefineIteration) -> Result<()>;
     /// Extends the leases this runner holds; the heartbeat.
     fn renew_leases(&self) -> Result<usize>;
     fn request_interrupt(&self, task: &TaskId, reason: &str) -> Result<bool>;

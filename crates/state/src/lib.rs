@@ -25,10 +25,14 @@ mod events;
 mod interface;
 mod plans;
 mod projects;
+mod refine;
+mod requirements;
 mod schema;
 mod tasks;
 
-pub use attempts::{lease_owner, AttemptFinish, HeldLease, Recovery, LEASE_HEARTBEAT, LEASE_TTL};
+pub use attempts::{
+    lease_owner, AttemptFinish, CandidateStart, HeldLease, Recovery, LEASE_HEARTBEAT, LEASE_TTL,
+};
 pub use bus::BUS_CAPACITY;
 pub use costs::{CostRow, ModelCall};
 pub use error::{Result, StateError};
@@ -36,6 +40,7 @@ pub use events::EventFilter;
 pub use interface::StateStore;
 pub use plans::PlanImport;
 pub use projects::ProjectRow;
+pub use requirements::{RequirementsFile, RequirementsStatus};
 pub use schema::BUSY_TIMEOUT;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};

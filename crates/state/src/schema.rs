@@ -197,7 +197,47 @@ ALTER TABLE attempts ADD COLUMN lease_owner TEXT;
 ALTER TABLE attempts ADD COLUMN lease_expires_at TEXT;
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Merge-conflict resolver attempts (issue 10 §5): an attempt is the task's
+/// work or a resolution of its merge conflict; rows from before are work.
+const V5: &str = r#"
+ALTER TABLE attempts ADD COLUMN kind TEXT NOT NULL DEFAULT 'work' CHECK (kind IN ('work', 'resolve'));
+"#;
+
+/// Refinement iterations and their scores (issue 10 §3): a JSON array on
+/// the attempt, appended to while the attempt runs.
+const V6: &str = r#"
+ALTER TABLE attempts ADD COLUMN iterations TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// Best-of-N candidates and their ranking (issue 10 §2): a task may ask
+/// for its own number of candidates; an attempt records which candidate of
+/// which round, the branch it worked on, and its place in the ranking
+/// with the reason (written once, when the attempt finishes).
+const V7: &str = r#"
+ALTER TABLE tasks ADD COLUMN candidates INTEGER CHECK (candidates IS NULL OR candidates BETWEEN 1 AND 8);
+ALTER TABLE attempts ADD COLUMN candidate INTEGER CHECK (candidate IS NULL OR candidate >= 1);
+ALTER TABLE attempts ADD COLUMN round INTEGER CHECK (round IS NULL OR round >= 1);
+ALTER TABLE attempts ADD COLUMN branch TEXT;
+ALTER TABLE attempts ADD COLUMN rank INTEGER CHECK (rank IS NULL OR rank >= 1);
+ALTER TABLE attempts ADD COLUMN rank_reason TEXT;
+"#;
+
+/// Projects created from a requirements file (issue 10 §4): each file
+/// `orch serve` found in its requirements folder, claimed once (by its
+/// path) so a restart never makes the same project twice.
+const V8: &str = r#"
+CREATE TABLE requirements_files (
+    path       TEXT PRIMARY KEY NOT NULL,
+    sha256     TEXT NOT NULL,
+    project    TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('started', 'done', 'failed')),
+    detail     TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Sets the per-connection pragmas. The busy timeout comes first so that
 /// switching to WAL waits for a concurrent opener instead of failing.

@@ -300,6 +300,12 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
             "task title is empty; give the task a title".into(),
         ));
     }
+    if let Some(n) = new.candidates.filter(|n| !(1..=orch_core::MAX_CANDIDATES).contains(n)) {
+        return Err(StateError::Invalid(format!(
+            "candidates = {n}: expected 1 to {} attempts in parallel per round",
+            orch_core::MAX_CANDIDATES
+        )));
+    }
     let allowed = serde_json::to_string(&new.allowed_files)
         .map_err(|e| StateError::Invalid(format!("allowed_files are not serialisable: {e}")))?;
     let accept = serde_json::to_string(&new.acceptance_tests)
@@ -329,8 +335,8 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
     conn.execute(
         "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
                             source, status, created_at, updated_at, acceptance_tests,
-                            depends_on, plan_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12)",
+                            depends_on, plan_key, candidates)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12, ?13)",
         params![
             id.as_str(),
             new.project,
@@ -343,7 +349,8 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
             at,
             accept,
             depends,
-            new.plan_key
+            new.plan_key,
+            new.candidates
         ],
     )?;
     let payload = protocol::TaskCreated {

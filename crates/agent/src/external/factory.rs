@@ -5,7 +5,7 @@
 
 use super::ExternalWorker;
 use crate::{BuiltinWorker, Worker};
-use orch_config::Config;
+use orch_config::{Config, WorkerKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,12 +13,23 @@ use std::sync::Arc;
 /// (the simulated model answers with orch's own tools).
 pub fn worker_for(config: &Config, project: &str) -> Result<Arc<dyn Worker>, String> {
     let pc = config.project_or_hint(project)?;
-    let name = pc.worker.as_str();
+    worker_of_kind(config, project, pc.worker)
+}
+
+/// The worker `kind` with `project`'s `[projects.agents.<name>]` settings
+/// (a best-of-N candidate's `candidate_workers` entry), checked the same way.
+pub fn worker_of_kind(
+    config: &Config,
+    project: &str,
+    kind: WorkerKind,
+) -> Result<Arc<dyn Worker>, String> {
+    let pc = config.project_or_hint(project)?;
+    let name = kind.as_str();
     let relay = std::env::current_exe().map_err(|e| {
         format!("worker = \"{name}\": cannot find orch's own binary for the sandbox relay: {e}")
     })?;
-    let settings = pc.agents.for_kind(pc.worker);
-    let worker = match ExternalWorker::new(pc.worker, settings, relay) {
+    let settings = pc.agents.for_kind(kind);
+    let worker = match ExternalWorker::new(kind, settings, relay) {
         Some(w) if !config.dry_run => w,
         _ => return Ok(Arc::new(BuiltinWorker)),
     };
@@ -94,6 +105,11 @@ mod tests {
         let mut dry = c.clone();
         dry.dry_run = true;
         assert_eq!(worker_for(&dry, "p").unwrap().name(), "builtin");
+        // A candidate's worker is built by kind with the same settings.
+        let aider = worker_of_kind(&c, "p", WorkerKind::Aider).unwrap();
+        assert_eq!(aider.name(), "aider");
+        let builtin = worker_of_kind(&c, "p", WorkerKind::Builtin).unwrap();
+        assert_eq!(builtin.name(), "builtin");
     }
 
     #[test]

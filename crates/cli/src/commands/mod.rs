@@ -6,6 +6,7 @@ pub mod demo;
 pub mod doctor;
 pub mod dry_run;
 pub mod init;
+pub mod new;
 pub mod plan;
 pub mod run;
 pub mod sandbox;
@@ -33,6 +34,8 @@ pub async fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Init(a) => init::run(config_flag, a).await,
         Command::AddTask(a) => tasks::add(config_flag, a),
+        Command::New(a) => new::new(config_flag, a).await,
+        Command::Archive(a) => new::archive(config_flag, a).await,
         Command::Plan(a) => plan::run(config_flag, a),
         Command::Run(a) => run::run(config_flag, a).await,
         Command::Serve(a) => serve::serve(config_flag, a).await,

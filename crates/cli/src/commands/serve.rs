@@ -47,9 +47,9 @@ pub async fn serve(config_flag: Option<&Path>, a: ServeArgs) -> CliResult {
         }
         a.projects.clone()
     };
-    if names.is_empty() {
+    if names.is_empty() && config.server.requirements_dir.is_none() {
         return Err(CliError::usage(format!(
-            "no projects in {}; add one with `orch init PATH`",
+            "no projects in {}; add one with `orch init PATH` (or `orch new`), or set `[server] requirements_dir` to make projects from requirements files",
             config.source.display()
         )));
     }

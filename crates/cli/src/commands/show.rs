@@ -9,7 +9,7 @@ use super::{load_config, open_store, print_json};
 use crate::table::{Column, Table};
 use crate::CliResult;
 use clap::Args;
-use orch_core::{Attempt, Task};
+use orch_core::{Attempt, AttemptKind, IterationOutcome, RefineIteration, Task};
 use orch_server::views::{attempt_ref, Shown};
 use serde_json::Value;
 use std::path::Path;
@@ -144,7 +144,7 @@ fn attempts_table(attempts: &[Attempt]) -> Table {
     for at in attempts {
         table.row([
             at.number.to_string(),
-            at.status.as_str().to_string(),
+            with_candidate(at, status_cell(at)),
             at.turns.to_string(),
             at.input_tokens.to_string(),
             at.output_tokens.to_string(),
@@ -168,8 +168,45 @@ fn verdict_line(v: &Value) -> String {
     format!("{}{score}", if passed { "passed" } else { "failed" })
 }
 
+/// An attempt's status, and what it did when it was not the task's work.
+fn status_cell(at: &Attempt) -> String {
+    match at.kind {
+        AttemptKind::Work => at.status.as_str().to_string(),
+        AttemptKind::Resolve => format!("{} (resolve)", at.status.as_str()),
+    }
+}
+
+/// A best-of-N candidate's status with its number and rank: `passed c3 #1`.
+fn with_candidate(at: &Attempt, status: String) -> String {
+    match (at.candidate, at.rank) {
+        (Some(k), Some(r)) => format!("{status} c{k} #{r}"),
+        (Some(k), None) => format!("{status} c{k}"),
+        _ => status,
+    }
+}
+
+/// Where a candidate worked and where the ranking put it.
+fn candidate_line(at: &Attempt) -> Option<String> {
+    let k = at.candidate?;
+    let branch = at.branch.as_deref().unwrap_or("?");
+    Some(match (at.rank, &at.rank_reason) {
+        (Some(r), Some(why)) => format!("  candidate {k} on {branch}: ranked {r} — {why}"),
+        (Some(r), None) => format!("  candidate {k} on {branch}: ranked {r}"),
+        _ => format!("  candidate {k} on {branch}: not ranked (it did not pass)"),
+    })
+}
+
 fn attempt_details(task: &Task, at: &Attempt) -> String {
-    let mut out = vec![format!("\nattempt {} — {}", at.number, at.status.as_str())];
+    let what = match at.kind {
+        AttemptKind::Work => "",
+        AttemptKind::Resolve => " (merge conflict resolution; not counted)",
+    };
+    let mut out = vec![format!(
+        "\nattempt {} — {}{what}",
+        at.number,
+        at.status.as_str()
+    )];
+    out.extend(candidate_line(at));
     if let Some(r) = attempt_ref(task, at) {
         // A ref, not a branch: `git show`/`git log -p` take it as it is.
         out.push(format!("  commit kept at: {r}"));
@@ -208,6 +245,10 @@ fn attempt_details(task: &Task, at: &Attempt) -> String {
             out.push(format!("    - {}", i.lines().next().unwrap_or("")));
         }
     }
+    if !at.iterations.is_empty() {
+        out.push(format!("  refinement: {} iteration(s)", at.iterations.len()));
+        out.extend(at.iterations.iter().map(iteration_line));
+    }
     if let Some(e) = &at.error {
         out.push(format!("  error: {}", e.lines().next().unwrap_or("")));
     }
@@ -215,6 +256,25 @@ fn attempt_details(task: &Task, at: &Attempt) -> String {
         out.push(format!("  transcript: {p}"));
     }
     out.join("\n")
+}
+
+/// `    3  score 6.0  reverted to iteration 2` (with why, when it was not
+/// judged).
+fn iteration_line(it: &RefineIteration) -> String {
+    let outcome = match it.outcome {
+        IterationOutcome::Reverted => format!("reverted to iteration {}", it.best_iteration),
+        other => other.as_str().to_string(),
+    };
+    let why = it
+        .note
+        .as_deref()
+        .map(|n| format!(" ({})", n.lines().next().unwrap_or("")))
+        .unwrap_or_default();
+    format!(
+        "    {:>2}  {:<9}  {outcome}{why}",
+        it.iteration,
+        it.score_text()
+    )
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -263,6 +323,7 @@ mod tests {
             not_before: Some(at(2)),
             depends_on: Vec::new(),
             plan_key: None,
+            candidates: None,
             source: TaskSource::Manual,
             status: TaskStatus::Pending,
             attempts: 1,
@@ -283,6 +344,7 @@ mod tests {
             id: i64::from(number),
             task_id: TaskId::from("3f2a9c1b7d0e"),
             number,
+            kind: AttemptKind::Work,
             status: AttemptStatus::Failed,
             base_commit: Some("b".into()),
             head_commit: head.map(str::to_string),
@@ -308,7 +370,36 @@ mod tests {
             ),
             audit_path: Some("/d/audit/calc/attempts/3f2a9c1b7d0e_1.md".into()),
             error: None,
+            iterations: Vec::new(),
+            candidate: None,
+            round: None,
+            branch: None,
+            rank: None,
+            rank_reason: None,
         }
+    }
+
+    #[test]
+    fn candidates_show_their_number_branch_and_rank() {
+        let mut won = attempt(4, Some("abc"));
+        won.candidate = Some(3);
+        won.branch = Some("orch/3f2a9c1b7d0e-c3".into());
+        won.rank = Some(1);
+        won.rank_reason = Some("general, not special-cased".into());
+        let mut lost = attempt(5, Some("def"));
+        lost.candidate = Some(1);
+        lost.branch = Some("orch/3f2a9c1b7d0e-c1".into());
+        let text = render(&task(), &[won.clone(), lost.clone()], 100);
+        assert!(text.contains("4  failed c3 #1"), "{text}");
+        assert!(text.contains("5  failed c1 "), "{text}");
+        assert!(
+            attempt_details(&task(), &won).contains(
+                "  candidate 3 on orch/3f2a9c1b7d0e-c3: ranked 1 — general, not special-cased"
+            ),
+            "{text}"
+        );
+        assert!(attempt_details(&task(), &lost)
+            .contains("  candidate 1 on orch/3f2a9c1b7d0e-c1: not ranked (it did not pass)"));
     }
 
     #[test]
@@ -360,6 +451,50 @@ feedback for the next attempt:
   test_add still fails
 ";
         assert_eq!(text, expected, "got:\n{text}");
+    }
+
+    #[test]
+    fn refinement_iterations_show_a_line_each() {
+        let it = |n: u32, score: Option<f64>, outcome, best: u32, note: Option<&str>| {
+            RefineIteration {
+                iteration: n,
+                score,
+                commit: score.map(|_| format!("{n:0>40}")),
+                tests_passed: score.is_some(),
+                verdict_passed: false,
+                outcome,
+                best_score: Some(7.0),
+                best_iteration: best,
+                note: note.map(str::to_string),
+            }
+        };
+        let mut a = attempt(1, Some("abc"));
+        a.iterations = vec![
+            it(1, Some(7.0), IterationOutcome::Kept, 1, None),
+            it(2, Some(6.0), IterationOutcome::Reverted, 1, None),
+            it(3, None, IterationOutcome::Unchanged, 1, Some("it changed nothing")),
+        ];
+        let text = attempt_details(&task(), &a);
+        assert!(
+            text.contains(
+                "  refinement: 3 iteration(s)\n     1  score 7.0  kept\n     2  score 6.0  reverted to iteration 1\n     3  no score   unchanged (it changed nothing)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_resolver_attempt_says_what_it_was() {
+        let mut resolve = attempt(2, Some("def"));
+        resolve.kind = AttemptKind::Resolve;
+        resolve.status = AttemptStatus::Passed;
+        let text = render(&task(), &[attempt(1, Some("abc")), resolve], 100);
+        assert!(text.contains("\n2  passed (resolve)  "), "{text}");
+        assert!(
+            text.contains("\nattempt 2 — passed (merge conflict resolution; not counted)\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nattempt 1 — failed\n"), "{text}");
     }
 
     #[test]

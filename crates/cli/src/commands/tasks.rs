@@ -41,9 +41,13 @@ pub struct AddTaskArgs {
     /// starts (repeatable).
     #[arg(long = "depends-on", value_name = "TASK", conflicts_with = "file")]
     pub depends_on: Vec<String>,
+    /// Best-of-N: run this many attempts in parallel per round (1-8), the
+    /// best of those that pass lands; default: the project's `candidates`.
+    #[arg(long, value_name = "N", conflicts_with = "file")]
+    pub candidates: Option<u32>,
     /// Read the task from a YAML or JSON file (`-` for stdin) with the
     /// fields project, title, description, type, priority, allowed_files,
-    /// acceptance_tests, depends_on (see examples/task_example.yaml).
+    /// acceptance_tests, depends_on, candidates (see examples/task_example.yaml).
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     #[arg(long)]
@@ -96,6 +100,15 @@ fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> 
             "--accept `{bad}`: expected a test id such as `tests/test_calc.py::test_add` or a test file"
         )));
     }
+    if let Some(n) = a
+        .candidates
+        .filter(|n| !(1..=orch_core::MAX_CANDIDATES).contains(n))
+    {
+        return Err(CliError::usage(format!(
+            "--candidates {n}: expected 1 to {} attempts in parallel per round",
+            orch_core::MAX_CANDIDATES
+        )));
+    }
     if let Some(bad) = a.depends_on.iter().find(|d| d.trim().is_empty()) {
         return Err(CliError::usage(format!(
             "--depends-on `{bad}`: expected a task id or a unique prefix of one (see `orch tasks --project {project}`)"
@@ -115,6 +128,7 @@ fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> 
             .iter()
             .map(|d| TaskId(d.trim().to_string()))
             .collect(),
+        candidates: a.candidates,
         ..NewTask::default()
     })
 }
@@ -152,6 +166,7 @@ fn add_via_server(server: &crate::client::Client, a: &AddTaskArgs) -> Result<Tas
         "allowed_files": new.allowed_files,
         "acceptance_tests": new.acceptance_tests,
         "depends_on": new.depends_on,
+        "candidates": new.candidates,
     });
     server.post(
         &format!(
@@ -183,6 +198,9 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         if !task.depends_on.is_empty() {
             let ids: Vec<&str> = task.depends_on.iter().map(TaskId::as_str).collect();
             println!("  starts after these tasks merged: {}", ids.join(", "));
+        }
+        if let Some(n) = task.candidates {
+            println!("  candidates per round: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -101,6 +101,7 @@ impl AddTaskDraft {
             allowed_files: lines(&self.allowed_files),
             acceptance_tests: lines(&self.acceptance_tests),
             depends_on: lines(&self.depends_on),
+            candidates: None,
         })
     }
 

@@ -1,0 +1,322 @@
+//! End-to-end: conflicts resolved under test (`resolve_conflicts`). Two
+//! tasks change the same lines of calc.py in ways that can both be kept and
+//! are worked in parallel; whichever reaches the merge queue second no
+//! longer merges. The resolver (the task's worker, scripted here) resolves
+//! the markers in a scratch worktree; only a resolution that passes the
+//! whole verification lands, a red one sends the task back with the
+//! conflict as feedback, and `resolve_conflicts = "feedback"` never asks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const THREE: &str = "Let add take three numbers";
+const STRINGS: &str = "Let add take strings";
+const CALC_THREE: &str =
+    "def add(a, b, c=0):\n    return a + b + c\n\n\ndef mul(a, b):\n    return a * b\n";
+const CALC_STRINGS: &str =
+    "def add(a, b):\n    return int(a) + int(b)\n\n\ndef mul(a, b):\n    return a * b\n";
+/// Both intents kept.
+const CALC_BOTH: &str = "def add(a, b, c=0):\n    return int(a) + int(b) + int(c)\n\n\ndef mul(a, b):\n    return a * b\n";
+/// Markers gone, but the strings change lost: test_strings fails.
+const CALC_BAD: &str =
+    "def add(a, b, c=0):\n    return a + b + c\n\n\ndef mul(a, b):\n    return a * b\n";
+const TEST_THREE: &str =
+    "from calc import add\n\n\ndef test_three():\n    assert add(1, 2, 3) == 6\n";
+const TEST_STRINGS: &str =
+    "from calc import add\n\n\ndef test_strings():\n    assert add(\"2\", \"3\") == 5\n";
+
+fn write(path: &str, content: &str) -> Value {
+    json!({"name": "write_file", "arguments": {"path": path, "content": content}})
+}
+
+fn finish(summary: &str) -> Value {
+    json!({"name": "finish", "arguments": {"summary": summary}})
+}
+
+/// The two tasks' work: each changes add() and adds its own test.
+fn work_replies() -> Vec<Value> {
+    vec![
+        worker_call(
+            Some(&format!("# Task: {THREE}\n")),
+            json!([
+                write("calc.py", CALC_THREE),
+                write("test_three.py", TEST_THREE),
+                finish("add takes an optional third number")
+            ]),
+        ),
+        worker_call(
+            Some(&format!("# Task: {STRINGS}\n")),
+            json!([
+                write("calc.py", CALC_STRINGS),
+                write("test_strings.py", TEST_STRINGS),
+                finish("add converts its arguments with int()")
+            ]),
+        ),
+    ]
+}
+
+/// A resolver answer for whichever task conflicts (either may merge first).
+fn resolver_replies(calc: &str) -> Vec<Value> {
+    [THREE, STRINGS]
+        .iter()
+        .map(|title| {
+            worker_call(
+                Some(&format!("# Resolve a merge conflict: {title}\n")),
+                json!([write("calc.py", calc), finish("kept both changes to add")]),
+            )
+        })
+        .collect()
+}
+
+/// A green base (add fixed) and two tasks, worked in parallel.
+fn setup(script: Vec<Value>, extra: &str) -> (Fixture, Vec<String>) {
+    let fx = Fixture::new();
+    std::fs::write(fx.repo.join("calc.py"), CALC_FIXED).unwrap();
+    git(&fx.repo, &["commit", "-qam", "green base"]);
+    fx.with_replay(
+        json!({ "responses": script }),
+        &format!("max_workers = 2\n{extra}"),
+    );
+    let ids = vec![fx.add_task(THREE, ""), fx.add_task(STRINGS, "")];
+    (fx, ids)
+}
+
+fn run(fx: &Fixture) -> String {
+    fx.orch_ok(
+        &["run", "--project", "calc", "--cycles", "3", "--until-idle"],
+        0,
+    )
+}
+
+fn all_events(fx: &Fixture, ids: &[String]) -> Vec<Value> {
+    ids.iter().flat_map(|id| fx.events(id)).collect()
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+fn attempts(fx: &Fixture, id: &str) -> Vec<Value> {
+    fx.task(id)["attempts"].as_array().unwrap().clone()
+}
+
+/// (number, kind, status) of each attempt.
+fn attempt_lines(fx: &Fixture, id: &str) -> Vec<(u64, String, String)> {
+    attempts(fx, id)
+        .iter()
+        .map(|a| {
+            (
+                a["number"].as_u64().unwrap(),
+                a["kind"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The task that reached the merge queue second: the one with a resolver
+/// attempt or a rejected merge.
+fn conflicted(events: &[Value]) -> String {
+    let marks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "conflict_resolving" || e["kind"] == "merge_rejected")
+        .collect();
+    assert!(!marks.is_empty(), "no task conflicted: {events:#?}");
+    marks[0]["task_id"].as_str().unwrap().to_string()
+}
+
+fn assert_main_has_both_changes(fx: &Fixture) {
+    assert_eq!(fx.main_file("calc.py"), CALC_BOTH.trim_end());
+    assert_eq!(fx.main_file("test_three.py"), TEST_THREE.trim_end());
+    assert_eq!(fx.main_file("test_strings.py"), TEST_STRINGS.trim_end());
+    // The user's checkout followed main (it was clean); its tests pass.
+    assert!(fx.main_is_green(), "the project's tests fail on main");
+    assert!(fx.orch_branches().is_empty(), "{:?}", fx.orch_branches());
+    assert_eq!(fx.worktree_count(), 1, "a scratch worktree was left behind");
+}
+
+#[test]
+fn a_two_task_conflict_resolved_by_the_resolver_with_main_green() {
+    let mut script = resolver_replies(CALC_BOTH);
+    script.extend(work_replies());
+    script.push(judge_pass());
+    let (fx, ids) = setup(script, "");
+    let out = run(&fx);
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{out}");
+    }
+    assert_main_has_both_changes(&fx);
+
+    let events = all_events(&fx, &ids);
+    assert!(of_kind(&events, "merge_rejected").is_empty(), "{events:#?}");
+    let resolved = conflicted(&events);
+    let other = ids.iter().find(|i| **i != resolved).unwrap();
+
+    // The resolver's attempt is the task's second, of kind resolve, and
+    // not counted: the work itself passed once.
+    assert_eq!(
+        attempt_lines(&fx, &resolved),
+        [
+            (1, "work".into(), "passed".into()),
+            (2, "resolve".into(), "passed".into())
+        ]
+    );
+    let shown = fx.task(&resolved);
+    assert_eq!(shown["task"]["attempts"], 1);
+    let resolve = &shown["attempts"][1];
+    assert_eq!(
+        resolve["attempt_ref"],
+        format!("refs/orch/attempts/{resolved}/2")
+    );
+    assert!(resolve["cost_usd"].as_f64().is_some());
+    assert!(resolve["turns"].as_u64().unwrap() >= 1, "{resolve:#}");
+    assert_eq!(
+        attempt_lines(&fx, other),
+        [(1, "work".into(), "passed".into())]
+    );
+    let text = fx.orch_ok(&["show", &resolved], 0);
+    assert!(
+        text.contains("attempt 2 — passed (merge conflict resolution; not counted)"),
+        "{text}"
+    );
+
+    // Events: the resolution started on calc.py and ended resolved, with
+    // the verified merge commit, which main contains with both parents.
+    let starting = of_kind(&events, "conflict_resolving");
+    assert_eq!(starting.len(), 1, "{starting:#?}");
+    assert_eq!(starting[0]["data"]["files"], json!(["calc.py"]));
+    assert_eq!(starting[0]["data"]["number"], 2);
+    let done = of_kind(&events, "conflict_resolved");
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(done[0]["data"]["outcome"], "resolved");
+    let commit = done[0]["data"]["commit"].as_str().unwrap();
+    git(&fx.repo, &["merge-base", "--is-ancestor", commit, "main"]);
+    let parents = git(&fx.repo, &["rev-list", "--parents", "-n", "1", commit]);
+    assert_eq!(parents.split_whitespace().count(), 3, "{parents}");
+    assert!(git(&fx.repo, &["log", "-1", "--format=%B", commit])
+        .contains("Conflict resolved by attempt 2"));
+    // The resolution's own verification ran and passed.
+    assert!(events.iter().any(|e| e["kind"] == "verification_finished"
+        && e["task_id"] == resolved.as_str()
+        && e["data"]["stage"] == "merge"
+        && e["data"]["passed"] == true));
+    // Its model calls were metered as the task's worker.
+    let calls: Vec<&Value> = of_kind(&events, "model_call")
+        .into_iter()
+        .filter(|c| c["task_id"] == resolved.as_str())
+        .collect();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c["data"]["role"] == "worker")
+            .count(),
+        2,
+        "one call for the work, one for the resolution: {calls:#?}"
+    );
+}
+
+#[test]
+fn a_resolution_whose_tests_fail_does_not_land_and_the_task_goes_back() {
+    let mut script = resolver_replies(CALC_BAD);
+    script.extend(work_replies());
+    // The retry, told about the conflict and the failed resolution.
+    script.push(worker_call(
+        Some("orch's conflict resolver could not land it"),
+        json!([
+            write("calc.py", CALC_BOTH),
+            write("test_three.py", TEST_THREE),
+            write("test_strings.py", TEST_STRINGS),
+            finish("rebuilt on the current main")
+        ]),
+    ));
+    script.push(judge_pass());
+    let (fx, ids) = setup(script, "");
+    let out = run(&fx);
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{out}");
+    }
+    assert_main_has_both_changes(&fx);
+    // The red resolution never reached main.
+    for c in git(&fx.repo, &["rev-list", "main"]).lines() {
+        let calc = git(&fx.repo, &["show", &format!("{c}:calc.py")]);
+        assert_ne!(
+            calc,
+            CALC_BAD.trim_end(),
+            "commit {c} has the red resolution"
+        );
+    }
+
+    let events = all_events(&fx, &ids);
+    let task = conflicted(&events);
+    // Work passed, its resolution failed, the retry passed: two counted.
+    assert_eq!(
+        attempt_lines(&fx, &task),
+        [
+            (1, "work".into(), "passed".into()),
+            (2, "resolve".into(), "failed".into()),
+            (3, "work".into(), "passed".into())
+        ]
+    );
+    assert_eq!(fx.task(&task)["task"]["attempts"], 2);
+    let resolve = &attempts(&fx, &task)[1];
+    assert!(
+        resolve["error"]
+            .as_str()
+            .unwrap()
+            .contains("fails verification"),
+        "{resolve:#}"
+    );
+    let done = of_kind(&events, "conflict_resolved");
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(done[0]["data"]["outcome"], "failed");
+    let rejected = of_kind(&events, "merge_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    let feedback = rejected[0]["data"]["feedback"].as_str().unwrap();
+    assert!(
+        feedback.contains("conflicts with work that landed on main"),
+        "{feedback}"
+    );
+    assert!(feedback.contains("fails verification"), "{feedback}");
+    assert!(feedback.contains("test_strings"), "{feedback}");
+}
+
+#[test]
+fn resolve_conflicts_feedback_sends_the_task_back_without_a_resolver() {
+    let mut script = work_replies();
+    script.push(worker_call(
+        Some("conflicts with work that landed"),
+        json!([
+            write("calc.py", CALC_BOTH),
+            write("test_three.py", TEST_THREE),
+            write("test_strings.py", TEST_STRINGS),
+            finish("rebuilt on the current main")
+        ]),
+    ));
+    script.push(judge_pass());
+    let (fx, ids) = setup(script, "resolve_conflicts = \"feedback\"");
+    let out = run(&fx);
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{out}");
+    }
+    assert_main_has_both_changes(&fx);
+    let events = all_events(&fx, &ids);
+    assert!(of_kind(&events, "conflict_resolving").is_empty());
+    assert!(of_kind(&events, "conflict_resolved").is_empty());
+    let rejected = of_kind(&events, "merge_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    let feedback = rejected[0]["data"]["feedback"].as_str().unwrap();
+    assert!(feedback.contains("conflicts with work that landed"));
+    assert!(!feedback.contains("resolver"), "{feedback}");
+    let task = conflicted(&events);
+    assert_eq!(
+        attempt_lines(&fx, &task),
+        [
+            (1, "work".into(), "passed".into()),
+            (2, "work".into(), "passed".into())
+        ]
+    );
+}
