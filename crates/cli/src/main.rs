@@ -74,6 +74,8 @@ pub enum Command {
     Events(commands::status::EventsArgs),
     /// Model spending by day, project, role and model.
     Cost(commands::cost::CostArgs),
+    /// Export what orch recorded: `orch export preferences --project P` writes preference pairs (JSON lines).
+    Export(commands::export::ExportArgs),
     /// Check every configured provider, sandbox and repository.
     Doctor(commands::doctor::DoctorArgs),
     /// The Docker sandbox: build its image, open a shell, reset, status, prune.

@@ -23,7 +23,7 @@ const CALC_STRINGS: &str =
 const CALC_BOTH: &str = "def add(a, b, c=0):\n    return int(a) + int(b) + int(c)\n\n\ndef mul(a, b):\n    return a * b\n";
 /// Markers gone, but the strings change lost: test_strings fails.
 const CALC_BAD: &str =
-    "def add(a, b, c=0):\n    return a + b + c\n\n\ndef mul(a, b):\n    return a * b\n";
+    "def add(a, b, c=0):\n    return sum((a, b, c))\n\n\ndef mul(a, b):\n    return a * b\n";
 const TEST_THREE: &str =
     "from calc import add\n\n\ndef test_three():\n    assert add(1, 2, 3) == 6\n";
 const TEST_STRINGS: &str =
@@ -216,6 +216,139 @@ fn a_two_task_conflict_resolved_by_the_resolver_with_main_green() {
             .count(),
         2,
         "one call for the work, one for the resolution: {calls:#?}"
+    );
+}
+
+#[test]
+fn a_conflict_inside_one_batch_is_resolved_on_the_candidate_and_the_batch_lands_together() {
+    let mut script = resolver_replies(CALC_BOTH);
+    script.extend(work_replies());
+    script.push(judge_pass());
+    let (fx, ids) = setup(script, "max_workers = 1");
+    // First run: the user's checkout is dirty, so nothing lands; both tasks
+    // pass (one after the other) and wait in the queue.
+    let a_tip = both_passed_in_the_queue(&fx, &ids);
+
+    // Second run: one batch; the second branch conflicts with the first
+    // (not with main), is resolved on top of it, and both land together.
+    let out = run(&fx);
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{out}");
+    }
+    assert_main_has_both_changes(&fx);
+    let events = all_events(&fx, &ids);
+    assert_eq!(conflicted(&events), ids[1]);
+    let starting = of_kind(&events, "conflict_resolving");
+    assert_eq!(starting.len(), 1, "{starting:#?}");
+    assert_eq!(starting[0]["data"]["onto"], a_tip.as_str());
+    assert_eq!(
+        of_kind(&events, "conflict_resolved")[0]["data"]["outcome"],
+        "resolved"
+    );
+    for id in &ids {
+        let merged: Vec<&Value> = of_kind(&events, "merged")
+            .into_iter()
+            .filter(|e| e["task_id"] == id.as_str())
+            .collect();
+        assert_eq!(merged.len(), 1, "{merged:#?}");
+        assert_eq!(merged[0]["data"]["batch"], 2, "{:#}", merged[0]);
+    }
+    // The batch (with the resolution) was verified once more as a whole.
+    assert!(events.iter().any(|e| e["kind"] == "verification_finished"
+        && e["data"]["batch"] == 2
+        && e["data"]["passed"] == true));
+    assert_eq!(
+        attempt_lines(&fx, &ids[1]),
+        [
+            (1, "work".into(), "passed".into()),
+            (2, "resolve".into(), "passed".into())
+        ]
+    );
+    assert_eq!(
+        attempt_lines(&fx, &ids[0]),
+        [(1, "work".into(), "passed".into())]
+    );
+}
+
+/// Both tasks pass with a dirty checkout, so they wait in the queue and
+/// the next run merges them as one batch (the second conflicts with the
+/// first). Returns the first branch's tip.
+fn both_passed_in_the_queue(fx: &Fixture, ids: &[String]) -> String {
+    std::fs::write(
+        fx.repo.join(".gitignore"),
+        "__pycache__/\n.pytest_cache/\n# mine\n",
+    )
+    .unwrap();
+    let out = fx.orch_ok(&["run", "--project", "calc"], 0);
+    assert!(out.contains("uncommitted changes"), "{out}");
+    for id in ids {
+        assert_eq!(fx.task(id)["task"]["status"], "passed", "{out}");
+    }
+    git(&fx.repo, &["checkout", "--", ".gitignore"]);
+    git(&fx.repo, &["rev-parse", &format!("orch/{}", ids[0])])
+}
+
+#[test]
+fn a_cancel_during_the_resolution_stops_the_resolver_and_lands_nothing_of_it() {
+    // The resolver's model takes 30 s to answer: the cancel comes first.
+    let mut script: Vec<Value> = resolver_replies(CALC_BOTH)
+        .into_iter()
+        .map(|mut r| {
+            r["delay_ms"] = json!(30_000);
+            r
+        })
+        .collect();
+    script.extend(work_replies());
+    script.push(judge_pass());
+    let (fx, ids) = setup(script, "max_workers = 1");
+    both_passed_in_the_queue(&fx, &ids);
+
+    let mut child = fx
+        .orch_cmd(&["run", "--project", "calc", "--quiet"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fx
+        .events(&ids[1])
+        .iter()
+        .any(|e| e["kind"] == "conflict_resolving")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resolver never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    fx.orch_ok(&["cancel", &ids[1]], 0);
+    let cancelled = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        cancelled.elapsed() < std::time::Duration::from_secs(20),
+        "the cancel stopped the resolver's model call: {:?}",
+        cancelled.elapsed()
+    );
+    assert_eq!(fx.task(&ids[1])["task"]["status"], "cancelled");
+    assert_eq!(
+        attempt_lines(&fx, &ids[1]),
+        [
+            (1, "work".into(), "passed".into()),
+            (2, "resolve".into(), "cancelled".into())
+        ]
+    );
+    let events = fx.events(&ids[1]);
+    let done = of_kind(&events, "conflict_resolved");
+    assert_eq!(done.len(), 1, "{done:#?}");
+    assert_eq!(done[0]["data"]["outcome"], "stopped");
+    assert!(of_kind(&events, "merge_rejected").is_empty(), "{events:#?}");
+    // The other task landed alone; nothing of the cancelled one did.
+    assert_eq!(fx.task(&ids[0])["task"]["status"], "merged");
+    assert_eq!(fx.main_file("calc.py"), CALC_THREE.trim_end());
+    assert!(fx.main_is_green());
+    assert_eq!(
+        fx.worktree_count(),
+        1,
+        "the scratch worktree was left behind"
     );
 }
 

@@ -121,7 +121,10 @@ fn scores_5_7_6_9_land_the_9_and_record_the_revert() {
         commit(2)
     );
     assert_eq!(
-        git(&fx.repo, &["rev-parse", &format!("refs/orch/attempts/{id}/1")]),
+        git(
+            &fx.repo,
+            &["rev-parse", &format!("refs/orch/attempts/{id}/1")]
+        ),
         commit(3)
     );
 
@@ -220,11 +223,52 @@ fn a_plateau_stops_refinement_and_a_best_that_does_not_pass_fails() {
     assert_eq!(fx.main_sha(), before);
     let first = at["iterations"][0]["commit"].as_str().unwrap();
     assert_eq!(
-        git(&fx.repo, &["rev-parse", &format!("refs/orch/attempts/{id}/1")]),
+        git(
+            &fx.repo,
+            &["rev-parse", &format!("refs/orch/attempts/{id}/1")]
+        ),
         first
     );
     assert_eq!(at["head_commit"], first);
     let feedback = shown["task"]["feedback"].as_str().unwrap();
     assert!(feedback.contains("too terse"), "{feedback}");
     assert_eq!(fx.worktree_count(), 1);
+}
+
+#[test]
+fn a_worker_that_stops_short_is_dropped_and_one_that_changes_nothing_is_not_judged() {
+    let fx = Fixture::new();
+    fx.with_replay(
+        json!({"responses": [
+            worker_turn(1, write_version("v1")),
+            // No finish within max_turns = 1: the write is dropped.
+            worker_call(Some("Refinement: iteration 2 of"), json!([write_version("v2")])),
+            // Finishes without a change.
+            worker_call(
+                Some("Refinement: iteration 3 of"),
+                json!([{"name": "finish", "arguments": {"summary": "nothing to add"}}]),
+            ),
+            judge_scores("v1", 7.0, true, &["could be tidier"]),
+            judge_scores("v2", 9.0, true, &[]),
+        ]}),
+        "max_attempts = 1\nmax_turns = 1",
+    );
+    fx.append_config(&refine_table(8.5, 10, 2));
+    let id = fx.add_task("Fix add", "add() subtracts");
+    let out = fx.orch_ok(&["run", "--project", "calc"], 0);
+    assert!(out.contains("1 merged"), "{out}");
+    assert_eq!(fx.main_file("calc.py"), version("v1").trim_end());
+
+    let shown = fx.task(&id);
+    let at = &shown["attempts"][0];
+    assert_eq!(at["status"], "passed");
+    assert_eq!(scores(at), [Some(7.0), None, None]);
+    assert_eq!(outcomes(at), ["kept", "reverted", "unchanged"]);
+    let note = |i: usize| at["iterations"][i]["note"].as_str().unwrap().to_string();
+    assert!(note(1).contains("max_turns"), "{}", note(1));
+    assert!(note(2).contains("changed nothing"), "{}", note(2));
+    let stopped = events_of(&fx, &id, "refine_stopped");
+    assert_eq!(stopped[0]["data"]["reason"], "plateau");
+    // Only the first iteration was judged.
+    assert_eq!(events_of(&fx, &id, "verdict_recorded").len(), 1);
 }

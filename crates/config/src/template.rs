@@ -116,6 +116,36 @@ mod tests {
     }
 
     #[test]
+    fn the_template_is_checked_when_the_config_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orch.toml");
+        let load = |template: &str| {
+            let text = format!(
+                "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[new_projects]\n{template}"
+            );
+            crate::load_str(&text, crate::ConfigFormat::Toml, &path)
+        };
+        let ok =
+            load("worker_model = \"local:w\"\njudge_model = \"local:j\"\n[new_projects.refine]\nthreshold = 8.0\n").unwrap();
+        let made = ok
+            .project_from_template("todo", Path::new("/p/todo"))
+            .unwrap();
+        assert_eq!(made.worker_model.to_string(), "local:w");
+        let err = load("worker_model = \"nowhere:w\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_projects.worker_model"), "{err}");
+        let err = load("worker_model = \"local:w\"\nmax_workers = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_projects.max_workers"), "{err}");
+        let err = load("path = \"x\"\nworker_model = \"local:w\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("new_projects.path: remove it"), "{err}");
+    }
+
+    #[test]
     fn without_a_template_the_message_says_what_to_add() {
         let c = Config {
             source: "/etc/orch.toml".into(),

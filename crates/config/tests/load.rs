@@ -539,7 +539,10 @@ fn resolve_conflicts_defaults_to_agent_and_takes_feedback() {
     let cfg = fx
         .toml(&fx.example("resolve_conflicts = \"feedback\""), &[])
         .unwrap();
-    assert_eq!(cfg.projects[0].resolve_conflicts, ResolveConflicts::Feedback);
+    assert_eq!(
+        cfg.projects[0].resolve_conflicts,
+        ResolveConflicts::Feedback
+    );
     let e = fx.err(&fx.example("resolve_conflicts = \"rebase\""));
     assert_contains(
         &e,
@@ -924,7 +927,11 @@ fn refine_takes_its_defaults_and_needs_a_judge_and_ranges() {
     );
     for (edit, key, found) in [
         ("threshold = 11", "projects[0].refine.threshold", "11"),
-        ("max_iterations = 0", "projects[0].refine.max_iterations", "0"),
+        (
+            "max_iterations = 0",
+            "projects[0].refine.max_iterations",
+            "0",
+        ),
         ("plateau = 0", "projects[0].refine.plateau", "0"),
     ] {
         let e = fx.err(&fx.example(&format!("[projects.refine]\n{edit}")));

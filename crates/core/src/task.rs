@@ -457,6 +457,9 @@ mod tests {
         let r: Attempt = serde_json::from_value(v).unwrap();
         assert_eq!(r.kind, AttemptKind::Resolve);
         assert_eq!("resolve".parse::<AttemptKind>(), Ok(AttemptKind::Resolve));
-        assert!("x".parse::<AttemptKind>().unwrap_err().contains("work or resolve"));
+        assert!("x"
+            .parse::<AttemptKind>()
+            .unwrap_err()
+            .contains("work or resolve"));
     }
 }

@@ -132,7 +132,9 @@ fn iterations_markdown(iterations: &[RefineIteration]) -> String {
             md,
             "| {} | {} | {} | {} | {} | {outcome} |",
             it.iteration,
-            it.score.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            it.score
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "-".into()),
             it.commit
                 .as_deref()
                 .map(|c| format!("`{}`", &c[..c.len().min(12)]))

@@ -237,12 +237,8 @@ impl Engine {
             }
         }
         if cancel.is_cancelled() {
-            for j in &judged {
-                j.run.cancelled(&j.outcome, Stage::Judge).await?;
-            }
-            for (run, outcome) in &unfinished {
-                run.cancelled(outcome, Stage::Work).await?;
-            }
+            self.cancel_round(task, &judged, &unfinished, &broken)
+                .await?;
             return Ok(AttemptEnd::Cancelled);
         }
         if judged.is_empty() && unfinished.is_empty() {
@@ -269,7 +265,8 @@ impl Engine {
                 .set_branch(&task.branch(), &w.committed.head_sha)
                 .await?;
             if !self.move_to_passed(task, k)? {
-                self.cancel_round(&judged, &unfinished).await?;
+                self.cancel_round(task, &judged, &unfinished, &broken)
+                    .await?;
                 return Ok(AttemptEnd::Cancelled);
             }
         }
@@ -366,10 +363,14 @@ impl Engine {
         Ok(true)
     }
 
+    /// The task was cancelled (or interrupted) under the round: every
+    /// candidate still open is recorded so.
     async fn cancel_round(
         &self,
+        task: &Task,
         judged: &[Judged<'_>],
         unfinished: &[(Run<'_>, WorkerOutcome)],
+        broken: &[EngineError],
     ) -> Result<()> {
         for j in judged {
             j.run.cancelled(&j.outcome, Stage::Judge).await?;
@@ -377,7 +378,7 @@ impl Engine {
         for (run, outcome) in unfinished {
             run.cancelled(outcome, Stage::Work).await?;
         }
-        Ok(())
+        self.record_broken(task, broken)
     }
 
     /// Each candidate's status, rank and feedback, in the order of
@@ -562,14 +563,14 @@ impl Engine {
                 "no candidate passed; nothing to rank".to_string(),
             ),
         };
-        if let Some(w) = ranking.and_then(|r| r.warning.as_ref()) {
-            if ranking.is_some_and(|r| r.method == RankMethod::Scores) {
-                self.rec.note(
-                    Some(task.id.as_str()),
-                    protocol::Warning::at(Stage::Judge),
-                    format!("ranking: {w}"),
-                );
-            }
+        // A refused ranking is worth a warning of its own.
+        let refused = ranking.filter(|r| r.method == RankMethod::Scores);
+        if let Some(w) = refused.and_then(|r| r.warning.as_ref()) {
+            self.rec.note(
+                Some(task.id.as_str()),
+                protocol::Warning::at(Stage::Judge),
+                format!("ranking: {w}"),
+            );
         }
         self.rec.note(Some(task.id.as_str()), payload, message);
     }

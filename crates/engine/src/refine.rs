@@ -223,26 +223,9 @@ impl Run<'_> {
                 _ => IterationOutcome::Reverted,
             };
             let record = self.iteration_record(i, &iterated, outcome, &standing);
-            match iterated {
-                Iterated::Judged(s) if result.improved => {
-                    last_word = None;
-                    best = Some(s);
-                }
-                Iterated::Judged(s) => {
-                    last_word = Some(format!(
-                        "Iteration {i} ({}) was no better than the best, so it was undone: the worktree is back at iteration {}'s snapshot. What was said about iteration {i}:\n\n{}",
-                        score_text(s.verdict.score),
-                        standing.best.map_or(1, |b| b.0),
-                        s.feedback()
-                    ));
-                    self.back_to_best(best.as_deref()).await?;
-                }
-                Iterated::Unchanged(why) | Iterated::Dropped(why) | Iterated::Stopped(why) => {
-                    last_word = Some(format!("Iteration {i}: {why}"));
-                    self.back_to_best(best.as_deref()).await?;
-                }
-                Iterated::Ended(_) => {}
-            }
+            last_word = self
+                .settle(i, iterated, result.improved, &mut best, &standing)
+                .await?;
             self.engine
                 .store
                 .record_iteration(self.attempt.id, &record)?;
@@ -273,6 +256,37 @@ impl Run<'_> {
             return self.cancelled(&outcome, Stage::Judge).await;
         }
         self.conclude_best(&outcome, &main_md, *best).await
+    }
+
+    /// Keeps an improving iteration's snapshot as the best, or puts the
+    /// branch back at the best one. Returns what the next worker is told
+    /// about an iteration that was not kept.
+    async fn settle(
+        &self,
+        i: u32,
+        iterated: Iterated,
+        improved: bool,
+        best: &mut Option<Box<Snapshot>>,
+        standing: &Standing,
+    ) -> Result<Option<String>> {
+        let word = match iterated {
+            Iterated::Judged(s) if improved => {
+                *best = Some(s);
+                return Ok(None);
+            }
+            Iterated::Judged(s) => format!(
+                "Iteration {i} ({}) was no better than the best, so it was undone: the worktree is back at iteration {}'s snapshot. What was said about iteration {i}:\n\n{}",
+                score_text(s.verdict.score),
+                standing.best.map_or(1, |b| b.0),
+                s.feedback().trim()
+            ),
+            Iterated::Unchanged(why) | Iterated::Dropped(why) | Iterated::Stopped(why) => {
+                format!("Iteration {i}: {why}")
+            }
+            Iterated::Ended(_) => return Ok(None),
+        };
+        self.back_to_best(best.as_deref()).await?;
+        Ok(Some(word))
     }
 
     /// One iteration: work, commit, verify, judge. The worker's transcript

@@ -117,6 +117,10 @@ impl Engine {
         if self.project.resolve_conflicts == ResolveConflicts::Feedback {
             return Ok(Resolution::NotTried);
         }
+        if self.store.task(task.id.as_str())?.status != TaskStatus::Merging {
+            // Cancelled since the batch was taken.
+            return Ok(Resolution::Cancelled);
+        }
         // A resolution is slow: idle slots stop waiting for this landing.
         self.slow_merge.set();
         let cancel = self.cancels.register(&task.id);

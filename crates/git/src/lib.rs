@@ -375,8 +375,9 @@ impl Git {
         self.delete_branches(&[name]).await
     }
 
-    /// Deletes every branch of `names` in one git run (a landed merge
-    /// batch); branches already gone are not an error.
+    /// Deletes every branch of `names` at once (a landed merge batch), in
+    /// process when gix can, else in one git run; branches already gone are
+    /// not an error.
     pub async fn delete_branches(&self, names: &[&str]) -> Result<(), GitError> {
         if names.is_empty() {
             return Ok(());
@@ -387,6 +388,9 @@ impl Git {
         // `branch -D` reads every worktree's record to refuse deleting a
         // checked-out branch, so it races with worktree changes too.
         let _lock = self.lock.acquire().await?;
+        if self.reader.delete_branches(&self.repo, names).is_some() {
+            return Ok(());
+        }
         let mut args = vec!["branch", "-D"];
         args.extend_from_slice(names);
         let out = self.raw(&self.repo, &args, TIMEOUT, OUTPUT_LIMIT).await?;
@@ -1032,8 +1036,12 @@ impl Git {
     /// worktree is exactly that commit again (ignored caches stay).
     pub async fn reset_worktree(&self, worktree: &Path, commit: &str) -> Result<(), GitError> {
         checked("commit", commit)?;
-        self.ok_with(worktree, &["reset", "--hard", "-q", commit], CHECKOUT_TIMEOUT)
-            .await?;
+        self.ok_with(
+            worktree,
+            &["reset", "--hard", "-q", commit],
+            CHECKOUT_TIMEOUT,
+        )
+        .await?;
         self.ok(worktree, &["clean", "-f", "-d", "-q"]).await?;
         Ok(())
     }

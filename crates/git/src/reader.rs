@@ -128,4 +128,33 @@ impl Reader {
             })
             .map(|p| p.git_dir().to_path_buf())
     }
+
+    /// Deletes the local branches `names` (short names) with their reflogs
+    /// in one transaction, as `git branch -D` does; branches already gone
+    /// are skipped. None when gix cannot do it safely (a branch checked out
+    /// somewhere, which git refuses to delete, or a failed transaction): the
+    /// caller asks the CLI.
+    pub(crate) fn delete_branches(&self, path: &Path, names: &[&str]) -> Option<()> {
+        use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
+        let repo = self.repo(path)?;
+        let mut edits = Vec::with_capacity(names.len());
+        for name in names {
+            if self.checkout_of(path, name)?.is_some() {
+                return None;
+            }
+            let full = format!("refs/heads/{name}");
+            if repo.try_find_reference(full.as_str()).ok()?.is_none() {
+                continue;
+            }
+            edits.push(RefEdit {
+                change: Change::Delete {
+                    expected: PreviousValue::MustExist,
+                    log: RefLog::AndReference,
+                },
+                name: full.try_into().ok()?,
+                deref: false,
+            });
+        }
+        repo.edit_references(edits).ok().map(|_| ())
+    }
 }

@@ -180,6 +180,12 @@ async fn worktrees_add_list_remove() {
         .await
         .unwrap();
     assert!(g.branches("orch/").await.unwrap().is_empty());
+    // Packed refs go too, with their reflogs, and git agrees they are gone.
+    git(&r.path, &["branch", "orch/packed", "main"]);
+    git(&r.path, &["pack-refs", "--all"]);
+    g.delete_branches(&["orch/packed"]).await.unwrap();
+    assert_eq!(git(&r.path, &["branch", "--list", "orch/*"]), "");
+    assert!(!r.path.join(".git/logs/refs/heads/orch/packed").exists());
     // A checked-out branch cannot be deleted, and says so.
     assert!(g.delete_branches(&["main"]).await.is_err());
 }

@@ -618,6 +618,20 @@ depends_on: [abcd1234]
     }
 
     #[test]
+    fn a_task_may_ask_for_its_own_candidates() {
+        let spec = parse("title: x\ncandidates: 3\n", TaskFileFormat::Yaml).unwrap();
+        let new = spec.to_new_task(Some("p")).unwrap();
+        assert_eq!(new.candidates, Some(3));
+        let plain = parse("title: x\n", TaskFileFormat::Yaml).unwrap();
+        assert_eq!(plain.to_new_task(Some("p")).unwrap().candidates, None);
+        for bad in ["0", "9"] {
+            let e = yaml_err(&format!("title: x\ncandidates: {bad}\n"));
+            assert_eq!(e.field, "candidates");
+            assert!(e.message.contains("1 to 8"), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn the_project_must_be_named_once_or_agree() {
         let spec = parse("title: x\nproject: a\n", TaskFileFormat::Yaml).unwrap();
         let e = spec.to_new_task(Some("b")).unwrap_err();

@@ -131,9 +131,7 @@ pub fn check(
         None => config.data_dir_abs().join("projects").join(name),
     };
     check_dir(&dir)?;
-    let project = config
-        .project_from_template(name, &dir)
-        .map_err(|e| usage(e))?;
+    let project = config.project_from_template(name, &dir).map_err(usage)?;
     let main_branch = match project.main_branch.as_str() {
         "" => "main".to_string(),
         b => b.to_string(),
@@ -759,11 +757,17 @@ pub async fn build(
         cycles: RUN_CYCLES,
         until_idle: true,
     };
-    built
+    let summary = built
         .engine
         .run_until(opts, shutdown)
         .await
         .map_err(|e| failed(format!("the run stopped: {e}; {}", resume_hint(name))))?;
+    if let Some(stopped) = summary.stopped {
+        return Err(failed(format!(
+            "{stopped} before the project was finished; {}",
+            resume_hint(name)
+        )));
+    }
     let archived = archive(&created.config, store.as_ref(), name, ArchiveFormat::TarGz).await?;
     Ok(Built {
         repo: np.dir,
@@ -934,7 +938,10 @@ shutdown_grace_seconds = 5
         assert_eq!(check_plan(&fenced).unwrap().1, plan);
 
         let cases = [
-            ("Sure! Here is a plan: build a todo app.", "no `## Task"),
+            (
+                "Sure! Here is a plan: build a todo app.",
+                "no task sections",
+            ),
             ("## Task 1.1: A\n**Files:** `../../etc/passwd`\n", "line 2"),
             ("## Task 1.1: A\n**Files:** `/etc/passwd`\n", "line 2"),
             ("## Task 1.1: A\nx\n## Task 1.1: B\ny\n", "already defined"),

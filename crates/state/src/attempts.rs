@@ -644,7 +644,10 @@ mod tests {
                 .start_attempt_of_kind(&id, "main", AttemptKind::Resolve)
                 .unwrap();
             assert_eq!(r.kind, AttemptKind::Resolve);
-            assert_eq!(s.finish_attempt(r.id, &AttemptFinish::new(status)).unwrap(), 1);
+            assert_eq!(
+                s.finish_attempt(r.id, &AttemptFinish::new(status)).unwrap(),
+                1
+            );
         }
         let all = s.attempts(&id).unwrap();
         let kinds: Vec<(u32, AttemptKind)> = all.iter().map(|a| (a.number, a.kind)).collect();

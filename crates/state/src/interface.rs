@@ -18,8 +18,8 @@
 
 use crate::dashboard::{AttemptModel, EventLine, StatusSpan};
 use crate::{
-    AttemptFinish, CandidateStart, CostRow, EventFilter, ModelCall, PlanImport, ProjectRow, Recovery,
-    RequirementsFile, RequirementsStatus, Result, Store,
+    AttemptFinish, CandidateStart, CostRow, EventFilter, ModelCall, PlanImport, ProjectRow,
+    Recovery, RequirementsFile, RequirementsStatus, Result, Store,
 };
 use orch_core::{Attempt, AttemptKind, NewTask, Task, TaskId, TaskStatus, Usage};
 use orch_protocol::Event;

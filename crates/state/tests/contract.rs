@@ -186,3 +186,42 @@ fn model_calls_are_charged_to_their_task_and_day() {
         assert_eq!(calls[0].task_id.as_deref(), Some(t.id.as_str()));
     });
 }
+
+#[test]
+fn a_requirements_file_is_claimed_once_across_handles_and_threads() {
+    each(|open, dir| {
+        let threads = 4;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (store, barrier) = (open(dir), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store
+                        .claim_requirements_file("/in/todo.md", "ab12", "todo")
+                        .unwrap()
+                })
+            })
+            .collect();
+        let won = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|claimed| *claimed)
+            .count();
+        assert_eq!(won, 1, "exactly one claim wins");
+        let store = open(dir);
+        store
+            .finish_requirements_file(
+                "/in/todo.md",
+                orch_state::RequirementsStatus::Failed,
+                Some("the architect wrote no plan"),
+            )
+            .unwrap();
+        let row = store.requirements_file("/in/todo.md").unwrap().unwrap();
+        assert_eq!(row.status, orch_state::RequirementsStatus::Failed);
+        assert_eq!(row.project, "todo");
+        assert!(!store
+            .claim_requirements_file("/in/todo.md", "ab12", "todo")
+            .unwrap());
+    });
+}

@@ -5,6 +5,7 @@ pub mod cost;
 pub mod demo;
 pub mod doctor;
 pub mod dry_run;
+pub mod export;
 pub mod init;
 pub mod new;
 pub mod plan;
@@ -48,6 +49,7 @@ pub async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(a) => tasks::cancel(config_flag, a),
         Command::Events(a) => status::events(config_flag, a),
         Command::Cost(a) => cost::cost(config_flag, a),
+        Command::Export(a) => export::run(config_flag, a).await,
         Command::Doctor(a) => doctor::doctor(config_flag, a).await,
         Command::Sandbox(a) => sandbox::run(config_flag, a).await,
         Command::Demo(a) => demo::run(a).await,

@@ -143,7 +143,7 @@ pub async fn new(config_flag: Option<&Path>, a: NewArgs) -> CliResult {
             "requirements_commit": created.commit,
             "plan_commit": planned.commit,
             "milestone": planned.milestone,
-            "tasks": planned.tasks,
+            "imported": planned.tasks,
             "run": summary,
             "archive": archived.as_ref().ok().map(archive_json),
             "usage": { "by_role": usage.by_role, "total": usage.total },

@@ -246,7 +246,10 @@ fn attempt_details(task: &Task, at: &Attempt) -> String {
         }
     }
     if !at.iterations.is_empty() {
-        out.push(format!("  refinement: {} iteration(s)", at.iterations.len()));
+        out.push(format!(
+            "  refinement: {} iteration(s)",
+            at.iterations.len()
+        ));
         out.extend(at.iterations.iter().map(iteration_line));
     }
     if let Some(e) = &at.error {
@@ -455,8 +458,8 @@ feedback for the next attempt:
 
     #[test]
     fn refinement_iterations_show_a_line_each() {
-        let it = |n: u32, score: Option<f64>, outcome, best: u32, note: Option<&str>| {
-            RefineIteration {
+        let it =
+            |n: u32, score: Option<f64>, outcome, best: u32, note: Option<&str>| RefineIteration {
                 iteration: n,
                 score,
                 commit: score.map(|_| format!("{n:0>40}")),
@@ -466,13 +469,18 @@ feedback for the next attempt:
                 best_score: Some(7.0),
                 best_iteration: best,
                 note: note.map(str::to_string),
-            }
-        };
+            };
         let mut a = attempt(1, Some("abc"));
         a.iterations = vec![
             it(1, Some(7.0), IterationOutcome::Kept, 1, None),
             it(2, Some(6.0), IterationOutcome::Reverted, 1, None),
-            it(3, None, IterationOutcome::Unchanged, 1, Some("it changed nothing")),
+            it(
+                3,
+                None,
+                IterationOutcome::Unchanged,
+                1,
+                Some("it changed nothing"),
+            ),
         ];
         let text = attempt_details(&task(), &a);
         assert!(
