@@ -164,18 +164,20 @@ fn kill_9_mid_run_then_resume_loses_and_duplicates_nothing() {
     assert_eq!(attempts[1]["status"], "passed");
     // The interrupted attempt does not count against max_attempts.
     assert_eq!(shown["task"]["attempts"], 1);
-    // Exactly one merge of this task on main.
-    let merges = git(
+    // Exactly one attempt's work of this task on main (landed as a
+    // fast-forward or under a merge commit, which carries no Attempt line).
+    let landed = git(
         &fx.repo,
         &[
             "log",
-            "--merges",
             "--format=%H",
+            "--all-match",
             &format!("--grep=Task: {id}"),
+            "--grep=Attempt: ",
             "main",
         ],
     );
-    assert_eq!(merges.lines().count(), 1, "{merges}");
+    assert_eq!(landed.lines().count(), 1, "{landed}");
     assert_eq!(fx.worktree_count(), 1);
     assert!(fx.orch_branches().is_empty());
     let recovered = fx.orch_ok(&["events", "--project", "calc", "--json"], 0);

@@ -259,12 +259,21 @@ impl Engine {
                 stop_watch.clone(),
             )),
         ];
+        // Worktrees are parked for reuse during the run (see orch_git's
+        // pool): one per slot and candidate, plus the merge queue's.
+        let candidates = self.project.candidates.max(1) as usize;
+        self.git
+            .set_worktree_pool(self.project.max_workers as usize * candidates + 1);
         let result = self.run_cycles(opts, &mut summary, shutdown).await;
         stop_watch.cancel();
         for h in helpers {
             let _ = h.await;
         }
+        // No parked worktree outlives the run.
+        self.git.set_worktree_pool(0);
+        let drained = self.git.drain_worktree_pool().await;
         result?;
+        drained?;
         if let Err(e) = self.sandbox.shutdown().await {
             self.rec.note(
                 None,

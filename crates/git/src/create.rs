@@ -43,6 +43,7 @@ impl Git {
             repo: dir.to_path_buf(),
             lock: Arc::new(RepoLock::unshared()),
             reader: Arc::default(),
+            pool: Arc::default(),
         };
         let initial = format!("--initial-branch={branch}");
         probe.ok(dir, &["init", "--quiet", &initial]).await?;

@@ -5,6 +5,7 @@
 
 mod create;
 mod lock;
+mod pool;
 mod reader;
 
 pub use create::ArchiveFormat;
@@ -139,6 +140,8 @@ pub struct Git {
     lock: Arc<RepoLock>,
     /// In-process reads (see `reader`); the CLI answers what it cannot.
     reader: Arc<reader::Reader>,
+    /// Worktrees parked for reuse (see `pool`).
+    pool: Arc<pool::Pool>,
 }
 
 fn path_arg(p: &Path) -> String {
@@ -243,6 +246,7 @@ impl Git {
             repo: path.to_path_buf(),
             lock: Arc::new(RepoLock::unshared()),
             reader: Arc::default(),
+            pool: Arc::default(),
         };
         let out = probe
             .raw(
@@ -267,6 +271,7 @@ impl Git {
             repo: normalize(Path::new(top)),
             lock: probe.lock,
             reader: Arc::default(),
+            pool: Arc::default(),
         };
         let head = git
             .raw(
@@ -426,6 +431,9 @@ impl Git {
         checked("revision", base)?;
         let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
+        if self.reuse_parked_locked(&dir, &["-B", branch, base]).await {
+            return Ok(());
+        }
         let dir = path_arg(&dir);
         if self.branch_at_in_process(branch, base) {
             return self
@@ -443,7 +451,10 @@ impl Git {
         if self.reader.checkout_of(&self.repo, branch) != Some(None) {
             return false;
         }
-        let Some(sha) = self.reader.resolve(&self.repo, &format!("{base}^{{commit}}")) else {
+        let Some(sha) = self
+            .reader
+            .resolve(&self.repo, &format!("{base}^{{commit}}"))
+        else {
             return false;
         };
         let refname = format!("refs/heads/{branch}");
@@ -474,6 +485,9 @@ impl Git {
         checked("revision", commit)?;
         let _lock = self.lock.acquire().await?;
         let dir = self.prepare_worktree_dir(dir).await?;
+        if self.reuse_parked_locked(&dir, &["--detach", commit]).await {
+            return Ok(());
+        }
         let dir = path_arg(&dir);
         self.add_worktree_locked(&["worktree", "add", "--detach", dir.as_str(), commit])
             .await
@@ -483,6 +497,10 @@ impl Git {
     /// directory; Ok if it is already gone.
     pub async fn worktree_remove(&self, dir: &Path) -> Result<(), GitError> {
         let _lock = self.lock.acquire().await?;
+        let normalized = normalize(dir);
+        if normalized != self.repo && self.park_locked(&normalized).await {
+            return Ok(());
+        }
         self.worktree_remove_locked(dir).await
     }
 

@@ -157,4 +157,32 @@ impl Reader {
         }
         repo.edit_references(edits).ok().map(|_| ())
     }
+
+    /// Detaches HEAD of the linked worktree whose git record is `record`
+    /// at the commit it is on, so it holds no branch. None when gix cannot.
+    pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
+        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+        let repo = self.repo(path)?;
+        let proxy = repo
+            .worktrees()
+            .ok()?
+            .into_iter()
+            .find(|p| p.git_dir() == record)?;
+        let wt = proxy.into_repo_with_possibly_inaccessible_worktree().ok()?;
+        let id = wt.head_id().ok()?.detach();
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: "orch: park worktree".into(),
+                },
+                expected: PreviousValue::Any,
+                new: gix::refs::Target::Object(id),
+            },
+            name: "HEAD".try_into().ok()?,
+            deref: false,
+        };
+        wt.edit_reference(edit).ok().map(|_| ())
+    }
 }

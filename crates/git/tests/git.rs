@@ -463,7 +463,10 @@ async fn advance_branch_fast_forwards_a_linked_worktree_checkout() {
         "{}-release",
         r.path.file_name().unwrap().to_string_lossy()
     ));
-    git(&r.path, &["worktree", "add", "-q", linked.to_str().unwrap(), "release"]);
+    git(
+        &r.path,
+        &["worktree", "add", "-q", linked.to_str().unwrap(), "release"],
+    );
     let (_, new) = commit_on_branch(&g, &r, "orch/t", "b.txt", "b\n").await;
 
     // Dirty there: deferred, and the checkout named is the linked one.
@@ -919,7 +922,11 @@ async fn removing_a_worktree_trusts_only_gits_records() {
     g.worktree_remove(&wt).await.unwrap();
     assert!(!wt.exists());
     assert_eq!(read(&victim, "keep.txt"), "x");
-    assert_eq!(g.worktrees().await.unwrap().len(), 1, "only the main worktree");
+    assert_eq!(
+        g.worktrees().await.unwrap().len(),
+        1,
+        "only the main worktree"
+    );
     // No longer checked out anywhere, so the branch can go.
     g.delete_branch("orch/t").await.unwrap();
     assert!(!g.branch_exists("orch/t").await.unwrap());
@@ -935,6 +942,94 @@ async fn set_branch_creates_and_moves_a_branch_but_not_a_checked_out_one() {
     assert_eq!(g.rev_parse("orch/t").await.unwrap(), sha);
     g.set_branch("orch/t", &base).await.unwrap();
     assert_eq!(g.rev_parse("orch/t").await.unwrap(), base);
-    assert!(g.set_branch("orch/t-c2", &base).await.is_err(), "checked out in {wt:?}");
+    assert!(
+        g.set_branch("orch/t-c2", &base).await.is_err(),
+        "checked out in {wt:?}"
+    );
     assert!(g.set_branch("-x", &base).await.is_err());
+}
+
+/// A parked worktree comes back exactly as a fresh one would: the new
+/// branch at the new base, local edits undone, untracked and ignored files
+/// gone, a rewritten `.git` file repaired. One with a merge under way is
+/// never parked, and draining the pool leaves only the main worktree.
+#[tokio::test]
+async fn parked_worktrees_come_back_as_fresh_ones() {
+    let r = repo();
+    write(&r.path, ".gitignore", "*.log\n");
+    git(&r.path, &["add", ".gitignore"]);
+    git(&r.path, &["commit", "-q", "-m", "ignore logs"]);
+    let g = Git::open(&r.path).await.unwrap();
+    g.set_worktree_pool(2);
+    let first = r.wt_root.join("t1");
+    g.worktree_add(&first, "orch/t1", "main").await.unwrap();
+    write(&first, "a.txt", "edited\n");
+    write(&first, "new.txt", "untracked\n");
+    write(&first, "run.log", "ignored\n");
+    let (_, landed) = commit_on_branch(&g, &r, "orch/other", "b.txt", "b\n").await;
+    std::fs::write(first.join(".git"), "gitdir: /nowhere\n").unwrap();
+
+    g.worktree_remove(&first).await.unwrap();
+    assert!(!first.exists());
+    // Parked: its branch is free to delete.
+    g.delete_branch("orch/t1").await.unwrap();
+
+    let second = r.wt_root.join("t2");
+    g.worktree_add(&second, "orch/t2", &landed).await.unwrap();
+    assert_eq!(
+        git(&second, &["symbolic-ref", "HEAD"]),
+        "refs/heads/orch/t2"
+    );
+    assert_eq!(g.head(&second).await.unwrap(), landed);
+    assert_eq!(read(&second, "a.txt"), "one\n");
+    assert_eq!(read(&second, "b.txt"), "b\n");
+    assert!(!second.join("new.txt").exists() && !second.join("run.log").exists());
+    assert_eq!(git(&second, &["status", "--porcelain", "--ignored"]), "");
+    let listed: Vec<PathBuf> = g
+        .worktrees()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.path)
+        .collect();
+    assert!(
+        listed.contains(&second.canonicalize().unwrap()),
+        "{listed:?}"
+    );
+
+    // A detached one reuses the pool too.
+    g.worktree_remove(&second).await.unwrap();
+    let det = r.wt_root.join("merge-1");
+    g.worktree_add_detached(&det, "main").await.unwrap();
+    assert_eq!(
+        g.head(&det).await.unwrap(),
+        g.rev_parse("main").await.unwrap()
+    );
+    assert_eq!(git(&det, &["rev-parse", "--abbrev-ref", "HEAD"]), "HEAD");
+
+    // A merge under way: removed, not parked.
+    write(&det, "b.txt", "mine\n");
+    git(&det, &["add", "b.txt"]);
+    git(
+        &det,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "mine",
+        ],
+    );
+    let _ = std::process::Command::new("git")
+        .args(["-C", det.to_str().unwrap(), "merge", "-q", "orch/other"])
+        .output();
+    g.worktree_remove(&det).await.unwrap();
+    g.drain_worktree_pool().await.unwrap();
+    // Left: the main worktree and orch/other's.
+    assert_eq!(g.worktrees().await.unwrap().len(), 2);
+    assert!(!det.exists());
+    let pool = r.wt_root.join(".pool");
+    assert!(!pool.exists() || std::fs::read_dir(&pool).unwrap().next().is_none());
 }

@@ -300,7 +300,10 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
             "task title is empty; give the task a title".into(),
         ));
     }
-    if let Some(n) = new.candidates.filter(|n| !(1..=orch_core::MAX_CANDIDATES).contains(n)) {
+    if let Some(n) = new
+        .candidates
+        .filter(|n| !(1..=orch_core::MAX_CANDIDATES).contains(n))
+    {
         return Err(StateError::Invalid(format!(
             "candidates = {n}: expected 1 to {} attempts in parallel per round",
             orch_core::MAX_CANDIDATES

@@ -1,0 +1,189 @@
+//! Parked worktrees, reused instead of created and deleted for every
+//! attempt. A fresh worktree writes every file of the repository and a
+//! removal deletes them all again; on a large repository that is most of an
+//! attempt's overhead, and even on a small one the file system's inode
+//! bookkeeping for the churn shows in profiles. A parked worktree is
+//! brought back with `checkout --force` (which rewrites only the files
+//! that differ) and `clean -ffdx`, which leaves exactly what a fresh
+//! worktree would hold.
+//!
+//! A worktree is parked only when nothing is half-done in it (no merge,
+//! rebase, cherry-pick or lock file in git's record of it), with its HEAD
+//! detached so no branch stays checked out. Parking and reuse are a rename
+//! plus rewriting git's two pointer files (what `git worktree move` does),
+//! both taken from git's own records, never from the worktree's `.git`
+//! file, which whatever ran in the worktree may have rewritten. The pool is
+//! off (size 0) unless the caller sizes it, and the caller drains it when
+//! its run ends, so no worktree outlives the run.
+
+use crate::{normalize, path_arg, Git, GitError, CHECKOUT_TIMEOUT};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// git state files that mean an operation is under way in a worktree.
+const IN_PROGRESS: [&str; 9] = [
+    "MERGE_HEAD",
+    "CHERRY_PICK_HEAD",
+    "REVERT_HEAD",
+    "BISECT_LOG",
+    "rebase-merge",
+    "rebase-apply",
+    "sequencer",
+    "index.lock",
+    "locked",
+];
+
+/// The parked worktrees of one repository.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    parked: Mutex<Vec<Parked>>,
+    max: AtomicUsize,
+    next: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Parked {
+    /// Where it is parked now.
+    dir: PathBuf,
+    /// git's private directory for it (`<common dir>/worktrees/<id>`).
+    record: PathBuf,
+}
+
+impl Pool {
+    fn take(&self, parent: &Path) -> Option<Parked> {
+        let mut parked = self.parked.lock().ok()?;
+        let i = parked
+            .iter()
+            .position(|p| p.dir.parent().and_then(Path::parent) == Some(parent))?;
+        Some(parked.swap_remove(i))
+    }
+
+    fn has_room(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        self.parked.lock().map(|p| p.len() < max).unwrap_or(false)
+    }
+
+    fn put(&self, p: Parked) {
+        if let Ok(mut parked) = self.parked.lock() {
+            parked.push(p);
+        }
+    }
+
+    fn take_all(&self) -> Vec<Parked> {
+        self.parked
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+}
+
+/// Points git's record and the worktree's `.git` file at each other for a
+/// worktree now at `dir`.
+fn relink(record: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        record.join("gitdir"),
+        format!("{}\n", dir.join(".git").display()),
+    )?;
+    std::fs::write(dir.join(".git"), format!("gitdir: {}\n", record.display()))
+}
+
+impl Git {
+    /// Lets up to `max` worktrees be parked for reuse (0, the default,
+    /// parks none). Call [`Git::drain_worktree_pool`] when the run ends.
+    pub fn set_worktree_pool(&self, max: usize) {
+        self.pool.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Removes every parked worktree.
+    pub async fn drain_worktree_pool(&self) -> Result<(), GitError> {
+        let parked = self.pool.take_all();
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock.acquire().await?;
+        for p in parked {
+            self.worktree_remove_locked(&p.dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves a parked worktree to `dir` (which must not exist) and checks
+    /// out `target` there: `["-B", branch, base]` or `["--detach", commit]`.
+    /// False when none is parked or reusing failed (the worktree is then
+    /// removed); the caller adds a fresh one. The caller holds the lock.
+    pub(crate) async fn reuse_parked_locked(&self, dir: &Path, target: &[&str]) -> bool {
+        let Some(parent) = dir.parent() else {
+            return false;
+        };
+        let Some(p) = self.pool.take(parent) else {
+            return false;
+        };
+        let moved = std::fs::rename(&p.dir, dir).and_then(|()| relink(&p.record, dir));
+        if moved.is_err() {
+            let _ = self.worktree_remove_locked(&p.dir).await;
+            let _ = self.worktree_remove_locked(dir).await;
+            return false;
+        }
+        let mut checkout = vec![
+            "-c",
+            "core.hooksPath=/dev/null",
+            "checkout",
+            "-q",
+            "--force",
+        ];
+        checkout.extend_from_slice(target);
+        let clean = ["clean", "-ffdxq"];
+        let ok = self.ok_with(dir, &checkout, CHECKOUT_TIMEOUT).await.is_ok()
+            && self.ok_with(dir, &clean, CHECKOUT_TIMEOUT).await.is_ok();
+        if !ok {
+            let _ = self.worktree_remove_locked(dir).await;
+        }
+        ok
+    }
+
+    /// Parks the linked worktree at `dir` instead of removing it, when the
+    /// pool has room and nothing is under way in it. True when parked (the
+    /// directory is gone from `dir`). The caller holds the lock.
+    pub(crate) async fn park_locked(&self, dir: &Path) -> bool {
+        if !self.pool.has_room() {
+            return false;
+        }
+        let Some(record) = self.reader.worktree_git_dir(&self.repo, dir) else {
+            return false;
+        };
+        if IN_PROGRESS.iter().any(|f| record.join(f).exists()) {
+            return false;
+        }
+        if self.reader.detach_head(&self.repo, &record).is_none() {
+            return false;
+        }
+        let Some(parent) = dir.parent() else {
+            return false;
+        };
+        let n = self.pool.next.fetch_add(1, Ordering::Relaxed);
+        let parked = parent.join(".pool").join(n.to_string());
+        let moved = std::fs::create_dir_all(parent.join(".pool"))
+            .and_then(|()| std::fs::rename(dir, &parked))
+            .and_then(|()| relink(&record, &parked));
+        match moved {
+            Ok(()) => {
+                self.pool.put(Parked {
+                    dir: normalize(&parked),
+                    record,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::debug!(dir = %path_arg(dir), "could not park worktree: {e}");
+                // Wherever it ended up, git's record still knows it; the
+                // caller's removal (or the next recovery) takes it.
+                if parked.exists() && !dir.exists() {
+                    let _ = std::fs::rename(&parked, dir);
+                    let _ = relink(&record, dir);
+                }
+                false
+            }
+        }
+    }
+}
