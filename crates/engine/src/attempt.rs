@@ -194,9 +194,8 @@ impl Engine {
                         }
                         return Ok(());
                     }
-                    // A round of candidates differs by design; loops are
-                    // looked for between single attempts only.
-                    if self.candidate_count(&task) <= 1 && self.stop_if_looping(&task).await? {
+                    // Rounds of candidates are compared as rounds (loops.rs).
+                    if self.stop_if_looping(&task).await? {
                         return Ok(());
                     }
                     if self.store.is_paused(&self.project.name)? {

@@ -5,6 +5,9 @@
 //! without moving the task's status: the round does that once, at its end.
 //! Candidate k works with the k-th of `candidate_models` and
 //! `candidate_workers` (cycling; empty = the usual routing and `worker`).
+//! With `[projects.refine]` each candidate refines on its own branch (its
+//! iterations on its own attempt row) and offers its best snapshot —
+//! score, verdict, report, commit — to the round.
 //!
 //! When every candidate has ended:
 //! - one or more passed their gates and their verdict: with two or more the
@@ -21,20 +24,21 @@
 //! as usual, with its candidate number, branch and rank), and one row of
 //! the round carries the count. Every candidate's model calls, and the
 //! ranking's, are charged to the task, so max_budget_per_task_usd covers
-//! them all. Loop detection compares single attempts, not rounds, and is
-//! not applied to tasks with candidates.
+//! them all. Loop detection compares rounds: two in a row whose failures
+//! repeat stop the task (see `loops`).
 //!
 //! Why `orch/<task>-c<k>` and not `orch/<task>/c<k>`: git cannot hold a
 //! branch `orch/<task>` and branches under `orch/<task>/` at once (a ref
 //! cannot be both a file and a directory), and the task branch is what the
 //! merge queue lands.
 
+use super::refine::{Refined, Snapshot};
 use super::{Committed, Run, Short};
 use crate::attempt::{feedback_text, AttemptEnd};
 use crate::cycle::Engine;
 use crate::{EngineError, Result};
 use orch_agent::{Worker, WorkerEnd, WorkerOutcome};
-use orch_config::{Config, ModelRef};
+use orch_config::{Config, ModelRef, RefineConfig};
 use orch_core::{AttemptStatus, Task, TaskStatus, Verdict, VerificationReport};
 use orch_judge::ranking::{RankCandidate, RankMethod, Ranking, RANK_DIFF_BYTES};
 use orch_protocol::{self as protocol, Stage};
@@ -186,6 +190,9 @@ impl Engine {
         slot: Slot,
     ) -> Result<Outcome<'a>> {
         let run = self.prepare_in(task, cancel, Some(slot)).await?;
+        if let Some(cfg) = self.project.refine {
+            return self.refined_candidate(run, cfg).await;
+        }
         let outcome = run.work().await?;
         let summary = match &outcome.end {
             WorkerEnd::Finished { summary } => summary.clone(),
@@ -214,6 +221,39 @@ impl Engine {
             report,
             verdict,
         })))
+    }
+
+    /// A candidate that refines to a score: its best snapshot is what the
+    /// round ranks.
+    async fn refined_candidate<'a>(
+        &'a self,
+        mut run: Run<'a>,
+        cfg: RefineConfig,
+    ) -> Result<Outcome<'a>> {
+        Ok(match run.refine_loop(cfg).await? {
+            Refined::Cancelled => Outcome::Stopped,
+            Refined::Unfinished(outcome) => {
+                self.remove_worktree(&run.worktree).await?;
+                Outcome::Unfinished(Box::new((run, outcome)))
+            }
+            Refined::Best(outcome, best) => {
+                let Snapshot {
+                    committed,
+                    summary,
+                    report,
+                    verdict,
+                    ..
+                } = *best;
+                Outcome::Judged(Box::new(Judged {
+                    run,
+                    outcome,
+                    committed,
+                    summary,
+                    report,
+                    verdict,
+                }))
+            }
+        })
     }
 
     /// Decides the round: ranks the candidates that passed, lands the best

@@ -4,6 +4,12 @@
 //! attempts. The design notes stop at a similarity of 0.8 between
 //! consecutive failures; `loop_similarity` sets it, `stop_on_oscillation`
 //! turns the A → B → A check on or off.
+//!
+//! Best-of-N rounds are compared as rounds: candidates differ by design, so
+//! two failed candidates of one round say nothing. Two rounds in a row
+//! repeat when every candidate that failed in the later one failed like
+//! some candidate of the one before (at least `loop_similarity` alike).
+//! The A → B → A check compares single attempts only.
 
 use crate::cycle::Engine;
 use crate::Result;
@@ -98,6 +104,9 @@ impl Engine {
             .filter(|a| a.status == AttemptStatus::Failed && a.kind == AttemptKind::Work)
             .collect();
         let threshold = self.project.loop_similarity;
+        if failed.last().is_some_and(|a| a.candidate.is_some()) {
+            return Ok(repeated_round(&failed, threshold));
+        }
         if let [.., before, last] = failed.as_slice() {
             let (a, b) = (failure_signature(before), failure_signature(last));
             let score = similarity(&a, &b);
@@ -107,6 +116,7 @@ impl Engine {
                     similarity: Some(score),
                     threshold: Some(threshold),
                     attempts: vec![before.number, last.number],
+                    rounds: Vec::new(),
                     excerpt: excerpt(&last_failure_text(last)),
                 }));
             }
@@ -122,6 +132,7 @@ impl Engine {
                             similarity: None,
                             threshold: None,
                             attempts: vec![first.number, middle.number, last.number],
+                            rounds: Vec::new(),
                             excerpt: excerpt(&last_failure_text(last)),
                         }));
                     }
@@ -137,6 +148,14 @@ impl Engine {
             return Ok(false);
         };
         let question = match found.kind {
+            LoopKind::RepeatedFailure if !found.rounds.is_empty() => format!(
+                "Rounds {} of candidates failed the same way: each candidate that failed in the last round failed as one of the round before did (similarity at least {:.2} ≥ loop_similarity {:.2}; attempts {}), so another round is unlikely to help. The repeated failures:\n\n{}\n\nHow should the workers proceed? Answer with a hint, or cancel the task.",
+                join(&found.rounds),
+                found.similarity.unwrap_or(1.0),
+                found.threshold.unwrap_or(1.0),
+                join(&found.attempts),
+                found.excerpt
+            ),
             LoopKind::RepeatedFailure => format!(
                 "Attempts {} failed the same way (similarity {:.2} ≥ loop_similarity {:.2}), so another try is unlikely to help. The repeated failure:\n\n{}\n\nHow should the worker proceed? Answer with a hint, or cancel the task.",
                 join(&found.attempts),
@@ -158,6 +177,73 @@ impl Engine {
         self.store.ask_human(&task.id, &question)?;
         Ok(true)
     }
+}
+
+/// Best-of-N: the last two rounds with failed candidates (`failed` is in
+/// attempt order), when every failure of the later round has a
+/// near-identical one in the round before; the similarity reported is the
+/// weakest of those matches.
+fn repeated_round(failed: &[Attempt], threshold: f64) -> Option<LoopDetected> {
+    if threshold <= 0.0 {
+        return None;
+    }
+    // Only the trailing run of candidates: single attempts before them
+    // are another way of working the task.
+    let start = failed
+        .iter()
+        .rposition(|a| a.candidate.is_none())
+        .map_or(0, |i| i + 1);
+    let candidates = &failed[start..];
+    let last_round = candidates.last()?.round?;
+    let last: Vec<&Attempt> = candidates
+        .iter()
+        .filter(|a| a.round == Some(last_round))
+        .collect();
+    let before_round = candidates
+        .iter()
+        .filter_map(|a| a.round)
+        .filter(|r| *r < last_round)
+        .max()?;
+    let before: Vec<&Attempt> = candidates
+        .iter()
+        .filter(|a| a.round == Some(before_round))
+        .collect();
+    let earlier: Vec<String> = before.iter().map(|a| failure_signature(a)).collect();
+    let mut weakest = f64::INFINITY;
+    for a in &last {
+        let sig = failure_signature(a);
+        if sig.is_empty() {
+            return None;
+        }
+        let best = earlier
+            .iter()
+            .map(|e| similarity(e, &sig))
+            .fold(0.0, f64::max);
+        if best < threshold {
+            return None;
+        }
+        weakest = weakest.min(best);
+    }
+    let repeated = last
+        .iter()
+        .map(|a| {
+            format!(
+                "Candidate {} (attempt {}):\n{}",
+                a.candidate.unwrap_or(0),
+                a.number,
+                orch_verify::tail(last_failure_text(a).trim(), 600)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    Some(LoopDetected {
+        kind: LoopKind::RepeatedFailure,
+        similarity: Some(weakest),
+        threshold: Some(threshold),
+        attempts: before.iter().chain(&last).map(|a| a.number).collect(),
+        rounds: vec![before_round, last_round],
+        excerpt: excerpt(&repeated),
+    })
 }
 
 fn join(numbers: &[u32]) -> String {
@@ -209,6 +295,80 @@ mod tests {
         let a = normalise("ImportError: cannot import name 'sub' from 'calc'");
         let b = normalise("FAILED test_calc.py::test_mul - AssertionError: 6 != 5");
         assert!(similarity(&a, &b) < 0.5, "{}", similarity(&a, &b));
+    }
+
+    /// A failed candidate of `round` whose failure is `error`.
+    fn candidate(number: u32, round: u32, k: u32, error: &str) -> Attempt {
+        let at = chrono::Utc::now();
+        Attempt {
+            id: i64::from(number),
+            task_id: orch_core::TaskId::from("t"),
+            number,
+            kind: AttemptKind::Work,
+            status: AttemptStatus::Failed,
+            base_commit: None,
+            head_commit: None,
+            summary: None,
+            diff_stat: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            turns: 1,
+            started_at: at,
+            finished_at: Some(at),
+            duration_ms: None,
+            verification: None,
+            verdict: None,
+            audit_path: None,
+            error: Some(error.into()),
+            iterations: Vec::new(),
+            candidate: Some(k),
+            round: Some(round),
+            branch: None,
+            rank: None,
+            rank_reason: None,
+        }
+    }
+
+    const IMPORT: &str = "ImportError: cannot import name 'sub' from 'calc'";
+    const MUL: &str = "FAILED test_calc.py::test_mul - AssertionError: 6 != 5";
+
+    #[test]
+    fn rounds_repeat_when_every_later_failure_was_seen_the_round_before() {
+        // Candidate 2 now fails as candidate 1 did: still nothing new.
+        let failed = [
+            candidate(1, 1, 1, IMPORT),
+            candidate(2, 1, 2, MUL),
+            candidate(3, 2, 1, MUL),
+            candidate(4, 2, 2, IMPORT),
+        ];
+        let found = repeated_round(&failed, 0.8).unwrap();
+        assert_eq!(found.rounds, [1, 2]);
+        assert_eq!(found.attempts, [1, 2, 3, 4]);
+        assert!(found.similarity.unwrap() >= 0.999);
+        assert!(
+            found.excerpt.contains("Candidate 2 (attempt 4)"),
+            "{}",
+            found.excerpt
+        );
+    }
+
+    #[test]
+    fn a_new_failure_or_a_single_round_is_no_loop() {
+        let one_new = [
+            candidate(1, 1, 1, IMPORT),
+            candidate(2, 1, 2, IMPORT),
+            candidate(3, 2, 1, IMPORT),
+            candidate(4, 2, 2, MUL),
+        ];
+        assert!(repeated_round(&one_new, 0.8).is_none());
+        // Two candidates of one round failing alike are not a loop.
+        let one_round = [candidate(1, 1, 1, IMPORT), candidate(2, 1, 2, IMPORT)];
+        assert!(repeated_round(&one_round, 0.8).is_none());
+        // 0 turns it off.
+        let twice = [candidate(1, 1, 1, IMPORT), candidate(2, 2, 1, IMPORT)];
+        assert!(repeated_round(&twice, 0.8).is_some());
+        assert!(repeated_round(&twice, 0.0).is_none());
     }
 
     #[test]

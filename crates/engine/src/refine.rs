@@ -6,9 +6,11 @@
 //! a revert). Refinement stops when the best score reaches the threshold,
 //! after `max_iterations`, after `plateau` iterations in a row without a
 //! better score, or when the worker cannot go on (its model failed, the
-//! budget ran out); the attempt then concludes with the best snapshot
-//! through the usual path — queued for merge when its verdict passed,
-//! failed with feedback otherwise.
+//! budget ran out). The loop ([`Run::refine_loop`]) hands back the best
+//! snapshot, its files and ref in place, without concluding: a lone
+//! attempt ([`Run::refine`]) then concludes with it through the usual path
+//! — queued for merge when its verdict passed, failed with feedback
+//! otherwise — and a best-of-N candidate offers it to its round's ranking.
 //!
 //! The hard limits hold per iteration (max_turns, worker_timeout_seconds)
 //! and across them (the task's budget, which the metered provider
@@ -95,12 +97,26 @@ pub(crate) fn step(s: &mut Standing, offer: Offer, cfg: &RefineConfig) -> StepRe
 }
 
 /// The best snapshot so far: what the attempt concludes with.
-struct Snapshot {
-    iteration: u32,
-    committed: Committed,
-    summary: String,
-    report: VerificationReport,
-    verdict: Verdict,
+pub(super) struct Snapshot {
+    pub(super) iteration: u32,
+    pub(super) committed: Committed,
+    pub(super) summary: String,
+    pub(super) report: VerificationReport,
+    pub(super) verdict: Verdict,
+}
+
+/// How refinement ended, for the caller to conclude.
+pub(super) enum Refined {
+    /// Cancelled or interrupted; the attempt is already recorded.
+    Cancelled,
+    /// The worker stopped without finishing and there is no snapshot to go
+    /// on with (the first iteration stopped short), or it asked a person.
+    /// The attempt is not recorded yet and its worktree is still there.
+    Unfinished(WorkerOutcome),
+    /// Refinement stopped: the iterations' workers summed into one outcome,
+    /// and the best snapshot. The branch, the attempt's ref, its verdict
+    /// file and transcript are the best's; the worktree is gone.
+    Best(WorkerOutcome, Box<Snapshot>),
 }
 
 impl Snapshot {
@@ -164,13 +180,33 @@ enum Iterated {
     Stopped(String),
     /// The attempt ended here (cancelled, a question for a person, or the
     /// first iteration's worker stopping short).
-    Ended(AttemptEnd),
+    Ended(Refined),
 }
 
 impl Run<'_> {
-    /// Runs the attempt as refinement iterations, then concludes it with
+    /// Runs a lone attempt as refinement iterations, then concludes it with
     /// the best snapshot.
     pub(super) async fn refine(mut self, cfg: RefineConfig) -> Result<AttemptEnd> {
+        match self.refine_loop(cfg).await? {
+            Refined::Cancelled => Ok(AttemptEnd::Cancelled),
+            Refined::Unfinished(outcome) => self.unfinished(&outcome).await,
+            Refined::Best(outcome, best) => {
+                let Snapshot {
+                    committed,
+                    summary,
+                    report,
+                    verdict,
+                    ..
+                } = *best;
+                self.conclude(&outcome, committed, summary, &report, &verdict)
+            }
+        }
+    }
+
+    /// The refinement iterations of this attempt, up to the best snapshot
+    /// (see [`Refined`]). The task's status moves only for a lone attempt
+    /// (see `advance`): it ends in `judging` when there is a best.
+    pub(super) async fn refine_loop(&mut self, cfg: RefineConfig) -> Result<Refined> {
         let base_prompt = self.task_prompt.clone();
         let main_md = self.audit_md.clone();
         let mut standing = Standing::default();
@@ -194,7 +230,8 @@ impl Run<'_> {
             };
             if !going_on {
                 let outcome = totals.outcome(WorkerEnd::Cancelled);
-                return self.cancelled(&outcome, Stage::Work).await;
+                self.cancelled(&outcome, Stage::Work).await?;
+                return Ok(Refined::Cancelled);
             }
             self.task_prompt = match &best {
                 Some(b) => refine_prompt(&base_prompt, i, &cfg, b, last_word.as_deref()),
@@ -243,7 +280,7 @@ impl Run<'_> {
         let Some(best) = best else {
             // Cannot happen: the first iteration is judged or ends the
             // attempt itself. Were it to, the attempt ends as unfinished.
-            return self.unfinished(&outcome).await;
+            return Ok(Refined::Unfinished(outcome));
         };
         self.stopped(reason, detail, &best, &standing);
         if !judged
@@ -253,9 +290,11 @@ impl Run<'_> {
                 "refinement stopped; concluding with the best snapshot",
             )?
         {
-            return self.cancelled(&outcome, Stage::Judge).await;
+            self.cancelled(&outcome, Stage::Judge).await?;
+            return Ok(Refined::Cancelled);
         }
-        self.conclude_best(&outcome, &main_md, *best).await
+        self.keep_best(&outcome, &main_md, &best).await?;
+        Ok(Refined::Best(outcome, best))
     }
 
     /// Keeps an improving iteration's snapshot as the best, or puts the
@@ -307,11 +346,15 @@ impl Run<'_> {
         let all = totals.outcome(outcome.end.clone());
         let summary = match &outcome.end {
             WorkerEnd::Finished { summary } => summary.clone(),
-            WorkerEnd::Cancelled | WorkerEnd::AskedHuman { .. } => {
-                return Ok((Iterated::Ended(self.unfinished(&all).await?), outcome.end));
+            WorkerEnd::Cancelled => {
+                self.cancelled(&all, Stage::Work).await?;
+                return Ok((Iterated::Ended(Refined::Cancelled), outcome.end));
+            }
+            WorkerEnd::AskedHuman { .. } => {
+                return Ok((Iterated::Ended(Refined::Unfinished(all)), outcome.end));
             }
             _ if best.is_none() => {
-                return Ok((Iterated::Ended(self.unfinished(&all).await?), outcome.end));
+                return Ok((Iterated::Ended(Refined::Unfinished(all)), outcome.end));
             }
             WorkerEnd::ModelError { message } => {
                 let why = format!("the model call failed: {message}");
@@ -335,10 +378,10 @@ impl Run<'_> {
             return Ok((Iterated::Unchanged(why), outcome.end));
         }
         let Some(report) = self.verify(&all, &committed).await? else {
-            return Ok((Iterated::Ended(AttemptEnd::Cancelled), outcome.end));
+            return Ok((Iterated::Ended(Refined::Cancelled), outcome.end));
         };
         let Some(verdict) = self.judge(&all, &committed, &report).await? else {
-            return Ok((Iterated::Ended(AttemptEnd::Cancelled), outcome.end));
+            return Ok((Iterated::Ended(Refined::Cancelled), outcome.end));
         };
         self.keep_verdict_file(i)?;
         let snapshot = Snapshot {
@@ -449,13 +492,13 @@ impl Run<'_> {
     /// The attempt ends with its best snapshot: the branch and the
     /// attempt's ref point at it, its verdict is the attempt's verdict file,
     /// the iterations' transcripts together are the attempt's transcript,
-    /// and the usual conclusion queues it for merge or fails it.
-    async fn conclude_best(
+    /// and the worktree goes.
+    async fn keep_best(
         &self,
         outcome: &WorkerOutcome,
         main_md: &Path,
-        best: Snapshot,
-    ) -> Result<AttemptEnd> {
+        best: &Snapshot,
+    ) -> Result<()> {
         let e = self.engine;
         if let Some(h) = &best.committed.head {
             e.git
@@ -470,14 +513,7 @@ impl Run<'_> {
         let json = serde_json::to_string_pretty(&outcome.transcript).unwrap_or_default();
         write_atomic(&main_md.with_extension("json"), &json)
             .map_err(io_err("writing the attempt transcript"))?;
-        e.remove_worktree(&self.worktree).await?;
-        self.conclude(
-            outcome,
-            best.committed,
-            best.summary,
-            &best.report,
-            &best.verdict,
-        )
+        e.remove_worktree(&self.worktree).await
     }
 }
 

@@ -7,6 +7,7 @@ mod create;
 mod lock;
 mod pool;
 mod reader;
+mod stat;
 
 pub use create::ArchiveFormat;
 use lock::RepoLock;
@@ -805,7 +806,7 @@ impl Git {
             .to_string())
     }
 
-    /// `git diff --stat base head`.
+    /// `git diff --stat base head` (in-process when gix can).
     pub async fn diff_stat(&self, base: &str, head: &str) -> Result<String, GitError> {
         let args = [
             "diff",
@@ -817,6 +818,9 @@ impl Git {
             "--",
         ];
         self.checked_revs(&[base, head])?;
+        if let Some(stat) = self.reader.diff_stat(&self.repo, base, head) {
+            return Ok(stat);
+        }
         self.ok(&self.repo, &args).await
     }
 

@@ -185,4 +185,10 @@ impl Reader {
         };
         wt.edit_reference(edit).ok().map(|_| ())
     }
+
+    /// `git diff --stat base head`, computed in-process (see `stat`).
+    pub(crate) fn diff_stat(&self, path: &Path, base: &str, head: &str) -> Option<String> {
+        let repo = self.repo(path)?;
+        crate::stat::files(&repo, base, head).map(|f| crate::stat::render(&f))
+    }
 }

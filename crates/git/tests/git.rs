@@ -1033,3 +1033,28 @@ async fn parked_worktrees_come_back_as_fresh_ones() {
     let pool = r.wt_root.join(".pool");
     assert!(!pool.exists() || std::fs::read_dir(&pool).unwrap().next().is_none());
 }
+
+/// The in-process `--stat` reads exactly as git's own for text changes:
+/// modified, added, deleted and nested files.
+#[tokio::test]
+async fn diff_stat_matches_the_git_cli() {
+    let r = repo();
+    write(&r.path, "gone.txt", "x\ny\n");
+    write(&r.path, "keep.txt", "1\n2\n3\n");
+    git(&r.path, &["add", "-A"]);
+    git(&r.path, &["commit", "-q", "-m", "base"]);
+    let g = Git::open(&r.path).await.unwrap();
+    let base = g.rev_parse("main").await.unwrap();
+    let wt = r.wt_root.join("s");
+    g.worktree_add(&wt, "orch/s", "main").await.unwrap();
+    std::fs::remove_file(wt.join("gone.txt")).unwrap();
+    write(&wt, "keep.txt", "1\ntwo\n3\n4\n");
+    write(&wt, "src/deep/new.py", &"line\n".repeat(12));
+    write(&wt, "a.txt", "one\nmore\n");
+    let head = g.commit_all(&wt, "changes").await.unwrap().unwrap();
+    let ours = g.diff_stat(&base, &head).await.unwrap();
+    let theirs = git(&r.path, &["diff", "--stat", &base, &head]);
+    // (The test helper trims the first line's leading space.)
+    assert_eq!(ours.trim(), theirs, "\nours:\n{ours}\ngit:\n{theirs}");
+    assert_eq!(g.diff_stat(&base, &base).await.unwrap(), "");
+}

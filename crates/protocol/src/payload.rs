@@ -566,6 +566,9 @@ payloads! {
         pub threshold: Option<f64>,
         /// The attempt numbers involved.
         pub attempts: Vec<u32>,
+        /// Best-of-N: the two rounds whose candidates failed the same way;
+        /// empty for single attempts.
+        pub rounds: Vec<u32>,
         /// The repeated failure, as people read it (capped).
         pub excerpt: String,
     }

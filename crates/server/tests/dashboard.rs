@@ -323,3 +323,234 @@ async fn with_a_token_the_pages_ask_for_it_and_the_cookie_reads_the_events() {
         (303, Some("/login?next=/"))
     );
 }
+
+/// A verdict as the judge records it.
+fn verdict(passed: bool, score: f64) -> serde_json::Value {
+    serde_json::json!({
+        "passed": passed, "score": score, "reasoning": "read it", "issues": [],
+        "gates": [{"name": "tests", "passed": passed, "detail": "pytest"}]
+    })
+}
+
+fn iteration(
+    n: u32,
+    score: f64,
+    outcome: orch_core::IterationOutcome,
+    best: (u32, f64),
+    commit: &str,
+) -> orch_core::RefineIteration {
+    orch_core::RefineIteration {
+        iteration: n,
+        score: Some(score),
+        commit: Some(commit.to_string()),
+        tests_passed: true,
+        verdict_passed: score >= 7.0,
+        outcome,
+        best_score: Some(best.1),
+        best_iteration: best.0,
+        note: None,
+    }
+}
+
+/// The HTML of the element whose opening tag contains `marker`, up to the
+/// next `</tr>` (one table row).
+fn row<'a>(html: &'a str, marker: &str) -> &'a str {
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {html}"));
+    let end = html[at..].find("</tr>").unwrap() + at;
+    &html[at..end]
+}
+
+#[tokio::test]
+async fn the_task_page_marks_candidates_resolutions_and_refinement_iterations() {
+    use orch_core::{AttemptKind, AttemptStatus, IterationOutcome, TaskId};
+    use orch_state::{AttemptFinish, CandidateStart};
+    let s = Server::start(None).await;
+    let id = TaskId::from(s.add_task("Fix add").await["id"].as_str().unwrap());
+    let store = &s.store;
+
+    // A best-of-N round: c1 failed, c3 ranked above c2.
+    let branch = |k: u32| format!("orch/{id}-c{k}");
+    let mut candidates = Vec::new();
+    for k in 1..=3 {
+        let b = branch(k);
+        let slot = CandidateStart {
+            candidate: k,
+            round: 1,
+            branch: &b,
+        };
+        candidates.push(store.start_candidate(&id, "base0000", &slot).unwrap());
+    }
+    let finish = |a: &orch_core::Attempt, status, score, rank: Option<(u32, &str)>, counted| {
+        let mut f = AttemptFinish::new(status);
+        f.verdict = Some(verdict(status == AttemptStatus::Passed, score));
+        f.rank = rank.map(|r| r.0);
+        f.rank_reason = rank.map(|r| r.1.to_string());
+        f.counted = counted;
+        store.finish_attempt(a.id, &f).unwrap();
+    };
+    finish(&candidates[0], AttemptStatus::Failed, 3.0, None, false);
+    finish(
+        &candidates[1],
+        AttemptStatus::Passed,
+        6.5,
+        Some((2, "special-cases the tested input")),
+        false,
+    );
+    finish(
+        &candidates[2],
+        AttemptStatus::Passed,
+        9.0,
+        Some((1, "adds any two numbers")),
+        true,
+    );
+
+    // A refining attempt: kept, reverted, kept.
+    let refining = store.start_attempt(&id, "base0000").unwrap();
+    for it in [
+        iteration(1, 6.0, IterationOutcome::Kept, (1, 6.0), "aaaaaaaaaaaa1111"),
+        iteration(
+            2,
+            5.0,
+            IterationOutcome::Reverted,
+            (1, 6.0),
+            "bbbbbbbbbbbb2222",
+        ),
+        iteration(3, 8.5, IterationOutcome::Kept, (3, 8.5), "cccccccccccc3333"),
+    ] {
+        store.record_iteration(refining.id, &it).unwrap();
+    }
+    finish(&refining, AttemptStatus::Passed, 8.5, None, true);
+
+    // The merge queue's resolver.
+    let resolver = store
+        .start_attempt_of_kind(&id, "main0000", AttemptKind::Resolve)
+        .unwrap();
+    finish(&resolver, AttemptStatus::Passed, 8.0, None, true);
+
+    let mut b = Browser::new(&s);
+    let (status, page, _) = b.get(&format!("/tasks/{id}")).await;
+    assert_eq!(status, 200, "{page}");
+
+    // The attempts table: each candidate with its number, round, rank,
+    // reason and branch; the resolver marked as not counted.
+    let c3 = row(&page, r#"<tr data-attempt="3" data-kind="work">"#);
+    for needle in [
+        r#"<span class="candidate" data-candidate="3">c3</span>"#,
+        " · round 1",
+        "ranked 1 (chosen)",
+        "adds any two numbers",
+        &format!(r#"<code class="branch">{}</code>"#, branch(3)),
+    ] {
+        assert!(c3.contains(needle), "{needle:?} in {c3}");
+    }
+    let c2 = row(&page, r#"<tr data-attempt="2" data-kind="work">"#);
+    assert!(
+        c2.contains(r#"data-rank="2">ranked 2<"#) && c2.contains("special-cases"),
+        "{c2}"
+    );
+    let c1 = row(&page, r#"<tr data-attempt="1" data-kind="work">"#);
+    assert!(c1.contains("c1") && c1.contains("not ranked"), "{c1}");
+    let r = row(&page, r#"<tr data-attempt="5" data-kind="resolve">"#);
+    assert!(r.contains("conflict resolution, not counted"), "{r}");
+    let refined = row(&page, r#"<tr data-attempt="4" data-kind="work">"#);
+    assert!(
+        refined.contains(r##"href="#refine-4">3 refinement iterations"##),
+        "{refined}"
+    );
+
+    // The attempts' own sections say the same in words.
+    assert!(
+        page.contains("Attempt 3 ") && page.contains(" · candidate c3"),
+        "{page}"
+    );
+    assert!(page.contains("does not count against max_attempts"));
+    assert!(page.contains("not ranked (it did not pass)"));
+
+    // The refinement section: one row per iteration, its score, outcome
+    // and commit's short id.
+    let at = page.find(r#"id="refine-4""#).expect("a refinement section");
+    let section = &page[at..at + page[at..].find("</section>").unwrap()];
+    assert!(section.contains("3 iterations"), "{section}");
+    assert!(
+        section.contains("Best: iteration 3, score 8.5"),
+        "{section}"
+    );
+    let it2 = row(section, r#"data-iteration="2""#);
+    assert!(
+        it2.contains(r#"data-outcome="reverted""#)
+            && it2.contains("<td>5.0</td>")
+            && it2.contains("reverted to iteration 1")
+            && it2.contains("<code>bbbbbbbbbb</code>"),
+        "{it2}"
+    );
+    let it3 = row(section, r#"data-iteration="3""#);
+    assert!(
+        it3.contains(r#"data-outcome="kept""#) && it3.contains("<code>cccccccccc</code>"),
+        "{it3}"
+    );
+
+    // The score plot: a bar per plain attempt and per iteration, coloured
+    // by what became of it.
+    let at = page.find(r#"id="plot-attempt-scores""#).unwrap();
+    let plot = &page[at..at + page[at..].find("</figure>").unwrap()];
+    for title in [
+        "<title>attempt 3, attempt: 9.0</title>",
+        "<title>attempt 4, iteration 1, iteration kept: 6.0</title>",
+        "<title>attempt 4, iteration 2, iteration reverted: 5.0</title>",
+        "<title>attempt 4, iteration 3, iteration kept: 8.5</title>",
+        "<title>attempt 5, attempt: 8.0</title>",
+    ] {
+        assert!(plot.contains(title), "{title} in {plot}");
+    }
+    assert_eq!(plot.matches(r#"<rect class="bar""#).count(), 7, "{plot}");
+    assert!(plot.contains("4 · it 2") && plot.contains("iteration reverted"));
+    assert!(
+        !plot.contains("attempt 4, attempt"),
+        "a refined attempt is drawn by its iterations"
+    );
+}
+
+#[tokio::test]
+async fn the_overview_says_a_worker_resolves_a_conflict_and_names_new_event_kinds() {
+    use orch_core::{AttemptKind, TaskId};
+    let s = Server::start(None).await;
+    let id = TaskId::from(s.add_task("Fix add").await["id"].as_str().unwrap());
+    assert!(s
+        .store
+        .transition(&id, &[TaskStatus::Pending], TaskStatus::Merging, "t")
+        .unwrap());
+    let resolver = s
+        .store
+        .start_attempt_of_kind(&id, "main0000", AttemptKind::Resolve)
+        .unwrap();
+    let ev = orch_protocol::Event::new(
+        "calc",
+        orch_protocol::ConflictResolving {
+            attempt_id: resolver.id,
+            number: resolver.number,
+            files: vec!["calc.py".into()],
+            onto: "main0000".into(),
+            model: Some("sim:any".into()),
+            worker: Some("builtin".into()),
+        },
+        "attempt 1: sim:any resolves the merge conflict in calc.py",
+    )
+    .task(id.as_str());
+    s.store.record(&ev).unwrap();
+
+    let mut b = Browser::new(&s);
+    let (_, page, _) = b.get("/").await;
+    let at = page.find(r#"<section id="workers""#).unwrap();
+    let workers = &page[at..at + page[at..].find("</section>").unwrap()];
+    let r = row(workers, &format!(r#"<tr data-task="{id}">"#));
+    for needle in [
+        "merge (resolving a conflict)",
+        "1 (conflict resolution)",
+        r#"<small class="event-kind" data-kind="conflict_resolving">merge conflict</small>"#,
+        "resolves the merge conflict in calc.py",
+    ] {
+        assert!(r.contains(needle), "{needle:?} in {r}");
+    }
+}

@@ -22,7 +22,7 @@ use metrics_exporter_prometheus::{
 };
 use orch_config::Config;
 use orch_core::TaskStatus;
-use orch_protocol::{Event, HealthChange, Payload};
+use orch_protocol::{Event, HealthChange, Payload, ResolutionOutcome};
 use orch_state::StateStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -58,6 +58,13 @@ pub const TASKS_MERGED: &str = "orch_tasks_merged_total";
 pub const TASKS_FAILED: &str = "orch_tasks_failed_total";
 pub const TASKS_CANCELLED: &str = "orch_tasks_cancelled_total";
 pub const PROJECT_PAUSES: &str = "orch_project_pauses_total";
+pub const CANDIDATES: &str = "orch_candidates_total";
+pub const CANDIDATE_RANKINGS: &str = "orch_candidate_rankings_total";
+pub const REFINE_ITERATIONS: &str = "orch_refine_iterations_total";
+pub const REFINE_STOPS: &str = "orch_refine_stops_total";
+pub const CONFLICT_RESOLUTIONS: &str = "orch_conflict_resolutions_total";
+pub const PROJECTS_CREATED: &str = "orch_projects_created_total";
+pub const PROJECTS_ARCHIVED: &str = "orch_projects_archived_total";
 pub const TASKS: &str = "orch_tasks";
 pub const MERGE_QUEUE_DEPTH: &str = "orch_merge_queue_depth";
 pub const SPEND_TODAY: &str = "orch_spend_today_usd";
@@ -120,6 +127,13 @@ pub const CATALOGUE: &[MetricDoc] = &[
     doc(TASKS_FAILED, "counter", P, "Tasks failed."),
     doc(TASKS_CANCELLED, "counter", P, "Tasks cancelled."),
     doc(PROJECT_PAUSES, "counter", P, "Times a project was paused."),
+    doc(CANDIDATES, "counter", P, "Best-of-N candidates started (each candidate of each round)."),
+    doc(CANDIDATE_RANKINGS, "counter", &["project", "method"], "Best-of-N rounds ranked, by how the order was decided (judge, scores, only, none: no candidate passed)."),
+    doc(REFINE_ITERATIONS, "counter", &["project", "outcome"], "Refinement iterations judged, by what became of the snapshot (kept, reverted, unchanged)."),
+    doc(REFINE_STOPS, "counter", &["project", "reason", "passed"], "Refinements that stopped, by why (threshold, max_iterations, plateau, worker_stopped) and whether the best snapshot passed."),
+    doc(CONFLICT_RESOLUTIONS, "counter", &["project", "outcome"], "Merge conflicts the resolver worked on, by outcome (resolved, failed, stopped)."),
+    doc(PROJECTS_CREATED, "counter", P, "Projects made from a requirements file."),
+    doc(PROJECTS_ARCHIVED, "counter", P, "Finished projects whose main was archived."),
     doc(TASKS, "gauge", &["project", "status"], "Tasks by status, read from the store at scrape time."),
     doc(MERGE_QUEUE_DEPTH, "gauge", P, "Tasks waiting to merge or merging (status passed or merging), read at scrape time."),
     doc(SPEND_TODAY, "gauge", P, "What the project spent on models today (UTC), in US dollars, read at scrape time."),
@@ -157,6 +171,8 @@ const PER_PROJECT_COUNTERS: &[&str] = &[
     INFRA_FAILURES,
     MERGE_REJECTIONS,
     TOOL_REFUSALS,
+    CANDIDATES,
+    PROJECTS_ARCHIVED,
 ];
 /// How often [`Metrics::follow`] trims the exporter's histogram buffers.
 const UPKEEP: Duration = Duration::from_secs(5);
@@ -386,7 +402,49 @@ fn count(ev: &Event, floats: &FloatCounters) {
             _ => {}
         },
         Payload::ProjectPaused(_) => inc(PROJECT_PAUSES, &p),
+        Payload::CandidatesStarted(c) => {
+            metrics::counter!(CANDIDATES, labels(&p)).increment(u64::from(c.candidates))
+        }
+        Payload::CandidatesRanked(r) => inc(
+            CANDIDATE_RANKINGS,
+            &[("project", project), ("method", ranking_method(&r.method))],
+        ),
+        Payload::RefineIteration(i) => inc(
+            REFINE_ITERATIONS,
+            &[("project", project), ("outcome", i.outcome.as_str())],
+        ),
+        Payload::RefineStopped(s) => inc(
+            REFINE_STOPS,
+            &[
+                ("project", project),
+                ("reason", s.reason.as_str()),
+                ("passed", yes_no(s.passed)),
+            ],
+        ),
+        Payload::ConflictResolved(c) => inc(
+            CONFLICT_RESOLUTIONS,
+            &[("project", project), ("outcome", resolution(c.outcome))],
+        ),
+        Payload::ProjectCreated(_) => inc(PROJECTS_CREATED, &p),
+        Payload::ProjectArchived(_) => inc(PROJECTS_ARCHIVED, &p),
         _ => {}
+    }
+}
+
+/// The ranking's method as a label: the four the engine writes, anything
+/// else `other` (a label value is never free text).
+fn ranking_method(method: &str) -> &'static str {
+    ["judge", "scores", "only", "none"]
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
+fn resolution(outcome: ResolutionOutcome) -> &'static str {
+    match outcome {
+        ResolutionOutcome::Resolved => "resolved",
+        ResolutionOutcome::Failed => "failed",
+        ResolutionOutcome::Stopped => "stopped",
     }
 }
 
@@ -589,7 +647,7 @@ fn escape(v: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use orch_core::{AttemptStatus, NewTask};
+    use orch_core::{AttemptStatus, IterationOutcome, NewTask};
     use orch_protocol as pr;
 
     /// The value of the one series `name` whose labels include `pairs`
@@ -881,6 +939,100 @@ mod tests {
             assert_eq!(sample(&t, name, &[("project", "calc")]), Some(n), "{name}");
         }
         assert_eq!(sample(&t, TASKS_CANCELLED, &[]), None);
+    }
+
+    #[test]
+    fn candidates_refinement_conflicts_and_archives_are_counted() {
+        let m = Metrics::private();
+        let iteration = |n, outcome| {
+            ev(pr::RefineIteration {
+                attempt_id: 1,
+                number: 1,
+                iteration: n,
+                score: Some(6.0),
+                outcome,
+                best_score: Some(6.0),
+                best_iteration: 1,
+                commit: None,
+                reverted_to: None,
+            })
+        };
+        let resolved = |outcome| {
+            ev(pr::ConflictResolved {
+                outcome,
+                ..Default::default()
+            })
+        };
+        let ranked = |method: &str| {
+            ev(pr::CandidatesRanked {
+                method: method.into(),
+                ..Default::default()
+            })
+        };
+        for e in [
+            ev(pr::CandidatesStarted {
+                candidates: 3,
+                slots: vec![],
+            }),
+            ev(pr::CandidatesStarted {
+                candidates: 2,
+                slots: vec![],
+            }),
+            ranked("judge"),
+            ranked("none"),
+            ranked("made up"),
+            iteration(1, IterationOutcome::Kept),
+            iteration(2, IterationOutcome::Reverted),
+            iteration(3, IterationOutcome::Reverted),
+            iteration(4, IterationOutcome::Unchanged),
+            ev(pr::RefineStopped {
+                attempt_id: 1,
+                number: 1,
+                reason: pr::RefineStop::Plateau,
+                iterations: 4,
+                best_iteration: 1,
+                best_score: Some(6.0),
+                passed: false,
+                detail: None,
+            }),
+            ev(pr::ConflictResolving::default()),
+            resolved(pr::ResolutionOutcome::Resolved),
+            resolved(pr::ResolutionOutcome::Failed),
+            resolved(pr::ResolutionOutcome::Failed),
+            ev(pr::ProjectCreated::default()),
+            ev(pr::ProjectArchived::default()),
+        ] {
+            m.observe(&e);
+        }
+        let t = render(&m);
+        assert_eq!(sample(&t, CANDIDATES, &[("project", "calc")]), Some(5.0), "{t}");
+        let method = |x| sample(&t, CANDIDATE_RANKINGS, &[("method", x)]);
+        assert_eq!(
+            (method("judge"), method("none"), method("other"), method("scores")),
+            (Some(1.0), Some(1.0), Some(1.0), None),
+            "free text is not a label: {t}"
+        );
+        let it = |x| sample(&t, REFINE_ITERATIONS, &[("outcome", x)]);
+        assert_eq!(
+            (it("kept"), it("reverted"), it("unchanged")),
+            (Some(1.0), Some(2.0), Some(1.0))
+        );
+        assert_eq!(
+            sample(
+                &t,
+                REFINE_STOPS,
+                &[("reason", "plateau"), ("passed", "false")]
+            ),
+            Some(1.0)
+        );
+        let res = |x| sample(&t, CONFLICT_RESOLUTIONS, &[("outcome", x)]);
+        assert_eq!(
+            (res("resolved"), res("failed"), res("stopped")),
+            (Some(1.0), Some(2.0), None),
+            "a resolution is counted at its end"
+        );
+        assert_eq!(sample(&t, PROJECTS_CREATED, &[("project", "calc")]), Some(1.0));
+        assert_eq!(sample(&t, PROJECTS_ARCHIVED, &[("project", "calc")]), Some(1.0));
     }
 
     #[test]

@@ -180,6 +180,38 @@ fn representative_events() -> Vec<Event> {
         ev(status(TaskStatus::Merging, TaskStatus::Merged)),
         ev(status(TaskStatus::Running, TaskStatus::Failed)),
         ev(status(TaskStatus::Pending, TaskStatus::Cancelled)),
+        ev(pr::CandidatesStarted {
+            candidates: 2,
+            slots: vec![],
+        }),
+        ev(pr::CandidatesRanked {
+            method: "judge".into(),
+            ..Default::default()
+        }),
+        ev(pr::RefineIteration {
+            attempt_id: 1,
+            number: 1,
+            iteration: 1,
+            score: Some(7.0),
+            outcome: orch_core::IterationOutcome::Kept,
+            best_score: Some(7.0),
+            best_iteration: 1,
+            commit: None,
+            reverted_to: None,
+        }),
+        ev(pr::RefineStopped {
+            attempt_id: 1,
+            number: 1,
+            reason: pr::RefineStop::Threshold,
+            iterations: 1,
+            best_iteration: 1,
+            best_score: Some(7.0),
+            passed: true,
+            detail: None,
+        }),
+        ev(pr::ConflictResolved::default()),
+        ev(pr::ProjectCreated::default()),
+        ev(pr::ProjectArchived::default()),
     ];
     for stage in [Stage::Work, Stage::Verify, Stage::Judge, Stage::Merge] {
         events.push(ev(pr::StageFinished::new(

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
-use orch_core::{Attempt, AttemptStatus, Task, TaskStatus, TaskType};
+use orch_core::{Attempt, AttemptKind, AttemptStatus, Task, TaskStatus, TaskType};
 use orch_state::dashboard::{EventLine, StatusSpan};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -447,16 +447,49 @@ fn workers_section(d: &OverviewData) -> Markup {
                             tr data-task=(t.id) {
                                 td { (task_link(t)) }
                                 td { (t.project) }
-                                td { (stage_of(t.status)) " " (status_badge(t.status.as_str())) }
-                                td { @if let Some(a) = a { (a.number) } @else { "–" } }
+                                td { (stage_of(t.status)) @if a.as_ref().is_some_and(resolving) { " (resolving a conflict)" } " " (status_badge(t.status.as_str())) }
+                                td { @if let Some(a) = a { (attempt_label(a)) } @else { "–" } }
                                 td { (elapsed(a.as_ref().map(|a| a.started_at).unwrap_or(t.updated_at), d.now)) }
-                                td { @if let Some(e) = e { (e.message) } }
+                                td.latest-event { @if let Some(e) = e {
+                                    small.event-kind data-kind=(e.kind) { (kind_label(&e.kind)) } " " (e.message)
+                                } }
                             }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// The merge queue's resolver is working on the task's conflict.
+fn resolving(a: &Attempt) -> bool {
+    a.kind == AttemptKind::Resolve && a.status == AttemptStatus::Running
+}
+
+/// An attempt's number, and what it is when it is not the task's plain
+/// work: `4 (conflict resolution)`, `3 (candidates of round 1)`.
+fn attempt_label(a: &Attempt) -> Markup {
+    html! {
+        (a.number)
+        @if a.kind == AttemptKind::Resolve {
+            " (conflict resolution)"
+        } @else if a.candidate.is_some() {
+            " (candidates" @if let Some(r) = a.round { " of round " (r) } ")"
+        }
+    }
+}
+
+/// A readable name for an event kind, shown before its message.
+pub(crate) fn kind_label(kind: &str) -> String {
+    match kind {
+        "candidates_started" => "candidates".into(),
+        "candidates_ranked" => "ranking".into(),
+        "refine_iteration" => "refinement".into(),
+        "refine_stopped" => "refinement stopped".into(),
+        "conflict_resolving" | "conflict_resolved" => "merge conflict".into(),
+        "project_archived" => "archived".into(),
+        other => other.replace('_', " "),
     }
 }
 
@@ -585,6 +618,8 @@ fn cost_chart(cost: &CostDoc) -> BarChart {
         title: format!("Spending per day by role and model (last {COST_DAYS} days)"),
         unit: Unit::Usd,
         categories: days,
+        labels: Vec::new(),
+        colours: Vec::new(),
         series: by_key
             .into_iter()
             .map(|(name, values)| Series { name, values })
@@ -615,6 +650,8 @@ fn throughput_chart(merged: &[(String, u64)], now: DateTime<Utc>) -> BarChart {
             .iter()
             .map(|h| h.format("%H:00").to_string())
             .collect(),
+        labels: Vec::new(),
+        colours: Vec::new(),
         series: vec![Series {
             name: "merged".into(),
             values,
@@ -665,6 +702,8 @@ fn stage_chart(spans: &[StatusSpan]) -> BarChart {
         title: "Median time per stage (tasks of the last 7 days)".into(),
         unit: Unit::Seconds,
         categories: STAGES.iter().map(|(_, l)| l.to_string()).collect(),
+        labels: Vec::new(),
+        colours: Vec::new(),
         series: vec![Series {
             name: "median".into(),
             values,
@@ -725,6 +764,8 @@ fn attempts_chart(recent: &[Task], attempts: &BTreeMap<String, Vec<Attempt>>) ->
             .iter()
             .map(|(t, _)| short_id(t.id.as_str()).to_string())
             .collect(),
+        labels: Vec::new(),
+        colours: Vec::new(),
         series,
         max: None,
     }
@@ -746,6 +787,8 @@ fn score_chart(recent: &[Task], attempts: &BTreeMap<String, Vec<Attempt>>) -> Ba
             .iter()
             .map(|(t, _)| short_id(t.id.as_str()).to_string())
             .collect(),
+        labels: Vec::new(),
+        colours: Vec::new(),
         series: vec![Series {
             name: "score".into(),
             values: tasks
@@ -782,6 +825,23 @@ mod tests {
         assert_eq!(elapsed_text(5), "5 s");
         assert_eq!(elapsed_text(125), "2 min 5 s");
         assert_eq!(elapsed_text(7260), "2 h 1 min");
+    }
+
+    #[test]
+    fn event_kinds_read_as_words() {
+        for (kind, label) in [
+            ("candidates_started", "candidates"),
+            ("candidates_ranked", "ranking"),
+            ("refine_iteration", "refinement"),
+            ("refine_stopped", "refinement stopped"),
+            ("conflict_resolving", "merge conflict"),
+            ("conflict_resolved", "merge conflict"),
+            ("project_created", "project created"),
+            ("project_archived", "archived"),
+            ("tool_call", "tool call"),
+        ] {
+            assert_eq!(kind_label(kind), label, "{kind}");
+        }
     }
 
     #[test]

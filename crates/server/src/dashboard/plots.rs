@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 /// Colours of the series, in order (Okabe–Ito: distinguishable with the
 /// common colour-vision deficiencies, and dark enough on white).
-const PALETTE: [&str; 8] = [
+pub(crate) const PALETTE: [&str; 8] = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7A6F00", "#444444",
 ];
 
@@ -74,6 +74,13 @@ pub(crate) struct BarChart {
     pub title: String,
     pub unit: Unit,
     pub categories: Vec<String>,
+    /// Short axis labels, one per category, when the categories' names
+    /// (which the tooltips and the description use) are too long for the
+    /// axis; empty: the categories, shortened.
+    pub labels: Vec<String>,
+    /// Each series' colour, when its meaning has one (green for kept);
+    /// empty: the palette, in order.
+    pub colours: Vec<&'static str>,
     pub series: Vec<Series>,
     /// A fixed axis maximum (10 for judge scores); else from the data.
     pub max: Option<f64>,
@@ -112,7 +119,7 @@ impl BarChart {
                             @for (i, s) in self.series.iter().enumerate() {
                                 li {
                                     svg.swatch width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" {
-                                        rect width="12" height="12" fill=(colour(i)) {}
+                                        rect width="12" height="12" fill=(self.colour(i)) {}
                                     }
                                     " " (s.name)
                                 }
@@ -154,7 +161,7 @@ impl BarChart {
                 let _ = write!(
                     s,
                     r#"<rect class="bar" x="{x:.2}" y="{y:.2}" width="{bar_w:.2}" height="{h:.2}" fill="{}"><title>{}{}: {}</title></rect>"#,
-                    colour(k),
+                    self.colour(k),
                     esc(cat),
                     if self.series.len() > 1 {
                         format!(", {}", esc(&series.name))
@@ -165,12 +172,13 @@ impl BarChart {
                 );
             }
             if i % label_every == 0 {
+                let label = self.labels.get(i).unwrap_or(cat);
                 let _ = write!(
                     s,
                     r#"<text class="x-label" x="{:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
                     LEFT + slot * i as f64 + slot / 2.0,
                     TOP + plot_h + 16.0,
-                    esc(&short(cat, 12))
+                    esc(&short(label, 12))
                 );
             }
         }
@@ -192,6 +200,11 @@ impl BarChart {
                 esc(&self.unit.format(v))
             );
         }
+    }
+
+    /// Series `k`'s colour.
+    fn colour(&self, k: usize) -> &'static str {
+        self.colours.get(k).copied().unwrap_or_else(|| colour(k))
     }
 
     /// The data in words, for screen readers.
@@ -279,6 +292,8 @@ mod tests {
             title: "Test <chart>".into(),
             unit: Unit::Usd,
             categories: categories.iter().map(|c| c.to_string()).collect(),
+            labels: Vec::new(),
+            colours: Vec::new(),
             series,
             max: None,
         }
@@ -350,6 +365,41 @@ mod tests {
         let empty = chart(vec![], &["x"]).render().into_string();
         assert!(empty.contains("Nothing to show yet"), "{empty}");
         assert!(!empty.contains("<svg"), "{empty}");
+    }
+
+    #[test]
+    fn short_axis_labels_and_colours_by_meaning() {
+        let mut c = chart(
+            vec![
+                Series {
+                    name: "kept".into(),
+                    values: vec![6.0, 0.0],
+                },
+                Series {
+                    name: "reverted".into(),
+                    values: vec![0.0, 5.0],
+                },
+            ],
+            &["attempt 4, iteration 1", "attempt 4, iteration 2"],
+        );
+        c.labels = vec!["4 · it 1".into(), "4 · it 2".into()];
+        c.colours = vec![PALETTE[2], PALETTE[5]];
+        let svg = c.svg();
+        assert!(svg.contains(">4 · it 2</text>"), "the short label: {svg}");
+        assert!(
+            svg.contains("<title>attempt 4, iteration 2, reverted: $5.00</title>"),
+            "the tooltip keeps the full name: {svg}"
+        );
+        let b = bars(&svg);
+        assert_eq!(
+            b.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+            [PALETTE[2], PALETTE[5]]
+        );
+        let html = c.render().into_string();
+        assert!(
+            html.contains(&format!(r#"fill="{}""#, PALETTE[5])),
+            "the legend uses the same colours: {html}"
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! long outputs folded), the diff from the attempt's ref, the verification
 //! steps and the verdict, and where its audit files are. The question of a
 //! task that needs a person comes with the form that answers it.
+//! Best-of-N candidates are marked with their number, round, rank and
+//! branch, the merge queue's conflict resolutions as such, and a refining
+//! attempt lists its iterations (and the score plot draws each one).
 //!
 //! The page's live part is also served alone at `/fragments/tasks/{id}`.
 
@@ -11,7 +14,7 @@ use super::pages::{
     self, banner, done_banner, elapsed, error_page, fragment_response, html_page, layout,
     seconds_text, status_badge, usd, when, Banner, Done, Nav,
 };
-use super::plots::{BarChart, Series, Unit};
+use super::plots::{BarChart, Series, Unit, PALETTE};
 use super::session::{csrf_token, Session};
 use super::Dash;
 use crate::error::ApiError;
@@ -22,7 +25,10 @@ use axum::response::Response;
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
-use orch_core::{Attempt, Task, TaskStatus, Verdict, VerificationReport};
+use orch_core::{
+    Attempt, AttemptKind, IterationOutcome, RefineIteration, Task, TaskStatus, Verdict,
+    VerificationReport,
+};
 use orch_state::dashboard::AttemptModel;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -326,7 +332,7 @@ fn attempts_table(d: &TaskData) -> Markup {
     html! {
         table #attempt-table {
             thead { tr {
-                th scope="col" { "#" } th scope="col" { "Status" } th scope="col" { "Turns" }
+                th scope="col" { "#" } th scope="col" { "Status" } th scope="col" { "Kind" } th scope="col" { "Turns" }
                 th scope="col" { "Tokens in / out" } th scope="col" { "Cost" } th scope="col" { "Duration" }
                 th scope="col" { "Worker" } th scope="col" { "Model" } th scope="col" { "Judge score" } th scope="col" { "Started" }
             } }
@@ -334,9 +340,10 @@ fn attempts_table(d: &TaskData) -> Markup {
                 @for s in &d.shown.attempts {
                     @let a = &s.attempt;
                     @let (model, others) = models_of(d, a);
-                    tr {
+                    tr data-attempt=(a.number) data-kind=(a.kind.as_str()) {
                         td { a href=(format!("#attempt-{}", a.number)) { (a.number) } }
                         td { (status_badge(a.status.as_str())) }
+                        td.kind { (kind_cell(a)) }
                         td { (a.turns) }
                         td { (a.input_tokens) " / " (a.output_tokens) }
                         td { (usd(a.cost_usd)) }
@@ -357,23 +364,100 @@ fn attempts_table(d: &TaskData) -> Markup {
     }
 }
 
-/// The judge's score across the attempts.
+/// What an attempt was, beyond the task's own work: a best-of-N
+/// candidate (its number, round, rank and why, its branch), the merge
+/// queue's conflict resolution, or a refining attempt (its iterations).
+fn kind_cell(a: &Attempt) -> Markup {
+    html! {
+        @if a.kind == AttemptKind::Resolve {
+            span.kind-resolve { "conflict resolution, not counted" }
+        } @else if let Some(k) = a.candidate {
+            span.candidate data-candidate=(k) { "c" (k) }
+            @if let Some(r) = a.round { " · round " (r) }
+            " · " (rank_text(a.rank))
+            @if let Some(why) = &a.rank_reason { br; small.rank-reason { (why) } }
+            @if let Some(b) = &a.branch { br; code.branch { (b) } }
+        } @else {
+            "work"
+        }
+        @if !a.iterations.is_empty() {
+            br; a href=(format!("#refine-{}", a.number)) { (a.iterations.len()) " refinement iterations" }
+        }
+    }
+}
+
+/// `ranked 1 (chosen)`, `ranked 2`, or `not ranked` for a candidate that
+/// did not pass.
+fn rank_text(rank: Option<u32>) -> Markup {
+    html! {
+        @match rank {
+            Some(1) => span.rank data-rank="1" { "ranked 1 (chosen)" },
+            Some(r) => span.rank data-rank=(r) { "ranked " (r) },
+            None => span.rank { "not ranked" },
+        }
+    }
+}
+
+/// The judge's score across the attempts; a refining attempt has a bar
+/// per iteration instead, coloured by what became of it.
 fn score_chart(attempts: &[ShownAttempt]) -> BarChart {
+    let refined = attempts.iter().any(|a| !a.attempt.iterations.is_empty());
+    // (name, axis label, series index, score)
+    let mut bars: Vec<(String, String, usize, f64)> = Vec::new();
+    for s in attempts {
+        let a = &s.attempt;
+        if a.iterations.is_empty() {
+            let name = format!("attempt {}", a.number);
+            bars.push((name.clone(), name, 0, pages::score(a).unwrap_or(0.0)));
+        }
+        for it in &a.iterations {
+            let series = match it.outcome {
+                IterationOutcome::Kept => 1,
+                IterationOutcome::Reverted => 2,
+                IterationOutcome::Unchanged => 3,
+            };
+            bars.push((
+                format!("attempt {}, iteration {}", a.number, it.iteration),
+                format!("{} · it {}", a.number, it.iteration),
+                series,
+                it.score.unwrap_or(0.0),
+            ));
+        }
+    }
+    let names: &[&str] = if refined {
+        &[
+            "attempt",
+            "iteration kept",
+            "iteration reverted",
+            "iteration unchanged",
+        ]
+    } else {
+        &["score"]
+    };
+    let series = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| Series {
+            name: name.to_string(),
+            values: bars
+                .iter()
+                .map(|b| if b.2 == k { b.3 } else { 0.0 })
+                .collect(),
+        })
+        .collect();
     BarChart {
         id: "plot-attempt-scores".into(),
-        title: "Judge score by attempt (0–10)".into(),
+        title: if refined {
+            "Judge score by attempt and refinement iteration (0–10)".into()
+        } else {
+            "Judge score by attempt (0–10)".into()
+        },
         unit: Unit::Score,
-        categories: attempts
-            .iter()
-            .map(|a| format!("attempt {}", a.attempt.number))
-            .collect(),
-        series: vec![Series {
-            name: "score".into(),
-            values: attempts
-                .iter()
-                .map(|a| pages::score(&a.attempt).unwrap_or(0.0))
-                .collect(),
-        }],
+        categories: bars.iter().map(|b| b.0.clone()).collect(),
+        labels: bars.iter().map(|b| b.1.clone()).collect(),
+        // Blue attempts; kept green, reverted vermilion, unchanged grey.
+        colours: vec![PALETTE[0], PALETTE[2], PALETTE[5], PALETTE[7]],
+        series,
         max: Some(10.0),
     }
 }
@@ -398,14 +482,108 @@ fn attempt_detail(d: &TaskData, s: &ShownAttempt, open: bool) -> Markup {
     let a = &s.attempt;
     html! {
         details.attempt id=(format!("attempt-{}", a.number)) open[open] {
-            summary { h3 { "Attempt " (a.number) " " (status_badge(a.status.as_str())) } }
+            summary { h3 { "Attempt " (a.number) " " (status_badge(a.status.as_str())) (heading_note(a)) } }
+            (what_it_was(a))
             @if let Some(sum) = &a.summary { p { "Summary: " (sum) } }
             @if let Some(e) = &a.error { p.error { (e) } }
+            (refinement(a))
             @if let Some(v) = &a.verification { (verification(v)) }
             @if let Some(v) = &a.verdict { (verdict(v)) }
             (diff_section(s, d.diffs.get(&a.number)))
             (transcript_section(d.transcripts.get(&a.number)))
             (audit_files(a))
+        }
+    }
+}
+
+/// After an attempt's heading: ` · candidate c3` or ` · conflict resolution`.
+fn heading_note(a: &Attempt) -> Markup {
+    html! {
+        @if a.kind == AttemptKind::Resolve {
+            " · conflict resolution"
+        } @else if let Some(k) = a.candidate {
+            " · candidate c" (k)
+        }
+    }
+}
+
+/// A candidate's round, branch and ranking, or what a resolver attempt is.
+fn what_it_was(a: &Attempt) -> Markup {
+    html! {
+        @if a.kind == AttemptKind::Resolve {
+            p.attempt-kind {
+                "The merge queue's conflict resolution: the task's worker merged its passing branch onto main and resolved the conflicts, under verification. It does not count against max_attempts."
+            }
+        } @else if let Some(k) = a.candidate {
+            p.attempt-kind {
+                "Candidate " (k)
+                @if let Some(r) = a.round { " of round " (r) }
+                @if let Some(b) = &a.branch { ", on branch " code { (b) } }
+                ": "
+                @match a.rank {
+                    Some(1) => "ranked 1, its commit went to the merge queue",
+                    Some(r) => { "ranked " (r) },
+                    None => "not ranked (it did not pass)",
+                }
+                @if let Some(why) = &a.rank_reason { " — " q.rank-reason { (why) } }
+                "."
+            }
+        }
+    }
+}
+
+/// A refining attempt's iterations: score, what became of each snapshot,
+/// tests and verdict, its commit.
+fn refinement(a: &Attempt) -> Markup {
+    let Some(last) = a.iterations.last() else {
+        return html! {};
+    };
+    let best = a
+        .iterations
+        .iter()
+        .find(|i| i.iteration == last.best_iteration);
+    html! {
+        section.refinement id=(format!("refine-{}", a.number)) {
+            h4 { "Refinement: " (a.iterations.len()) " iterations" }
+            p {
+                "Best: iteration " (last.best_iteration) ", " (orch_core::refine::score_text(last.best_score))
+                @if let Some(c) = best.and_then(|b| b.commit.as_deref()) { " (" code { (short(Some(c))) } ")" }
+                "; the attempt ends with that snapshot."
+            }
+            table {
+                thead { tr {
+                    th scope="col" { "Iteration" } th scope="col" { "Score" } th scope="col" { "Outcome" }
+                    th scope="col" { "Tests" } th scope="col" { "Verdict" } th scope="col" { "Best so far" } th scope="col" { "Commit" }
+                } }
+                tbody {
+                    @for it in &a.iterations { (iteration_row(it)) }
+                }
+            }
+        }
+    }
+}
+
+fn iteration_row(it: &RefineIteration) -> Markup {
+    let pass_fail = |ok: bool| {
+        html! {
+            @if ok { span.status.status-passed { "passed" } } @else { span.status.status-failed { "failed" } }
+        }
+    };
+    html! {
+        tr class=(format!("it-{}", it.outcome.as_str())) data-iteration=(it.iteration) data-outcome=(it.outcome.as_str()) {
+            td { (it.iteration) }
+            td { @match it.score { Some(s) => (format!("{s:.1}")), None => "–" } }
+            td {
+                @match it.outcome {
+                    IterationOutcome::Reverted => { "reverted to iteration " (it.best_iteration) },
+                    other => (other.as_str()),
+                }
+                @if let Some(n) = &it.note { br; small { (n) } }
+            }
+            td { (pass_fail(it.tests_passed)) }
+            td { (pass_fail(it.verdict_passed)) }
+            td { "iteration " (it.best_iteration) @if let Some(s) = it.best_score { ", " (format!("{s:.1}")) } }
+            td { @match &it.commit { Some(c) => code { (short(Some(c))) }, None => "–" } }
         }
     }
 }
