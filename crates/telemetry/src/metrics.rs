@@ -440,7 +440,8 @@ fn ranking_method(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-fn resolution(outcome: ResolutionOutcome) -> &'static str {
+/// A resolution's outcome as its wire name.
+pub(crate) fn resolution(outcome: ResolutionOutcome) -> &'static str {
     match outcome {
         ResolutionOutcome::Resolved => "resolved",
         ResolutionOutcome::Failed => "failed",
@@ -1005,10 +1006,19 @@ mod tests {
             m.observe(&e);
         }
         let t = render(&m);
-        assert_eq!(sample(&t, CANDIDATES, &[("project", "calc")]), Some(5.0), "{t}");
+        assert_eq!(
+            sample(&t, CANDIDATES, &[("project", "calc")]),
+            Some(5.0),
+            "{t}"
+        );
         let method = |x| sample(&t, CANDIDATE_RANKINGS, &[("method", x)]);
         assert_eq!(
-            (method("judge"), method("none"), method("other"), method("scores")),
+            (
+                method("judge"),
+                method("none"),
+                method("other"),
+                method("scores")
+            ),
             (Some(1.0), Some(1.0), Some(1.0), None),
             "free text is not a label: {t}"
         );
@@ -1031,8 +1041,14 @@ mod tests {
             (Some(1.0), Some(2.0), None),
             "a resolution is counted at its end"
         );
-        assert_eq!(sample(&t, PROJECTS_CREATED, &[("project", "calc")]), Some(1.0));
-        assert_eq!(sample(&t, PROJECTS_ARCHIVED, &[("project", "calc")]), Some(1.0));
+        assert_eq!(
+            sample(&t, PROJECTS_CREATED, &[("project", "calc")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, PROJECTS_ARCHIVED, &[("project", "calc")]),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -10,7 +10,17 @@
 //! under `work`), each verification step (`step <kind>`, under `verify`),
 //! and the merge (`merge`, which comes after the attempt ended and joins the
 //! task's last attempt's trace). The planner's rounds are traces of their
-//! own (`plan`, with the planner's model calls under it).
+//! own (`plan`, with the planner's model calls under it), and so are
+//! best-of-N rounds (`candidates`, linked to each candidate's trace, with
+//! the ranking's model call under it). A refining attempt's iterations are
+//! events on its root; the merge queue's conflict resolver is an attempt
+//! whose trace hangs under the merge it works for.
+//!
+//! Several attempts of one task are open at once only in a best-of-N
+//! round. Events that name their attempt (stages, model calls, the end)
+//! go to it; the few that do not (tool calls, verification steps, the
+//! verdict) go to the one candidate in that stage, and are left out when
+//! several are, rather than put in the wrong trace.
 //!
 //! A span is emitted whole once its end is known. Its id is chosen when it
 //! is first referred to, so children (a model call during `work`) can point
@@ -21,7 +31,7 @@
 //! into a span unless `trace_content` is set; events reach the bus redacted.
 
 use opentelemetry::trace::{
-    Event as SpanEvent, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt,
+    Event as SpanEvent, Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt,
     TraceFlags, TraceId, TraceState, Tracer, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue, Value};
@@ -32,8 +42,9 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use orch_core::AttemptStatus;
 use orch_protocol::{
-    AttemptFinished, Event, ModelCall, Payload, PlanCreated, Stage, StageFinished, StageStarted,
-    StepSummary, ToolCall, VerificationFinished,
+    AttemptFinished, AttemptStarted, CandidatesRanked, CandidatesStarted, ConflictResolved,
+    ConflictResolving, Event, ModelCall, Payload, PlanCreated, RefineIteration, RefineStopped,
+    Stage, StageFinished, StageStarted, StepSummary, ToolCall, VerificationFinished,
 };
 use orch_state::StateStore;
 use std::borrow::Cow;
@@ -262,6 +273,7 @@ struct Pending {
     start: SystemTime,
     attrs: Vec<KeyValue>,
     events: Vec<SpanEvent>,
+    links: Vec<Link>,
 }
 
 /// An attempt's trace while the attempt runs.
@@ -269,9 +281,35 @@ struct AttemptTrace {
     trace: TraceId,
     root: Pending,
     number: Option<u32>,
+    /// The attempt's row id, from its start (model calls name it).
+    id: Option<i64>,
+    /// The merge span this attempt hangs under: set for the merge queue's
+    /// conflict resolver, which works inside the merge; None for a root.
+    under_merge: Option<SpanId>,
     /// Stages referred to and not yet finished.
     stages: Vec<(Stage, Pending)>,
     seq: u64,
+}
+
+/// A best-of-N round of one task, from its start to its ranking.
+struct RoundTrace {
+    trace: TraceId,
+    span: Pending,
+    /// Each candidate's finished attempt, by number, for the merge to hang
+    /// under the winner's.
+    finished: Vec<Finished>,
+    seq: u64,
+}
+
+/// Where an attempt-scoped event goes.
+enum Route {
+    /// The task's open attempt at this index.
+    Open(usize),
+    /// Late for the task's finished attempt.
+    Late(Finished),
+    /// Several of the task's attempts are open (a best-of-N round) and the
+    /// event does not say which it is for: it is left out.
+    Unknown,
 }
 
 /// Where a finished attempt's trace is, for what comes after it (the merge,
@@ -325,6 +363,7 @@ impl<T: Tracer> Out<T> {
             start,
             attrs: Vec::new(),
             events: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -341,6 +380,9 @@ impl<T: Tracer> Out<T> {
         b.trace_id = Some(s.trace);
         if !s.span.events.is_empty() {
             b.events = Some(s.span.events);
+        }
+        if !s.span.links.is_empty() {
+            b.links = Some(s.span.links);
         }
         let cx = match s.parent {
             Some(parent) => Context::new().with_remote_span_context(SpanContext::new(
@@ -361,10 +403,12 @@ impl<T: Tracer> Out<T> {
 pub(crate) struct Projector<T> {
     out: Out<T>,
     projects: Vec<String>,
-    attempts: HashMap<String, AttemptTrace>,
+    /// Each task's open attempts: one, or a best-of-N round's candidates.
+    attempts: HashMap<String, Vec<AttemptTrace>>,
     finished: HashMap<String, Finished>,
     merges: HashMap<String, MergeTrace>,
     plans: HashMap<String, PlanTrace>,
+    rounds: HashMap<String, RoundTrace>,
     seq: u64,
 }
 
@@ -414,6 +458,7 @@ impl<T: Tracer> Projector<T> {
             finished: HashMap::new(),
             merges: HashMap::new(),
             plans: HashMap::new(),
+            rounds: HashMap::new(),
             seq: 0,
         }
     }
@@ -430,9 +475,7 @@ impl<T: Tracer> Projector<T> {
         }
         let task = ev.task_id.as_deref();
         match (&ev.payload, task) {
-            (Payload::AttemptStarted(p), Some(t)) => {
-                self.attempt_started(ev, t, p.number, p.attempt_id, p.base_commit.as_deref())
-            }
+            (Payload::AttemptStarted(p), Some(t)) => self.attempt_started(ev, t, p),
             (Payload::AttemptFinished(p), Some(t)) => self.attempt_finished(ev, t, p),
             (Payload::AttemptInterrupted(p), Some(t)) => {
                 let mut attrs = vec![kv("orch.attempt.interrupted_reason", p.reason.clone())];
@@ -484,7 +527,7 @@ impl<T: Tracer> Projector<T> {
                 } else {
                     vec![]
                 };
-                self.root_event(ev, t, "human_asked", attrs);
+                self.root_event(ev, t, None, "human_asked", attrs);
             }
             (Payload::InfraFailure(p), Some(t)) => {
                 let mut attrs = vec![
@@ -494,7 +537,7 @@ impl<T: Tracer> Projector<T> {
                 if self.out.content {
                     attrs.push(kv("orch.error", p.error.clone()));
                 }
-                self.root_event(ev, t, "infra_failure", attrs);
+                self.root_event(ev, t, None, "infra_failure", attrs);
             }
             (Payload::Merged(p), Some(t)) => {
                 if let Some(m) = self.merges.get_mut(t) {
@@ -519,6 +562,12 @@ impl<T: Tracer> Projector<T> {
                 }
             }
             (Payload::PlanCreated(p), None) => self.plan_created(ev, p),
+            (Payload::CandidatesStarted(p), Some(t)) => self.round_started(ev, t, p),
+            (Payload::CandidatesRanked(p), Some(t)) => self.round_ranked(ev, t, p),
+            (Payload::RefineIteration(p), Some(t)) => self.refine_iteration(ev, t, p),
+            (Payload::RefineStopped(p), Some(t)) => self.refine_stopped(ev, t, p),
+            (Payload::ConflictResolving(p), Some(t)) => self.conflict_resolving(ev, t, p),
+            (Payload::ConflictResolved(p), Some(t)) => self.conflict_resolved(ev, t, p),
             (Payload::Warning(w), None) if w.stage == Some(Stage::Plan) => {
                 if let Some(mut plan) = self.plans.remove(&ev.project) {
                     if self.out.content {
@@ -533,32 +582,45 @@ impl<T: Tracer> Projector<T> {
 
     // --- attempts -----------------------------------------------------------
 
-    fn attempt_started(
-        &mut self,
-        ev: &Event,
-        task: &str,
-        number: u32,
-        id: i64,
-        base: Option<&str>,
-    ) {
-        if let Some(stale) = self.attempts.remove(task) {
-            // Its end was never seen (the bus lagged): end it here.
-            self.close_attempt(task, stale, at(ev));
+    fn attempt_started(&mut self, ev: &Event, task: &str, p: &AttemptStarted) {
+        // In a best-of-N round the task's candidates run at once; outside
+        // one, an attempt still open is one whose end was never seen (the
+        // bus lagged): end it here.
+        if !self.rounds.contains_key(task) {
+            for stale in self.attempts.remove(task).unwrap_or_default() {
+                self.close_attempt(task, stale, at(ev));
+            }
         }
-        if let Some(stale) = self.merges.remove(task) {
-            // A merge that was deferred or failed inside orch.
-            self.emit_merge(stale, at(ev), Status::error("the merge did not finish"));
-        }
-        self.open_attempt(ev, task, Some(number), at(ev), false);
-        if let Some(a) = self.attempts.get_mut(task) {
-            a.root.attrs.push(kv("orch.attempt.id", id));
-            a.root
-                .attrs
-                .extend(base.map(|b| kv("orch.attempt.base_commit", b.to_string())));
+        self.open_attempt(ev, task, Some(p.number), at(ev), false);
+        let Some(a) = self.attempts.get_mut(task).and_then(|v| v.last_mut()) else {
+            return;
+        };
+        a.id = Some(p.attempt_id);
+        a.root.attrs.push(kv("orch.attempt.id", p.attempt_id));
+        a.root.attrs.extend(
+            p.base_commit
+                .clone()
+                .map(|b| kv("orch.attempt.base_commit", b)),
+        );
+        let link = SpanContext::new(
+            a.trace,
+            a.root.id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        if let Some(round) = self.rounds.get_mut(task) {
+            round.span.links.push(Link::new(
+                link,
+                vec![kv("orch.attempt.number", int(p.number))],
+                0,
+            ));
         }
     }
 
     /// Opens the attempt's trace; `partial` when its start was not seen.
+    /// An attempt that starts while the task's merge is under way is the
+    /// merge queue's conflict resolver: it hangs under the merge.
     fn open_attempt(
         &mut self,
         ev: &Event,
@@ -578,46 +640,124 @@ impl<T: Tracer> Projector<T> {
         if partial {
             root.attrs.push(kv("orch.attempt.partial", true));
         }
-        let trace = self.out.ids.new_trace_id();
-        self.attempts.insert(
-            task.to_string(),
-            AttemptTrace {
+        let (trace, under_merge) = match self.merges.get(task) {
+            Some(m) => (m.trace, Some(m.span.id)),
+            None => (self.out.ids.new_trace_id(), None),
+        };
+        self.attempts
+            .entry(task.to_string())
+            .or_default()
+            .push(AttemptTrace {
                 trace,
                 root,
                 number,
+                id: None,
+                under_merge,
                 stages: Vec::new(),
                 seq,
-            },
-        );
+            });
         if self.attempts.len() > MAX_OPEN {
-            if let Some(k) = oldest(&self.attempts, |a| a.seq) {
-                if let Some(a) = self.attempts.remove(&k) {
+            let first = |v: &Vec<AttemptTrace>| v.iter().map(|a| a.seq).min().unwrap_or(0);
+            if let Some(k) = oldest(&self.attempts, first) {
+                for a in self.attempts.remove(&k).unwrap_or_default() {
                     self.close_attempt(&k, a, start);
                 }
             }
         }
     }
 
-    /// Where an attempt-scoped event of `task` goes: its open attempt (opened
-    /// now, partial, when never seen), or the finished attempt it is late
-    /// for (Some).
+    /// Which of `task`'s open attempts an event is for: the one it names
+    /// (by row id or number); else the only one (the only one in `stage`,
+    /// when the event belongs to a stage). None when it has none open, or
+    /// names one that is not; Err when several could be meant.
+    fn find(
+        &self,
+        task: &str,
+        number: Option<u32>,
+        id: Option<i64>,
+        stage: Option<Stage>,
+    ) -> Result<Option<usize>, ()> {
+        let Some(open) = self.attempts.get(task) else {
+            return Ok(None);
+        };
+        let named = open.iter().position(|a| {
+            id.is_some_and(|id| a.id == Some(id)) || number.is_some_and(|n| a.number == Some(n))
+        });
+        if named.is_some() {
+            return Ok(named);
+        }
+        if open.len() == 1 {
+            // Outside a round, the one open attempt is the task's, whatever
+            // it is called (an attempt seen only in part has no number).
+            let lone = &open[0];
+            let fits = !self.rounds.contains_key(task) || number.is_none() || lone.number.is_none();
+            return Ok(fits.then_some(0));
+        }
+        if number.is_some() {
+            return Ok(None);
+        }
+        let mut in_stage = open
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| stage.is_some_and(|s| a.stages.iter().any(|(x, _)| *x == s)));
+        match (in_stage.next(), in_stage.next()) {
+            (Some((i, _)), None) => Ok(Some(i)),
+            _ => Err(()),
+        }
+    }
+
+    /// Where an attempt-scoped event of `task` goes: an open attempt (opened
+    /// now, partial, when never seen), the finished attempt it is late for,
+    /// or nowhere when it could be for any of several.
     fn resolve(
         &mut self,
         ev: &Event,
         task: &str,
         number: Option<u32>,
+        stage: Option<Stage>,
         start: SystemTime,
-    ) -> Option<Finished> {
-        if self.attempts.contains_key(task) {
-            return None;
+    ) -> Route {
+        self.resolve_with(ev, task, number, None, stage, start)
+    }
+
+    fn resolve_with(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        id: Option<i64>,
+        stage: Option<Stage>,
+        start: SystemTime,
+    ) -> Route {
+        match self.find(task, number, id, stage) {
+            Ok(Some(i)) => return Route::Open(i),
+            Err(()) => return Route::Unknown,
+            Ok(None) => {}
         }
         if let Some(f) = self.finished.get(task) {
             if number.is_none() || number == f.number {
-                return Some(*f);
+                return Route::Late(*f);
             }
         }
         self.open_attempt(ev, task, number, start, true);
-        None
+        match self.attempts.get(task) {
+            Some(v) if !v.is_empty() => Route::Open(v.len() - 1),
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The open attempt at `i` of `task`, taken out.
+    fn take(&mut self, task: &str, i: usize) -> Option<AttemptTrace> {
+        let open = self.attempts.get_mut(task)?;
+        let a = (i < open.len()).then(|| open.remove(i));
+        if open.is_empty() {
+            self.attempts.remove(task);
+        }
+        a
+    }
+
+    fn open_mut(&mut self, task: &str, i: usize) -> Option<&mut AttemptTrace> {
+        self.attempts.get_mut(task)?.get_mut(i)
     }
 
     fn attempt_finished(&mut self, ev: &Event, task: &str, p: &AttemptFinished) {
@@ -643,10 +783,10 @@ impl<T: Tracer> Projector<T> {
         status: AttemptStatus,
         attrs: Vec<KeyValue>,
     ) {
-        if self.resolve(ev, task, Some(number), at(ev)).is_some() {
-            return; // already ended
-        }
-        let Some(mut a) = self.attempts.remove(task) else {
+        let Route::Open(i) = self.resolve(ev, task, Some(number), None, at(ev)) else {
+            return; // already ended, or not known which
+        };
+        let Some(mut a) = self.take(task, i) else {
             return;
         };
         a.number = a.number.or(Some(number));
@@ -707,15 +847,24 @@ impl<T: Tracer> Projector<T> {
             number: a.number,
             seq: self.next_seq(),
         };
+        let resolver = a.under_merge.is_some();
         self.out.emit(SpanOut {
             name: Cow::Borrowed("attempt"),
             kind: SpanKind::Internal,
             trace: a.trace,
-            parent: None,
+            parent: a.under_merge,
             span: a.root,
             end,
             status,
         });
+        if resolver {
+            // The task's last attempt stays its work's: later merges hang
+            // there, not inside this merge.
+            return;
+        }
+        if let Some(round) = self.rounds.get_mut(task) {
+            round.finished.push(finished);
+        }
         self.finished.insert(task.to_string(), finished);
         if self.finished.len() > MAX_OPEN {
             if let Some(k) = oldest(&self.finished, |f| f.seq) {
@@ -727,7 +876,8 @@ impl<T: Tracer> Projector<T> {
     // --- stages -------------------------------------------------------------
 
     /// The open stage `stage` of the attempt of `task`, referred to first at
-    /// `start`; None when the event is late for a finished attempt.
+    /// `start`; None when the event is late for a finished attempt or it is
+    /// not known which attempt it is for.
     fn stage_mut(
         &mut self,
         ev: &Event,
@@ -736,10 +886,10 @@ impl<T: Tracer> Projector<T> {
         stage: Stage,
         start: SystemTime,
     ) -> Option<&mut Pending> {
-        if self.resolve(ev, task, number, start).is_some() {
+        let Route::Open(at) = self.resolve(ev, task, number, Some(stage), start) else {
             return None;
-        }
-        let a = self.attempts.get_mut(task)?;
+        };
+        let a = self.attempts.get_mut(task)?.get_mut(at)?;
         let i = match a.stages.iter().position(|(s, _)| *s == stage) {
             Some(i) => i,
             None => {
@@ -771,7 +921,7 @@ impl<T: Tracer> Projector<T> {
             _ => {
                 let mut attrs = vec![kv("orch.stage", p.stage.as_str())];
                 attrs.extend(p.model.clone().map(|m| kv("orch.model", m)));
-                self.root_event(ev, task, p.stage.as_str(), attrs);
+                self.root_event(ev, task, p.attempt, p.stage.as_str(), attrs);
             }
         }
     }
@@ -809,20 +959,24 @@ impl<T: Tracer> Projector<T> {
                 });
             }
         }
-        if let Some(f) = self.resolve(ev, task, p.attempt, start) {
-            let mut span = self.out.pending(start);
-            span.attrs = attrs;
-            return self.out.emit(SpanOut {
-                name: Cow::Borrowed(p.stage.as_str()),
-                kind: SpanKind::Internal,
-                trace: f.trace,
-                parent: Some(f.root),
-                span,
-                end,
-                status,
-            });
-        }
-        let Some(a) = self.attempts.get_mut(task) else {
+        let i = match self.resolve(ev, task, p.attempt, Some(p.stage), start) {
+            Route::Open(i) => i,
+            Route::Unknown => return,
+            Route::Late(f) => {
+                let mut span = self.out.pending(start);
+                span.attrs = attrs;
+                return self.out.emit(SpanOut {
+                    name: Cow::Borrowed(p.stage.as_str()),
+                    kind: SpanKind::Internal,
+                    trace: f.trace,
+                    parent: Some(f.root),
+                    span,
+                    end,
+                    status,
+                });
+            }
+        };
+        let Some(a) = self.attempts.get_mut(task).and_then(|v| v.get_mut(i)) else {
             return;
         };
         let mut span = match a.stages.iter().position(|(s, _)| *s == p.stage) {
@@ -865,13 +1019,31 @@ impl<T: Tracer> Projector<T> {
     }
 
     /// Adds an event to the root of the attempt of `task`.
-    fn root_event(&mut self, ev: &Event, task: &str, name: &'static str, attrs: Vec<KeyValue>) {
-        if self.resolve(ev, task, None, at(ev)).is_some() {
-            return;
-        }
-        if let Some(a) = self.attempts.get_mut(task) {
+    fn root_event(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+        name: &'static str,
+        attrs: Vec<KeyValue>,
+    ) {
+        if let Some(a) = self.root_mut(ev, task, number) {
             a.root.events.push(SpanEvent::new(name, at(ev), attrs, 0));
         }
+    }
+
+    /// The open attempt of `task` an event for its root is for (`number`
+    /// when it names one); None when late or not known which.
+    fn root_mut(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        number: Option<u32>,
+    ) -> Option<&mut AttemptTrace> {
+        let Route::Open(i) = self.resolve(ev, task, number, None, at(ev)) else {
+            return None;
+        };
+        self.open_mut(task, i)
     }
 
     // --- model and tool calls -------------------------------------------------
@@ -906,9 +1078,11 @@ impl<T: Tracer> Projector<T> {
     fn model_call(&mut self, ev: &Event, task: &str, p: &ModelCall) {
         let (span, status) = self.model_span(ev, p);
         let name = Cow::Owned(format!("chat {}", p.model));
-        let parent = match stage_of_role(&p.role) {
-            Some(stage) => self.child_of_stage(ev, task, None, stage, span.start),
-            None => self.child_of_root(ev, task, span.start),
+        let parent = match (stage_of_role(&p.role), self.rounds.get(task)) {
+            // The ranking of a best-of-N round is no candidate's call.
+            (_, Some(round)) if p.attempt_id.is_none() => Some((round.trace, round.span.id)),
+            (Some(stage), _) => self.child_of_stage(ev, task, p.attempt_id, stage, span.start),
+            (None, _) => self.child_of_root(ev, task, p.attempt_id, span.start),
         };
         let Some((trace, parent)) = parent else {
             return;
@@ -959,34 +1133,44 @@ impl<T: Tracer> Projector<T> {
         });
     }
 
-    /// The trace and parent for a child of `stage` (the root of a finished
-    /// attempt, for a late event).
+    /// The trace and parent for a child of `stage` of the attempt with row
+    /// id `id` (when the event names it): the root of a finished attempt,
+    /// for a late event; the root of a conflict resolver, which has no
+    /// stages of its own.
     fn child_of_stage(
         &mut self,
         ev: &Event,
         task: &str,
-        number: Option<u32>,
+        id: Option<i64>,
         stage: Stage,
         start: SystemTime,
     ) -> Option<(TraceId, SpanId)> {
-        if let Some(f) = self.resolve(ev, task, number, start) {
-            return Some((f.trace, f.root));
+        let i = match self.resolve_with(ev, task, None, id, Some(stage), start) {
+            Route::Open(i) => i,
+            Route::Late(f) => return Some((f.trace, f.root)),
+            Route::Unknown => return None,
+        };
+        let a = self.open_mut(task, i)?;
+        if a.under_merge.is_some() {
+            return Some((a.trace, a.root.id));
         }
-        let id = self.stage_mut(ev, task, number, stage, start)?.id;
-        Some((self.attempts.get(task)?.trace, id))
+        let (trace, number) = (a.trace, a.number);
+        let span = self.stage_mut(ev, task, number, stage, start)?.id;
+        Some((trace, span))
     }
 
     fn child_of_root(
         &mut self,
         ev: &Event,
         task: &str,
+        id: Option<i64>,
         start: SystemTime,
     ) -> Option<(TraceId, SpanId)> {
-        if let Some(f) = self.resolve(ev, task, None, start) {
-            return Some((f.trace, f.root));
+        match self.resolve_with(ev, task, None, id, None, start) {
+            Route::Open(i) => self.open_mut(task, i).map(|a| (a.trace, a.root.id)),
+            Route::Late(f) => Some((f.trace, f.root)),
+            Route::Unknown => None,
         }
-        let a = self.attempts.get(task)?;
-        Some((a.trace, a.root.id))
     }
 
     // --- verification ---------------------------------------------------------
@@ -1170,6 +1354,188 @@ impl<T: Tracer> Projector<T> {
         });
     }
 
+    // --- best-of-N rounds, refinement, conflict resolution ----------------------
+
+    /// A round's span opens; the candidates' attempts that follow link to it.
+    fn round_started(&mut self, ev: &Event, task: &str, p: &CandidatesStarted) {
+        if let Some(stale) = self.rounds.remove(task) {
+            self.emit_round(
+                stale,
+                at(ev),
+                Status::error("the round's ranking was not seen"),
+            );
+        }
+        // Attempts still open from before the round: their ends were missed.
+        for stale in self.attempts.remove(task).unwrap_or_default() {
+            self.close_attempt(task, stale, at(ev));
+        }
+        let seq = self.next_seq();
+        let mut span = self.out.pending(at(ev));
+        span.attrs.extend([
+            kv("orch.project", ev.project.clone()),
+            kv("orch.task.id", task.to_string()),
+            kv("orch.candidates.count", int(p.candidates)),
+        ]);
+        let list = |f: fn(&orch_protocol::CandidateSlot) -> &str| {
+            p.slots.iter().map(f).collect::<Vec<_>>().join(",")
+        };
+        if !p.slots.is_empty() {
+            span.attrs.extend([
+                kv("orch.candidates.models", list(|s| s.model.as_str())),
+                kv("orch.candidates.workers", list(|s| s.worker.as_str())),
+            ]);
+        }
+        let round = RoundTrace {
+            trace: self.out.ids.new_trace_id(),
+            span,
+            finished: Vec::new(),
+            seq,
+        };
+        self.rounds.insert(task.to_string(), round);
+        if self.rounds.len() > MAX_OPEN {
+            if let Some(k) = oldest(&self.rounds, |r| r.seq) {
+                if let Some(r) = self.rounds.remove(&k) {
+                    self.emit_round(r, at(ev), Status::error("the round's ranking was not seen"));
+                }
+            }
+        }
+    }
+
+    /// The ranking ends the round's span; the merge then hangs under the
+    /// winner's trace.
+    fn round_ranked(&mut self, ev: &Event, task: &str, p: &CandidatesRanked) {
+        let Some(mut round) = self.rounds.remove(task) else {
+            return;
+        };
+        let order: Vec<String> = p.order.iter().map(|k| k.to_string()).collect();
+        round.span.attrs.extend([
+            kv("orch.candidates.method", p.method.clone()),
+            kv("orch.candidates.order", order.join(",")),
+            kv("orch.candidates.passed", int(p.order.len())),
+        ]);
+        round
+            .span
+            .attrs
+            .extend(p.winner.map(|w| kv("orch.candidates.winner", int(w))));
+        if self.out.content {
+            if !p.reasons.is_empty() {
+                round
+                    .span
+                    .attrs
+                    .push(kv("orch.candidates.reasons", p.reasons.join("\n")));
+            }
+            round
+                .span
+                .attrs
+                .extend(p.warning.clone().map(|w| kv("orch.candidates.warning", w)));
+        }
+        let winner = p
+            .attempts
+            .first()
+            .and_then(|n| round.finished.iter().find(|f| f.number == Some(*n)));
+        if let Some(f) = winner {
+            self.finished.insert(task.to_string(), *f);
+        }
+        let status = match p.winner {
+            Some(_) => Status::Ok,
+            None => Status::error("no candidate passed"),
+        };
+        self.emit_round(round, at(ev), status);
+    }
+
+    fn emit_round(&self, round: RoundTrace, end: SystemTime, status: Status) {
+        self.out.emit(SpanOut {
+            name: Cow::Borrowed("candidates"),
+            kind: SpanKind::Internal,
+            trace: round.trace,
+            parent: None,
+            span: round.span,
+            end,
+            status,
+        });
+    }
+
+    fn refine_iteration(&mut self, ev: &Event, task: &str, p: &RefineIteration) {
+        let mut attrs = vec![
+            kv("orch.refine.iteration", int(p.iteration)),
+            kv("orch.refine.outcome", p.outcome.as_str()),
+            kv("orch.refine.best_iteration", int(p.best_iteration)),
+        ];
+        attrs.extend(p.score.map(|s| kv("orch.refine.score", s)));
+        attrs.extend(p.best_score.map(|s| kv("orch.refine.best_score", s)));
+        attrs.extend(p.commit.clone().map(|c| kv("orch.refine.commit", c)));
+        self.root_event(ev, task, Some(p.number), "refine_iteration", attrs);
+    }
+
+    fn refine_stopped(&mut self, ev: &Event, task: &str, p: &RefineStopped) {
+        let content = self.out.content;
+        let Some(a) = self.root_mut(ev, task, Some(p.number)) else {
+            return;
+        };
+        a.root.attrs.extend([
+            kv("orch.refine.stop_reason", p.reason.as_str()),
+            kv("orch.refine.iterations", int(p.iterations)),
+            kv("orch.refine.best_iteration", int(p.best_iteration)),
+            kv("orch.refine.passed", p.passed),
+        ]);
+        a.root
+            .attrs
+            .extend(p.best_score.map(|s| kv("orch.refine.best_score", s)));
+        if content {
+            a.root
+                .attrs
+                .extend(p.detail.clone().map(|d| kv("orch.refine.detail", d)));
+        }
+    }
+
+    /// The resolver's attempt says what it is; the merge gets an event.
+    fn conflict_resolving(&mut self, ev: &Event, task: &str, p: &ConflictResolving) {
+        let mut attrs = vec![kv("orch.conflict.files", int(p.files.len()))];
+        if self.out.content {
+            attrs.push(kv("orch.conflict.file_names", p.files.join("\n")));
+        }
+        if let Some(m) = self.merges.get_mut(task) {
+            let mut e = attrs.clone();
+            e.push(kv("orch.attempt.number", int(p.number)));
+            m.span
+                .events
+                .push(SpanEvent::new("conflict_resolving", at(ev), e, 0));
+        }
+        if let Some(a) = self.root_mut(ev, task, Some(p.number)) {
+            a.root.attrs.push(kv("orch.attempt.kind", "resolve"));
+            a.root.attrs.extend(attrs);
+            a.root
+                .attrs
+                .extend(p.model.clone().map(|m| kv("orch.model", m)));
+            a.root
+                .attrs
+                .extend(p.worker.clone().map(|w| kv("orch.worker", w)));
+        }
+    }
+
+    /// How the resolution ended, as an event on the merge (the resolver's
+    /// attempt has ended just before).
+    fn conflict_resolved(&mut self, ev: &Event, task: &str, p: &ConflictResolved) {
+        let Some(m) = self.merges.get_mut(task) else {
+            return;
+        };
+        let mut attrs = vec![
+            kv(
+                "orch.conflict.outcome",
+                crate::metrics::resolution(p.outcome),
+            ),
+            kv("orch.attempt.number", int(p.number)),
+            kv("orch.conflict.duration_ms", int(p.duration_ms)),
+        ];
+        attrs.extend(p.commit.clone().map(|c| kv("orch.conflict.commit", c)));
+        if self.out.content {
+            attrs.extend(p.reason.clone().map(|r| kv("orch.conflict.reason", r)));
+        }
+        m.span
+            .events
+            .push(SpanEvent::new("conflict_resolved", at(ev), attrs, 0));
+    }
+
     // --- planner --------------------------------------------------------------
 
     fn plan_started(&mut self, ev: &Event, p: &StageStarted) {
@@ -1275,8 +1641,13 @@ impl<T: Tracer> Projector<T> {
 
     /// Ends everything still open at `end` (the process is stopping).
     pub(crate) fn close_all(&mut self, end: SystemTime) {
-        for (task, a) in std::mem::take(&mut self.attempts) {
-            self.close_attempt(&task, a, end);
+        for (task, open) in std::mem::take(&mut self.attempts) {
+            for a in open {
+                self.close_attempt(&task, a, end);
+            }
+        }
+        for (_, round) in std::mem::take(&mut self.rounds) {
+            self.emit_round(round, end, Status::error("orch stopped during the round"));
         }
         for (_, m) in std::mem::take(&mut self.merges) {
             self.emit_merge(m, end, Status::error("orch stopped during the merge"));

@@ -293,6 +293,8 @@ fn the_dashboard_imports_as_a_grafana_dashboard() {
         "failure and escalation",
         "retries",
         "merge-queue depth",
+        "refinement iterations and conflict resolutions",
+        "best-of-n candidates",
     ] {
         assert!(
             titles.iter().any(|t| t.contains(want)),
