@@ -4,7 +4,8 @@
 //! replay provider. A task added from the form is watched reaching
 //! `merged` on the page without a reload (the SSE-driven update writes
 //! it); a task that asks a person is answered from its page; the plots
-//! have their bars; screenshots go to `target/screenshots/`; with a token
+//! have their bars; a best-of-N task's page marks its candidates with
+//! their rank and branch; screenshots go to `target/screenshots/`; with a token
 //! the dashboard asks for it first, then works, and its forms refuse
 //! requests without their CSRF token.
 //!
@@ -323,6 +324,22 @@ fn sub_calls() -> Value {
     ])
 }
 
+/// A best-of-N candidate's one answer (picked by its model): mul() beside
+/// add() and sub().
+fn mul_answer(model: &str) -> Value {
+    let content = format!(
+        "{CALC_FIXED}\n\ndef sub(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b  # {model}\n"
+    );
+    json!({
+        "model": model,
+        "usage": {"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.01},
+        "tool_calls": [
+            {"name": "write_file", "arguments": {"path": "calc.py", "content": content}},
+            {"name": "finish", "arguments": {"summary": format!("{model}: mul() added")}}
+        ]
+    })
+}
+
 /// Adds a task from the overview's form; returns its id.
 async fn add_from_form(b: &Browser, serve: &Serve, title: &str, desc: &str) -> String {
     b.c().goto(&serve.url("/")).await.unwrap();
@@ -352,9 +369,15 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
             worker_call(Some("Ask a person first"), json!([
                 {"name": "ask_human", "arguments": {"question": "Sum or difference?"}}
             ])),
+            {"model": "judge", "when": "Rank these candidates", "json": {"order": [
+                {"candidate": 2, "reason": "names its author"},
+                {"candidate": 1, "reason": "the same, second"}
+            ]}},
             judge_pass(),
+            mul_answer("alpha"),
+            mul_answer("beta"),
         ]}),
-        "daily_budget_usd = 5.0",
+        "daily_budget_usd = 5.0\ncandidate_models = [\"replay:alpha\", \"replay:beta\"]",
     );
     fx.append_config(
         "[prices.worker]\ninput = 20.0\noutput = 40.0\n\n[prices.judge]\ninput = 5.0\noutput = 5.0\n",
@@ -458,6 +481,55 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
     b.screenshot("task.png").await;
     b.c().set_window_size(1400, 1800).await.unwrap();
 
+    // 3b. A best-of-N task (added through the API): its page, updated live,
+    //     marks each candidate with its round, rank, the ranking's reason
+    //     and its branch.
+    let added: Value = reqwest::Client::new()
+        .post(serve.url("/api/v1/projects/calc/tasks"))
+        .json(&json!({"title": "Add mul", "description": "add mul(a, b)", "candidates": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = added["id"].as_str().unwrap().to_string();
+    b.c()
+        .goto(&serve.url(&format!("/tasks/{m}")))
+        .await
+        .unwrap();
+    b.wait_for(
+        PAGE_STATUS,
+        &json!("merged"),
+        Duration::from_secs(120),
+        &serve,
+    )
+    .await;
+    let kinds = b
+        .js("return Array.from(document.querySelectorAll('#attempt-table td.kind')).map(td => td.innerText);")
+        .await;
+    let kinds: Vec<&str> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    let of = |k: &str| *kinds.iter().find(|t| t.starts_with(k)).unwrap_or(&"");
+    for (k, needles) in [
+        ("c2", ["round 1", "ranked 1 (chosen)", "names its author"]),
+        ("c1", ["round 1", "ranked 2", "the same, second"]),
+    ] {
+        let branch = format!("orch/{m}-{k}");
+        for n in needles.into_iter().chain([branch.as_str()]) {
+            assert!(of(k).contains(n), "{n:?} in {k}'s cell: {kinds:?}");
+        }
+    }
+    assert!(
+        fx.main_file("calc.py").contains("# beta"),
+        "the winner landed"
+    );
+
     // 4. The plots have their bars: spending and throughput.
     b.c().goto(&serve.url("/")).await.unwrap();
     for plot in [
@@ -490,7 +562,7 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
                 .unwrap()
         })
         .sum();
-    assert_eq!(total, 2, "two merges: {merged_bars}");
+    assert_eq!(total, 3, "three merges: {merged_bars}");
 
     // 5. Screenshots, for people (the README links the overview's).
     let shot = b.screenshot("overview.png").await;

@@ -124,6 +124,14 @@ pub struct WorktreeInfo {
     pub head: String,
 }
 
+/// How a just-registered worktree gets its files (see `Git::add_worktree`).
+enum Fill {
+    /// A parked worktree moved into place: checked out again at `commit`.
+    Parked { commit: String, record: PathBuf },
+    /// Registered without a checkout: `reset --hard` writes everything.
+    Fresh,
+}
+
 /// One path `commit_all` would commit, from `worktree_changes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorktreeChange {
@@ -430,19 +438,84 @@ impl Git {
     pub async fn worktree_add(&self, dir: &Path, branch: &str, base: &str) -> Result<(), GitError> {
         checked("branch", branch)?;
         checked("revision", base)?;
-        let _lock = self.lock.acquire().await?;
-        let dir = self.prepare_worktree_dir(dir).await?;
-        if self.reuse_parked_locked(&dir, &["-B", branch, base]).await {
-            return Ok(());
+        self.add_worktree(dir, Some(branch), base).await
+    }
+
+    /// Adds a worktree at `dir` on `branch` (created or reset at `base`),
+    /// or detached at `base`. Only git's worktree administration happens
+    /// under the worktree lock: a parked worktree taken from the pool, or a
+    /// new one registered without a checkout. Writing the files, the slow
+    /// part, happens after, so many workers starting at once populate their
+    /// worktrees in parallel; it touches nothing but this worktree.
+    async fn add_worktree(
+        &self,
+        dir: &Path,
+        branch: Option<&str>,
+        base: &str,
+    ) -> Result<(), GitError> {
+        let (dir, fill) = {
+            let _lock = self.lock.acquire().await?;
+            let dir = self.prepare_worktree_dir(dir).await?;
+            let Some(fill) = self.register_worktree_locked(&dir, branch, base).await? else {
+                return Ok(());
+            };
+            (dir, fill)
+        };
+        let filled = match &fill {
+            Fill::Parked { commit, record } => {
+                self.refresh_parked(&dir, commit, record, branch).await
+            }
+            Fill::Fresh => self
+                .ok_with(&dir, &["reset", "-q", "--hard"], CHECKOUT_TIMEOUT)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = filled {
+            let _lock = self.lock.acquire().await?;
+            let _ = self.worktree_remove_locked(&dir).await;
+            return Err(e);
         }
-        let dir = path_arg(&dir);
-        if self.branch_at_in_process(branch, base) {
-            return self
-                .add_worktree_locked(&["worktree", "add", dir.as_str(), branch])
-                .await;
+        Ok(())
+    }
+
+    /// Registers a worktree at `dir` (lock held) and says how to fill it;
+    /// None when git's own `worktree add` already checked it out (a branch
+    /// gix could not set, which the CLI then creates or refuses).
+    async fn register_worktree_locked(
+        &self,
+        dir: &Path,
+        branch: Option<&str>,
+        base: &str,
+    ) -> Result<Option<Fill>, GitError> {
+        let commit = self
+            .reader
+            .resolve(&self.repo, &format!("{base}^{{commit}}"));
+        let branch_set = match (branch, &commit) {
+            (Some(b), Some(_)) => self.branch_at_in_process(b, base),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        let d = path_arg(dir);
+        if !branch_set {
+            let args: Vec<&str> = match branch {
+                Some(b) => vec!["worktree", "add", "-B", b, d.as_str(), base],
+                None => vec!["worktree", "add", "--detach", d.as_str(), base],
+            };
+            self.add_worktree_locked(&args).await?;
+            return Ok(None);
         }
-        self.add_worktree_locked(&["worktree", "add", "-B", branch, dir.as_str(), base])
-            .await
+        let commit = commit.unwrap_or_default();
+        if let Some(record) = self.take_parked_locked(dir) {
+            return Ok(Some(Fill::Parked { commit, record }));
+        }
+        let target = branch.unwrap_or(commit.as_str());
+        let mut args = vec!["worktree", "add", "--no-checkout"];
+        if branch.is_none() {
+            args.push("--detach");
+        }
+        args.extend([d.as_str(), target]);
+        self.add_worktree_locked(&args).await?;
+        Ok(Some(Fill::Fresh))
     }
 
     /// Creates or resets `branch` at `base` in-process, when no worktree has
@@ -484,14 +557,7 @@ impl Git {
     /// Checks out `commit` detached in a new worktree at `dir`.
     pub async fn worktree_add_detached(&self, dir: &Path, commit: &str) -> Result<(), GitError> {
         checked("revision", commit)?;
-        let _lock = self.lock.acquire().await?;
-        let dir = self.prepare_worktree_dir(dir).await?;
-        if self.reuse_parked_locked(&dir, &["--detach", commit]).await {
-            return Ok(());
-        }
-        let dir = path_arg(&dir);
-        self.add_worktree_locked(&["worktree", "add", "--detach", dir.as_str(), commit])
-            .await
+        self.add_worktree(dir, None, commit).await
     }
 
     /// Removes the worktree at `dir` (discarding its changes) and its

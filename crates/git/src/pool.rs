@@ -12,7 +12,8 @@
 //! detached so no branch stays checked out. Parking and reuse are a rename
 //! plus rewriting git's two pointer files (what `git worktree move` does),
 //! both taken from git's own records, never from the worktree's `.git`
-//! file, which whatever ran in the worktree may have rewritten. The pool is
+//! file, which whatever ran in the worktree may have rewritten. Only the
+//! rename happens under the worktree lock; the checkout runs after. The pool is
 //! off (size 0) unless the caller sizes it, and the caller drains it when
 //! its run ends, so no worktree outlives the run.
 
@@ -108,38 +109,66 @@ impl Git {
         Ok(())
     }
 
-    /// Moves a parked worktree to `dir` (which must not exist) and checks
-    /// out `target` there: `["-B", branch, base]` or `["--detach", commit]`.
-    /// False when none is parked or reusing failed (the worktree is then
-    /// removed); the caller adds a fresh one. The caller holds the lock.
-    pub(crate) async fn reuse_parked_locked(&self, dir: &Path, target: &[&str]) -> bool {
-        let Some(parent) = dir.parent() else {
-            return false;
-        };
-        let Some(p) = self.pool.take(parent) else {
-            return false;
-        };
-        let moved = std::fs::rename(&p.dir, dir).and_then(|()| relink(&p.record, dir));
-        if moved.is_err() {
-            let _ = self.worktree_remove_locked(&p.dir).await;
-            let _ = self.worktree_remove_locked(dir).await;
-            return false;
+    /// Moves a parked worktree to `dir` (which must not exist) and returns
+    /// git's record of it; None when none is parked for this directory or
+    /// the move failed (the worktree is then removed). The caller holds the
+    /// lock, and fills it with [`Git::refresh_parked`] after releasing it.
+    pub(crate) fn take_parked_locked(&self, dir: &Path) -> Option<PathBuf> {
+        let p = self.pool.take(dir.parent()?)?;
+        match std::fs::rename(&p.dir, dir).and_then(|()| relink(&p.record, dir)) {
+            Ok(()) => Some(p.record),
+            Err(e) => {
+                tracing::debug!(dir = %path_arg(dir), "could not reuse a parked worktree: {e}");
+                // Its directory (wherever it is) goes; git's record of a
+                // directory that is gone is pruned by the next add.
+                let _ = std::fs::remove_dir_all(&p.dir);
+                let _ = std::fs::remove_dir_all(dir);
+                let _ = std::fs::remove_dir_all(&p.record);
+                None
+            }
         }
-        let mut checkout = vec![
+    }
+
+    /// Checks a reused worktree out at `commit` (detached, so no other
+    /// worktree's record is read, which the lock would have to guard),
+    /// removes every untracked and ignored file, then points its HEAD at
+    /// `branch` (already at `commit`) when there is one.
+    pub(crate) async fn refresh_parked(
+        &self,
+        dir: &Path,
+        commit: &str,
+        record: &Path,
+        branch: Option<&str>,
+    ) -> Result<(), GitError> {
+        let checkout = [
             "-c",
             "core.hooksPath=/dev/null",
             "checkout",
             "-q",
             "--force",
+            "--detach",
+            commit,
         ];
-        checkout.extend_from_slice(target);
-        let clean = ["clean", "-ffdxq"];
-        let ok = self.ok_with(dir, &checkout, CHECKOUT_TIMEOUT).await.is_ok()
-            && self.ok_with(dir, &clean, CHECKOUT_TIMEOUT).await.is_ok();
-        if !ok {
-            let _ = self.worktree_remove_locked(dir).await;
+        self.ok_with(dir, &checkout, CHECKOUT_TIMEOUT).await?;
+        self.ok_with(dir, &["clean", "-ffdxq"], CHECKOUT_TIMEOUT)
+            .await?;
+        let Some(branch) = branch else {
+            return Ok(());
+        };
+        if self
+            .reader
+            .attach_head(&self.repo, record, branch)
+            .is_some()
+        {
+            return Ok(());
         }
-        ok
+        self.ok_with(
+            dir,
+            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+            CHECKOUT_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Parks the linked worktree at `dir` instead of removing it, when the

@@ -191,4 +191,33 @@ impl Reader {
         let repo = self.repo(path)?;
         crate::stat::files(&repo, base, head).map(|f| crate::stat::render(&f))
     }
+
+    /// Points HEAD of the linked worktree whose git record is `record` at
+    /// the branch `branch` (a symbolic ref, as a checkout of it leaves).
+    /// None when gix cannot.
+    pub(crate) fn attach_head(&self, path: &Path, record: &Path, branch: &str) -> Option<()> {
+        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+        let repo = self.repo(path)?;
+        let proxy = repo
+            .worktrees()
+            .ok()?
+            .into_iter()
+            .find(|p| p.git_dir() == record)?;
+        let wt = proxy.into_repo_with_possibly_inaccessible_worktree().ok()?;
+        let target: gix::refs::FullName = format!("refs/heads/{branch}").try_into().ok()?;
+        let edit = RefEdit {
+            change: Change::Update {
+                log: LogChange {
+                    mode: RefLog::AndReference,
+                    force_create_reflog: false,
+                    message: format!("orch: worktree on {branch}").into(),
+                },
+                expected: PreviousValue::Any,
+                new: gix::refs::Target::Symbolic(target),
+            },
+            name: "HEAD".try_into().ok()?,
+            deref: false,
+        };
+        wt.edit_reference(edit).ok().map(|_| ())
+    }
 }

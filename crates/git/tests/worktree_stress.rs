@@ -27,6 +27,17 @@ const ROUNDS: usize = 13;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_worktree_operations_never_fail() {
+    stress(false).await;
+}
+
+/// The same with parked worktrees reused: every reused worktree holds
+/// exactly the repository's files, on the branch asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_operations_with_parked_worktrees_never_fail() {
+    stress(true).await;
+}
+
+async fn stress(pooled: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -53,6 +64,9 @@ async fn concurrent_worktree_operations_never_fail() {
         let failures = failures.clone();
         handles.push(tokio::spawn(async move {
             let g = Git::open(&path).await.unwrap();
+            if pooled {
+                g.set_worktree_pool(2);
+            }
             let record = |what: String, r: Result<(), orch_git::GitError>| {
                 ops.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = r {
@@ -69,6 +83,18 @@ async fn concurrent_worktree_operations_never_fail() {
                     let r = g.worktree_add(&dir, &branch, "main").await;
                     record(format!("add {t}/{round}"), r);
                 }
+                let files = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name() != ".git")
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if files != 50 {
+                    failures.lock().unwrap().push(format!(
+                        "worktree {t}/{round} holds {files} entries, not 50"
+                    ));
+                }
                 let r = g.worktrees().await.map(|_| ());
                 record(format!("list {t}/{round}"), r);
                 let r = g.worktree_remove(&dir).await;
@@ -76,6 +102,8 @@ async fn concurrent_worktree_operations_never_fail() {
                 let r = g.worktree_prune().await;
                 record(format!("prune {t}/{round}"), r);
             }
+            let r = g.drain_worktree_pool().await;
+            record(format!("drain {t}"), r);
             let r = g.delete_branch(&format!("orch/t{t}")).await;
             record(format!("delete_branch {t}"), r);
         }));

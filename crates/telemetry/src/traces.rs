@@ -688,9 +688,12 @@ impl<T: Tracer> Projector<T> {
         }
         if open.len() == 1 {
             // Outside a round, the one open attempt is the task's, whatever
-            // it is called (an attempt seen only in part has no number).
+            // it is called (an attempt seen only in part has no number); in
+            // one, unless the event names another.
             let lone = &open[0];
-            let fits = !self.rounds.contains_key(task) || number.is_none() || lone.number.is_none();
+            let another = number.is_some_and(|n| lone.number.is_some_and(|m| m != n))
+                || id.is_some_and(|i| lone.id.is_some_and(|j| j != i));
+            let fits = !self.rounds.contains_key(task) || !another;
             return Ok(fits.then_some(0));
         }
         if number.is_some() {
@@ -886,10 +889,25 @@ impl<T: Tracer> Projector<T> {
         stage: Stage,
         start: SystemTime,
     ) -> Option<&mut Pending> {
-        let Route::Open(at) = self.resolve(ev, task, number, Some(stage), start) else {
+        let Route::Open(i) = self.resolve(ev, task, number, Some(stage), start) else {
             return None;
         };
+        self.stage_at(task, i, stage, start)
+    }
+
+    /// The stage `stage` of the open attempt at `at` of `task`, opened now
+    /// when it is not yet; a conflict resolver's root (it has no stages).
+    fn stage_at(
+        &mut self,
+        task: &str,
+        at: usize,
+        stage: Stage,
+        start: SystemTime,
+    ) -> Option<&mut Pending> {
         let a = self.attempts.get_mut(task)?.get_mut(at)?;
+        if a.under_merge.is_some() {
+            return Some(&mut a.root);
+        }
         let i = match a.stages.iter().position(|(s, _)| *s == stage) {
             Some(i) => i,
             None => {
@@ -1150,12 +1168,8 @@ impl<T: Tracer> Projector<T> {
             Route::Late(f) => return Some((f.trace, f.root)),
             Route::Unknown => return None,
         };
-        let a = self.open_mut(task, i)?;
-        if a.under_merge.is_some() {
-            return Some((a.trace, a.root.id));
-        }
-        let (trace, number) = (a.trace, a.number);
-        let span = self.stage_mut(ev, task, number, stage, start)?.id;
+        let trace = self.open_mut(task, i)?.trace;
+        let span = self.stage_at(task, i, stage, start)?.id;
         Some((trace, span))
     }
 
@@ -2123,6 +2137,333 @@ mod tests {
         assert_eq!((plan.start_time, plan.end_time), (r.time(0), r.time(120)));
         assert!(!format!("{spans:?}").contains("PLANNER-NOTES"));
         assert!(r.projector.attempts.is_empty() && r.projector.plans.is_empty());
+    }
+
+    fn started(r: &mut Rig, ms: i64, id: i64, number: u32) {
+        r.feed(
+            ms,
+            Some(T),
+            AttemptStarted {
+                attempt_id: id,
+                number,
+                base_commit: None,
+            },
+        );
+    }
+
+    fn call_for(role: &str, attempt_id: Option<i64>) -> ModelCall {
+        ModelCall {
+            attempt_id,
+            ..model(role, 10)
+        }
+    }
+
+    fn by_id(spans: &[SpanData]) -> HashMap<SpanId, &SpanData> {
+        spans
+            .iter()
+            .map(|s| (s.span_context.span_id(), s))
+            .collect()
+    }
+
+    #[test]
+    fn candidates_each_have_their_trace_and_the_round_links_them() {
+        let mut r = Rig::new(false);
+        r.feed(
+            0,
+            Some(T),
+            orch_protocol::CandidatesStarted {
+                candidates: 2,
+                slots: vec![],
+            },
+        );
+        started(&mut r, 1, 11, 1);
+        started(&mut r, 2, 12, 2);
+        for n in [1, 2] {
+            r.feed(
+                5,
+                Some(T),
+                StageStarted {
+                    attempt: Some(n),
+                    ..StageStarted::new(Stage::Work)
+                },
+            );
+        }
+        r.feed(20, Some(T), call_for("worker", Some(11)));
+        r.feed(21, Some(T), call_for("worker", Some(12)));
+        // Both are at work: a tool call that names neither is left out.
+        r.feed(22, Some(T), tool());
+        r.feed(30, Some(T), stage(Stage::Work, 25, true));
+        r.feed(
+            31,
+            Some(T),
+            StageFinished::new(Stage::Work, Some(2), Duration::from_millis(26), true),
+        );
+        // Only candidate 2 is judged: its verdict is its own.
+        r.feed(40, Some(T), call_for("judge", Some(12)));
+        r.feed(
+            41,
+            Some(T),
+            VerdictRecorded {
+                passed: true,
+                score: Some(8.0),
+                ..Default::default()
+            },
+        );
+        r.feed(
+            42,
+            Some(T),
+            StageFinished::new(Stage::Judge, Some(2), Duration::from_millis(5), true),
+        );
+        r.feed(50, Some(T), finished(1, AttemptStatus::Failed));
+        r.feed(51, Some(T), finished(2, AttemptStatus::Passed));
+        // The ranking's call belongs to the round.
+        r.feed(60, Some(T), call_for("judge", None));
+        r.feed(
+            61,
+            Some(T),
+            orch_protocol::CandidatesRanked {
+                order: vec![2],
+                reasons: vec!["REASON-TEXT".into()],
+                attempts: vec![2],
+                winner: Some(2),
+                method: "only".into(),
+                warning: None,
+            },
+        );
+        r.feed(70, Some(T), StageStarted::new(Stage::Merge));
+        r.feed(
+            80,
+            Some(T),
+            StageFinished::new(Stage::Merge, None, Duration::from_millis(10), true),
+        );
+        let spans = r.spans();
+        let ids = by_id(&spans);
+        let roots = named(&spans, "attempt");
+        assert_eq!(roots.len(), 2, "{:?}", names(&spans));
+        let root = |n: i64| {
+            *roots
+                .iter()
+                .find(|s| attr(s, "orch.attempt.number") == Some(Value::I64(n)))
+                .unwrap()
+        };
+        let (c1, c2) = (root(1), root(2));
+        assert_ne!(c1.span_context.trace_id(), c2.span_context.trace_id());
+        assert_eq!(attr(c1, "orch.attempt.status"), Some(Value::from("failed")));
+        assert_eq!(attr(c2, "orch.attempt.status"), Some(Value::from("passed")));
+        assert_eq!(
+            attr(c1, "orch.attempt.unfinished"),
+            None,
+            "not closed as stale"
+        );
+        // Each worker call under its own candidate's work span.
+        for (call, owner) in named(&spans, "chat worker").iter().zip([c1, c2]) {
+            let work = ids[&call.parent_span_id];
+            assert_eq!(work.name, "work");
+            assert_eq!(work.parent_span_id, owner.span_context.span_id());
+        }
+        assert!(named(&spans, "execute_tool write_file").is_empty());
+        let judges = named(&spans, "judge");
+        assert_eq!(judges.len(), 1);
+        assert_eq!(judges[0].parent_span_id, c2.span_context.span_id());
+        assert_eq!(attr(judges[0], "orch.verdict.score"), Some(Value::F64(8.0)));
+        // The round: its own trace, linked to both, the ranking's call under it.
+        let round = one(&spans, "candidates");
+        assert_eq!(round.parent_span_id, SpanId::INVALID);
+        let linked: Vec<_> = round
+            .links
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id())
+            .collect();
+        assert_eq!(
+            linked,
+            [c1.span_context.span_id(), c2.span_context.span_id()]
+        );
+        assert_eq!(attr(round, "orch.candidates.count"), Some(Value::I64(2)));
+        assert_eq!(attr(round, "orch.candidates.order"), Some(Value::from("2")));
+        assert_eq!(attr(round, "orch.candidates.winner"), Some(Value::I64(2)));
+        assert_eq!(
+            attr(round, "orch.candidates.method"),
+            Some(Value::from("only"))
+        );
+        assert_eq!((round.start_time, round.end_time), (r.time(0), r.time(61)));
+        let ranking = named(&spans, "chat judge")
+            .into_iter()
+            .find(|s| s.parent_span_id == round.span_context.span_id());
+        assert!(ranking.is_some(), "the ranking's call is under the round");
+        // The winner's trace holds the merge.
+        let merge = one(&spans, "merge");
+        assert_eq!(merge.parent_span_id, c2.span_context.span_id());
+        assert!(!format!("{spans:?}").contains("REASON-TEXT"));
+        assert!(r.projector.attempts.is_empty() && r.projector.rounds.is_empty());
+    }
+
+    #[test]
+    fn a_conflict_resolver_is_an_attempt_under_the_merge() {
+        let mut r = Rig::new(false);
+        started(&mut r, 0, 1, 1);
+        r.feed(10, Some(T), finished(1, AttemptStatus::Passed));
+        r.feed(20, Some(T), StageStarted::new(Stage::Merge));
+        started(&mut r, 30, 2, 2);
+        r.feed(
+            31,
+            Some(T),
+            orch_protocol::ConflictResolving {
+                attempt_id: 2,
+                number: 2,
+                files: vec!["calc.py".into()],
+                onto: "abc".into(),
+                model: Some("replay:worker".into()),
+                worker: Some("builtin".into()),
+            },
+        );
+        r.feed(40, Some(T), call_for("worker", Some(2)));
+        r.feed(45, Some(T), tool());
+        r.feed(
+            60,
+            Some(T),
+            VerificationFinished {
+                stage: Some(Stage::Merge),
+                passed: true,
+                steps: vec![StepSummary {
+                    kind: "test".into(),
+                    exit_code: Some(0),
+                    duration_ms: 10,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        r.feed(70, Some(T), finished(2, AttemptStatus::Passed));
+        r.feed(
+            71,
+            Some(T),
+            orch_protocol::ConflictResolved {
+                attempt_id: 2,
+                number: 2,
+                files: vec!["calc.py".into()],
+                outcome: orch_protocol::ResolutionOutcome::Resolved,
+                reason: None,
+                commit: Some("def".into()),
+                duration_ms: 40,
+            },
+        );
+        r.feed(
+            80,
+            Some(T),
+            StageFinished::new(Stage::Merge, None, Duration::from_millis(60), true),
+        );
+        let spans = r.spans();
+        let trace = spans[0].span_context.trace_id();
+        assert!(
+            spans.iter().all(|s| s.span_context.trace_id() == trace),
+            "one trace: {:?}",
+            names(&spans)
+        );
+        let merge = one(&spans, "merge");
+        assert_eq!(
+            merge.status,
+            Status::Ok,
+            "the merge was not closed as stale"
+        );
+        let resolver = named(&spans, "attempt")
+            .into_iter()
+            .find(|s| attr(s, "orch.attempt.kind") == Some(Value::from("resolve")))
+            .expect("the resolver's attempt");
+        assert_eq!(resolver.parent_span_id, merge.span_context.span_id());
+        assert_eq!(attr(resolver, "orch.attempt.number"), Some(Value::I64(2)));
+        assert_eq!(attr(resolver, "orch.conflict.files"), Some(Value::I64(1)));
+        for s in ["chat worker", "execute_tool write_file"] {
+            assert_eq!(
+                one(&spans, s).parent_span_id,
+                resolver.span_context.span_id(),
+                "{s}"
+            );
+        }
+        assert!(named(&spans, "work").is_empty(), "a resolver has no stages");
+        assert_eq!(
+            one(&spans, "step test").parent_span_id,
+            merge.span_context.span_id()
+        );
+        let events: Vec<&str> = merge.events.iter().map(|e| e.name.as_ref()).collect();
+        assert_eq!(events, ["conflict_resolving", "conflict_resolved"]);
+        let resolved = &merge.events.events[1];
+        assert!(resolved.attributes.iter().any(
+            |k| k.key.as_str() == "orch.conflict.outcome" && k.value == Value::from("resolved")
+        ));
+        assert!(
+            !format!("{spans:?}").contains("calc.py"),
+            "file names are content"
+        );
+        assert!(r.projector.attempts.is_empty() && r.projector.finished.is_empty());
+    }
+
+    #[test]
+    fn refinement_iterations_are_events_on_the_attempt_and_the_stop_its_attributes() {
+        let mut r = Rig::new(false);
+        started(&mut r, 0, 7, 1);
+        for (ms, n, score, outcome) in [
+            (10, 1, 6.0, orch_core::IterationOutcome::Kept),
+            (20, 2, 5.0, orch_core::IterationOutcome::Reverted),
+        ] {
+            r.feed(
+                ms,
+                Some(T),
+                orch_protocol::RefineIteration {
+                    attempt_id: 7,
+                    number: 1,
+                    iteration: n,
+                    score: Some(score),
+                    outcome,
+                    best_score: Some(6.0),
+                    best_iteration: 1,
+                    commit: Some(format!("c{n}")),
+                    reverted_to: None,
+                },
+            );
+        }
+        r.feed(
+            30,
+            Some(T),
+            orch_protocol::RefineStopped {
+                attempt_id: 7,
+                number: 1,
+                reason: orch_protocol::RefineStop::Plateau,
+                iterations: 2,
+                best_iteration: 1,
+                best_score: Some(6.0),
+                passed: false,
+                detail: Some("DETAIL-TEXT".into()),
+            },
+        );
+        r.feed(40, Some(T), finished(1, AttemptStatus::Failed));
+        let spans = r.spans();
+        let root = one(&spans, "attempt");
+        let events: Vec<&SpanEvent> = root
+            .events
+            .iter()
+            .filter(|e| e.name == "refine_iteration")
+            .collect();
+        assert_eq!(events.len(), 2);
+        let value = |e: &SpanEvent, key: &str| {
+            e.attributes
+                .iter()
+                .find(|k| k.key.as_str() == key)
+                .map(|k| k.value.clone())
+        };
+        assert_eq!(
+            value(events[1], "orch.refine.outcome"),
+            Some(Value::from("reverted"))
+        );
+        assert_eq!(value(events[1], "orch.refine.score"), Some(Value::F64(5.0)));
+        assert_eq!(events[1].timestamp, r.time(20));
+        assert_eq!(
+            attr(root, "orch.refine.stop_reason"),
+            Some(Value::from("plateau"))
+        );
+        assert_eq!(attr(root, "orch.refine.iterations"), Some(Value::I64(2)));
+        assert_eq!(attr(root, "orch.refine.best_score"), Some(Value::F64(6.0)));
+        assert!(!format!("{spans:?}").contains("DETAIL-TEXT"));
     }
 
     #[test]
