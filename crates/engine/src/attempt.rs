@@ -49,6 +49,10 @@ pub(crate) enum AttemptEnd {
 pub(crate) struct EventObserver {
     pub(crate) rec: crate::Recorder,
     pub(crate) task: String,
+    /// The attempt the agent works for (its row id and number): several of
+    /// a task's attempts can run at once (best-of-N), so each call says whose.
+    pub(crate) attempt_id: i64,
+    pub(crate) attempt: u32,
 }
 
 impl AgentObserver for EventObserver {
@@ -67,7 +71,7 @@ impl AgentObserver for EventObserver {
                         arguments: Some(t.arguments.clone()),
                         path: None,
                         refused: reason.clone(),
-                        attempt: None,
+                        attempt: Some(self.attempt),
                     },
                     format!("refused {}: {reason}", t.tool),
                 ),
@@ -80,6 +84,8 @@ impl AgentObserver for EventObserver {
                         ok: t.ok,
                         output: t.output_preview.clone(),
                         duration_ms: t.duration_ms,
+                        attempt_id: Some(self.attempt_id),
+                        attempt: Some(self.attempt),
                     },
                     format!("{} {}", t.tool, if t.ok { "ok" } else { "error" }),
                 ),

@@ -348,6 +348,7 @@ impl Engine {
                     &report,
                     Some(Stage::Merge),
                     Some(kept.len()),
+                    None,
                 ),
                 format!(
                     "post-merge verification {} (batch of {})",

@@ -305,6 +305,8 @@ impl Resolver<'_> {
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
+            attempt_id: self.attempt.id,
+            attempt: self.attempt.number,
         };
         let outcome = e.worker.run(spec, &observer).await;
         e.store.add_task_usage(&self.task.id, &outcome.usage)?;
@@ -405,7 +407,12 @@ impl Resolver<'_> {
         let report = orch_verify::assess(steps, baseline.as_ref(), false, &e.test_goal(self.task));
         e.rec.note(
             Some(self.tid()),
-            protocol::VerificationFinished::from_report(&report, Some(Stage::Merge), None),
+            protocol::VerificationFinished::from_report(
+                &report,
+                Some(Stage::Merge),
+                None,
+                Some(&self.attempt),
+            ),
             format!(
                 "verification of the conflict resolution {}: {}",
                 if report.passed { "passed" } else { "failed" },

@@ -250,6 +250,8 @@ impl Run<'_> {
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
+            attempt_id: self.attempt.id,
+            attempt: self.attempt.number,
         };
         let outcome = worker.run(spec, &observer).await;
         let finished = matches!(outcome.end, WorkerEnd::Finished { .. });
@@ -533,7 +535,7 @@ impl Run<'_> {
         let report = orch_verify::assess(steps, baseline.as_ref(), c.head.is_none(), &goal);
         e.rec.note(
             Some(self.tid()),
-            protocol::VerificationFinished::from_report(&report, None, None),
+            protocol::VerificationFinished::from_report(&report, None, None, Some(&self.attempt)),
             format!(
                 "verification {}: {}",
                 if report.passed { "passed" } else { "failed" },
@@ -632,6 +634,8 @@ impl Run<'_> {
                 score: verdict.score,
                 issues: verdict.issues.clone(),
                 file: path.display().to_string(),
+                attempt_id: Some(self.attempt.id),
+                attempt: Some(self.attempt.number),
             },
             format!(
                 "verdict: {}{}",

@@ -1017,7 +1017,8 @@ impl Git {
     }
 
     /// Merges `branch` into `onto` without a worktree (`git merge-tree
-    /// --write-tree`, then `commit-tree` with both parents): the result is a
+    /// --write-tree`, then a commit of that tree with both parents, written
+    /// in-process when gix can): the result is a
     /// merge commit no branch points at yet, or the conflicting files. No
     /// working tree is touched, so merges need no checkout and no worktree
     /// lock; only verification needs a worktree.
@@ -1052,8 +1053,14 @@ impl Git {
             }
             _ => return Err(self.command_error(&self.repo, &args, &out)),
         }
-        let mut commit = IDENTITY.to_vec();
         let tree = tree.trim().to_string();
+        if let Some(head) = self
+            .reader
+            .commit_tree(&self.repo, &tree, &[onto, branch], message)
+        {
+            return Ok(MergeOutcome::Clean { head });
+        }
+        let mut commit = IDENTITY.to_vec();
         commit.extend([
             "commit-tree",
             tree.as_str(),

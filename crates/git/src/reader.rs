@@ -220,4 +220,39 @@ impl Reader {
         };
         wt.edit_reference(edit).ok().map(|_| ())
     }
+
+    /// Writes a commit of `tree` with `parents` and `message`, authored and
+    /// committed by orch now, as `git commit-tree` does (no ref moves).
+    /// Its full id, or None when gix cannot.
+    pub(crate) fn commit_tree(
+        &self,
+        path: &Path,
+        tree: &str,
+        parents: &[&str],
+        message: &str,
+    ) -> Option<String> {
+        let repo = self.repo(path)?;
+        let tree = gix::ObjectId::from_hex(tree.as_bytes()).ok()?;
+        let parents: Vec<gix::ObjectId> = parents
+            .iter()
+            .map(|p| repo.rev_parse_single(*p).ok().map(|id| id.detach()))
+            .collect::<Option<_>>()?;
+        let orch = gix::actor::Signature {
+            name: "orch".into(),
+            email: "orch@localhost".into(),
+            time: gix::date::Time::now_local_or_utc(),
+        };
+        let mut time = gix::date::parse::TimeBuf::default();
+        let signature = orch.to_ref(&mut time);
+        // git's `commit-tree -m` ends the message with a newline.
+        let message = if message.ends_with('\n') {
+            message.to_string()
+        } else {
+            format!("{message}\n")
+        };
+        let commit = repo
+            .new_commit_as(signature, signature, message, tree, parents)
+            .ok()?;
+        Some(commit.id.to_string())
+    }
 }

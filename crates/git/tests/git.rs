@@ -811,6 +811,12 @@ async fn merge_commit_merges_without_a_worktree_or_reports_conflicts() {
         git(&r.path, &["log", "-1", "--format=%s", &head]),
         "Merge feature"
     );
+    // Written in-process, it is a commit git reads like its own.
+    assert_eq!(
+        git(&r.path, &["log", "-1", "--format=%an <%ae>|%cn|%B", &head]),
+        "orch <orch@localhost>|orch|Merge feature"
+    );
+    git(&r.path, &["fsck", "--strict", "--no-dangling"]);
     // Nothing in the checkout changed and main did not move.
     assert_eq!(g.rev_parse("main").await.unwrap(), main);
     assert!(!r.path.join("b.txt").exists());

@@ -2,7 +2,7 @@
 //! that older rows may lack has a default.
 
 use chrono::{DateTime, Utc};
-use orch_core::{AttemptStatus, TaskStatus};
+use orch_core::{AttemptKind, AttemptStatus, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// The common derives of every payload type.
@@ -223,12 +223,18 @@ payloads! {
         pub attempt_id: i64,
         pub number: u32,
         pub base_commit: Option<String>,
+        /// The task's work, or the merge queue's conflict resolver; older
+        /// rows lack it and read as work.
+        pub kind: AttemptKind,
     }
 
     pub struct AttemptFinished {
         pub attempt_id: i64,
         pub number: u32,
         pub status: AttemptStatus,
+        /// Work or resolve, as at its start; older rows read as work.
+        #[serde(default)]
+        pub kind: AttemptKind,
         #[serde(default)]
         pub turns: u32,
         #[serde(default)]
@@ -326,6 +332,10 @@ payloads! {
         /// The start of what the model was told, capped.
         pub output: String,
         pub duration_ms: u64,
+        /// The attempt whose worker made the call (its row id and number);
+        /// None in rows from before they were recorded.
+        pub attempt_id: Option<i64>,
+        pub attempt: Option<u32>,
     }
 
     #[derive(Default)]
@@ -404,6 +414,11 @@ payloads! {
         /// The merge batch's size, for a merge check.
         pub batch: Option<usize>,
         pub steps: Vec<StepSummary>,
+        /// The attempt verified (its row id and number): an attempt's own
+        /// check or a conflict resolver's; None for the merge queue's check
+        /// of a batch, and in older rows.
+        pub attempt_id: Option<i64>,
+        pub attempt: Option<u32>,
     }
 
     #[derive(Default)]
@@ -421,6 +436,9 @@ payloads! {
         pub issues: Vec<String>,
         /// The verdict's audit file.
         pub file: String,
+        /// The attempt judged (its row id and number); None in older rows.
+        pub attempt_id: Option<i64>,
+        pub attempt: Option<u32>,
     }
 
     #[derive(Default)]
@@ -760,11 +778,13 @@ impl From<&orch_core::StepResult> for StepSummary {
 
 impl VerificationFinished {
     /// What a verification report says, for the event log: `stage` is
-    /// Merge for the merge queue's check of a batch of `batch`.
+    /// Merge for the merge queue's check of a batch of `batch`; `attempt`
+    /// is the attempt verified (None for a batch, which is no attempt's).
     pub fn from_report(
         report: &orch_core::VerificationReport,
         stage: Option<Stage>,
         batch: Option<usize>,
+        attempt: Option<&orch_core::Attempt>,
     ) -> Self {
         VerificationFinished {
             stage,
@@ -775,6 +795,134 @@ impl VerificationFinished {
             goal_unmet: report.goal_unmet.clone(),
             batch,
             steps: report.steps.iter().map(StepSummary::from).collect(),
+            attempt_id: attempt.map(|a| a.id),
+            attempt: attempt.map(|a| a.number),
         }
+    }
+}
+
+#[cfg(test)]
+mod attempt_field_tests {
+    //! The per-attempt fields: they round-trip, and rows written before
+    //! them still decode (as no attempt, and as work).
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Event, Payload};
+
+    fn round_trip(p: impl Into<Payload>) -> Payload {
+        let e = Event::new("p", p, "m").task("t");
+        let back = Event::payload_from_parts(e.kind().as_str(), e.data_json()).unwrap();
+        assert_eq!(back, e.payload);
+        back
+    }
+
+    #[test]
+    fn the_attempt_of_tool_calls_verifications_and_verdicts_round_trips() {
+        let tool = ToolCall {
+            tool: "write_file".into(),
+            attempt_id: Some(12),
+            attempt: Some(2),
+            ..Default::default()
+        };
+        let Payload::ToolCall(t) = round_trip(tool) else {
+            panic!("not a tool call");
+        };
+        assert_eq!((t.attempt_id, t.attempt), (Some(12), Some(2)));
+        let verified = VerificationFinished {
+            passed: true,
+            attempt_id: Some(13),
+            attempt: Some(3),
+            ..Default::default()
+        };
+        let e = Event::new("p", verified.clone(), "m");
+        assert_eq!(e.data_json()["attempt_id"], 13);
+        assert_eq!(e.data_json()["attempt"], 3);
+        round_trip(verified);
+        round_trip(VerdictRecorded {
+            passed: true,
+            attempt_id: Some(14),
+            attempt: Some(4),
+            ..Default::default()
+        });
+        let started = AttemptStarted {
+            attempt_id: 5,
+            number: 2,
+            base_commit: None,
+            kind: AttemptKind::Resolve,
+        };
+        assert_eq!(
+            Event::new("p", started.clone(), "m").data_json()["kind"],
+            "resolve"
+        );
+        round_trip(started);
+        let finished = AttemptFinished {
+            attempt_id: 5,
+            number: 2,
+            status: AttemptStatus::Passed,
+            kind: AttemptKind::Resolve,
+            turns: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            error: None,
+            task_attempts: 1,
+            infra_failures: 0,
+        };
+        let Payload::AttemptFinished(f) = round_trip(finished) else {
+            panic!("not an attempt's end");
+        };
+        assert_eq!(f.kind, AttemptKind::Resolve);
+    }
+
+    #[test]
+    fn rows_from_before_the_attempt_fields_still_decode() {
+        let old =
+            |kind: &str, data: serde_json::Value| Event::payload_from_parts(kind, data).unwrap();
+        let Payload::ToolCall(t) = old(
+            "tool_call",
+            serde_json::json!({"turn": 1, "tool": "run", "arguments": "{}", "ok": true,
+                               "output": "", "duration_ms": 5}),
+        ) else {
+            panic!("not a tool call");
+        };
+        assert_eq!(
+            (t.tool.as_str(), t.attempt_id, t.attempt),
+            ("run", None, None)
+        );
+        let Payload::VerificationFinished(v) = old(
+            "verification_finished",
+            serde_json::json!({"stage": null, "passed": false, "new_failures": ["t"],
+                               "steps": [{"kind": "test", "duration_ms": 3}]}),
+        ) else {
+            panic!("not a verification");
+        };
+        assert_eq!(
+            (v.new_failures.len(), v.attempt_id, v.attempt),
+            (1, None, None)
+        );
+        let Payload::VerdictRecorded(d) = old(
+            "verdict_recorded",
+            serde_json::json!({"passed": true, "score": 8.0, "issues": [], "file": "v.md"}),
+        ) else {
+            panic!("not a verdict");
+        };
+        assert_eq!((d.score, d.attempt_id, d.attempt), (Some(8.0), None, None));
+        let Payload::AttemptStarted(s) = old(
+            "attempt_started",
+            serde_json::json!({"attempt_id": 3, "number": 1, "base_commit": "abc"}),
+        ) else {
+            panic!("not an attempt's start");
+        };
+        assert_eq!(s.kind, AttemptKind::Work);
+        let Payload::AttemptFinished(f) = old(
+            "attempt_finished",
+            serde_json::json!({"attempt_id": 3, "number": 1, "status": "failed", "turns": 2}),
+        ) else {
+            panic!("not an attempt's end");
+        };
+        assert_eq!(
+            (f.status, f.kind),
+            (AttemptStatus::Failed, AttemptKind::Work)
+        );
     }
 }

@@ -326,6 +326,7 @@ impl Store {
                     attempt_id,
                     number: attempt.number,
                     status,
+                    kind: attempt.kind,
                     turns: fin.turns,
                     input_tokens: fin.usage.input_tokens,
                     output_tokens: fin.usage.output_tokens,
@@ -535,6 +536,7 @@ fn insert_attempt(
             attempt_id,
             number,
             base_commit: Some(base_commit.to_string()),
+            kind,
         },
         format!("attempt {number} of task {task} started"),
     )

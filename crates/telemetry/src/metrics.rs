@@ -102,7 +102,7 @@ const MODEL: &[&str] = &["project", "role", "provider", "model"];
 pub const CATALOGUE: &[MetricDoc] = &[
     doc(EVENTS, "counter", &["project", "kind"], "Events committed, by kind."),
     doc(EVENTS_LAGGED, "counter", &[], "Events the metrics missed because they fell behind the bus."),
-    doc(ATTEMPTS, "counter", &["project", "outcome"], "Attempts finished, by outcome (passed, failed, needs_human, interrupted, error, cancelled)."),
+    doc(ATTEMPTS, "counter", &["project", "kind", "outcome"], "Attempts finished, by kind (work, or resolve for the merge queue's conflict resolver) and outcome (passed, failed, needs_human, interrupted, error, cancelled)."),
     doc(STAGE_DURATION, "histogram", &["project", "stage", "ok"], "How long stages took (work, verify, judge, merge, ...); skipped stages are not counted."),
     doc(MODEL_CALLS, "counter", &["project", "role", "provider", "model", "ok"], "Model calls as metered, by role and model."),
     doc(MODEL_TOKENS, "counter", &["project", "role", "provider", "model", "kind"], "Tokens of model calls; kind is input, output or cached."),
@@ -369,7 +369,11 @@ fn count(ev: &Event, floats: &FloatCounters) {
     match &ev.payload {
         Payload::AttemptFinished(a) => inc(
             ATTEMPTS,
-            &[("project", project), ("outcome", a.status.as_str())],
+            &[
+                ("project", project),
+                ("kind", a.kind.as_str()),
+                ("outcome", a.status.as_str()),
+            ],
         ),
         Payload::StageFinished(s) if !s.skipped => {
             let l = [
@@ -648,7 +652,7 @@ fn escape(v: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use orch_core::{AttemptStatus, IterationOutcome, NewTask};
+    use orch_core::{AttemptKind, AttemptStatus, IterationOutcome, NewTask};
     use orch_protocol as pr;
 
     /// The value of the one series `name` whose labels include `pairs`
@@ -685,10 +689,15 @@ mod tests {
     }
 
     fn finished(status: AttemptStatus) -> Event {
+        finished_as(AttemptKind::Work, status)
+    }
+
+    fn finished_as(kind: AttemptKind, status: AttemptStatus) -> Event {
         ev(pr::AttemptFinished {
             attempt_id: 1,
             number: 1,
             status,
+            kind,
             turns: 1,
             input_tokens: 0,
             output_tokens: 0,
@@ -747,6 +756,11 @@ mod tests {
         assert_eq!(outcome("passed"), Some(2.0), "{t}");
         assert_eq!(outcome("failed"), Some(1.0));
         assert_eq!(outcome("error"), None);
+        assert_eq!(
+            sample(&t, ATTEMPTS, &[("kind", "work"), ("outcome", "passed")]),
+            Some(2.0),
+            "{t}"
+        );
         let work = [("project", "calc"), ("stage", "work")];
         assert_eq!(
             sample(&t, "orch_stage_duration_seconds_count", &work),
@@ -940,6 +954,43 @@ mod tests {
             assert_eq!(sample(&t, name, &[("project", "calc")]), Some(n), "{name}");
         }
         assert_eq!(sample(&t, TASKS_CANCELLED, &[]), None);
+    }
+
+    #[test]
+    fn resolver_attempts_are_counted_by_their_kind_not_as_work() {
+        let m = Metrics::private();
+        for e in [
+            finished_as(AttemptKind::Work, AttemptStatus::Passed),
+            finished_as(AttemptKind::Resolve, AttemptStatus::Passed),
+            finished_as(AttemptKind::Resolve, AttemptStatus::Failed),
+        ] {
+            m.observe(&e);
+        }
+        let t = render(&m);
+        let n = |kind, outcome| sample(&t, ATTEMPTS, &[("kind", kind), ("outcome", outcome)]);
+        assert_eq!(
+            (
+                n("work", "passed"),
+                n("work", "failed"),
+                n("resolve", "passed"),
+                n("resolve", "failed")
+            ),
+            (Some(1.0), None, Some(1.0), Some(1.0)),
+            "{t}"
+        );
+        // An end recorded before kinds existed reads as work.
+        let old = Event::payload_from_parts(
+            "attempt_finished",
+            serde_json::json!({"attempt_id": 9, "number": 1, "status": "failed"}),
+        )
+        .unwrap();
+        m.observe(&Event::new("calc", old, "m"));
+        let t = render(&m);
+        assert_eq!(
+            sample(&t, ATTEMPTS, &[("kind", "work"), ("outcome", "failed")]),
+            Some(1.0),
+            "{t}"
+        );
     }
 
     #[test]

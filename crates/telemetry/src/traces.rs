@@ -13,14 +13,15 @@
 //! own (`plan`, with the planner's model calls under it), and so are
 //! best-of-N rounds (`candidates`, linked to each candidate's trace, with
 //! the ranking's model call under it). A refining attempt's iterations are
-//! events on its root; the merge queue's conflict resolver is an attempt
-//! whose trace hangs under the merge it works for.
+//! events on its root; the merge queue's conflict resolver (an attempt of
+//! kind `resolve`) is an attempt whose trace hangs under the merge it works
+//! for.
 //!
-//! Several attempts of one task are open at once only in a best-of-N
-//! round. Events that name their attempt (stages, model calls, the end)
-//! go to it; the few that do not (tool calls, verification steps, the
-//! verdict) go to the one candidate in that stage, and are left out when
-//! several are, rather than put in the wrong trace.
+//! Several attempts of one task are open at once in a best-of-N round.
+//! Every attempt-scoped event names its attempt (by row id, number or both)
+//! and goes to that attempt's trace; one that names none (a row from an
+//! older orch) goes to the task's one open attempt, and is left out when
+//! several are open, rather than put in the wrong trace.
 //!
 //! A span is emitted whole once its end is known. Its id is chosen when it
 //! is first referred to, so children (a model call during `work`) can point
@@ -40,7 +41,7 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use opentelemetry_sdk::Resource;
-use orch_core::AttemptStatus;
+use orch_core::{AttemptKind, AttemptStatus};
 use orch_protocol::{
     AttemptFinished, AttemptStarted, CandidatesRanked, CandidatesStarted, ConflictResolved,
     ConflictResolving, Event, ModelCall, Payload, PlanCreated, RefineIteration, RefineStopped,
@@ -283,6 +284,8 @@ struct AttemptTrace {
     number: Option<u32>,
     /// The attempt's row id, from its start (model calls name it).
     id: Option<i64>,
+    /// Work or resolve, once an event has said (its start does).
+    kind: Option<AttemptKind>,
     /// The merge span this attempt hangs under: set for the merge queue's
     /// conflict resolver, which works inside the merge; None for a root.
     under_merge: Option<SpanId>,
@@ -312,6 +315,51 @@ enum Route {
     Unknown,
 }
 
+/// Which attempt an event names: its number, its row id, both or neither.
+#[derive(Clone, Copy, Default)]
+struct Who {
+    number: Option<u32>,
+    id: Option<i64>,
+}
+
+impl Who {
+    /// An event that names no attempt.
+    const ANY: Who = Who {
+        number: None,
+        id: None,
+    };
+
+    fn of(id: Option<i64>, number: Option<u32>) -> Who {
+        Who { number, id }
+    }
+
+    fn number(number: Option<u32>) -> Who {
+        Who { number, id: None }
+    }
+
+    fn named(self) -> bool {
+        self.number.is_some() || self.id.is_some()
+    }
+
+    /// Whether the attempt with `id` and `number` is the one named: by row
+    /// id when both sides know it, else by number (an attempt seen only in
+    /// part may know one and not the other).
+    fn is(self, id: Option<i64>, number: Option<u32>) -> bool {
+        match (self.id, id) {
+            (Some(a), Some(b)) => a == b,
+            _ => matches!((self.number, number), (Some(a), Some(b)) if a == b),
+        }
+    }
+
+    /// Whether it names an attempt other than that one.
+    fn other_than(self, id: Option<i64>, number: Option<u32>) -> bool {
+        match (self.id, id) {
+            (Some(a), Some(b)) => a != b,
+            _ => matches!((self.number, number), (Some(a), Some(b)) if a != b),
+        }
+    }
+}
+
 /// Where a finished attempt's trace is, for what comes after it (the merge,
 /// a late event).
 #[derive(Clone, Copy)]
@@ -319,6 +367,7 @@ struct Finished {
     trace: TraceId,
     root: SpanId,
     number: Option<u32>,
+    id: Option<i64>,
     seq: u64,
 }
 
@@ -480,7 +529,8 @@ impl<T: Tracer> Projector<T> {
             (Payload::AttemptInterrupted(p), Some(t)) => {
                 let mut attrs = vec![kv("orch.attempt.interrupted_reason", p.reason.clone())];
                 attrs.extend(p.stage.map(|s| kv("orch.attempt.stage", s.as_str())));
-                self.end_attempt(ev, t, p.number, AttemptStatus::Interrupted, attrs);
+                let who = Who::of(Some(p.attempt_id), Some(p.number));
+                self.end_attempt(ev, t, who, AttemptStatus::Interrupted, None, attrs);
             }
             (Payload::Cancelled(p), Some(t)) => {
                 let attrs = p
@@ -488,7 +538,8 @@ impl<T: Tracer> Projector<T> {
                     .map(|s| kv("orch.attempt.stage", s.as_str()))
                     .into_iter()
                     .collect();
-                self.end_attempt(ev, t, p.number, AttemptStatus::Cancelled, attrs);
+                let who = Who::of(Some(p.attempt_id), Some(p.number));
+                self.end_attempt(ev, t, who, AttemptStatus::Cancelled, None, attrs);
             }
             (Payload::ModelCall(p), _) if p.role == "planner" || task.is_none() => {
                 self.planner_call(ev, p)
@@ -504,7 +555,7 @@ impl<T: Tracer> Projector<T> {
                     attrs.extend(p.path.clone().map(|x| kv("orch.path", x)));
                 }
                 let stage = p.stage.unwrap_or(Stage::Work);
-                self.stage_event(ev, t, p.attempt, stage, "tool_refused", attrs);
+                self.stage_event(ev, t, Who::number(p.attempt), stage, "tool_refused", attrs);
             }
             (Payload::StageStarted(p), Some(t)) => self.stage_started(ev, t, p),
             (Payload::StageStarted(p), None) if p.stage == Stage::Plan => self.plan_started(ev, p),
@@ -519,7 +570,8 @@ impl<T: Tracer> Projector<T> {
                 if self.out.content && !p.issues.is_empty() {
                     attrs.push(kv("orch.verdict.issue_text", p.issues.join("\n")));
                 }
-                self.stage_attrs(ev, t, Stage::Judge, attrs);
+                let who = Who::of(p.attempt_id, p.attempt);
+                self.stage_attrs(ev, t, who, Stage::Judge, attrs);
             }
             (Payload::HumanAsked(p), Some(t)) => {
                 let attrs = if self.out.content {
@@ -527,7 +579,7 @@ impl<T: Tracer> Projector<T> {
                 } else {
                     vec![]
                 };
-                self.root_event(ev, t, None, "human_asked", attrs);
+                self.root_event(ev, t, Who::ANY, "human_asked", attrs);
             }
             (Payload::InfraFailure(p), Some(t)) => {
                 let mut attrs = vec![
@@ -537,7 +589,7 @@ impl<T: Tracer> Projector<T> {
                 if self.out.content {
                     attrs.push(kv("orch.error", p.error.clone()));
                 }
-                self.root_event(ev, t, None, "infra_failure", attrs);
+                self.root_event(ev, t, Who::ANY, "infra_failure", attrs);
             }
             (Payload::Merged(p), Some(t)) => {
                 if let Some(m) = self.merges.get_mut(t) {
@@ -591,11 +643,11 @@ impl<T: Tracer> Projector<T> {
                 self.close_attempt(task, stale, at(ev));
             }
         }
-        self.open_attempt(ev, task, Some(p.number), at(ev), false);
+        let who = Who::of(Some(p.attempt_id), Some(p.number));
+        self.open_attempt(ev, task, who, Some(p.kind), at(ev), false);
         let Some(a) = self.attempts.get_mut(task).and_then(|v| v.last_mut()) else {
             return;
         };
-        a.id = Some(p.attempt_id);
         a.root.attrs.push(kv("orch.attempt.id", p.attempt_id));
         a.root.attrs.extend(
             p.base_commit
@@ -619,16 +671,18 @@ impl<T: Tracer> Projector<T> {
     }
 
     /// Opens the attempt's trace; `partial` when its start was not seen.
-    /// An attempt that starts while the task's merge is under way is the
-    /// merge queue's conflict resolver: it hangs under the merge.
+    /// A conflict resolver (kind resolve) hangs under the task's merge when
+    /// that is under way; any other attempt is a trace of its own.
     fn open_attempt(
         &mut self,
         ev: &Event,
         task: &str,
-        number: Option<u32>,
+        who: Who,
+        kind: Option<AttemptKind>,
         start: SystemTime,
         partial: bool,
     ) {
+        let number = who.number;
         let seq = self.next_seq();
         let mut root = self.out.pending(start);
         root.attrs.extend([
@@ -640,7 +694,8 @@ impl<T: Tracer> Projector<T> {
         if partial {
             root.attrs.push(kv("orch.attempt.partial", true));
         }
-        let (trace, under_merge) = match self.merges.get(task) {
+        let merge = self.merges.get(task);
+        let (trace, under_merge) = match merge.filter(|_| kind == Some(AttemptKind::Resolve)) {
             Some(m) => (m.trace, Some(m.span.id)),
             None => (self.out.ids.new_trace_id(), None),
         };
@@ -651,7 +706,8 @@ impl<T: Tracer> Projector<T> {
                 trace,
                 root,
                 number,
-                id: None,
+                id: who.id,
+                kind,
                 under_merge,
                 stages: Vec::new(),
                 seq,
@@ -667,82 +723,49 @@ impl<T: Tracer> Projector<T> {
     }
 
     /// Which of `task`'s open attempts an event is for: the one it names
-    /// (by row id or number); else the only one (the only one in `stage`,
-    /// when the event belongs to a stage). None when it has none open, or
-    /// names one that is not; Err when several could be meant.
-    fn find(
-        &self,
-        task: &str,
-        number: Option<u32>,
-        id: Option<i64>,
-        stage: Option<Stage>,
-    ) -> Result<Option<usize>, ()> {
+    /// (by row id or number); else, when it names none or its attempt is
+    /// not known by that name yet, the only one. None when it has none
+    /// open, or names one that is not; Err when several could be meant.
+    fn find(&self, task: &str, who: Who) -> Result<Option<usize>, ()> {
         let Some(open) = self.attempts.get(task) else {
             return Ok(None);
         };
-        let named = open.iter().position(|a| {
-            id.is_some_and(|id| a.id == Some(id)) || number.is_some_and(|n| a.number == Some(n))
-        });
-        if named.is_some() {
-            return Ok(named);
+        if let Some(i) = open.iter().position(|a| who.is(a.id, a.number)) {
+            return Ok(Some(i));
         }
-        if open.len() == 1 {
-            // Outside a round, the one open attempt is the task's, whatever
-            // it is called (an attempt seen only in part has no number); in
-            // one, unless the event names another.
-            let lone = &open[0];
-            let another = number.is_some_and(|n| lone.number.is_some_and(|m| m != n))
-                || id.is_some_and(|i| lone.id.is_some_and(|j| j != i));
-            let fits = !self.rounds.contains_key(task) || !another;
-            return Ok(fits.then_some(0));
+        if let [lone] = open.as_slice() {
+            // An attempt seen only in part may lack the name the event uses.
+            return Ok((!who.other_than(lone.id, lone.number)).then_some(0));
         }
-        if number.is_some() {
-            return Ok(None);
-        }
-        let mut in_stage = open
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| stage.is_some_and(|s| a.stages.iter().any(|(x, _)| *x == s)));
-        match (in_stage.next(), in_stage.next()) {
-            (Some((i, _)), None) => Ok(Some(i)),
-            _ => Err(()),
+        if who.named() {
+            Ok(None)
+        } else {
+            Err(())
         }
     }
 
     /// Where an attempt-scoped event of `task` goes: an open attempt (opened
     /// now, partial, when never seen), the finished attempt it is late for,
-    /// or nowhere when it could be for any of several.
-    fn resolve(
-        &mut self,
-        ev: &Event,
-        task: &str,
-        number: Option<u32>,
-        stage: Option<Stage>,
-        start: SystemTime,
-    ) -> Route {
-        self.resolve_with(ev, task, number, None, stage, start)
-    }
-
-    fn resolve_with(
-        &mut self,
-        ev: &Event,
-        task: &str,
-        number: Option<u32>,
-        id: Option<i64>,
-        stage: Option<Stage>,
-        start: SystemTime,
-    ) -> Route {
-        match self.find(task, number, id, stage) {
-            Ok(Some(i)) => return Route::Open(i),
+    /// or nowhere when it could be for any of several. The open attempt
+    /// learns the id or number the event gives it.
+    fn resolve(&mut self, ev: &Event, task: &str, who: Who, start: SystemTime) -> Route {
+        match self.find(task, who) {
+            Ok(Some(i)) => {
+                if let Some(a) = self.open_mut(task, i) {
+                    a.id = a.id.or(who.id);
+                    a.number = a.number.or(who.number);
+                }
+                return Route::Open(i);
+            }
             Err(()) => return Route::Unknown,
             Ok(None) => {}
         }
         if let Some(f) = self.finished.get(task) {
-            if number.is_none() || number == f.number {
+            if !who.named() || who.is(f.id, f.number) {
                 return Route::Late(*f);
             }
         }
-        self.open_attempt(ev, task, number, start, true);
+        self.open_attempt(ev, task, who, None, start, true);
         match self.attempts.get(task) {
             Some(v) if !v.is_empty() => Route::Open(v.len() - 1),
             _ => Route::Unknown,
@@ -775,31 +798,31 @@ impl<T: Tracer> Projector<T> {
         if self.out.content {
             attrs.extend(p.error.clone().map(|e| kv("orch.error", e)));
         }
-        self.end_attempt(ev, task, p.number, p.status, attrs);
+        let who = Who::of(Some(p.attempt_id), Some(p.number));
+        self.end_attempt(ev, task, who, p.status, Some(p.kind), attrs);
     }
 
+    /// Ends the attempt `who` names; `kind` when the end says it (an
+    /// attempt's own start, when seen, said it first).
     fn end_attempt(
         &mut self,
         ev: &Event,
         task: &str,
-        number: u32,
+        who: Who,
         status: AttemptStatus,
+        kind: Option<AttemptKind>,
         attrs: Vec<KeyValue>,
     ) {
-        let Route::Open(i) = self.resolve(ev, task, Some(number), None, at(ev)) else {
+        let Route::Open(i) = self.resolve(ev, task, who, at(ev)) else {
             return; // already ended, or not known which
         };
         let Some(mut a) = self.take(task, i) else {
             return;
         };
-        a.number = a.number.or(Some(number));
-        if !a
-            .root
-            .attrs
-            .iter()
-            .any(|k| k.key.as_str() == "orch.attempt.number")
-        {
-            a.root.attrs.push(kv("orch.attempt.number", int(number)));
+        a.kind = a.kind.or(kind);
+        let has = |a: &AttemptTrace, key: &str| a.root.attrs.iter().any(|k| k.key.as_str() == key);
+        if let (false, Some(n)) = (has(&a, "orch.attempt.number"), a.number) {
+            a.root.attrs.push(kv("orch.attempt.number", int(n)));
         }
         a.root
             .attrs
@@ -828,7 +851,10 @@ impl<T: Tracer> Projector<T> {
 
     /// Emits the stages still open, then the root; remembers the trace for
     /// the merge.
-    fn emit_attempt(&mut self, task: &str, a: AttemptTrace, end: SystemTime, status: Status) {
+    fn emit_attempt(&mut self, task: &str, mut a: AttemptTrace, end: SystemTime, status: Status) {
+        if let Some(kind) = a.kind {
+            a.root.attrs.push(kv("orch.attempt.kind", kind.as_str()));
+        }
         for (stage, mut span) in a.stages {
             span.attrs.extend([
                 kv("orch.stage", stage.as_str()),
@@ -848,9 +874,10 @@ impl<T: Tracer> Projector<T> {
             trace: a.trace,
             root: a.root.id,
             number: a.number,
+            id: a.id,
             seq: self.next_seq(),
         };
-        let resolver = a.under_merge.is_some();
+        let resolver = a.kind == Some(AttemptKind::Resolve);
         self.out.emit(SpanOut {
             name: Cow::Borrowed("attempt"),
             kind: SpanKind::Internal,
@@ -878,18 +905,18 @@ impl<T: Tracer> Projector<T> {
 
     // --- stages -------------------------------------------------------------
 
-    /// The open stage `stage` of the attempt of `task`, referred to first at
-    /// `start`; None when the event is late for a finished attempt or it is
-    /// not known which attempt it is for.
+    /// The open stage `stage` of the attempt `who` of `task`, referred to
+    /// first at `start`; None when the event is late for a finished attempt
+    /// or it is not known which attempt it is for.
     fn stage_mut(
         &mut self,
         ev: &Event,
         task: &str,
-        number: Option<u32>,
+        who: Who,
         stage: Stage,
         start: SystemTime,
     ) -> Option<&mut Pending> {
-        let Route::Open(i) = self.resolve(ev, task, number, Some(stage), start) else {
+        let Route::Open(i) = self.resolve(ev, task, who, start) else {
             return None;
         };
         self.stage_at(task, i, stage, start)
@@ -905,7 +932,7 @@ impl<T: Tracer> Projector<T> {
         start: SystemTime,
     ) -> Option<&mut Pending> {
         let a = self.attempts.get_mut(task)?.get_mut(at)?;
-        if a.under_merge.is_some() {
+        if a.kind == Some(AttemptKind::Resolve) {
             return Some(&mut a.root);
         }
         let i = match a.stages.iter().position(|(s, _)| *s == stage) {
@@ -924,7 +951,8 @@ impl<T: Tracer> Projector<T> {
         match p.stage {
             Stage::Merge => self.merge_started(ev, task, p),
             Stage::Work | Stage::Verify | Stage::Judge => {
-                let Some(span) = self.stage_mut(ev, task, p.attempt, p.stage, at(ev)) else {
+                let who = Who::number(p.attempt);
+                let Some(span) = self.stage_mut(ev, task, who, p.stage, at(ev)) else {
                     return;
                 };
                 span.attrs
@@ -939,7 +967,7 @@ impl<T: Tracer> Projector<T> {
             _ => {
                 let mut attrs = vec![kv("orch.stage", p.stage.as_str())];
                 attrs.extend(p.model.clone().map(|m| kv("orch.model", m)));
-                self.root_event(ev, task, p.attempt, p.stage.as_str(), attrs);
+                self.root_event(ev, task, Who::number(p.attempt), p.stage.as_str(), attrs);
             }
         }
     }
@@ -977,7 +1005,7 @@ impl<T: Tracer> Projector<T> {
                 });
             }
         }
-        let i = match self.resolve(ev, task, p.attempt, Some(p.stage), start) {
+        let i = match self.resolve(ev, task, Who::number(p.attempt), start) {
             Route::Open(i) => i,
             Route::Unknown => return,
             Route::Late(f) => {
@@ -1014,51 +1042,53 @@ impl<T: Tracer> Projector<T> {
         });
     }
 
-    /// Adds attributes to an open stage of the attempt of `task`.
-    fn stage_attrs(&mut self, ev: &Event, task: &str, stage: Stage, attrs: Vec<KeyValue>) {
-        if let Some(span) = self.stage_mut(ev, task, None, stage, at(ev)) {
+    /// Adds attributes to an open stage of the attempt `who` of `task`.
+    fn stage_attrs(
+        &mut self,
+        ev: &Event,
+        task: &str,
+        who: Who,
+        stage: Stage,
+        attrs: Vec<KeyValue>,
+    ) {
+        if let Some(span) = self.stage_mut(ev, task, who, stage, at(ev)) {
             span.attrs.extend(attrs);
         }
     }
 
-    /// Adds an event to an open stage of the attempt of `task`.
+    /// Adds an event to an open stage of the attempt `who` of `task`.
     fn stage_event(
         &mut self,
         ev: &Event,
         task: &str,
-        number: Option<u32>,
+        who: Who,
         stage: Stage,
         name: &'static str,
         attrs: Vec<KeyValue>,
     ) {
-        if let Some(span) = self.stage_mut(ev, task, number, stage, at(ev)) {
+        if let Some(span) = self.stage_mut(ev, task, who, stage, at(ev)) {
             span.events.push(SpanEvent::new(name, at(ev), attrs, 0));
         }
     }
 
-    /// Adds an event to the root of the attempt of `task`.
+    /// Adds an event to the root of the attempt `who` of `task`.
     fn root_event(
         &mut self,
         ev: &Event,
         task: &str,
-        number: Option<u32>,
+        who: Who,
         name: &'static str,
         attrs: Vec<KeyValue>,
     ) {
-        if let Some(a) = self.root_mut(ev, task, number) {
+        if let Some(a) = self.root_mut(ev, task, who) {
             a.root.events.push(SpanEvent::new(name, at(ev), attrs, 0));
         }
     }
 
-    /// The open attempt of `task` an event for its root is for (`number`
-    /// when it names one); None when late or not known which.
-    fn root_mut(
-        &mut self,
-        ev: &Event,
-        task: &str,
-        number: Option<u32>,
-    ) -> Option<&mut AttemptTrace> {
-        let Route::Open(i) = self.resolve(ev, task, number, None, at(ev)) else {
+    /// The open attempt `who` of `task` an event for its root is for; None
+    /// when late or not known which.
+    fn root_mut(&mut self, ev: &Event, task: &str, who: Who) -> Option<&mut AttemptTrace> {
+        let Route::Open(i) = self.resolve(ev, task, who, at(ev)) else {
             return None;
         };
         self.open_mut(task, i)
@@ -1099,8 +1129,11 @@ impl<T: Tracer> Projector<T> {
         let parent = match (stage_of_role(&p.role), self.rounds.get(task)) {
             // The ranking of a best-of-N round is no candidate's call.
             (_, Some(round)) if p.attempt_id.is_none() => Some((round.trace, round.span.id)),
-            (Some(stage), _) => self.child_of_stage(ev, task, p.attempt_id, stage, span.start),
-            (None, _) => self.child_of_root(ev, task, p.attempt_id, span.start),
+            (Some(stage), _) => {
+                let who = Who::of(p.attempt_id, None);
+                self.child_of_stage(ev, task, who, stage, span.start)
+            }
+            (None, _) => self.child_of_root(ev, task, Who::of(p.attempt_id, None), span.start),
         };
         let Some((trace, parent)) = parent else {
             return;
@@ -1136,7 +1169,8 @@ impl<T: Tracer> Projector<T> {
         } else {
             Status::error("the tool call failed")
         };
-        let Some((trace, parent)) = self.child_of_stage(ev, task, None, Stage::Work, span.start)
+        let who = Who::of(p.attempt_id, p.attempt);
+        let Some((trace, parent)) = self.child_of_stage(ev, task, who, Stage::Work, span.start)
         else {
             return;
         };
@@ -1151,19 +1185,18 @@ impl<T: Tracer> Projector<T> {
         });
     }
 
-    /// The trace and parent for a child of `stage` of the attempt with row
-    /// id `id` (when the event names it): the root of a finished attempt,
-    /// for a late event; the root of a conflict resolver, which has no
-    /// stages of its own.
+    /// The trace and parent for a child of `stage` of the attempt `who`:
+    /// the root of a finished attempt, for a late event; the root of a
+    /// conflict resolver, which has no stages of its own.
     fn child_of_stage(
         &mut self,
         ev: &Event,
         task: &str,
-        id: Option<i64>,
+        who: Who,
         stage: Stage,
         start: SystemTime,
     ) -> Option<(TraceId, SpanId)> {
-        let i = match self.resolve_with(ev, task, None, id, Some(stage), start) {
+        let i = match self.resolve(ev, task, who, start) {
             Route::Open(i) => i,
             Route::Late(f) => return Some((f.trace, f.root)),
             Route::Unknown => return None,
@@ -1177,10 +1210,10 @@ impl<T: Tracer> Projector<T> {
         &mut self,
         ev: &Event,
         task: &str,
-        id: Option<i64>,
+        who: Who,
         start: SystemTime,
     ) -> Option<(TraceId, SpanId)> {
-        match self.resolve_with(ev, task, None, id, None, start) {
+        match self.resolve(ev, task, who, start) {
             Route::Open(i) => self.open_mut(task, i).map(|a| (a.trace, a.root.id)),
             Route::Late(f) => Some((f.trace, f.root)),
             Route::Unknown => None,
@@ -1222,8 +1255,9 @@ impl<T: Tracer> Projector<T> {
                 None => self.after_attempt(task),
             }
         } else {
-            let target = self.child_of_stage(ev, task, None, Stage::Verify, first);
-            if let Some(span) = self.stage_mut(ev, task, None, Stage::Verify, first) {
+            let who = Who::of(p.attempt_id, p.attempt);
+            let target = self.child_of_stage(ev, task, who, Stage::Verify, first);
+            if let Some(span) = self.stage_mut(ev, task, who, Stage::Verify, first) {
                 span.attrs.extend(attrs);
             }
             target
@@ -1478,12 +1512,14 @@ impl<T: Tracer> Projector<T> {
         attrs.extend(p.score.map(|s| kv("orch.refine.score", s)));
         attrs.extend(p.best_score.map(|s| kv("orch.refine.best_score", s)));
         attrs.extend(p.commit.clone().map(|c| kv("orch.refine.commit", c)));
-        self.root_event(ev, task, Some(p.number), "refine_iteration", attrs);
+        let who = Who::of(Some(p.attempt_id), Some(p.number));
+        self.root_event(ev, task, who, "refine_iteration", attrs);
     }
 
     fn refine_stopped(&mut self, ev: &Event, task: &str, p: &RefineStopped) {
         let content = self.out.content;
-        let Some(a) = self.root_mut(ev, task, Some(p.number)) else {
+        let who = Who::of(Some(p.attempt_id), Some(p.number));
+        let Some(a) = self.root_mut(ev, task, who) else {
             return;
         };
         a.root.attrs.extend([
@@ -1502,7 +1538,8 @@ impl<T: Tracer> Projector<T> {
         }
     }
 
-    /// The resolver's attempt says what it is; the merge gets an event.
+    /// The resolver's attempt says what it is; the merge gets an event. A
+    /// resolver whose start was not seen is opened here, under the merge.
     fn conflict_resolving(&mut self, ev: &Event, task: &str, p: &ConflictResolving) {
         let mut attrs = vec![kv("orch.conflict.files", int(p.files.len()))];
         if self.out.content {
@@ -1515,8 +1552,13 @@ impl<T: Tracer> Projector<T> {
                 .events
                 .push(SpanEvent::new("conflict_resolving", at(ev), e, 0));
         }
-        if let Some(a) = self.root_mut(ev, task, Some(p.number)) {
-            a.root.attrs.push(kv("orch.attempt.kind", "resolve"));
+        let who = Who::of(Some(p.attempt_id), Some(p.number));
+        if matches!(self.find(task, who), Ok(None)) {
+            let resolve = Some(AttemptKind::Resolve);
+            self.open_attempt(ev, task, who, resolve, at(ev), true);
+        }
+        if let Some(a) = self.root_mut(ev, task, who) {
+            a.kind = Some(AttemptKind::Resolve);
             a.root.attrs.extend(attrs);
             a.root
                 .attrs
@@ -1739,10 +1781,15 @@ mod tests {
     }
 
     fn finished(number: u32, status: AttemptStatus) -> AttemptFinished {
+        ended(7, number, AttemptKind::Work, status)
+    }
+
+    fn ended(id: i64, number: u32, kind: AttemptKind, status: AttemptStatus) -> AttemptFinished {
         AttemptFinished {
-            attempt_id: 7,
+            attempt_id: id,
             number,
             status,
+            kind,
             turns: 3,
             input_tokens: 120,
             output_tokens: 40,
@@ -1766,6 +1813,7 @@ mod tests {
         }
     }
 
+    /// A tool call that names no attempt, as rows from before they did.
     fn tool() -> ToolCall {
         ToolCall {
             turn: 1,
@@ -1774,6 +1822,18 @@ mod tests {
             ok: true,
             output: "TOOL-OUTPUT".into(),
             duration_ms: 20,
+            attempt_id: None,
+            attempt: None,
+        }
+    }
+
+    /// A tool call `name` by the worker of the attempt `id`, number `number`.
+    fn tool_for(id: i64, number: u32, name: &str) -> ToolCall {
+        ToolCall {
+            tool: name.into(),
+            attempt_id: Some(id),
+            attempt: Some(number),
+            ..tool()
         }
     }
 
@@ -1790,6 +1850,7 @@ mod tests {
                 attempt_id: 7,
                 number: 1,
                 base_commit: Some("abc".into()),
+                kind: AttemptKind::Work,
             },
         );
         r.feed(
@@ -1802,7 +1863,7 @@ mod tests {
             },
         );
         r.feed(110, Some(T), model("worker", 100));
-        r.feed(140, Some(T), tool());
+        r.feed(140, Some(T), tool_for(7, 1, "write_file"));
         r.feed(200, Some(T), stage(Stage::Work, 190, true));
         let steps = vec![
             StepSummary {
@@ -1838,6 +1899,8 @@ mod tests {
                 score: Some(9.0),
                 issues: vec!["ISSUE-TEXT".into()],
                 file: "v.md".into(),
+                attempt_id: Some(7),
+                attempt: Some(1),
             },
         );
         r.feed(411, Some(T), stage(Stage::Judge, 100, true));
@@ -2017,6 +2080,7 @@ mod tests {
                 attempt_id: 1,
                 number: 1,
                 base_commit: None,
+                kind: AttemptKind::Work,
             },
         );
         r.feed(10, Some(T), StageStarted::new(Stage::Work));
@@ -2037,6 +2101,7 @@ mod tests {
                 attempt_id: 2,
                 number: 1,
                 base_commit: None,
+                kind: AttemptKind::Work,
             },
         );
         r.projector.close_all(r.time(90));
@@ -2065,9 +2130,10 @@ mod tests {
             0,
             Some(T),
             AttemptStarted {
-                attempt_id: 1,
+                attempt_id: 7,
                 number: 1,
                 base_commit: None,
+                kind: AttemptKind::Work,
             },
         );
         r.feed(10, Some(T), finished(1, AttemptStatus::Passed));
@@ -2140,6 +2206,10 @@ mod tests {
     }
 
     fn started(r: &mut Rig, ms: i64, id: i64, number: u32) {
+        started_as(r, ms, id, number, AttemptKind::Work);
+    }
+
+    fn started_as(r: &mut Rig, ms: i64, id: i64, number: u32, kind: AttemptKind) {
         r.feed(
             ms,
             Some(T),
@@ -2147,6 +2217,7 @@ mod tests {
                 attempt_id: id,
                 number,
                 base_commit: None,
+                kind,
             },
         );
     }
@@ -2198,7 +2269,7 @@ mod tests {
             Some(T),
             StageFinished::new(Stage::Work, Some(2), Duration::from_millis(26), true),
         );
-        // Only candidate 2 is judged: its verdict is its own.
+        // Only candidate 2 is judged: its verdict names it.
         r.feed(40, Some(T), call_for("judge", Some(12)));
         r.feed(
             41,
@@ -2206,6 +2277,8 @@ mod tests {
             VerdictRecorded {
                 passed: true,
                 score: Some(8.0),
+                attempt_id: Some(12),
+                attempt: Some(2),
                 ..Default::default()
             },
         );
@@ -2214,8 +2287,8 @@ mod tests {
             Some(T),
             StageFinished::new(Stage::Judge, Some(2), Duration::from_millis(5), true),
         );
-        r.feed(50, Some(T), finished(1, AttemptStatus::Failed));
-        r.feed(51, Some(T), finished(2, AttemptStatus::Passed));
+        r.feed(50, Some(T), ended(11, 1, AttemptKind::Work, AttemptStatus::Failed));
+        r.feed(51, Some(T), ended(12, 2, AttemptKind::Work, AttemptStatus::Passed));
         // The ranking's call belongs to the round.
         r.feed(60, Some(T), call_for("judge", None));
         r.feed(
@@ -2301,10 +2374,10 @@ mod tests {
     #[test]
     fn a_conflict_resolver_is_an_attempt_under_the_merge() {
         let mut r = Rig::new(false);
-        started(&mut r, 0, 1, 1);
+        started(&mut r, 0, 7, 1);
         r.feed(10, Some(T), finished(1, AttemptStatus::Passed));
         r.feed(20, Some(T), StageStarted::new(Stage::Merge));
-        started(&mut r, 30, 2, 2);
+        started_as(&mut r, 30, 2, 2, AttemptKind::Resolve);
         r.feed(
             31,
             Some(T),
@@ -2318,12 +2391,14 @@ mod tests {
             },
         );
         r.feed(40, Some(T), call_for("worker", Some(2)));
-        r.feed(45, Some(T), tool());
+        r.feed(45, Some(T), tool_for(2, 2, "write_file"));
         r.feed(
             60,
             Some(T),
             VerificationFinished {
                 stage: Some(Stage::Merge),
+                attempt_id: Some(2),
+                attempt: Some(2),
                 passed: true,
                 steps: vec![StepSummary {
                     kind: "test".into(),
@@ -2334,7 +2409,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.feed(70, Some(T), finished(2, AttemptStatus::Passed));
+        r.feed(70, Some(T), ended(2, 2, AttemptKind::Resolve, AttemptStatus::Passed));
         r.feed(
             71,
             Some(T),
@@ -2477,6 +2552,7 @@ mod tests {
                     attempt_id: i as i64,
                     number: 1,
                     base_commit: None,
+                    kind: AttemptKind::Work,
                 },
             );
         }

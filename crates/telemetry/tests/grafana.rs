@@ -121,6 +121,7 @@ fn representative_events() -> Vec<Event> {
             attempt_id: 1,
             number: 1,
             status: AttemptStatus::Passed,
+            kind: orch_core::AttemptKind::Work,
             turns: 2,
             input_tokens: 10,
             output_tokens: 5,
