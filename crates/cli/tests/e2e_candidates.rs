@@ -164,6 +164,34 @@ fn three_candidates_the_right_one_lands_and_the_pairs_are_exported() {
         ]
     );
 
+    // The candidates ran at once; each one's tool calls, verification and
+    // verdict name its own attempt (row id and number).
+    for k in 1..=3u64 {
+        let a = by_candidate(attempts, k);
+        let (row, number) = (&a["id"], &a["number"]);
+        let of = |kind: &str| {
+            events
+                .iter()
+                .filter(|e| e["kind"] == kind && e["data"]["attempt_id"] == *row)
+                .inspect(|e| assert_eq!(e["data"]["attempt"], *number, "{e:#}"))
+                .count()
+        };
+        assert!(of("tool_call") >= 1, "candidate {k}: {events:#?}");
+        assert_eq!(of("verification_finished"), 1, "candidate {k}");
+        // The broken one fails verification, but the gates still judge it.
+        assert_eq!(of("verdict_recorded"), 1, "candidate {k}");
+    }
+    // (The merge queue's check of a batch, stage merge, is no attempt's.)
+    for kind in ["tool_call", "verification_finished", "verdict_recorded"] {
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["kind"] == kind && e["data"]["stage"] != "merge")
+                .all(|e| e["data"]["attempt_id"].is_i64()),
+            "every {kind} names its attempt"
+        );
+    }
+
     // `orch show` lists the candidates with their rank.
     let text = fx.orch_ok(&["show", &id], 0);
     assert!(text.contains("passed c3 #1"), "{text}");

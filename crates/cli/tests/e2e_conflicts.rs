@@ -204,6 +204,38 @@ fn a_two_task_conflict_resolved_by_the_resolver_with_main_green() {
         && e["task_id"] == resolved.as_str()
         && e["data"]["stage"] == "merge"
         && e["data"]["passed"] == true));
+    // Every event of the resolution names the resolver's attempt, whose
+    // start and end say it is of kind resolve.
+    let resolver_id = resolve["id"].as_i64().unwrap();
+    let of_resolver = |kind: &str| -> Vec<&Value> {
+        of_kind(&events, kind)
+            .into_iter()
+            .filter(|e| e["data"]["attempt_id"] == resolver_id)
+            .collect()
+    };
+    for kind in ["attempt_started", "attempt_finished"] {
+        let [e] = of_resolver(kind)[..] else {
+            panic!("one {kind} of the resolver: {events:#?}");
+        };
+        assert_eq!(e["data"]["kind"], "resolve", "{e:#}");
+    }
+    let verified = of_resolver("verification_finished");
+    assert_eq!(verified.len(), 1, "{events:#?}");
+    assert_eq!(verified[0]["data"]["attempt"], 2);
+    assert_eq!(verified[0]["data"]["stage"], "merge");
+    let tools = of_resolver("tool_call");
+    assert!(!tools.is_empty(), "{events:#?}");
+    assert!(
+        tools.iter().all(|t| t["data"]["attempt"] == 2),
+        "{tools:#?}"
+    );
+    assert!(
+        of_kind(&events, "attempt_finished")
+            .iter()
+            .filter(|e| e["data"]["attempt_id"] != resolver_id)
+            .all(|e| e["data"]["kind"] == "work"),
+        "the work attempts are work: {events:#?}"
+    );
     // Its model calls were metered as the task's worker.
     let calls: Vec<&Value> = of_kind(&events, "model_call")
         .into_iter()

@@ -316,7 +316,7 @@ enum Route {
 }
 
 /// Which attempt an event names: its number, its row id, both or neither.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Who {
     number: Option<u32>,
     id: Option<i64>,
@@ -2053,7 +2053,12 @@ mod tests {
     fn an_attempt_never_seen_starting_is_traced_from_its_first_event() {
         let mut r = Rig::new(false);
         r.feed(100, Some(T), tool());
-        r.feed(200, Some(T), stage(Stage::Work, 150, true));
+        // The stage names the attempt (2) that the tool call did not.
+        r.feed(
+            200,
+            Some(T),
+            StageFinished::new(Stage::Work, Some(2), Duration::from_millis(150), true),
+        );
         assert_eq!(r.projector.attempts.len(), 1);
         r.feed(300, Some(T), finished(2, AttemptStatus::Failed));
         // A repeat of the end is late, not a second trace.
@@ -2287,8 +2292,16 @@ mod tests {
             Some(T),
             StageFinished::new(Stage::Judge, Some(2), Duration::from_millis(5), true),
         );
-        r.feed(50, Some(T), ended(11, 1, AttemptKind::Work, AttemptStatus::Failed));
-        r.feed(51, Some(T), ended(12, 2, AttemptKind::Work, AttemptStatus::Passed));
+        r.feed(
+            50,
+            Some(T),
+            ended(11, 1, AttemptKind::Work, AttemptStatus::Failed),
+        );
+        r.feed(
+            51,
+            Some(T),
+            ended(12, 2, AttemptKind::Work, AttemptStatus::Passed),
+        );
         // The ranking's call belongs to the round.
         r.feed(60, Some(T), call_for("judge", None));
         r.feed(
@@ -2372,6 +2385,204 @@ mod tests {
     }
 
     #[test]
+    fn parallel_candidates_tool_calls_verification_and_verdicts_land_on_their_own_traces() {
+        let mut r = Rig::new(false);
+        r.feed(
+            0,
+            Some(T),
+            orch_protocol::CandidatesStarted {
+                candidates: 2,
+                slots: vec![],
+            },
+        );
+        started(&mut r, 1, 11, 1);
+        started(&mut r, 2, 12, 2);
+        for n in [1, 2] {
+            r.feed(
+                3,
+                Some(T),
+                StageStarted {
+                    attempt: Some(n),
+                    ..StageStarted::new(Stage::Work)
+                },
+            );
+        }
+        // Both at work at once, their calls interleaved.
+        r.feed(30, Some(T), tool_for(12, 2, "read_file"));
+        r.feed(31, Some(T), tool_for(11, 1, "write_file"));
+        r.feed(32, Some(T), tool_for(12, 2, "run"));
+        r.feed(33, Some(T), tool()); // names neither: left out
+        for n in [2, 1] {
+            r.feed(
+                40,
+                Some(T),
+                StageFinished::new(Stage::Work, Some(n), Duration::from_millis(37), true),
+            );
+        }
+        // Both verified: candidate 2's red test first, then 1's green lint.
+        let verified = |id, n, passed, kind: &str, exit| VerificationFinished {
+            passed,
+            attempt_id: Some(id),
+            attempt: Some(n),
+            steps: vec![StepSummary {
+                kind: kind.into(),
+                exit_code: Some(exit),
+                duration_ms: 10,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        r.feed(60, Some(T), verified(12, 2, false, "test", 1));
+        r.feed(61, Some(T), verified(11, 1, true, "lint", 0));
+        for n in [2, 1] {
+            r.feed(
+                62,
+                Some(T),
+                StageFinished::new(Stage::Verify, Some(n), Duration::from_millis(20), true),
+            );
+        }
+        // Both judged at once; the verdicts come in the other order.
+        r.feed(70, Some(T), call_for("judge", Some(11)));
+        r.feed(71, Some(T), call_for("judge", Some(12)));
+        let verdict = |id, n, passed, score| VerdictRecorded {
+            passed,
+            score: Some(score),
+            attempt_id: Some(id),
+            attempt: Some(n),
+            ..Default::default()
+        };
+        r.feed(72, Some(T), verdict(12, 2, false, 3.0));
+        r.feed(73, Some(T), verdict(11, 1, true, 9.0));
+        for n in [1, 2] {
+            r.feed(
+                74,
+                Some(T),
+                StageFinished::new(Stage::Judge, Some(n), Duration::from_millis(10), true),
+            );
+        }
+        r.feed(
+            80,
+            Some(T),
+            ended(11, 1, AttemptKind::Work, AttemptStatus::Passed),
+        );
+        r.feed(
+            81,
+            Some(T),
+            ended(12, 2, AttemptKind::Work, AttemptStatus::Failed),
+        );
+        let spans = r.spans();
+        let ids = by_id(&spans);
+        let roots = named(&spans, "attempt");
+        assert_eq!(roots.len(), 2, "{:?}", names(&spans));
+        let root_of = |n: i64| {
+            *roots
+                .iter()
+                .find(|s| attr(s, "orch.attempt.number") == Some(Value::I64(n)))
+                .unwrap()
+        };
+        let (c1, c2) = (root_of(1), root_of(2));
+        assert_ne!(c1.span_context.trace_id(), c2.span_context.trace_id());
+        // The candidate whose stage `s` (named `stage`) is the parent.
+        let owner = |s: &SpanData, stage: &str| {
+            let parent = ids[&s.parent_span_id];
+            assert_eq!(parent.name, stage, "{} is under {}", s.name, parent.name);
+            assert_eq!(parent.span_context.trace_id(), s.span_context.trace_id());
+            let root = ids[&parent.parent_span_id];
+            attr(root, "orch.attempt.number")
+        };
+        assert_eq!(
+            owner(one(&spans, "execute_tool write_file"), "work"),
+            Some(Value::I64(1))
+        );
+        for t in ["execute_tool read_file", "execute_tool run"] {
+            assert_eq!(owner(one(&spans, t), "work"), Some(Value::I64(2)), "{t}");
+        }
+        let tools = spans.iter().filter(|s| s.name.starts_with("execute_tool"));
+        assert_eq!(
+            tools.count(),
+            3,
+            "the call that names no candidate is left out"
+        );
+        assert_eq!(
+            owner(one(&spans, "step lint"), "verify"),
+            Some(Value::I64(1))
+        );
+        assert_eq!(
+            owner(one(&spans, "step test"), "verify"),
+            Some(Value::I64(2))
+        );
+        let stage_of = |stage: &str, root: &SpanData| {
+            *named(&spans, stage)
+                .iter()
+                .find(|s| s.parent_span_id == root.span_context.span_id())
+                .unwrap()
+        };
+        let passed = |s: &SpanData| attr(s, "orch.verify.passed");
+        assert_eq!(passed(stage_of("verify", c1)), Some(Value::Bool(true)));
+        assert_eq!(passed(stage_of("verify", c2)), Some(Value::Bool(false)));
+        let score = |s: &SpanData| {
+            (
+                attr(s, "orch.verdict.passed"),
+                attr(s, "orch.verdict.score"),
+            )
+        };
+        assert_eq!(
+            score(stage_of("judge", c1)),
+            (Some(Value::Bool(true)), Some(Value::F64(9.0)))
+        );
+        assert_eq!(
+            score(stage_of("judge", c2)),
+            (Some(Value::Bool(false)), Some(Value::F64(3.0)))
+        );
+        for (root, kind) in [(c1, "work"), (c2, "work")] {
+            assert_eq!(attr(root, "orch.attempt.kind"), Some(Value::from(kind)));
+        }
+        assert_eq!(named(&spans, "work").len(), 2);
+        assert_eq!(named(&spans, "verify").len(), 2);
+        assert_eq!(named(&spans, "judge").len(), 2);
+    }
+
+    #[test]
+    fn a_work_attempt_that_starts_during_a_merge_is_its_own_trace() {
+        // The kind decides what hangs under the merge, not the timing.
+        let mut r = Rig::new(false);
+        started(&mut r, 0, 7, 1);
+        r.feed(10, Some(T), finished(1, AttemptStatus::Passed));
+        r.feed(20, Some(T), StageStarted::new(Stage::Merge));
+        started(&mut r, 30, 8, 2);
+        r.feed(40, Some(T), tool_for(8, 2, "write_file"));
+        r.feed(
+            50,
+            Some(T),
+            ended(8, 2, AttemptKind::Work, AttemptStatus::Failed),
+        );
+        let spans = r.spans();
+        let second = named(&spans, "attempt")
+            .into_iter()
+            .find(|s| attr(s, "orch.attempt.number") == Some(Value::I64(2)))
+            .unwrap();
+        assert_eq!(
+            second.parent_span_id,
+            SpanId::INVALID,
+            "a root, not under the merge"
+        );
+        let first = named(&spans, "attempt")
+            .into_iter()
+            .find(|s| attr(s, "orch.attempt.number") == Some(Value::I64(1)))
+            .unwrap();
+        assert_ne!(
+            second.span_context.trace_id(),
+            first.span_context.trace_id()
+        );
+        let work = one(&spans, "work");
+        assert_eq!(work.parent_span_id, second.span_context.span_id());
+        assert_eq!(
+            one(&spans, "execute_tool write_file").parent_span_id,
+            work.span_context.span_id()
+        );
+    }
+
+    #[test]
     fn a_conflict_resolver_is_an_attempt_under_the_merge() {
         let mut r = Rig::new(false);
         started(&mut r, 0, 7, 1);
@@ -2409,7 +2620,11 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.feed(70, Some(T), ended(2, 2, AttemptKind::Resolve, AttemptStatus::Passed));
+        r.feed(
+            70,
+            Some(T),
+            ended(2, 2, AttemptKind::Resolve, AttemptStatus::Passed),
+        );
         r.feed(
             71,
             Some(T),
