@@ -23,6 +23,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs commands under bubblewrap.
@@ -33,6 +34,8 @@ pub struct BwrapSandbox {
     binary: String,
     /// Use cgroups for limits when the machine allows (else rlimits).
     cgroups: bool,
+    /// Cgroups of finished commands, kept for the next ones.
+    idle: Arc<limits::IdleCgroups>,
 }
 
 impl BwrapSandbox {
@@ -41,6 +44,7 @@ impl BwrapSandbox {
             opts,
             binary: "bwrap".to_string(),
             cgroups: true,
+            idle: Arc::default(),
         }
     }
 
@@ -196,6 +200,12 @@ impl Sandbox for BwrapSandbox {
         "bwrap"
     }
 
+    /// The run is over: the cgroups kept for reuse go.
+    async fn shutdown(&self) -> Result<(), SandboxError> {
+        self.idle.drain();
+        Ok(())
+    }
+
     fn isolates(&self) -> bool {
         true
     }
@@ -253,7 +263,7 @@ impl Sandbox for BwrapSandbox {
 
     async fn exec(&self, request: &ExecRequest) -> Result<ProcessOutput, SandboxError> {
         let filter = seccomp::filter_pipe()?;
-        let plan = limits::plan(&self.opts.limits, self.cgroups)?;
+        let plan = limits::plan(&self.opts.limits, self.cgroups, &self.idle)?;
         let procs = plan
             .cgroup
             .as_ref()
@@ -270,8 +280,9 @@ impl Sandbox for BwrapSandbox {
         if let Some(cgroup) = &plan.cgroup {
             out.killed_by = limit_hit(&out, cgroup.outcome());
         }
-        // Dropping the plan empties and removes the command's cgroup.
-        drop(plan);
+        // An empty cgroup is kept for the next command; one with processes
+        // left is emptied and removed.
+        self.idle.recycle(plan);
         Ok(out)
     }
 }

@@ -13,7 +13,7 @@ use crate::{Limits, SandboxError};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Name of the directory orch creates (under a cgroup it may write to) to
@@ -193,7 +193,11 @@ pub(crate) fn support() -> &'static Support {
 
 /// The limits for one command: a fresh cgroup where possible, rlimits for
 /// the rest. `use_cgroups = false` forces the rlimit fallback.
-pub(crate) fn plan(limits: &Limits, use_cgroups: bool) -> Result<Plan, SandboxError> {
+pub(crate) fn plan(
+    limits: &Limits,
+    use_cgroups: bool,
+    idle: &IdleCgroups,
+) -> Result<Plan, SandboxError> {
     static NONE: OnceLock<Support> = OnceLock::new();
     let support = if use_cgroups {
         support()
@@ -237,9 +241,59 @@ pub(crate) fn plan(limits: &Limits, use_cgroups: bool) -> Result<Plan, SandboxEr
     let cgroup = if wanted.is_empty() {
         None
     } else {
-        Some(ExecCgroup::create(&wanted, limits)?)
+        let bases: Vec<PathBuf> = wanted.iter().map(|(_, h)| h.base.clone()).collect();
+        match idle.take(limits, &bases) {
+            Some(cg) => Some(cg),
+            None => Some(ExecCgroup::create(&wanted, limits, bases)?),
+        }
     };
     Ok(Plan { cgroup, rlimits })
+}
+
+/// Most idle cgroups kept for reuse (about one per worker slot).
+const IDLE_MAX: usize = 64;
+
+/// Cgroups whose command ended and left nothing inside, kept by a sandbox
+/// for its next command: creating and removing a cgroup (two directories
+/// on cgroup v1) costs more than the rest of a short sandboxed command.
+/// They stay registered with orch's guardian while idle, so a killed orch
+/// still leaves none behind; dropping (or draining) the set removes them.
+#[derive(Debug, Default)]
+pub(crate) struct IdleCgroups(Mutex<Vec<ExecCgroup>>);
+
+impl IdleCgroups {
+    /// An idle cgroup made for `limits` under the same hierarchies, if any.
+    fn take(&self, limits: &Limits, bases: &[PathBuf]) -> Option<ExecCgroup> {
+        let mut idle = self.0.lock().ok()?;
+        let i = idle
+            .iter()
+            .position(|c| c.limits == *limits && c.bases == bases)?;
+        Some(idle.swap_remove(i))
+    }
+
+    /// Done with `plan`: its cgroup is kept for reuse when nothing is left
+    /// in it (with its counters as the next command's zero), else emptied
+    /// and removed as a dropped plan's is.
+    pub(crate) fn recycle(&self, plan: Plan) {
+        let Some(mut cg) = plan.cgroup else {
+            return;
+        };
+        if !cg.is_empty() {
+            return;
+        }
+        cg.baseline = cg.counters();
+        if let Ok(mut idle) = self.0.lock() {
+            if idle.len() < IDLE_MAX {
+                idle.push(cg);
+            }
+        }
+    }
+
+    /// Removes every idle cgroup (the run is over).
+    pub(crate) fn drain(&self) {
+        let drained = self.0.lock().map(|mut i| std::mem::take(&mut *i));
+        drop(drained);
+    }
 }
 
 static MEMORY_WARNED: AtomicBool = AtomicBool::new(false);
@@ -302,6 +356,12 @@ fn user_tasks(uid: libc::uid_t) -> u64 {
 pub(crate) struct ExecCgroup {
     /// Directories created.
     dirs: Vec<CgroupDir>,
+    /// What it was made for (see `reuse`).
+    limits: Limits,
+    bases: Vec<PathBuf>,
+    /// The counters when its current command started: earlier commands'
+    /// kills are not this one's.
+    baseline: Outcome,
     memory: Option<(Version, PathBuf)>,
     pids: Option<(Version, PathBuf)>,
     /// `cgroup.procs` of every directory, ready for the child to write.
@@ -309,7 +369,11 @@ pub(crate) struct ExecCgroup {
 }
 
 impl ExecCgroup {
-    fn create(wanted: &[(Ctrl, &Hierarchy)], limits: &Limits) -> Result<Self, SandboxError> {
+    fn create(
+        wanted: &[(Ctrl, &Hierarchy)],
+        limits: &Limits,
+        bases: Vec<PathBuf>,
+    ) -> Result<Self, SandboxError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "orch-{}-{}",
@@ -318,6 +382,9 @@ impl ExecCgroup {
         );
         let mut cg = ExecCgroup {
             dirs: Vec::new(),
+            limits: limits.clone(),
+            bases,
+            baseline: Outcome::default(),
             memory: None,
             pids: None,
             procs_files: Vec::new(),
@@ -362,8 +429,26 @@ impl ExecCgroup {
         self.procs_files.clone()
     }
 
-    /// Reads the kill and refusal counters.
+    /// The kills and refusals of the command that ran in it last.
     pub fn outcome(&self) -> Outcome {
+        let now = self.counters();
+        Outcome {
+            oom_kills: now.oom_kills.saturating_sub(self.baseline.oom_kills),
+            pids_refused: now.pids_refused.saturating_sub(self.baseline.pids_refused),
+        }
+    }
+
+    /// True when no process is left in any of its directories.
+    fn is_empty(&self) -> bool {
+        self.dirs.iter().all(|d| {
+            std::fs::read_to_string(d.path.join("cgroup.procs"))
+                .map(|p| p.trim().is_empty())
+                .unwrap_or(false)
+        })
+    }
+
+    /// The kill and refusal counters since the cgroup was made.
+    fn counters(&self) -> Outcome {
         let counter = |path: PathBuf, key: &str| {
             std::fs::read_to_string(path)
                 .ok()

@@ -591,9 +591,13 @@ fn my_cgroups() -> Vec<PathBuf> {
     found
 }
 
+/// A command's cgroup carries its limits; once the command is over and
+/// nothing is left in it, the next command of the same sandbox reuses it,
+/// and the sandbox's shutdown removes it.
 #[tokio::test]
-async fn limits_use_a_cgroup_that_is_removed_afterwards() {
+async fn limits_use_a_cgroup_that_is_reused_then_removed() {
     let sandbox = limited();
+    let keeper = sandbox.clone();
     let how = sandbox.limits_enforcement();
     if !how.contains("memory: cgroup") || !how.contains("pids: cgroup") {
         assert!(
@@ -651,6 +655,25 @@ async fn limits_use_a_cgroup_that_is_removed_afterwards() {
     assert!(members.lines().count() >= 3, "members: {members:?}");
 
     assert!(!dirs.is_empty());
+    // Idle and empty, kept for the next command, which runs in it.
+    for d in &dirs {
+        assert_eq!(std::fs::read_to_string(d.join("cgroup.procs")).unwrap(), "");
+    }
+    let again = keeper
+        .exec(&request(
+            wt.path(),
+            "cat /proc/self/cgroup >/dev/null; echo again",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.stdout, "again\n", "{}", again.combined());
+    assert_eq!(again.killed_by, None);
+    assert!(
+        dirs.iter().all(|d| d.exists()),
+        "reused, not removed: {dirs:?}"
+    );
+
+    keeper.shutdown().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while dirs.iter().any(|d| d.exists()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

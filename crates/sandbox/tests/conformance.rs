@@ -245,6 +245,9 @@ async fn still_works(b: &Backend, workdir: &Path) {
         out.combined()
     );
     assert_eq!(out.stdout, "alive\n");
+    // A limit that stopped the command before is not this one's (bwrap
+    // reuses a finished command's cgroup, counters and all).
+    assert_eq!(out.killed_by, None, "{}", out.combined());
 }
 
 async fn writes_outside_the_workspace_fail(b: &Backend) {
