@@ -15,6 +15,11 @@
 //!   process of the run is left);
 //! - a final `ORCH_ASK_HUMAN:` line puts the task in `needs_human`.
 //!
+//! And a task's own worker: in a project whose worker is the built-in one,
+//! a task added with `--worker claude-code` is worked by Claude Code while
+//! another task is worked by the built-in worker; a worker that is unknown
+//! or not installed is refused when the task is added (exit 2).
+//!
 //! A CLI that is not installed is skipped with a note, except under CI,
 //! where the test fails and says how to install it.
 
@@ -621,4 +626,172 @@ fn mini_swe_agent_cancel_kills_its_tree() {
 #[test]
 fn mini_swe_agent_asks_a_person() {
     asks_a_person(&MINI);
+}
+
+/// In the agent's task description: its replies answer only its requests.
+const AGENT_TASK: &str = "AGENT-TASK-MARK";
+/// In the other task's description, for the built-in worker's reply.
+const BUILTIN_TASK: &str = "BUILTIN-TASK-MARK";
+
+/// The work stage's `stage_started` event of task `id`.
+fn work_started(f: &Fixture, id: &str) -> Value {
+    f.events(id)
+        .into_iter()
+        .find(|e| e["kind"] == "stage_started" && e["data"]["stage"] == "work")
+        .unwrap_or_else(|| panic!("no work stage for {id}"))
+}
+
+/// A project whose worker is the built-in one: one task names `agent`
+/// with `--worker`, the other names none; both run at once and merge,
+/// each worked by its own worker.
+fn a_task_picks_its_own_worker(agent: &Agent) {
+    let _slot = Slot::take();
+    let Some(binary) = binary(agent) else { return };
+    let (agent_replies, calls) = fix_script(agent);
+    let mut script: Vec<Value> = agent_replies
+        .into_iter()
+        .map(|mut e| {
+            if e.get("when").is_none() {
+                e["when"] = json!(AGENT_TASK);
+            }
+            e
+        })
+        .collect();
+    script.push(reply(json!({"when": BUILTIN_TASK, "tool_calls": [
+        {"name": "write_file", "arguments": {"path": "NOTES.md", "content": "add() returns the sum.\n"}},
+        {"name": "finish", "arguments": {"summary": "wrote NOTES.md"}}
+    ]})));
+    script.push(judge_pass());
+    let f = Fixture::new();
+    f.with_replay(
+        json!({ "responses": script }),
+        "worker = \"builtin\"\nmax_workers = 2\nmax_infra_failures = 1",
+    );
+    f.append_config(&format!(
+        "[projects.agents.{}]\nbinary = \"{binary}\"\n\n{PRICES}",
+        agent.name
+    ));
+    let added = f.orch_ok(
+        &[
+            "add-task",
+            "--project",
+            "calc",
+            "--title",
+            "Fix add",
+            "--desc",
+            &format!("add() in calc.py subtracts; make test_calc.py::test_add pass ({AGENT_TASK})"),
+            "--worker",
+            agent.name,
+        ],
+        0,
+    );
+    assert!(added.contains(&format!("  worker: {}", agent.name)), "{added}");
+    let by_agent = added.split_whitespace().nth(2).unwrap().to_string();
+    let by_builtin = f.add_task(
+        "Write the notes",
+        &format!("Write NOTES.md saying what add() does ({BUILTIN_TASK})"),
+    );
+    let out = f.orch(&["run", "--project", "calc"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for id in [&by_agent, &by_builtin] {
+        let task = f.task(id);
+        assert_eq!(task["task"]["status"], "merged", "{stderr}\ntask: {task:#}");
+    }
+    assert_eq!(f.main_file("calc.py"), CALC_FIXED.trim_end());
+    assert_eq!(f.main_file("NOTES.md"), "add() returns the sum.");
+
+    // Each worked by its own worker, as the events and documents say.
+    assert_eq!(work_started(&f, &by_agent)["data"]["worker"], agent.name);
+    assert_eq!(work_started(&f, &by_builtin)["data"]["worker"], "builtin");
+    let agent_task = f.task(&by_agent);
+    assert_eq!(agent_task["task"]["worker"], agent.name);
+    assert_eq!(agent_task["attempts"][0]["turns"], calls);
+    assert_eq!(f.task(&by_builtin)["task"]["worker"], Value::Null);
+    let shown = f.orch_ok(&["show", &by_agent], 0);
+    assert!(
+        shown.contains(&format!("  worker: {} (the task's own", agent.name)),
+        "{shown}"
+    );
+    // The agent's calls went through the proxy, the built-in one's direct:
+    // all metered under role `worker`.
+    assert_eq!(worker_cost(&f)["calls"], calls + 1);
+}
+
+#[test]
+fn a_task_s_own_worker_does_its_work_beside_the_builtin() {
+    a_task_picks_its_own_worker(&CLAUDE_CODE);
+}
+
+/// Refused when the task is added, whatever installs: an unknown worker,
+/// and one whose CLI is not there (as the project's own would be refused
+/// when the engine starts). Nothing is written. A CLI that goes away
+/// after the task was added fails it as infrastructure, saying so.
+#[test]
+fn an_unknown_or_missing_task_worker_is_refused_with_exit_2() {
+    let f = Fixture::new();
+    f.with_replay(json!({ "responses": [judge_pass()] }), "max_infra_failures = 1");
+    f.append_config(
+        "[projects.agents.codex]\nbinary = \"no/such/codex\"\n\n\
+         [projects.agents.aider]\nbinary = \"./fake-aider\"\n",
+    );
+    let add = |extra: &[&str]| {
+        let mut args = vec!["add-task", "--project", "calc"];
+        args.extend_from_slice(extra);
+        let out = f.orch(&args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = add(&["--title", "x", "--worker", "cursor"]);
+    assert!(
+        err.contains("--worker: unknown worker `cursor`")
+            && err.contains("builtin, claude-code, codex, aider, mini-swe-agent"),
+        "{err}"
+    );
+    let err = add(&["--title", "x", "--worker", "codex"]);
+    assert!(
+        err.contains("--worker: worker = \"codex\"")
+            && err.contains("no/such/codex")
+            && err.contains("scripts/install-agents.sh")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    std::fs::write(f.root().join("task.yaml"), "title: x\nworker: cursor\n").unwrap();
+    let err = add(&["--file", "task.yaml"]);
+    assert!(err.contains("`worker`: unknown variant `cursor`"), "{err}");
+    std::fs::write(f.root().join("task.yaml"), "title: x\nworker: codex\n").unwrap();
+    let err = add(&["--file", "task.yaml"]);
+    assert!(err.contains("task file task.yaml: `worker`") && err.contains("no/such/codex"), "{err}");
+    std::fs::write(f.root().join("m1.md"), "## Task 1: a\nWorker: codex\n").unwrap();
+    let out = f.orch(&["plan", "import", "m1.md", "--project", "calc"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1: task 1's worker") && err.contains("no/such/codex"), "{err}");
+    let tasks = f.orch_ok(&["tasks", "--project", "calc", "--json"], 0);
+    assert_eq!(tasks.trim(), "[]", "nothing was written");
+
+    // Installed when the task is added, gone when it is worked.
+    let fake = f.root().join("fake-aider");
+    std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let out = f.orch_ok(
+        &["add-task", "--project", "calc", "--title", "x", "--worker", "aider", "--json"],
+        0,
+    );
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&fake).unwrap();
+    f.orch(&["run", "--project", "calc"]);
+    let task = f.task(&id);
+    assert_eq!(task["task"]["status"], "failed", "{task:#}");
+    let reason = task["task"]["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("infrastructure")
+            && reason.contains("the task's `worker`: worker = \"aider\"")
+            && reason.contains("scripts/install-agents.sh"),
+        "{reason}"
+    );
+    assert_eq!(task["attempts"][0]["status"], "error", "{task:#}");
 }

@@ -515,34 +515,8 @@ fn default_shared_data_path() -> String {
     "/shared/data".into()
 }
 
-/// What does a task's work: orch's own tool loop or an agent CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkerKind {
-    /// orch's built-in tool-calling agent.
-    #[default]
-    Builtin,
-    /// Anthropic's Claude Code CLI (`claude -p`), over the Messages API.
-    ClaudeCode,
-    /// OpenAI's Codex CLI (`codex exec`), over the Responses API.
-    Codex,
-    /// aider (`aider --message`), over Chat Completions.
-    Aider,
-    /// mini-swe-agent (`mini`), over Chat Completions.
-    MiniSweAgent,
-}
-
-impl WorkerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerKind::Builtin => "builtin",
-            WorkerKind::ClaudeCode => "claude-code",
-            WorkerKind::Codex => "codex",
-            WorkerKind::Aider => "aider",
-            WorkerKind::MiniSweAgent => "mini-swe-agent",
-        }
-    }
-}
+/// What does a task's work (defined beside the task, which may name its own).
+pub use orch_core::WorkerKind;
 
 /// `[projects.agents.<name>]`: how one agent CLI is started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

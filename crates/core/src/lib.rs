@@ -11,6 +11,7 @@ pub mod task;
 pub mod usage;
 pub mod verdict;
 pub mod verify;
+pub mod worker;
 
 pub use ids::{new_id, TaskId};
 pub use refine::{IterationOutcome, RefineIteration};
@@ -21,3 +22,4 @@ pub use task::{
 pub use usage::Usage;
 pub use verdict::{GateResult, Verdict};
 pub use verify::{StepKind, StepResult, TestCounts, TestGoal, VerificationReport};
+pub use worker::WorkerKind;

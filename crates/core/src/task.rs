@@ -206,6 +206,10 @@ pub struct NewTask {
     /// None = the project's `candidates`.
     #[serde(default)]
     pub candidates: Option<u32>,
+    /// What does this task's work (`builtin` or an agent CLI); None = the
+    /// project's `worker`.
+    #[serde(default)]
+    pub worker: Option<crate::WorkerKind>,
 }
 
 /// A task as stored.
@@ -232,6 +236,9 @@ pub struct Task {
     /// See [`NewTask::candidates`].
     #[serde(default)]
     pub candidates: Option<u32>,
+    /// See [`NewTask::worker`].
+    #[serde(default)]
+    pub worker: Option<crate::WorkerKind>,
     pub status: TaskStatus,
     /// Attempts that counted against max_attempts (interrupted, cancelled and
     /// infrastructure-failed ones do not).

@@ -120,7 +120,9 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<AttemptEnd> {
         let n = self.candidate_count(task);
-        let slots: Vec<Slot> = (1..=n).map(|k| self.slot(task, k)).collect();
+        let slots: Vec<Slot> = (1..=n)
+            .map(|k| self.slot(task, k))
+            .collect::<Result<_>>()?;
         let infos: Vec<protocol::CandidateSlot> = slots
             .iter()
             .map(|s| protocol::CandidateSlot {
@@ -146,28 +148,28 @@ impl Engine {
         self.end_round(task, cancel, outcomes).await
     }
 
-    /// Candidate `k`'s branch, worktree, model and worker.
-    fn slot(&self, task: &Task, k: u32) -> Slot {
+    /// Candidate `k`'s branch, worktree, model and worker (`candidate_workers`
+    /// first, else routing's: the task's own worker or the project's).
+    fn slot(&self, task: &Task, k: u32) -> Result<Slot> {
         let i = (k - 1) as usize;
         let p = &self.project;
+        let route = crate::routing::route(p, task, &self.meter.prices);
         let model = match p.candidate_models.len() {
-            0 => crate::routing::route(p, task, &self.meter.prices)
-                .model_for_attempt(task.attempts + 1)
-                .cloned(),
+            0 => route.model_for_attempt(task.attempts + 1).cloned(),
             len => Some(p.candidate_models[i % len].clone()),
         };
         let worker = match self.candidate_workers.len() {
-            0 => self.worker.clone(),
+            0 => self.worker_for(route.worker)?,
             len => self.candidate_workers[i % len].clone(),
         };
         let name = format!("{}-c{k}", task.id);
-        Slot {
+        Ok(Slot {
             candidate: k,
             branch: format!("{}-c{k}", task.branch()),
             worktree: self.paths.worktree(&p.name, &name),
             model,
             worker,
-        }
+        })
     }
 
     async fn run_candidate<'a>(

@@ -97,6 +97,7 @@ mod tests {
             depends_on: Vec::new(),
             plan_key: None,
             candidates: None,
+            worker: None,
             source: TaskSource::Manual,
             status: TaskStatus::Running,
             attempts: 1,

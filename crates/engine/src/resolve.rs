@@ -263,6 +263,7 @@ impl Resolver<'_> {
             attempt_id: Some(self.attempt.id),
         };
         let (provider, model_name) = e.provider_for(&model, ctx)?;
+        let worker = e.worker_for(route.worker)?;
         self.system_prompt = format!(
             "{}\n{}",
             crate::prompts::worker_system_prompt(self.task.task_type, &e.project.test_command),
@@ -277,7 +278,7 @@ impl Resolver<'_> {
                 files: files.to_vec(),
                 onto: self.onto.to_string(),
                 model: Some(model.to_string()),
-                worker: Some(e.worker.name().to_string()),
+                worker: Some(worker.name().to_string()),
             },
             format!(
                 "attempt {}: {model} resolves the merge conflict in {}",
@@ -308,7 +309,7 @@ impl Resolver<'_> {
             attempt_id: self.attempt.id,
             attempt: self.attempt.number,
         };
-        let outcome = e.worker.run(spec, &observer).await;
+        let outcome = worker.run(spec, &observer).await;
         e.store.add_task_usage(&self.task.id, &outcome.usage)?;
         let end = outcome.end.clone();
         self.outcome = Some(outcome);
@@ -743,6 +744,7 @@ mod tests {
             depends_on: Vec::new(),
             plan_key: None,
             candidates: None,
+            worker: None,
             source: TaskSource::Manual,
             status: TaskStatus::Merging,
             attempts: 1,

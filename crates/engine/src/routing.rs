@@ -1,4 +1,5 @@
-//! Routing: which workflow a task gets and which models may do it, in
+//! Routing: which workflow a task gets, which worker does it (the task's
+//! own `worker`, else the project's) and which models may do it, in
 //! order. Roles map to models in config; `route(task)` turns the task type
 //! and the project's strategy into a ranked list of worker candidates. The
 //! n-th attempt takes the n-th candidate (the last one repeats), so a
@@ -7,7 +8,7 @@
 //! candidate's provider is down, its configured fallback takes over inside
 //! the provider layer (circuit breaker), so routing stays a pure function.
 
-use orch_config::{ModelRef, ProjectConfig, Strategy};
+use orch_config::{ModelRef, ProjectConfig, Strategy, WorkerKind};
 use orch_core::{Task, TaskType};
 use orch_providers::pricing::PriceTable;
 use serde::Serialize;
@@ -40,6 +41,8 @@ impl Workflow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub workflow: Workflow,
+    /// What does the work: the task's `worker`, else the project's.
+    pub worker: WorkerKind,
     /// Worker candidates, best first for this strategy.
     pub candidates: Vec<ModelRef>,
 }
@@ -96,6 +99,7 @@ pub fn route(project: &ProjectConfig, task: &Task, prices: &PriceTable) -> Route
     }
     Route {
         workflow,
+        worker: task.worker.unwrap_or(project.worker),
         candidates,
     }
 }
@@ -124,6 +128,7 @@ mod tests {
             depends_on: Vec::new(),
             plan_key: None,
             candidates: None,
+            worker: None,
             source: TaskSource::Manual,
             status: TaskStatus::Pending,
             attempts: 0,
@@ -191,5 +196,22 @@ mod tests {
         assert_eq!(r.workflow, Workflow::Review);
         assert_eq!(r.candidates[0].to_string(), "oai:gpt-4o-mini");
         assert_eq!(r.candidates.len(), 4);
+    }
+
+    #[test]
+    fn the_task_s_worker_wins_over_the_project_s() {
+        let prices = PriceTable::shipped();
+        let mut p = project(Strategy::CostFirst);
+        let mut t = task(TaskType::Code);
+        assert_eq!(route(&p, &t, &prices).worker, WorkerKind::Builtin);
+        p.worker = WorkerKind::Aider;
+        assert_eq!(route(&p, &t, &prices).worker, WorkerKind::Aider);
+        t.worker = Some(WorkerKind::MiniSweAgent);
+        let r = route(&p, &t, &prices);
+        assert_eq!(r.worker, WorkerKind::MiniSweAgent);
+        // The models are routed as before, whoever does the work.
+        assert_eq!(r.model_for_attempt(1).unwrap().to_string(), "local:qwen");
+        t.worker = Some(WorkerKind::Builtin);
+        assert_eq!(route(&p, &t, &prices).worker, WorkerKind::Builtin);
     }
 }

@@ -179,6 +179,20 @@ impl Engine {
         })
     }
 
+    /// The worker of `kind` (routing's choice for a task): the project's own,
+    /// built when the engine started, or the one a task names, built and
+    /// checked now (a CLI that is not there is a configuration error).
+    pub(crate) fn worker_for(
+        &self,
+        kind: orch_config::WorkerKind,
+    ) -> Result<std::sync::Arc<dyn orch_agent::Worker>> {
+        if kind == self.project.worker {
+            return Ok(self.worker.clone());
+        }
+        orch_agent::external::factory::worker_for_task(&self.config, &self.project.name, kind)
+            .map_err(|e| crate::EngineError::Config(format!("the task's `worker`: {e}")))
+    }
+
     fn call_context(
         &self,
         role: &'static str,
@@ -212,7 +226,10 @@ impl Run<'_> {
         // A candidate may have its own model and worker.
         let slot = self.slot.as_ref();
         let worker_model = slot.and_then(|s| s.model.clone()).unwrap_or_else(routed);
-        let worker = slot.map_or_else(|| e.worker.clone(), |s| s.worker.clone());
+        let worker = match slot {
+            Some(s) => s.worker.clone(),
+            None => e.worker_for(route.worker)?,
+        };
         let ctx = e.call_context("worker", self.task, &self.attempt);
         let (provider, model) = e.provider_for(&worker_model, ctx)?;
         e.rec.note(

@@ -21,6 +21,7 @@ pub fn task() -> Task {
         depends_on: Vec::new(),
         plan_key: None,
         candidates: None,
+        worker: None,
         source: TaskSource::Manual,
         status: TaskStatus::Judging,
         attempts: 1,

@@ -20,9 +20,11 @@
 //!
 //! A section's body is the task's description. Recognised lines (with or
 //! without the bold, optionally as a list item): `Type:` (`code`, `test`,
-//! `fix`, `review`), `Files:` (inline, comma-separated, or a list right
-//! below: the task's `allowed_files`) and `Acceptance tests:` (the same
-//! forms: `acceptance_tests`); they leave the description. `Acceptance
+//! `fix`, `review`), `Worker:` (`builtin`, `claude-code`, `codex`, `aider`,
+//! `mini-swe-agent`: what does the task's work; default the project's),
+//! `Files:` (inline, comma-separated, or a list right below: the task's
+//! `allowed_files`) and `Acceptance tests:` (the same forms:
+//! `acceptance_tests`); they leave the description. `Acceptance
 //! criteria:` / `Acceptance:` stay in it, for the worker and the judge to
 //! read. Text before the first task and sections with other headings are
 //! not tasks. Headings inside code blocks are text.
@@ -34,7 +36,7 @@ use crate::task_file::is_safe_relative;
 use crate::validate::{
     MAX_ACCEPTANCE_TESTS, MAX_ALLOWED_FILES, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS,
 };
-use orch_core::{NewTask, TaskSource, TaskType};
+use orch_core::{NewTask, TaskSource, TaskType, WorkerKind};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -60,6 +62,9 @@ pub struct PlanSection {
     pub task_type: TaskType,
     pub allowed_files: Vec<String>,
     pub acceptance_tests: Vec<String>,
+    /// A `Worker:` line's worker; None = the project's.
+    #[serde(default)]
+    pub worker: Option<WorkerKind>,
     /// 1-based line of the heading.
     pub line: usize,
 }
@@ -113,6 +118,7 @@ impl PlanFile {
                 depends_on: Vec::new(),
                 plan_key: Some(plan_key(source, &s.number)),
                 candidates: None,
+                worker: s.worker,
             })
             .collect()
     }
@@ -213,6 +219,7 @@ fn task_heading(text: &str, line: usize) -> Result<(String, String), PlanFileErr
 enum Label {
     Files,
     Type,
+    Worker,
     AcceptanceTests,
 }
 
@@ -226,6 +233,7 @@ fn labelled(line: &str) -> Option<(Label, &str)> {
     let label = match name.to_ascii_lowercase().as_str() {
         "files" | "file" | "allowed files" => Label::Files,
         "type" | "task type" => Label::Type,
+        "worker" => Label::Worker,
         "acceptance tests" | "acceptance test" => Label::AcceptanceTests,
         _ => return None,
     };
@@ -268,12 +276,33 @@ fn entry_value(item: &str) -> Option<String> {
     (!word.is_empty()).then(|| word.to_string())
 }
 
+/// The worker a `Worker:` line names (`` `codex` `` and `Codex` too).
+fn worker_line(value: &str, number: &str, line: usize) -> Result<WorkerKind, PlanFileError> {
+    let word = value
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_ascii_lowercase();
+    word.parse().map_err(|_| {
+        err(
+            line,
+            format!(
+                "task {number} has worker `{}`; write `**Worker:** ` and one of {}",
+                value.trim(),
+                WorkerKind::names()
+            ),
+        )
+    })
+}
+
 /// A section being read.
 struct Draft {
     number: String,
     title: String,
     line: usize,
     task_type: Option<TaskType>,
+    worker: Option<WorkerKind>,
     allowed_files: Vec<String>,
     acceptance_tests: Vec<String>,
     /// Body lines kept for the description.
@@ -308,6 +337,7 @@ impl Draft {
             task_type: self.task_type.unwrap_or_default(),
             allowed_files: self.allowed_files,
             acceptance_tests: self.acceptance_tests,
+            worker: self.worker,
             line: self.line,
         })
     }
@@ -474,6 +504,7 @@ pub fn parse(text: &str) -> Result<PlanFile, PlanFileError> {
                     title,
                     line: n,
                     task_type: None,
+                    worker: None,
                     allowed_files: Vec::new(),
                     acceptance_tests: Vec::new(),
                     body: Vec::new(),
@@ -525,6 +556,19 @@ pub fn parse(text: &str) -> Result<PlanFile, PlanFileError> {
                         ));
                     }
                     d.task_type = Some(parsed);
+                }
+                Label::Worker => {
+                    let parsed = worker_line(value, &d.number, n)?;
+                    if d.worker.is_some_and(|w| w != parsed) {
+                        return Err(err(
+                            n,
+                            format!(
+                                "task {} has a second, different **Worker:** line; keep one",
+                                d.number
+                            ),
+                        ));
+                    }
+                    d.worker = Some(parsed);
                 }
                 Label::Files => {
                     i += read_entries(label, value, &lines[i..], n, &mut d.allowed_files)?;
@@ -717,6 +761,28 @@ Not part of task 1.2.
             "y".repeat(MAX_DESCRIPTION_CHARS + 1)
         ));
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn a_section_may_name_its_worker() {
+        let plan =
+            parse("## Task 1: a\n**Worker:** `mini-swe-agent`\n\nDo it.\n\n## Task 2: b\n").unwrap();
+        assert_eq!(plan.tasks[0].worker, Some(WorkerKind::MiniSweAgent));
+        assert_eq!(plan.tasks[0].description, "Do it.");
+        assert_eq!(plan.tasks[1].worker, None);
+        let tasks = plan.new_tasks("p", "m1.md");
+        assert_eq!(tasks[0].worker, Some(WorkerKind::MiniSweAgent));
+        assert_eq!(tasks[1].worker, None);
+        let e = error("## Task 1.1: a\n- Worker: cursor\n");
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.contains("`cursor`")
+                && e.message.contains("builtin, claude-code, codex, aider, mini-swe-agent"),
+            "{e}"
+        );
+        let e = error("## Task 1.1: a\nWorker: codex\nWorker: aider\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("second, different **Worker:**"), "{e}");
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! `title` (required), `description`, `type` (`code`, `test`, `fix`,
 //! `review`; `task_type` is accepted too), `priority`, `allowed_files`,
 //! `acceptance_tests`, `depends_on` (task ids or unique prefixes),
-//! `candidates` (best-of-N, 1–8). Unknown
+//! `candidates` (best-of-N, 1–8), `worker` (`builtin`, `claude-code`,
+//! `codex`, `aider`, `mini-swe-agent`; unset = the project's). Unknown
 //! fields are refused by name, so a misspelt key never goes unnoticed.
+//! Whether the project can run the named worker (its CLI installed, a
+//! sandbox that allows it) is the caller's check: it needs the config.
 
 use crate::validate::{
     MAX_ACCEPTANCE_TESTS, MAX_ALLOWED_FILES, MAX_DESCRIPTION_CHARS, MAX_PATH_CHARS, MAX_TITLE_CHARS,
 };
-use orch_core::{NewTask, TaskId, TaskSource, TaskType};
+use orch_core::{NewTask, TaskId, TaskSource, TaskType, WorkerKind};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -30,6 +33,7 @@ pub const FIELDS: &[&str] = &[
     "acceptance_tests",
     "depends_on",
     "candidates",
+    "worker",
 ];
 
 /// One task as a person (or a client of the API) writes it.
@@ -67,6 +71,10 @@ pub struct TaskSpec {
     /// project's `candidates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates: Option<u32>,
+    /// What does the work: `builtin`, `claude-code`, `codex`, `aider` or
+    /// `mini-swe-agent`; unset = the project's `worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerKind>,
 }
 
 /// How a task file is written.
@@ -163,7 +171,8 @@ pub fn parse(text: &str, format: TaskFileFormat) -> Result<TaskSpec, TaskFileErr
                 let field = clean_path(&e.path().to_string());
                 let inner = e.into_inner();
                 // An enum given a number is a "syntax" error to serde_json.
-                let kind = if (inner.is_syntax() && field != "type") || inner.is_eof() {
+                let is_enum = field == "type" || field == "worker";
+                let kind = if (inner.is_syntax() && !is_enum) || inner.is_eof() {
                     TaskFileErrorKind::Syntax
                 } else {
                     TaskFileErrorKind::Invalid
@@ -253,6 +262,8 @@ fn located(
     } else if field == "type" && !raw.contains("expected one of") {
         // serde_json says only "expected value" for a number here.
         format!("{raw}; use one of code, test, fix, review")
+    } else if field == "worker" && !raw.contains("expected one of") {
+        format!("{raw}; use one of {}", WorkerKind::names())
     } else {
         raw
     };
@@ -457,6 +468,7 @@ impl TaskSpec {
                 .collect(),
             plan_key: None,
             candidates: self.candidates,
+            worker: self.worker,
         })
     }
 }
@@ -629,6 +641,29 @@ depends_on: [abcd1234]
             assert_eq!(e.field, "candidates");
             assert!(e.message.contains("1 to 8"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn a_task_may_name_its_own_worker() {
+        let spec = parse("title: x\nworker: mini-swe-agent\n", TaskFileFormat::Yaml).unwrap();
+        let new = spec.to_new_task(Some("p")).unwrap();
+        assert_eq!(new.worker, Some(WorkerKind::MiniSweAgent));
+        let spec = parse(r#"{"title": "x", "worker": "codex"}"#, TaskFileFormat::Json).unwrap();
+        assert_eq!(spec.worker, Some(WorkerKind::Codex));
+        let plain = parse("title: x\n", TaskFileFormat::Yaml).unwrap();
+        assert_eq!(plain.to_new_task(Some("p")).unwrap().worker, None);
+        // An unknown kind names the field and every allowed value.
+        let kinds = "`builtin`, `claude-code`, `codex`, `aider`, `mini-swe-agent`";
+        let e = yaml_err("title: x\nworker: cursor\n");
+        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
+        assert!(e.message.contains("`worker`: unknown variant `cursor`"), "{}", e.message);
+        assert!(e.message.contains(kinds), "{}", e.message);
+        let e = json_err(r#"{"title": "x", "worker": "Codex"}"#);
+        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
+        assert!(e.message.contains(kinds), "{}", e.message);
+        let e = json_err(r#"{"title": "x", "worker": 3}"#);
+        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
+        assert!(e.message.contains("use one of builtin, claude-code"), "{}", e.message);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn stored_task(title: &str, description: &str, status: TaskStatus) -> Task {
         depends_on: Vec::new(),
         plan_key: None,
         candidates: None,
+        worker: None,
         source: TaskSource::Planner,
         status,
         attempts: 2,

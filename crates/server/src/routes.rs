@@ -139,6 +139,11 @@ pub(crate) async fn add_task_spec(
         let p = require_project(&state.config, &project)?;
         let new = views::new_task(&state.store, &p.name, &spec)
             .map_err(|e| ApiError::invalid(e.field, e.message))?;
+        if let Some(kind) = new.worker {
+            // Checked as the project's own worker is when the engine starts.
+            orch_agent::external::factory::worker_for_task(&state.config, &p.name, kind)
+                .map_err(|e| ApiError::invalid("worker", format!("`worker`: {e}")))?;
+        }
         ensure_registered(&state.config, &state.store, p)?;
         Ok(state.store.add_task(&new)?)
     })

@@ -68,7 +68,7 @@ pub fn parse_event_kind(s: &str) -> std::result::Result<EventKind, String> {
 pub const TASK_COLUMNS: &str = "id, project, title, description, task_type, priority, \
     allowed_files, source, status, attempts, feedback, question, answer, failure_reason, \
     input_tokens, output_tokens, cost_usd, created_at, updated_at, acceptance_tests, \
-    infra_failures, not_before, depends_on, plan_key, candidates";
+    infra_failures, not_before, depends_on, plan_key, candidates, worker";
 
 pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -94,6 +94,7 @@ pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         })?,
         plan_key: row.get("plan_key")?,
         candidates: row.get("candidates")?,
+        worker: parsed_opt(row, "worker", str::parse)?,
         feedback: row.get("feedback")?,
         question: row.get("question")?,
         answer: row.get("answer")?,

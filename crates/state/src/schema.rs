@@ -237,7 +237,14 @@ CREATE TABLE requirements_files (
 );
 "#;
 
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+/// A task may name its own worker (`builtin` or an agent CLI); NULL = the
+/// project's. Not a CHECK on the names: the kinds are checked where tasks
+/// are made and when a row is read, so a new kind needs no table rebuild.
+const V9: &str = r#"
+ALTER TABLE tasks ADD COLUMN worker TEXT;
+"#;
+
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Sets the per-connection pragmas. The busy timeout comes first so that
 /// switching to WAL waits for a concurrent opener instead of failing.

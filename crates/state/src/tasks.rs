@@ -338,8 +338,8 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
     conn.execute(
         "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
                             source, status, created_at, updated_at, acceptance_tests,
-                            depends_on, plan_key, candidates)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12, ?13)",
+                            depends_on, plan_key, candidates, worker)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             id.as_str(),
             new.project,
@@ -353,7 +353,8 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
             accept,
             depends,
             new.plan_key,
-            new.candidates
+            new.candidates,
+            new.worker.map(|w| w.as_str())
         ],
     )?;
     let payload = protocol::TaskCreated {
@@ -819,6 +820,37 @@ mod tests {
         s.cancel_task(t.id.as_str()).unwrap();
         assert!(!s.defer_task(&t.id, later, "x").unwrap());
         assert_eq!(s.task(t.id.as_str()).unwrap().status, TaskStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_task_s_worker_is_stored_and_a_bad_stored_one_is_reported() {
+        let s = store();
+        let plain = s.add_task(&new_task("plain", 0)).unwrap();
+        let own = s
+            .add_task(&NewTask {
+                worker: Some(orch_core::WorkerKind::MiniSweAgent),
+                ..new_task("by mini", 0)
+            })
+            .unwrap();
+        assert_eq!(own.worker, Some(orch_core::WorkerKind::MiniSweAgent));
+        assert_eq!(s.task(own.id.as_str()).unwrap().worker, own.worker);
+        assert_eq!(s.task(plain.id.as_str()).unwrap().worker, None);
+        let raw: Option<String> = s
+            .read(|c| {
+                Ok(c.query_row("SELECT worker FROM tasks WHERE id = ?1", [own.id.as_str()], |r| {
+                    r.get(0)
+                })?)
+            })
+            .unwrap();
+        assert_eq!(raw.as_deref(), Some("mini-swe-agent"));
+        // A row no orch wrote names the column and the value.
+        s.write(|tx| {
+            tx.execute("UPDATE tasks SET worker = 'cursor' WHERE id = ?1", [plain.id.as_str()])?;
+            Ok(())
+        })
+        .unwrap();
+        let e = s.task(plain.id.as_str()).unwrap_err().to_string();
+        assert!(e.contains("worker") && e.contains("cursor"), "{e}");
     }
 
     fn task_events(s: &Store, id: &TaskId) -> Vec<orch_protocol::Event> {

@@ -1,11 +1,13 @@
 //! The worker a project's config asks for: `worker = "builtin"` (the
 //! default) or an agent CLI with its `[projects.agents.<name>]` settings.
 //! Checked when the engine is built, so a missing CLI is a configuration
-//! error before any task is claimed, not a failed attempt.
+//! error before any task is claimed, not a failed attempt. A task may name
+//! its own worker; [`worker_for_task`] checks it the same way when the
+//! task is added (and when it is worked, in case the config changed).
 
 use super::ExternalWorker;
 use crate::{BuiltinWorker, Worker};
-use orch_config::{Config, WorkerKind};
+use orch_config::{Config, SandboxKind, WorkerKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,6 +48,27 @@ pub fn worker_of_kind(
     let mut worker = worker;
     worker.settings.binary = Some(found.display().to_string());
     Ok(Arc::new(worker))
+}
+
+/// The worker a task names (`worker:` in a task file, `--worker`), with
+/// `project`'s settings: refused under `sandbox = "docker"` as the
+/// project's own `worker` would be, then built and checked by
+/// [`worker_of_kind`] (a missing CLI says how to install it).
+pub fn worker_for_task(
+    config: &Config,
+    project: &str,
+    kind: WorkerKind,
+) -> Result<Arc<dyn Worker>, String> {
+    let pc = config.project_or_hint(project)?;
+    if kind != WorkerKind::Builtin && pc.sandbox == SandboxKind::Docker && !config.dry_run {
+        return Err(format!(
+            "worker = \"{kind}\" cannot run in project `{project}`, which has sandbox = \"docker\" \
+             ({}): agent CLIs run in the bwrap or none sandbox; give the task worker = \"builtin\", \
+             or set the project's sandbox = \"bwrap\"",
+            config.source.display()
+        ));
+    }
+    worker_of_kind(config, project, kind)
 }
 
 /// `binary` as an absolute path: a path (relative ones against the config
@@ -139,6 +162,35 @@ mod tests {
         let (_d, c) = load("worker = \"codex\"\nsandbox = \"docker\"\n");
         let err = c.err().unwrap();
         assert!(err.contains("worker") && err.contains("bwrap"), "{err}");
+    }
+
+    #[test]
+    fn a_task_s_worker_is_checked_like_the_project_s() {
+        let (_d, c) = load(
+            "[projects.agents.codex]\nbinary = \"/bin/sh\"\n\
+             [projects.agents.aider]\nbinary = \"no/such/aider\"\n",
+        );
+        let c = c.unwrap();
+        assert_eq!(
+            worker_for_task(&c, "p", WorkerKind::Codex).unwrap().name(),
+            "codex"
+        );
+        let err = worker_for_task(&c, "p", WorkerKind::Aider).err().unwrap();
+        assert!(err.contains("worker = \"aider\""), "{err}");
+        assert!(err.contains("scripts/install-agents.sh"), "{err}");
+        let (_d, c) = load("sandbox = \"docker\"\n[projects.agents.codex]\nbinary = \"/bin/sh\"\n");
+        let c = c.unwrap();
+        let err = worker_for_task(&c, "p", WorkerKind::Codex).err().unwrap();
+        assert!(
+            err.contains("sandbox = \"docker\"") && err.contains("bwrap"),
+            "{err}"
+        );
+        assert_eq!(
+            worker_for_task(&c, "p", WorkerKind::Builtin)
+                .unwrap()
+                .name(),
+            "builtin"
+        );
     }
 
     #[test]

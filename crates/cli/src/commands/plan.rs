@@ -70,6 +70,19 @@ fn import(config_flag: Option<&Path>, a: ImportArgs) -> CliResult {
             e.message
         ))
     })?;
+    // A section's `Worker:` is checked as `add-task --worker` checks it.
+    for (section, kind) in plan.tasks.iter().filter_map(|s| s.worker.map(|w| (s, w))) {
+        orch_agent::external::factory::worker_for_task(&config, &project.name, kind).map_err(
+            |e| {
+                CliError::usage(format!(
+                    "{} line {}: task {}'s worker: {e}; nothing was imported",
+                    a.file.display(),
+                    section.line,
+                    section.number
+                ))
+            },
+        )?;
+    }
     let source = plan_file::source_name(&a.file);
     let store = open_store(&config)?;
     store.ensure_project(

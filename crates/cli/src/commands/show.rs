@@ -88,6 +88,9 @@ fn render(task: &Task, attempts: &[Attempt], width: usize) -> String {
             task.allowed_files.join(", ")
         ));
     }
+    if let Some(w) = task.worker {
+        out.push(format!("  worker: {w} (the task's own, not the project's)"));
+    }
     out.push(format!(
         "  tokens: {} in / {} out   cost: ${:.4}",
         task.input_tokens, task.output_tokens, task.cost_usd
@@ -327,6 +330,7 @@ mod tests {
             depends_on: Vec::new(),
             plan_key: None,
             candidates: None,
+            worker: None,
             source: TaskSource::Manual,
             status: TaskStatus::Pending,
             attempts: 1,
@@ -380,6 +384,18 @@ mod tests {
             rank: None,
             rank_reason: None,
         }
+    }
+
+    #[test]
+    fn a_task_s_own_worker_is_shown() {
+        let mut t = task();
+        assert!(!render(&t, &[], 80).contains("  worker:"));
+        t.worker = Some(orch_core::WorkerKind::Codex);
+        let text = render(&t, &[], 80);
+        assert!(
+            text.contains("  allowed files: calc.py\n  worker: codex (the task's own, not the project's)\n"),
+            "{text}"
+        );
     }
 
     #[test]

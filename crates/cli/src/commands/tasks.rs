@@ -45,9 +45,13 @@ pub struct AddTaskArgs {
     /// best of those that pass lands; default: the project's `candidates`.
     #[arg(long, value_name = "N", conflicts_with = "file")]
     pub candidates: Option<u32>,
+    /// What does the work: builtin | claude-code | codex | aider |
+    /// mini-swe-agent; default: the project's `worker`.
+    #[arg(long, value_name = "WORKER", conflicts_with = "file")]
+    pub worker: Option<String>,
     /// Read the task from a YAML or JSON file (`-` for stdin) with the
     /// fields project, title, description, type, priority, allowed_files,
-    /// acceptance_tests, depends_on, candidates (see examples/task_example.yaml).
+    /// acceptance_tests, depends_on, candidates, worker (see examples/task_example.yaml).
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
     #[arg(long)]
@@ -109,6 +113,12 @@ fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> 
             orch_core::MAX_CANDIDATES
         )));
     }
+    let worker = a
+        .worker
+        .as_deref()
+        .map(|w| w.trim().parse())
+        .transpose()
+        .map_err(|e: String| CliError::usage(format!("--worker: {e}")))?;
     if let Some(bad) = a.depends_on.iter().find(|d| d.trim().is_empty()) {
         return Err(CliError::usage(format!(
             "--depends-on `{bad}`: expected a task id or a unique prefix of one (see `orch tasks --project {project}`)"
@@ -129,6 +139,7 @@ fn task_from_flags(a: &AddTaskArgs, project: &str) -> Result<NewTask, CliError> 
             .map(|d| TaskId(d.trim().to_string()))
             .collect(),
         candidates: a.candidates,
+        worker,
         ..NewTask::default()
     })
 }
@@ -143,12 +154,27 @@ fn add_local(config_flag: Option<&Path>, a: &AddTaskArgs) -> Result<Task, CliErr
         None => task_from_flags(a, a.project.as_deref().unwrap_or_default())?,
     };
     let project = require_project(&config, &new.project)?;
+    if let Some(kind) = new.worker {
+        // The project's own worker is checked when the engine starts; a
+        // task's is checked here, so a CLI that is not there writes nothing.
+        orch_agent::external::factory::worker_for_task(&config, &project.name, kind).map_err(
+            |e| CliError::usage(format!("{}: {e}; nothing was written", worker_source(a))),
+        )?;
+    }
     let store = open_store(&config)?;
     store.ensure_project(
         &project.name,
         &config.project_path(project).display().to_string(),
     )?;
     Ok(store.add_task(&new)?)
+}
+
+/// Where the task's worker was named, for its error message.
+fn worker_source(a: &AddTaskArgs) -> String {
+    match &a.file {
+        Some(path) => format!("task file {}: `worker`", path.display()),
+        None => "--worker".to_string(),
+    }
 }
 
 /// `orch --server URL add-task`: the same checks, then the task is sent to
@@ -167,6 +193,7 @@ fn add_via_server(server: &crate::client::Client, a: &AddTaskArgs) -> Result<Tas
         "acceptance_tests": new.acceptance_tests,
         "depends_on": new.depends_on,
         "candidates": new.candidates,
+        "worker": new.worker,
     });
     server.post(
         &format!(
@@ -201,6 +228,9 @@ pub fn add(config_flag: Option<&Path>, a: AddTaskArgs) -> CliResult {
         }
         if let Some(n) = task.candidates {
             println!("  candidates per round: {n}");
+        }
+        if let Some(w) = task.worker {
+            println!("  worker: {w}");
         }
     }
     Ok(ExitCode::SUCCESS)

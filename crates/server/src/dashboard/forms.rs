@@ -41,6 +41,9 @@ pub(crate) struct AddTaskDraft {
     acceptance_tests: String,
     #[serde(default)]
     depends_on: String,
+    /// A worker kind, or empty for the project's.
+    #[serde(default)]
+    worker: String,
     /// The refusal: the form field at fault (if any) and the message.
     #[serde(skip)]
     error: Option<(Option<String>, String)>,
@@ -74,8 +77,8 @@ impl AddTaskDraft {
         }
     }
 
-    /// The task file the form describes; the type and priority are
-    /// checked here, everything else by the API's own validation.
+    /// The task file the form describes; the type, priority and worker
+    /// are checked here, everything else by the API's own validation.
     fn spec(&self) -> Result<TaskSpec, ApiError> {
         let task_type = match self.task_type.trim() {
             "" => orch_core::TaskType::default(),
@@ -92,6 +95,13 @@ impl AddTaskDraft {
                 )
             })?,
         };
+        let worker = match self.worker.trim() {
+            "" => None,
+            w => Some(
+                w.parse()
+                    .map_err(|e: String| ApiError::invalid("worker", format!("`worker`: {e}")))?,
+            ),
+        };
         Ok(TaskSpec {
             project: None,
             title: self.title.clone(),
@@ -102,6 +112,7 @@ impl AddTaskDraft {
             acceptance_tests: lines(&self.acceptance_tests),
             depends_on: lines(&self.depends_on),
             candidates: None,
+            worker,
         })
     }
 
@@ -171,6 +182,17 @@ impl AddTaskDraft {
                             }
                         }
                         @if let Some(e) = self.error_for("type") { p.error { (e) } }
+                    }
+                    div.field {
+                        label for="f-worker" { "Worker" }
+                        select #f-worker name="worker" aria-describedby="f-worker-hint" aria-invalid=[self.error_for("worker").map(|_| "true")] {
+                            option value="" selected[self.worker.trim().is_empty()] { "the project's" }
+                            @for w in orch_core::WorkerKind::ALL {
+                                option value=(w.as_str()) selected[w.as_str() == self.worker.trim()] { (w.as_str()) }
+                            }
+                        }
+                        small #f-worker-hint { "What does the work: the built-in agent or an agent CLI." }
+                        @if let Some(e) = self.error_for("worker") { p.error { (e) } }
                     }
                     (self.field("priority", "Priority", "A whole number; higher runs first. Empty = 0.", &self.priority, false))
                     (self.field("allowed_files", "Allowed files", "Globs the worker may write, one per line; empty = any file.", &self.allowed_files, true))
@@ -483,9 +505,22 @@ mod tests {
         assert_eq!(bad.spec().unwrap_err().field.as_deref(), Some("priority"));
         let bad = AddTaskDraft {
             task_type: "poem".into(),
-            ..d
+            ..d.clone()
         };
         assert_eq!(bad.spec().unwrap_err().field.as_deref(), Some("type"));
+        assert_eq!(d.spec().unwrap().worker, None, "empty = the project's");
+        let codex = AddTaskDraft {
+            worker: "codex".into(),
+            ..d.clone()
+        };
+        assert_eq!(codex.spec().unwrap().worker, Some(orch_core::WorkerKind::Codex));
+        let bad = AddTaskDraft {
+            worker: "cursor".into(),
+            ..d.clone()
+        };
+        let e = bad.spec().unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("worker"));
+        assert!(e.body().error.message.contains("mini-swe-agent"), "{e:?}");
         assert_eq!(form_field("allowed_files[1]"), "allowed_files");
         assert_eq!(form_field("task_type"), "type");
     }
@@ -504,5 +539,13 @@ mod tests {
         assert!(html.contains(r#"name="csrf" value="tok""#), "{html}");
         assert!(html.contains(r#"<option value="calc" selected>"#), "{html}");
         assert!(html.contains(r#"<label for="f-title">"#), "{html}");
+        // The worker: the project's by default, or any kind.
+        assert!(html.contains(r#"<option value="" selected>the project's</option>"#), "{html}");
+        assert!(html.contains(r#"<option value="mini-swe-agent">"#), "{html}");
+        d.worker = "aider".into();
+        d.error = Some((Some("worker".into()), "no aider CLI".into()));
+        let html = d.render("tok", &["calc".into()]).into_string();
+        assert!(html.contains(r#"<option value="aider" selected>"#), "{html}");
+        assert!(html.contains("no aider CLI"), "{html}");
     }
 }

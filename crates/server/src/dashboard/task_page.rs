@@ -242,6 +242,7 @@ fn task_facts(t: &Task) -> Markup {
             dt { "Project" } dd { (t.project) }
             dt { "Type" } dd { (t.task_type.as_str()) }
             dt { "Priority" } dd { (t.priority) }
+            @if let Some(w) = t.worker { dt { "Worker" } dd { code { (w.as_str()) } " (the task's own)" } }
             dt { "Source" } dd { (t.source.as_str()) @if let Some(k) = &t.plan_key { " (" code { (k) } ")" } }
             dt { "Attempts counted" } dd { (t.attempts) @if t.infra_failures > 0 { ", " (t.infra_failures) " lost to infrastructure failures" } }
             dt { "Tokens" } dd { (t.input_tokens) " in, " (t.output_tokens) " out" }

@@ -79,8 +79,14 @@ impl Server {
     }
 
     pub async fn start_with(token: Option<&str>, max_body_bytes: usize) -> Server {
+        Self::start_config(token, max_body_bytes, "").await
+    }
+
+    /// [`Self::start_with`], with `extra` TOML after the `[server]` table
+    /// (more `[[projects]]`, say).
+    pub async fn start_config(token: Option<&str>, max_body_bytes: usize, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let config = Arc::new(orch_config::load(&write_config(dir.path(), "")).unwrap());
+        let config = Arc::new(orch_config::load(&write_config(dir.path(), extra)).unwrap());
         let store = Arc::new(Store::open(&config.data_dir_abs().join("orch.db")).unwrap());
         let control = Arc::new(RecordingControl::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
