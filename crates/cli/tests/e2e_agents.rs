@@ -685,7 +685,10 @@ fn a_task_picks_its_own_worker(agent: &Agent) {
         ],
         0,
     );
-    assert!(added.contains(&format!("  worker: {}", agent.name)), "{added}");
+    assert!(
+        added.contains(&format!("  worker: {}", agent.name)),
+        "{added}"
+    );
     let by_agent = added.split_whitespace().nth(2).unwrap().to_string();
     let by_builtin = f.add_task(
         "Write the notes",
@@ -729,7 +732,10 @@ fn a_task_s_own_worker_does_its_work_beside_the_builtin() {
 #[test]
 fn an_unknown_or_missing_task_worker_is_refused_with_exit_2() {
     let f = Fixture::new();
-    f.with_replay(json!({ "responses": [judge_pass()] }), "max_infra_failures = 1");
+    f.with_replay(
+        json!({ "responses": [judge_pass()] }),
+        "max_infra_failures = 1",
+    );
     f.append_config(
         "[projects.agents.codex]\nbinary = \"no/such/codex\"\n\n\
          [projects.agents.aider]\nbinary = \"./fake-aider\"\n",
@@ -760,22 +766,36 @@ fn an_unknown_or_missing_task_worker_is_refused_with_exit_2() {
     assert!(err.contains("`worker`: unknown variant `cursor`"), "{err}");
     std::fs::write(f.root().join("task.yaml"), "title: x\nworker: codex\n").unwrap();
     let err = add(&["--file", "task.yaml"]);
-    assert!(err.contains("task file task.yaml: `worker`") && err.contains("no/such/codex"), "{err}");
+    assert!(
+        err.contains("task file task.yaml: `worker`") && err.contains("no/such/codex"),
+        "{err}"
+    );
     std::fs::write(f.root().join("m1.md"), "## Task 1: a\nWorker: codex\n").unwrap();
     let out = f.orch(&["plan", "import", "m1.md", "--project", "calc"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 1: task 1's worker") && err.contains("no/such/codex"), "{err}");
+    assert!(
+        err.contains("line 1: task 1's worker") && err.contains("no/such/codex"),
+        "{err}"
+    );
     let tasks = f.orch_ok(&["tasks", "--project", "calc", "--json"], 0);
     assert_eq!(tasks.trim(), "[]", "nothing was written");
 
     // Installed when the task is added, gone when it is worked.
     let fake = f.root().join("fake-aider");
     std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = f.orch_ok(
-        &["add-task", "--project", "calc", "--title", "x", "--worker", "aider", "--json"],
+        &[
+            "add-task",
+            "--project",
+            "calc",
+            "--title",
+            "x",
+            "--worker",
+            "aider",
+            "--json",
+        ],
         0,
     );
     let id = serde_json::from_str::<Value>(&out).unwrap()["id"]

@@ -120,9 +120,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<AttemptEnd> {
         let n = self.candidate_count(task);
-        let slots: Vec<Slot> = (1..=n)
-            .map(|k| self.slot(task, k))
-            .collect::<Result<_>>()?;
+        let slots: Vec<Slot> = (1..=n).map(|k| self.slot(task, k)).collect::<Result<_>>()?;
         let infos: Vec<protocol::CandidateSlot> = slots
             .iter()
             .map(|s| protocol::CandidateSlot {

@@ -765,8 +765,8 @@ Not part of task 1.2.
 
     #[test]
     fn a_section_may_name_its_worker() {
-        let plan =
-            parse("## Task 1: a\n**Worker:** `mini-swe-agent`\n\nDo it.\n\n## Task 2: b\n").unwrap();
+        let plan = parse("## Task 1: a\n**Worker:** `mini-swe-agent`\n\nDo it.\n\n## Task 2: b\n")
+            .unwrap();
         assert_eq!(plan.tasks[0].worker, Some(WorkerKind::MiniSweAgent));
         assert_eq!(plan.tasks[0].description, "Do it.");
         assert_eq!(plan.tasks[1].worker, None);
@@ -777,7 +777,8 @@ Not part of task 1.2.
         assert_eq!(e.line, 2);
         assert!(
             e.message.contains("`cursor`")
-                && e.message.contains("builtin, claude-code, codex, aider, mini-swe-agent"),
+                && e.message
+                    .contains("builtin, claude-code, codex, aider, mini-swe-agent"),
             "{e}"
         );
         let e = error("## Task 1.1: a\nWorker: codex\nWorker: aider\n");

@@ -655,15 +655,32 @@ depends_on: [abcd1234]
         // An unknown kind names the field and every allowed value.
         let kinds = "`builtin`, `claude-code`, `codex`, `aider`, `mini-swe-agent`";
         let e = yaml_err("title: x\nworker: cursor\n");
-        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
-        assert!(e.message.contains("`worker`: unknown variant `cursor`"), "{}", e.message);
+        assert_eq!(
+            (e.kind, e.field.as_str()),
+            (TaskFileErrorKind::Invalid, "worker")
+        );
+        assert!(
+            e.message.contains("`worker`: unknown variant `cursor`"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains(kinds), "{}", e.message);
         let e = json_err(r#"{"title": "x", "worker": "Codex"}"#);
-        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
+        assert_eq!(
+            (e.kind, e.field.as_str()),
+            (TaskFileErrorKind::Invalid, "worker")
+        );
         assert!(e.message.contains(kinds), "{}", e.message);
         let e = json_err(r#"{"title": "x", "worker": 3}"#);
-        assert_eq!((e.kind, e.field.as_str()), (TaskFileErrorKind::Invalid, "worker"));
-        assert!(e.message.contains("use one of builtin, claude-code"), "{}", e.message);
+        assert_eq!(
+            (e.kind, e.field.as_str()),
+            (TaskFileErrorKind::Invalid, "worker")
+        );
+        assert!(
+            e.message.contains("use one of builtin, claude-code"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

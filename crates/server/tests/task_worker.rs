@@ -89,7 +89,10 @@ async fn a_task_names_its_worker_and_bad_ones_are_refused_by_field() {
     .await;
     assert_eq!(err["field"], "worker");
     assert!(
-        err["message"].as_str().unwrap().contains("sandbox = \"docker\""),
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox = \"docker\""),
         "{err}"
     );
     assert_eq!(s.written(), before, "no refused task wrote anything");

@@ -837,15 +837,20 @@ mod tests {
         assert_eq!(s.task(plain.id.as_str()).unwrap().worker, None);
         let raw: Option<String> = s
             .read(|c| {
-                Ok(c.query_row("SELECT worker FROM tasks WHERE id = ?1", [own.id.as_str()], |r| {
-                    r.get(0)
-                })?)
+                Ok(c.query_row(
+                    "SELECT worker FROM tasks WHERE id = ?1",
+                    [own.id.as_str()],
+                    |r| r.get(0),
+                )?)
             })
             .unwrap();
         assert_eq!(raw.as_deref(), Some("mini-swe-agent"));
         // A row no orch wrote names the column and the value.
         s.write(|tx| {
-            tx.execute("UPDATE tasks SET worker = 'cursor' WHERE id = ?1", [plain.id.as_str()])?;
+            tx.execute(
+                "UPDATE tasks SET worker = 'cursor' WHERE id = ?1",
+                [plain.id.as_str()],
+            )?;
             Ok(())
         })
         .unwrap();

@@ -393,7 +393,9 @@ mod tests {
         t.worker = Some(orch_core::WorkerKind::Codex);
         let text = render(&t, &[], 80);
         assert!(
-            text.contains("  allowed files: calc.py\n  worker: codex (the task's own, not the project's)\n"),
+            text.contains(
+                "  allowed files: calc.py\n  worker: codex (the task's own, not the project's)\n"
+            ),
             "{text}"
         );
     }

@@ -513,7 +513,10 @@ mod tests {
             worker: "codex".into(),
             ..d.clone()
         };
-        assert_eq!(codex.spec().unwrap().worker, Some(orch_core::WorkerKind::Codex));
+        assert_eq!(
+            codex.spec().unwrap().worker,
+            Some(orch_core::WorkerKind::Codex)
+        );
         let bad = AddTaskDraft {
             worker: "cursor".into(),
             ..d.clone()
@@ -540,12 +543,21 @@ mod tests {
         assert!(html.contains(r#"<option value="calc" selected>"#), "{html}");
         assert!(html.contains(r#"<label for="f-title">"#), "{html}");
         // The worker: the project's by default, or any kind.
-        assert!(html.contains(r#"<option value="" selected>the project's</option>"#), "{html}");
-        assert!(html.contains(r#"<option value="mini-swe-agent">"#), "{html}");
+        assert!(
+            html.contains(r#"<option value="" selected>the project's</option>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<option value="mini-swe-agent">"#),
+            "{html}"
+        );
         d.worker = "aider".into();
         d.error = Some((Some("worker".into()), "no aider CLI".into()));
         let html = d.render("tok", &["calc".into()]).into_string();
-        assert!(html.contains(r#"<option value="aider" selected>"#), "{html}");
+        assert!(
+            html.contains(r#"<option value="aider" selected>"#),
+            "{html}"
+        );
         assert!(html.contains("no aider CLI"), "{html}");
     }
 }
