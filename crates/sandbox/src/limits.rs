@@ -1073,7 +1073,7 @@ mod tests {
 
     #[test]
     fn no_limits_means_no_cgroup_and_no_core_dumps() {
-        let plan = plan(&Limits::default(), true).unwrap();
+        let plan = plan(&Limits::default(), true, &IdleCgroups::default()).unwrap();
         assert!(plan.cgroup.is_none());
         assert_eq!(plan.rlimits, [Rlimit::Core(0)]);
     }
@@ -1085,7 +1085,7 @@ mod tests {
             pids: Some(64),
             cpus: Some(1.0),
         };
-        let plan = plan(&limits, false).unwrap();
+        let plan = plan(&limits, false, &IdleCgroups::default()).unwrap();
         assert!(plan.cgroup.is_none());
         assert!(plan.rlimits.contains(&Rlimit::Data(256 << 20)));
         // SAFETY: getuid has no preconditions.
