@@ -114,6 +114,36 @@ impl Engine {
         }
     }
 
+    /// One worker run of `task` in `worktree` under the project's limits,
+    /// the same for an attempt's work and for a conflict resolver's.
+    pub(crate) fn worker_spec(
+        &self,
+        task: &Task,
+        (provider, model): (Arc<dyn orch_providers::Provider>, String),
+        worktree: &std::path::Path,
+        (system_prompt, task_prompt): (&str, &str),
+        cancel: &CancellationToken,
+    ) -> orch_agent::WorkerSpec {
+        let p = &self.project;
+        orch_agent::WorkerSpec {
+            provider,
+            model,
+            sandbox: self.sandbox.clone(),
+            worktree: worktree.to_path_buf(),
+            extra_ro: self.extra_ro.clone(),
+            sandbox_env: self.sandbox_env(),
+            system_prompt: system_prompt.to_string(),
+            task_prompt: task_prompt.to_string(),
+            allowed_files: task.allowed_files.clone(),
+            max_turns: p.max_turns,
+            deadline: Duration::from_secs(p.worker_timeout_seconds),
+            output_limit: p.output_limit_bytes,
+            max_run_timeout: Duration::from_secs(p.command_timeout_seconds),
+            max_file_bytes: MAX_FILE_BYTES,
+            cancel: cancel.clone(),
+        }
+    }
+
     /// What verification must prove for `task`: its acceptance tests, the
     /// tests it names, and the project's policy for pre-existing failures.
     pub(crate) fn test_goal(&self, task: &Task) -> orch_core::TestGoal {

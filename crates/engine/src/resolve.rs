@@ -28,7 +28,7 @@ use crate::audit::{attempt_markdown, AttemptRecord};
 use crate::cycle::Engine;
 use crate::paths::write_atomic;
 use crate::{io_err, EngineError, Result};
-use orch_agent::{WorkerEnd, WorkerOutcome, WorkerSpec};
+use orch_agent::{WorkerEnd, WorkerOutcome};
 use orch_config::ResolveConflicts;
 use orch_core::{
     Attempt, AttemptKind, AttemptStatus, Task, TaskStatus, Usage, Verdict, VerificationReport,
@@ -37,7 +37,7 @@ use orch_git::MergeOutcome;
 use orch_protocol::{self as protocol, ResolutionOutcome, Stage};
 use orch_state::AttemptFinish;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Line starts of git's conflict markers (diff3 style: ours, base, theirs).
@@ -286,23 +286,13 @@ impl Resolver<'_> {
                 files.join(", ")
             ),
         );
-        let spec = WorkerSpec {
-            provider,
-            model: model_name,
-            sandbox: e.sandbox.clone(),
-            worktree: self.dir.clone(),
-            extra_ro: e.extra_ro.clone(),
-            sandbox_env: e.sandbox_env(),
-            system_prompt: self.system_prompt.clone(),
-            task_prompt: self.task_prompt.clone(),
-            allowed_files: self.task.allowed_files.clone(),
-            max_turns: e.project.max_turns,
-            deadline: Duration::from_secs(e.project.worker_timeout_seconds),
-            output_limit: e.project.output_limit_bytes,
-            max_run_timeout: Duration::from_secs(e.project.command_timeout_seconds),
-            max_file_bytes: MAX_FILE_BYTES,
-            cancel: self.cancel.clone(),
-        };
+        let spec = e.worker_spec(
+            self.task,
+            (provider, model_name),
+            &self.dir,
+            (&self.system_prompt, &self.task_prompt),
+            &self.cancel,
+        );
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),

@@ -10,12 +10,12 @@ use crate::audit::{attempt_markdown, report_markdown, AttemptRecord};
 use crate::cycle::Engine;
 use crate::paths::write_atomic;
 use crate::{io_err, Result};
-use orch_agent::{WorkerEnd, WorkerOutcome, WorkerSpec};
+use orch_agent::{WorkerEnd, WorkerOutcome};
 use orch_core::{Attempt, AttemptStatus, Task, TaskStatus, Usage, Verdict, VerificationReport};
 use orch_protocol::{self as protocol, Stage};
 use orch_state::AttemptFinish;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Refinement to a score drives these stages in a loop; as a child
@@ -247,23 +247,13 @@ impl Run<'_> {
             ),
         );
         let started = Instant::now();
-        let spec = WorkerSpec {
-            provider,
-            model,
-            sandbox: e.sandbox.clone(),
-            worktree: self.worktree.clone(),
-            extra_ro: e.extra_ro.clone(),
-            sandbox_env: e.sandbox_env(),
-            system_prompt: self.system_prompt.clone(),
-            task_prompt: self.task_prompt.clone(),
-            allowed_files: self.task.allowed_files.clone(),
-            max_turns: e.project.max_turns,
-            deadline: Duration::from_secs(e.project.worker_timeout_seconds),
-            output_limit: e.project.output_limit_bytes,
-            max_run_timeout: Duration::from_secs(e.project.command_timeout_seconds),
-            max_file_bytes: MAX_FILE_BYTES,
-            cancel: self.cancel.clone(),
-        };
+        let spec = e.worker_spec(
+            self.task,
+            (provider, model),
+            &self.worktree,
+            (&self.system_prompt, &self.task_prompt),
+            self.cancel,
+        );
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),

@@ -161,6 +161,21 @@ impl Reader {
     /// Detaches HEAD of the linked worktree whose git record is `record`
     /// at the commit it is on, so it holds no branch. None when gix cannot.
     pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
+        self.set_worktree_head(path, record, "orch: park worktree", |wt| {
+            Some(gix::refs::Target::Object(wt.head_id().ok()?.detach()))
+        })
+    }
+
+    /// Points HEAD of the linked worktree whose git record is `record` at
+    /// what `target` answers for it, with a reflog entry. None when gix
+    /// cannot.
+    fn set_worktree_head(
+        &self,
+        path: &Path,
+        record: &Path,
+        message: &str,
+        target: impl FnOnce(&gix::Repository) -> Option<gix::refs::Target>,
+    ) -> Option<()> {
         use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
         let repo = self.repo(path)?;
         let proxy = repo
@@ -169,16 +184,15 @@ impl Reader {
             .into_iter()
             .find(|p| p.git_dir() == record)?;
         let wt = proxy.into_repo_with_possibly_inaccessible_worktree().ok()?;
-        let id = wt.head_id().ok()?.detach();
         let edit = RefEdit {
             change: Change::Update {
                 log: LogChange {
                     mode: RefLog::AndReference,
                     force_create_reflog: false,
-                    message: "orch: park worktree".into(),
+                    message: message.into(),
                 },
                 expected: PreviousValue::Any,
-                new: gix::refs::Target::Object(id),
+                new: target(&wt)?,
             },
             name: "HEAD".try_into().ok()?,
             deref: false,
@@ -196,29 +210,11 @@ impl Reader {
     /// the branch `branch` (a symbolic ref, as a checkout of it leaves).
     /// None when gix cannot.
     pub(crate) fn attach_head(&self, path: &Path, record: &Path, branch: &str) -> Option<()> {
-        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-        let repo = self.repo(path)?;
-        let proxy = repo
-            .worktrees()
-            .ok()?
-            .into_iter()
-            .find(|p| p.git_dir() == record)?;
-        let wt = proxy.into_repo_with_possibly_inaccessible_worktree().ok()?;
-        let target: gix::refs::FullName = format!("refs/heads/{branch}").try_into().ok()?;
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: format!("orch: worktree on {branch}").into(),
-                },
-                expected: PreviousValue::Any,
-                new: gix::refs::Target::Symbolic(target),
-            },
-            name: "HEAD".try_into().ok()?,
-            deref: false,
-        };
-        wt.edit_reference(edit).ok().map(|_| ())
+        let message = format!("orch: worktree on {branch}");
+        self.set_worktree_head(path, record, &message, |_| {
+            let name: gix::refs::FullName = format!("refs/heads/{branch}").try_into().ok()?;
+            Some(gix::refs::Target::Symbolic(name))
+        })
     }
 
     /// Writes a commit of `tree` with `parents` and `message`, authored and
