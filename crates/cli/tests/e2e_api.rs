@@ -10,105 +10,38 @@
 
 mod common;
 
+use common::serve::{free_port, Serve};
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A running `orch serve --listen 127.0.0.1:<port>`, its stderr collected.
+/// A running `orch serve --listen 127.0.0.1:<port>` and an HTTP client
+/// for its API, with the bearer token when there is one.
 struct Api {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    base: String,
+    serve: Serve,
     token: Option<String>,
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    // Bound and released: the port is free unless something takes it in
-    // the instant before orch does.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Api {
     async fn start(fx: &Fixture, token: Option<&str>) -> Api {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = fx.orch_cmd(&["serve", "--listen", &listen]);
-        if let Some(t) = token {
-            cmd.env("ORCH_E2E_API_TOKEN", t);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let api = Api {
-            child,
-            log,
-            base: format!("http://{listen}"),
+        let env: Vec<(&str, &str)> = token
+            .map(|t| ("ORCH_E2E_API_TOKEN", t))
+            .into_iter()
+            .collect();
+        Api {
+            serve: Serve::ready(fx, &env).await,
             token: token.map(str::to_string),
             http: reqwest::Client::new(),
-        };
-        api.wait_ready().await;
-        // The start-up run ends before a test adds work, so what a test
-        // sees happen is what it asked for.
-        api.wait_log("calc: run finished", Duration::from_secs(90))
-            .await;
-        api
-    }
-
-    async fn wait_log(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {within:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orch serve's API never came up:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.serve.log()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.serve.url(path)
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -164,33 +97,6 @@ impl Api {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    fn sigterm_and_wait(&mut self) {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}\n{}", self.log());
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orch serve did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -317,7 +223,7 @@ async fn a_task_added_over_http_is_followed_on_the_event_stream_until_merged() {
         transcript.to_string().contains("add returns the sum"),
         "{transcript}"
     );
-    api.sigterm_and_wait();
+    api.serve.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -369,7 +275,7 @@ async fn a_needs_human_task_is_answered_over_http() {
     api.wait_status(&id, "merged", Duration::from_secs(120))
         .await;
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
-    api.sigterm_and_wait();
+    api.serve.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,7 +325,7 @@ async fn a_running_task_is_cancelled_over_http() {
     assert_eq!(fx.main_sha(), before);
     let (_, shown) = api.get(&format!("/api/v1/tasks/{id}")).await;
     assert_eq!(shown["task"]["status"], "cancelled");
-    api.sigterm_and_wait();
+    api.serve.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -465,7 +371,7 @@ async fn the_token_is_required_and_the_cli_client_mode_prints_the_same() {
     // Client mode: the same output as the local commands.
     let client = |args: &[&str], token: Option<&str>| {
         let mut c = fx.orch_cmd(args);
-        c.env("ORCH_SERVER", &api.base);
+        c.env("ORCH_SERVER", api.serve.base_url());
         match token {
             Some(t) => c.env("ORCH_TOKEN", t),
             None => c.env_remove("ORCH_TOKEN"),
@@ -545,7 +451,7 @@ async fn the_token_is_required_and_the_cli_client_mode_prints_the_same() {
         format!("cancelled {sub}: Add sub\n")
     );
     assert_eq!(fx.task(sub)["task"]["status"], "cancelled");
-    api.sigterm_and_wait();
+    api.serve.stop();
 }
 
 #[test]

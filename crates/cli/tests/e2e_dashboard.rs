@@ -16,22 +16,13 @@
 
 mod common;
 
+use common::serve::{free_port, Serve};
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A program on PATH (or at a usual place), else None.
 fn find_program(names: &[&str]) -> Option<PathBuf> {
@@ -60,84 +51,6 @@ fn browser_programs() -> (PathBuf, PathBuf) {
             if c.is_some() { "found" } else { "missing" },
             if d.is_some() { "found" } else { "missing" },
         ),
-    }
-}
-
-/// A running `orch serve --listen 127.0.0.1:<port>`, its stderr collected.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    base: String,
-}
-
-impl Serve {
-    async fn start(fx: &Fixture, token: Option<&str>) -> Serve {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut cmd = fx.orch_cmd(&["serve", "--listen", &listen]);
-        if let Some(t) = token {
-            cmd.env("ORCH_E2E_DASH_TOKEN", t);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let serve = Serve {
-            child,
-            log,
-            base: format!("http://{listen}"),
-        };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = http.get(serve.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orch serve never came up:\n{}",
-                serve.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // The start-up run ends before the test adds work.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !serve.log().contains("calc: run finished") {
-            assert!(
-                Instant::now() < deadline,
-                "no start-up run:\n{}",
-                serve.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        serve
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -382,7 +295,7 @@ async fn the_dashboard_adds_answers_and_plots_live_in_a_real_browser() {
     fx.append_config(
         "[prices.worker]\ninput = 20.0\noutput = 40.0\n\n[prices.judge]\ninput = 5.0\noutput = 5.0\n",
     );
-    let serve = Serve::start(&fx, None).await;
+    let serve = Serve::ready(&fx, &[]).await;
     let b = Browser::start().await;
 
     // 1. The overview lists the project.
@@ -576,7 +489,7 @@ async fn with_a_token_the_dashboard_asks_for_it_then_works() {
     fx.with_replay(json!({"responses": [judge_pass()]}), "");
     fx.append_config("[server]\ntoken_env = \"ORCH_E2E_DASH_TOKEN\"\n");
     let token = "dash-token-5150";
-    let serve = Serve::start(&fx, Some(token)).await;
+    let serve = Serve::ready(&fx, &[("ORCH_E2E_DASH_TOKEN", token)]).await;
     let b = Browser::start().await;
 
     // The page asks for the token first.

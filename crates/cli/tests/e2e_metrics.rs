@@ -13,61 +13,14 @@
 
 mod common;
 
+use common::serve::{free_port, Logged, Serve};
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TOKEN_VAR: &str = "ORCH_E2E_METRICS_TOKEN";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process, its stderr collected; killed when dropped.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Fails with what to install when Prometheus is missing.
 fn prometheus_binary() -> &'static str {
@@ -83,27 +36,9 @@ fn prometheus_binary() -> &'static str {
     "prometheus"
 }
 
-/// Polls `url` until it answers 200.
-async fn wait_ok(http: &reqwest::Client, url: &str, what: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} never answered 200:\n{}",
-            what.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Starts Prometheus scraping `target`'s /metrics every second with the
 /// bearer token in `token_file`; answers on the returned base URL.
-async fn start_prometheus(dir: &Path, target: &str, token_file: &Path) -> (Proc, String) {
+async fn start_prometheus(dir: &Path, target: &str, token_file: &Path) -> (Logged, String) {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -122,9 +57,9 @@ async fn start_prometheus(dir: &Path, target: &str, token_file: &Path) -> (Proc,
         ))
         .arg(format!("--web.listen-address={listen}"))
         .current_dir(dir);
-    let prom = Proc::spawn(cmd);
+    let prom = Logged::spawn(cmd);
     let base = format!("http://{listen}");
-    wait_ok(&reqwest::Client::new(), &format!("{base}/-/ready"), &prom).await;
+    prom.wait_http_ok(&format!("{base}/-/ready")).await;
     (prom, base)
 }
 
@@ -154,7 +89,7 @@ async fn query_raw(http: &reqwest::Client, prom: &str, q: &str) -> Value {
 }
 
 /// Waits until `q` has the value `want` in Prometheus.
-async fn wait_query(http: &reqwest::Client, prom: &str, q: &str, want: f64, logs: &[&Proc]) {
+async fn wait_query(http: &reqwest::Client, prom: &str, q: &str, want: f64, logs: &[&Logged]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = query(http, prom, q).await;
@@ -223,13 +158,10 @@ async fn prometheus_scrapes_orch_serve_and_sees_a_merged_task() {
     let token_file = fx.root().join("orch-token");
     std::fs::write(&token_file, token).unwrap();
 
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = fx.orch_cmd(&["serve", "--listen", &listen]);
-    cmd.env(TOKEN_VAR, token);
-    let serve = Proc::spawn(cmd);
+    let serve = Serve::listening(&fx, &[(TOKEN_VAR, token)]);
     let http = reqwest::Client::new();
-    let base = format!("http://{listen}");
-    wait_ok(&http, &format!("{base}/healthz"), &serve).await;
+    let (listen, base) = (serve.listen(), serve.base_url());
+    serve.wait_healthy().await;
 
     // The token guards /metrics like the API.
     let bare = http.get(format!("{base}/metrics")).send().await.unwrap();
@@ -255,7 +187,7 @@ async fn prometheus_scrapes_orch_serve_and_sees_a_merged_task() {
     let prom_dir = fx.root().join("prometheus");
     std::fs::create_dir_all(&prom_dir).unwrap();
     let (prom, prom_url) = start_prometheus(&prom_dir, &listen, &token_file).await;
-    wait_query(&http, &prom_url, "up{job=\"orch\"}", 1.0, &[&prom, &serve]).await;
+    wait_query(&http, &prom_url, "up{job=\"orch\"}", 1.0, &[&prom, &*serve]).await;
 
     let (status, task) = {
         let r = http
@@ -293,7 +225,7 @@ async fn prometheus_scrapes_orch_serve_and_sees_a_merged_task() {
     }
 
     // A scrape after the merge, then the figures, from Prometheus.
-    let logs = [&prom, &serve];
+    let logs = [&prom, &*serve];
     let merged = "orch_tasks_merged_total{project=\"calc\"}";
     wait_query(&http, &prom_url, merged, 1.0, &logs).await;
     wait_query(

@@ -19,13 +19,11 @@
 
 mod common;
 
+use common::serve::Serve;
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const REQUIREMENTS: &str = "# Todo\n\nA tiny todo list module in Python, with pytest tests:\nstore items, then count them.\n";
 
@@ -364,80 +362,6 @@ fn bad_inputs_write_nothing_and_a_plan_without_tasks_leaves_a_resumable_project(
     assert!(err.contains("orch run --project bad --until-idle"), "{err}");
 }
 
-/// A running `orch serve`, its stderr collected line by line.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn start(fx: &Fixture) -> Serve {
-        let mut child = fx
-            .orch_cmd(&["serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Serve { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&mut self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.log().contains(needle) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "orch serve exited ({status}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "orch serve did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn serve_makes_a_project_of_a_file_dropped_in_its_folder_once() {
     let (fx, _) = setup(
@@ -445,7 +369,7 @@ fn serve_makes_a_project_of_a_file_dropped_in_its_folder_once() {
         PLAN,
         "\n[server]\nrequirements_dir = \"inbox\"\nshutdown_grace_seconds = 5\n",
     );
-    let mut serve = Serve::start(&fx);
+    let mut serve = Serve::start(&fx, &[]);
     serve.wait_log("becomes a project", Duration::from_secs(60));
     // Written elsewhere and moved in whole, as a person would save it.
     let inbox = fx.root().join("inbox");
@@ -455,7 +379,7 @@ fn serve_makes_a_project_of_a_file_dropped_in_its_folder_once() {
     let log = serve.log();
     assert!(log.contains("shop: making a project from"), "{log}");
     assert!(log.contains("shop: usage: architect 3 call(s)"), "{log}");
-    serve.stop();
+    serve.terminate();
 
     let found = archives(&fx);
     assert_eq!(found.len(), 1, "{found:?}\n{log}");
@@ -464,13 +388,13 @@ fn serve_makes_a_project_of_a_file_dropped_in_its_folder_once() {
 
     // A restart serves the new project like any other and does not make
     // it again.
-    let mut again = Serve::start(&fx);
+    let mut again = Serve::start(&fx, &[]);
     again.wait_log("shop: run finished", Duration::from_secs(60));
     again.wait_log("becomes a project", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
     let log = again.log();
     assert!(!log.contains("making a project"), "{log}");
-    again.stop();
+    again.terminate();
     assert_eq!(archives(&fx).len(), 1);
     let tasks = json_of(&fx, &["tasks", "--project", "shop", "--json"]);
     assert_eq!(tasks.as_array().unwrap().len(), 2, "{tasks}");

@@ -8,96 +8,11 @@
 
 mod common;
 
+use common::serve::Serve;
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// A running `orch serve`, its stderr collected line by line.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn start(fx: &Fixture, args: &[&str]) -> Serve {
-        let mut all = vec!["serve"];
-        all.extend_from_slice(args);
-        let mut child = fx
-            .orch_cmd(&all)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Serve { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits until the log has `needle` `times` times.
-    fn wait_log(&mut self, needle: &str, times: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.log().matches(needle).count() < times {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "orch serve exited ({status}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} (x{times}) within {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn sigterm(&self) {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "orch serve still running {within:?} after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn fix_calls() -> Value {
     json!([
@@ -162,11 +77,7 @@ fn a_schedule_fires_and_takes_work_added_after_startup() {
         "schedule = \"every 2s\"",
     );
     let mut serve = Serve::start(&fx, &[]);
-    serve.wait_log(
-        "calc: run finished: nothing to do",
-        1,
-        Duration::from_secs(60),
-    );
+    serve.wait_log("calc: run finished: nothing to do", Duration::from_secs(60));
     // Only the schedule can start the next run: no trigger, no API.
     let id = fx.add_task("Fix add", "add() subtracts");
     let shown = wait_status(&fx, &id, "merged", Duration::from_secs(120), &serve);
@@ -177,9 +88,7 @@ fn a_schedule_fires_and_takes_work_added_after_startup() {
         serve.log()
     );
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
-    serve.sigterm();
-    let status = serve.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{status}\n{}", serve.log());
+    serve.stop();
     assert!(
         serve.log().contains("orch serve stopped"),
         "{}",
@@ -200,7 +109,7 @@ fn touching_a_watched_file_asks_the_planner() {
         "auto_plan = true\nplanner_model = \"replay:planner\"\nwatch = [\"BACKLOG.md\", \"plans/*.md\"]",
     );
     let mut serve = Serve::start(&fx, &[]);
-    serve.wait_log("calc: run finished", 1, Duration::from_secs(60));
+    serve.wait_log("calc: run finished", Duration::from_secs(60));
     assert_eq!(planner_calls(&fx), 1, "asked once at startup");
 
     // A file nobody watches wakes nothing.
@@ -218,16 +127,11 @@ fn touching_a_watched_file_asks_the_planner() {
         "# Backlog\n\n- add a divide function\n",
     )
     .unwrap();
-    serve.wait_log(
-        "run started (changed: BACKLOG.md)",
-        1,
-        Duration::from_secs(30),
-    );
-    serve.wait_log("calc: run finished", 2, Duration::from_secs(60));
+    serve.wait_log("run started (changed: BACKLOG.md)", Duration::from_secs(30));
+    serve.wait_log_times("calc: run finished", 2, Duration::from_secs(60));
     assert_eq!(planner_calls(&fx), 2, "{}", serve.log());
 
-    serve.sigterm();
-    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+    serve.stop();
 }
 
 #[test]
@@ -260,9 +164,7 @@ fn sigterm_mid_attempt_then_a_restart_resumes_it_with_nothing_lost_or_duplicated
     }
     std::thread::sleep(Duration::from_millis(500));
     let signalled = Instant::now();
-    serve.sigterm();
-    let status = serve.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "{status}\n{}", serve.log());
+    serve.stop();
     assert!(
         signalled.elapsed() < Duration::from_secs(20),
         "stopped after the grace, not after the slow model"
@@ -307,8 +209,7 @@ fn sigterm_mid_attempt_then_a_restart_resumes_it_with_nothing_lost_or_duplicated
     assert_eq!(merged, 1);
     assert_eq!(fx.main_file("calc.py"), CALC_FIXED.trim_end());
     assert!(fx.main_is_green());
-    again.sigterm();
-    assert!(again.wait_exit(Duration::from_secs(30)).success());
+    again.stop();
     eprintln!("first serve:\n{log}\nsecond serve:\n{}", again.log());
 }
 
@@ -352,8 +253,7 @@ fn the_patrol_interrupts_a_stuck_attempt_and_the_task_is_retried() {
         serve.log()
     );
     assert_eq!(commits_of_task_on_main(&fx, &id), 1);
-    serve.sigterm();
-    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+    serve.stop();
 }
 
 /// One HTTP/1.1 request on loopback; the status code and the body.
@@ -380,14 +280,6 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn the_api_starts_a_run_now() {
     let fx = Fixture::new();
@@ -395,15 +287,10 @@ fn the_api_starts_a_run_now() {
         json!({"responses": [worker_call(None, fix_calls()), judge_pass()]}),
         "",
     );
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut serve = Serve::start(&fx, &["--listen", &listen]);
-    serve.wait_log(
-        "calc: run finished: nothing to do",
-        1,
-        Duration::from_secs(60),
-    );
-    serve.wait_log("HTTP API on", 1, Duration::from_secs(10));
+    let mut serve = Serve::listening(&fx, &[]);
+    let port = serve.port();
+    serve.wait_log("calc: run finished: nothing to do", Duration::from_secs(60));
+    serve.wait_log("HTTP API on", Duration::from_secs(10));
     let id = fx.add_task("Fix add", "add() subtracts");
     // Nothing runs it on its own: no schedule, no watch.
     std::thread::sleep(Duration::from_secs(1));
@@ -418,8 +305,7 @@ fn the_api_starts_a_run_now() {
         "{}",
         serve.log()
     );
-    serve.sigterm();
-    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+    serve.stop();
 }
 
 #[test]
@@ -478,20 +364,18 @@ fn a_new_plan_file_is_imported_in_order_and_a_resave_adds_nothing_twice() {
     // Paused: the tasks are imported, not worked on.
     fx.orch_ok(&["pause", "--project", "calc"], 0);
     let mut serve = Serve::start(&fx, &[]);
-    serve.wait_log("calc: run finished", 1, Duration::from_secs(60));
+    serve.wait_log("calc: run finished", Duration::from_secs(60));
     let plan = "# Milestone 1\n\n## Task 1.1: Add sub()\n**Type:** code\n\nAdd sub(a, b) to calc.py.\n\n## Task 1.2: Add div()\n**Type:** code\n\nAdd div(a, b) to calc.py.\n";
     // plans/ does not exist yet: the watch picks it up when it appears.
     std::fs::create_dir(fx.repo.join("plans")).unwrap();
     std::fs::write(fx.repo.join("plans/m1.md"), plan).unwrap();
     serve.wait_log(
         "imported plan plans/m1.md: 2 new task(s), 0 already there",
-        1,
         Duration::from_secs(30),
     );
     std::fs::write(fx.repo.join("plans/m1.md"), format!("{plan}\n")).unwrap();
     serve.wait_log(
         "imported plan plans/m1.md: 0 new task(s), 2 already there",
-        1,
         Duration::from_secs(30),
     );
     let tasks: Value =
@@ -509,11 +393,9 @@ fn a_new_plan_file_is_imported_in_order_and_a_resave_adds_nothing_twice() {
     std::fs::write(fx.repo.join("plans/m2.md"), "## Task 2.1:\n").unwrap();
     serve.wait_log(
         "plan file plans/m2.md not imported",
-        1,
         Duration::from_secs(30),
     );
-    serve.sigterm();
-    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+    serve.stop();
 }
 
 #[test]
@@ -528,7 +410,7 @@ fn failures_in_a_row_pause_the_project_with_the_reason_in_status_and_events() {
     let second = fx.add_task("Fix add again", "add() subtracts");
     let third = fx.add_task("Never started", "the project is paused before");
     let mut serve = Serve::start(&fx, &[]);
-    serve.wait_log("project paused", 1, Duration::from_secs(120));
+    serve.wait_log("project paused", Duration::from_secs(120));
     for id in [&first, &second] {
         assert_eq!(fx.task(id)["task"]["status"], "failed");
     }
@@ -552,6 +434,5 @@ fn failures_in_a_row_pause_the_project_with_the_reason_in_status_and_events() {
         .unwrap()
         .iter()
         .any(|e| e["kind"] == "project_paused" && e["message"].as_str().unwrap().contains(reason)));
-    serve.sigterm();
-    assert!(serve.wait_exit(Duration::from_secs(30)).success());
+    serve.stop();
 }

@@ -12,6 +12,7 @@ mod common;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use common::serve::Serve;
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -469,24 +470,15 @@ fn orch_serve_exports_the_traces_of_what_it_ran_before_it_exits() {
     for v in OTEL_VARS {
         cmd.env_remove(v);
     }
-    let mut child = cmd
-        .env(KEY_VAR, KEY)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    cmd.env(KEY_VAR, KEY)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url());
+    let mut serve = Serve::spawn(cmd);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while fx.task(&id)["task"]["status"] != "merged" {
         assert!(std::time::Instant::now() < deadline, "not merged in 60 s");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    // SAFETY: kill(2) on the child this test started.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    serve.stop();
     let spans = decode(&receiver.requests());
     let named = attempt_trace(&spans, &id);
     for name in ["work", "judge", "merge", "chat worker", "execute_tool run"] {

@@ -1,5 +1,6 @@
 //! Shared fixtures for the end-to-end tests: a real git repository with a
-//! small Python project, a config file, and the real `orch` binary.
+//! small Python project, a config file, and the real `orch` binary;
+//! [`serve`] runs `orch serve` and reads its log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
@@ -7,6 +8,8 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+pub mod serve;
 
 pub const CALC_BROKEN: &str =
     "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
