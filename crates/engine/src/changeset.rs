@@ -19,6 +19,39 @@ pub(crate) struct Refusal {
     pub reason: String,
 }
 
+impl crate::cycle::Engine {
+    /// The commit boundary of one attempt: [`enforce`] on `worktree`, each
+    /// refusal recorded as a `tool_refused` event of stage `commit`.
+    pub(crate) async fn enforce_change_set(
+        &self,
+        task: &orch_core::Task,
+        attempt: u32,
+        worktree: &Path,
+    ) -> Result<Vec<Refusal>, orch_git::GitError> {
+        let refused = enforce(
+            &self.git,
+            worktree,
+            &task.allowed_files,
+            crate::attempt::MAX_FILE_BYTES,
+        )
+        .await?;
+        for r in &refused {
+            self.rec.note(
+                Some(task.id.as_str()),
+                orch_protocol::ToolRefused {
+                    stage: Some(orch_protocol::Stage::Commit),
+                    path: Some(r.path.clone()),
+                    refused: r.reason.clone(),
+                    attempt: Some(attempt),
+                    ..Default::default()
+                },
+                format!("not committed: {}: {}", r.path, r.reason),
+            );
+        }
+        Ok(refused)
+    }
+}
+
 /// Checks every change in `worktree`, reverts the refused ones, and returns
 /// them. What is left is safe to commit.
 pub(crate) async fn enforce(

@@ -38,6 +38,14 @@ do not hard-code expected results; stay inside the worktree. {tests}\n"
     )
 }
 
+/// The task's description for a prompt, or a note that it has none.
+pub(crate) fn description(task: &Task) -> &str {
+    match task.description.trim() {
+        "" => "(no further description)",
+        d => d,
+    }
+}
+
 /// The first user message of an attempt.
 pub fn worker_task_prompt(task: &Task, attempt_number: u32, max_attempts: u32) -> String {
     let mut p = format!(
@@ -46,11 +54,7 @@ pub fn worker_task_prompt(task: &Task, attempt_number: u32, max_attempts: u32) -
         task.task_type,
         attempt_number,
         max_attempts,
-        if task.description.trim().is_empty() {
-            "(no further description)"
-        } else {
-            task.description.trim()
-        }
+        description(task)
     );
     if !task.allowed_files.is_empty() {
         p.push_str(&format!(

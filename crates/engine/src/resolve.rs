@@ -23,7 +23,7 @@
 //! worktree is removed whatever happens, and the user's checkout is never
 //! touched.
 
-use crate::attempt::{feedback_text, first_line, EventObserver, MAX_FILE_BYTES};
+use crate::attempt::{feedback_text, first_line, EventObserver};
 use crate::audit::{attempt_markdown, AttemptRecord};
 use crate::cycle::Engine;
 use crate::paths::write_atomic;
@@ -340,22 +340,9 @@ impl Resolver<'_> {
         message: &str,
     ) -> Result<std::result::Result<String, Ended>> {
         let e = self.e;
-        let refused =
-            crate::changeset::enforce(&e.git, &self.dir, &self.task.allowed_files, MAX_FILE_BYTES)
-                .await?;
-        for r in &refused {
-            e.rec.note(
-                Some(self.tid()),
-                protocol::ToolRefused {
-                    stage: Some(Stage::Commit),
-                    path: Some(r.path.clone()),
-                    refused: r.reason.clone(),
-                    attempt: Some(self.attempt.number),
-                    ..Default::default()
-                },
-                format!("not committed: {}: {}", r.path, r.reason),
-            );
-        }
+        // Refused changes are reverted and recorded; the rest may land.
+        e.enforce_change_set(self.task, self.attempt.number, &self.dir)
+            .await?;
         let marked = marker_files(&self.dir, files);
         if !marked.is_empty() {
             return Ok(Err(Ended::failed(format!(
@@ -649,11 +636,7 @@ fn resolver_prompt(
         "# Resolve a merge conflict: {}\n\nType: {}\n\n{}\n",
         task.title,
         task.task_type,
-        if task.description.trim().is_empty() {
-            "(no further description)"
-        } else {
-            task.description.trim()
-        }
+        crate::prompts::description(task)
     );
     if !task.acceptance_tests.is_empty() {
         p.push_str(&format!(

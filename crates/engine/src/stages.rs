@@ -5,7 +5,7 @@
 //! transition; a task that left its expected state ends the attempt as
 //! cancelled.
 
-use crate::attempt::{feedback_text, first_line, AttemptEnd, EventObserver, MAX_FILE_BYTES};
+use crate::attempt::{feedback_text, first_line, AttemptEnd, EventObserver};
 use crate::audit::{attempt_markdown, report_markdown, AttemptRecord};
 use crate::cycle::Engine;
 use crate::paths::write_atomic;
@@ -469,26 +469,9 @@ impl Run<'_> {
     /// attempt's ref whatever happens next.
     async fn commit(&self, summary: &str) -> Result<Committed> {
         let e = self.engine;
-        let refused = crate::changeset::enforce(
-            &e.git,
-            &self.worktree,
-            &self.task.allowed_files,
-            MAX_FILE_BYTES,
-        )
-        .await?;
-        for r in &refused {
-            e.rec.note(
-                Some(self.tid()),
-                protocol::ToolRefused {
-                    stage: Some(Stage::Commit),
-                    path: Some(r.path.clone()),
-                    refused: r.reason.clone(),
-                    attempt: Some(self.attempt.number),
-                    ..Default::default()
-                },
-                format!("not committed: {}: {}", r.path, r.reason),
-            );
-        }
+        let refused = e
+            .enforce_change_set(self.task, self.attempt.number, &self.worktree)
+            .await?;
         let message = format!(
             "orch: {}\n\nTask: {}\nAttempt: {}\n\n{summary}",
             self.task.title,
