@@ -299,37 +299,13 @@ mod tests {
 
     /// A failed candidate of `round` whose failure is `error`.
     fn candidate(number: u32, round: u32, k: u32, error: &str) -> Attempt {
-        let at = chrono::Utc::now();
         Attempt {
-            id: i64::from(number),
-            task_id: orch_core::TaskId::from("t"),
-            number,
-            kind: AttemptKind::Work,
-            status: AttemptStatus::Failed,
-            base_commit: None,
-            head_commit: None,
-            summary: None,
-            diff_stat: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            turns: 1,
-            started_at: at,
-            finished_at: Some(at),
-            duration_ms: None,
-            verification: None,
-            verdict: None,
-            audit_path: None,
             error: Some(error.into()),
-            iterations: Vec::new(),
             candidate: Some(k),
             round: Some(round),
-            branch: None,
-            rank: None,
-            rank_reason: None,
+            ..orch_testkit::fixtures::attempt(number, AttemptStatus::Failed)
         }
     }
-
     const IMPORT: &str = "ImportError: cannot import name 'sub' from 'calc'";
     const MUL: &str = "FAILED test_calc.py::test_mul - AssertionError: 6 != 5";
 

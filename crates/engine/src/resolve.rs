@@ -700,39 +700,19 @@ fn marker_files(dir: &Path, files: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_core::{TaskId, TaskSource, TaskType};
+    use orch_core::TaskId;
 
     fn task() -> Task {
         Task {
             id: TaskId::from("abc"),
-            project: "p".into(),
             title: "Let add take three numbers".into(),
             description: "add(a, b, c=0)".into(),
-            task_type: TaskType::Code,
-            priority: 0,
-            allowed_files: vec![],
             acceptance_tests: vec!["test_three.py".into()],
-            infra_failures: 0,
-            not_before: None,
-            depends_on: Vec::new(),
-            plan_key: None,
-            candidates: None,
-            worker: None,
-            source: TaskSource::Manual,
             status: TaskStatus::Merging,
             attempts: 1,
-            feedback: None,
-            question: None,
-            answer: None,
-            failure_reason: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
+            ..orch_testkit::fixtures::task()
         }
     }
-
     #[test]
     fn a_marker_line_anywhere_in_a_conflicted_file_fails_it() {
         let dir = tempfile::tempdir().unwrap();

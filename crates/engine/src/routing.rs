@@ -107,7 +107,6 @@ pub fn route(project: &ProjectConfig, task: &Task, prices: &PriceTable) -> Route
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_core::{TaskId, TaskSource, TaskStatus};
 
     fn model(s: &str) -> ModelRef {
         ModelRef::try_from(s.to_string()).unwrap()
@@ -115,35 +114,10 @@ mod tests {
 
     fn task(t: TaskType) -> Task {
         Task {
-            id: TaskId::from("t"),
-            project: "p".into(),
-            title: "x".into(),
-            description: String::new(),
             task_type: t,
-            priority: 0,
-            allowed_files: vec![],
-            acceptance_tests: Vec::new(),
-            infra_failures: 0,
-            not_before: None,
-            depends_on: Vec::new(),
-            plan_key: None,
-            candidates: None,
-            worker: None,
-            source: TaskSource::Manual,
-            status: TaskStatus::Pending,
-            attempts: 0,
-            feedback: None,
-            question: None,
-            answer: None,
-            failure_reason: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
+            ..orch_testkit::fixtures::task()
         }
     }
-
     fn project(strategy: Strategy) -> ProjectConfig {
         let mut p = ProjectConfig::new("p", "/r", model("oai:gpt-4o"));
         p.worker_models = vec![

@@ -425,7 +425,10 @@ impl Git {
         checked("branch", branch)?;
         checked("revision", commit)?;
         let _lock = self.lock.acquire().await?;
-        if self.branch_at_in_process(branch, commit) {
+        let resolved = self
+            .reader
+            .resolve(&self.repo, &format!("{commit}^{{commit}}"));
+        if resolved.is_some_and(|sha| self.branch_at_in_process(branch, &sha)) {
             return Ok(());
         }
         let args = ["branch", "--force", "--no-track", branch, commit];
@@ -491,7 +494,7 @@ impl Git {
             .reader
             .resolve(&self.repo, &format!("{base}^{{commit}}"));
         let branch_set = match (branch, &commit) {
-            (Some(b), Some(_)) => self.branch_at_in_process(b, base),
+            (Some(b), Some(c)) => self.branch_at_in_process(b, c),
             (None, Some(_)) => true,
             _ => false,
         };
@@ -518,22 +521,17 @@ impl Git {
         Ok(Some(Fill::Fresh))
     }
 
-    /// Creates or resets `branch` at `base` in-process, when no worktree has
-    /// it checked out (otherwise `worktree add -B` refuses, as it should).
-    /// Saves the `git branch --force` that `worktree add -B` starts.
-    fn branch_at_in_process(&self, branch: &str, base: &str) -> bool {
+    /// Creates or resets `branch` at the full id `commit` in-process, when
+    /// no worktree has it checked out (otherwise `worktree add -B` refuses,
+    /// as it should). Saves the `git branch --force` that `worktree add -B`
+    /// starts.
+    fn branch_at_in_process(&self, branch: &str, commit: &str) -> bool {
         if self.reader.checkout_of(&self.repo, branch) != Some(None) {
             return false;
         }
-        let Some(sha) = self
-            .reader
-            .resolve(&self.repo, &format!("{base}^{{commit}}"))
-        else {
-            return false;
-        };
         let refname = format!("refs/heads/{branch}");
         self.reader
-            .write_ref(&self.repo, &refname, &sha, "orch: branch for a worktree")
+            .write_ref(&self.repo, &refname, commit, "orch: branch for a worktree")
     }
 
     /// Runs `git worktree add …`; when git still holds a record of a

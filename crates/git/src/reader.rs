@@ -90,25 +90,34 @@ impl Reader {
     /// has, `None` when gix cannot tell (the caller asks the CLI). Reads each
     /// worktree's HEAD file, as `git worktree list` does.
     pub(crate) fn checkout_of(&self, path: &Path, branch: &str) -> Option<Option<PathBuf>> {
+        let wanted = format!("refs/heads/{branch}");
+        let checkouts = self.checkouts(path)?;
+        Some(
+            checkouts
+                .into_iter()
+                .find(|(r, _)| *r == wanted)
+                .map(|(_, p)| p),
+        )
+    }
+
+    /// Every worktree that has a branch checked out, as (full ref name,
+    /// worktree path), the main one first. None when gix cannot tell.
+    fn checkouts(&self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
         let repo = self.repo(path)?;
         if repo.kind() != gix::repository::Kind::Common || repo.workdir().is_none() {
             return None;
         }
-        let wanted = format!("refs/heads/{branch}");
-        let on_branch = |name: Option<gix::refs::FullName>| {
-            name.is_some_and(|n| n.as_bstr() == wanted.as_bytes())
-        };
-        if on_branch(repo.head_name().ok()?) {
-            return Some(Some(repo.workdir()?.to_path_buf()));
+        let mut found = Vec::new();
+        if let Some(name) = repo.head_name().ok()? {
+            found.push((name.as_bstr().to_string(), repo.workdir()?.to_path_buf()));
         }
         for proxy in repo.worktrees().ok()? {
             let head = std::fs::read_to_string(proxy.git_dir().join("HEAD")).ok()?;
-            let name = head.trim().strip_prefix("ref: ").map(str::trim);
-            if name == Some(wanted.as_str()) {
-                return Some(Some(proxy.base().ok()?));
+            if let Some(name) = head.trim().strip_prefix("ref: ") {
+                found.push((name.trim().to_string(), proxy.base().ok()?));
             }
         }
-        Some(None)
+        Some(found)
     }
 
     /// git's private directory for the linked worktree at `dir` (normalized),
@@ -137,12 +146,13 @@ impl Reader {
     pub(crate) fn delete_branches(&self, path: &Path, names: &[&str]) -> Option<()> {
         use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
         let repo = self.repo(path)?;
+        let checkouts = self.checkouts(path)?;
         let mut edits = Vec::with_capacity(names.len());
         for name in names {
-            if self.checkout_of(path, name)?.is_some() {
+            let full = format!("refs/heads/{name}");
+            if checkouts.iter().any(|(r, _)| *r == full) {
                 return None;
             }
-            let full = format!("refs/heads/{name}");
             if repo.try_find_reference(full.as_str()).ok()?.is_none() {
                 continue;
             }

@@ -1,39 +1,19 @@
 //! Test helpers: builders for tasks and verification reports. The scripted
 //! `Provider` lives in `orch_testkit::scripted`.
 
-use orch_core::{
-    StepKind, StepResult, Task, TaskId, TaskSource, TaskStatus, TaskType, VerificationReport,
-};
+use orch_core::{StepKind, StepResult, Task, TaskId, TaskStatus, VerificationReport};
 
 pub fn task() -> Task {
-    let now = chrono::Utc::now();
     Task {
         id: TaskId::from("abc123def456"),
         project: "demo".into(),
         title: "Add an add() function".into(),
         description: "Implement add(a, b) in src/lib.rs and test it.".into(),
-        task_type: TaskType::Code,
         priority: 1,
         allowed_files: vec!["src/**".into()],
-        acceptance_tests: Vec::new(),
-        infra_failures: 0,
-        not_before: None,
-        depends_on: Vec::new(),
-        plan_key: None,
-        candidates: None,
-        worker: None,
-        source: TaskSource::Manual,
         status: TaskStatus::Judging,
         attempts: 1,
-        feedback: None,
-        question: None,
-        answer: None,
-        failure_reason: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_usd: 0.0,
-        created_at: now,
-        updated_at: now,
+        ..orch_testkit::fixtures::task()
     }
 }
 

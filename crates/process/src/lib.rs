@@ -358,7 +358,6 @@ async fn pump<R: AsyncRead + Unpin>(mut reader: R, buf: &mut CappedBuffer) -> st
 /// (a vfork, cheap however large orch is) instead of `fork`, which it does
 /// only when the child's PATH cannot differ from the one it would search.
 fn resolve_program(program: &str, env: &[(String, String)], env_clear: bool) -> String {
-    use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         return program.to_string();
     }
@@ -372,16 +371,29 @@ fn resolve_program(program: &str, env: &[(String, String)], env_clear: bool) -> 
         None if env_clear => return program.to_string(),
         None => std::env::var("PATH").unwrap_or_default(),
     };
-    std::env::split_paths(&path)
-        .filter(|d| d.is_absolute())
-        .map(|d| d.join(program))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    find_on_path(program, std::env::split_paths(&path))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| program.to_string())
+}
+
+/// The first executable file named `name` in `dirs` (relative directories
+/// skipped), as a shell's PATH lookup finds it.
+pub fn find_on_path(
+    name: &str,
+    dirs: impl IntoIterator<Item = std::path::PathBuf>,
+) -> Option<std::path::PathBuf> {
+    dirs.into_iter()
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+/// Whether `p` is a regular file someone may execute.
+pub fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Runs a process to completion (or timeout). See the module docs.

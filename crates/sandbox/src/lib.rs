@@ -305,21 +305,13 @@ pub(crate) fn command_argv(command: &str, env: &[(String, String)]) -> Vec<Strin
 
 /// Finds an executable by name on the host PATH (or checks an explicit path).
 pub(crate) fn find_executable(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return is_exec(&p).then_some(p);
+        return orch_process::is_executable(&p).then_some(p);
     }
     let host = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&host)
-        .chain(STANDARD_PATH.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| is_exec(p))
+    let dirs = std::env::split_paths(&host).chain(STANDARD_PATH.iter().map(PathBuf::from));
+    orch_process::find_on_path(name, dirs)
 }
 
 #[cfg(test)]

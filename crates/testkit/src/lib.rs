@@ -4,9 +4,11 @@
 //! answers from a replay [`Script`], so the `openai` provider, the engine and
 //! the CLI can be tested end to end over real HTTP without a model.
 //! [`ScriptedProvider`] is the in-memory counterpart for unit tests, and
-//! [`raw_http`] a byte-exact HTTP server for streaming wire tests.
+//! [`raw_http`] a byte-exact HTTP server for streaming wire tests, and
+//! [`fixtures`] plain tasks and attempts for unit tests.
 
 pub mod fake_openai;
+pub mod fixtures;
 pub mod procs;
 pub mod raw_http;
 pub mod scripted;

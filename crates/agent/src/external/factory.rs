@@ -74,11 +74,6 @@ pub fn worker_for_task(
 /// `binary` as an absolute path: a path (relative ones against the config
 /// file's directory) that is an executable file, or a name found on PATH.
 pub fn locate(binary: &str, base_dir: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if binary.contains('/') {
         let p = Path::new(binary);
         let p = if p.is_absolute() {
@@ -86,12 +81,10 @@ pub fn locate(binary: &str, base_dir: &Path) -> Option<PathBuf> {
         } else {
             base_dir.join(p)
         };
-        return executable(&p).then_some(p);
+        return orch_process::is_executable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(binary))
-        .find(|p| p.is_absolute() && executable(p))
+    orch_process::find_on_path(binary, std::env::split_paths(&path))
 }
 
 #[cfg(test)]

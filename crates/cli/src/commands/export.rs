@@ -323,42 +323,19 @@ async fn diff_of(git: &orch_git::Git, task: &Task, a: &Attempt) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use orch_core::TaskId;
 
     fn attempt(number: u32, status: AttemptStatus) -> Attempt {
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-10T10:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
         Attempt {
-            id: i64::from(number),
-            task_id: TaskId::from("t"),
-            number,
-            kind: AttemptKind::Work,
-            status,
             base_commit: Some("b".into()),
-            head_commit: None,
-            summary: None,
-            diff_stat: None,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            turns: 1,
             started_at: at,
             finished_at: Some(at),
-            duration_ms: None,
-            verification: None,
             verdict: Some(json!({"issues": ["hard-codes the answer"]})),
-            audit_path: None,
-            error: None,
-            iterations: Vec::new(),
-            candidate: None,
-            round: None,
-            branch: None,
-            rank: None,
-            rank_reason: None,
+            ..orch_testkit::fixtures::attempt(number, status)
         }
     }
-
     fn candidate(number: u32, status: AttemptStatus, k: u32, rank: Option<u32>) -> Attempt {
         Attempt {
             candidate: Some(k),
