@@ -282,7 +282,7 @@ impl Sandbox for BwrapSandbox {
         }
         // An empty cgroup is kept for the next command; one with processes
         // left is emptied and removed.
-        self.idle.recycle(plan);
+        self.idle.recycle(plan).await;
         Ok(out)
     }
 }

@@ -271,15 +271,22 @@ impl IdleCgroups {
         Some(idle.swap_remove(i))
     }
 
-    /// Done with `plan`: its cgroup is kept for reuse when nothing is left
+    /// Done with `plan`: its cgroup is kept for reuse once nothing is left
     /// in it (with its counters as the next command's zero), else emptied
-    /// and removed as a dropped plan's is.
-    pub(crate) fn recycle(&self, plan: Plan) {
+    /// and removed as a dropped plan's is. Processes of a finished command
+    /// (killed with its PID namespace) may take a moment to leave: they get
+    /// up to `SETTLE` before the cgroup is given up.
+    pub(crate) async fn recycle(&self, plan: Plan) {
+        const SETTLE: Duration = Duration::from_millis(200);
         let Some(mut cg) = plan.cgroup else {
             return;
         };
-        if !cg.is_empty() {
-            return;
+        let deadline = std::time::Instant::now() + SETTLE;
+        while !cg.is_empty() {
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         cg.baseline = cg.counters();
         if let Ok(mut idle) = self.0.lock() {
