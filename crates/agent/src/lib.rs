@@ -25,8 +25,10 @@ pub mod external;
 pub mod paths;
 pub mod specs;
 mod tools;
+mod workspace;
 
 pub use specs::{tool_spec, tool_specs, TOOL_NAMES};
+pub use workspace::{Workspace, WorkspaceFilled};
 
 use orch_core::Usage;
 use orch_providers::{ChatRequest, Message, Provider, Role, ToolChoice};
@@ -81,6 +83,9 @@ pub struct WorkerSpec {
     /// Cancelled when the task is cancelled: the loop makes no further model
     /// call, and a running command is dropped (which kills its process tree).
     pub cancel: CancellationToken,
+    /// Whether the worktree is there yet: orch fills it while the first
+    /// model call is under way, and nothing touches it before this says so.
+    pub workspace: Workspace,
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -355,6 +360,20 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 };
             }
 
+            // The first call to touch the worktree waits for it to be there.
+            let ready = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(String::new()),
+                ready = spec.workspace.ready() => ready,
+            };
+            if let Err(why) = ready {
+                let note = match why.is_empty() {
+                    true => "not executed: the task was cancelled".to_string(),
+                    false => format!("not executed: the worktree could not be made: {why}"),
+                };
+                skip_rest(&mut request.messages, &calls[i..], &note);
+                break 'turns WorkerEnd::Cancelled;
+            }
             let started = std::time::Instant::now();
             let run = tools::execute(&ctx, &call.name, &call.arguments, left);
             // Dropping a running tool kills its sandboxed process tree.
@@ -592,6 +611,7 @@ mod tests {
             max_run_timeout: Duration::from_secs(30),
             max_file_bytes: 1024 * 1024,
             cancel: Default::default(),
+            workspace: crate::Workspace::present(),
         }
     }
 

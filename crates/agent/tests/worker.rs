@@ -128,6 +128,7 @@ fn spec(
         max_run_timeout: Duration::from_secs(60),
         max_file_bytes: 1024 * 1024,
         cancel: Default::default(),
+        workspace: orch_agent::Workspace::present(),
     }
 }
 

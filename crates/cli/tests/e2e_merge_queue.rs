@@ -18,8 +18,10 @@ fn task_reply(title: &str, calls: Value) -> Value {
     worker_call(Some(&format!("# Task: {title}\n")), calls)
 }
 
-#[test]
-fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
+/// Four tasks that pass on their own, waiting in the queue (their first
+/// run found the user's checkout dirty): A renames `mul`, B tests `mul`
+/// (red once A has landed; its retry uses `mul2`), C and D add notes.
+fn four_passed_tasks(config: &str) -> (Fixture, Vec<String>) {
     let fx = Fixture::new();
     // A green base, so every branch passes on its own.
     std::fs::write(fx.repo.join("calc.py"), GREEN_CALC).unwrap();
@@ -52,7 +54,7 @@ fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
             ])),
             judge_pass(),
         ]}),
-        "max_workers = 4\nmerge_batch_max = 8",
+        config,
     );
     let ids: Vec<String> = ["rename mul", "test mul more", "notes c", "notes d"]
         .iter()
@@ -73,6 +75,12 @@ fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
     }
     git(&fx.repo, &["checkout", "--", ".gitignore"]);
 
+    (fx, ids)
+}
+
+#[test]
+fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
+    let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 8");
     // Second run: one batch of four, red; split; the culprit goes back.
     fx.orch_ok(
         &["run", "--project", "calc", "--until-idle", "--cycles", "3"],
@@ -115,4 +123,91 @@ fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
     assert!(fx.main_is_green());
     assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
     assert!(fx.main_file("test_extra.py").contains("mul2"));
+}
+
+#[test]
+fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
+    // Four batches of one, verified at once, each on top of the one before.
+    let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 1\nmerge_window = 4");
+    fx.orch_ok(
+        &["run", "--project", "calc", "--until-idle", "--cycles", "3"],
+        0,
+    );
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{}", fx.task(id));
+    }
+    let events: Vec<Value> = serde_json::from_str(&fx.orch_ok(
+        &["events", "--project", "calc", "--json", "--limit", "100000"],
+        0,
+    ))
+    .unwrap();
+    let at = |kind: &str, id: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"] == kind && e["task_id"] == id)
+            .unwrap_or_else(|| panic!("no {kind} for {id}"))
+    };
+    // B, verified on top of A, is red: sent back once; C and D, built on
+    // B's candidate, go back to the queue and land after it was rejected.
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "merge_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["task_id"], ids[1].as_str());
+    for id in &ids[2..] {
+        assert!(events.iter().any(|e| e["task_id"] == id.as_str()
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("a batch ahead of it did not land as built")));
+        assert!(at("merged", id) > at("merge_rejected", &ids[1]));
+    }
+    assert!(at("merged", &ids[0]) < at("merge_rejected", &ids[1]));
+    // Every commit main ever pointed at is green, not only the last.
+    let history = git(
+        &fx.repo,
+        &["reflog", "show", "--format=%H", "refs/heads/main"],
+    );
+    let base = git(&fx.repo, &["log", "-1", "--format=%H", "--grep=green base"]);
+    // What main pointed at since the green base (the reflog is newest first).
+    let landings: Vec<&str> = history.lines().take_while(|l| *l != base.trim()).collect();
+    assert!(landings.len() >= 3, "{history}");
+    for commit in landings {
+        assert!(
+            green_at(&fx, commit),
+            "main was red at {commit}:\n{history}"
+        );
+    }
+    assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
+    assert!(fx.main_file("test_extra.py").contains("mul2"));
+}
+
+/// Whether the tests pass at `commit`, in a scratch worktree.
+fn green_at(fx: &Fixture, commit: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let wt = dir.path().join("wt");
+    git(
+        &fx.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            wt.to_str().unwrap(),
+            commit,
+        ],
+    );
+    let green = std::process::Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(&wt)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    git(
+        &fx.repo,
+        &["worktree", "remove", "--force", wt.to_str().unwrap()],
+    );
+    green
 }

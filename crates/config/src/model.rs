@@ -727,6 +727,10 @@ pub struct ProjectConfig {
     /// Most passing branches the merge queue merges and verifies together.
     #[serde(default = "default_merge_batch_max")]
     pub merge_batch_max: u32,
+    /// Most merge batches verified at once, each on top of the ones ahead
+    /// of it (Zuul's window); 1 verifies one batch at a time.
+    #[serde(default = "default_merge_window")]
+    pub merge_window: u32,
     /// A passing branch that no longer merges: resolved by the worker
     /// (`agent`) or sent back with the conflict (`feedback`).
     #[serde(default)]
@@ -808,6 +812,7 @@ impl ProjectConfig {
             stuck_after_seconds: default_stuck_after(),
             pause_after_failures: default_pause_after_failures(),
             merge_batch_max: default_merge_batch_max(),
+            merge_window: default_merge_window(),
             resolve_conflicts: ResolveConflicts::default(),
             loop_similarity: default_loop_similarity(),
             stop_on_oscillation: true,
@@ -832,6 +837,9 @@ fn default_pause_after_failures() -> u32 {
 }
 fn default_merge_batch_max() -> u32 {
     8
+}
+fn default_merge_window() -> u32 {
+    2
 }
 fn default_loop_similarity() -> f64 {
     0.8

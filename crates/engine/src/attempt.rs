@@ -141,6 +141,7 @@ impl Engine {
             max_run_timeout: Duration::from_secs(p.command_timeout_seconds),
             max_file_bytes: MAX_FILE_BYTES,
             cancel: cancel.clone(),
+            workspace: orch_agent::Workspace::present(),
         }
     }
 

@@ -79,18 +79,23 @@ impl SlowMerge {
 }
 
 impl Engine {
-    /// Lands every passed task it can, a batch at a time.
+    /// Lands every passed task it can: a batch at a time, or a window of
+    /// batches verified at once (see `land_window`).
     pub(crate) async fn merge_queue(&self) -> Result<MergeRound> {
         let mut round = MergeRound::default();
         loop {
-            let batch = self.take_batch()?;
-            if batch.is_empty() {
+            let mut window = self.take_window()?;
+            if window.is_empty() {
                 return Ok(round);
             }
-            round.handled.extend(batch.iter().map(|t| t.id.clone()));
-            let ids: Vec<TaskId> = batch.iter().map(|t| t.id.clone()).collect();
+            let ids: Vec<TaskId> = window.iter().flatten().map(|t| t.id.clone()).collect();
+            round.handled.extend(ids.iter().cloned());
             let started = std::time::Instant::now();
-            match self.land(batch).await {
+            let landed = match window.len() {
+                1 => self.land(window.remove(0)).await,
+                _ => self.land_window(window).await,
+            };
+            match landed {
                 Ok(Landing::Done) => self.merge_finished(&ids, started)?,
                 Ok(Landing::Deferred(message)) => {
                     round.notices.push(message);
@@ -124,16 +129,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves up to `merge_batch_max` passed tasks, highest priority first,
-    /// into `merging`.
-    fn take_batch(&self) -> Result<Vec<Task>> {
+    /// Moves up to `merge_window` batches of `merge_batch_max` passed
+    /// tasks, highest priority first, into `merging`.
+    fn take_window(&self) -> Result<Vec<Vec<Task>>> {
         let max = self.project.merge_batch_max.max(1) as usize;
-        let mut batch = Vec::new();
+        let window = self.project.merge_window.max(1) as usize;
+        let mut taken = Vec::new();
         for task in self
             .store
             .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?
         {
-            if batch.len() == max {
+            if taken.len() == max * window {
                 break;
             }
             if self.store.transition(
@@ -142,10 +148,10 @@ impl Engine {
                 TaskStatus::Merging,
                 "merge queue",
             )? {
-                batch.push(task);
+                taken.push(task);
             }
         }
-        Ok(batch)
+        Ok(taken.chunks(max).map(<[Task]>::to_vec).collect())
     }
 
     /// Lands `batch` onto main, splitting it when its candidate is red.
@@ -153,6 +159,9 @@ impl Engine {
         Box::pin(async move {
             let mut batch = batch;
             for _ in 0..MOVED_RETRIES {
+                if batch.is_empty() {
+                    return Ok(Landing::Done);
+                }
                 let main_sha = self.git.rev_parse(&self.main_branch).await?;
                 let (head, kept) = self.build_candidate(&main_sha, batch).await?;
                 if kept.is_empty() {
@@ -162,10 +171,12 @@ impl Engine {
                 if let Some(report) = report.filter(|r| !r.passed) {
                     return self.after_red(kept, &report).await;
                 }
-                // A task cancelled while its candidate was verified does not land.
-                let kept = self.still_merging(kept)?;
-                if kept.is_empty() {
-                    return Ok(Landing::Done);
+                // A task cancelled while its candidate was verified does not
+                // land, and neither does its work: the rest is rebuilt.
+                let still = self.still_merging(kept.clone())?;
+                if still.len() < kept.len() {
+                    batch = still;
+                    continue;
                 }
                 match self
                     .git
@@ -178,32 +189,7 @@ impl Engine {
                     }
                     AdvanceOutcome::Moved { .. } => batch = kept,
                     AdvanceOutcome::Deferred { checkout, reason } => {
-                        let ids: Vec<TaskId> = kept.iter().map(|t| t.id.clone()).collect();
-                        let message = format!(
-                            "{} passed but {} not landed: {} is checked out in {} with uncommitted changes ({reason}). orch left your checkout alone. Commit or stash your changes and run `orch run --project {}` again, or merge it yourself with `git merge {}`.",
-                            ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "),
-                            if ids.len() == 1 { "was" } else { "were" },
-                            self.main_branch,
-                            checkout.display(),
-                            self.project.name,
-                            kept[0].branch(),
-                        );
-                        for t in &kept {
-                            self.store.transition(
-                                &t.id,
-                                &[TaskStatus::Merging],
-                                TaskStatus::Passed,
-                                "merge deferred",
-                            )?;
-                            self.rec.note(
-                                Some(t.id.as_str()),
-                                protocol::MergeDeferred {
-                                    reason: reason.clone(),
-                                },
-                                message.clone(),
-                            );
-                        }
-                        return Ok(Landing::Deferred(message));
+                        return self.defer(&kept, &checkout, &reason);
                     }
                 }
             }
@@ -217,6 +203,104 @@ impl Engine {
             )?;
             Ok(Landing::Done)
         })
+    }
+
+    /// Zuul's dependent pipeline: each batch of the window is merged on
+    /// top of the candidate before it, all candidates are verified at once,
+    /// and they land in order, each a fast-forward of the one before. The
+    /// first that does not land as built (red, a task gone, main moved, a
+    /// deferred checkout) is handled as `land` would, and the batches
+    /// behind it, built on it, go back to the queue. main still only moves
+    /// to a verified tree: candidate k holds exactly the batches ahead of
+    /// it, and lands only after they did.
+    async fn land_window(&self, window: Vec<Vec<Task>>) -> Result<Landing> {
+        let main_sha = self.git.rev_parse(&self.main_branch).await?;
+        let mut built = Vec::new();
+        let mut base = main_sha.clone();
+        for batch in window {
+            let (head, kept) = self.build_candidate(&base, batch).await?;
+            if !kept.is_empty() {
+                built.push((base, head.clone(), kept));
+                base = head;
+            }
+        }
+        let reports = futures_util::future::join_all(
+            built
+                .iter()
+                .map(|(base, head, kept)| self.verify_candidate(head, base, kept)),
+        )
+        .await;
+        let ids: Vec<Vec<TaskId>> = built
+            .iter()
+            .map(|(_, _, kept)| kept.iter().map(|t| t.id.clone()).collect())
+            .collect();
+        for (i, ((base, head, kept), report)) in built.into_iter().zip(reports).enumerate() {
+            let behind: Vec<TaskId> = ids[i + 1..].concat();
+            let why = "back in the merge queue: a batch ahead of it did not land as built";
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    self.requeue(&behind, why)?;
+                    return Err(e);
+                }
+            };
+            if let Some(report) = report.filter(|r| !r.passed) {
+                self.requeue(&behind, why)?;
+                return self.after_red(kept, &report).await;
+            }
+            let still = self.still_merging(kept.clone())?;
+            if still.len() < kept.len() {
+                self.requeue(&behind, why)?;
+                return self.land(still).await;
+            }
+            match self
+                .git
+                .advance_branch(&self.main_branch, &head, &base)
+                .await?
+            {
+                AdvanceOutcome::Advanced => self.record_merged(&kept, &head).await?,
+                AdvanceOutcome::Moved { .. } => {
+                    self.requeue(&behind, why)?;
+                    return self.land(kept).await;
+                }
+                AdvanceOutcome::Deferred { checkout, reason } => {
+                    self.requeue(&behind, why)?;
+                    return self.defer(&kept, &checkout, &reason);
+                }
+            }
+        }
+        Ok(Landing::Done)
+    }
+
+    /// The user's checkout of main holds uncommitted work: `kept` passed
+    /// but waits, and the person is told what to do.
+    fn defer(&self, kept: &[Task], checkout: &std::path::Path, reason: &str) -> Result<Landing> {
+        let ids: Vec<&str> = kept.iter().map(|t| t.id.as_str()).collect();
+        let message = format!(
+            "{} passed but {} not landed: {} is checked out in {} with uncommitted changes ({reason}). orch left your checkout alone. Commit or stash your changes and run `orch run --project {}` again, or merge it yourself with `git merge {}`.",
+            ids.join(", "),
+            if ids.len() == 1 { "was" } else { "were" },
+            self.main_branch,
+            checkout.display(),
+            self.project.name,
+            kept[0].branch(),
+        );
+        for t in kept {
+            self.store.transition(
+                &t.id,
+                &[TaskStatus::Merging],
+                TaskStatus::Passed,
+                "merge deferred",
+            )?;
+            self.rec.note(
+                Some(t.id.as_str()),
+                protocol::MergeDeferred {
+                    reason: reason.to_string(),
+                },
+                message.clone(),
+            );
+        }
+        Ok(Landing::Deferred(message))
     }
 
     /// Merges each branch of `batch` onto `main_sha` in turn, without a

@@ -47,7 +47,16 @@ struct Run<'a> {
     /// A best-of-N candidate's slot; its stages leave the task's status to
     /// the round (see `advance`).
     slot: Option<candidates::Slot>,
+    /// The worktree is filled while the worker's first model call is under
+    /// way; the worker's tools wait at this gate.
+    workspace: orch_agent::Workspace,
+    /// Filling the worktree, until `work` has seen it end.
+    fill: Fill,
 }
+
+/// Filling an attempt's worktree, until it has been awaited.
+type Fill =
+    std::sync::Mutex<Option<tokio::task::JoinHandle<std::result::Result<(), orch_git::GitError>>>>;
 
 /// What the commit stage produced.
 struct Committed {
@@ -144,7 +153,7 @@ impl Engine {
                 task.branch(),
             ),
         };
-        self.git.worktree_add(&worktree, &branch, &base).await?;
+        let (workspace, fill) = self.fill_worktree(&worktree, &branch, &base);
         let system_prompt =
             crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
         let shown = match slot {
@@ -154,6 +163,8 @@ impl Engine {
         let mut task_prompt =
             crate::prompts::worker_task_prompt(task, shown, self.project.max_attempts);
         if let Some(architect) = &self.project.architect_model {
+            // The architect reads the worktree.
+            Self::await_fill(&fill).await?;
             let ctx = self.call_context("architect", task, &attempt);
             let plan = self
                 .architect_plan(architect, task, &task_prompt, &worktree, ctx)
@@ -176,7 +187,47 @@ impl Engine {
             task_prompt,
             audit_md,
             slot,
+            workspace,
+            fill,
         })
+    }
+
+    /// Starts filling `worktree` on `branch` at `base` without waiting for
+    /// it: the gate the worker waits at, and the filling to await later.
+    fn fill_worktree(
+        &self,
+        worktree: &std::path::Path,
+        branch: &str,
+        base: &str,
+    ) -> (orch_agent::Workspace, Fill) {
+        let (filled, workspace) = orch_agent::Workspace::pending();
+        let (git, dir, branch, base) = (
+            self.git.clone(),
+            worktree.to_path_buf(),
+            branch.to_string(),
+            base.to_string(),
+        );
+        let handle = tokio::spawn(async move {
+            let result = git.worktree_add(&dir, &branch, &base).await;
+            filled.done(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            result
+        });
+        (workspace, std::sync::Mutex::new(Some(handle)))
+    }
+
+    /// Waits for the worktree to be filled (at once when it was already
+    /// awaited); its error is the attempt's.
+    async fn await_fill(fill: &Fill) -> Result<()> {
+        let handle = fill.lock().ok().and_then(|mut h| h.take());
+        match handle {
+            None => Ok(()),
+            Some(h) => h
+                .await
+                .map_err(|e| {
+                    crate::EngineError::Config(format!("filling the worktree panicked: {e}"))
+                })?
+                .map_err(Into::into),
+        }
     }
 
     /// The worker of `kind` (routing's choice for a task): the project's own,
@@ -213,8 +264,16 @@ impl Run<'_> {
     }
 
     /// Stage 2: the agent loop in the sandbox; its transcript goes to the
-    /// audit trail whatever happens next.
+    /// audit trail whatever happens next. The worktree is there when this
+    /// returns, whatever the worker did (a worker may finish without ever
+    /// touching it); failing to fill it fails the attempt as before.
     async fn work(&self) -> Result<WorkerOutcome> {
+        let worked = self.run_worker().await;
+        Engine::await_fill(&self.fill).await?;
+        worked
+    }
+
+    async fn run_worker(&self) -> Result<WorkerOutcome> {
         let e = self.engine;
         let route = crate::routing::route(&e.project, self.task, &e.meter.prices);
         let routed = || {
@@ -247,13 +306,14 @@ impl Run<'_> {
             ),
         );
         let started = Instant::now();
-        let spec = e.worker_spec(
+        let mut spec = e.worker_spec(
             self.task,
             (provider, model),
             &self.worktree,
             (&self.system_prompt, &self.task_prompt),
             self.cancel,
         );
+        spec.workspace = self.workspace.clone();
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
@@ -478,7 +538,8 @@ impl Run<'_> {
             self.tid(),
             self.attempt.number
         );
-        let head = e.git.commit_all(&self.worktree, &message).await?;
+        // The boundary staged what may be committed; no second add.
+        let head = e.git.commit_staged(&self.worktree, &message).await?;
         if let Some(h) = &head {
             let refname = self.task.id.attempt_ref(self.attempt.number);
             e.git.keep_ref(&refname, h).await?;

@@ -199,6 +199,20 @@ impl Worker for ExternalWorker {
     async fn run(&self, spec: WorkerSpec, observer: &dyn AgentObserver) -> WorkerOutcome {
         let prompt = compose_prompt(&spec.system_prompt, &spec.task_prompt);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // The CLI starts in the worktree: it has to be there first.
+        let ready = tokio::select! {
+            biased;
+            _ = spec.cancel.cancelled() => Err("the task was cancelled".to_string()),
+            ready = spec.workspace.ready() => ready,
+        };
+        if ready.is_err() {
+            return outcome(
+                WorkerEnd::Cancelled,
+                proxy::Tally::default(),
+                Report::default(),
+                &prompt,
+            );
+        }
         let prepared = self.prepare(&spec, &prompt, tx);
         let (ended, tally) = match prepared {
             Err(e) => (Ended::Setup(e), proxy::Tally::default()),
