@@ -717,6 +717,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_model_call_does_not_wait_for_the_worktree_but_tools_do() {
+        let env = env();
+        let provider = Scripted::replies(vec![
+            call("write_file", json!({"path": "new.txt", "content": "hi\n"})),
+            call("finish", json!({"summary": "done"})),
+        ]);
+        let (filled, workspace) = Workspace::pending();
+        let mut s = spec(&env, provider.clone());
+        s.workspace = workspace;
+        let worker = tokio::spawn(async move { run_worker(s, &NoopObserver).await });
+        // The model was asked while the worktree is still "filling"...
+        for _ in 0..200 {
+            if !provider.requests.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(provider.requests.lock().unwrap().len(), 1);
+        // ...but its write waits for the worktree.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!env.wt.join("new.txt").exists());
+        assert_eq!(provider.requests.lock().unwrap().len(), 1);
+        filled.done(Ok(()));
+        let out = worker.await.unwrap();
+        assert!(
+            matches!(out.end, WorkerEnd::Finished { .. }),
+            "{:?}",
+            out.end
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.wt.join("new.txt")).unwrap(),
+            "hi\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worktree_that_could_not_be_made_stops_the_worker_before_any_tool() {
+        let env = env();
+        let provider = Scripted::replies(vec![call(
+            "write_file",
+            json!({"path": "new.txt", "content": "hi\n"}),
+        )]);
+        let (filled, workspace) = Workspace::pending();
+        filled.done(Err("git worktree add failed: disk full".into()));
+        let mut s = spec(&env, provider);
+        s.workspace = workspace;
+        let out = run_worker(s, &NoopObserver).await;
+        assert!(matches!(out.end, WorkerEnd::Cancelled), "{:?}", out.end);
+        assert!(!env.wt.join("new.txt").exists());
+        let last = out.transcript.last().unwrap();
+        assert!(last.content.contains("disk full"), "{}", last.content);
+    }
+
+    #[tokio::test]
     async fn ask_human_ends_the_loop_and_skips_later_calls() {
         let env = env();
         let provider = Scripted::replies(vec![calls(&[
