@@ -9,7 +9,7 @@
 //! never reach a branch, let alone main.
 
 use orch_agent::paths::{self, AllowList};
-use orch_git::{Git, WorktreeChange};
+use orch_git::{Git, GitError, WorktreeChange};
 use std::path::{Component, Path};
 
 /// One change that was not committed, and why.
@@ -27,7 +27,7 @@ impl crate::cycle::Engine {
         task: &orch_core::Task,
         attempt: u32,
         worktree: &Path,
-    ) -> Result<Vec<Refusal>, orch_git::GitError> {
+    ) -> Result<Vec<Refusal>, GitError> {
         let refused = enforce(
             &self.git,
             worktree,
@@ -52,31 +52,72 @@ impl crate::cycle::Engine {
     }
 }
 
-/// Checks every change in `worktree`, reverts the refused ones, and returns
-/// them. What is left is safe to commit.
+/// Stages every change in `worktree` (`Git::stage_all`), checks each,
+/// reverts the refused ones (out of the index and the worktree) and returns
+/// them. What is left staged is safe to commit with `Git::commit_staged`.
 pub(crate) async fn enforce(
     git: &Git,
     worktree: &Path,
     allowed_files: &[String],
     max_file_bytes: usize,
-) -> Result<Vec<Refusal>, orch_git::GitError> {
+) -> Result<Vec<Refusal>, GitError> {
     let allow = AllowList::new(allowed_files);
-    let refused: Vec<Refusal> = git
-        .worktree_changes(worktree)
-        .await?
-        .iter()
-        .filter_map(|c| {
-            refusal(worktree, c, &allow, max_file_bytes).map(|reason| Refusal {
-                path: c.path.clone(),
-                reason,
+    let limits = |changes: &[WorktreeChange]| -> Vec<Refusal> {
+        changes
+            .iter()
+            .filter_map(|c| {
+                refusal(worktree, c, &allow, max_file_bytes).map(|reason| Refusal {
+                    path: c.path.clone(),
+                    reason,
+                })
             })
-        })
-        .collect();
-    if !refused.is_empty() {
-        let paths: Vec<String> = refused.iter().map(|r| r.path.clone()).collect();
-        git.discard_changes(worktree, &paths).await?;
+            .collect()
+    };
+    let mut refused = Vec::new();
+    let staged = match git.stage_all(worktree).await {
+        Ok(staged) => staged,
+        // `git add` fails outright on some paths (an embedded repository
+        // with no commit, an unreadable file): revert what is refused from
+        // the worktree as it is, then stage the rest.
+        Err(GitError::Command { .. }) => {
+            refused = limits(&git.worktree_changes(worktree).await?);
+            revert(git, worktree, &refused).await?;
+            git.stage_all(worktree).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let mut more = limits(&staged);
+    revert(git, worktree, &more).await?;
+    if more.iter().any(|r| is_attributes(&r.path)) {
+        // The add read the refused .gitattributes (its filters, its eol
+        // rules): stage the rest again without it.
+        let kept: Vec<String> = staged
+            .iter()
+            .filter(|c| !more.iter().any(|r| r.path == c.path))
+            .map(|c| c.path.clone())
+            .collect();
+        git.unstage(worktree, &kept).await?;
+        let again = limits(&git.stage_all(worktree).await?);
+        revert(git, worktree, &again).await?;
+        more.extend(again);
     }
+    refused.extend(more);
     Ok(refused)
+}
+
+/// Puts the refused paths back as they are at the base.
+async fn revert(git: &Git, worktree: &Path, refused: &[Refusal]) -> Result<(), GitError> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = refused.iter().map(|r| r.path.clone()).collect();
+    git.discard_changes(worktree, &paths).await
+}
+
+/// Whether `path` is a `.gitattributes` file, which changes how `git add`
+/// stages other files.
+fn is_attributes(path: &str) -> bool {
+    path.rsplit('/').next() == Some(".gitattributes")
 }
 
 /// Why `change` may not be committed, or None when it may.
@@ -179,6 +220,117 @@ mod tests {
             .unwrap()
             .contains("symlink"));
         assert_eq!(refusal(wt, &change("alias.py"), &any, 1024), None);
+    }
+
+    /// Runs git in `dir` for test setup; returns stdout, trimmed.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn refused_changes_are_neither_committed_nor_left_staged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wt = tmp.path().canonicalize().unwrap();
+        git(&wt, &["init", "-q", "-b", "main"]);
+        std::fs::write(wt.join("calc.py"), "x = 0\n").unwrap();
+        std::fs::write(wt.join("tracked.txt"), "base\n").unwrap();
+        git(&wt, &["add", "-A"]);
+        git(&wt, &["commit", "-q", "-m", "base"]);
+        let g = Git::open(&wt).await.unwrap();
+
+        // Allowed, with CRLF line ends the refused .gitattributes would
+        // have normalized away in the index.
+        std::fs::write(wt.join("calc.py"), "x = 1\r\n").unwrap();
+        std::fs::write(wt.join(".gitattributes"), "calc.py text\n").unwrap();
+        std::fs::write(wt.join("notes.txt"), "n\n").unwrap();
+        std::fs::write(wt.join("tracked.txt"), "changed\n").unwrap();
+        std::fs::write(wt.join("big.bin"), vec![0u8; 2048]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", wt.join("leak")).unwrap();
+        let nested = wt.join("nested");
+        std::fs::create_dir(&nested).unwrap();
+        git(&nested, &["init", "-q"]);
+        std::fs::write(nested.join("f"), "f\n").unwrap();
+        git(&nested, &["add", "f"]);
+        git(&nested, &["commit", "-q", "-m", "n"]);
+
+        let allowed = ["calc.py".to_string(), "big.bin".to_string()];
+        let refused = enforce(&g, &wt, &allowed, 1024).await.unwrap();
+        let mut paths: Vec<&str> = refused.iter().map(|r| r.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                ".gitattributes",
+                "big.bin",
+                "leak",
+                "nested",
+                "notes.txt",
+                "tracked.txt"
+            ]
+        );
+        // Only the allowed change is staged; the refused ones are gone.
+        assert_eq!(git(&wt, &["diff", "--cached", "--name-only"]), "calc.py");
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "M  calc.py");
+        assert_eq!(
+            std::fs::read_to_string(wt.join("tracked.txt")).unwrap(),
+            "base\n"
+        );
+        for gone in [".gitattributes", "notes.txt", "big.bin", "leak", "nested"] {
+            assert!(std::fs::symlink_metadata(wt.join(gone)).is_err(), "{gone}");
+        }
+
+        let head = g.commit_staged(&wt, "work").await.unwrap().unwrap();
+        assert_eq!(
+            git(
+                &wt,
+                &["diff-tree", "--no-commit-id", "--name-only", "-r", &head]
+            ),
+            "calc.py"
+        );
+        let blob = format!("{head}:calc.py");
+        let committed = std::process::Command::new("git")
+            .args(["-C", wt.to_str().unwrap(), "cat-file", "blob", &blob])
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(
+            committed, b"x = 1\r\n",
+            "staged without the refused attributes"
+        );
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    }
+
+    #[tokio::test]
+    async fn a_path_git_add_fails_on_is_refused_before_the_rest_is_staged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wt = tmp.path().canonicalize().unwrap();
+        git(&wt, &["init", "-q", "-b", "main"]);
+        std::fs::write(wt.join("calc.py"), "x = 0\n").unwrap();
+        git(&wt, &["add", "-A"]);
+        git(&wt, &["commit", "-q", "-m", "base"]);
+        let g = Git::open(&wt).await.unwrap();
+        std::fs::write(wt.join("calc.py"), "x = 1\n").unwrap();
+        // A repository with no commit: `git add -A` fails on it outright.
+        let nested = wt.join("empty");
+        std::fs::create_dir(&nested).unwrap();
+        git(&nested, &["init", "-q"]);
+        std::fs::write(nested.join("f"), "f\n").unwrap();
+
+        let refused = enforce(&g, &wt, &["calc.py".to_string()], 1024)
+            .await
+            .unwrap();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].path, "empty");
+        assert!(!nested.exists());
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "M  calc.py");
     }
 
     #[test]

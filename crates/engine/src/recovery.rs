@@ -45,16 +45,24 @@ impl Engine {
                 removed += 1;
             }
         }
-        if ours.exists() {
-            if let Ok(entries) = std::fs::read_dir(&ours) {
-                for entry in entries.flatten() {
-                    if !held.contains(&entry.path()) {
-                        let _ = std::fs::remove_dir_all(entry.path());
-                    }
+        // Directories git did not list under our directory (or listed by
+        // another spelling of its path) go too; git's records of any that
+        // were worktrees are pruned after, which the prune above cannot do.
+        let mut leftovers = false;
+        if let Ok(entries) = std::fs::read_dir(&ours) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if !held.contains(&path) {
+                    // An empty directory was no worktree: nothing to prune.
+                    let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+                    let _ = std::fs::remove_dir_all(&path);
+                    leftovers |= !empty;
                 }
             }
         }
-        self.git.worktree_prune().await?;
+        if leftovers {
+            self.git.worktree_prune().await?;
+        }
 
         // Branches of tasks that will start over, or are done, go; branches
         // of failed or waiting tasks stay for people to inspect or land.

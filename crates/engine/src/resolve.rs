@@ -355,7 +355,7 @@ impl Resolver<'_> {
                 "the merge was undone in the worktree instead of resolved (orch commits the merge; do not run `git merge --abort`, `git commit` or `git reset`)",
             )
         };
-        let Some(head) = e.git.commit_all(&self.dir, message).await? else {
+        let Some(head) = e.git.commit_staged(&self.dir, message).await? else {
             return Ok(Err(undone()));
         };
         let first = e.git.rev_parse(&format!("{head}^1")).await.ok();

@@ -3,6 +3,8 @@
 //! merges, and `advance_branch`, which lands passing work on a branch
 //! without ever touching a checkout that holds the user's uncommitted work.
 
+mod ancestry;
+mod commit;
 mod create;
 mod lock;
 mod pool;
@@ -257,40 +259,25 @@ impl Git {
             reader: Arc::default(),
             pool: Arc::default(),
         };
-        let out = probe
-            .raw(
-                path,
-                &["rev-parse", "--show-toplevel"],
-                TIMEOUT,
-                OUTPUT_LIMIT,
-            )
-            .await?;
-        let top = out.stdout.trim();
-        if !out.success() || top.is_empty() {
-            return Err(GitError::NotARepo {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "not inside a git work tree ({}): run `git init` there and make a first \
-                     commit, or point orch at an existing repository",
-                    failure_text(&out)
-                ),
-            });
-        }
-        let mut git = Git {
-            repo: normalize(Path::new(top)),
-            lock: probe.lock,
-            reader: Arc::default(),
-            pool: Arc::default(),
+        let mut git = match probe.reader.top_level(path) {
+            // The reader opened at the top level serves the repository.
+            Some(top) if top == path => Git { repo: top, ..probe },
+            Some(top) => Git {
+                repo: top,
+                reader: Arc::default(),
+                ..probe
+            },
+            None => probe.open_through_cli(path).await?,
         };
-        let head = git
-            .raw(
-                &git.repo,
-                &["rev-parse", "--verify", "--quiet", "HEAD"],
-                TIMEOUT,
-                4096,
-            )
-            .await?;
-        if !head.success() {
+        let has_commit = match git.reader.resolve(&git.repo, "HEAD") {
+            Some(_) => true,
+            None => {
+                let args = ["rev-parse", "--verify", "--quiet", "HEAD"];
+                let head = git.raw(&git.repo, &args, TIMEOUT, 4096).await?;
+                head.success()
+            }
+        };
+        if !has_commit {
             return Err(GitError::NotARepo {
                 path: git.repo.clone(),
                 detail: "the repository has no commits yet: make a first commit (for example \
@@ -304,6 +291,29 @@ impl Git {
         Ok(git)
     }
 
+    /// The repository at the top level the CLI finds for `path` (`git
+    /// rev-parse --show-toplevel`), or git's reason why there is none.
+    async fn open_through_cli(self, path: &Path) -> Result<Git, GitError> {
+        let args = ["rev-parse", "--show-toplevel"];
+        let out = self.raw(path, &args, TIMEOUT, OUTPUT_LIMIT).await?;
+        let top = out.stdout.trim();
+        if !out.success() || top.is_empty() {
+            return Err(GitError::NotARepo {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "not inside a git work tree ({}): run `git init` there and make a first \
+                     commit, or point orch at an existing repository",
+                    failure_text(&out)
+                ),
+            });
+        }
+        Ok(Git {
+            repo: normalize(Path::new(top)),
+            reader: Arc::default(),
+            ..self
+        })
+    }
+
     /// Top level of the repository's main work tree.
     pub fn path(&self) -> &Path {
         &self.repo
@@ -312,6 +322,9 @@ impl Git {
     /// The branch checked out in the main work tree; when HEAD is detached,
     /// "main" if that branch exists, else "master".
     pub async fn default_branch(&self) -> Result<String, GitError> {
+        if let Some(name) = self.reader.head_branch(&self.repo) {
+            return Ok(name);
+        }
         let out = self
             .raw(
                 &self.repo,
@@ -334,6 +347,9 @@ impl Git {
     /// Absolute path of the repository's .git directory (shared by all
     /// worktrees), to mount read-only into sandboxes.
     pub async fn git_common_dir(&self) -> Result<PathBuf, GitError> {
+        if let Some(dir) = self.reader.common_dir(&self.repo) {
+            return Ok(dir);
+        }
         let out = self
             .ok(
                 &self.repo,
@@ -370,6 +386,9 @@ impl Git {
 
     /// Local branches whose name starts with `prefix` (e.g. "orch/").
     pub async fn branches(&self, prefix: &str) -> Result<Vec<String>, GitError> {
+        if let Some(found) = self.reader.branches(&self.repo, prefix) {
+            return Ok(found);
+        }
         let out = self
             .ok(
                 &self.repo,
@@ -667,6 +686,9 @@ impl Git {
     }
 
     async fn worktrees_locked(&self) -> Result<Vec<WorktreeInfo>, GitError> {
+        if let Some(list) = self.reader.worktrees(&self.repo) {
+            return Ok(list);
+        }
         let out = self
             .ok(&self.repo, &["worktree", "list", "--porcelain", "-z"])
             .await?;
@@ -675,43 +697,15 @@ impl Git {
 
     /// Stages everything in `worktree` except generated caches and commits
     /// it as orch (hooks skipped). None when there is nothing to commit;
-    /// otherwise the new HEAD.
+    /// otherwise the new HEAD. One git process when the commit can be
+    /// written in-process (see `commit`).
     pub async fn commit_all(
         &self,
         worktree: &Path,
         message: &str,
     ) -> Result<Option<String>, GitError> {
-        let mut add = vec!["add", "-A", "--", "."];
-        add.extend(EXCLUDED_FROM_COMMITS);
-        self.ok(worktree, &add).await?;
-
-        // core.abbrev=40 makes the summary line `[branch <full id>] …`, so
-        // the new commit is known without another process.
-        let mut commit = IDENTITY.to_vec();
-        commit.extend([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "core.abbrev=40",
-            "commit",
-            "--no-verify",
-            "-m",
-            message,
-        ]);
-        let out = self.raw(worktree, &commit, TIMEOUT, OUTPUT_LIMIT).await?;
-        if out.success() {
-            return match commit_id_from_summary(&out.stdout) {
-                Some(id) => Ok(Some(id)),
-                None => Ok(Some(self.head(worktree).await?)),
-            };
-        }
-        // Exit 1 is also "nothing to commit"; tell it apart from a failure.
-        let args = ["diff", "--cached", "--quiet"];
-        let staged = self.raw(worktree, &args, TIMEOUT, 4096).await?;
-        match staged.exit_code {
-            Some(0) => Ok(None),
-            _ => Err(self.command_error(worktree, &commit, &out)),
-        }
+        self.add_all(worktree).await?;
+        self.commit_staged(worktree, message).await
     }
 
     /// Every path `commit_all` would commit in `worktree`: tracked
@@ -769,15 +763,18 @@ impl Git {
         let mut ls_files = vec!["--literal-pathspecs", "ls-files", "-z", "--cached", "--"];
         ls_files.extend(clean.iter().map(String::as_str));
         let in_index = split_z(&self.ok(&top, &ls_files).await?);
-        let known = |p: &str| {
+        let known = |list: &[String], p: &str| {
             let dir = format!("{p}/");
-            in_head
-                .iter()
-                .chain(in_index.iter())
-                .any(|k| k == p || k.starts_with(&dir))
+            list.iter().any(|k| k == p || k.starts_with(&dir))
         };
-        let (tracked, untracked): (Vec<String>, Vec<String>) =
-            clean.into_iter().partition(|p| known(p));
+        let (tracked, mut untracked): (Vec<String>, Vec<String>) = clean
+            .into_iter()
+            .partition(|p| known(&in_head, p) || known(&in_index, p));
+        // What only the index knows (staged, not in HEAD) leaves the
+        // worktree as untracked files do: `restore` unstages it but would
+        // leave a staged embedded repository's directory behind, for the
+        // next add to stage again.
+        untracked.extend(tracked.iter().filter(|p| !known(&in_head, p)).cloned());
 
         // Untracked first: a file where HEAD has a directory (or the
         // reverse) must be gone before git writes the HEAD version back.

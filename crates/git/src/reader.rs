@@ -8,6 +8,7 @@
 //! does not read, an unusual revision), the caller asks the git CLI, which
 //! stays the authority and gives the error message people know.
 
+use gix::bstr::ByteSlice;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -15,6 +16,8 @@ use std::sync::OnceLock;
 #[derive(Default)]
 pub(crate) struct Reader {
     repo: OnceLock<Option<gix::ThreadSafeRepository>>,
+    /// Commits ancestry walks have read (see `ancestry`).
+    commits: crate::ancestry::Commits,
 }
 
 impl std::fmt::Debug for Reader {
@@ -38,6 +41,86 @@ impl Reader {
         Some(id.detach().to_string())
     }
 
+    /// The top level of the work tree at `path` when `path` is that top
+    /// level itself (not a subdirectory, a `.git` directory or a bare
+    /// repository, and no `core.worktree` elsewhere) in a repository owned
+    /// by this user, as `git rev-parse --show-toplevel` would print it
+    /// (normalized). None otherwise: the CLI finds it, or says why not.
+    pub(crate) fn top_level(&self, path: &Path) -> Option<PathBuf> {
+        let repo = self.repo(path)?;
+        // git refuses a repository of another owner (`safe.directory`).
+        if repo.git_dir_trust() != gix::sec::Trust::Full {
+            return None;
+        }
+        let top = crate::normalize(&repo.current_dir().join(repo.workdir()?));
+        (top == crate::normalize(path)).then_some(top)
+    }
+
+    /// `git rev-parse --path-format=absolute --git-common-dir`, normalized.
+    pub(crate) fn common_dir(&self, path: &Path) -> Option<PathBuf> {
+        let repo = self.repo(path)?;
+        Some(crate::normalize(
+            &repo.current_dir().join(repo.common_dir()),
+        ))
+    }
+
+    /// `git symbolic-ref --short -q HEAD` when HEAD names an existing local
+    /// branch whose short name nothing else claims (git would print
+    /// `heads/<name>` if a tag or another ref had that name). None
+    /// otherwise, and when HEAD is detached: the caller asks the CLI.
+    pub(crate) fn head_branch(&self, path: &Path) -> Option<String> {
+        let repo = self.repo(path)?;
+        let full = repo.head_name().ok()??;
+        let short = full.as_bstr().to_str().ok()?.strip_prefix("refs/heads/")?;
+        // git's and gix's lookup try refs/<name> and refs/tags/<name>
+        // before refs/heads/<name>: finding the branch itself means no
+        // other ref makes the short name ambiguous.
+        let found = repo.try_find_reference(short).ok()??;
+        (found.name().as_bstr() == full.as_bstr()).then(|| short.to_string())
+    }
+
+    /// Short names of the local branches starting with `prefix`, sorted,
+    /// as `git for-each-ref refs/heads/` lists them (a branch whose commit
+    /// is missing too). None when a branch is a symbolic ref or gix cannot
+    /// read them.
+    pub(crate) fn branches(&self, path: &Path, prefix: &str) -> Option<Vec<String>> {
+        let repo = self.repo(path)?;
+        let refs = repo.references().ok()?;
+        let mut found = Vec::new();
+        for r in refs.local_branches().ok()? {
+            let r = r.ok()?;
+            r.target().try_id()?;
+            let name = r.name().as_bstr().to_str().ok()?;
+            let short = name.strip_prefix("refs/heads/")?;
+            if short.starts_with(prefix) {
+                found.push(short.to_string());
+            }
+        }
+        found.sort();
+        Some(found)
+    }
+
+    /// `git worktree list`: the main worktree first, then the linked ones
+    /// (including those whose directory is gone), each with its HEAD read
+    /// from git's records. None when gix cannot tell as git would: a bare
+    /// repository, a HEAD that is neither a commit id nor a branch with a
+    /// commit, a record it cannot read.
+    pub(crate) fn worktrees(&self, path: &Path) -> Option<Vec<crate::WorktreeInfo>> {
+        let repo = self.repo(path)?;
+        let common = repo.current_dir().join(repo.common_dir());
+        // git names the main worktree after the common directory.
+        let common = crate::normalize(&common);
+        if common.file_name()? != ".git" {
+            return None;
+        }
+        let mut list = vec![worktree_info(&repo, common.parent()?, &common)?];
+        for proxy in repo.worktrees().ok()? {
+            let base = proxy.base().ok()?;
+            list.push(worktree_info(&repo, &base, proxy.git_dir())?);
+        }
+        Some(list)
+    }
+
     /// Whether `ancestor` is reachable from `descendant` (both full ids or
     /// revisions).
     pub(crate) fn is_ancestor(
@@ -47,17 +130,9 @@ impl Reader {
         descendant: &str,
     ) -> Option<bool> {
         let repo = self.repo(path)?;
-        let a = repo.rev_parse_single(ancestor).ok()?.detach();
-        let d = repo.rev_parse_single(descendant).ok()?.detach();
-        if a == d {
-            return Some(true);
-        }
-        // The merge base of the two is the ancestor exactly when it is one.
-        match repo.merge_base(a, d).ok()? {
-            Some(base) => Some(base.detach() == a),
-            // Unrelated histories: no common ancestor at all.
-            None => Some(false),
-        }
+        let a = object_id(&repo, ancestor)?;
+        let d = object_id(&repo, descendant)?;
+        self.commits.is_ancestor(&repo, a, d)
     }
 
     /// Points `refname` at the full id `commit`, creating or moving it,
@@ -127,6 +202,9 @@ impl Reader {
     /// gix cannot tell.
     pub(crate) fn worktree_git_dir(&self, path: &Path, dir: &Path) -> Option<PathBuf> {
         let repo = self.repo(path)?;
+        if let Some(record) = named_record(&repo, dir) {
+            return Some(record);
+        }
         let proxies = repo.worktrees().ok()?;
         proxies
             .iter()
@@ -260,5 +338,364 @@ impl Reader {
             .new_commit_as(signature, signature, message, tree, parents)
             .ok()?;
         Some(commit.id.to_string())
+    }
+}
+
+/// The object `spec` names: a full id is that object, as it is to git
+/// (without the ref lookups a revision costs); anything else is parsed.
+fn object_id(repo: &gix::Repository, spec: &str) -> Option<gix::ObjectId> {
+    if crate::is_full_id(spec) {
+        return gix::ObjectId::from_hex(spec.as_bytes()).ok();
+    }
+    Some(repo.rev_parse_single(spec).ok()?.detach())
+}
+
+/// The record `<dir>/.git` names, when git's own record agrees: a direct
+/// child of `<common dir>/worktrees` whose `gitdir` file points back at
+/// `<dir>/.git`. The `.git` file only says where to look (one record read
+/// instead of all of them): whatever ran in the worktree may have rewritten
+/// it, so it is read without following links or blocking, and what it
+/// names counts only when the common directory confirms it.
+fn named_record(repo: &gix::Repository, dir: &Path) -> Option<PathBuf> {
+    let text = read_small_file(&dir.join(".git"))?;
+    let named = Path::new(text.strip_prefix("gitdir:")?.trim());
+    let record = dir.join(named).canonicalize().ok()?;
+    // Spelled as the listing spells records, which callers compare with.
+    let worktrees = repo.current_dir().join(repo.common_dir()).join("worktrees");
+    if record.parent() != Some(worktrees.canonicalize().ok()?.as_path()) {
+        return None;
+    }
+    let record = worktrees.join(record.file_name()?);
+    let gitdir = record.join("gitdir");
+    let base = gix::discover::path::without_dot_git_dir(
+        gix::discover::path::from_plain_file_relative_to_file(&gitdir)?.ok()?,
+    );
+    let back = base == dir || base.canonicalize().ok().as_deref() == Some(dir);
+    back.then_some(record)
+}
+
+/// The text of the regular file at `path` if it is small (a pointer file),
+/// read without following a symlink and without waiting on a FIFO.
+fn read_small_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX: u64 = 4096;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// One `git worktree list` entry: the worktree at `path`, whose HEAD is in
+/// the git directory `git_dir`. None when HEAD is not plainly a commit id
+/// or a branch at a commit.
+fn worktree_info(
+    repo: &gix::Repository,
+    path: &Path,
+    git_dir: &Path,
+) -> Option<crate::WorktreeInfo> {
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let head = head.trim_end();
+    let (branch, id) = match head.strip_prefix("ref: ") {
+        Some(name) => {
+            let name = name.trim();
+            let found = repo.try_find_reference(name).ok()??;
+            if found.name().as_bstr() != name {
+                return None;
+            }
+            let id = found.target().try_id()?.to_string();
+            let short = name.strip_prefix("refs/heads/").unwrap_or(name);
+            (Some(short.to_string()), id)
+        }
+        None if crate::is_full_id(head) => (None, head.to_string()),
+        None => return None,
+    };
+    Some(crate::WorktreeInfo {
+        path: path.to_path_buf(),
+        branch,
+        head: id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::process::Command;
+
+    /// Runs git for test setup; its trimmed stdout.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = git_raw(dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn git_raw(dir: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn commit(dir: &Path, file: &str) -> String {
+        std::fs::write(dir.join(file), file).unwrap();
+        git(dir, &["add", file]);
+        git(dir, &["commit", "-q", "-m", file]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    /// A repository on `main` with one commit, and a place beside it.
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().canonicalize().unwrap().join("repo");
+        std::fs::create_dir(&path).unwrap();
+        git(&path, &["init", "-q", "-b", "main"]);
+        commit(&path, "a.txt");
+        (tmp, path)
+    }
+
+    #[test]
+    fn the_top_level_common_dir_and_branch_are_the_clis() {
+        let (tmp, path) = repo();
+        let wt = tmp.path().canonicalize().unwrap().join("wt");
+        git(
+            &path,
+            &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
+        );
+        std::fs::create_dir(path.join("sub")).unwrap();
+        let cli_top = |p: &Path| PathBuf::from(git(p, &["rev-parse", "--show-toplevel"]));
+        let cli_common = |p: &Path| {
+            let out = git(
+                p,
+                &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+            );
+            crate::normalize(Path::new(&out))
+        };
+        for p in [&path, &wt] {
+            let reader = Reader::default();
+            assert_eq!(reader.top_level(p), Some(cli_top(p)));
+            assert_eq!(reader.common_dir(p), Some(cli_common(p)));
+            let branch = git(p, &["symbolic-ref", "--short", "-q", "HEAD"]);
+            assert_eq!(reader.head_branch(p), Some(branch));
+        }
+        // Not a top level: the CLI is asked (and finds it, or says why not).
+        assert_eq!(Reader::default().top_level(&path.join("sub")), None);
+        assert_eq!(Reader::default().top_level(&path.join(".git")), None);
+
+        // A tag of the branch's name makes git print `heads/main`.
+        git(&path, &["tag", "main"]);
+        assert_eq!(
+            git(&path, &["symbolic-ref", "--short", "-q", "HEAD"]),
+            "heads/main"
+        );
+        assert_eq!(Reader::default().head_branch(&path), None);
+        git(&path, &["tag", "-d", "main"]);
+        git(&path, &["checkout", "-q", "--detach"]);
+        assert_eq!(Reader::default().head_branch(&path), None);
+    }
+
+    #[test]
+    fn branches_are_for_each_refs() {
+        let (_tmp, path) = repo();
+        for b in ["orch/b", "orch/a", "orch-not", "other"] {
+            git(&path, &["branch", b]);
+        }
+        git(&path, &["pack-refs", "--all"]);
+        git(&path, &["branch", "orch/c"]);
+        // A branch whose commit is missing: git lists it.
+        let missing = "1".repeat(40);
+        std::fs::write(
+            path.join(".git/refs/heads/orch/broken"),
+            format!("{missing}\n"),
+        )
+        .unwrap();
+        let cli = |prefix: &str| -> Vec<String> {
+            git(
+                &path,
+                &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+            )
+            .lines()
+            .filter_map(|l| l.strip_prefix("refs/heads/"))
+            .filter(|b| b.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+        };
+        let reader = Reader::default();
+        for prefix in ["orch/", "", "o"] {
+            assert_eq!(
+                reader.branches(&path, prefix),
+                Some(cli(prefix)),
+                "{prefix}"
+            );
+        }
+        assert_eq!(cli("orch/"), ["orch/a", "orch/b", "orch/broken", "orch/c"]);
+        // A symbolic branch: the CLI answers.
+        git(
+            &path,
+            &["symbolic-ref", "refs/heads/alias", "refs/heads/main"],
+        );
+        assert_eq!(reader.branches(&path, "orch/"), None);
+    }
+
+    #[test]
+    fn worktrees_are_the_listing() {
+        let (tmp, path) = repo();
+        let root = tmp.path().canonicalize().unwrap();
+        let dir = |n: &str| root.join(n).to_str().unwrap().to_string();
+        git(&path, &["worktree", "add", "-q", "-b", "one", &dir("one")]);
+        git(&path, &["worktree", "add", "-q", "--detach", &dir("two")]);
+        git(
+            &path,
+            &["worktree", "add", "-q", "-b", "gone", &dir("gone")],
+        );
+        git(&path, &["worktree", "add", "-q", "--detach", &dir("lost")]);
+        commit(&root.join("one"), "b.txt");
+        std::fs::remove_dir_all(root.join("gone")).unwrap();
+        // A record without its `gitdir` file, and a stray directory: git
+        // lists neither.
+        std::fs::remove_file(path.join(".git/worktrees/lost/gitdir")).unwrap();
+        std::fs::create_dir(path.join(".git/worktrees/stray")).unwrap();
+        let by_path = |mut l: Vec<crate::WorktreeInfo>| {
+            l[1..].sort_by(|a, b| a.path.cmp(&b.path));
+            l
+        };
+        let cli = crate::parse_worktrees(&git(&path, &["worktree", "list", "--porcelain", "-z"]));
+        let ours = Reader::default().worktrees(&path).unwrap();
+        assert_eq!(by_path(ours), by_path(cli.clone()));
+        assert_eq!(cli.len(), 4);
+        // The same from a linked worktree.
+        let from_linked = Reader::default().worktrees(&root.join("one")).unwrap();
+        assert_eq!(by_path(from_linked), by_path(cli));
+        // A worktree on an unborn branch: the CLI answers.
+        git(
+            &root.join("two"),
+            &["symbolic-ref", "HEAD", "refs/heads/unborn"],
+        );
+        assert!(Reader::default().worktrees(&path).is_none());
+    }
+
+    #[test]
+    fn a_worktrees_record_is_found_by_its_git_file_and_checked() {
+        let (tmp, path) = repo();
+        let root = tmp.path().canonicalize().unwrap();
+        let one = root.join("one");
+        let two = root.join("two");
+        for d in [&one, &two] {
+            git(
+                &path,
+                &["worktree", "add", "-q", "--detach", d.to_str().unwrap()],
+            );
+        }
+        let reader = Reader::default();
+        let listed = |dir: &Path| {
+            let repo = reader.repo(&path).unwrap();
+            let proxies = repo.worktrees().unwrap();
+            proxies
+                .iter()
+                .find(|p| p.base().unwrap() == dir)
+                .map(|p| p.git_dir().to_path_buf())
+        };
+        let repo = reader.repo(&path).unwrap();
+        let record_one = named_record(&repo, &one).unwrap();
+        assert_eq!(Some(record_one.clone()), listed(&one));
+        assert_eq!(
+            record_one.canonicalize().unwrap(),
+            PathBuf::from(git(&one, &["rev-parse", "--absolute-git-dir"]))
+        );
+
+        // `.git` rewritten to name another worktree's record: not believed,
+        // and the listing gives the true one.
+        let record_two = named_record(&repo, &two).unwrap();
+        std::fs::write(
+            one.join(".git"),
+            format!("gitdir: {}\n", record_two.display()),
+        )
+        .unwrap();
+        assert_eq!(named_record(&repo, &one), None);
+        assert_eq!(
+            reader.worktree_git_dir(&path, &one),
+            Some(record_one.clone())
+        );
+        // Nor one outside the common directory, a FIFO or a symlink.
+        std::fs::write(
+            one.join(".git"),
+            format!("gitdir: {}\n", path.join(".git").display()),
+        )
+        .unwrap();
+        assert_eq!(named_record(&repo, &one), None);
+        std::fs::remove_file(one.join(".git")).unwrap();
+        let fifo = std::ffi::CString::new(one.join(".git").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert_eq!(named_record(&repo, &one), None);
+        std::fs::remove_file(one.join(".git")).unwrap();
+        std::os::unix::fs::symlink(two.join(".git"), one.join(".git")).unwrap();
+        assert_eq!(named_record(&repo, &one), None);
+        assert_eq!(reader.worktree_git_dir(&path, &one), Some(record_one));
+    }
+
+    #[test]
+    fn ancestry_is_merge_bases() {
+        let (_tmp, path) = repo();
+        let base = git(&path, &["rev-parse", "HEAD"]);
+        let a1 = commit(&path, "b.txt");
+        let a2 = commit(&path, "c.txt");
+        git(&path, &["checkout", "-q", "-b", "side", &base]);
+        let s1 = commit(&path, "d.txt");
+        git(&path, &["merge", "-q", "--no-edit", "main"]);
+        let merge = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["checkout", "-q", "--orphan", "alone"]);
+        let alone = commit(&path, "e.txt");
+        let all = [&base, &a1, &a2, &s1, &merge, &alone];
+        let reader = Reader::default();
+        for a in all {
+            for d in all {
+                let cli = git_raw(&path, &["merge-base", "--is-ancestor", a, d]);
+                let expected = cli.status.code() == Some(0);
+                assert_eq!(reader.is_ancestor(&path, a, d), Some(expected), "{a} {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_open_repository_sees_refs_objects_and_packs_made_after() {
+        let (_tmp, path) = repo();
+        let reader = Reader::default();
+        let first = reader.resolve(&path, "HEAD").unwrap();
+        let second = commit(&path, "b.txt");
+        assert_eq!(reader.resolve(&path, "main").unwrap(), second);
+        assert!(reader.is_ancestor(&path, &first, &second).unwrap());
+        // Everything packed and the loose copies gone.
+        git(&path, &["gc", "-q", "--prune=now"]);
+        assert!(!path.join(".git/refs/heads/main").exists());
+        let third = commit(&path, "c.txt");
+        git(&path, &["branch", "later"]);
+        git(&path, &["repack", "-q", "-a", "-d"]);
+        git(&path, &["pack-refs", "--all"]);
+        git(&path, &["prune", "--expire=now"]);
+        for (spec, id) in [("later", &third), ("main~1", &second), ("main~2", &first)] {
+            assert_eq!(reader.resolve(&path, spec).as_ref(), Some(id), "{spec}");
+        }
+        assert!(reader.is_ancestor(&path, &first, &third).unwrap());
+        assert_eq!(
+            reader.diff_stat(&path, &first, &third).unwrap(),
+            String::from_utf8(git_raw(&path, &["diff", "--stat", &first, &third]).stdout).unwrap()
+        );
+        assert_eq!(reader.branches(&path, "").unwrap(), ["later", "main"]);
     }
 }

@@ -19,11 +19,12 @@ use crate::{
 };
 use async_trait::async_trait;
 use orch_process::{PreExec, ProcessOutput, ProcessSpec};
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Runs commands under bubblewrap.
@@ -64,6 +65,38 @@ impl BwrapSandbox {
              (cgroups turned off)"
                 .to_string()
         }
+    }
+
+    /// Everything a check's outcome depends on besides the machine: the
+    /// bwrap program, how limits are enforced and what the sandbox mounts.
+    fn check_key(&self, binary: &Path) -> String {
+        let o = &self.opts;
+        format!(
+            "{}|cgroups={}|{:?}|network={}|hidden={:?}",
+            binary.display(),
+            self.cgroups,
+            o.limits,
+            o.network,
+            o.hidden
+        )
+    }
+
+    /// The real setup (seccomp filter, limits, masks) running `true` on an
+    /// empty scratch directory.
+    async fn hardened_probe(&self) -> Result<ProcessOutput, SandboxError> {
+        let scratch = scratch_dir()?;
+        let result = self
+            .exec(&ExecRequest {
+                command: "true".to_string(),
+                workdir: scratch.clone(),
+                env: Vec::new(),
+                extra_ro: Vec::new(),
+                timeout: Duration::from_secs(30),
+                output_limit: 16 * 1024,
+            })
+            .await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
     }
 
     /// Uses another bwrap binary (a path or a name on PATH).
@@ -210,6 +243,11 @@ impl Sandbox for BwrapSandbox {
         true
     }
 
+    /// Runs the real setup (seccomp filter, limits, masks) once; only when
+    /// that fails does the bare namespace probe run, to say which part does
+    /// not work here. A pass is remembered for the process (see
+    /// [`BwrapSandbox::check_key`]): `orch run` checks when the project's
+    /// sandbox is chosen and again before its first cycle.
     async fn check(&self) -> Result<(), SandboxError> {
         let Some(binary) = find_executable(&self.binary) else {
             return Err(SandboxError::Unavailable(
@@ -219,38 +257,19 @@ impl Sandbox for BwrapSandbox {
             ));
         };
         seccomp::program()?;
-        let probe = ProcessSpec::new(path_str(&binary))
-            .args(["--unshare-all", "--ro-bind", "/", "/", "true"])
-            .timeout(Duration::from_secs(30))
-            .output_limit(16 * 1024);
-        let out = orch_process::run(probe).await?;
-        if !out.success() {
-            return Err(SandboxError::Unavailable(format!(
-                "bubblewrap is installed but cannot create namespaces here (`{} --unshare-all \
-                 --ro-bind / / true` failed: {}). {}; otherwise set sandbox = \"none\" to run \
-                 without isolation",
-                binary.display(),
-                failure_detail(&out),
-                userns_fix()
-            )));
-        }
-        // The real setup (seccomp filter, limits) on an empty scratch dir.
-        let scratch = scratch_dir()?;
-        let result = self
-            .exec(&ExecRequest {
-                command: "true".to_string(),
-                workdir: scratch.clone(),
-                env: Vec::new(),
-                extra_ro: Vec::new(),
-                timeout: Duration::from_secs(30),
-                output_limit: 16 * 1024,
-            })
-            .await;
-        let _ = std::fs::remove_dir_all(&scratch);
-        let out = result?;
-        if out.success() {
+        let key = self.check_key(&binary);
+        if passed_checks().lock().is_ok_and(|k| k.contains(&key)) {
             return Ok(());
         }
+        let hardened = self.hardened_probe().await;
+        if hardened.as_ref().is_ok_and(ProcessOutput::success) {
+            if let Ok(mut passed) = passed_checks().lock() {
+                passed.insert(key);
+            }
+            return Ok(());
+        }
+        namespace_probe(&binary).await?;
+        let out = hardened?;
         Err(SandboxError::Unavailable(format!(
             "bubblewrap creates namespaces but the hardened sandbox does not start ({}); \
              bubblewrap 0.4 or newer is needed for --seccomp and --cap-drop (`apt-get install \
@@ -285,6 +304,36 @@ impl Sandbox for BwrapSandbox {
         self.idle.recycle(plan).await;
         Ok(out)
     }
+}
+
+/// The sandbox setups whose check passed in this process. A check's outcome
+/// depends only on the machine and on what `check_key` names, none of which
+/// changes while orch runs, so a setup is checked once; a failed check is not
+/// remembered, and the next one looks again.
+fn passed_checks() -> &'static Mutex<HashSet<String>> {
+    static PASSED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    PASSED.get_or_init(Mutex::default)
+}
+
+/// `bwrap --unshare-all --ro-bind / / true`: whether bubblewrap can create
+/// namespaces here at all, with the fix when it cannot.
+async fn namespace_probe(binary: &Path) -> Result<(), SandboxError> {
+    let probe = ProcessSpec::new(path_str(binary))
+        .args(["--unshare-all", "--ro-bind", "/", "/", "true"])
+        .timeout(Duration::from_secs(30))
+        .output_limit(16 * 1024);
+    let out = orch_process::run(probe).await?;
+    if out.success() {
+        return Ok(());
+    }
+    Err(SandboxError::Unavailable(format!(
+        "bubblewrap is installed but cannot create namespaces here (`{} --unshare-all \
+         --ro-bind / / true` failed: {}). {}; otherwise set sandbox = \"none\" to run \
+         without isolation",
+        binary.display(),
+        failure_detail(&out),
+        userns_fix()
+    )))
 }
 
 /// What runs in the forked child before it becomes bwrap: join the
@@ -589,6 +638,87 @@ mod tests {
             limit_hit(&output(None, Some(Limit::Timeout)), oom),
             Some(Limit::Timeout)
         );
+    }
+
+    /// A bwrap that logs each run to `log` and then behaves as `body` says
+    /// (`$@` is its arguments).
+    fn fake_bwrap(dir: &Path, body: &str) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let log = dir.join("runs.log");
+        let bin = dir.join("bwrap");
+        let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\n{body}\n", log.display());
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (bin, log)
+    }
+
+    fn runs(log: &Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_passed_check_runs_bwrap_once_per_process() {
+        let Some(real) = find_executable("bwrap") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, log) = fake_bwrap(dir.path(), &format!("exec '{}' \"$@\"", real.display()));
+        let sandbox = BwrapSandbox::new(SandboxOptions::default()).with_binary(path_str(&bin));
+        if sandbox.check().await.is_err() {
+            return; // no working bubblewrap here; covered by tests/bwrap.rs
+        }
+        sandbox.check().await.unwrap();
+        sandbox.clone().check().await.unwrap();
+        // Only the hardened run: the namespace probe is for failures.
+        let seen = runs(&log);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].starts_with("--seccomp"), "{seen:?}");
+        // Other options are another setup, checked again.
+        let networked = BwrapSandbox::new(SandboxOptions {
+            network: true,
+            ..Default::default()
+        })
+        .with_binary(path_str(&bin));
+        networked.check().await.unwrap();
+        assert_eq!(runs(&log).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_says_which_part_fails_and_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        // Namespaces work, the hardened setup does not.
+        let (bin, log) = fake_bwrap(
+            dir.path(),
+            "case \"$1\" in --seccomp) echo 'no seccomp' >&2; exit 1;; esac; exit 0",
+        );
+        let sandbox = BwrapSandbox::new(SandboxOptions::default()).with_binary(path_str(&bin));
+        let msg = sandbox.check().await.unwrap_err().to_string();
+        assert!(msg.contains("hardened sandbox does not start"), "{msg}");
+        assert!(msg.contains("no seccomp"), "{msg}");
+        let seen = runs(&log);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[1].starts_with("--unshare-all --ro-bind / / true"),
+            "{seen:?}"
+        );
+        sandbox.check().await.unwrap_err();
+        assert_eq!(runs(&log).len(), 4);
+
+        // Nothing works: the namespace fix is what the message gives.
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, _) = fake_bwrap(dir.path(), "echo 'no userns' >&2; exit 1");
+        let msg = BwrapSandbox::new(SandboxOptions::default())
+            .with_binary(path_str(&bin))
+            .check()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("cannot create namespaces"), "{msg}");
+        assert!(msg.contains("no userns"), "{msg}");
     }
 
     #[test]

@@ -882,32 +882,11 @@ fn read_words(path: &Path) -> Vec<String> {
 /// Creates a child cgroup under `base`, moves a short-lived process into it
 /// the way commands will be moved, and removes it again.
 fn probe(base: &Path, version: Version) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
     let dir = base.join(format!("orch-probe-{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create a cgroup: {e}"))?;
-    let result = (|| {
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
-            .map_err(|_| "cgroup path contains NUL".to_string())?;
-        let Some(true_bin) = crate::find_executable("true") else {
-            return Ok(());
-        };
-        let mut cmd = std::process::Command::new(true_bin);
-        // SAFETY: join_cgroup makes only raw syscalls on prepared data.
-        unsafe {
-            cmd.pre_exec(move || join_cgroup(&procs));
-        }
-        let status = cmd
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("cannot move a process into a cgroup: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("probe process failed: {status}"))
-        }
-    })();
+    let result = CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .map_err(|_| "cgroup path contains NUL".to_string())
+        .and_then(|procs| join_in_child(&procs));
     for _ in 0..50 {
         kill_all(version, &dir);
         if std::fs::remove_dir(&dir).is_ok() {
@@ -916,6 +895,52 @@ fn probe(base: &Path, version: Version) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     result
+}
+
+/// Forks a child that joins the cgroup of `procs` (the very write a
+/// command's child makes before it becomes bwrap) and exits, and waits for
+/// it. No program is started: the join is all the probe needs to see.
+fn join_in_child(procs: &CString) -> Result<(), String> {
+    // SAFETY: the child only makes async-signal-safe calls (join_cgroup's
+    // open, write and close on data prepared before the fork, then _exit),
+    // as a pre-exec hook would.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot start a process to move into a cgroup: {e}"));
+    }
+    if pid == 0 {
+        let code = match join_cgroup(procs) {
+            Ok(()) => 0,
+            // The exit status carries the reason (errno values fit a byte).
+            Err(e) => e
+                .raw_os_error()
+                .filter(|n| (1..=255).contains(n))
+                .unwrap_or(255),
+        };
+        // SAFETY: ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waits for the child forked above, writing its status.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("cannot wait for the cgroup probe process: {e}"));
+        }
+    }
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, code) => Err(format!(
+            "cannot move a process into a cgroup: {}",
+            std::io::Error::from_raw_os_error(code)
+        )),
+        _ => Err(format!("probe process failed: wait status {status}")),
+    }
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is
@@ -1102,6 +1127,19 @@ mod tests {
             .iter()
             .any(|r| matches!(r, Rlimit::Nproc(n) if *n >= 64));
         assert_eq!(nproc, !root, "{:?}", plan.rlimits);
+    }
+
+    #[test]
+    fn the_probe_joins_a_cgroup_without_starting_a_program() {
+        let err = join_in_child(&CString::new("/nonexistent/cgroup.procs").unwrap()).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+        let support = support();
+        let Some(h) = support.memory.as_ref().or(support.pids.as_ref()) else {
+            return; // no writable cgroup here
+        };
+        probe(&h.base, h.version).unwrap();
+        let probe_dir = h.base.join(format!("orch-probe-{}", std::process::id()));
+        assert!(!probe_dir.exists());
     }
 
     #[test]
