@@ -9,7 +9,8 @@
 //!     `strace -f -e trace=execve` counts every program orch's process tree
 //!     starts (git, bwrap, the test command; threads are not processes and
 //!     other programs on the machine are not counted). Time it on a quiet
-//!     machine; the count does not depend on load.
+//!     machine; the count does not depend on load. Each run's files stay
+//!     until the bench ends, so no run pays for another's cleanup.
 //!
 //! `cargo bench -p orch-cli --bench scheduler`; `ORCH_BENCH_WORKERS=1,8`
 //! picks the widths, `ORCH_BENCH_TASKS` the task count.
@@ -77,6 +78,11 @@ fn script(tasks: usize, delay_ms: u64) -> Value {
 }
 
 struct Measured {
+    /// The run's files, removed when the bench ends: on a file system that
+    /// skips recently freed inodes when it allocates (ext4 without a
+    /// journal, as here) a run right after another's cleanup would pay for
+    /// that cleanup.
+    _dir: tempfile::TempDir,
     seconds: f64,
     /// Programs started by the run, when it was traced.
     programs: Option<u64>,
@@ -158,6 +164,7 @@ fn run(tasks: usize, workers: usize, delay_ms: u64, traced: bool) -> Measured {
         .map(|t| t.iter().filter(|t| t["status"] == "merged").count())
         .unwrap_or(0);
     Measured {
+        _dir: dir,
         seconds,
         programs,
         merged,
@@ -180,11 +187,13 @@ fn main() {
         .collect();
     // (b) first: the file system's inode allocator slows down after many
     // recent deletions, so (b) right after (a) would measure (a)'s churn.
+    let mut kept = Vec::new();
     let m = run(tasks, 1, 0, false);
     let per_task = match have_strace() {
         true => {
             let traced = run(tasks, 1, 0, true);
             let n = traced.programs.unwrap_or(0) as f64 / tasks as f64;
+            kept.push(traced);
             format!("{n:.1}")
         }
         false => "(install strace to count)".to_string(),
@@ -211,5 +220,6 @@ fn main() {
             ideal / m.seconds,
             m.merged
         );
+        kept.push(m);
     }
 }
