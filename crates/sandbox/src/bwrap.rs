@@ -235,7 +235,7 @@ impl Sandbox for BwrapSandbox {
 
     /// The run is over: the cgroups kept for reuse go.
     async fn shutdown(&self) -> Result<(), SandboxError> {
-        self.idle.drain();
+        self.idle.drain().await;
         Ok(())
     }
 
@@ -301,7 +301,7 @@ impl Sandbox for BwrapSandbox {
         }
         // An empty cgroup is kept for the next command; one with processes
         // left is emptied and removed.
-        self.idle.recycle(plan).await;
+        self.idle.recycle(plan);
         Ok(out)
     }
 }

@@ -259,12 +259,20 @@ const IDLE_MAX: usize = 64;
 /// They stay registered with orch's guardian while idle, so a killed orch
 /// still leaves none behind; dropping (or draining) the set removes them.
 #[derive(Debug, Default)]
-pub(crate) struct IdleCgroups(Mutex<Vec<ExecCgroup>>);
+pub(crate) struct IdleCgroups {
+    idle: Mutex<Vec<ExecCgroup>>,
+    /// Times the set was drained: a cgroup still settling at a drain is
+    /// removed, not kept.
+    drains: AtomicU64,
+    /// Cgroups whose processes are still leaving, waited out in the
+    /// background (see `recycle`).
+    settling: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
 
 impl IdleCgroups {
     /// An idle cgroup made for `limits` under the same hierarchies, if any.
     fn take(&self, limits: &Limits, bases: &[PathBuf]) -> Option<ExecCgroup> {
-        let mut idle = self.0.lock().ok()?;
+        let mut idle = self.idle.lock().ok()?;
         let i = idle
             .iter()
             .position(|c| c.limits == *limits && c.bases == bases)?;
@@ -275,30 +283,59 @@ impl IdleCgroups {
     /// in it (with its counters as the next command's zero), else emptied
     /// and removed as a dropped plan's is. Processes of a finished command
     /// (killed with its PID namespace) may take a moment to leave: they get
-    /// up to `SETTLE` before the cgroup is given up.
-    pub(crate) async fn recycle(&self, plan: Plan) {
-        const SETTLE: Duration = Duration::from_millis(200);
-        let Some(mut cg) = plan.cgroup else {
+    /// up to `SETTLE`, waited out in the background so the command's caller
+    /// does not wait for them.
+    pub(crate) fn recycle(self: &std::sync::Arc<Self>, plan: Plan) {
+        let Some(cg) = plan.cgroup else {
             return;
         };
-        let deadline = std::time::Instant::now() + SETTLE;
-        while !cg.is_empty() {
-            if std::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let drains = self.drains.load(Ordering::SeqCst);
+        if cg.is_empty() {
+            self.keep(cg, drains);
+            return;
         }
+        let idle = std::sync::Arc::clone(self);
+        let settling = tokio::spawn(async move {
+            const SETTLE: Duration = Duration::from_millis(200);
+            let deadline = std::time::Instant::now() + SETTLE;
+            while !cg.is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            idle.keep(cg, drains);
+        });
+        if let Ok(mut s) = self.settling.lock() {
+            s.retain(|h| !h.is_finished());
+            s.push(settling);
+        }
+    }
+
+    /// Keeps an empty cgroup for reuse, unless the set was drained since
+    /// its command ended (`drains` then) or is full: then it is removed.
+    fn keep(&self, mut cg: ExecCgroup, drains: u64) {
         cg.baseline = cg.counters();
-        if let Ok(mut idle) = self.0.lock() {
-            if idle.len() < IDLE_MAX {
+        if let Ok(mut idle) = self.idle.lock() {
+            if self.drains.load(Ordering::SeqCst) == drains && idle.len() < IDLE_MAX {
                 idle.push(cg);
             }
         }
     }
 
-    /// Removes every idle cgroup (the run is over).
-    pub(crate) fn drain(&self) {
-        let drained = self.0.lock().map(|mut i| std::mem::take(&mut *i));
+    /// Removes every idle cgroup (the run is over), waiting for those
+    /// still settling, which are removed instead of kept.
+    pub(crate) async fn drain(&self) {
+        self.drains.fetch_add(1, Ordering::SeqCst);
+        let settling = self
+            .settling
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for handle in settling {
+            let _ = handle.await;
+        }
+        let drained = self.idle.lock().map(|mut i| std::mem::take(&mut *i));
         drop(drained);
     }
 }
