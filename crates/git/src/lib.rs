@@ -8,6 +8,7 @@ mod commit;
 mod create;
 mod lock;
 mod pool;
+mod tidy;
 mod reader;
 mod stat;
 

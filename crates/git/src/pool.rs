@@ -150,8 +150,12 @@ impl Git {
             commit,
         ];
         self.ok_with(dir, &checkout, CHECKOUT_TIMEOUT).await?;
-        self.ok_with(dir, &["clean", "-ffdxq"], CHECKOUT_TIMEOUT)
-            .await?;
+        // Nothing but tracked files left (the usual case: the attempt's
+        // changes were committed): nothing for `clean` to remove.
+        if !crate::tidy::nothing_untracked(dir) {
+            self.ok_with(dir, &["clean", "-ffdxq"], CHECKOUT_TIMEOUT)
+                .await?;
+        }
         let Some(branch) = branch else {
             return Ok(());
         };
