@@ -170,7 +170,7 @@ async fn in_blocking<T: Send + 'static>(
 /// (the CLI's `-- .` covers the whole worktree only then) and fully trusted
 /// (otherwise gix hides configuration, such as `core.hooksPath`, that git
 /// would use or refuse the repository over).
-fn open(worktree: &Path) -> Option<gix::Repository> {
+pub(crate) fn open(worktree: &Path) -> Option<gix::Repository> {
     let repo = gix::open(worktree).ok()?;
     if repo.git_dir_trust() != gix::sec::Trust::Full {
         return None;
@@ -230,7 +230,7 @@ fn leaf_kind(entry: &gix::index::Entry) -> Option<EntryKind> {
 
 /// What is staged in `worktree` relative to HEAD, sorted by path; None
 /// when gix cannot tell as `git status` would.
-fn staged(worktree: &Path) -> Option<Vec<WorktreeChange>> {
+pub(crate) fn staged(worktree: &Path) -> Option<Vec<WorktreeChange>> {
     let repo = open(worktree)?;
     let head = head(&repo)?;
     let index = plain_index(&repo)?;

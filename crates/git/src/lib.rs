@@ -8,9 +8,9 @@ mod commit;
 mod create;
 mod lock;
 mod pool;
-mod tidy;
 mod reader;
 mod stat;
+mod tidy;
 
 pub use create::ArchiveFormat;
 use lock::RepoLock;
@@ -1140,6 +1140,10 @@ impl Git {
     /// Whether `worktree` has changes to tracked files (staged or not).
     /// Untracked files do not count.
     pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
+        // Certain from the index's stat data alone (the usual case), else git.
+        if tidy::tracked_unchanged(worktree) {
+            return Ok(false);
+        }
         let out = self
             .ok(worktree, &["status", "--porcelain", "--untracked-files=no"])
             .await?;

@@ -1,8 +1,16 @@
-//! Whether a worktree holds nothing but what its index tracks: then `git
-//! clean -ffdx` has nothing to remove and a parked worktree can be handed
-//! out without running it. A read of the directory and the index; anything
-//! this walk is not sure about (a gitlink, a sparse or split index, an odd
-//! entry, a very large tree) answers "not sure", and the caller cleans.
+//! Two questions about a worktree that the git CLI would answer with a
+//! process, answered in-process when the answer is certain:
+//! - whether it holds nothing but what its index tracks (then `git clean
+//!   -ffdx` has nothing to remove, and a parked worktree is handed out
+//!   without running it);
+//! - whether its tracked files are exactly as committed (then `git status
+//!   --untracked-files=no` would print nothing, and your checkout of main
+//!   may be fast-forwarded without asking it).
+//!
+//! Both read the directory and the index only. Anything they are not sure
+//! about (a gitlink, a sparse or split index, an odd entry, a racily
+//! clean file, a very large tree) answers "not sure", and the caller asks
+//! the CLI.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -30,6 +38,64 @@ pub(crate) fn nothing_untracked(worktree: &Path) -> bool {
     let files: HashSet<&[u8]> = tracked.iter().map(Vec::as_slice).collect();
     let mut budget = MAX_ENTRIES;
     walk(worktree, &mut Vec::new(), &files, &dirs, &mut budget).unwrap_or(false)
+}
+
+/// True only when nothing is staged and every tracked file's stat data is
+/// exactly what the index recorded, and the index was written after the
+/// file last changed (so git's "racy clean" doubt does not apply): what
+/// `git status --untracked-files=no` would call clean without reading a
+/// byte. Anything else, dirty or unsure, is false.
+pub(crate) fn tracked_unchanged(worktree: &Path) -> bool {
+    if !crate::commit::staged(worktree).is_some_and(|s| s.is_empty()) {
+        return false;
+    }
+    unstaged_unchanged(worktree).unwrap_or(false)
+}
+
+fn unstaged_unchanged(worktree: &Path) -> Option<bool> {
+    use gix::index::entry::{Flags, Mode};
+    use std::os::unix::fs::MetadataExt;
+    let repo = crate::commit::open(worktree)?;
+    let index = repo.open_index().ok()?;
+    if index.is_sparse() || index.link().is_some() {
+        return None;
+    }
+    let written = std::fs::metadata(index.path()).ok()?;
+    let written = (written.mtime(), written.mtime_nsec());
+    let top = repo.workdir()?.to_path_buf();
+    for e in index.entries() {
+        let plain = e.stage_raw() == 0
+            && !e
+                .flags
+                .intersects(Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE | Flags::ASSUME_VALID);
+        if !plain {
+            return None;
+        }
+        let rel = std::str::from_utf8(e.path(&index)).ok()?;
+        let m = std::fs::symlink_metadata(top.join(rel)).ok()?;
+        let kind_ok = match e.mode {
+            Mode::FILE => m.is_file() && m.mode() & 0o111 == 0,
+            Mode::FILE_EXECUTABLE => m.is_file() && m.mode() & 0o111 != 0,
+            Mode::SYMLINK => m.file_type().is_symlink(),
+            _ => return None,
+        };
+        let st = &e.stat;
+        // The index keeps 32 bits of each field, as git compares them.
+        let same = kind_ok
+            && st.size == m.size() as u32
+            && st.mtime.secs == m.mtime() as u32
+            && st.mtime.nsecs == m.mtime_nsec() as u32
+            && st.ctime.secs == m.ctime() as u32
+            && st.ctime.nsecs == m.ctime_nsec() as u32
+            && st.ino == m.ino() as u32
+            && st.uid == m.uid()
+            && st.gid == m.gid();
+        let racy = (i64::from(st.mtime.secs), i64::from(st.mtime.nsecs)) >= written;
+        if !same || racy {
+            return None;
+        }
+    }
+    Some(true)
 }
 
 /// The index's paths, when every entry is a plain stage-0 file or symlink.
@@ -169,6 +235,75 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    fn status_is_clean(dir: &Path) -> bool {
+        let out = Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        out.stdout.is_empty()
+    }
+
+    /// A fresh commit's checkout, after the index had time to be newer
+    /// than every file (what a checkout a moment ago looks like).
+    fn settled_repo() -> tempfile::TempDir {
+        let d = repo();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        git(d.path(), &["update-index", "--refresh", "-q"]);
+        git(d.path(), &["reset", "-q", "--hard"]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        git(d.path(), &["update-index", "--really-refresh", "-q"]);
+        d
+    }
+
+    #[test]
+    fn unchanged_only_when_git_status_agrees_it_is_clean() {
+        type Change = fn(&Path);
+        let dirty: Vec<(&str, Change)> = vec![
+            ("same size, new content", |r| {
+                std::fs::write(r.join("README.md"), "y\n").unwrap()
+            }),
+            ("deleted", |r| {
+                std::fs::remove_file(r.join("src/deep/a.rs")).unwrap()
+            }),
+            ("made executable", |r| {
+                use std::os::unix::fs::PermissionsExt;
+                let p = std::fs::Permissions::from_mode(0o755);
+                std::fs::set_permissions(r.join("README.md"), p).unwrap()
+            }),
+            ("staged", |r| {
+                std::fs::write(r.join("README.md"), "staged\n").unwrap();
+                git(r, &["add", "README.md"]);
+            }),
+            ("symlink retargeted", |r| {
+                std::fs::remove_file(r.join("link")).unwrap();
+                std::os::unix::fs::symlink(".gitignore", r.join("link")).unwrap();
+            }),
+            ("file became a symlink", |r| {
+                std::fs::remove_file(r.join("README.md")).unwrap();
+                std::os::unix::fs::symlink("src", r.join("README.md")).unwrap();
+            }),
+        ];
+        for (name, change) in dirty {
+            let d = settled_repo();
+            assert!(tracked_unchanged(d.path()), "{name}: settled checkout");
+            change(d.path());
+            assert!(!tracked_unchanged(d.path()), "{name}");
+            assert!(!status_is_clean(d.path()), "{name}: git sees it");
+        }
+        // Untracked and ignored files do not count, as for git status.
+        let d = settled_repo();
+        std::fs::write(d.path().join("new.txt"), "n").unwrap();
+        std::fs::write(d.path().join("x.log"), "l").unwrap();
+        assert!(tracked_unchanged(d.path()));
+        // Touched but equal: git (which reads it) says clean; orch is not
+        // sure from the stat data alone and leaves the answer to git.
+        let d = settled_repo();
+        std::fs::write(d.path().join("README.md"), "x\n").unwrap();
+        assert!(!tracked_unchanged(d.path()));
+        assert!(status_is_clean(d.path()));
     }
 
     #[test]
