@@ -182,6 +182,7 @@ pub(crate) fn feedback(refused: &[Refusal]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orch_testkit::repo::git;
 
     fn change(path: &str) -> WorktreeChange {
         WorktreeChange {
@@ -220,19 +221,6 @@ mod tests {
             .unwrap()
             .contains("symlink"));
         assert_eq!(refusal(wt, &change("alias.py"), &any, 1024), None);
-    }
-
-    /// Runs git in `dir` for test setup; returns stdout, trimmed.
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     #[tokio::test]

@@ -164,18 +164,8 @@ fn walk(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use orch_testkit::repo::git;
     use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) {
-        let ok = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    }
 
     /// What `git clean -ndx` would remove: empty exactly when clean.
     fn clean_would_remove(dir: &Path) -> bool {
@@ -221,7 +211,9 @@ mod tests {
             ("a nested file", |r| {
                 std::fs::write(r.join("src/deep/b.rs"), "b").unwrap()
             }),
-            ("a nested repo", |r| git(r, &["init", "-q", "src/inner"])),
+            ("a nested repo", |r| {
+                git(r, &["init", "-q", "src/inner"]);
+            }),
             ("a dangling symlink", |r| {
                 std::os::unix::fs::symlink("nowhere", r.join("src/dangling")).unwrap()
             }),
@@ -316,16 +308,8 @@ mod tests {
         let sub = tempfile::tempdir().unwrap();
         git(sub.path(), &["init", "-q"]);
         git(sub.path(), &["commit", "-q", "--allow-empty", "-m", "s"]);
-        let id = String::from_utf8(
-            Command::new("git")
-                .args(["rev-parse", "HEAD"])
-                .current_dir(sub.path())
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        let info = format!("160000,{},vendor", id.trim());
+        let id = git(sub.path(), &["rev-parse", "HEAD"]);
+        let info = format!("160000,{id},vendor");
         git(d.path(), &["update-index", "--add", "--cacheinfo", &info]);
         assert!(!nothing_untracked(d.path()));
     }

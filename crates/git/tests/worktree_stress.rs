@@ -6,21 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use orch_git::Git;
-use std::path::Path;
-use std::process::Command;
+use orch_testkit::repo::git;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-}
 
 const TASKS: usize = 8;
 const ROUNDS: usize = 13;

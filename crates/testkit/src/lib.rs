@@ -5,12 +5,14 @@
 //! the CLI can be tested end to end over real HTTP without a model.
 //! [`ScriptedProvider`] is the in-memory counterpart for unit tests, and
 //! [`raw_http`] a byte-exact HTTP server for streaming wire tests, and
-//! [`fixtures`] plain tasks and attempts for unit tests.
+//! [`fixtures`] plain tasks and attempts for unit tests, and [`repo`] git
+//! for test setup.
 
 pub mod fake_openai;
 pub mod fixtures;
 pub mod procs;
 pub mod raw_http;
+pub mod repo;
 pub mod scripted;
 pub mod wire;
 
