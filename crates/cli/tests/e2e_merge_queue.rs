@@ -82,18 +82,7 @@ fn four_passed_tasks(config: &str) -> (Fixture, Vec<String>) {
 fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
     let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 8");
     // Second run: one batch of four, red; split; the culprit goes back.
-    fx.orch_ok(
-        &["run", "--project", "calc", "--until-idle", "--cycles", "3"],
-        0,
-    );
-    for id in &ids {
-        assert_eq!(fx.task(id)["task"]["status"], "merged", "{}", fx.task(id));
-    }
-    let events: Vec<Value> = serde_json::from_str(&fx.orch_ok(
-        &["events", "--project", "calc", "--json", "--limit", "100000"],
-        0,
-    ))
-    .unwrap();
+    let events = run_until_all_merged(&fx, &ids);
     assert!(
         events.iter().any(|e| e["message"]
             .as_str()
@@ -129,18 +118,7 @@ fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
 fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     // Four batches of one, verified at once, each on top of the one before.
     let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 1\nmerge_window = 4");
-    fx.orch_ok(
-        &["run", "--project", "calc", "--until-idle", "--cycles", "3"],
-        0,
-    );
-    for id in &ids {
-        assert_eq!(fx.task(id)["task"]["status"], "merged", "{}", fx.task(id));
-    }
-    let events: Vec<Value> = serde_json::from_str(&fx.orch_ok(
-        &["events", "--project", "calc", "--json", "--limit", "100000"],
-        0,
-    ))
-    .unwrap();
+    let events = run_until_all_merged(&fx, &ids);
     let at = |kind: &str, id: &str| {
         events
             .iter()
@@ -181,6 +159,22 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     }
     assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
     assert!(fx.main_file("test_extra.py").contains("mul2"));
+}
+
+/// Runs the project until idle; every task must have landed. Its events.
+fn run_until_all_merged(fx: &Fixture, ids: &[String]) -> Vec<Value> {
+    fx.orch_ok(
+        &["run", "--project", "calc", "--until-idle", "--cycles", "3"],
+        0,
+    );
+    for id in ids {
+        assert_eq!(fx.task(id)["task"]["status"], "merged", "{}", fx.task(id));
+    }
+    serde_json::from_str(&fx.orch_ok(
+        &["events", "--project", "calc", "--json", "--limit", "100000"],
+        0,
+    ))
+    .unwrap()
 }
 
 /// Whether the tests pass at `commit`, in a scratch worktree.
