@@ -736,13 +736,15 @@ pub(crate) async fn quick_exec(
 }
 
 /// Kills every process of `user` in `container` (except pid 1). When even
-/// that exec cannot start (a fork bomb holds every PID), the container is
-/// restarted instead, which kills everything and keeps its mounts. Returns
-/// true when it restarted.
+/// that exec cannot start or finish (a fork bomb holds every PID), the
+/// container is restarted instead, which kills everything and keeps its
+/// mounts. Returns true when it restarted.
 async fn kill_all(docker: &Docker, container: &str, user: &str) -> bool {
     let cmd = vec!["sh".to_string(), "-c".to_string(), KILL_ALL.to_string()];
     match quick_exec(docker, container, user, cmd, Duration::from_secs(10)).await {
-        Ok(q) if q.exit_code.is_some() => false,
+        // The loop exits 0 once nothing is left to kill; any other code
+        // means the shell never ran it (no PID for it, 126/127/255).
+        Ok(q) if q.exit_code == Some(0) => false,
         other => {
             if let Err(e) = &other {
                 tracing::debug!(container, error = %e, "kill exec failed; restarting the container");
