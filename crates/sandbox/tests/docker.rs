@@ -92,6 +92,31 @@ fn request(workdir: &Path, command: &str) -> ExecRequest {
 }
 
 /// Stops the sandbox and removes everything the test's project left.
+/// Removes a project's containers if the test panics before `finish`: a
+/// failed fork-bomb test must not leave its bomb running for the rest of
+/// the machine's tests.
+struct RemoveOnPanic(String);
+
+impl Drop for RemoveOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let filter = format!("label=orch.project={}", self.0);
+        let listed = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output();
+        if let Ok(out) = listed {
+            let ids = String::from_utf8_lossy(&out.stdout);
+            for id in ids.split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
+            }
+        }
+    }
+}
+
 async fn finish(sandbox: &DockerSandbox) {
     sandbox.shutdown().await.unwrap();
     let project = sandbox.docker_options().project.clone();
@@ -475,6 +500,7 @@ async fn a_fork_bomb_is_stopped_by_the_pid_limit() {
         return;
     }
     let p = project("pids");
+    let _cleanup = RemoveOnPanic(p.clone());
     let sandbox = DockerSandbox::new(options(&p), limited(512 << 20, 64));
     let wt = tempfile::tempdir().unwrap();
     // Counts how many children the limit lets it make.
