@@ -90,12 +90,7 @@ fn a_red_batch_is_split_the_culprit_is_sent_back_and_the_rest_land() {
             .contains("merge batch of 4 is red; splitting")),
         "no split"
     );
-    let rejected: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "merge_rejected")
-        .collect();
-    assert_eq!(rejected.len(), 1, "{rejected:#?}");
-    assert_eq!(rejected[0]["task_id"], ids[1].as_str());
+    assert_only_rejected(&events, &ids[1]);
     // C and D landed together, verified once.
     for id in &ids[2..] {
         let merged: Vec<&Value> = events
@@ -127,12 +122,7 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     };
     // B, verified on top of A, is red: sent back once; C and D, built on
     // B's candidate, go back to the queue and land after it was rejected.
-    let rejected: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "merge_rejected")
-        .collect();
-    assert_eq!(rejected.len(), 1, "{rejected:#?}");
-    assert_eq!(rejected[0]["task_id"], ids[1].as_str());
+    assert_only_rejected(&events, &ids[1]);
     for id in &ids[2..] {
         assert!(events.iter().any(|e| e["task_id"] == id.as_str()
             && e["message"]
@@ -159,6 +149,16 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     }
     assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
     assert!(fx.main_file("test_extra.py").contains("mul2"));
+}
+
+/// Exactly one merge rejection, and it was `id`'s.
+fn assert_only_rejected(events: &[Value], id: &str) {
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "merge_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["task_id"], id);
 }
 
 /// Runs the project until idle; every task must have landed. Its events.

@@ -231,16 +231,20 @@ fn leaf_kind(entry: &gix::index::Entry) -> Option<EntryKind> {
 /// What is staged in `worktree` relative to HEAD, sorted by path; None
 /// when gix cannot tell as `git status` would.
 pub(crate) fn staged(worktree: &Path) -> Option<Vec<WorktreeChange>> {
-    let repo = open(worktree)?;
-    let head = head(&repo)?;
-    let index = plain_index(&repo)?;
+    staged_in(&open(worktree)?)
+}
+
+/// [`staged`] in a repository already opened at its worktree.
+pub(crate) fn staged_in(repo: &gix::Repository) -> Option<Vec<WorktreeChange>> {
+    let head = head(repo)?;
+    let index = plain_index(repo)?;
     // A submodule's own uncommitted work shows in `git status` but is not in
     // the index: let the CLI list it.
     let gitlink = gix::index::entry::Mode::COMMIT;
     if index.entries().iter().any(|e| e.mode == gitlink) {
         return None;
     }
-    let mut walk = Walk::new(&repo, &index, false);
+    let mut walk = Walk::new(repo, &index, false);
     walk.dir(b"", index.entries(), Some(head.tree), index.tree())?;
     Some(walk.into_changes())
 }

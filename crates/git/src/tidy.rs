@@ -46,16 +46,18 @@ pub(crate) fn nothing_untracked(worktree: &Path) -> bool {
 /// `git status --untracked-files=no` would call clean without reading a
 /// byte. Anything else, dirty or unsure, is false.
 pub(crate) fn tracked_unchanged(worktree: &Path) -> bool {
-    if !crate::commit::staged(worktree).is_some_and(|s| s.is_empty()) {
+    let Some(repo) = crate::commit::open(worktree) else {
+        return false;
+    };
+    if !crate::commit::staged_in(&repo).is_some_and(|s| s.is_empty()) {
         return false;
     }
-    unstaged_unchanged(worktree).unwrap_or(false)
+    unstaged_unchanged(&repo).unwrap_or(false)
 }
 
-fn unstaged_unchanged(worktree: &Path) -> Option<bool> {
+fn unstaged_unchanged(repo: &gix::Repository) -> Option<bool> {
     use gix::index::entry::{Flags, Mode};
     use std::os::unix::fs::MetadataExt;
-    let repo = crate::commit::open(worktree)?;
     let index = repo.open_index().ok()?;
     if index.is_sparse() || index.link().is_some() {
         return None;
