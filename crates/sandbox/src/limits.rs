@@ -28,6 +28,22 @@ pub(crate) enum Version {
     V2,
 }
 
+impl Version {
+    /// The file a freshly forked (so single-threaded) child writes `0`
+    /// into to join a cgroup. On v1 that is `tasks`: moving one thread that
+    /// is the caller itself skips the kernel's global threadgroup lock,
+    /// whose write side waits out an RCU grace period (about 10 ms, during
+    /// which every fork on the machine waits too); `cgroup.procs` takes it.
+    /// v2 only accepts threads in threaded subtrees, so there it is
+    /// `cgroup.procs`.
+    fn join_file(self) -> &'static str {
+        match self {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        }
+    }
+}
+
 /// Where one controller's per-command cgroups are created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hierarchy {
@@ -408,7 +424,8 @@ pub(crate) struct ExecCgroup {
     baseline: Outcome,
     memory: Option<(Version, PathBuf)>,
     pids: Option<(Version, PathBuf)>,
-    /// `cgroup.procs` of every directory, ready for the child to write.
+    /// The join file (see [`Version::join_file`]) of every directory,
+    /// ready for the child to write.
     procs_files: Vec<CString>,
 }
 
@@ -444,7 +461,7 @@ impl ExecCgroup {
                     path: dir.clone(),
                     watch,
                 });
-                let procs = dir.join("cgroup.procs");
+                let procs = dir.join(h.version.join_file());
                 let c = CString::new(procs.as_os_str().as_encoded_bytes()).map_err(|_| {
                     SandboxError::Backend(format!("cgroup path {} contains NUL", procs.display()))
                 })?;
@@ -468,7 +485,7 @@ impl ExecCgroup {
         Ok(cg)
     }
 
-    /// The `cgroup.procs` files the child writes itself into.
+    /// The files the child writes itself into.
     pub fn procs_files(&self) -> Vec<CString> {
         self.procs_files.clone()
     }
@@ -921,7 +938,7 @@ fn read_words(path: &Path) -> Vec<String> {
 fn probe(base: &Path, version: Version) -> Result<(), String> {
     let dir = base.join(format!("orch-probe-{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|e| format!("cannot create a cgroup: {e}"))?;
-    let result = CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
+    let result = CString::new(dir.join(version.join_file()).as_os_str().as_encoded_bytes())
         .map_err(|_| "cgroup path contains NUL".to_string())
         .and_then(|procs| join_in_child(&procs));
     for _ in 0..50 {
@@ -980,8 +997,9 @@ fn join_in_child(procs: &CString) -> Result<(), String> {
     }
 }
 
-/// Moves the calling process into the cgroup whose `cgroup.procs` is
-/// `procs`. Async-signal-safe: open, write, close on prepared data.
+/// Moves the calling process (single-threaded: a forked child) into the
+/// cgroup whose join file is `procs`. Async-signal-safe: open, write,
+/// close on prepared data.
 pub(crate) fn join_cgroup(procs: &CString) -> std::io::Result<()> {
     // SAFETY: a NUL-terminated path and a static buffer; the descriptor is
     // closed before returning.
