@@ -1012,9 +1012,10 @@ impl Git {
         })
     }
 
-    /// Merges `branch` into `onto` without a worktree (`git merge-tree
-    /// --write-tree`, then a commit of that tree with both parents, written
-    /// in-process when gix can): the result is a
+    /// Merges `branch` into `onto` without a worktree (in-process through
+    /// gix when the merge is clean, else `git merge-tree --write-tree`,
+    /// then a commit of that tree with both parents, written in-process
+    /// when gix can): the result is a
     /// merge commit no branch points at yet, or the conflicting files. No
     /// working tree is touched, so merges need no checkout and no worktree
     /// lock; only verification needs a worktree.
@@ -1025,31 +1026,13 @@ impl Git {
         message: &str,
     ) -> Result<MergeOutcome, GitError> {
         self.checked_revs(&[onto, branch])?;
-        let args = [
-            "merge-tree",
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            "-z",
-            onto,
-            branch,
-        ];
-        let out = self
-            .raw(&self.repo, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
-            .await?;
-        let mut fields = split_z(&out.stdout).into_iter();
-        let tree = fields.next().unwrap_or_default();
-        match out.exit_code {
-            Some(0) => {}
-            Some(1) => {
-                return Ok(MergeOutcome::Conflict {
-                    files: fields.collect(),
-                    output: out.combined(),
-                })
-            }
-            _ => return Err(self.command_error(&self.repo, &args, &out)),
-        }
-        let tree = tree.trim().to_string();
+        let tree = match self.reader.merge_clean(&self.repo, onto, branch) {
+            Some(tree) => tree,
+            None => match self.merge_tree_cli(onto, branch).await? {
+                Ok(tree) => tree,
+                Err(conflict) => return Ok(conflict),
+            },
+        };
         if let Some(head) = self
             .reader
             .commit_tree(&self.repo, &tree, &[onto, branch], message)
@@ -1070,6 +1053,40 @@ impl Git {
         Ok(MergeOutcome::Clean {
             head: self.ok(&self.repo, &commit).await?.trim().to_string(),
         })
+    }
+
+    /// `git merge-tree --write-tree` of `branch` into `onto`: the merged
+    /// tree, or the conflict it reports.
+    async fn merge_tree_cli(
+        &self,
+        onto: &str,
+        branch: &str,
+    ) -> Result<Result<String, MergeOutcome>, GitError> {
+        let args = [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            onto,
+            branch,
+        ];
+        let out = self
+            .raw(&self.repo, &args, CHECKOUT_TIMEOUT, OUTPUT_LIMIT)
+            .await?;
+        let mut fields = split_z(&out.stdout).into_iter();
+        let tree = fields.next().unwrap_or_default();
+        match out.exit_code {
+            Some(0) => {}
+            Some(1) => {
+                return Ok(Err(MergeOutcome::Conflict {
+                    files: fields.collect(),
+                    output: out.combined(),
+                }))
+            }
+            _ => return Err(self.command_error(&self.repo, &args, &out)),
+        }
+        Ok(Ok(tree.trim().to_string()))
     }
 
     /// Whether two commits hold the same tree (snapshot of files), so they

@@ -308,6 +308,35 @@ impl Reader {
     /// Writes a commit of `tree` with `parents` and `message`, authored and
     /// committed by orch now, as `git commit-tree` does (no ref moves).
     /// Its full id, or None when gix cannot.
+    /// The tree of merging `theirs` into `ours`, written to the object
+    /// database, when gix merges them with no conflict at all, not even one
+    /// it would resolve by force or on its own. None otherwise (and when gix
+    /// cannot merge them): `git merge-tree` then decides, so a conflict is
+    /// always reported by git.
+    pub(crate) fn merge_clean(&self, path: &Path, ours: &str, theirs: &str) -> Option<String> {
+        use gix::merge::blob::builtin_driver::text::Labels;
+        use gix::merge::tree::TreatAsUnresolved;
+        let repo = self.repo(path)?;
+        let ours = object_id(&repo, ours)?;
+        let theirs = object_id(&repo, theirs)?;
+        let options = repo.tree_merge_options().ok()?;
+        let labels = Labels {
+            ancestor: None,
+            current: Some("ours".into()),
+            other: Some("theirs".into()),
+        };
+        let outcome = repo
+            .merge_commits(ours, theirs, labels, options.into())
+            .ok()?;
+        let mut merged = outcome.tree_merge;
+        if !merged.conflicts.is_empty()
+            || merged.has_unresolved_conflicts(TreatAsUnresolved::forced_resolution())
+        {
+            return None;
+        }
+        Some(merged.tree.write().ok()?.to_string())
+    }
+
     pub(crate) fn commit_tree(
         &self,
         path: &Path,
@@ -697,5 +726,62 @@ mod tests {
             String::from_utf8(git_raw(&path, &["diff", "--stat", &first, &third]).stdout).unwrap()
         );
         assert_eq!(reader.branches(&path, "").unwrap(), ["later", "main"]);
+    }
+
+    /// A clean in-process merge yields exactly the tree `git merge-tree`
+    /// writes; anything with a conflict, even one gix would resolve, is
+    /// left to git.
+    #[test]
+    fn clean_merges_match_git_merge_tree_and_conflicts_are_left_to_git() {
+        let (_tmp, path) = repo();
+        let base = git(&path, &["rev-parse", "HEAD"]);
+        let branch = |name: &str, edit: &dyn Fn(&Path)| {
+            git(&path, &["checkout", "-q", "-b", name, &base]);
+            edit(&path);
+            git(&path, &["add", "-A"]);
+            git(&path, &["commit", "-q", "-m", name]);
+            git(&path, &["rev-parse", "HEAD"])
+        };
+        let write = |f: &str, text: &str| {
+            let f = f.to_string();
+            let text = text.to_string();
+            move |p: &Path| {
+                let file = p.join(&f);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(file, &text).unwrap();
+            }
+        };
+        let adds_b = branch("adds-b", &write("b.txt", "b\n"));
+        let adds_deep = branch("adds-deep", &write("src/deep/c.txt", "c\n"));
+        let removes_a = branch("removes-a", &|p: &Path| {
+            std::fs::remove_file(p.join("a.txt")).unwrap()
+        });
+        let rewrites_a = branch("rewrites-a", &write("a.txt", "left\n"));
+        let rewrites_a_too = branch("rewrites-a-too", &write("a.txt", "right\n"));
+        let reader = Reader::default();
+        let cli_tree =
+            |ours: &str, theirs: &str| git(&path, &["merge-tree", "--write-tree", ours, theirs]);
+        for (ours, theirs) in [
+            (&adds_b, &adds_deep),
+            (&adds_deep, &removes_a),
+            (&adds_b, &rewrites_a),
+            (&base, &adds_b),
+        ] {
+            let tree = reader.merge_clean(&path, ours, theirs).unwrap();
+            assert_eq!(tree, cli_tree(ours, theirs), "{ours} + {theirs}");
+        }
+        // Branch names work as git's revisions do.
+        assert_eq!(
+            reader.merge_clean(&path, "adds-b", "adds-deep"),
+            Some(cli_tree(&adds_b, &adds_deep))
+        );
+        // Both sides change the same line, or one removes what the other
+        // changes: git reports it.
+        assert_eq!(
+            reader.merge_clean(&path, &rewrites_a, &rewrites_a_too),
+            None
+        );
+        assert_eq!(reader.merge_clean(&path, &removes_a, &rewrites_a), None);
+        assert_eq!(reader.merge_clean(&path, &adds_b, "no-such-branch"), None);
     }
 }
