@@ -7,10 +7,11 @@
 //!   --untracked-files=no` would print nothing, and your checkout of main
 //!   may be fast-forwarded without asking it).
 //!
-//! Both read the directory and the index only. Anything they are not sure
-//! about (a gitlink, a sparse or split index, an odd entry, a racily
-//! clean file, a very large tree) answers "not sure", and the caller asks
-//! the CLI.
+//! Both read the directory and the index (and, for a file whose stat data
+//! does not settle it, the file's bytes, as git does). Anything they are
+//! not sure about (a gitlink, a sparse or split index, an odd entry, bytes
+//! that attributes could convert, a very large tree) answers "not sure",
+//! and the caller asks the CLI.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -40,11 +41,11 @@ pub(crate) fn nothing_untracked(worktree: &Path) -> bool {
     walk(worktree, &mut Vec::new(), &files, &dirs, &mut budget).unwrap_or(false)
 }
 
-/// True only when nothing is staged and every tracked file's stat data is
-/// exactly what the index recorded, and the index was written after the
-/// file last changed (so git's "racy clean" doubt does not apply): what
-/// `git status --untracked-files=no` would call clean without reading a
-/// byte. Anything else, dirty or unsure, is false.
+/// True only when nothing is staged and every tracked file is as the index
+/// recorded: its stat data says so and the index was written after the file
+/// last changed, or else its bytes are the blob's (see `SameBytes`). What
+/// `git status --untracked-files=no` would call clean. Anything else,
+/// dirty or unsure, is false.
 pub(crate) fn tracked_unchanged(worktree: &Path) -> bool {
     let Some(repo) = crate::commit::open(worktree) else {
         return false;
@@ -65,6 +66,7 @@ fn unstaged_unchanged(repo: &gix::Repository) -> Option<bool> {
     let written = std::fs::metadata(index.path()).ok()?;
     let written = (written.mtime(), written.mtime_nsec());
     let top = repo.workdir()?.to_path_buf();
+    let mut same_bytes = SameBytes::default();
     for e in index.entries() {
         let plain = e.stage_raw() == 0
             && !e
@@ -83,8 +85,10 @@ fn unstaged_unchanged(repo: &gix::Repository) -> Option<bool> {
         };
         let st = &e.stat;
         // The index keeps 32 bits of each field, as git compares them.
-        let same = kind_ok
-            && st.size == m.size() as u32
+        if !kind_ok {
+            return None;
+        }
+        let same = st.size == m.size() as u32
             && st.mtime.secs == m.mtime() as u32
             && st.mtime.nsecs == m.mtime_nsec() as u32
             && st.ctime.secs == m.ctime() as u32
@@ -93,11 +97,86 @@ fn unstaged_unchanged(repo: &gix::Repository) -> Option<bool> {
             && st.uid == m.uid()
             && st.gid == m.gid();
         let racy = (i64::from(st.mtime.secs), i64::from(st.mtime.nsecs)) >= written;
-        if !same || racy {
+        if (!same || racy) && !same_bytes.check(repo, &index, e.mode, &top.join(rel), e.id)? {
             return None;
         }
     }
     Some(true)
+}
+
+/// Most bytes of tracked files read to settle git's doubt about files whose
+/// stat data does not prove them unchanged.
+const MAX_READ: u64 = 1 << 20;
+
+/// Compares files with their blobs, as git does for racily clean entries
+/// (a checkout writes files and index within one tick of the file system's
+/// clock, and git then smudges or doubts them): equal bytes mean unchanged,
+/// but only where nothing could convert them on the way into git (no
+/// attributes anywhere, no `core.autocrlf`).
+#[derive(Default)]
+struct SameBytes {
+    plain: Option<bool>,
+    read: u64,
+}
+
+impl SameBytes {
+    /// Some(true) when the file at `path` is exactly blob `id`; None when
+    /// that cannot be told here (the caller asks git).
+    fn check(
+        &mut self,
+        repo: &gix::Repository,
+        index: &gix::index::File,
+        mode: gix::index::entry::Mode,
+        path: &Path,
+        id: gix::ObjectId,
+    ) -> Option<bool> {
+        if mode != gix::index::entry::Mode::FILE && mode != gix::index::entry::Mode::FILE_EXECUTABLE
+        {
+            return None;
+        }
+        if !*self
+            .plain
+            .get_or_insert_with(|| no_conversions(repo, index))
+        {
+            return None;
+        }
+        let size = std::fs::symlink_metadata(path).ok()?.len();
+        self.read += size;
+        if self.read > MAX_READ {
+            return None;
+        }
+        let bytes = std::fs::read(path).ok()?;
+        let hash =
+            gix::objs::compute_hash(repo.object_hash(), gix::objs::Kind::Blob, &bytes).ok()?;
+        (hash == id).then_some(true)
+    }
+}
+
+/// True when no attribute or line-ending setting can make git store a
+/// file's bytes other than as they are.
+fn no_conversions(repo: &gix::Repository, index: &gix::index::File) -> bool {
+    let config = repo.config_snapshot();
+    let unset = |key: &str| config.string(key).is_none();
+    let autocrlf_off = config
+        .boolean("core.autocrlf")
+        .map_or(unset("core.autocrlf"), |on| !on);
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| home.map(|h| h.join(".config")));
+    let attribute_files = [
+        Some(repo.common_dir().join("info/attributes")),
+        Some(std::path::PathBuf::from("/etc/gitattributes")),
+        xdg.map(|x| x.join("git/attributes")),
+    ];
+    autocrlf_off
+        && unset("core.attributesFile")
+        && unset("core.eol")
+        && attribute_files.iter().flatten().all(|f| !f.exists())
+        && !index.entries().iter().any(|e| {
+            let path = e.path(index);
+            path == ".gitattributes" || path.ends_with(b"/.gitattributes")
+        })
 }
 
 /// The index's paths, when every entry is a plain stage-0 file or symlink.
@@ -292,9 +371,21 @@ mod tests {
         std::fs::write(d.path().join("new.txt"), "n").unwrap();
         std::fs::write(d.path().join("x.log"), "l").unwrap();
         assert!(tracked_unchanged(d.path()));
-        // Touched but equal: git (which reads it) says clean; orch is not
-        // sure from the stat data alone and leaves the answer to git.
+        // Touched but equal: git (which reads it) says clean, and so does
+        // orch, which reads it too.
         let d = settled_repo();
+        std::fs::write(d.path().join("README.md"), "x\n").unwrap();
+        assert!(tracked_unchanged(d.path()));
+        assert!(status_is_clean(d.path()));
+        // A fresh checkout, racily clean in git's eyes: clean as well.
+        let d = repo();
+        git(d.path(), &["reset", "-q", "--hard"]);
+        assert!(tracked_unchanged(d.path()));
+        // Where attributes could convert the bytes, orch leaves it to git.
+        let d = settled_repo();
+        std::fs::write(d.path().join(".gitattributes"), "*.md text\n").unwrap();
+        git(d.path(), &["add", ".gitattributes"]);
+        git(d.path(), &["commit", "-q", "-m", "attributes"]);
         std::fs::write(d.path().join("README.md"), "x\n").unwrap();
         assert!(!tracked_unchanged(d.path()));
         assert!(status_is_clean(d.path()));
