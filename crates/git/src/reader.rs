@@ -166,33 +166,42 @@ impl Reader {
     /// worktree's HEAD file, as `git worktree list` does.
     pub(crate) fn checkout_of(&self, path: &Path, branch: &str) -> Option<Option<PathBuf>> {
         let wanted = format!("refs/heads/{branch}");
-        let checkouts = self.checkouts(path)?;
-        Some(
-            checkouts
-                .into_iter()
-                .find(|(r, _)| *r == wanted)
-                .map(|(_, p)| p),
-        )
+        match self.find_checkout(path, |name| name == wanted)? {
+            None => Some(None),
+            // Found, but where it is cannot be told: ask the CLI.
+            Some((_, place)) => place.map(Some),
+        }
     }
 
-    /// Every worktree that has a branch checked out, as (full ref name,
-    /// worktree path), the main one first. None when gix cannot tell.
-    fn checkouts(&self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
+    /// The first worktree whose checked-out branch (full ref name) `wanted`
+    /// accepts, the main one first: `Some(None)` when none, `None` when gix
+    /// cannot tell. A worktree's path is looked up only for the one found,
+    /// so asking costs one small read per worktree.
+    #[allow(clippy::type_complexity)]
+    fn find_checkout(
+        &self,
+        path: &Path,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Option<Option<(String, Option<PathBuf>)>> {
         let repo = self.repo(path)?;
         if repo.kind() != gix::repository::Kind::Common || repo.workdir().is_none() {
             return None;
         }
-        let mut found = Vec::new();
         if let Some(name) = repo.head_name().ok()? {
-            found.push((name.as_bstr().to_string(), repo.workdir()?.to_path_buf()));
+            let name = name.as_bstr().to_string();
+            if wanted(&name) {
+                return Some(Some((name, repo.workdir().map(Path::to_path_buf))));
+            }
         }
         for proxy in repo.worktrees().ok()? {
             let head = std::fs::read_to_string(proxy.git_dir().join("HEAD")).ok()?;
             if let Some(name) = head.trim().strip_prefix("ref: ") {
-                found.push((name.trim().to_string(), proxy.base().ok()?));
+                if wanted(name.trim()) {
+                    return Some(Some((name.trim().to_string(), proxy.base().ok())));
+                }
             }
         }
-        Some(found)
+        Some(None)
     }
 
     /// git's private directory for the linked worktree at `dir` (normalized),
@@ -224,13 +233,15 @@ impl Reader {
     pub(crate) fn delete_branches(&self, path: &Path, names: &[&str]) -> Option<()> {
         use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
         let repo = self.repo(path)?;
-        let checkouts = self.checkouts(path)?;
+        let fulls: Vec<String> = names.iter().map(|n| format!("refs/heads/{n}")).collect();
+        if self
+            .find_checkout(path, |name| fulls.iter().any(|f| f == name))?
+            .is_some()
+        {
+            return None;
+        }
         let mut edits = Vec::with_capacity(names.len());
-        for name in names {
-            let full = format!("refs/heads/{name}");
-            if checkouts.iter().any(|(r, _)| *r == full) {
-                return None;
-            }
+        for full in fulls {
             if repo.try_find_reference(full.as_str()).ok()?.is_none() {
                 continue;
             }
