@@ -1,8 +1,8 @@
 //! The merge queue: one landing at a time per project, in batches, as bors
 //! and Zuul do. Up to `merge_batch_max` passing branches are merged onto
-//! the current main, one after another, without a worktree (`git
-//! merge-tree`; a branch built on the candidate so far is taken as it is,
-//! a fast-forward); a branch that conflicts is sent back. The candidate is
+//! the current main, one after another, without a worktree (in-process
+//! when clean, else `git merge-tree`; a branch built on the candidate so
+//! far is taken as it is, a fast-forward); a branch that conflicts is sent back. The candidate is
 //! verified once; green lands the whole batch by one compare-and-swap
 //! fast-forward of main, red splits the batch in halves to find the culprit
 //! and land the rest. A single branch whose merged tree is exactly the tree
