@@ -26,6 +26,20 @@ impl std::fmt::Debug for Reader {
     }
 }
 
+/// Which worktree has a branch checked out (see `Reader::find_checkout`).
+enum Holder {
+    Nobody,
+    At(PathBuf),
+    /// One has, but its path could not be read.
+    Unplaced,
+}
+
+impl Holder {
+    fn at(place: Option<PathBuf>) -> Self {
+        place.map_or(Holder::Unplaced, Holder::At)
+    }
+}
+
 impl Reader {
     fn repo(&self, path: &Path) -> Option<gix::Repository> {
         self.repo
@@ -167,41 +181,36 @@ impl Reader {
     pub(crate) fn checkout_of(&self, path: &Path, branch: &str) -> Option<Option<PathBuf>> {
         let wanted = format!("refs/heads/{branch}");
         match self.find_checkout(path, |name| name == wanted)? {
-            None => Some(None),
+            Holder::Nobody => Some(None),
+            Holder::At(place) => Some(Some(place)),
             // Found, but where it is cannot be told: ask the CLI.
-            Some((_, place)) => place.map(Some),
+            Holder::Unplaced => None,
         }
     }
 
     /// The first worktree whose checked-out branch (full ref name) `wanted`
-    /// accepts, the main one first: `Some(None)` when none, `None` when gix
-    /// cannot tell. A worktree's path is looked up only for the one found,
-    /// so asking costs one small read per worktree.
-    #[allow(clippy::type_complexity)]
-    fn find_checkout(
-        &self,
-        path: &Path,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Option<Option<(String, Option<PathBuf>)>> {
+    /// accepts, the main one first; None when gix cannot tell. A worktree's
+    /// path is looked up only for the one found, so asking costs one small
+    /// read per worktree.
+    fn find_checkout(&self, path: &Path, wanted: impl Fn(&str) -> bool) -> Option<Holder> {
         let repo = self.repo(path)?;
         if repo.kind() != gix::repository::Kind::Common || repo.workdir().is_none() {
             return None;
         }
         if let Some(name) = repo.head_name().ok()? {
-            let name = name.as_bstr().to_string();
-            if wanted(&name) {
-                return Some(Some((name, repo.workdir().map(Path::to_path_buf))));
+            if wanted(&name.as_bstr().to_string()) {
+                return Some(Holder::at(repo.workdir().map(Path::to_path_buf)));
             }
         }
         for proxy in repo.worktrees().ok()? {
             let head = std::fs::read_to_string(proxy.git_dir().join("HEAD")).ok()?;
             if let Some(name) = head.trim().strip_prefix("ref: ") {
                 if wanted(name.trim()) {
-                    return Some(Some((name.trim().to_string(), proxy.base().ok())));
+                    return Some(Holder::at(proxy.base().ok()));
                 }
             }
         }
-        Some(None)
+        Some(Holder::Nobody)
     }
 
     /// git's private directory for the linked worktree at `dir` (normalized),
@@ -234,10 +243,10 @@ impl Reader {
         use gix::refs::transaction::{Change, PreviousValue, RefEdit, RefLog};
         let repo = self.repo(path)?;
         let fulls: Vec<String> = names.iter().map(|n| format!("refs/heads/{n}")).collect();
-        if self
-            .find_checkout(path, |name| fulls.iter().any(|f| f == name))?
-            .is_some()
-        {
+        if !matches!(
+            self.find_checkout(path, |name| fulls.iter().any(|f| f == name))?,
+            Holder::Nobody
+        ) {
             return None;
         }
         let mut edits = Vec::with_capacity(names.len());
@@ -316,9 +325,6 @@ impl Reader {
         })
     }
 
-    /// Writes a commit of `tree` with `parents` and `message`, authored and
-    /// committed by orch now, as `git commit-tree` does (no ref moves).
-    /// Its full id, or None when gix cannot.
     /// The tree of merging `theirs` into `ours`, written to the object
     /// database, when gix merges them with no conflict at all, not even one
     /// it would resolve by force or on its own. None otherwise (and when gix
@@ -348,6 +354,9 @@ impl Reader {
         Some(merged.tree.write().ok()?.to_string())
     }
 
+    /// Writes a commit of `tree` with `parents` and `message`, authored and
+    /// committed by orch now, as `git commit-tree` does (no ref moves).
+    /// Its full id, or None when gix cannot.
     pub(crate) fn commit_tree(
         &self,
         path: &Path,

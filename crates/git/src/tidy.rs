@@ -97,7 +97,9 @@ fn unstaged_unchanged(repo: &gix::Repository) -> Option<bool> {
             && st.uid == m.uid()
             && st.gid == m.gid();
         let racy = (i64::from(st.mtime.secs), i64::from(st.mtime.nsecs)) >= written;
-        if (!same || racy) && !same_bytes.check(repo, &index, e.mode, &top.join(rel), e.id)? {
+        if (!same || racy)
+            && !same_bytes.proves_unchanged(repo, &index, e.mode, &top.join(rel), m.size(), e.id)
+        {
             return None;
         }
     }
@@ -120,35 +122,37 @@ struct SameBytes {
 }
 
 impl SameBytes {
-    /// Some(true) when the file at `path` is exactly blob `id`; None when
-    /// that cannot be told here (the caller asks git).
-    fn check(
+    /// True when the file at `path` (of `size` bytes) is exactly blob
+    /// `id`; false when it differs or that cannot be told here (the caller
+    /// then asks git).
+    fn proves_unchanged(
         &mut self,
         repo: &gix::Repository,
         index: &gix::index::File,
         mode: gix::index::entry::Mode,
         path: &Path,
+        size: u64,
         id: gix::ObjectId,
-    ) -> Option<bool> {
-        if mode != gix::index::entry::Mode::FILE && mode != gix::index::entry::Mode::FILE_EXECUTABLE
-        {
-            return None;
+    ) -> bool {
+        use gix::index::entry::Mode;
+        if mode != Mode::FILE && mode != Mode::FILE_EXECUTABLE {
+            return false;
         }
         if !*self
             .plain
             .get_or_insert_with(|| no_conversions(repo, index))
         {
-            return None;
+            return false;
         }
-        let size = std::fs::symlink_metadata(path).ok()?.len();
         self.read += size;
         if self.read > MAX_READ {
-            return None;
+            return false;
         }
-        let bytes = std::fs::read(path).ok()?;
-        let hash =
-            gix::objs::compute_hash(repo.object_hash(), gix::objs::Kind::Blob, &bytes).ok()?;
-        (hash == id).then_some(true)
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        gix::objs::compute_hash(repo.object_hash(), gix::objs::Kind::Blob, &bytes)
+            .is_ok_and(|hash| hash == id)
     }
 }
 
