@@ -86,6 +86,20 @@ pub struct WorkerSpec {
     /// Whether the worktree is there yet: orch fills it while the first
     /// model call is under way, and nothing touches it before this says so.
     pub workspace: Workspace,
+    /// Work the engine does in the worktree while the model thinks (an
+    /// early verification); the built-in agent tells it when.
+    pub interlude: Option<Arc<dyn Interlude>>,
+}
+
+/// Work done in the worktree between turns, while the model thinks. The
+/// loop calls [`Self::settled`] when a turn's tools may have changed the
+/// worktree and the model is asked next, and awaits [`Self::before_write`]
+/// before a tool that may write runs: whatever was started must be over by
+/// then, finished or stopped.
+#[async_trait::async_trait]
+pub trait Interlude: Send + Sync {
+    fn settled(&self);
+    async fn before_write(&self);
 }
 
 impl std::fmt::Debug for WorkerSpec {
@@ -274,6 +288,8 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
     let mut streak = Streak::default();
     let mut toolless = 0u32;
     let cancel = spec.cancel.clone();
+    // Whether a tool that may write ran since the interlude last heard.
+    let mut unsettled = false;
 
     let end = 'turns: loop {
         if cancel.is_cancelled() {
@@ -285,6 +301,11 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
         let left = remaining();
         if left.is_zero() {
             break WorkerEnd::TimedOut;
+        }
+        if std::mem::take(&mut unsettled) {
+            if let Some(interlude) = &spec.interlude {
+                interlude.settled();
+            }
         }
         turns += 1;
         let turn = turns;
@@ -373,6 +394,12 @@ pub async fn run_worker(spec: WorkerSpec, observer: &dyn AgentObserver) -> Worke
                 };
                 skip_rest(&mut request.messages, &calls[i..], &note);
                 break 'turns WorkerEnd::Cancelled;
+            }
+            if specs::may_write(&call.name) {
+                if let Some(interlude) = &spec.interlude {
+                    interlude.before_write().await;
+                }
+                unsettled = true;
             }
             let started = std::time::Instant::now();
             let run = tools::execute(&ctx, &call.name, &call.arguments, left);
@@ -612,6 +639,7 @@ mod tests {
             max_file_bytes: 1024 * 1024,
             cancel: Default::default(),
             workspace: crate::Workspace::present(),
+            interlude: None,
         }
     }
 

@@ -15,6 +15,12 @@ pub const RUN: &str = "run";
 pub const ASK_HUMAN: &str = "ask_human";
 pub const FINISH: &str = "finish";
 
+/// Whether a call to tool `name` may change the worktree. Only the tools
+/// known to read are spared; `run` may do anything.
+pub fn may_write(name: &str) -> bool {
+    !matches!(name, READ_FILE | LIST_FILES | SEARCH | ASK_HUMAN | FINISH)
+}
+
 /// Every tool name, in the order they are offered.
 pub const TOOL_NAMES: [&str; 8] = [
     READ_FILE, WRITE_FILE, EDIT_FILE, LIST_FILES, SEARCH, RUN, ASK_HUMAN, FINISH,

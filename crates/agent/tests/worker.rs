@@ -129,6 +129,7 @@ fn spec(
         max_file_bytes: 1024 * 1024,
         cancel: Default::default(),
         workspace: orch_agent::Workspace::present(),
+        interlude: None,
     }
 }
 

@@ -731,6 +731,11 @@ pub struct ProjectConfig {
     /// of it (Zuul's window); 1 verifies one batch at a time.
     #[serde(default = "default_merge_window")]
     pub merge_window: u32,
+    /// Run the checks while the model thinks, on a snapshot of what the
+    /// built-in agent wrote so far; an agent that finishes without writing
+    /// again is verified by that run (see `early.rs` in the engine).
+    #[serde(default = "default_true")]
+    pub early_verify: bool,
     /// A passing branch that no longer merges: resolved by the worker
     /// (`agent`) or sent back with the conflict (`feedback`).
     #[serde(default)]
@@ -813,6 +818,7 @@ impl ProjectConfig {
             pause_after_failures: default_pause_after_failures(),
             merge_batch_max: default_merge_batch_max(),
             merge_window: default_merge_window(),
+            early_verify: true,
             resolve_conflicts: ResolveConflicts::default(),
             loop_similarity: default_loop_similarity(),
             stop_on_oscillation: true,

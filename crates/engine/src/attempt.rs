@@ -142,6 +142,7 @@ impl Engine {
             max_file_bytes: MAX_FILE_BYTES,
             cancel: cancel.clone(),
             workspace: orch_agent::Workspace::present(),
+            interlude: None,
         }
     }
 

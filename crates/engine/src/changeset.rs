@@ -27,12 +27,14 @@ impl crate::cycle::Engine {
         task: &orch_core::Task,
         attempt: u32,
         worktree: &Path,
+        snapshot: Option<orch_git::StagedSnapshot>,
     ) -> Result<Vec<Refusal>, GitError> {
         let refused = enforce(
             &self.git,
             worktree,
             &task.allowed_files,
             crate::attempt::MAX_FILE_BYTES,
+            snapshot,
         )
         .await?;
         for r in &refused {
@@ -52,14 +54,16 @@ impl crate::cycle::Engine {
     }
 }
 
-/// Stages every change in `worktree` (`Git::stage_all`), checks each,
-/// reverts the refused ones (out of the index and the worktree) and returns
-/// them. What is left staged is safe to commit with `Git::commit_staged`.
+/// Stages every change in `worktree` (`Git::stage_all`, or adopts
+/// `snapshot`, staged earlier), checks each, reverts the refused ones (out
+/// of the index and the worktree) and returns them. What is left staged is
+/// safe to commit with `Git::commit_staged`.
 pub(crate) async fn enforce(
     git: &Git,
     worktree: &Path,
     allowed_files: &[String],
     max_file_bytes: usize,
+    snapshot: Option<orch_git::StagedSnapshot>,
 ) -> Result<Vec<Refusal>, GitError> {
     let allow = AllowList::new(allowed_files);
     let limits = |changes: &[WorktreeChange]| -> Vec<Refusal> {
@@ -74,7 +78,11 @@ pub(crate) async fn enforce(
             .collect()
     };
     let mut refused = Vec::new();
-    let staged = match git.stage_all(worktree).await {
+    let staging = match snapshot {
+        Some(snapshot) => git.adopt_staged(snapshot).await,
+        None => git.stage_all(worktree).await,
+    };
+    let staged = match staging {
         Ok(staged) => staged,
         // `git add` fails outright on some paths (an embedded repository
         // with no commit, an unreadable file): revert what is refused from
@@ -250,7 +258,7 @@ mod tests {
         git(&nested, &["commit", "-q", "-m", "n"]);
 
         let allowed = ["calc.py".to_string(), "big.bin".to_string()];
-        let refused = enforce(&g, &wt, &allowed, 1024).await.unwrap();
+        let refused = enforce(&g, &wt, &allowed, 1024, None).await.unwrap();
         let mut paths: Vec<&str> = refused.iter().map(|r| r.path.as_str()).collect();
         paths.sort();
         assert_eq!(
@@ -312,7 +320,7 @@ mod tests {
         git(&nested, &["init", "-q"]);
         std::fs::write(nested.join("f"), "f\n").unwrap();
 
-        let refused = enforce(&g, &wt, &["calc.py".to_string()], 1024)
+        let refused = enforce(&g, &wt, &["calc.py".to_string()], 1024, None)
             .await
             .unwrap();
         assert_eq!(refused.len(), 1, "{refused:?}");

@@ -96,6 +96,8 @@ pub struct Engine {
     pub(crate) candidate_workers: Vec<Arc<dyn orch_agent::Worker>>,
     /// Set while the merge queue runs a verification (a slow landing).
     pub(crate) slow_merge: crate::merge::SlowMerge,
+    /// Shared by every attempt's early verification (see `early`).
+    pub(crate) early_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -168,6 +170,7 @@ impl Engine {
                 .map_err(EngineError::Config)?,
             candidate_workers: crate::stages::candidate_workers(config, project_name)?,
             slow_merge: Default::default(),
+            early_permits: crate::early::permits(),
         }))
     }
 

@@ -11,6 +11,7 @@ mod audit;
 mod cancel;
 mod changeset;
 mod cycle;
+mod early;
 mod lock;
 mod loops;
 mod merge;

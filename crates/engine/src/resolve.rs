@@ -341,7 +341,7 @@ impl Resolver<'_> {
     ) -> Result<std::result::Result<String, Ended>> {
         let e = self.e;
         // Refused changes are reverted and recorded; the rest may land.
-        e.enforce_change_set(self.task, self.attempt.number, &self.dir)
+        e.enforce_change_set(self.task, self.attempt.number, &self.dir, None)
             .await?;
         let marked = marker_files(&self.dir, files);
         if !marked.is_empty() {

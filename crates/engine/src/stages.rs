@@ -52,6 +52,8 @@ struct Run<'a> {
     workspace: orch_agent::Workspace,
     /// Filling the worktree, until `work` has seen it end.
     fill: Fill,
+    /// Checks run while the model thinks (built-in agent, plain attempts).
+    early: Option<std::sync::Arc<crate::early::EarlyVerify>>,
 }
 
 /// Filling an attempt's worktree, until it has been awaited.
@@ -66,6 +68,9 @@ struct Committed {
     head_sha: String,
     diff_stat: String,
     refused: Vec<crate::changeset::Refusal>,
+    /// The early run's results, when what was committed is exactly the
+    /// snapshot it checked.
+    early_steps: Option<Vec<orch_core::StepResult>>,
 }
 
 /// How a worker that did not call finish stopped (see `stopped_short`).
@@ -154,6 +159,13 @@ impl Engine {
             ),
         };
         let (workspace, fill) = self.fill_worktree(&worktree, &branch, &base);
+        let early = (slot.is_none() && self.project.early_verify).then(|| {
+            std::sync::Arc::new(crate::early::EarlyVerify::new(
+                self,
+                worktree.clone(),
+                self.early_permits.clone(),
+            ))
+        });
         let system_prompt =
             crate::prompts::worker_system_prompt(task.task_type, &self.project.test_command);
         let shown = match slot {
@@ -189,6 +201,7 @@ impl Engine {
             slot,
             workspace,
             fill,
+            early,
         })
     }
 
@@ -314,6 +327,10 @@ impl Run<'_> {
             self.cancel,
         );
         spec.workspace = self.workspace.clone();
+        spec.interlude = self
+            .early
+            .clone()
+            .map(|e| e as std::sync::Arc<dyn orch_agent::Interlude>);
         let observer = EventObserver {
             rec: e.rec.clone(),
             task: self.tid().to_string(),
@@ -529,9 +546,19 @@ impl Run<'_> {
     /// attempt's ref whatever happens next.
     async fn commit(&self, summary: &str) -> Result<Committed> {
         let e = self.engine;
+        let early = match &self.early {
+            Some(early) => early.finish(self.cancel).await,
+            None => None,
+        };
+        let (snapshot, early_steps) = match early {
+            Some(r) => (Some(r.snapshot), Some(r.steps)),
+            None => (None, None),
+        };
         let refused = e
-            .enforce_change_set(self.task, self.attempt.number, &self.worktree)
+            .enforce_change_set(self.task, self.attempt.number, &self.worktree, snapshot)
             .await?;
+        // A refusal reverted part of the snapshot: its checks do not count.
+        let early_steps = early_steps.filter(|_| refused.is_empty());
         let message = format!(
             "orch: {}\n\nTask: {}\nAttempt: {}\n\n{summary}",
             self.task.title,
@@ -551,6 +578,7 @@ impl Run<'_> {
             head_sha,
             diff_stat,
             refused,
+            early_steps,
         })
     }
 
@@ -571,25 +599,45 @@ impl Run<'_> {
             return Ok(None);
         }
         let started = Instant::now();
-        let (commands, options) = (e.verify_commands(), e.verify_options());
-        let run = orch_verify::run_steps(e.sandbox.as_ref(), &self.worktree, &commands, &options);
-        let steps = tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => {
-                self.cancelled(outcome, Stage::Verify).await?;
-                return Ok(None);
+        let steps = match &c.early_steps {
+            Some(steps) => steps.clone(),
+            None => {
+                let (commands, options) = (e.verify_commands(), e.verify_options());
+                let run =
+                    orch_verify::run_steps(e.sandbox.as_ref(), &self.worktree, &commands, &options);
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => {
+                        self.cancelled(outcome, Stage::Verify).await?;
+                        return Ok(None);
+                    }
+                    steps = run => steps?,
+                }
             }
-            steps = run => steps?,
         };
         let baseline = e.baseline_if_needed(&self.base, &steps).await?;
         let goal = e.test_goal(self.task);
         let report = orch_verify::assess(steps, baseline.as_ref(), c.head.is_none(), &goal);
+        let early = c.early_steps.is_some();
         e.rec.note(
             Some(self.tid()),
-            protocol::VerificationFinished::from_report(&report, None, None, Some(&self.attempt)),
+            protocol::VerificationFinished {
+                early,
+                ..protocol::VerificationFinished::from_report(
+                    &report,
+                    None,
+                    None,
+                    Some(&self.attempt),
+                )
+            },
             format!(
-                "verification {}: {}",
+                "verification {}{}: {}",
                 if report.passed { "passed" } else { "failed" },
+                if early {
+                    " (checked while the model was thinking)"
+                } else {
+                    ""
+                },
                 first_line(&report.summary)
             ),
         );

@@ -78,15 +78,7 @@ impl Git {
     /// submodule's uncommitted work, as before the add).
     pub async fn stage_all(&self, worktree: &Path) -> Result<Vec<WorktreeChange>, GitError> {
         self.add_all(worktree).await?;
-        let dir = worktree.to_path_buf();
-        match in_blocking(move || staged(&dir)).await {
-            Some(changes) => Ok(changes),
-            None => {
-                let mut changes = self.worktree_changes(worktree).await?;
-                changes.sort_by(|a, b| a.path.cmp(&b.path));
-                Ok(changes)
-            }
-        }
+        self.staged_now(worktree).await
     }
 
     /// Commits what is staged in `worktree` as orch (hooks skipped), on
@@ -102,6 +94,76 @@ impl Git {
         match in_blocking(move || commit_in_process(&dir, &text)).await {
             Some(done) => Ok(done),
             None => self.commit_cli(worktree, message).await,
+        }
+    }
+
+    /// Stages everything in `worktree` as [`Self::stage_all`] would, into an
+    /// index file of its own: the worktree's index is left as it was, so
+    /// the agent's own `git diff` still shows its work. Adopted later with
+    /// [`Self::adopt_staged`], it commits exactly what the worktree held at
+    /// this moment, whatever ran in it since (a test run's outputs).
+    pub async fn snapshot_staged(&self, worktree: &Path) -> Result<StagedSnapshot, GitError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = crate::normalize(worktree);
+        let record = self
+            .reader
+            .worktree_git_dir(&self.repo, &dir)
+            .ok_or_else(|| GitError::Io {
+                action: "cannot snapshot a worktree git does not list",
+                path: dir.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot = StagedSnapshot {
+            index: record.join(format!("orch-snapshot-{}-{n}.index", std::process::id())),
+            live: record.join("index"),
+            worktree: dir,
+        };
+        // From a copy of the worktree's index: its stat cache spares the add
+        // hashing every unchanged file again.
+        match tokio::fs::copy(&snapshot.live, &snapshot.index).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(GitError::Io {
+                    action: "cannot copy the worktree's index",
+                    path: snapshot.live.clone(),
+                    source,
+                })
+            }
+        }
+        let mut add = vec!["add", "-A", "--", "."];
+        add.extend(EXCLUDED_FROM_COMMITS);
+        self.ok_in_index(worktree, &add, &snapshot.index).await?;
+        Ok(snapshot)
+    }
+
+    /// Makes `snapshot` the worktree's index (one rename) and returns what
+    /// is staged relative to HEAD, as [`Self::stage_all`] does.
+    pub async fn adopt_staged(
+        &self,
+        snapshot: StagedSnapshot,
+    ) -> Result<Vec<WorktreeChange>, GitError> {
+        tokio::fs::rename(&snapshot.index, &snapshot.live)
+            .await
+            .map_err(|source| GitError::Io {
+                action: "cannot adopt a staged snapshot as the worktree's index",
+                path: snapshot.index.clone(),
+                source,
+            })?;
+        self.staged_now(&snapshot.worktree).await
+    }
+
+    /// What is staged in `worktree` relative to HEAD, sorted by path.
+    async fn staged_now(&self, worktree: &Path) -> Result<Vec<WorktreeChange>, GitError> {
+        let dir = worktree.to_path_buf();
+        match in_blocking(move || staged(&dir)).await {
+            Some(changes) => Ok(changes),
+            None => {
+                let mut changes = self.worktree_changes(worktree).await?;
+                changes.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(changes)
+            }
         }
     }
 
@@ -155,6 +217,23 @@ impl Git {
             Some(0) => Ok(None),
             _ => Err(self.command_error(worktree, &commit, &out)),
         }
+    }
+}
+
+/// A worktree's changes staged into an index file of their own (see
+/// [`Git::snapshot_staged`]). Dropped without being adopted, the file goes.
+#[derive(Debug)]
+pub struct StagedSnapshot {
+    index: PathBuf,
+    /// The worktree's own index, which adoption replaces.
+    live: PathBuf,
+    worktree: PathBuf,
+}
+
+impl Drop for StagedSnapshot {
+    fn drop(&mut self) {
+        // Gone already once adopted.
+        let _ = std::fs::remove_file(&self.index);
     }
 }
 
@@ -1162,5 +1241,53 @@ mod tests {
             "changed\n"
         );
         assert!(repo.join("new.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_commits_what_the_worktree_held_then_and_leaves_its_index_alone() {
+        let (tmp, repo) = repo();
+        let g = Git::open(&repo).await.unwrap();
+        let wt = tmp.path().join("wt");
+        g.worktree_add(&wt, "orch/t-1", "main").await.unwrap();
+        let wt = wt.canonicalize().unwrap();
+        write(&wt, "a.txt", "changed\n");
+        write(&wt, "new.txt", "new\n");
+        let snapshot = g.snapshot_staged(&wt).await.unwrap();
+        // The worktree's own index still differs from the files: the
+        // agent's `git diff` shows its work.
+        assert_eq!(git(&wt, &["diff", "--name-only"]), "a.txt");
+        assert_eq!(git(&wt, &["diff", "--cached", "--name-only"]), "");
+        // Written after the snapshot (say, by a test run): not committed.
+        write(&wt, "later.txt", "later\n");
+        write(&wt, "a.txt", "changed again\n");
+        let staged = g.adopt_staged(snapshot).await.unwrap();
+        let paths: Vec<&str> = staged.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["a.txt", "new.txt"]);
+        let id = g
+            .commit_staged(&wt, "orch: snapshot")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(git(&wt, &["show", &format!("{id}:a.txt")]), "changed");
+        assert_eq!(git(&wt, &["ls-tree", "--name-only", &id, "later.txt"]), "");
+        git(&wt, &["fsck", "--strict", "--no-progress"]);
+        // No snapshot file is left in git's directory for the worktree.
+        let record = git(&wt, &["rev-parse", "--absolute-git-dir"]);
+        let left: Vec<_> = std::fs::read_dir(&record)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("orch-snapshot"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A snapshot dropped without adoption takes its file with it.
+        write(&wt, "dropped.txt", "x\n");
+        drop(g.snapshot_staged(&wt).await.unwrap());
+        let left = std::fs::read_dir(&record)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("orch-snapshot"))
+            .count();
+        assert_eq!(left, 0);
+        assert_eq!(git(&wt, &["diff", "--cached", "--name-only"]), "");
     }
 }

@@ -12,6 +12,7 @@ mod reader;
 mod stat;
 mod tidy;
 
+pub use commit::StagedSnapshot;
 pub use create::ArchiveFormat;
 use lock::RepoLock;
 use orch_process::{ProcessOutput, ProcessSpec};
@@ -1336,6 +1337,20 @@ impl Git {
         timeout: Duration,
         output_limit: usize,
     ) -> Result<ProcessOutput, GitError> {
+        self.raw_in_index(dir, args, timeout, output_limit, None)
+            .await
+    }
+
+    /// [`Self::raw`] with `index` as git's index file instead of the
+    /// worktree's own.
+    async fn raw_in_index(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        timeout: Duration,
+        output_limit: usize,
+        index: Option<&Path>,
+    ) -> Result<ProcessOutput, GitError> {
         // No automatic `git maintenance`/`gc` after orch's own commits and
         // merges: it would add two processes to each, in the middle of a
         // run. The user's own git commands still run it as they always do.
@@ -1356,6 +1371,12 @@ impl Git {
         spec.env.push(("LC_ALL".into(), "C".into()));
         // `status` must not rewrite the user's index as a side effect.
         spec.env.push(("GIT_OPTIONAL_LOCKS".into(), "0".into()));
+        if let Some(index) = index {
+            spec.env.push((
+                "GIT_INDEX_FILE".into(),
+                index.to_string_lossy().into_owned(),
+            ));
+        }
         // Git commands are short and must not be cut off mid-write: a ref
         // update killed with orch would leave a `.lock` behind.
         spec.finish_if_orch_dies = true;
@@ -1375,6 +1396,22 @@ impl Git {
         timeout: Duration,
     ) -> Result<String, GitError> {
         let out = self.raw(dir, args, timeout, OUTPUT_LIMIT).await?;
+        if !out.success() {
+            return Err(self.command_error(dir, args, &out));
+        }
+        Ok(out.stdout)
+    }
+
+    /// [`Self::ok`] with `index` as git's index file.
+    async fn ok_in_index(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        index: &Path,
+    ) -> Result<String, GitError> {
+        let out = self
+            .raw_in_index(dir, args, TIMEOUT, OUTPUT_LIMIT, Some(index))
+            .await?;
         if !out.success() {
             return Err(self.command_error(dir, args, &out));
         }

@@ -419,6 +419,9 @@ payloads! {
         /// of a batch, and in older rows.
         pub attempt_id: Option<i64>,
         pub attempt: Option<u32>,
+        /// The checks ran while the model was thinking, on the snapshot
+        /// that was then committed (early verification).
+        pub early: bool,
     }
 
     #[derive(Default)]
@@ -797,6 +800,7 @@ impl VerificationFinished {
             steps: report.steps.iter().map(StepSummary::from).collect(),
             attempt_id: attempt.map(|a| a.id),
             attempt: attempt.map(|a| a.number),
+            early: false,
         }
     }
 }
