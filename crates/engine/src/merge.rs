@@ -35,6 +35,18 @@ pub(crate) struct MergeRound {
     pub blocked: bool,
 }
 
+/// A candidate of a window: its head, the tasks it holds, and its check
+/// (None when none was needed).
+struct Built {
+    head: String,
+    kept: Vec<Task>,
+    report: Result<Option<VerificationReport>>,
+}
+
+fn ids_of(tasks: &[Task]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id.clone()).collect()
+}
+
 /// How landing a batch ended.
 enum Landing {
     /// Everything in it was merged, sent back or abandoned.
@@ -206,70 +218,118 @@ impl Engine {
     }
 
     /// Zuul's dependent pipeline: each batch of the window is merged on
-    /// top of the candidate before it, all candidates are verified at once,
-    /// and they land in order, each a fast-forward of the one before. The
-    /// first that does not land as built (red, a task gone, main moved, a
-    /// deferred checkout) is handled as `land` would, and the batches
-    /// behind it, built on it, go back to the queue. main still only moves
-    /// to a verified tree: candidate k holds exactly the batches ahead of
-    /// it, and lands only after they did.
+    /// top of the candidate before it, and each candidate is verified as
+    /// soon as it is built, while the next is built. The green candidates
+    /// at the front land together, by one move of main to the last of them
+    /// (it holds all the batches ahead of it, and each of them passed). The
+    /// first that does not land as built (red, a task gone) is handled as
+    /// `land` would, and the batches behind it, built on it, go back to the
+    /// queue. main still only moves to a verified tree.
     async fn land_window(&self, window: Vec<Vec<Task>>) -> Result<Landing> {
         let main_sha = self.git.rev_parse(&self.main_branch).await?;
-        let mut built = Vec::new();
-        let mut base = main_sha.clone();
-        for batch in window {
-            let (head, kept) = self.build_candidate(&base, batch).await?;
-            if !kept.is_empty() {
-                built.push((base, head.clone(), kept));
-                base = head;
+        let (built, unbuilt) = self.build_and_verify(&main_sha, window).await;
+        let why = "back in the merge queue: a batch ahead of it did not land as built";
+        let mut green: Vec<Built> = Vec::new();
+        let mut rest = built.into_iter();
+        let mut stop = None;
+        for b in rest.by_ref() {
+            let passed = matches!(&b.report, Ok(r) if r.as_ref().is_none_or(|r| r.passed));
+            if !passed || self.still_merging(b.kept.clone())?.len() < b.kept.len() {
+                stop = Some(b);
+                break;
             }
+            green.push(b);
         }
-        let reports = futures_util::future::join_all(
-            built
-                .iter()
-                .map(|(base, head, kept)| self.verify_candidate(head, base, kept)),
-        )
-        .await;
-        let ids: Vec<Vec<TaskId>> = built
-            .iter()
-            .map(|(_, _, kept)| kept.iter().map(|t| t.id.clone()).collect())
-            .collect();
-        for (i, ((base, head, kept), report)) in built.into_iter().zip(reports).enumerate() {
-            let behind: Vec<TaskId> = ids[i + 1..].concat();
-            let why = "back in the merge queue: a batch ahead of it did not land as built";
-            let report = match report {
-                Ok(r) => r,
-                Err(e) => {
-                    self.requeue(&behind, why)?;
-                    return Err(e);
-                }
-            };
-            if let Some(report) = report.filter(|r| !r.passed) {
-                self.requeue(&behind, why)?;
-                return self.after_red(kept, &report).await;
-            }
-            let still = self.still_merging(kept.clone())?;
-            if still.len() < kept.len() {
-                self.requeue(&behind, why)?;
-                return self.land(still).await;
-            }
+        let behind: Vec<TaskId> = rest.flat_map(|b| b.kept).map(|t| t.id).collect();
+        self.requeue(&behind, why)?;
+        if let Some(last) = green.last() {
+            let head = last.head.clone();
             match self
                 .git
-                .advance_branch(&self.main_branch, &head, &base)
+                .advance_branch(&self.main_branch, &head, &main_sha)
                 .await?
             {
-                AdvanceOutcome::Advanced => self.record_merged(&kept, &head).await?,
-                AdvanceOutcome::Moved { .. } => {
-                    self.requeue(&behind, why)?;
-                    return self.land(kept).await;
+                AdvanceOutcome::Advanced => {
+                    for b in &green {
+                        self.record_merged(&b.kept, &b.head).await?;
+                    }
                 }
-                AdvanceOutcome::Deferred { checkout, reason } => {
-                    self.requeue(&behind, why)?;
-                    return self.defer(&kept, &checkout, &reason);
+                moved_or_deferred => {
+                    if let Some(b) = &stop {
+                        self.requeue(&ids_of(&b.kept), why)?;
+                    }
+                    let tasks: Vec<Task> = green.into_iter().flat_map(|b| b.kept).collect();
+                    return match moved_or_deferred {
+                        AdvanceOutcome::Deferred { checkout, reason } => {
+                            self.defer(&tasks, &checkout, &reason)
+                        }
+                        _ => self.land(tasks).await,
+                    };
                 }
             }
         }
-        Ok(Landing::Done)
+        if let Some(e) = unbuilt {
+            // merge_queue puts whatever is still merging back in the queue.
+            return Err(e);
+        }
+        let Some(b) = stop else {
+            return Ok(Landing::Done);
+        };
+        match b.report {
+            Err(e) => Err(e),
+            Ok(Some(report)) if !report.passed => self.after_red(b.kept, &report).await,
+            // A task gone while its candidate was verified: the rest is
+            // rebuilt on main as it now is.
+            Ok(_) => {
+                let still = self.still_merging(b.kept)?;
+                self.land(still).await
+            }
+        }
+    }
+
+    /// Builds each batch's candidate on the one before it and verifies it
+    /// as soon as it is built, while the next one is built. The candidates
+    /// in order, and the error that stopped the building, if any (the
+    /// batches from there on are left merging).
+    async fn build_and_verify(
+        &self,
+        main_sha: &str,
+        window: Vec<Vec<Task>>,
+    ) -> (Vec<Built>, Option<crate::EngineError>) {
+        use futures_util::stream::{FuturesOrdered, StreamExt};
+        let mut verifying = FuturesOrdered::new();
+        let mut done = Vec::new();
+        let mut base = main_sha.to_string();
+        for batch in window {
+            let building = self.build_candidate(&base, batch);
+            // Verifications already under way progress while this builds.
+            let built = {
+                tokio::pin!(building);
+                loop {
+                    tokio::select! {
+                        biased;
+                        built = &mut building => break built,
+                        Some(b) = verifying.next(), if !verifying.is_empty() => done.push(b),
+                    }
+                }
+            };
+            match built {
+                Ok((head, kept)) if !kept.is_empty() => {
+                    let on = std::mem::replace(&mut base, head.clone());
+                    verifying.push_back(async move {
+                        let report = self.verify_candidate(&head, &on, &kept).await;
+                        Built { head, kept, report }
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    done.extend(verifying.collect::<Vec<_>>().await);
+                    return (done, Some(e));
+                }
+            }
+        }
+        done.extend(verifying.collect::<Vec<_>>().await);
+        (done, None)
     }
 
     /// The user's checkout of main holds uncommitted work: `kept` passed

@@ -342,16 +342,48 @@ impl Reader {
             current: Some("ours".into()),
             other: Some("theirs".into()),
         };
-        let outcome = repo
-            .merge_commits(ours, theirs, labels, options.into())
-            .ok()?;
-        let mut merged = outcome.tree_merge;
+        let mut merged = match self.plain_base(&repo, ours, theirs) {
+            // No history walk: the base is known.
+            Some(base) => {
+                let tree = |id: gix::ObjectId| -> Option<gix::ObjectId> {
+                    Some(repo.find_commit(id).ok()?.tree_id().ok()?.detach())
+                };
+                repo.merge_trees(tree(base)?, tree(ours)?, tree(theirs)?, labels, options)
+                    .ok()?
+            }
+            None => {
+                repo.merge_commits(ours, theirs, labels, options.into())
+                    .ok()?
+                    .tree_merge
+            }
+        };
         if !merged.conflicts.is_empty()
             || merged.has_unresolved_conflicts(TreatAsUnresolved::forced_resolution())
         {
             return None;
         }
         Some(merged.tree.write().ok()?.to_string())
+    }
+
+    /// The merge base of `ours` and `theirs` when it needs no search:
+    /// `theirs` has a single parent that `ours` descends from (an orch
+    /// branch of one commit on an earlier main). Every common ancestor is
+    /// then an ancestor of that parent, so it is the one best base git
+    /// would find. None when that does not hold, or `theirs` is an
+    /// ancestor of `ours` itself.
+    fn plain_base(
+        &self,
+        repo: &gix::Repository,
+        ours: gix::ObjectId,
+        theirs: gix::ObjectId,
+    ) -> Option<gix::ObjectId> {
+        let commit = repo.find_commit(theirs).ok()?;
+        let mut parents = commit.parent_ids();
+        let (parent, None) = (parents.next()?.detach(), parents.next()) else {
+            return None;
+        };
+        let merged_already = self.commits.is_ancestor(repo, theirs, ours)?;
+        (!merged_already && self.commits.is_ancestor(repo, parent, ours)?).then_some(parent)
     }
 
     /// Writes a commit of `tree` with `parents` and `message`, authored and
@@ -778,6 +810,16 @@ mod tests {
         });
         let rewrites_a = branch("rewrites-a", &write("a.txt", "left\n"));
         let rewrites_a_too = branch("rewrites-a-too", &write("a.txt", "right\n"));
+        // Two commits (the base is searched for), and a merge commit as
+        // ours (the base is the branch's parent, found without a search).
+        branch("two-steps", &write("d.txt", "d\n"));
+        write("e.txt", "e\n")(&path);
+        git(&path, &["add", "-A"]);
+        git(&path, &["commit", "-q", "-m", "second step"]);
+        let two_steps = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["checkout", "-q", "adds-b"]);
+        git(&path, &["merge", "-q", "--no-edit", "adds-deep"]);
+        let merged = git(&path, &["rev-parse", "HEAD"]);
         let reader = Reader::default();
         let cli_tree =
             |ours: &str, theirs: &str| git(&path, &["merge-tree", "--write-tree", ours, theirs]);
@@ -786,6 +828,10 @@ mod tests {
             (&adds_deep, &removes_a),
             (&adds_b, &rewrites_a),
             (&base, &adds_b),
+            (&merged, &removes_a),
+            (&merged, &two_steps),
+            (&two_steps, &merged),
+            (&merged, &adds_deep),
         ] {
             let tree = reader.merge_clean(&path, ours, theirs).unwrap();
             assert_eq!(tree, cli_tree(ours, theirs), "{ours} + {theirs}");

@@ -8,6 +8,8 @@
 //! this process or a dead predecessor on this host (same host, process gone)
 //! — never one a live process still heartbeats.
 
+use crate::Cached;
+
 use crate::codec::{attempt_from_row, insert_event, json_text, ts, ATTEMPT_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::tasks::{cas_status, require_task};
@@ -179,7 +181,7 @@ fn counts_against_budget(status: AttemptStatus) -> bool {
 }
 
 fn load_attempt(conn: &Connection, attempt_id: i64) -> Result<Attempt> {
-    conn.query_row(
+    conn.row_cached(
         &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?1"),
         [attempt_id],
         attempt_from_row,
@@ -269,7 +271,7 @@ impl Store {
                 (fin.status, fin.error.clone())
             };
             let finished = Utc::now();
-            let n = tx.execute(
+            let n = tx.run_cached(
                 "UPDATE attempts SET status = ?1, head_commit = ?2, summary = ?3, diff_stat = ?4,
                         input_tokens = ?5, output_tokens = ?6, cached_tokens = ?7, cost_usd = ?8, turns = ?9,
                         finished_at = ?10, duration_ms = ?11, verification = ?12, verdict = ?13,
@@ -305,16 +307,16 @@ impl Store {
                 && attempt.kind == AttemptKind::Work
                 && fin.counted
             {
-                tx.query_row(
+                tx.row_cached(
                     "UPDATE tasks SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1 RETURNING attempts",
                     params![attempt.task_id.as_str(), ts(finished)],
                     |r| r.get(0),
                 )?
             } else {
-                tx.query_row("SELECT attempts FROM tasks WHERE id = ?1", [attempt.task_id.as_str()], |r| r.get(0))?
+                tx.row_cached("SELECT attempts FROM tasks WHERE id = ?1", [attempt.task_id.as_str()], |r| r.get(0))?
             };
             if status == AttemptStatus::Error {
-                tx.execute(
+                tx.run_cached(
                     "UPDATE tasks SET infra_failures = infra_failures + 1 WHERE id = ?1",
                     [attempt.task_id.as_str()],
                 )?;
@@ -349,7 +351,7 @@ impl Store {
     /// A task's attempts, by number.
     pub fn attempts(&self, task: &TaskId) -> Result<Vec<Attempt>> {
         self.read(|tx| {
-            let mut st = tx.prepare(&format!(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1 ORDER BY number"
             ))?;
             let rows = st
@@ -365,7 +367,7 @@ impl Store {
         let until = ts(lease_expiry(Utc::now()));
         // No event: a heartbeat is not news, and would drown the log.
         self.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.run_cached(
                 "UPDATE attempts SET lease_expires_at = ?1 WHERE status = 'running' AND lease_owner = ?2",
                 params![until, lease_owner()],
             )?)
@@ -379,7 +381,7 @@ impl Store {
     /// task is running. The first reason given wins.
     pub fn request_interrupt(&self, task: &TaskId, reason: &str) -> Result<bool> {
         self.write(|tx| {
-            Ok(tx.execute(
+            Ok(tx.run_cached(
                 "UPDATE attempts SET error = ?1 WHERE task_id = ?2 AND status = 'running' AND error IS NULL",
                 params![reason, task.as_str()],
             )? > 0)
@@ -456,7 +458,7 @@ impl Store {
             }
 
             let in_flight: Vec<String> = {
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "SELECT id FROM tasks WHERE project = ?1
                      AND status IN ('running', 'verifying', 'judging', 'merging') ORDER BY rowid",
                 )?;
@@ -506,13 +508,13 @@ fn insert_attempt(
     let t = require_task(tx, task.as_str())?;
     // Computed inside the write transaction, so two starters cannot
     // pick the same number (and UNIQUE(task_id, number) backs it up).
-    let number: u32 = tx.query_row(
+    let number: u32 = tx.row_cached(
         "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE task_id = ?1",
         [task.as_str()],
         |r| r.get(0),
     )?;
     let started = Utc::now();
-    tx.execute(
+    tx.run_cached(
         "INSERT INTO attempts (task_id, number, status, base_commit, started_at,
                                lease_owner, lease_expires_at, kind, candidate, round, branch)
          VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -560,7 +562,7 @@ fn running_attempts(tx: &Connection, filter: &str, arg: &str) -> Result<Vec<Leas
         .map(|c| format!("a.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut st = tx.prepare(&format!(
+    let mut st = tx.prepare_cached(&format!(
         "SELECT {columns}, a.lease_owner, a.lease_expires_at FROM attempts a JOIN tasks t ON t.id = a.task_id
          WHERE {filter} AND a.status = 'running' ORDER BY a.id"
     ))?;
@@ -589,7 +591,7 @@ fn interrupt_attempt(
     why: &str,
 ) -> Result<()> {
     let a = &a.attempt;
-    tx.execute(
+    tx.run_cached(
         "UPDATE attempts SET status = 'interrupted', finished_at = ?1, duration_ms = ?2, error = ?3
          WHERE id = ?4 AND status = 'running'",
         params![ts(at), elapsed_ms(a.started_at, at), why, a.id],
@@ -836,13 +838,13 @@ mod tests {
             .unwrap();
         let conn = s.lock().unwrap();
         let err = conn
-            .execute(
+            .run_cached(
                 "UPDATE attempts SET status = 'failed' WHERE id = ?1",
                 [a.id],
             )
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
-        let err = conn.execute("DELETE FROM attempts", []).unwrap_err();
+        let err = conn.run_cached("DELETE FROM attempts", []).unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
     }
 
@@ -968,7 +970,7 @@ mod tests {
     /// Sets an attempt's lease by hand, as another process would have.
     fn set_lease(s: &Store, attempt: i64, owner: &str, expires: DateTime<Utc>) {
         let conn = s.lock().unwrap();
-        conn.execute(
+        conn.run_cached(
             "UPDATE attempts SET lease_owner = ?1, lease_expires_at = ?2 WHERE id = ?3",
             params![owner, ts(expires), attempt],
         )
@@ -977,7 +979,7 @@ mod tests {
 
     fn lease_of(s: &Store, attempt: i64) -> (Option<String>, Option<String>) {
         let conn = s.lock().unwrap();
-        conn.query_row(
+        conn.row_cached(
             "SELECT lease_owner, lease_expires_at FROM attempts WHERE id = ?1",
             [attempt],
             |r| Ok((r.get(0)?, r.get(1)?)),

@@ -1,6 +1,8 @@
 //! Cache of test results on base commits, keyed by (project, commit,
 //! command), so verification does not rerun the base's tests every attempt.
 
+use crate::Cached;
+
 use crate::codec::now;
 use crate::error::{Result, StateError};
 use crate::Store;
@@ -16,7 +18,7 @@ impl Store {
     ) -> Result<Option<serde_json::Value>> {
         self.read(|tx| {
             let raw: Option<String> = tx
-                .query_row(
+                .row_cached(
                     "SELECT value FROM baselines WHERE project = ?1 AND commit_sha = ?2 AND command = ?3",
                     params![project, commit, command],
                     |r| r.get(0),
@@ -41,7 +43,7 @@ impl Store {
         let text = serde_json::to_string(value)
             .map_err(|e| StateError::Invalid(format!("baseline value is not serialisable: {e}")))?;
         self.write(|tx| {
-            tx.execute(
+            tx.run_cached(
                 "INSERT INTO baselines (project, commit_sha, command, value, computed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(project, commit_sha, command) DO UPDATE SET value = excluded.value,
                      computed_at = excluded.computed_at",

@@ -4,6 +4,8 @@
 //! A subscriber that falls more than [`BUS_CAPACITY`] events behind is told
 //! it lagged and can catch up from the table by id.
 
+use crate::Cached;
+
 use crate::codec::{event_from_row, EVENT_COLUMNS};
 use orch_protocol::Event;
 use rusqlite::Connection;
@@ -29,7 +31,7 @@ impl Default for Bus {
 }
 
 fn max_id(conn: &Connection) -> i64 {
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+    conn.row_cached("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
         .unwrap_or(0)
 }
 

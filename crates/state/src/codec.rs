@@ -3,6 +3,8 @@
 //! Timestamps are RFC3339 text in UTC with a fixed number of fractional
 //! digits, so that comparing the strings orders them in time.
 
+use crate::Cached;
+
 use crate::error::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
 use orch_core::{Attempt, Task, TaskId};
@@ -176,7 +178,7 @@ pub fn insert_event(conn: &Connection, event: &Event) -> Result<i64> {
     let message = orch_core::redact::redact(&event.message);
     let data = serde_json::to_string(&data)
         .map_err(|e| crate::StateError::Invalid(format!("event data is not serialisable: {e}")))?;
-    conn.execute(
+    conn.run_cached(
         "INSERT INTO events (at, project, task_id, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         rusqlite::params![
             ts(event.at),

@@ -3,6 +3,8 @@
 //! role, project and day are queries over those rows, and budgets read
 //! them before each call.
 
+use crate::Cached;
+
 use crate::error::Result;
 use crate::Store;
 use chrono::{DateTime, Utc};
@@ -47,7 +49,7 @@ pub struct CostRow {
 impl Store {
     pub fn record_model_call(&self, call: &ModelCall) -> Result<i64> {
         self.write(|tx| {
-            tx.execute(
+            tx.run_cached(
                 "INSERT INTO model_calls (at, day, project, task_id, attempt_id, role, provider, model,
                      input_tokens, output_tokens, cached_tokens, cost_usd, duration_ms, ok, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -79,7 +81,7 @@ impl Store {
     /// `since` is a UTC day (`YYYY-MM-DD`), inclusive.
     pub fn cost_report(&self, project: Option<&str>, since: Option<&str>) -> Result<Vec<CostRow>> {
         self.read(|tx| {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT day, project, role, model, COUNT(*), SUM(1 - ok), SUM(input_tokens), SUM(output_tokens),
                         SUM(cached_tokens), SUM(cost_usd)
                  FROM model_calls
@@ -110,7 +112,7 @@ impl Store {
     /// What a project spent on one UTC day (`YYYY-MM-DD`).
     pub fn spent_on_day(&self, project: &str, day: &str) -> Result<f64> {
         self.read(|tx| {
-            Ok(tx.query_row(
+            Ok(tx.row_cached(
                 "SELECT COALESCE(SUM(cost_usd), 0.0) FROM model_calls WHERE project = ?1 AND day = ?2",
                 params![project, day],
                 |r| r.get(0),
@@ -121,7 +123,7 @@ impl Store {
     /// What a task's calls cost so far (all roles, all attempts).
     pub fn spent_on_task(&self, task_id: &str) -> Result<f64> {
         self.read(|tx| {
-            Ok(tx.query_row(
+            Ok(tx.row_cached(
                 "SELECT COALESCE(SUM(cost_usd), 0.0) FROM model_calls WHERE task_id = ?1",
                 params![task_id],
                 |r| r.get(0),
@@ -233,8 +235,8 @@ mod tests {
             .unwrap();
         let conn = s.lock().unwrap();
         assert!(conn
-            .execute("UPDATE model_calls SET cost_usd = 0", [])
+            .run_cached("UPDATE model_calls SET cost_usd = 0", [])
             .is_err());
-        assert!(conn.execute("DELETE FROM model_calls", []).is_err());
+        assert!(conn.run_cached("DELETE FROM model_calls", []).is_err());
     }
 }

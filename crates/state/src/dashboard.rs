@@ -8,6 +8,8 @@
 //! `json_extract`, so these queries do not depend on the typed event
 //! payloads: a field a payload no longer has reads as NULL.
 
+use crate::Cached;
+
 use crate::codec::{attempt_from_row, task_from_row, ts, ATTEMPT_COLUMNS, TASK_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::Store;
@@ -80,7 +82,7 @@ impl Store {
     pub fn recent_tasks(&self, project: Option<&str>, limit: usize) -> Result<Vec<Task>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|tx| {
-            let mut st = tx.prepare(&format!(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 IS NULL OR project = ?1)
                  ORDER BY updated_at DESC, rowid DESC LIMIT ?2"
             ))?;
@@ -95,7 +97,7 @@ impl Store {
     /// oldest first, each with its newest attempt.
     pub fn tasks_in_flight(&self) -> Result<Vec<(Task, Option<Attempt>)>> {
         self.read(|tx| {
-            let mut st = tx.prepare(&format!(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
                  WHERE status IN ('running', 'verifying', 'judging', 'merging')
                  ORDER BY updated_at ASC, rowid ASC"
@@ -103,7 +105,7 @@ impl Store {
             let tasks = st
                 .query_map([], task_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut at = tx.prepare(&format!(
+            let mut at = tx.prepare_cached(&format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1
                  ORDER BY number DESC LIMIT 1"
             ))?;
@@ -131,7 +133,7 @@ impl Store {
                  WHERE e.id IN (SELECT MAX(id) FROM events WHERE task_id IN ({}) GROUP BY task_id)",
                 marks.join(", ")
             );
-            let mut st = tx.prepare(&sql)?;
+            let mut st = tx.prepare_cached(&sql)?;
             let rows = st
                 .query_map(params_from_iter(ids.iter().map(|t| t.as_str())), |r| {
                     Ok((
@@ -153,7 +155,7 @@ impl Store {
     /// live updates start.
     pub fn last_event_id(&self) -> Result<i64> {
         self.read(|tx| {
-            Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+            Ok(tx.row_cached("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
         })
     }
 
@@ -161,7 +163,7 @@ impl Store {
     /// recorded model calls), in attempt order.
     pub fn attempt_models(&self, task: &TaskId) -> Result<Vec<AttemptModel>> {
         self.read(|tx| {
-            let mut st = tx.prepare(
+            let mut st = tx.prepare_cached(
                 "SELECT attempt_id, role, provider || ':' || model, COUNT(*) FROM model_calls
                  WHERE task_id = ?1 AND attempt_id IS NOT NULL
                  GROUP BY attempt_id, role, provider, model
@@ -185,7 +187,7 @@ impl Store {
     /// `task`, by attempt number, as its work stage recorded it.
     pub fn attempt_workers(&self, task: &TaskId) -> Result<BTreeMap<u32, String>> {
         self.read(|tx| {
-            let mut st = tx.prepare(
+            let mut st = tx.prepare_cached(
                 "SELECT json_extract(data, '$.attempt'), json_extract(data, '$.worker') FROM events
                  WHERE task_id = ?1 AND kind = 'stage_started'
                    AND json_extract(data, '$.stage') = 'work'
@@ -207,7 +209,7 @@ impl Store {
     /// hour first; hours without a merge are left out.
     pub fn merged_per_hour(&self, since: DateTime<Utc>) -> Result<Vec<(String, u64)>> {
         self.read(|tx| {
-            let mut st = tx.prepare(
+            let mut st = tx.prepare_cached(
                 "SELECT substr(at, 1, 13) AS hour, COUNT(*) FROM events
                  WHERE kind = 'merged' AND task_id IS NOT NULL AND at >= ?1
                  GROUP BY hour ORDER BY hour",
@@ -226,7 +228,7 @@ impl Store {
     /// to the next one. The status a task is in now has no span yet.
     pub fn status_spans(&self, since: DateTime<Utc>) -> Result<Vec<StatusSpan>> {
         self.read(|tx| {
-            let mut st = tx.prepare(
+            let mut st = tx.prepare_cached(
                 "SELECT t.id, t.created_at, e.at, json_extract(e.data, '$.to'), e.message
                  FROM tasks t JOIN events e ON e.task_id = t.id AND e.kind = 'status_changed'
                  WHERE t.created_at >= ?1
@@ -268,7 +270,7 @@ impl Store {
     /// The attempts of each of `ids`, by number.
     pub fn attempts_of(&self, ids: &[TaskId]) -> Result<BTreeMap<String, Vec<Attempt>>> {
         self.read(|tx| {
-            let mut st = tx.prepare(&format!(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ?1 ORDER BY number"
             ))?;
             let mut out = BTreeMap::new();

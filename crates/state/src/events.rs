@@ -47,7 +47,7 @@ impl Store {
                 args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
                 sql.push_str(&format!(" LIMIT ?{}", args.len()));
             }
-            let mut st = tx.prepare(&sql)?;
+            let mut st = tx.prepare_cached(&sql)?;
             let rows = st
                 .query_map(params_from_iter(args), event_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -59,6 +59,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cached;
     use orch_protocol::EventKind;
 
     #[test]
@@ -139,14 +140,14 @@ mod tests {
             .unwrap();
         let conn = s.lock().unwrap();
         let err = conn
-            .execute(
+            .run_cached(
                 "UPDATE events SET message = 'rewritten' WHERE id = ?1",
                 [id],
             )
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         let err = conn
-            .execute("DELETE FROM events WHERE id = ?1", [id])
+            .run_cached("DELETE FROM events WHERE id = ?1", [id])
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         drop(conn);

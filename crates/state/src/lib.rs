@@ -48,6 +48,39 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+/// Prepared statements kept per connection: every statement the store
+/// runs, with room to spare (SQL built per call, with a varying number of
+/// placeholders, takes a slot per shape).
+const STATEMENT_CACHE: usize = 256;
+
+/// Statements through the connection's prepared-statement cache. The store
+/// runs the same few statements thousands of times in a run, and parsing
+/// and planning them again each time was a good part of every write.
+pub(crate) trait Cached {
+    fn run_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize>;
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn run_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row_cached<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 /// A handle on the state database. Cheap operations, one connection;
 /// share it with `Arc<Store>`. Several handles (or processes) may open the
 /// same file: SQLite's locking plus the busy timeout serialises writers.
@@ -91,6 +124,7 @@ impl Store {
     }
 
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Store> {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::configure(&conn, path.is_some())?;
         schema::migrate(&mut conn)?;
         Ok(Store {
@@ -124,7 +158,7 @@ impl Store {
     pub fn snapshot_to(&self, path: &Path) -> Result<()> {
         let target = path.to_string_lossy().to_string();
         let conn = self.lock()?;
-        conn.execute("VACUUM INTO ?1", [target])?;
+        conn.run_cached("VACUUM INTO ?1", [target])?;
         Ok(())
     }
 
@@ -169,19 +203,19 @@ mod tests {
         {
             let conn = store.lock().unwrap();
             let mode: String = conn
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .row_cached("PRAGMA journal_mode", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(mode, "wal");
             let fk: i64 = conn
-                .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+                .row_cached("PRAGMA foreign_keys", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(fk, 1);
             let sync: i64 = conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .row_cached("PRAGMA synchronous", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(sync, 1, "synchronous=NORMAL");
             let busy: i64 = conn
-                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .row_cached("PRAGMA busy_timeout", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(busy, 5000);
         }

@@ -8,6 +8,8 @@
 //! the store as dependencies, a run cut off at any point resumes at the
 //! first unfinished task.
 
+use crate::Cached;
+
 use crate::codec::insert_event;
 use crate::error::{Result, StateError};
 use crate::projects::load_project;
@@ -32,7 +34,7 @@ pub struct PlanImport {
 
 fn task_by_plan_key(conn: &Connection, project: &str, key: &str) -> Result<Option<Task>> {
     let id: Option<String> = conn
-        .query_row(
+        .row_cached(
             "SELECT id FROM tasks WHERE project = ?1 AND plan_key = ?2",
             params![project, key],
             |r| r.get(0),

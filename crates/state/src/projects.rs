@@ -1,5 +1,7 @@
 //! Registered projects, their pause flag and consecutive-failure counter.
 
+use crate::Cached;
+
 use crate::codec::{insert_event, now};
 use crate::error::{Result, StateError};
 use crate::Store;
@@ -43,7 +45,7 @@ fn project_from_row(row: &Row<'_>) -> rusqlite::Result<ProjectRow> {
 /// user can spot a typo.
 pub(crate) fn project_not_found(conn: &Connection, name: &str) -> StateError {
     let known: Vec<String> = conn
-        .prepare("SELECT name FROM projects ORDER BY name")
+        .prepare_cached("SELECT name FROM projects ORDER BY name")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .unwrap_or_default();
     let what = if known.is_empty() {
@@ -60,7 +62,7 @@ pub(crate) fn project_not_found(conn: &Connection, name: &str) -> StateError {
 }
 
 pub(crate) fn load_project(conn: &Connection, name: &str) -> Result<ProjectRow> {
-    conn.query_row(
+    conn.row_cached(
         &format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE name = ?1"),
         [name],
         project_from_row,
@@ -80,7 +82,7 @@ impl Store {
         }
         self.write(|tx| {
             let at = now();
-            let inserted = tx.execute(
+            let inserted = tx.run_cached(
                 "INSERT INTO projects (name, path, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
                  ON CONFLICT(name) DO NOTHING",
                 params![name, path, at],
@@ -95,7 +97,7 @@ impl Store {
                 );
                 insert_event(tx, &ev)?;
             } else {
-                tx.execute(
+                tx.run_cached(
                     "UPDATE projects SET path = ?2, updated_at = ?3 WHERE name = ?1 AND path <> ?2",
                     params![name, path, at],
                 )?;
@@ -111,7 +113,7 @@ impl Store {
     /// All projects, by name.
     pub fn projects(&self) -> Result<Vec<ProjectRow>> {
         self.read(|tx| {
-            let mut st = tx.prepare(&format!(
+            let mut st = tx.prepare_cached(&format!(
                 "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY name"
             ))?;
             let rows = st
@@ -130,12 +132,12 @@ impl Store {
             let before = load_project(tx, project)?;
             let at = now();
             if paused {
-                tx.execute(
+                tx.run_cached(
                     "UPDATE projects SET paused = 1, pause_reason = ?2, updated_at = ?3 WHERE name = ?1",
                     params![project, reason, at],
                 )?;
             } else {
-                tx.execute(
+                tx.run_cached(
                     "UPDATE projects SET paused = 0, pause_reason = NULL, consecutive_failures = 0, updated_at = ?2
                      WHERE name = ?1",
                     params![project, at],
@@ -166,7 +168,7 @@ impl Store {
     /// Adds one to the counter in SQL and returns the new value.
     pub fn bump_consecutive_failures(&self, project: &str) -> Result<u32> {
         self.write(|tx| {
-            tx.query_row(
+            tx.row_cached(
                 "UPDATE projects SET consecutive_failures = consecutive_failures + 1, updated_at = ?2
                  WHERE name = ?1 RETURNING consecutive_failures",
                 params![project, now()],
@@ -180,7 +182,7 @@ impl Store {
     /// Remembers what the planner saw when it planned (or was asked to).
     pub fn set_plan_fingerprint(&self, project: &str, fingerprint: &str) -> Result<()> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = tx.run_cached(
                 "UPDATE projects SET plan_fingerprint = ?2, planned_at = ?3, updated_at = ?3 WHERE name = ?1",
                 params![project, fingerprint, now()],
             )?;
@@ -193,7 +195,7 @@ impl Store {
 
     pub fn reset_consecutive_failures(&self, project: &str) -> Result<()> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = tx.run_cached(
                 "UPDATE projects SET consecutive_failures = 0, updated_at = ?2 WHERE name = ?1",
                 params![project, now()],
             )?;

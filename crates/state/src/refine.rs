@@ -3,6 +3,8 @@
 //! `refine_iteration` event in the same transaction. A finished attempt is
 //! never rewritten, so its iterations are final when it ends.
 
+use crate::Cached;
+
 use crate::codec::{attempt_from_row, insert_event, ATTEMPT_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::tasks::require_task;
@@ -19,7 +21,7 @@ impl Store {
     pub fn record_iteration(&self, attempt_id: i64, iteration: &RefineIteration) -> Result<()> {
         self.write(|tx| {
             let attempt = tx
-                .query_row(
+                .row_cached(
                     &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?1"),
                     [attempt_id],
                     attempt_from_row,
@@ -39,7 +41,7 @@ impl Store {
             let json = serde_json::to_string(&all).map_err(|e| {
                 StateError::Invalid(format!("iterations are not serialisable: {e}"))
             })?;
-            tx.execute(
+            tx.run_cached(
                 "UPDATE attempts SET iterations = ?1 WHERE id = ?2 AND status = 'running'",
                 params![json, attempt_id],
             )?;

@@ -7,6 +7,8 @@
 //! The events of the work itself (`project_created`, `project_archived`,
 //! warnings) are recorded by the flow that does it, under the project.
 
+use crate::Cached;
+
 use crate::codec::now;
 use crate::error::{Result, StateError};
 use crate::Store;
@@ -66,7 +68,7 @@ impl Store {
     pub fn claim_requirements_file(&self, path: &str, sha256: &str, project: &str) -> Result<bool> {
         self.write(|tx| {
             let at = now();
-            let inserted = tx.execute(
+            let inserted = tx.run_cached(
                 "INSERT INTO requirements_files (path, sha256, project, status, created_at, updated_at)
                  VALUES (?1, ?2, ?3, 'started', ?4, ?4)
                  ON CONFLICT(path) DO NOTHING",
@@ -84,7 +86,7 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<()> {
         self.write(|tx| {
-            let changed = tx.execute(
+            let changed = tx.run_cached(
                 "UPDATE requirements_files SET status = ?2, detail = ?3, updated_at = ?4 WHERE path = ?1",
                 params![path, status.as_str(), detail, now()],
             )?;
@@ -101,7 +103,7 @@ impl Store {
     pub fn requirements_file(&self, path: &str) -> Result<Option<RequirementsFile>> {
         self.read(|tx| {
             let row = tx
-                .query_row(
+                .row_cached(
                     "SELECT path, sha256, project, status, detail, created_at, updated_at
                      FROM requirements_files WHERE path = ?1",
                     [path],

@@ -6,6 +6,8 @@
 //! fresh database at the same time apply every migration exactly once.
 //! Migrations are only ever appended to this list, never edited.
 
+use crate::Cached;
+
 use crate::error::{Result, StateError};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use std::time::{Duration, Instant};
@@ -291,7 +293,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 pub fn user_version(conn: &Connection) -> Result<usize> {
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let v: i64 = conn.row_cached("PRAGMA user_version", [], |row| row.get(0))?;
     usize::try_from(v).map_err(|_| StateError::Corrupt(format!("negative schema version {v}")))
 }
 
@@ -342,7 +344,7 @@ mod tests {
         migrate(&mut conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len());
         let (status, error): (String, String) = conn
-            .query_row(
+            .row_cached(
                 "SELECT status, error FROM attempts WHERE task_id = 't1'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -350,7 +352,7 @@ mod tests {
             .unwrap();
         assert_eq!((status.as_str(), error.as_str()), ("error", "boom"));
         let accept: String = conn
-            .query_row(
+            .row_cached(
                 "SELECT acceptance_tests FROM tasks WHERE id = 't1'",
                 [],
                 |r| r.get(0),
@@ -358,10 +360,10 @@ mod tests {
             .unwrap();
         assert_eq!(accept, "[]");
         assert!(conn
-            .execute("UPDATE attempts SET error = 'x' WHERE task_id = 't1'", [])
+            .run_cached("UPDATE attempts SET error = 'x' WHERE task_id = 't1'", [])
             .is_err());
-        assert!(conn.execute("DELETE FROM attempts", []).is_err());
-        conn.execute(
+        assert!(conn.run_cached("DELETE FROM attempts", []).is_err());
+        conn.run_cached(
             "INSERT INTO attempts (task_id, number, status, started_at) VALUES ('t1', 2, 'cancelled', 't')",
             [],
         )

@@ -4,6 +4,8 @@
 //! inside an IMMEDIATE transaction and records `StatusChanged` (plus any
 //! more specific event) in that same transaction.
 
+use crate::Cached;
+
 use crate::codec::{insert_event, now, task_from_row, TASK_COLUMNS};
 use crate::error::{Result, StateError};
 use crate::projects::load_project;
@@ -24,7 +26,7 @@ const MAX_LISTED_MATCHES: usize = 10;
 
 pub(crate) fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
     Ok(conn
-        .query_row(
+        .row_cached(
             &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
             [id],
             task_from_row,
@@ -57,7 +59,7 @@ pub(crate) fn resolve_task(conn: &Connection, id_or_prefix: &str) -> Result<Task
         });
     }
     // substr() rather than LIKE, so `%` or `_` typed by a user match literally.
-    let mut st = conn.prepare(&format!(
+    let mut st = conn.prepare_cached(&format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2"
     ))?;
     let mut found = st
@@ -95,7 +97,7 @@ pub(crate) fn cas_status(
     to: TaskStatus,
     note: &str,
 ) -> Result<bool> {
-    let n = conn.execute(
+    let n = conn.run_cached(
         "UPDATE tasks SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status = ?4",
         params![to.as_str(), now(), task.id.as_str(), from.as_str()],
     )?;
@@ -146,7 +148,7 @@ fn dependency_reason_prefix(dep_id: &str) -> String {
 /// (pending again now) had failed or was cancelled; they wait for it again.
 fn revive_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
     let ids: Vec<String> = {
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT t.id FROM tasks t WHERE t.status = 'failed'
                AND substr(t.failure_reason, 1, length(?2)) = ?2
                AND EXISTS (SELECT 1 FROM json_each(t.depends_on) d WHERE d.value = ?1)
@@ -161,7 +163,7 @@ fn revive_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
     };
     for id in ids {
         let task = require_task(conn, &id)?;
-        conn.execute(
+        conn.run_cached(
             "UPDATE tasks SET failure_reason = NULL WHERE id = ?1",
             [id.as_str()],
         )?;
@@ -182,7 +184,7 @@ fn revive_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
 fn fail_dependents(conn: &Connection, dep_id: &str) -> Result<()> {
     let dep = require_task(conn, dep_id)?;
     let ids: Vec<String> = {
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT t.id FROM tasks t WHERE t.status = 'pending'
                AND EXISTS (SELECT 1 FROM json_each(t.depends_on) d WHERE d.value = ?1)
              ORDER BY t.created_at ASC, t.rowid ASC",
@@ -229,7 +231,7 @@ fn fail_pending(conn: &Connection, task: &Task, reason: &str) -> Result<bool> {
     if task.status != TaskStatus::Pending {
         return Ok(false);
     }
-    conn.execute(
+    conn.run_cached(
         "UPDATE tasks SET failure_reason = ?1 WHERE id = ?2 AND status = 'pending'",
         params![reason, task.id.as_str()],
     )?;
@@ -241,7 +243,7 @@ fn fail_pending(conn: &Connection, task: &Task, reason: &str) -> Result<bool> {
 /// propagate (an older orch, a hand edit).
 fn fail_blocked_forever(conn: &Connection, project: &str) -> Result<()> {
     let pairs: Vec<(String, String)> = {
-        let mut st = conn.prepare(
+        let mut st = conn.prepare_cached(
             "SELECT t.id, u.id FROM tasks t, json_each(t.depends_on) d
                JOIN tasks u ON u.id = d.value
              WHERE t.project = ?1 AND t.status = 'pending' AND u.status IN ('failed', 'cancelled')
@@ -319,7 +321,7 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
         .map_err(|e| StateError::Invalid(format!("depends_on is not serialisable: {e}")))?;
     if let Some(key) = &new.plan_key {
         let taken: Option<String> = conn
-            .query_row(
+            .row_cached(
                 "SELECT id FROM tasks WHERE project = ?1 AND plan_key = ?2",
                 params![new.project, key],
                 |r| r.get(0),
@@ -335,7 +337,7 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
     }
     let id = TaskId::new();
     let at = now();
-    conn.execute(
+    conn.run_cached(
         "INSERT INTO tasks (id, project, title, description, task_type, priority, allowed_files,
                             source, status, created_at, updated_at, acceptance_tests,
                             depends_on, plan_key, candidates, worker)
@@ -404,7 +406,7 @@ impl Store {
                 sql.push_str(&format!(" AND status = ?{}", args.len()));
             }
             sql.push_str(" ORDER BY priority DESC, created_at ASC, rowid ASC");
-            let mut st = tx.prepare(&sql)?;
+            let mut st = tx.prepare_cached(&sql)?;
             let rows = st
                 .query_map(params_from_iter(args), task_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -420,8 +422,9 @@ impl Store {
                 .iter()
                 .map(|s| (s.as_str().to_string(), 0))
                 .collect();
-            let mut st = tx
-                .prepare("SELECT status, COUNT(*) FROM tasks WHERE project = ?1 GROUP BY status")?;
+            let mut st = tx.prepare_cached(
+                "SELECT status, COUNT(*) FROM tasks WHERE project = ?1 GROUP BY status",
+            )?;
             let rows = st.query_map([project], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
             })?;
@@ -443,7 +446,7 @@ impl Store {
     /// unfinished dependency are not counted.)
     pub fn count_ready(&self, project: &str) -> Result<u64> {
         self.read(|tx| {
-            Ok(tx.query_row(
+            Ok(tx.row_cached(
                 "SELECT COUNT(*) FROM tasks t WHERE t.project = ?1 AND t.status = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM json_each(t.depends_on) d
                                    JOIN tasks u ON u.id = d.value WHERE u.status != 'merged')",
@@ -462,7 +465,7 @@ impl Store {
             fail_blocked_forever(tx, project)?;
             let ids: Vec<String> = {
                 // A task waits until every task it depends on is merged.
-                let mut st = tx.prepare(
+                let mut st = tx.prepare_cached(
                     "SELECT t.id FROM tasks t WHERE t.project = ?1 AND t.status = 'pending'
                        AND (t.not_before IS NULL OR t.not_before <= ?3)
                        AND NOT EXISTS (SELECT 1 FROM json_each(t.depends_on) d
@@ -525,7 +528,7 @@ impl Store {
                 Value::Text(id.0.clone()),
             ];
             args.extend(from.iter().map(|s| Value::Text(s.as_str().to_string())));
-            if tx.execute(&sql, params_from_iter(args))? == 0 {
+            if tx.run_cached(&sql, params_from_iter(args))? == 0 {
                 return Ok(false);
             }
             // The IMMEDIATE transaction held the write lock since the read,
@@ -549,7 +552,7 @@ impl Store {
             if !task.status.is_in_flight() {
                 return Ok(false);
             }
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET not_before = ?1 WHERE id = ?2",
                 params![crate::codec::ts(not_before), id.as_str()],
             )?;
@@ -560,7 +563,7 @@ impl Store {
     /// Sets or clears the feedback given to the task's next attempt.
     pub fn set_feedback(&self, id: &TaskId, feedback: Option<&str>) -> Result<()> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = tx.run_cached(
                 "UPDATE tasks SET feedback = ?1, updated_at = ?2 WHERE id = ?3",
                 params![feedback, now(), id.as_str()],
             )?;
@@ -583,7 +586,7 @@ impl Store {
                         .into(),
                 });
             }
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET question = ?1, answer = NULL WHERE id = ?2",
                 params![question, id.as_str()],
             )?;
@@ -619,7 +622,7 @@ impl Store {
                     wanted: "take an answer (only needs_human tasks wait for one)".into(),
                 });
             }
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET answer = ?1 WHERE id = ?2",
                 params![answer, task.id.as_str()],
             )?;
@@ -655,7 +658,7 @@ impl Store {
                     wanted: "be marked failed (it has already finished)".into(),
                 });
             }
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET failure_reason = ?1 WHERE id = ?2",
                 params![reason, id.as_str()],
             )?;
@@ -697,7 +700,7 @@ impl Store {
                     wanted: "be retried (only failed or cancelled tasks can)".into(),
                 });
             }
-            let running: i64 = tx.query_row(
+            let running: i64 = tx.row_cached(
                 "SELECT COUNT(*) FROM attempts WHERE task_id = ?1 AND status = 'running'",
                 [task.id.as_str()],
                 |r| r.get(0),
@@ -709,7 +712,7 @@ impl Store {
                     wanted: "be retried yet (its cancelled attempt is still stopping; try again in a moment)".into(),
                 });
             }
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET failure_reason = NULL, not_before = NULL WHERE id = ?1",
                 [task.id.as_str()],
             )?;
@@ -721,7 +724,7 @@ impl Store {
     /// Adds model usage to the task's totals, by SQL arithmetic.
     pub fn add_task_usage(&self, id: &TaskId, usage: &Usage) -> Result<()> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = tx.run_cached(
                 "UPDATE tasks SET input_tokens = input_tokens + ?1, output_tokens = output_tokens + ?2,
                                   cached_tokens = cached_tokens + ?3, cost_usd = cost_usd + ?4, updated_at = ?5
                  WHERE id = ?6",
@@ -748,7 +751,7 @@ impl Store {
                 // Distinguish "no usage yet" from a misspelt project.
                 load_project(tx, p)?;
             }
-            Ok(tx.query_row(
+            Ok(tx.row_cached(
                 "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
                         COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
                  FROM tasks WHERE ?1 IS NULL OR project = ?1",
@@ -811,7 +814,7 @@ mod tests {
             "pending is not in flight"
         );
         s.write(|tx| {
-            tx.execute("UPDATE tasks SET not_before = ?1", [crate::codec::now()])?;
+            tx.run_cached("UPDATE tasks SET not_before = ?1", [crate::codec::now()])?;
             Ok(())
         })
         .unwrap();
@@ -847,7 +850,7 @@ mod tests {
         assert_eq!(raw.as_deref(), Some("mini-swe-agent"));
         // A row no orch wrote names the column and the value.
         s.write(|tx| {
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET worker = 'cursor' WHERE id = ?1",
                 [plain.id.as_str()],
             )?;
@@ -905,7 +908,7 @@ mod tests {
     /// Inserts a task with a chosen id, for prefix tests.
     fn insert_with_id(s: &Store, id: &str) {
         let conn = s.lock().unwrap();
-        conn.execute(
+        conn.run_cached(
             "INSERT INTO tasks (id, project, title, description, task_type, source, status, created_at, updated_at)
              VALUES (?1, 'p', 't', '', 'code', 'manual', 'pending', ?2, ?2)",
             params![id, now()],
@@ -1271,7 +1274,7 @@ mod tests {
         s.cancel_task(a.id.as_str()).unwrap();
         assert_eq!(s.task(c.id.as_str()).unwrap().status, TaskStatus::Failed);
         s.write(|tx| {
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET failure_reason = 'tests failed' WHERE id = ?1",
                 [d.id.as_str()],
             )?;
@@ -1306,7 +1309,7 @@ mod tests {
         let b = s.add_task(&with_deps("b", &[&a.id])).unwrap();
         // As an older orch or a hand edit would leave it.
         s.write(|tx| {
-            tx.execute(
+            tx.run_cached(
                 "UPDATE tasks SET status = 'failed' WHERE id = ?1",
                 [a.id.as_str()],
             )?;
