@@ -12,12 +12,48 @@ use gix::bstr::ByteSlice;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// Handles kept for reuse at most, and each one's object cache.
+const IDLE_HANDLES: usize = 8;
+const OBJECT_CACHE_BYTES: usize = 1 << 20;
+
 /// A lazily opened, shareable handle on one repository.
 #[derive(Default)]
 pub(crate) struct Reader {
     repo: OnceLock<Option<gix::ThreadSafeRepository>>,
+    /// Handles given back after use. Each keeps its object cache, so the
+    /// commits and trees every attempt reads (main's) come from memory:
+    /// gix maps a loose object's file to read it, and unmapping it again
+    /// interrupts every core the process runs on.
+    idle: std::sync::Mutex<Vec<gix::Repository>>,
     /// Commits ancestry walks have read (see `ancestry`).
     commits: crate::ancestry::Commits,
+}
+
+/// A handle on the repository, back to the reader's pool when dropped.
+pub(crate) struct Handle<'r> {
+    repo: Option<gix::Repository>,
+    idle: &'r std::sync::Mutex<Vec<gix::Repository>>,
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = gix::Repository;
+
+    fn deref(&self) -> &gix::Repository {
+        // Some until drop.
+        self.repo
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a handle is taken only on drop"))
+    }
+}
+
+impl Drop for Handle<'_> {
+    fn drop(&mut self) {
+        if let (Some(repo), Ok(mut idle)) = (self.repo.take(), self.idle.lock()) {
+            if idle.len() < IDLE_HANDLES {
+                idle.push(repo);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Reader {
@@ -41,11 +77,24 @@ impl Holder {
 }
 
 impl Reader {
-    fn repo(&self, path: &Path) -> Option<gix::Repository> {
-        self.repo
-            .get_or_init(|| gix::ThreadSafeRepository::open(path).ok())
-            .as_ref()
-            .map(gix::ThreadSafeRepository::to_thread_local)
+    fn repo(&self, path: &Path) -> Option<Handle<'_>> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let repo = match pooled {
+            Some(repo) => repo,
+            None => {
+                let mut repo = self
+                    .repo
+                    .get_or_init(|| gix::ThreadSafeRepository::open(path).ok())
+                    .as_ref()?
+                    .to_thread_local();
+                repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
+                repo
+            }
+        };
+        Some(Handle {
+            repo: Some(repo),
+            idle: &self.idle,
+        })
     }
 
     /// The full id `spec` (e.g. `main^{commit}`, `<id>^{tree}`) names.
@@ -270,7 +319,9 @@ impl Reader {
     /// at the commit it is on, so it holds no branch. None when gix cannot.
     pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
         self.set_worktree_head(path, record, "orch: park worktree", |wt| {
-            Some(gix::refs::Target::Object(wt.head_id().ok()?.detach()))
+            // The id HEAD's branch holds, not peeled: peeling would read
+            // the commit through a fresh object database for nothing.
+            Some(gix::refs::Target::Object(wt.head().ok()?.id()?.detach()))
         })
     }
 
