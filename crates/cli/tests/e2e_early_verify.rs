@@ -2,7 +2,8 @@
 //! checks run on a snapshot of what the agent wrote; an agent that finishes
 //! without writing again is verified by that run, and the snapshot is what
 //! is committed (not what the checks wrote). A write stops a run under way
-//! and its stale result is never used.
+//! and its stale result is never used; a failed early run is checked again
+//! on the commit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -108,4 +109,22 @@ fn a_write_stops_the_run_under_way_and_its_stale_result_is_not_used() {
     assert_eq!(checks.len(), 1, "{checks:#?}");
     assert_eq!(checks[0]["data"]["passed"], true);
     assert_eq!(fx.main_file("b.txt"), "b");
+}
+
+#[test]
+fn a_check_that_fails_early_is_run_again_on_the_commit() {
+    // Passes only once the change is committed: early, HEAD is the base.
+    let script = vec![
+        turn(0, write("calc.py", CALC_FIXED)),
+        turn(1000, json!([{"name": "list_files", "arguments": {}}])),
+        turn(0, json!([{"name": "finish", "arguments": {"summary": "fixed"}}])),
+    ];
+    let (fx, id) = run_one("git diff --quiet HEAD -- calc.py", "", script);
+    let task = fx.task(&id);
+    assert_eq!(task["task"]["status"], "merged", "{task:#}");
+    assert_eq!(task["task"]["attempts"], 1, "{task:#}");
+    let checks = attempt_checks(&fx, &id);
+    assert_eq!(checks.len(), 1, "{checks:#?}");
+    assert_eq!(checks[0]["data"]["early"], false, "{:#}", checks[0]);
+    assert_eq!(checks[0]["data"]["passed"], true, "{:#}", checks[0]);
 }

@@ -558,7 +558,12 @@ impl Run<'_> {
             .enforce_change_set(self.task, self.attempt.number, &self.worktree, snapshot)
             .await?;
         // A refusal reverted part of the snapshot: its checks do not count.
-        let early_steps = early_steps.filter(|_| refused.is_empty());
+        // Nor does a failure: the early run saw the work uncommitted (HEAD
+        // still at the base), and a check such as `git diff --exit-code`
+        // fails there and passes on the commit. A pass stands.
+        let early_steps = early_steps.filter(|steps| {
+            refused.is_empty() && steps.iter().all(orch_core::StepResult::succeeded)
+        });
         let message = format!(
             "orch: {}\n\nTask: {}\nAttempt: {}\n\n{summary}",
             self.task.title,
