@@ -117,7 +117,10 @@ fn a_check_that_fails_early_is_run_again_on_the_commit() {
     let script = vec![
         turn(0, write("calc.py", CALC_FIXED)),
         turn(1000, json!([{"name": "list_files", "arguments": {}}])),
-        turn(0, json!([{"name": "finish", "arguments": {"summary": "fixed"}}])),
+        turn(
+            0,
+            json!([{"name": "finish", "arguments": {"summary": "fixed"}}]),
+        ),
     ];
     let (fx, id) = run_one("git diff --quiet HEAD -- calc.py", "", script);
     let task = fx.task(&id);
