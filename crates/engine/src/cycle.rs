@@ -96,7 +96,7 @@ pub struct Engine {
     pub(crate) candidate_workers: Vec<Arc<dyn orch_agent::Worker>>,
     /// Set while the merge queue runs a verification (a slow landing).
     pub(crate) slow_merge: crate::merge::SlowMerge,
-    /// Shared by every attempt's early verification (see `early`).
+    /// The permits early verifications share (see `early`).
     pub(crate) early_permits: Arc<tokio::sync::Semaphore>,
 }
 

@@ -163,10 +163,15 @@ impl Drop for EarlyVerify {
     }
 }
 
-/// The pool early runs share: one permit per CPU.
+/// The pool early runs share, across every project of the process (`orch
+/// serve` runs several): one permit per CPU.
 pub(crate) fn permits() -> Arc<Semaphore> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    Arc::new(Semaphore::new(cpus))
+    static POOL: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Arc::new(Semaphore::new(cpus))
+    })
+    .clone()
 }
 
 #[cfg(test)]
