@@ -119,14 +119,18 @@ impl Git {
             live: record.join("index"),
             worktree: dir,
         };
-        // From a copy of the worktree's index: its stat cache spares the add
-        // hashing every unchanged file again.
-        match tokio::fs::copy(&snapshot.live, &snapshot.index).await {
-            Ok(_) => {}
+        // From the worktree's index itself, linked: its stat cache spares
+        // the add hashing every unchanged file again, and the file's own
+        // mtime keeps git's racy-clean check intact (a copy, newer than a
+        // same-size edit made in the same second, would hide that edit).
+        // git writes the snapshot through a lock file and a rename, so the
+        // link is replaced, never written through.
+        match tokio::fs::hard_link(&snapshot.live, &snapshot.index).await {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(GitError::Io {
-                    action: "cannot copy the worktree's index",
+                    action: "cannot link the worktree's index",
                     path: snapshot.live.clone(),
                     source,
                 })
@@ -1252,17 +1256,34 @@ mod tests {
         let wt = wt.canonicalize().unwrap();
         write(&wt, "a.txt", "changed\n");
         write(&wt, "new.txt", "new\n");
+        // Same size, rewritten in place, with the mtime it had: only git's
+        // racy-clean check (an entry as new as the index file itself) sees
+        // this edit, and only if the snapshot starts from an index file as
+        // old as the worktree's, not from a fresh copy of it.
+        let readme = wt.join("docs/readme.md");
+        let tick = std::fs::metadata(&readme).unwrap().modified().unwrap();
+        std::fs::write(&readme, "DOCS\n").unwrap();
+        let set_mtime = |path: &Path| {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            f.set_modified(tick).unwrap();
+        };
+        set_mtime(&readme);
+        set_mtime(&PathBuf::from(git(
+            &wt,
+            &["rev-parse", "--git-path", "index"],
+        )));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         let snapshot = g.snapshot_staged(&wt).await.unwrap();
         // The worktree's own index still differs from the files: the
         // agent's `git diff` shows its work.
-        assert_eq!(git(&wt, &["diff", "--name-only"]), "a.txt");
+        assert_eq!(git(&wt, &["diff", "--name-only"]), "a.txt\ndocs/readme.md");
         assert_eq!(git(&wt, &["diff", "--cached", "--name-only"]), "");
         // Written after the snapshot (say, by a test run): not committed.
         write(&wt, "later.txt", "later\n");
         write(&wt, "a.txt", "changed again\n");
         let staged = g.adopt_staged(snapshot).await.unwrap();
         let paths: Vec<&str> = staged.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, ["a.txt", "new.txt"]);
+        assert_eq!(paths, ["a.txt", "docs/readme.md", "new.txt"]);
         let id = g
             .commit_staged(&wt, "orch: snapshot")
             .await
