@@ -190,18 +190,7 @@ mod tests {
         git(&repo, &["init", "-q", "-b", "main"]);
         write(&repo, "README.md", "r\n");
         git(&repo, &["add", "-A"]);
-        git(
-            &repo,
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                "first",
-            ],
-        );
+        git(&repo, &["commit", "-qm", "first"]);
         let g = Git::open(&repo).await.unwrap();
         let wt = tmp.path().join("wt");
         g.worktree_add(&wt, "orch/t", "main").await.unwrap();
