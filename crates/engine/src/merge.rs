@@ -205,7 +205,7 @@ impl Engine {
                     }
                 }
             }
-            let ids: Vec<TaskId> = batch.iter().map(|t| t.id.clone()).collect();
+            let ids = ids_of(&batch);
             self.requeue(
                 &ids,
                 &format!(
