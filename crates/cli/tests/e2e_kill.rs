@@ -15,7 +15,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use orch_testkit::procs::processes_matching;
+use orch_testkit::procs::{processes_matching, processes_running};
 
 /// cgroup directories named `orch-<pid>-…` (the per-command cgroups of the
 /// orch process `pid`), anywhere under /sys/fs/cgroup.
@@ -105,9 +105,9 @@ fn one_second_after_kill_9_nothing_of_orchs_tree_runs_and_its_cgroups_are_gone()
         marker: marker.clone(),
     };
 
-    // Five sleeps, and the shell and subshell whose command lines name them.
+    // Five sleeps (the shells and bwrap name them in their arguments too).
     let deadline = Instant::now() + Duration::from_secs(120);
-    while processes_matching(&format!("sleep {marker}")).len() < 7 {
+    while processes_running(&format!("sleep {marker}")).len() < 5 {
         if let Some(status) = cleanup.orch.try_wait().unwrap() {
             panic!("orch ended ({status}) before the tree ran");
         }
@@ -177,8 +177,11 @@ fn cgroups_left_by_a_killed_orch_and_guardian_are_removed_by_the_next_start() {
         orch,
         marker: marker.clone(),
     };
+    // The sleep itself, not bwrap, whose arguments name it too: until bwrap's
+    // child has set its own parent-death signal, only the guardian (killed
+    // below) would stop it.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while processes_matching(&format!("sleep {marker}")).is_empty() {
+    while processes_running(&format!("sleep {marker}")).is_empty() {
         assert!(Instant::now() < deadline, "the command never started");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -4,6 +4,23 @@
 /// Live (non-zombie) processes, other than this one, whose command line
 /// (arguments joined by spaces) contains `needle`.
 pub fn processes_matching(needle: &str) -> Vec<i32> {
+    processes_where(|cmdline| cmdline.contains(needle))
+}
+
+/// Live processes whose command line (arguments joined by spaces, the
+/// program by its file name: `/usr/bin/sleep 5` is `sleep 5`) is exactly
+/// `command`: the program itself, not a wrapper such as bwrap or `sh -c`
+/// whose arguments merely name it.
+pub fn processes_running(command: &str) -> Vec<i32> {
+    processes_where(|cmdline| {
+        let cmdline = cmdline.trim_end();
+        let program_end = cmdline.find(' ').unwrap_or(cmdline.len());
+        let name_start = cmdline[..program_end].rfind('/').map_or(0, |i| i + 1);
+        &cmdline[name_start..] == command
+    })
+}
+
+fn processes_where(wanted: impl Fn(&str) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -27,7 +44,7 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
             .iter()
             .map(|&b| if b == 0 { b' ' } else { b })
             .collect();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
+        if wanted(&String::from_utf8_lossy(&cmdline)) {
             found.push(pid);
         }
     }
@@ -59,5 +76,29 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(processes_matching(&marker).is_empty());
+    }
+
+    #[test]
+    fn a_running_program_is_told_from_the_shell_that_names_it() {
+        let command = format!("sleep {}", 40_000_000 + std::process::id());
+        // `; true` keeps the shell from exec'ing sleep in its place.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", &format!("{command}; true")])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while processes_running(&command).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "sleep never ran");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(processes_matching(&command).len(), 2, "the shell and sleep");
+        let sleep = processes_running(&command);
+        assert_eq!(sleep.len(), 1);
+        assert_ne!(sleep[0], shell.id() as i32);
+        shell.kill().unwrap();
+        shell.wait().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &sleep[0].to_string()])
+            .status();
     }
 }
