@@ -103,10 +103,13 @@ impl Git {
             return Ok(());
         }
         let _lock = self.lock.acquire().await?;
-        for p in parked {
-            self.worktree_remove_locked(&p.dir).await?;
-        }
-        Ok(())
+        // All at once: removal is file deletion, which the blocking pool
+        // spreads over the CPUs, and the run waits for it before it ends.
+        let removals = parked.iter().map(|p| self.worktree_remove_locked(&p.dir));
+        futures_util::future::join_all(removals)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Moves a parked worktree to `dir` (which must not exist) and returns
