@@ -9,6 +9,7 @@ mod create;
 mod lock;
 mod pool;
 mod reader;
+mod register;
 mod stat;
 mod tidy;
 
@@ -531,6 +532,14 @@ impl Git {
         let commit = commit.unwrap_or_default();
         if let Some(record) = self.take_parked_locked(dir) {
             return Ok(Some(Fill::Parked { commit, record }));
+        }
+        let head = match branch {
+            Some(b) => register::Head::Branch(b),
+            None => register::Head::Detached(&commit),
+        };
+        let common = self.reader.plain_worktree_records(&self.repo);
+        if common.is_some_and(|c| register::linked_worktree(&c, dir, &head).is_some()) {
+            return Ok(Some(Fill::Fresh));
         }
         let target = branch.unwrap_or(commit.as_str());
         let mut args = vec!["worktree", "add", "--no-checkout"];

@@ -81,7 +81,7 @@ impl Pool {
 
 /// Points git's record and the worktree's `.git` file at each other for a
 /// worktree now at `dir`.
-fn relink(record: &Path, dir: &Path) -> std::io::Result<()> {
+pub(crate) fn relink(record: &Path, dir: &Path) -> std::io::Result<()> {
     std::fs::write(
         record.join("gitdir"),
         format!("{}\n", dir.join(".git").display()),
@@ -162,11 +162,7 @@ impl Git {
         let Some(branch) = branch else {
             return Ok(());
         };
-        if self
-            .reader
-            .attach_head(&self.repo, record, branch)
-            .is_some()
-        {
+        if self.reader.attach_head(record, branch).is_some() {
             return Ok(());
         }
         self.ok_with(

@@ -127,6 +127,27 @@ impl Reader {
         ))
     }
 
+    /// The common dir when git's worktree records are plain (no
+    /// per-worktree configuration, absolute paths, refs in files), so they can be written
+    /// in-process (see `register`); None otherwise.
+    pub(crate) fn plain_worktree_records(&self, path: &Path) -> Option<PathBuf> {
+        let repo = self.repo(path)?;
+        let config = repo.config_snapshot();
+        let set = |key: &str| config.string(key).is_some();
+        // A reftable repository keeps HEAD in its tables, not in a file.
+        let keys = [
+            "extensions.worktreeConfig",
+            "worktree.useRelativePaths",
+            "extensions.refStorage",
+        ];
+        if keys.iter().any(|k| set(k)) {
+            return None;
+        }
+        Some(crate::normalize(
+            &repo.current_dir().join(repo.common_dir()),
+        ))
+    }
+
     /// `git symbolic-ref --short -q HEAD` when HEAD names an existing local
     /// branch whose short name nothing else claims (git would print
     /// `heads/<name>` if a tag or another ref had that name). None
@@ -315,65 +336,46 @@ impl Reader {
         repo.edit_references(edits).ok().map(|_| ())
     }
 
-    /// Detaches HEAD of the linked worktree whose git record is `record`
-    /// at the commit it is on, so it holds no branch. None when gix cannot.
-    pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
-        self.set_worktree_head(path, record, "orch: park worktree", |wt| {
-            // The id HEAD's branch holds, not peeled: peeling would read
-            // the commit through a fresh object database for nothing.
-            Some(gix::refs::Target::Object(wt.head().ok()?.id()?.detach()))
-        })
-    }
-
-    /// Points HEAD of the linked worktree whose git record is `record` at
-    /// what `target` answers for it, with a reflog entry. None when gix
-    /// cannot.
-    fn set_worktree_head(
-        &self,
-        path: &Path,
-        record: &Path,
-        message: &str,
-        target: impl FnOnce(&gix::Repository) -> Option<gix::refs::Target>,
-    ) -> Option<()> {
-        use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
-        let repo = self.repo(path)?;
-        let proxy = repo
-            .worktrees()
-            .ok()?
-            .into_iter()
-            .find(|p| p.git_dir() == record)?;
-        let wt = proxy.into_repo_with_possibly_inaccessible_worktree().ok()?;
-        let edit = RefEdit {
-            change: Change::Update {
-                log: LogChange {
-                    mode: RefLog::AndReference,
-                    force_create_reflog: false,
-                    message: message.into(),
-                },
-                expected: PreviousValue::Any,
-                new: target(&wt)?,
-            },
-            name: "HEAD".try_into().ok()?,
-            deref: false,
-        };
-        wt.edit_reference(edit).ok().map(|_| ())
-    }
-
     /// `git diff --stat base head`, computed in-process (see `stat`).
     pub(crate) fn diff_stat(&self, path: &Path, base: &str, head: &str) -> Option<String> {
         let repo = self.repo(path)?;
         crate::stat::files(&repo, base, head).map(|f| crate::stat::render(&f))
     }
 
+    /// Detaches HEAD of the linked worktree whose git record is `record`
+    /// at the commit its branch holds (not peeled), so it holds no branch.
+    /// HEAD is rewritten as a file (see `register::write_head`) and the
+    /// branch read through the shared handle: opening the worktree as a
+    /// repository of its own (its configuration, its refs) cost more than
+    /// the rest of parking, and parking holds the worktree lock. None when
+    /// HEAD is not a plain branch or detached id.
+    pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
+        let text = read_small_file(&record.join("HEAD"))?;
+        let head = text.trim_end();
+        let Some(name) = head.strip_prefix("ref: ") else {
+            // Already detached.
+            return gix::ObjectId::from_hex(head.as_bytes()).ok().map(|_| ());
+        };
+        if !name.starts_with("refs/heads/") {
+            return None;
+        }
+        let repo = self.repo(path)?;
+        let id = repo
+            .try_find_reference(name)
+            .ok()??
+            .target()
+            .try_id()?
+            .to_owned();
+        let id = id.to_string();
+        crate::register::write_head(record, &crate::register::Head::Detached(&id)).ok()
+    }
+
     /// Points HEAD of the linked worktree whose git record is `record` at
     /// the branch `branch` (a symbolic ref, as a checkout of it leaves).
-    /// None when gix cannot.
-    pub(crate) fn attach_head(&self, path: &Path, record: &Path, branch: &str) -> Option<()> {
-        let message = format!("orch: worktree on {branch}");
-        self.set_worktree_head(path, record, &message, |_| {
-            let name: gix::refs::FullName = format!("refs/heads/{branch}").try_into().ok()?;
-            Some(gix::refs::Target::Symbolic(name))
-        })
+    /// None when `branch` is not a valid branch name or the write failed.
+    pub(crate) fn attach_head(&self, record: &Path, branch: &str) -> Option<()> {
+        let _: gix::refs::FullName = format!("refs/heads/{branch}").try_into().ok()?;
+        crate::register::write_head(record, &crate::register::Head::Branch(branch)).ok()
     }
 
     /// The tree of merging `theirs` into `ours`, written to the object

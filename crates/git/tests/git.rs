@@ -167,6 +167,116 @@ async fn worktrees_add_list_remove() {
     assert!(g.delete_branches(&["main"]).await.is_err());
 }
 
+/// Whether git's own `worktree add` wrote the record of `wt`: its HEAD's
+/// reflog then begins with the HEAD's creation (from the null id), where
+/// orch's in-process registration leaves only the `reset --hard` after it.
+fn added_by_the_cli(r: &Repo, wt: &Path) -> bool {
+    let text = read(wt, ".git");
+    let record = PathBuf::from(text.trim().strip_prefix("gitdir: ").unwrap());
+    assert!(record.starts_with(r.path.join(".git/worktrees")), "{text}");
+    let reflog = std::fs::read_to_string(record.join("logs/HEAD")).unwrap_or_default();
+    reflog.starts_with(&"0".repeat(40))
+}
+
+#[tokio::test]
+async fn worktrees_registered_in_process_are_ones_git_itself_agrees_with() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    let base = g.rev_parse("main").await.unwrap();
+    // Two directories with the same name: git's records get a counter.
+    let (one, two) = (r.wt_root.join("a/w"), r.wt_root.join("b/w"));
+    g.worktree_add(&one, "orch/one", "main").await.unwrap();
+    g.worktree_add_detached(&two, &base).await.unwrap();
+    assert!(!added_by_the_cli(&r, &one) && !added_by_the_cli(&r, &two));
+    let records = git(&r.path, &["rev-parse", "--git-common-dir"]);
+    let records = r.path.join(records).join("worktrees");
+    assert!(records.join("w").is_dir() && records.join("w1").is_dir());
+    // No record is left marked locked, and prune keeps both.
+    assert!(!records.join("w/locked").exists() && !records.join("w1/locked").exists());
+    git(&r.path, &["worktree", "prune"]);
+    let listed = git(&r.path, &["worktree", "list", "--porcelain"]);
+    let one_real = one.canonicalize().unwrap();
+    let two_real = two.canonicalize().unwrap();
+    assert!(
+        listed.contains(&format!(
+            "worktree {}\nHEAD {base}\nbranch refs/heads/orch/one",
+            one_real.display()
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "worktree {}\nHEAD {base}\ndetached",
+            two_real.display()
+        )),
+        "{listed}"
+    );
+    // Each is a complete, clean checkout git works in.
+    for wt in [&one, &two] {
+        assert_eq!(read(wt, "a.txt"), "one\n");
+        assert_eq!(git(wt, &["status", "--porcelain"]), "");
+    }
+    assert_eq!(git(&one, &["symbolic-ref", "HEAD"]), "refs/heads/orch/one");
+    write(&one, "b.txt", "two\n");
+    git(&one, &["add", "b.txt"]);
+    git(&one, &["commit", "-q", "-m", "second"]);
+    assert_eq!(
+        git(&r.path, &["rev-parse", "orch/one"]),
+        git(&one, &["rev-parse", "HEAD"])
+    );
+    // git refuses a second checkout of the branch, and removes them both.
+    let again = std::process::Command::new("git")
+        .args(["worktree", "add", "../again", "orch/one"])
+        .current_dir(&r.path)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    git(
+        &r.path,
+        &["worktree", "remove", "--force", one.to_str().unwrap()],
+    );
+    git(&r.path, &["worktree", "remove", two.to_str().unwrap()]);
+    assert!(!one.exists() && !two.exists());
+    assert_eq!(g.worktrees().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unusual_worktree_records_are_left_to_git() {
+    let r = repo();
+    let g = Git::open(&r.path).await.unwrap();
+    // A record naming a directory deleted behind git's back: git's add
+    // wants it pruned first, and the path ends up listed once.
+    let stale = r.wt_root.join("stale");
+    git(
+        &r.path,
+        &["worktree", "add", "-q", "--detach", stale.to_str().unwrap()],
+    );
+    std::fs::remove_dir_all(&stale).unwrap();
+    g.worktree_add(&stale, "orch/stale", "main").await.unwrap();
+    assert!(added_by_the_cli(&r, &stale));
+    let listed = git(&r.path, &["worktree", "list", "--porcelain"]);
+    let real = stale.canonicalize().unwrap();
+    assert_eq!(
+        listed
+            .matches(&format!("worktree {}\n", real.display()))
+            .count(),
+        1,
+        "{listed}"
+    );
+    // A name git would rewrite, and relative worktree paths.
+    let odd = r.wt_root.join("with space");
+    g.worktree_add(&odd, "orch/odd", "main").await.unwrap();
+    assert!(added_by_the_cli(&r, &odd));
+    git(&r.path, &["config", "worktree.useRelativePaths", "true"]);
+    let g = Git::open(&r.path).await.unwrap();
+    let relative = r.wt_root.join("relative");
+    g.worktree_add(&relative, "orch/relative", "main")
+        .await
+        .unwrap();
+    assert!(added_by_the_cli(&r, &relative));
+    assert_eq!(read(&relative, "a.txt"), "one\n");
+}
+
 #[tokio::test]
 async fn worktree_add_refuses_to_delete_a_foreign_directory() {
     let r = repo();

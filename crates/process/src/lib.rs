@@ -441,7 +441,7 @@ pub async fn run(spec: ProcessSpec) -> Result<ProcessOutput, ProcessError> {
     }
 
     let started = Instant::now();
-    // From the long-lived spawner thread, with a parent-death signal.
+    // From a long-lived spawner thread, with a parent-death signal.
     let mut child = reaper::spawn(cmd, !finish_if_orch_dies)
         .await
         .map_err(|source| ProcessError::Spawn {
@@ -711,6 +711,32 @@ mod tests {
             matches!(&err, ProcessError::Spawn { source, .. } if source.raw_os_error() == Some(libc::EACCES)),
             "{err}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_slow_to_exec_does_not_hold_up_other_spawns() {
+        // SAFETY: one raw syscall (nanosleep) on a value on the stack.
+        let slow = unsafe {
+            PreExec::new(|| {
+                let pause = libc::timespec {
+                    tv_sec: 2,
+                    tv_nsec: 0,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                Ok(())
+            })
+        };
+        let slow_run = tokio::spawn(run(ProcessSpec::new("true").pre_exec(slow)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The other spawns go through other spawner threads meanwhile.
+        let started = Instant::now();
+        for _ in 0..3 {
+            run(ProcessSpec::new("true")).await.unwrap();
+        }
+        let quick = started.elapsed();
+        assert!(!slow_run.is_finished(), "the slow child exec'd too early");
+        slow_run.await.unwrap().unwrap();
+        assert!(quick < Duration::from_millis(1500), "{quick:?}");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! 1. **A parent-death signal.** Every child is spawned with
 //!    `PR_SET_PDEATHSIG(SIGKILL)`, so the kernel kills it the moment orch
 //!    dies. The kernel sends that signal when the *thread* that forked the
-//!    child exits, not the process, so every spawn happens on one dedicated
-//!    thread that lives as long as the process (a tokio worker or blocking
-//!    thread may exit while its children still run). For bwrap the direct
+//!    child exits, not the process, so every spawn happens on one of a few
+//!    dedicated threads that live as long as the process (a tokio worker or
+//!    blocking thread may exit while its children still run). For bwrap the direct
 //!    child is bwrap itself; its `--die-with-parent` and PID namespace take
 //!    everything inside with it.
 //! 2. **A guardian process.** The signal reaches only the direct child;
@@ -279,32 +279,54 @@ fn spawn_guardian() -> io::Result<(OwnedFd, std::process::Child)> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The thread every child is forked from (see the module docs). None when
-/// it could not be started; children are then forked where they are asked
+/// Threads children are forked from. A spawn holds its thread until the
+/// child has exec'd, and a sandboxed child joins its cgroups first, which
+/// waits on the kernel (milliseconds on cgroup v1); with one thread, 64
+/// workers starting at once queued behind each other for most of a model
+/// answer.
+const SPAWNER_THREADS: usize = 4;
+
+/// The threads every child is forked from (see the module docs). None when
+/// none could be started; children are then forked where they are asked
 /// for, without a parent-death signal.
 fn spawner() -> Option<&'static mpsc::Sender<Job>> {
     static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
     SPAWNER
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
-            let started = std::thread::Builder::new()
-                .name("orch-spawner".into())
-                .spawn(move || {
-                    for job in rx {
-                        // A panicking spawn fails that request (its reply
-                        // is dropped), never the thread every spawn needs.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                    }
-                });
-            match started {
-                Ok(_) => Some(tx),
-                Err(e) => {
-                    tracing::warn!("cannot start the spawner thread: {e}; children of a killed orch are then cleaned up by the guardian only");
-                    None
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            let mut started = 0;
+            for i in 0..SPAWNER_THREADS {
+                let rx = rx.clone();
+                match std::thread::Builder::new()
+                    .name(format!("orch-spawner-{i}"))
+                    .spawn(move || serve_spawns(&rx))
+                {
+                    Ok(_) => started += 1,
+                    Err(e) => tracing::warn!("cannot start a spawner thread: {e}"),
                 }
             }
+            if started == 0 {
+                tracing::warn!("no spawner thread could start; children of a killed orch are then cleaned up by the guardian only");
+                return None;
+            }
+            Some(tx)
         })
         .as_ref()
+}
+
+/// A spawner thread's loop: one job at a time, for the life of the process.
+fn serve_spawns(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only to take a job, never while running one.
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // A panicking spawn fails that request (its reply is dropped),
+        // never the thread spawns need.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
 }
 
 /// Sets the parent-death signal in a forked child. Async-signal-safe: two
@@ -331,7 +353,7 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Spawns `cmd` from the spawner thread, with a parent-death signal when
+/// Spawns `cmd` from a spawner thread, with a parent-death signal when
 /// `dies_with_orch`. If the caller stops waiting before the child exists,
 /// the child's group is killed at once.
 pub(crate) async fn spawn(
@@ -364,7 +386,7 @@ pub(crate) async fn spawn(
     });
     spawner
         .send(job)
-        .map_err(|_| io::Error::other("orch's spawner thread is gone"))?;
+        .map_err(|_| io::Error::other("orch's spawner threads are gone"))?;
     answer
         .await
         .map_err(|_| io::Error::other("orch's spawner thread dropped a spawn request"))?
