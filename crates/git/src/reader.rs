@@ -128,8 +128,8 @@ impl Reader {
     }
 
     /// The common dir when git's worktree records are plain (no
-    /// per-worktree configuration, absolute paths, refs in files), so they can be written
-    /// in-process (see `register`); None otherwise.
+    /// per-worktree configuration, absolute paths, refs in files), so they
+    /// can be written in-process (see `register`); None otherwise.
     pub(crate) fn plain_worktree_records(&self, path: &Path) -> Option<PathBuf> {
         let repo = self.repo(path)?;
         let config = repo.config_snapshot();
