@@ -49,27 +49,26 @@ impl Bus {
         rx
     }
 
-    /// Broadcasts the events committed since the last call (from this
-    /// handle or, through the shared file, any other). Nothing is read while
-    /// nobody listens.
-    pub(crate) fn publish_new(&self, conn: &Connection) {
-        if self.sender.receiver_count() == 0 {
-            return;
-        }
+    /// Broadcasts the events committed since the last call: `written`,
+    /// the ones this write inserted, when they follow the last published
+    /// event directly; otherwise (another handle or process wrote in
+    /// between, or this write inserted none) what the table holds after
+    /// it. Nothing is read while nobody listens.
+    pub(crate) fn publish(&self, conn: &Connection, written: Vec<Event>) {
         let mut published = self
             .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if self.sender.receiver_count() == 0 {
+            // The next subscriber starts from the table as it is then.
+            *published = None;
+            return;
+        }
         let after = published.unwrap_or_else(|| max_id(conn));
-        let fresh: Vec<Event> = conn
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id"
-            ))
-            .and_then(|mut st| st.query_map([after], event_from_row)?.collect())
-            .unwrap_or_else(|e| {
-                tracing::warn!("event bus cannot read new events: {e}");
-                Vec::new()
-            });
+        let fresh = match written.first() {
+            Some(first) if first.id == after + 1 => written,
+            _ => read_after(conn, after),
+        };
         if let Some(last) = fresh.last() {
             *published = Some(last.id);
         }
@@ -78,6 +77,18 @@ impl Bus {
             let _ = self.sender.send(event);
         }
     }
+}
+
+/// Every event with an id above `after`, in order.
+fn read_after(conn: &Connection, after: i64) -> Vec<Event> {
+    conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id"
+    ))
+    .and_then(|mut st| st.query_map([after], event_from_row)?.collect())
+    .unwrap_or_else(|e| {
+        tracing::warn!("event bus cannot read new events: {e}");
+        Vec::new()
+    })
 }
 
 impl crate::Store {
@@ -91,8 +102,9 @@ impl crate::Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::Store;
+    use crate::{EventFilter, Store};
     use orch_core::NewTask;
+    use orch_protocol::Event;
     use orch_protocol::EventKind;
 
     #[test]
@@ -131,5 +143,65 @@ mod tests {
             )
             .is_ok());
         assert!(rx.try_recv().is_err());
+    }
+
+    fn warning(message: &str) -> Event {
+        Event::new("p", orch_protocol::Warning::default(), message)
+    }
+
+    fn drain(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn published_events_are_the_stored_rows_secrets_redacted() {
+        orch_core::redact::register("sk-bus-test-secret-0042");
+        let s = Store::open_in_memory().unwrap();
+        let mut rx = s.subscribe().unwrap();
+        s.record(&warning("token sk-bus-test-secret-0042 leaked"))
+            .unwrap();
+        let stored = s.events(&EventFilter::default()).unwrap();
+        let published = drain(&mut rx);
+        assert_eq!(published, stored);
+        assert!(!published[0].message.contains("sk-bus-test"));
+    }
+
+    #[test]
+    fn events_another_handle_wrote_are_published_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orch.db");
+        let (a, b) = (Store::open(&path).unwrap(), Store::open(&path).unwrap());
+        let mut rx = a.subscribe().unwrap();
+        b.record(&warning("from b")).unwrap();
+        a.record(&warning("from a")).unwrap();
+        let messages: Vec<String> = drain(&mut rx).into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, ["from b", "from a"]);
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_nothing_from_before_it_subscribed() {
+        let s = Store::open_in_memory().unwrap();
+        let first = s.subscribe().unwrap();
+        s.record(&warning("seen by the first")).unwrap();
+        drop(first);
+        s.record(&warning("nobody listening")).unwrap();
+        let mut late = s.subscribe().unwrap();
+        s.record(&warning("after")).unwrap();
+        let messages: Vec<String> = drain(&mut late).into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, ["after"]);
+    }
+
+    #[test]
+    fn a_failed_write_publishes_nothing_and_the_next_publishes_only_its_own() {
+        let s = Store::open_in_memory().unwrap();
+        let mut rx = s.subscribe().unwrap();
+        let failed: crate::Result<()> = s.write(|tx| {
+            crate::codec::insert_event(tx, &warning("rolled back"))?;
+            Err(crate::StateError::Invalid("no".into()))
+        });
+        assert!(failed.is_err());
+        s.record(&warning("kept")).unwrap();
+        let messages: Vec<String> = drain(&mut rx).into_iter().map(|e| e.message).collect();
+        assert_eq!(messages, ["kept"]);
     }
 }

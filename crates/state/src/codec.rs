@@ -172,11 +172,13 @@ pub fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
 ///
 /// Every event is redacted here, on its way into the database, so no
 /// emitter can forget to: the message and every string in the payload.
+/// The event as stored is also kept for [`take_written`], so the bus
+/// publishes it after the commit without reading it back.
 pub fn insert_event(conn: &Connection, event: &Event) -> Result<i64> {
     let mut data = event.data_json();
     orch_core::redact::redact_json(&mut data);
     let message = orch_core::redact::redact(&event.message);
-    let data = serde_json::to_string(&data)
+    let text = serde_json::to_string(&data)
         .map_err(|e| crate::StateError::Invalid(format!("event data is not serialisable: {e}")))?;
     conn.run_cached(
         "INSERT INTO events (at, project, task_id, kind, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -186,10 +188,51 @@ pub fn insert_event(conn: &Connection, event: &Event) -> Result<i64> {
             event.task_id,
             event.kind().as_str(),
             message,
-            data
+            text
         ],
     )?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    // Decoded from the redacted data, exactly as a read of the row would.
+    if let Ok(payload) = Event::payload_from_parts(event.kind().as_str(), data) {
+        let stored = Event {
+            id,
+            at: stored_time(event.at),
+            project: event.project.clone(),
+            task_id: event.task_id.clone(),
+            message: message.into_owned(),
+            payload,
+        };
+        WRITTEN.with(|w| w.borrow_mut().push(stored));
+    }
+    Ok(id)
+}
+
+/// `at` as a read of its stored text gives it back: to the microsecond.
+fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    at.with_nanosecond(at.nanosecond() / 1000 * 1000)
+        .unwrap_or(at)
+}
+
+thread_local! {
+    /// Events inserted on this thread by writes not yet committed or
+    /// discarded; a write's own start at [`written_mark`].
+    static WRITTEN: std::cell::RefCell<Vec<Event>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where the events of a write about to start will begin.
+pub fn written_mark() -> usize {
+    WRITTEN.with(|w| w.borrow().len())
+}
+
+/// The events inserted since `mark` (by a write that ended), in order;
+/// they are forgotten either way.
+pub fn take_written(mark: usize) -> Vec<Event> {
+    WRITTEN.with(|w| {
+        let mut w = w.borrow_mut();
+        let from = mark.min(w.len());
+        w.split_off(from)
+    })
 }
 
 /// Serialises an optional JSON value for a TEXT column.

@@ -164,11 +164,19 @@ impl Store {
 
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let mark = codec::written_mark();
+        let done = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StateError::from)
+            .and_then(|tx| {
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            });
+        let written = codec::take_written(mark);
+        let out = done?;
         // After the commit, so followers only ever see durable events.
-        self.bus.publish_new(&conn);
+        self.bus.publish(&conn, written);
         Ok(out)
     }
 
