@@ -91,7 +91,8 @@ impl Git {
         message: &str,
     ) -> Result<Option<String>, GitError> {
         let (dir, text) = (worktree.to_path_buf(), message.to_string());
-        match in_blocking(move || commit_in_process(&dir, &text)).await {
+        let prepared = self.prepared.take(&crate::normalize(worktree));
+        match in_blocking(move || commit_in_process(&dir, &text, prepared)).await {
             Some(done) => Ok(done),
             None => self.commit_cli(worktree, message).await,
         }
@@ -114,10 +115,11 @@ impl Git {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             })?;
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let snapshot = StagedSnapshot {
+        let mut snapshot = StagedSnapshot {
             index: record.join(format!("orch-snapshot-{}-{n}.index", std::process::id())),
             live: record.join("index"),
             worktree: dir,
+            prepared: None,
         };
         // From the worktree's index itself, linked: its stat cache spares
         // the add hashing every unchanged file again, and the file's own
@@ -139,6 +141,10 @@ impl Git {
         let mut add = vec!["add", "-A", "--", "."];
         add.extend(EXCLUDED_FROM_COMMITS);
         self.ok_in_index(worktree, &add, &snapshot.index).await?;
+        // While nothing waits on it: the tree the commit will need, and
+        // what it changes.
+        let (dir, index) = (snapshot.worktree.clone(), snapshot.index.clone());
+        snapshot.prepared = in_blocking(move || prepare(&dir, &index)).await;
         Ok(snapshot)
     }
 
@@ -146,7 +152,7 @@ impl Git {
     /// is staged relative to HEAD, as [`Self::stage_all`] does.
     pub async fn adopt_staged(
         &self,
-        snapshot: StagedSnapshot,
+        mut snapshot: StagedSnapshot,
     ) -> Result<Vec<WorktreeChange>, GitError> {
         tokio::fs::rename(&snapshot.index, &snapshot.live)
             .await
@@ -155,7 +161,24 @@ impl Git {
                 path: snapshot.index.clone(),
                 source,
             })?;
-        self.staged_now(&snapshot.worktree).await
+        // The rename keeps the file, so its stamp still matches unless
+        // something replaced the index since; HEAD must not have moved.
+        let record = snapshot.live.parent().map(Path::to_path_buf);
+        let still = |p: &Prepared| {
+            IndexStamp::of(&snapshot.live) == Some(p.stamp)
+                && record
+                    .as_deref()
+                    .and_then(|r| self.reader.worktree_head(&self.repo, r))
+                    == Some(p.head)
+        };
+        match snapshot.prepared.take().filter(still) {
+            Some(prepared) => {
+                let changes = prepared.changes.clone();
+                self.prepared.keep(&snapshot.worktree, prepared);
+                Ok(changes)
+            }
+            None => self.staged_now(&snapshot.worktree).await,
+        }
     }
 
     /// What is staged in `worktree` relative to HEAD, sorted by path.
@@ -232,6 +255,84 @@ pub struct StagedSnapshot {
     /// The worktree's own index, which adoption replaces.
     live: PathBuf,
     worktree: PathBuf,
+    /// Its tree and changes, when gix could work them out.
+    prepared: Option<Prepared>,
+}
+
+/// A snapshot index's tree (written to the object store) and its changes
+/// against the HEAD it was staged on, worked out while the model thought,
+/// so that the attempt's end neither lists nor writes them again.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    head: ObjectId,
+    tree: ObjectId,
+    changes: Vec<WorktreeChange>,
+    /// The index file they were read from.
+    stamp: IndexStamp,
+}
+
+/// Which index file, in which state: git never writes an index in place
+/// (it writes `index.lock` and renames it over), so any change to the
+/// index is a different file, and a rename keeps the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl IndexStamp {
+    fn of(path: &Path) -> Option<IndexStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(IndexStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+/// The prepared trees of adopted snapshots, by worktree, until their commit.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedTrees(std::sync::Mutex<HashMap<PathBuf, Prepared>>);
+
+impl PreparedTrees {
+    fn keep(&self, worktree: &Path, prepared: Prepared) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(worktree.to_path_buf(), prepared);
+        }
+    }
+
+    fn take(&self, worktree: &Path) -> Option<Prepared> {
+        self.0.lock().ok()?.remove(worktree)
+    }
+}
+
+/// The tree of the index file `index_path` for the worktree at `worktree`,
+/// written as `git write-tree` would, and what it changes against HEAD.
+/// None when gix should not answer (as for [`staged`] and the commit).
+fn prepare(worktree: &Path, index_path: &Path) -> Option<Prepared> {
+    let repo = open(worktree)?;
+    let head = head(&repo)?;
+    let stamp = IndexStamp::of(index_path)?;
+    let file = gix::index::File::at(index_path, repo.object_hash(), false, Default::default());
+    let index = plain(file.ok()?)?;
+    let gitlink = gix::index::entry::Mode::COMMIT;
+    if index.entries().iter().any(|e| e.mode == gitlink) {
+        return None;
+    }
+    let mut walk = Walk::new(&repo, &index, true);
+    let tree = walk.dir(b"", index.entries(), Some(head.tree), index.tree())?;
+    // Read whole and unchanged: nothing replaced it meanwhile.
+    (IndexStamp::of(index_path)? == stamp).then(|| Prepared {
+        head: head.commit,
+        tree,
+        changes: walk.into_changes(),
+        stamp,
+    })
 }
 
 impl Drop for StagedSnapshot {
@@ -290,8 +391,12 @@ fn head(repo: &gix::Repository) -> Option<Head> {
 /// gitlink with a canonical mode: no conflicts, no intent-to-add or
 /// skip-worktree entries, not sparse, not split.
 fn plain_index(repo: &gix::Repository) -> Option<gix::index::File> {
+    plain(repo.open_index().ok()?)
+}
+
+/// `index` when it is plain (see [`plain_index`]).
+fn plain(index: gix::index::File) -> Option<gix::index::File> {
     use gix::index::entry::Flags;
-    let index = repo.open_index().ok()?;
     let plain = !index.is_sparse()
         && index.link().is_none()
         && index.entries().iter().all(|e| {
@@ -335,15 +440,27 @@ pub(crate) fn staged_in(repo: &gix::Repository) -> Option<Vec<WorktreeChange>> {
 /// `git commit --no-verify -m message` of `worktree`'s index as orch, done
 /// in-process: `Some(None)` when the index holds HEAD's tree, `Some(id)`
 /// for the new commit, None when the CLI should do it.
-fn commit_in_process(worktree: &Path, message: &str) -> Option<Option<String>> {
+fn commit_in_process(
+    worktree: &Path,
+    message: &str,
+    prepared: Option<Prepared>,
+) -> Option<Option<String>> {
     let repo = open(worktree)?;
     if !plain_commit(&repo) {
         return None;
     }
     let start = head(&repo)?;
-    let index = plain_index(&repo)?;
-    let mut walk = Walk::new(&repo, &index, true);
-    let tree = walk.dir(b"", index.entries(), Some(start.tree), index.tree())?;
+    // The prepared tree stands while HEAD and the index are the ones it
+    // was read from.
+    let index_now = IndexStamp::of(&repo.index_path());
+    let tree = match prepared.filter(|p| p.head == start.commit && index_now == Some(p.stamp)) {
+        Some(p) => p.tree,
+        None => {
+            let index = plain_index(&repo)?;
+            let mut walk = Walk::new(&repo, &index, true);
+            walk.dir(b"", index.entries(), Some(start.tree), index.tree())?
+        }
+    };
     if tree == start.tree {
         return Some(None);
     }
@@ -787,7 +904,7 @@ mod tests {
         let tree = git(wt, &["write-tree"]);
         let old = git(wt, &["rev-parse", "HEAD"]);
         let branch = git(wt, &["rev-parse", "--symbolic-full-name", "HEAD"]);
-        let Some(id) = commit_in_process(wt, message).expect("committed in-process") else {
+        let Some(id) = commit_in_process(wt, message, None).expect("committed in-process") else {
             assert_eq!(git(wt, &["rev-parse", "HEAD^{tree}"]), tree, "{message}");
             assert!(before.is_empty(), "{message}: {before:?}");
             return None;
@@ -1029,7 +1146,7 @@ mod tests {
         assert!(!before.is_empty());
         g.add_all(&repo).await.unwrap();
         assert_eq!(staged(&repo), None);
-        assert_eq!(commit_in_process(&repo, "root"), None);
+        assert_eq!(commit_in_process(&repo, "root", None), None);
         assert_eq!(sorted(g.worktree_changes(&repo).await.unwrap()), before);
         let id = g.commit_staged(&repo, "root").await.unwrap().unwrap();
         assert_eq!(git(&repo, &["rev-list", "--count", &id]), "1");
@@ -1051,7 +1168,9 @@ mod tests {
         assert_eq!(g.stage_all(&repo).await.unwrap(), before);
         assert_eq!(staged(&repo), None, "gitlinks are left to git status");
         let tree = git(&repo, &["write-tree"]);
-        let id = commit_in_process(&repo, "with gitlink").unwrap().unwrap();
+        let id = commit_in_process(&repo, "with gitlink", None)
+            .unwrap()
+            .unwrap();
         assert_eq!(git(&repo, &["rev-parse", &format!("{id}^{{tree}}")]), tree);
         git(&repo, &["fsck", "--strict", "--no-progress"]);
     }
@@ -1066,19 +1185,27 @@ mod tests {
         let head = git(&repo, &["rev-parse", "HEAD"]);
 
         std::fs::write(git_dir.join("MERGE_HEAD"), format!("{head}\n")).unwrap();
-        assert_eq!(commit_in_process(&repo, "m"), None, "merge in progress");
+        assert_eq!(
+            commit_in_process(&repo, "m", None),
+            None,
+            "merge in progress"
+        );
         std::fs::remove_file(git_dir.join("MERGE_HEAD")).unwrap();
 
         let hook = git_dir.join("hooks/post-commit");
         std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
         std::fs::write(&hook, "#!/bin/sh\n").unwrap();
-        assert_eq!(commit_in_process(&repo, "m"), None, "post-commit hook");
+        assert_eq!(
+            commit_in_process(&repo, "m", None),
+            None,
+            "post-commit hook"
+        );
         std::fs::remove_file(&hook).unwrap();
 
         git(&repo, &["config", "core.hooksPath", "my-hooks"]);
         write(&repo, "my-hooks/prepare-commit-msg", "#!/bin/sh\n");
         assert_eq!(
-            commit_in_process(&repo, "m"),
+            commit_in_process(&repo, "m", None),
             None,
             "hook in core.hooksPath"
         );
@@ -1087,27 +1214,35 @@ mod tests {
 
         git(&repo, &["config", "author.name", "Someone"]);
         assert_eq!(
-            commit_in_process(&repo, "m"),
+            commit_in_process(&repo, "m", None),
             None,
             "author.name wins over user.name"
         );
         git(&repo, &["config", "--unset", "author.name"]);
 
         git(&repo, &["config", "commit.cleanup", "strip"]);
-        assert_eq!(commit_in_process(&repo, "m"), None, "another cleanup");
+        assert_eq!(commit_in_process(&repo, "m", None), None, "another cleanup");
         git(&repo, &["config", "--unset", "commit.cleanup"]);
 
         std::fs::write(git_dir.join("index.lock"), "").unwrap();
-        assert_eq!(commit_in_process(&repo, "m"), None, "index being written");
+        assert_eq!(
+            commit_in_process(&repo, "m", None),
+            None,
+            "index being written"
+        );
         std::fs::remove_file(git_dir.join("index.lock")).unwrap();
 
-        assert_eq!(commit_in_process(&repo, " \n\n"), None, "empty message");
+        assert_eq!(
+            commit_in_process(&repo, " \n\n", None),
+            None,
+            "empty message"
+        );
         assert_eq!(
             git(&repo, &["rev-parse", "HEAD"]),
             head,
             "nothing committed so far"
         );
-        assert!(commit_in_process(&repo, "m").unwrap().is_some());
+        assert!(commit_in_process(&repo, "m", None).unwrap().is_some());
     }
 
     #[tokio::test]
@@ -1174,7 +1309,7 @@ mod tests {
                     assert_eq!(staged(&wt).unwrap().len(), 2);
                     parts[1] += t.elapsed();
                     let t = Instant::now();
-                    assert!(commit_in_process(&wt, message).unwrap().is_some());
+                    assert!(commit_in_process(&wt, message, None).unwrap().is_some());
                     parts[2] += t.elapsed();
                 } else {
                     assert_eq!(g.worktree_changes(&wt).await.unwrap().len(), 2);
@@ -1209,7 +1344,7 @@ mod tests {
         let by_git = git(&repo, &["log", "-g", "-1", "--format=%gs%n%B", "main"]);
         write(&repo, "a.txt", "in-process\n");
         g.add_all(&repo).await.unwrap();
-        assert!(commit_in_process(&repo, message).unwrap().is_some());
+        assert!(commit_in_process(&repo, message, None).unwrap().is_some());
         let ours = git(&repo, &["log", "-g", "-1", "--format=%gs%n%B", "main"]);
         assert_eq!(ours, by_git);
         assert!(ours.starts_with("commit: tabs and spaces\n"), "{ours}");
@@ -1310,5 +1445,101 @@ mod tests {
             .count();
         assert_eq!(left, 0);
         assert_eq!(git(&wt, &["diff", "--cached", "--name-only"]), "");
+    }
+
+    /// A worktree on `orch/t-1` with one edit and one new file.
+    async fn edited_worktree(tmp: &Path, repo: &Path) -> (Git, PathBuf) {
+        let g = Git::open(repo).await.unwrap();
+        let wt = tmp.join("wt");
+        g.worktree_add(&wt, "orch/t-1", "main").await.unwrap();
+        let wt = wt.canonicalize().unwrap();
+        write(&wt, "a.txt", "changed\n");
+        write(&wt, "sub/new.txt", "new\n");
+        (g, wt)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_prepares_the_tree_git_would_write_and_the_commit_uses_it() {
+        let (tmp, repo) = repo();
+        let (g, wt) = edited_worktree(tmp.path(), &repo).await;
+        let snapshot = g.snapshot_staged(&wt).await.unwrap();
+        let prepared = snapshot.prepared.clone().expect("prepared in-process");
+        let staged = g.adopt_staged(snapshot).await.unwrap();
+        let paths: Vec<&str> = staged.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["a.txt", "sub/new.txt"]);
+        let kept = |g: &Git| g.prepared.0.lock().unwrap().contains_key(&wt);
+        assert!(kept(&g), "kept for the commit");
+        // git's own answers for the adopted index: the same tree, the same
+        // changes.
+        assert_eq!(git(&wt, &["write-tree"]), prepared.tree.to_string());
+        assert_eq!(
+            git(&wt, &["diff", "--cached", "--name-only"]),
+            "a.txt\nsub/new.txt"
+        );
+        let id = g
+            .commit_staged(&wt, "orch: prepared")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!kept(&g), "taken by the commit");
+        assert_eq!(
+            git(&wt, &["rev-parse", &format!("{id}^{{tree}}")]),
+            prepared.tree.to_string()
+        );
+        git(&wt, &["fsck", "--strict", "--no-progress"]);
+    }
+
+    #[tokio::test]
+    async fn a_prepared_tree_is_not_used_once_the_index_changed() {
+        let (tmp, repo) = repo();
+        let (g, wt) = edited_worktree(tmp.path(), &repo).await;
+        let snapshot = g.snapshot_staged(&wt).await.unwrap();
+        assert!(snapshot.prepared.is_some());
+        g.adopt_staged(snapshot).await.unwrap();
+        // What the change-set check does to a refused path.
+        g.unstage(&wt, &["sub/new.txt".to_string()]).await.unwrap();
+        let id = g.commit_staged(&wt, "orch: less").await.unwrap().unwrap();
+        assert_eq!(git(&wt, &["ls-tree", "-r", "--name-only", &id, "sub"]), "");
+        assert_eq!(git(&wt, &["show", &format!("{id}:a.txt")]), "changed");
+        assert_eq!(
+            git(&wt, &["write-tree"]),
+            git(&wt, &["rev-parse", &format!("{id}^{{tree}}")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_prepared_tree_is_not_used_once_head_moved() {
+        let (tmp, repo) = repo();
+        let (g, wt) = edited_worktree(tmp.path(), &repo).await;
+        let snapshot = g.snapshot_staged(&wt).await.unwrap();
+        assert!(snapshot.prepared.is_some());
+        // HEAD moves under the snapshot (a commit of a.txt alone).
+        git(&wt, &["add", "a.txt"]);
+        git(
+            &wt,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "by hand",
+            ],
+        );
+        let staged = g.adopt_staged(snapshot).await.unwrap();
+        assert!(g.prepared.0.lock().unwrap().is_empty());
+        // Listed against the new HEAD, which already holds a.txt.
+        let paths: Vec<&str> = staged.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["sub/new.txt"]);
+        let id = g.commit_staged(&wt, "orch: rest").await.unwrap().unwrap();
+        assert_eq!(
+            git(&wt, &["rev-parse", &format!("{id}^")]),
+            git(&wt, &["rev-parse", "HEAD^"])
+        );
+        assert_eq!(
+            git(&wt, &["diff", "--name-only", "HEAD^", "HEAD"]),
+            "sub/new.txt"
+        );
     }
 }

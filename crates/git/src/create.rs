@@ -44,6 +44,7 @@ impl Git {
             lock: Arc::new(RepoLock::unshared()),
             reader: Arc::default(),
             pool: Arc::default(),
+            prepared: Arc::default(),
         };
         let initial = format!("--initial-branch={branch}");
         probe.ok(dir, &["init", "--quiet", &initial]).await?;

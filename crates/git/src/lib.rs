@@ -156,6 +156,8 @@ pub struct Git {
     reader: Arc<reader::Reader>,
     /// Worktrees parked for reuse (see `pool`).
     pool: Arc<pool::Pool>,
+    /// Trees of adopted snapshots, written before the commit needed them.
+    prepared: Arc<commit::PreparedTrees>,
 }
 
 fn path_arg(p: &Path) -> String {
@@ -261,6 +263,7 @@ impl Git {
             lock: Arc::new(RepoLock::unshared()),
             reader: Arc::default(),
             pool: Arc::default(),
+            prepared: Arc::default(),
         };
         let mut git = match probe.reader.top_level(path) {
             // The reader opened at the top level serves the repository.

@@ -350,11 +350,31 @@ impl Reader {
     /// the rest of parking, and parking holds the worktree lock. None when
     /// HEAD is not a plain branch or detached id.
     pub(crate) fn detach_head(&self, path: &Path, record: &Path) -> Option<()> {
+        match self.head_of(path, record)? {
+            (id, true) => {
+                let id = id.to_string();
+                crate::register::write_head(record, &crate::register::Head::Detached(&id)).ok()
+            }
+            // Already detached.
+            (_, false) => Some(()),
+        }
+    }
+
+    /// The commit HEAD of the linked worktree whose git record is `record`
+    /// is at, read as [`Self::detach_head`] reads it. None when HEAD is not
+    /// a plain branch or detached id.
+    pub(crate) fn worktree_head(&self, path: &Path, record: &Path) -> Option<gix::ObjectId> {
+        self.head_of(path, record).map(|(id, _)| id)
+    }
+
+    /// HEAD's commit, and whether HEAD names a branch (else it is detached).
+    fn head_of(&self, path: &Path, record: &Path) -> Option<(gix::ObjectId, bool)> {
         let text = read_small_file(&record.join("HEAD"))?;
         let head = text.trim_end();
         let Some(name) = head.strip_prefix("ref: ") else {
-            // Already detached.
-            return gix::ObjectId::from_hex(head.as_bytes()).ok().map(|_| ());
+            return gix::ObjectId::from_hex(head.as_bytes())
+                .ok()
+                .map(|id| (id, false));
         };
         if !name.starts_with("refs/heads/") {
             return None;
@@ -366,8 +386,7 @@ impl Reader {
             .target()
             .try_id()?
             .to_owned();
-        let id = id.to_string();
-        crate::register::write_head(record, &crate::register::Head::Detached(&id)).ok()
+        Some((id, true))
     }
 
     /// Points HEAD of the linked worktree whose git record is `record` at
