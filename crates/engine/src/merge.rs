@@ -130,14 +130,16 @@ impl Engine {
     /// Records how long each task of a landed batch spent in the merge
     /// stage, and whether it landed.
     fn merge_finished(&self, ids: &[TaskId], started: std::time::Instant) -> Result<()> {
+        let mut events = Vec::with_capacity(ids.len());
         for id in ids {
             let landed = self.store.task(id.as_str())?.status == TaskStatus::Merged;
-            self.rec.note(
+            events.push(self.rec.event(
                 Some(id.as_str()),
                 protocol::StageFinished::new(Stage::Merge, None, started.elapsed(), landed),
                 format!("merge {}", if landed { "landed" } else { "sent it back" }),
-            );
+            ));
         }
+        self.rec.emit_all(events);
         Ok(())
     }
 
@@ -146,23 +148,24 @@ impl Engine {
     fn take_window(&self) -> Result<Vec<Vec<Task>>> {
         let max = self.project.merge_batch_max.max(1) as usize;
         let window = self.project.merge_window.max(1) as usize;
-        let mut taken = Vec::new();
-        for task in self
+        let mut waiting = self
             .store
-            .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?
-        {
-            if taken.len() == max * window {
-                break;
-            }
-            if self.store.transition(
-                &task.id,
-                &[TaskStatus::Passed],
-                TaskStatus::Merging,
-                "merge queue",
-            )? {
-                taken.push(task);
-            }
-        }
+            .tasks(Some(&self.project.name), Some(TaskStatus::Passed))?;
+        waiting.truncate(max * window);
+        let ids = ids_of(&waiting);
+        // One write for the window; a task that left `passed` meanwhile
+        // (cancelled) is not taken.
+        let moved = self.store.transition_all(
+            &ids,
+            &[TaskStatus::Passed],
+            TaskStatus::Merging,
+            "merge queue",
+        )?;
+        let taken: Vec<Task> = waiting
+            .into_iter()
+            .zip(moved)
+            .filter_map(|(task, moved)| moved.then_some(task))
+            .collect();
         Ok(taken.chunks(max).map(<[Task]>::to_vec).collect())
     }
 
@@ -485,8 +488,9 @@ impl Engine {
             many => self.batch_goal(many),
         };
         let report = orch_verify::assess(steps, baseline.as_ref(), false, &goal);
+        let mut events = Vec::with_capacity(kept.len());
         for t in kept {
-            self.rec.note(
+            events.push(self.rec.event(
                 Some(t.id.as_str()),
                 protocol::VerificationFinished::from_report(
                     &report,
@@ -499,8 +503,9 @@ impl Engine {
                     if report.passed { "passed" } else { "failed" },
                     kept.len()
                 ),
-            );
+            ));
         }
+        self.rec.emit_all(events);
         Ok(Some(report))
     }
 
@@ -574,18 +579,20 @@ impl Engine {
 
     async fn record_merged(&self, kept: &[Task], head: &str) -> Result<()> {
         let short = &head[..head.len().min(12)];
-        for task in kept {
+        // One write for the batch's moves, one for its events.
+        let recorded = self.store.transition_all(
+            &ids_of(kept),
+            &[TaskStatus::Merging],
+            TaskStatus::Merged,
+            "landed on main",
+        )?;
+        let mut events = Vec::with_capacity(kept.len());
+        for (task, recorded) in kept.iter().zip(recorded) {
             let tid = task.id.as_str();
-            let recorded = self.store.transition(
-                &task.id,
-                &[TaskStatus::Merging],
-                TaskStatus::Merged,
-                "landed on main",
-            )?;
             if !recorded {
                 // Cancelled in the instant between the last check and the
                 // landing: say so rather than hide it.
-                self.rec.note(
+                events.push(self.rec.event(
                     Some(tid),
                     protocol::Warning {
                         stage: Some(Stage::Merge),
@@ -596,9 +603,9 @@ impl Engine {
                         "the task was cancelled while it landed; its work is on {} at {short}",
                         self.main_branch
                     ),
-                );
+                ));
             }
-            self.rec.note(
+            events.push(self.rec.event(
                 Some(tid),
                 protocol::Merged {
                     commit: head.to_string(),
@@ -614,8 +621,9 @@ impl Engine {
                         String::new()
                     }
                 ),
-            );
+            ));
         }
+        self.rec.emit_all(events);
         // One git run for the whole batch; a branch left behind is only
         // clutter, which the next recovery removes.
         let branches: Vec<String> = kept.iter().map(|t| t.branch()).collect();

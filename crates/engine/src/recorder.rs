@@ -41,11 +41,30 @@ impl Recorder {
         payload: impl Into<Payload>,
         message: impl Into<String>,
     ) {
-        let mut e = Event::new(self.project.clone(), payload, message);
-        if let Some(t) = task {
-            e = e.task(t);
+        self.emit(self.event(task, payload, message));
+    }
+
+    /// The event [`Self::note`] would record, stamped now, to record later
+    /// with others through [`Self::emit_all`].
+    pub fn event(
+        &self,
+        task: Option<&str>,
+        payload: impl Into<Payload>,
+        message: impl Into<String>,
+    ) -> Event {
+        let e = Event::new(self.project.clone(), payload, message);
+        match task {
+            Some(t) => e.task(t),
+            None => e,
         }
-        self.emit(e);
+    }
+
+    /// Records `events` in order, in one transaction (a batch's events:
+    /// one write, not one per task). A failure is logged, as for `emit`.
+    pub fn emit_all(&self, events: Vec<Event>) {
+        if let Err(e) = self.store.record_all(&events) {
+            tracing::warn!("could not record {} events: {e}", events.len());
+        }
     }
 }
 

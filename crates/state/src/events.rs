@@ -25,6 +25,19 @@ impl Store {
         self.write(|tx| insert_event(tx, event))
     }
 
+    /// Appends `events` in order, in one transaction.
+    pub fn record_all(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            for event in events {
+                insert_event(tx, event)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Events matching `filter`, in ascending id order.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
         self.read(|tx| {

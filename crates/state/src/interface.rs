@@ -84,6 +84,8 @@ state_store! {
     fn claim_pending(&self, project: &str, limit: usize) -> Result<Vec<Task>>;
     /// Compare-and-set: moves `id` to `to` only if it is in one of `from`.
     fn transition(&self, id: &TaskId, from: &[TaskStatus], to: TaskStatus, note: &str) -> Result<bool>;
+    /// `transition` of each of `ids` in one transaction: whether each moved.
+    fn transition_all(&self, ids: &[TaskId], from: &[TaskStatus], to: TaskStatus, note: &str) -> Result<Vec<bool>>;
     fn defer_task(&self, id: &TaskId, not_before: chrono::DateTime<chrono::Utc>, note: &str) -> Result<bool>;
     fn set_feedback(&self, id: &TaskId, feedback: Option<&str>) -> Result<()>;
     fn ask_human(&self, id: &TaskId, question: &str) -> Result<()>;
@@ -129,6 +131,8 @@ state_store! {
     // Events.
     /// Appends an informational event (redacted on its way in).
     fn record(&self, event: &Event) -> Result<i64>;
+    /// Appends events in order, in one transaction.
+    fn record_all(&self, events: &[Event]) -> Result<()>;
     fn events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     /// Every event committed from now on, in order.
     fn subscribe(&self) -> Result<broadcast::Receiver<Event>>;

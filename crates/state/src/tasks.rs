@@ -108,6 +108,35 @@ pub(crate) fn cas_status(
     Ok(true)
 }
 
+/// The compare-and-set of [`Store::transition`], inside `tx`.
+fn transition_in(
+    tx: &Connection,
+    id: &TaskId,
+    from: &[TaskStatus],
+    to: TaskStatus,
+    note: &str,
+) -> Result<bool> {
+    let task = require_task(tx, id.as_str())?;
+    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("?{}", i + 4)).collect();
+    let sql = format!(
+        "UPDATE tasks SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status IN ({})",
+        placeholders.join(", ")
+    );
+    let mut args: Vec<Value> = vec![
+        Value::Text(to.as_str().to_string()),
+        Value::Text(now()),
+        Value::Text(id.0.clone()),
+    ];
+    args.extend(from.iter().map(|s| Value::Text(s.as_str().to_string())));
+    if tx.run_cached(&sql, params_from_iter(args))? == 0 {
+        return Ok(false);
+    }
+    // The IMMEDIATE transaction held the write lock since the read, so
+    // `task.status` is the status the update replaced.
+    record_status_changed(tx, &task, task.status, to, note)?;
+    Ok(true)
+}
+
 fn record_status_changed(
     conn: &Connection,
     task: &Task,
@@ -514,27 +543,25 @@ impl Store {
         if from.is_empty() {
             return Ok(false);
         }
+        self.write(|tx| transition_in(tx, id, from, to, note))
+    }
+
+    /// [`Self::transition`] of each task of `ids`, in one transaction:
+    /// whether each moved, in order. An unknown id writes nothing.
+    pub fn transition_all(
+        &self,
+        ids: &[TaskId],
+        from: &[TaskStatus],
+        to: TaskStatus,
+        note: &str,
+    ) -> Result<Vec<bool>> {
+        if from.is_empty() || ids.is_empty() {
+            return Ok(vec![false; ids.len()]);
+        }
         self.write(|tx| {
-            let task = require_task(tx, id.as_str())?;
-            let placeholders: Vec<String> =
-                (0..from.len()).map(|i| format!("?{}", i + 4)).collect();
-            let sql = format!(
-                "UPDATE tasks SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status IN ({})",
-                placeholders.join(", ")
-            );
-            let mut args: Vec<Value> = vec![
-                Value::Text(to.as_str().to_string()),
-                Value::Text(now()),
-                Value::Text(id.0.clone()),
-            ];
-            args.extend(from.iter().map(|s| Value::Text(s.as_str().to_string())));
-            if tx.run_cached(&sql, params_from_iter(args))? == 0 {
-                return Ok(false);
-            }
-            // The IMMEDIATE transaction held the write lock since the read,
-            // so `task.status` is the status the update replaced.
-            record_status_changed(tx, &task, task.status, to, note)?;
-            Ok(true)
+            ids.iter()
+                .map(|id| transition_in(tx, id, from, to, note))
+                .collect()
         })
     }
 

@@ -225,3 +225,41 @@ fn a_requirements_file_is_claimed_once_across_handles_and_threads() {
             .unwrap());
     });
 }
+
+#[test]
+fn batched_changes_are_one_transaction_and_keep_their_order() {
+    each(|open, dir| {
+        let s = open(dir);
+        s.ensure_project("p", "/repo").unwrap();
+        let a = s.add_task(&new_task("a")).unwrap();
+        s.claim_pending("p", 1).unwrap();
+        let b = s.add_task(&new_task("b")).unwrap();
+        let mut rx = s.subscribe().unwrap();
+        let ids = [a.id.clone(), b.id.clone()];
+        let moved = s
+            .transition_all(&ids, &[TaskStatus::Running], TaskStatus::Verifying, "x")
+            .unwrap();
+        assert_eq!(moved, [true, false], "each one a compare-and-set");
+        assert_eq!(s.task(a.id.as_str()).unwrap().status, TaskStatus::Verifying);
+        assert_eq!(s.task(b.id.as_str()).unwrap().status, TaskStatus::Pending);
+        // An unknown task refuses the whole batch: nothing moved, nothing
+        // recorded.
+        let before = s.events(&EventFilter::default()).unwrap().len();
+        let bad = [b.id.clone(), orch_core::TaskId("no-such-task".into())];
+        assert!(s
+            .transition_all(&bad, &[TaskStatus::Pending], TaskStatus::Cancelled, "x")
+            .is_err());
+        assert_eq!(s.task(b.id.as_str()).unwrap().status, TaskStatus::Pending);
+        assert_eq!(s.events(&EventFilter::default()).unwrap().len(), before);
+        let notes: Vec<orch_protocol::Event> = ["one", "two", "three"]
+            .iter()
+            .map(|m| orch_protocol::Event::new("p", orch_protocol::Warning::default(), *m))
+            .collect();
+        s.record_all(&notes).unwrap();
+        let seen: Vec<orch_protocol::Event> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let messages: Vec<&str> = seen.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[1..], ["one", "two", "three"]);
+        assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "in id order");
+    });
+}
