@@ -132,7 +132,80 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
         assert!(at("merged", id) > at("merge_rejected", &ids[1]));
     }
     assert!(at("merged", &ids[0]) < at("merge_rejected", &ids[1]));
-    // Every commit main ever pointed at is green, not only the last.
+    assert_main_was_always_green(&fx);
+    assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
+    assert!(fx.main_file("test_extra.py").contains("mul2"));
+}
+
+#[test]
+fn the_next_window_is_built_and_verified_while_the_one_ahead_lands() {
+    // One task per window: each window behind a green one is checked on
+    // top of it while it lands.
+    let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 1\nmerge_window = 1");
+    // Only this run's events: the first one checked windows too.
+    let before = project_events(&fx).len();
+    let events = run_until_all_merged(&fx, &ids).split_off(before);
+    let find = |kind: &str, id: &str| {
+        events
+            .iter()
+            .position(|e| e["kind"] == kind && e["task_id"] == id)
+            .unwrap_or_else(|| panic!("no {kind} for {id}"))
+    };
+    let merged_at = |id: &str| events[find("merged", id)]["data"]["commit"].clone();
+    // B was merged onto A's commit before main moved there (the landing
+    // waits on git; the next window starts building at once), was red
+    // on it, and once A had landed that verdict stood: sent back once.
+    let b_started = events
+        .iter()
+        .position(|e| {
+            e["kind"] == "stage_started"
+                && e["task_id"] == ids[1].as_str()
+                && e["data"]["commit"] == merged_at(&ids[0])
+        })
+        .expect("B built on A's commit");
+    assert!(
+        b_started < find("merged", &ids[0]),
+        "B waited for A to land"
+    );
+    assert_only_rejected(&events, &ids[1]);
+    // C landed on main and D was checked on C while C landed.
+    let d_on_c = events.iter().position(|e| {
+        e["kind"] == "stage_started"
+            && e["task_id"] == ids[3].as_str()
+            && e["data"]["commit"] == merged_at(&ids[2])
+    });
+    assert!(d_on_c.is_some_and(|at| at < find("merged", &ids[2])));
+    assert_main_was_always_green(&fx);
+    assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
+    assert!(fx.main_file("d.md").contains('d'));
+}
+
+#[test]
+fn a_window_built_on_one_that_does_not_land_goes_back_to_the_queue() {
+    let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 1\nmerge_window = 1");
+    let main_before = git(&fx.repo, &["rev-parse", "main"]);
+    // The checkout is dirty again: A's green candidate cannot land, so B,
+    // checked on top of it meanwhile, must not land either.
+    std::fs::write(fx.repo.join("calc.py"), "# mine\n").unwrap();
+    let out = fx.orch_ok(&["run", "--project", "calc"], 0);
+    assert!(out.contains("uncommitted changes"), "{out}");
+    for id in &ids {
+        assert_eq!(fx.task(id)["task"]["status"], "passed", "{out}");
+    }
+    assert!(fx.events(&ids[1]).iter().any(|e| e["message"]
+        .as_str()
+        .unwrap()
+        .contains("the work it was built on did not land as built")));
+    assert_eq!(git(&fx.repo, &["rev-parse", "main"]), main_before);
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.join("calc.py")).unwrap(),
+        "# mine\n"
+    );
+}
+
+/// Every commit main pointed at since the green base passes its tests,
+/// not only the last.
+fn assert_main_was_always_green(fx: &Fixture) {
     let history = git(
         &fx.repo,
         &["reflog", "show", "--format=%H", "refs/heads/main"],
@@ -142,13 +215,8 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     let landings: Vec<&str> = history.lines().take_while(|l| *l != base.trim()).collect();
     assert!(landings.len() >= 3, "{history}");
     for commit in landings {
-        assert!(
-            green_at(&fx, commit),
-            "main was red at {commit}:\n{history}"
-        );
+        assert!(green_at(fx, commit), "main was red at {commit}:\n{history}");
     }
-    assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
-    assert!(fx.main_file("test_extra.py").contains("mul2"));
 }
 
 /// Exactly one merge rejection, and it was `id`'s.
@@ -170,6 +238,11 @@ fn run_until_all_merged(fx: &Fixture, ids: &[String]) -> Vec<Value> {
     for id in ids {
         assert_eq!(fx.task(id)["task"]["status"], "merged", "{}", fx.task(id));
     }
+    project_events(fx)
+}
+
+/// Every event of the project, oldest first.
+fn project_events(fx: &Fixture) -> Vec<Value> {
     serde_json::from_str(&fx.orch_ok(
         &["events", "--project", "calc", "--json", "--limit", "100000"],
         0,

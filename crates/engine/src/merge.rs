@@ -43,8 +43,40 @@ struct Built {
     report: Result<Option<VerificationReport>>,
 }
 
+impl Built {
+    /// Its check passed, or none was needed.
+    fn green(&self) -> bool {
+        matches!(&self.report, Ok(r) if r.as_ref().is_none_or(|r| r.passed))
+    }
+}
+
 fn ids_of(tasks: &[Task]) -> Vec<TaskId> {
     tasks.iter().map(|t| t.id.clone()).collect()
+}
+
+/// A window whose candidates were built and verified, not yet landed.
+struct Checked {
+    /// What the first candidate was built on: main, or the head of the
+    /// window ahead when that had not landed yet.
+    base: String,
+    /// Every task the window took.
+    ids: Vec<TaskId>,
+    started: std::time::Instant,
+    built: Vec<Built>,
+    /// The error that stopped the building, if any.
+    unbuilt: Option<crate::EngineError>,
+}
+
+impl Checked {
+    /// The head main moves to when every candidate is green and nothing
+    /// stopped the building (the window lands whole, barring a cancel or
+    /// a push to main); None otherwise.
+    fn green_head(&self) -> Option<&str> {
+        if self.unbuilt.is_some() || !self.built.iter().all(Built::green) {
+            return None;
+        }
+        self.built.last().map(|b| b.head.as_str())
+    }
 }
 
 /// How landing a batch ended.
@@ -91,30 +123,58 @@ impl SlowMerge {
 }
 
 impl Engine {
-    /// Lands every passed task it can: a batch at a time, or a window of
-    /// batches verified at once (see `land_window`).
+    /// Lands every passed task it can, a window of batches at a time (see
+    /// `land_window`). While a window whose candidates are all green lands,
+    /// the next window is built and verified on top of it, so the landing's
+    /// git and bookkeeping overlap the next verification; when the window
+    /// does not land as built, the one behind it goes back to the queue.
     pub(crate) async fn merge_queue(&self) -> Result<MergeRound> {
         let mut round = MergeRound::default();
+        let mut ahead: Option<Checked> = None;
         loop {
-            let mut window = self.take_window()?;
-            if window.is_empty() {
-                return Ok(round);
-            }
-            let ids: Vec<TaskId> = window.iter().flatten().map(|t| t.id.clone()).collect();
-            round.handled.extend(ids.iter().cloned());
-            let started = std::time::Instant::now();
-            let landed = match window.len() {
-                1 => self.land(window.remove(0)).await,
-                _ => self.land_window(window).await,
+            let checked = match ahead.take() {
+                Some(checked) => checked,
+                None => {
+                    let window = self.take_window(&mut round)?;
+                    if window.is_empty() {
+                        return Ok(round);
+                    }
+                    let base = self.git.rev_parse(&self.main_branch).await?;
+                    self.check_window(&base, window, false).await
+                }
+            };
+            let ids = checked.ids.clone();
+            let started = checked.started;
+            let next = match checked.green_head() {
+                Some(head) => Some((head.to_string(), self.take_window(&mut round)?)),
+                None => None,
+            };
+            let (landed, next) = match next.filter(|(_, window)| !window.is_empty()) {
+                Some((head, window)) => {
+                    let (landed, next) = tokio::join!(
+                        self.land_window(checked),
+                        self.check_window(&head, window, true)
+                    );
+                    (landed, Some(next))
+                }
+                None => (self.land_window(checked).await, None),
             };
             match landed {
-                Ok(Landing::Done) => self.merge_finished(&ids, started)?,
+                Ok(Landing::Done) => {
+                    self.merge_finished(&ids, started)?;
+                    ahead = match next {
+                        Some(next) => self.still_ahead(next).await?,
+                        None => None,
+                    };
+                }
                 Ok(Landing::Deferred(message)) => {
+                    self.drop_speculation(next)?;
                     round.notices.push(message);
                     round.blocked = true;
                     return Ok(round);
                 }
                 Err(e) => {
+                    self.drop_speculation(next)?;
                     // main was not touched; the tasks wait for the next cycle.
                     self.requeue(
                         &ids,
@@ -124,6 +184,28 @@ impl Engine {
                     return Ok(round);
                 }
             }
+        }
+    }
+
+    /// The window checked on top of the one that just landed, if main is
+    /// now where it was built; otherwise its tasks go back to the queue.
+    async fn still_ahead(&self, next: Checked) -> Result<Option<Checked>> {
+        if self.git.rev_parse(&self.main_branch).await? == next.base {
+            return Ok(Some(next));
+        }
+        self.drop_speculation(Some(next))?;
+        Ok(None)
+    }
+
+    /// Puts the tasks of a window built on work that did not land back in
+    /// the queue, to be rebuilt on main as it is.
+    fn drop_speculation(&self, next: Option<Checked>) -> Result<()> {
+        match next {
+            Some(next) => self.requeue(
+                &next.ids,
+                "back in the merge queue: the work it was built on did not land as built",
+            ),
+            None => Ok(()),
         }
     }
 
@@ -145,7 +227,7 @@ impl Engine {
 
     /// Moves up to `merge_window` batches of `merge_batch_max` passed
     /// tasks, highest priority first, into `merging`.
-    fn take_window(&self) -> Result<Vec<Vec<Task>>> {
+    fn take_window(&self, round: &mut MergeRound) -> Result<Vec<Vec<Task>>> {
         let max = self.project.merge_batch_max.max(1) as usize;
         let window = self.project.merge_window.max(1) as usize;
         let mut waiting = self
@@ -166,6 +248,7 @@ impl Engine {
             .zip(moved)
             .filter_map(|(task, moved)| moved.then_some(task))
             .collect();
+        round.handled.extend(ids_of(&taken));
         Ok(taken.chunks(max).map(<[Task]>::to_vec).collect())
     }
 
@@ -178,7 +261,7 @@ impl Engine {
                     return Ok(Landing::Done);
                 }
                 let main_sha = self.git.rev_parse(&self.main_branch).await?;
-                let (head, kept) = self.build_candidate(&main_sha, batch).await?;
+                let (head, kept) = self.build_candidate(&main_sha, batch, false).await?;
                 if kept.is_empty() {
                     return Ok(Landing::Done);
                 }
@@ -221,23 +304,43 @@ impl Engine {
     }
 
     /// Zuul's dependent pipeline: each batch of the window is merged on
-    /// top of the candidate before it, and each candidate is verified as
-    /// soon as it is built, while the next is built. The green candidates
-    /// at the front land together, by one move of main to the last of them
-    /// (it holds all the batches ahead of it, and each of them passed). The
-    /// first that does not land as built (red, a task gone) is handled as
-    /// `land` would, and the batches behind it, built on it, go back to the
-    /// queue. main still only moves to a verified tree.
-    async fn land_window(&self, window: Vec<Vec<Task>>) -> Result<Landing> {
-        let main_sha = self.git.rev_parse(&self.main_branch).await?;
-        let (built, unbuilt) = self.build_and_verify(&main_sha, window).await;
+    /// top of the candidate before it (the first on `base`), and each
+    /// candidate is verified as soon as it is built, while the next is
+    /// built. `speculative` when `base` is a candidate that has not landed
+    /// yet: a branch that conflicts there is not judged on it but goes back
+    /// to the queue, to meet main as it will be.
+    async fn check_window(&self, base: &str, window: Vec<Vec<Task>>, speculative: bool) -> Checked {
+        let started = std::time::Instant::now();
+        let ids = window.iter().flatten().map(|t| t.id.clone()).collect();
+        let (built, unbuilt) = self.build_and_verify(base, window, speculative).await;
+        Checked {
+            base: base.to_string(),
+            ids,
+            started,
+            built,
+            unbuilt,
+        }
+    }
+
+    /// Lands a checked window. The green candidates at the front land
+    /// together, by one move of main to the last of them (it holds all the
+    /// batches ahead of it, and each of them passed). The first that does
+    /// not land as built (red, a task gone) is handled as `land` would,
+    /// and the batches behind it, built on it, go back to the queue. main
+    /// still only moves to a verified tree.
+    async fn land_window(&self, checked: Checked) -> Result<Landing> {
+        let Checked {
+            base: main_sha,
+            built,
+            unbuilt,
+            ..
+        } = checked;
         let why = "back in the merge queue: a batch ahead of it did not land as built";
         let mut green: Vec<Built> = Vec::new();
         let mut rest = built.into_iter();
         let mut stop = None;
         for b in rest.by_ref() {
-            let passed = matches!(&b.report, Ok(r) if r.as_ref().is_none_or(|r| r.passed));
-            if !passed || self.still_merging(b.kept.clone())?.len() < b.kept.len() {
+            if !b.green() || self.still_merging(b.kept.clone())?.len() < b.kept.len() {
                 stop = Some(b);
                 break;
             }
@@ -298,13 +401,14 @@ impl Engine {
         &self,
         main_sha: &str,
         window: Vec<Vec<Task>>,
+        speculative: bool,
     ) -> (Vec<Built>, Option<crate::EngineError>) {
         use futures_util::stream::{FuturesOrdered, StreamExt};
         let mut verifying = FuturesOrdered::new();
         let mut done = Vec::new();
         let mut base = main_sha.to_string();
         for batch in window {
-            let building = self.build_candidate(&base, batch);
+            let building = self.build_candidate(&base, batch, speculative);
             // Verifications already under way progress while this builds.
             let built = {
                 tokio::pin!(building);
@@ -368,11 +472,14 @@ impl Engine {
 
     /// Merges each branch of `batch` onto `main_sha` in turn, without a
     /// worktree. Branches that conflict (or vanished) are sent back; the
-    /// rest are returned with the candidate's head.
+    /// rest are returned with the candidate's head. On a `speculative`
+    /// base (work not landed yet) a conflict is not the branch's fault
+    /// until that work lands: the branch goes back to the queue instead.
     async fn build_candidate(
         &self,
         main_sha: &str,
         batch: Vec<Task>,
+        speculative: bool,
     ) -> Result<(String, Vec<Task>)> {
         let mut head = main_sha.to_string();
         let mut kept = Vec::new();
@@ -403,6 +510,10 @@ impl Engine {
                     head = merged;
                     kept.push(task);
                 }
+                MergeOutcome::Conflict { .. } if speculative => self.requeue(
+                    std::slice::from_ref(&task.id),
+                    "back in the merge queue: it conflicts with work that has not landed yet",
+                )?,
                 MergeOutcome::Conflict { files, .. } => {
                     let feedback = format!(
                         "Your change conflicts with work that landed on {} since you started, in: {}. Start again from the current {} and make your change fit what is there now.",
