@@ -114,12 +114,7 @@ fn a_window_of_batches_lands_in_order_and_rebuilds_behind_a_red_one() {
     // Four batches of one, verified at once, each on top of the one before.
     let (fx, ids) = four_passed_tasks("max_workers = 4\nmerge_batch_max = 1\nmerge_window = 4");
     let events = run_until_all_merged(&fx, &ids);
-    let at = |kind: &str, id: &str| {
-        events
-            .iter()
-            .position(|e| e["kind"] == kind && e["task_id"] == id)
-            .unwrap_or_else(|| panic!("no {kind} for {id}"))
-    };
+    let at = |kind: &str, id: &str| position(&events, kind, id);
     // B, verified on top of A, is red: sent back once; C and D, built on
     // B's candidate, go back to the queue and land after it was rejected.
     assert_only_rejected(&events, &ids[1]);
@@ -145,35 +140,25 @@ fn the_next_window_is_built_and_verified_while_the_one_ahead_lands() {
     // Only this run's events: the first one checked windows too.
     let before = project_events(&fx).len();
     let events = run_until_all_merged(&fx, &ids).split_off(before);
-    let find = |kind: &str, id: &str| {
-        events
-            .iter()
-            .position(|e| e["kind"] == kind && e["task_id"] == id)
-            .unwrap_or_else(|| panic!("no {kind} for {id}"))
+    let find = |kind: &str, id: &str| position(&events, kind, id);
+    // Where the merge of `id` started on the commit `onto` landed with.
+    let started_on = |id: &str, onto: &str| {
+        let commit = &events[find("merged", onto)]["data"]["commit"];
+        events.iter().position(|e| {
+            e["kind"] == "stage_started" && e["task_id"] == id && e["data"]["commit"] == *commit
+        })
     };
-    let merged_at = |id: &str| events[find("merged", id)]["data"]["commit"].clone();
     // B was merged onto A's commit before main moved there (the landing
     // waits on git; the next window starts building at once), was red
     // on it, and once A had landed that verdict stood: sent back once.
-    let b_started = events
-        .iter()
-        .position(|e| {
-            e["kind"] == "stage_started"
-                && e["task_id"] == ids[1].as_str()
-                && e["data"]["commit"] == merged_at(&ids[0])
-        })
-        .expect("B built on A's commit");
+    let b_started = started_on(&ids[1], &ids[0]).expect("B built on A's commit");
     assert!(
         b_started < find("merged", &ids[0]),
         "B waited for A to land"
     );
     assert_only_rejected(&events, &ids[1]);
     // C landed on main and D was checked on C while C landed.
-    let d_on_c = events.iter().position(|e| {
-        e["kind"] == "stage_started"
-            && e["task_id"] == ids[3].as_str()
-            && e["data"]["commit"] == merged_at(&ids[2])
-    });
+    let d_on_c = started_on(&ids[3], &ids[2]);
     assert!(d_on_c.is_some_and(|at| at < find("merged", &ids[2])));
     assert_main_was_always_green(&fx);
     assert_eq!(fx.main_file("calc.py"), CALC_MUL2.trim_end());
@@ -217,6 +202,14 @@ fn assert_main_was_always_green(fx: &Fixture) {
     for commit in landings {
         assert!(green_at(fx, commit), "main was red at {commit}:\n{history}");
     }
+}
+
+/// Where the first event of `kind` for task `id` stands in `events`.
+fn position(events: &[Value], kind: &str, id: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["kind"] == kind && e["task_id"] == id)
+        .unwrap_or_else(|| panic!("no {kind} for {id}"))
 }
 
 /// Exactly one merge rejection, and it was `id`'s.

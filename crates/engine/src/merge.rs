@@ -311,7 +311,7 @@ impl Engine {
     /// to the queue, to meet main as it will be.
     async fn check_window(&self, base: &str, window: Vec<Vec<Task>>, speculative: bool) -> Checked {
         let started = std::time::Instant::now();
-        let ids = window.iter().flatten().map(|t| t.id.clone()).collect();
+        let ids = window.iter().flat_map(|batch| ids_of(batch)).collect();
         let (built, unbuilt) = self.build_and_verify(base, window, speculative).await;
         Checked {
             base: base.to_string(),
