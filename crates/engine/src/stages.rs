@@ -709,7 +709,10 @@ impl Run<'_> {
             };
             (verdict, Usage::default())
         });
-        e.store.add_task_usage(&self.task.id, &usage)?;
+        // No judge model, no usage: nothing to add.
+        if usage != Usage::default() {
+            e.store.add_task_usage(&self.task.id, &usage)?;
+        }
         self.record_verdict(&input, &verdict, report)?;
         self.stage_finished(Stage::Judge, started, verdict.passed);
         Ok(Some(verdict))

@@ -195,11 +195,17 @@ impl Store {
 
     pub fn reset_consecutive_failures(&self, project: &str) -> Result<()> {
         self.write(|tx| {
+            // Already 0 (the usual pass) writes no page.
             let n = tx.run_cached(
-                "UPDATE projects SET consecutive_failures = 0, updated_at = ?2 WHERE name = ?1",
+                "UPDATE projects SET consecutive_failures = 0, updated_at = ?2 WHERE name = ?1 AND consecutive_failures != 0",
                 params![project, now()],
             )?;
-            if n == 0 {
+            let known = || -> Result<bool> {
+                Ok(tx
+                    .prepare_cached("SELECT 1 FROM projects WHERE name = ?1")?
+                    .exists(params![project])?)
+            };
+            if n == 0 && !known()? {
                 return Err(project_not_found(tx, project));
             }
             Ok(())
@@ -308,6 +314,8 @@ mod tests {
         }
         s.reset_consecutive_failures("p").unwrap();
         assert_eq!(s.project("p").unwrap().consecutive_failures, 0);
+        // Already 0: nothing written, no error.
+        s.reset_consecutive_failures("p").unwrap();
         assert_eq!(s.bump_consecutive_failures("p").unwrap(), 1);
     }
 }

@@ -590,11 +590,13 @@ impl Store {
     /// Sets or clears the feedback given to the task's next attempt.
     pub fn set_feedback(&self, id: &TaskId, feedback: Option<&str>) -> Result<()> {
         self.write(|tx| {
+            // Unchanged feedback (the usual pass: none before, none after)
+            // writes no page.
             let n = tx.run_cached(
-                "UPDATE tasks SET feedback = ?1, updated_at = ?2 WHERE id = ?3",
+                "UPDATE tasks SET feedback = ?1, updated_at = ?2 WHERE id = ?3 AND feedback IS NOT ?1",
                 params![feedback, now(), id.as_str()],
             )?;
-            if n == 0 {
+            if n == 0 && load_task(tx, id.as_str())?.is_none() {
                 return Err(task_not_found(id.as_str()));
             }
             Ok(())
@@ -1360,6 +1362,10 @@ mod tests {
         );
         s.set_feedback(&t.id, None).unwrap();
         assert_eq!(s.task(t.id.as_str()).unwrap().feedback, None);
+        // Clearing what is already clear writes nothing, and is no error.
+        let before = s.task(t.id.as_str()).unwrap().updated_at;
+        s.set_feedback(&t.id, None).unwrap();
+        assert_eq!(s.task(t.id.as_str()).unwrap().updated_at, before);
 
         let u = Usage {
             input_tokens: 100,
