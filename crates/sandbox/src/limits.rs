@@ -13,7 +13,7 @@ use crate::{Limits, SandboxError};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Name of the directory orch creates (under a cgroup it may write to) to
@@ -340,7 +340,8 @@ impl IdleCgroups {
     }
 
     /// Removes every idle cgroup (the run is over), waiting for those
-    /// still settling, which are removed instead of kept.
+    /// still settling, which are removed instead of kept, and for busy ones
+    /// being emptied (up to `CLEANUP_WAIT`).
     pub(crate) async fn drain(&self) {
         self.drains.fetch_add(1, Ordering::SeqCst);
         let settling = self
@@ -353,6 +354,7 @@ impl IdleCgroups {
         }
         let drained = self.idle.lock().map(|mut i| std::mem::take(&mut *i));
         drop(drained);
+        let _ = tokio::task::spawn_blocking(|| wait_for_cleanups(CLEANUP_WAIT)).await;
     }
 }
 
@@ -544,9 +546,11 @@ impl Drop for ExecCgroup {
         }
         // Killed processes take a moment to leave; retry off the caller's
         // thread rather than block an async runtime.
+        let cleanup = Cleanup::start();
         let spawned = std::thread::Builder::new()
             .name("orch-cgroup-cleanup".into())
             .spawn(move || {
+                let _cleanup = cleanup;
                 let mut left = left;
                 for _ in 0..100 {
                     std::thread::sleep(Duration::from_millis(20));
@@ -568,6 +572,49 @@ impl Drop for ExecCgroup {
             tracing::warn!("could not start the cgroup cleanup thread: {e}");
         }
     }
+}
+
+/// Cleanups of busy cgroups still under way (see `ExecCgroup`'s drop).
+static CLEANUPS: Mutex<usize> = Mutex::new(0);
+/// Signalled whenever one of them ends.
+static CLEANUP_ENDED: Condvar = Condvar::new();
+
+/// How long a drain waits for busy cgroups to empty: a little longer than
+/// a cleanup tries before it leaves the cgroup to the guardian.
+const CLEANUP_WAIT: Duration = Duration::from_secs(3);
+
+/// One cleanup under way, counted while it lives.
+struct Cleanup;
+
+impl Cleanup {
+    fn start() -> Cleanup {
+        if let Ok(mut n) = CLEANUPS.lock() {
+            *n += 1;
+        }
+        Cleanup
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(mut n) = CLEANUPS.lock() {
+            *n = n.saturating_sub(1);
+        }
+        CLEANUP_ENDED.notify_all();
+    }
+}
+
+/// Waits up to `max` until no cleanup is under way: a run that ends reports
+/// its end only once the processes it killed are gone, not while they are
+/// still on their way out. True when none is left.
+fn wait_for_cleanups(max: Duration) -> bool {
+    let Ok(n) = CLEANUPS.lock() else {
+        return false;
+    };
+    CLEANUP_ENDED
+        .wait_timeout_while(n, max, |n| *n > 0)
+        .map(|(n, _)| *n == 0)
+        .unwrap_or(false)
 }
 
 /// One directory of a command's cgroup, registered with orch's guardian
@@ -1047,6 +1094,25 @@ fn remove_stale(version: Version, base: &Path) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_drain_waits_for_cleanups_under_way_and_no_longer() {
+        let held = Cleanup::start();
+        assert!(
+            !wait_for_cleanups(Duration::from_millis(50)),
+            "one is under way"
+        );
+        let ending = Cleanup::start();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(ending);
+        });
+        drop(held);
+        let started = std::time::Instant::now();
+        assert!(wait_for_cleanups(Duration::from_secs(5)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        t.join().unwrap();
+    }
+
     use super::*;
 
     const MOUNTINFO_HYBRID: &str = "\
