@@ -64,6 +64,8 @@ pub(crate) trait Cached {
         params: impl rusqlite::Params,
         f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T>;
+    /// Whether `sql` returns any row.
+    fn exists_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<bool>;
 }
 
 impl Cached for Connection {
@@ -78,6 +80,10 @@ impl Cached for Connection {
         f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn exists_cached(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<bool> {
+        self.prepare_cached(sql)?.exists(params)
     }
 }
 

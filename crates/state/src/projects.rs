@@ -200,12 +200,7 @@ impl Store {
                 "UPDATE projects SET consecutive_failures = 0, updated_at = ?2 WHERE name = ?1 AND consecutive_failures != 0",
                 params![project, now()],
             )?;
-            let known = || -> Result<bool> {
-                Ok(tx
-                    .prepare_cached("SELECT 1 FROM projects WHERE name = ?1")?
-                    .exists(params![project])?)
-            };
-            if n == 0 && !known()? {
+            if n == 0 && !tx.exists_cached("SELECT 1 FROM projects WHERE name = ?1", [project])? {
                 return Err(project_not_found(tx, project));
             }
             Ok(())

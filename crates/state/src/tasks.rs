@@ -596,7 +596,7 @@ impl Store {
                 "UPDATE tasks SET feedback = ?1, updated_at = ?2 WHERE id = ?3 AND feedback IS NOT ?1",
                 params![feedback, now(), id.as_str()],
             )?;
-            if n == 0 && load_task(tx, id.as_str())?.is_none() {
+            if n == 0 && !tx.exists_cached("SELECT 1 FROM tasks WHERE id = ?1", [id.as_str()])? {
                 return Err(task_not_found(id.as_str()));
             }
             Ok(())
