@@ -204,6 +204,13 @@ payloads! {
         pub depends_on: Vec<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         pub plan_key: Option<String>,
+        /// The task's own worker (`claude-code`, `codex`…), when it names
+        /// one instead of the project's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub worker: Option<String>,
+        /// Best-of-N: how many candidates each round runs, when set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub candidates: Option<u32>,
     }
 
     #[derive(Default)]

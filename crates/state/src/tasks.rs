@@ -395,6 +395,8 @@ pub(crate) fn insert_task(conn: &Connection, new: &NewTask) -> Result<Task> {
         source: new.source.as_str().to_string(),
         depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
         plan_key: new.plan_key.clone(),
+        worker: new.worker.map(|w| w.as_str().to_string()),
+        candidates: new.candidates,
     };
     let ev = Event::new(
         &new.project,
@@ -918,6 +920,21 @@ mod tests {
         assert_eq!(evs[0].data_json()["type"], "fix");
         assert_eq!(evs[0].data_json()["priority"], 3);
         assert_eq!(evs[0].data_json()["source"], "planner");
+        // Unset worker and candidates are left out, not written as null.
+        assert!(evs[0].data_json().get("worker").is_none());
+        assert!(evs[0].data_json().get("candidates").is_none());
+    }
+
+    #[test]
+    fn task_created_names_the_tasks_own_worker_and_candidates() {
+        let s = store();
+        let mut n = new_task("pick", 0);
+        n.worker = Some(orch_core::WorkerKind::Codex);
+        n.candidates = Some(3);
+        let t = s.add_task(&n).unwrap();
+        let evs = task_events(&s, &t.id);
+        assert_eq!(evs[0].data_json()["worker"], "codex");
+        assert_eq!(evs[0].data_json()["candidates"], 3);
     }
 
     #[test]
