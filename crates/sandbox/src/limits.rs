@@ -13,7 +13,7 @@ use crate::{Limits, SandboxError};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Name of the directory orch creates (under a cgroup it may write to) to
@@ -260,7 +260,12 @@ pub(crate) fn plan(
         let bases: Vec<PathBuf> = wanted.iter().map(|(_, h)| h.base.clone()).collect();
         match idle.take(limits, &bases) {
             Some(cg) => Some(cg),
-            None => Some(ExecCgroup::create(&wanted, limits, bases)?),
+            None => Some(ExecCgroup::create(
+                &wanted,
+                limits,
+                bases,
+                idle.cleanups.clone(),
+            )?),
         }
     };
     Ok(Plan { cgroup, rlimits })
@@ -283,6 +288,8 @@ pub(crate) struct IdleCgroups {
     /// Cgroups whose processes are still leaving, waited out in the
     /// background (see `recycle`).
     settling: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Cleanups of this sandbox's busy cgroups under way.
+    cleanups: Arc<Cleanups>,
 }
 
 impl IdleCgroups {
@@ -354,7 +361,8 @@ impl IdleCgroups {
         }
         let drained = self.idle.lock().map(|mut i| std::mem::take(&mut *i));
         drop(drained);
-        let _ = tokio::task::spawn_blocking(|| wait_for_cleanups(CLEANUP_WAIT)).await;
+        let cleanups = self.cleanups.clone();
+        let _ = tokio::task::spawn_blocking(move || cleanups.wait(CLEANUP_WAIT)).await;
     }
 }
 
@@ -429,6 +437,8 @@ pub(crate) struct ExecCgroup {
     /// The join file (see [`Version::join_file`]) of every directory,
     /// ready for the child to write.
     procs_files: Vec<CString>,
+    /// Its sandbox's count of cleanups under way (see `Drop`).
+    cleanups: Arc<Cleanups>,
 }
 
 impl ExecCgroup {
@@ -436,6 +446,7 @@ impl ExecCgroup {
         wanted: &[(Ctrl, &Hierarchy)],
         limits: &Limits,
         bases: Vec<PathBuf>,
+        cleanups: Arc<Cleanups>,
     ) -> Result<Self, SandboxError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let name = format!(
@@ -451,6 +462,7 @@ impl ExecCgroup {
             memory: None,
             pids: None,
             procs_files: Vec::new(),
+            cleanups,
         };
         for &(ctrl, h) in wanted {
             let dir = h.base.join(&name);
@@ -546,7 +558,7 @@ impl Drop for ExecCgroup {
         }
         // Killed processes take a moment to leave; retry off the caller's
         // thread rather than block an async runtime.
-        let cleanup = Cleanup::start();
+        let cleanup = self.cleanups.start();
         let spawned = std::thread::Builder::new()
             .name("orch-cgroup-cleanup".into())
             .spawn(move || {
@@ -574,47 +586,53 @@ impl Drop for ExecCgroup {
     }
 }
 
-/// Cleanups of busy cgroups still under way (see `ExecCgroup`'s drop).
-static CLEANUPS: Mutex<usize> = Mutex::new(0);
-/// Signalled whenever one of them ends.
-static CLEANUP_ENDED: Condvar = Condvar::new();
+/// Cleanups of busy cgroups still under way (see `ExecCgroup`'s drop), for
+/// one sandbox: a run's end waits for its own killed processes, not for
+/// another project's under `orch serve`.
+#[derive(Debug, Default)]
+pub(crate) struct Cleanups {
+    under_way: Mutex<usize>,
+    /// Signalled whenever one of them ends.
+    ended: Condvar,
+}
 
 /// How long a drain waits for busy cgroups to empty: a little longer than
 /// a cleanup tries before it leaves the cgroup to the guardian.
 const CLEANUP_WAIT: Duration = Duration::from_secs(3);
 
-/// One cleanup under way, counted while it lives.
-struct Cleanup;
+/// One cleanup under way, counted by its sandbox's [`Cleanups`] while it
+/// lives.
+struct Cleanup(Arc<Cleanups>);
 
-impl Cleanup {
-    fn start() -> Cleanup {
-        if let Ok(mut n) = CLEANUPS.lock() {
+impl Cleanups {
+    fn start(self: &Arc<Self>) -> Cleanup {
+        if let Ok(mut n) = self.under_way.lock() {
             *n += 1;
         }
-        Cleanup
+        Cleanup(self.clone())
+    }
+
+    /// Waits up to `max` until no cleanup is under way: a run that ends
+    /// reports its end only once the processes it killed are gone, not
+    /// while they are still on their way out. True when none is left.
+    fn wait(&self, max: Duration) -> bool {
+        let Ok(n) = self.under_way.lock() else {
+            return false;
+        };
+        self.ended
+            .wait_timeout_while(n, max, |n| *n > 0)
+            .map(|(n, _)| *n == 0)
+            .unwrap_or(false)
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Ok(mut n) = CLEANUPS.lock() {
+        if let Ok(mut n) = self.0.under_way.lock() {
             *n = n.saturating_sub(1);
         }
-        CLEANUP_ENDED.notify_all();
+        self.0.ended.notify_all();
     }
-}
-
-/// Waits up to `max` until no cleanup is under way: a run that ends reports
-/// its end only once the processes it killed are gone, not while they are
-/// still on their way out. True when none is left.
-fn wait_for_cleanups(max: Duration) -> bool {
-    let Ok(n) = CLEANUPS.lock() else {
-        return false;
-    };
-    CLEANUP_ENDED
-        .wait_timeout_while(n, max, |n| *n > 0)
-        .map(|(n, _)| *n == 0)
-        .unwrap_or(false)
 }
 
 /// One directory of a command's cgroup, registered with orch's guardian
@@ -1096,21 +1114,32 @@ fn remove_stale(version: Version, base: &Path) {
 mod tests {
     #[test]
     fn a_drain_waits_for_cleanups_under_way_and_no_longer() {
-        let held = Cleanup::start();
+        let cleanups = Arc::new(Cleanups::default());
+        let held = cleanups.start();
         assert!(
-            !wait_for_cleanups(Duration::from_millis(50)),
+            !cleanups.wait(Duration::from_millis(50)),
             "one is under way"
         );
-        let ending = Cleanup::start();
+        let ending = cleanups.start();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             drop(ending);
         });
         drop(held);
         let started = std::time::Instant::now();
-        assert!(wait_for_cleanups(Duration::from_secs(5)));
+        assert!(cleanups.wait(Duration::from_secs(5)));
         assert!(started.elapsed() >= Duration::from_millis(50));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_sandbox_waits_only_for_its_own_cleanups() {
+        let (mine, other) = (Arc::new(Cleanups::default()), Arc::new(Cleanups::default()));
+        let _busy = other.start();
+        let started = std::time::Instant::now();
+        assert!(mine.wait(Duration::from_secs(5)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!other.wait(Duration::from_millis(10)));
     }
 
     use super::*;
